@@ -1,0 +1,116 @@
+// Futex calls, the thread-id cache, owner liveness and the monotonic clock.
+//
+// Invariants:
+// - Process-shared words use FUTEX_WAIT_BITSET/FUTEX_WAKE without FUTEX_PRIVATE_FLAG: a private
+//   futex is keyed by (mm, address) and would never meet a waiter in another process.
+// - Deadlines are absolute CLOCK_MONOTONIC times (FUTEX_WAIT_BITSET without FUTEX_CLOCK_REALTIME),
+//   so a spurious wake-up never stretches a timeout and wall-clock jumps do not matter.
+// - The tid/pid caches are per thread and are cleared in a forked child (pthread_atfork), where the
+//   surviving thread has new ids.
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL /* linux/pidfd.h of kernel 6.9; Debian 12's headers predate it */
+#endif
+
+static __thread int32_t cached_tid;
+static int32_t cached_pid;
+
+static void forget_ids_in_child(void) {
+    cached_tid = 0;
+    __atomic_store_n(&cached_pid, 0, __ATOMIC_RELAXED);
+}
+
+__attribute__((constructor)) static void install_fork_handler(void) {
+    pthread_atfork(NULL, NULL, forget_ids_in_child);
+}
+
+int32_t mp_thread_id(void) {
+    if (MP_UNLIKELY(cached_tid == 0)) cached_tid = (int32_t)syscall(SYS_gettid);
+    return cached_tid;
+}
+
+int32_t mp_process_id(void) {
+    int32_t pid = __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
+    if (MP_UNLIKELY(pid == 0)) {
+        pid = (int32_t)getpid();
+        __atomic_store_n(&cached_pid, pid, __ATOMIC_RELAXED);
+    }
+    return pid;
+}
+
+void mp_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+int64_t mp_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int32_t mp_sleep_until(int64_t deadline_ns) {
+    struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    for (;;) {
+        int rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        if (rc == 0) return 0;
+        if (rc != EINTR) return -rc;
+    }
+}
+
+int mp_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns, int shared) {
+    int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != INT64_MAX) {
+        ts.tv_sec = deadline_ns / 1000000000;
+        ts.tv_nsec = deadline_ns % 1000000000;
+        tsp = &ts;
+    }
+    long rc = syscall(SYS_futex, word, op, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+    if (rc == -1 && errno == ETIMEDOUT) return ETIMEDOUT;
+    return 0; // woken, EAGAIN (the word moved on) or EINTR: the caller re-reads the word
+}
+
+void mp_futex_wake(uint32_t *word, uint32_t count, int shared) {
+    int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    syscall(SYS_futex, word, op, count > INT_MAX ? INT_MAX : count, NULL, NULL, 0);
+}
+
+/// Reads the state letter of /proc/<tid>/stat: the fallback for kernels without thread pidfds.
+static int proc_thread_alive(int32_t tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : 1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')'); // the command name may itself hold spaces and parens
+    if (paren == NULL || paren[1] == 0 || paren[2] == 0) return 1;
+    char state = paren[2];
+    return state != 'Z' && state != 'X' && state != 'x';
+}
+
+int mp_thread_alive(int32_t tid) {
+    if (tid <= 0) return 0;
+    int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (fd < 0) {
+        if (errno == ESRCH) return 0;
+        return proc_thread_alive(tid); // EINVAL: kernel < 6.9; EMFILE: no descriptor to spare
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int rc = poll(&p, 1, 0);
+    close(fd);
+    return !(rc == 1 && (p.revents & (POLLIN | POLLHUP))); // readable: the thread has exited
+}

@@ -1,0 +1,261 @@
+// CMultiprocessing: the C mechanisms under `import Multiprocessing`.
+//
+// Only stdint/stddef here: importing libc types through two modules breaks clean builds, so every
+// libc type crossing this boundary is spelled as a fixed-width integer. Every struct lives in memory
+// that may be shared between processes; its fields are plain integers that only the C side touches
+// atomically (Swift cannot see `_Atomic` fields). Layouts are pinned with `_Static_assert` in the .c
+// files. Each exported name starts with `mp_`.
+#ifndef C_MULTIPROCESSING_H
+#define C_MULTIPROCESSING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Status codes
+
+/// Outcome of a blocking or trying operation. Errors that are the caller's fault (a bad argument)
+/// are caught in Swift before the call; these are the outcomes of a well-formed call.
+typedef int32_t mp_status_t;
+#define MP_OK 0
+/// The deadline passed first.
+#define MP_TIMED_OUT 1
+/// A non-blocking try found the object taken.
+#define MP_BUSY 2
+/// The lock was acquired, but its previous owner died holding it (like a robust mutex's EOWNERDEAD).
+#define MP_OWNER_DIED 3
+/// Release of something the caller does not hold.
+#define MP_NOT_HELD 4
+/// A counter would pass its limit (bounded semaphore, recursion depth).
+#define MP_OVERFLOW 5
+/// The barrier is broken (aborted, reset while waiting, or a waiter timed out).
+#define MP_BROKEN 6
+
+/// Wait forever (the `timeout_ns` argument of every blocking call).
+#define MP_FOREVER (-1)
+
+// MARK: - Threads
+
+/// The calling thread's kernel thread id, cached per thread (no syscall after the first call) and
+/// refreshed in a forked child.
+int32_t mp_thread_id(void);
+
+/// The calling process's id, cached and refreshed in a forked child.
+int32_t mp_process_id(void);
+
+/// Names the calling thread for the OS (the kernel keeps the first 15 bytes).
+void mp_set_thread_name(const char *_Nonnull name);
+
+/// Whether the thread `tid` still runs (a zombie counts as dead). Uses a thread pidfd where the
+/// kernel has them (>= 6.9) and /proc otherwise; a recycled tid reads as alive (see mutex.c).
+int mp_thread_alive(int32_t tid);
+
+// MARK: - Mutex (Lock and RLock)
+
+/// A futex mutex usable across threads and processes. `word` is 0 when free, else the owner's tid,
+/// with `MP_MUTEX_WAITERS` set while someone may sleep on it. `depth` counts RLock recursion and is
+/// touched only by the owner. `shared` selects process-shared futex calls. `dead_owner` is the tid
+/// of the owner whose death the current owner recovered from (valid after MP_OWNER_DIED).
+typedef struct mp_mutex {
+    uint32_t word;
+    uint32_t depth;
+    uint32_t shared;
+    uint32_t dead_owner;
+} mp_mutex_t;
+
+#define MP_MUTEX_WAITERS 0x80000000u
+#define MP_MUTEX_TID_MASK 0x3fffffffu
+
+void mp_mutex_init(mp_mutex_t *_Nonnull m, int shared);
+/// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
+/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died).
+mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
+/// Releases. Any thread may release a held `Lock` (as in Python); MP_NOT_HELD if it was free.
+mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m);
+/// The owner's tid, or 0 when free (a snapshot).
+int32_t mp_mutex_owner(const mp_mutex_t *_Nonnull m);
+
+/// Recursive acquire: the owner re-enters by counting. MP_OVERFLOW past 2^31-1 levels.
+mp_status_t mp_rmutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
+/// Recursive release: MP_NOT_HELD unless the calling thread owns it.
+mp_status_t mp_rmutex_unlock(mp_mutex_t *_Nonnull m);
+/// Releases every level at once (Condition.wait), returning the depth to restore, 0 if not owned.
+uint32_t mp_rmutex_unlock_all(mp_mutex_t *_Nonnull m);
+/// Re-acquires after `mp_rmutex_unlock_all`, restoring `depth` levels.
+mp_status_t mp_rmutex_lock_depth(mp_mutex_t *_Nonnull m, uint32_t depth);
+
+// MARK: - Semaphore
+
+/// A counting semaphore. `value` is the futex word; `waiters` counts sleepers so that a release
+/// makes no syscall when nobody sleeps; `limit` caps `value` (MP_SEMAPHORE_MAX when unbounded, the
+/// initial value for a BoundedSemaphore).
+typedef struct mp_semaphore {
+    uint32_t value;
+    uint32_t waiters;
+    uint32_t limit;
+    uint32_t shared;
+} mp_semaphore_t;
+
+#define MP_SEMAPHORE_MAX 0x7fffffffu
+
+void mp_semaphore_init(mp_semaphore_t *_Nonnull s, uint32_t value, uint32_t limit, int shared);
+mp_status_t mp_semaphore_acquire(mp_semaphore_t *_Nonnull s, int64_t timeout_ns);
+/// Adds `n`; MP_OVERFLOW (and no change) if that passes `limit`.
+mp_status_t mp_semaphore_release(mp_semaphore_t *_Nonnull s, uint32_t n);
+uint32_t mp_semaphore_value(const mp_semaphore_t *_Nonnull s);
+
+// MARK: - Condition
+
+/// A condition variable over an mp_mutex: `seq` is bumped by each notify and is the futex word;
+/// `waiters` (changed only under the mutex) lets notify skip the syscall when nobody waits.
+typedef struct mp_condition {
+    uint32_t seq;
+    uint32_t waiters;
+    uint32_t shared;
+    uint32_t reserved;
+} mp_condition_t;
+
+void mp_condition_init(mp_condition_t *_Nonnull c, int shared);
+/// Releases `m` (all levels if `recursive`), sleeps until notified or timed out, re-acquires `m`.
+/// Returns MP_OK, MP_TIMED_OUT, MP_NOT_HELD (caller did not hold `m`), or MP_OWNER_DIED (from the
+/// re-acquire; the lock is held).
+mp_status_t mp_condition_wait(mp_condition_t *_Nonnull c, mp_mutex_t *_Nonnull m, int recursive,
+                              int64_t timeout_ns);
+/// Wakes up to `n` waiters; the caller holds the mutex.
+void mp_condition_notify(mp_condition_t *_Nonnull c, uint32_t n);
+
+// MARK: - Event
+
+/// `word` bit 0 is the flag; the rest counts sets, so a waiter woken by a set that a clear has
+/// already undone still sees that the event fired (as Python's Event.wait returns True).
+typedef struct mp_event {
+    uint32_t word;
+    uint32_t waiters;
+    uint32_t shared;
+    uint32_t reserved;
+} mp_event_t;
+
+void mp_event_init(mp_event_t *_Nonnull e, int shared);
+void mp_event_set(mp_event_t *_Nonnull e);
+void mp_event_clear(mp_event_t *_Nonnull e);
+int mp_event_is_set(const mp_event_t *_Nonnull e);
+/// MP_OK once set (or set while waiting), MP_TIMED_OUT otherwise.
+mp_status_t mp_event_wait(mp_event_t *_Nonnull e, int64_t timeout_ns);
+
+// MARK: - Barrier
+
+/// Python's Barrier state machine (filling, draining, resetting, broken) under a guard mutex, with
+/// `seq` as the futex word every state change bumps.
+typedef struct mp_barrier {
+    mp_mutex_t guard;
+    uint32_t parties;
+    uint32_t count;
+    int32_t state;
+    uint32_t seq;
+    uint32_t shared;
+    uint32_t reserved[3];
+} mp_barrier_t;
+
+void mp_barrier_init(mp_barrier_t *_Nonnull b, uint32_t parties, int shared);
+/// Waits for all parties. On MP_OK `*index` is this caller's arrival index (0..parties-1).
+/// MP_BROKEN if the barrier is or becomes broken or reset; a timeout breaks it (MP_TIMED_OUT).
+mp_status_t mp_barrier_wait(mp_barrier_t *_Nonnull b, int64_t timeout_ns, uint32_t *_Nonnull index);
+void mp_barrier_reset(mp_barrier_t *_Nonnull b);
+void mp_barrier_abort(mp_barrier_t *_Nonnull b);
+int mp_barrier_is_broken(mp_barrier_t *_Nonnull b);
+uint32_t mp_barrier_waiting(mp_barrier_t *_Nonnull b);
+
+// MARK: - Shared memory
+
+/// Header at the start of every named region: attach checks it before trusting anything else.
+typedef struct mp_region_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t payload_size;
+    uint32_t creator_pid;
+    uint32_t reserved;
+    uint64_t reserved2[4];
+} mp_region_header_t;
+
+#define MP_REGION_MAGIC 0x31504d5446495753ull /* the bytes "SWIFTMP1" on a little-endian machine */
+#define MP_REGION_VERSION 1u
+#define MP_REGION_HEADER_SIZE 64u
+
+/// memfd_create + ftruncate. Returns the descriptor (close-on-exec) or -errno.
+int32_t mp_memfd_create(const char *_Nonnull name, uint64_t size);
+/// shm_open(O_CREAT|O_EXCL, 0600) + ftruncate. Returns the descriptor or -errno.
+int32_t mp_shm_create(const char *_Nonnull name, uint64_t size);
+/// shm_open(O_RDWR). Returns the descriptor or -errno.
+int32_t mp_shm_open(const char *_Nonnull name);
+/// shm_unlink. Returns 0 or -errno.
+int32_t mp_shm_unlink(const char *_Nonnull name);
+/// Size of the object behind `fd`, or -errno.
+int64_t mp_fd_size(int32_t fd);
+/// mmap(MAP_SHARED, read/write) of `size` bytes of `fd`. Returns NULL and sets `*error` on failure.
+void *_Nullable mp_map_shared(int32_t fd, uint64_t size, int32_t *_Nonnull error);
+/// munmap. Returns 0 or -errno.
+int32_t mp_unmap(void *_Nonnull address, uint64_t size);
+/// Fills a fresh header (the creator does this once, before anyone can attach).
+void mp_region_header_init(mp_region_header_t *_Nonnull h, uint64_t payload_size);
+
+// MARK: - Processes
+
+/// Flushes stdio, forks, and in the child resets the signal mask and handlers' dispositions it
+/// must not inherit, refreshes the tid cache and, when `die_with_parent`, asks for SIGKILL when the
+/// parent dies (exiting at once if it already has). Returns the pid in the parent, 0 in the child,
+/// -errno on failure.
+int32_t mp_fork(int die_with_parent);
+
+/// posix_spawn of `path` with `argv`/`envp` (NULL-terminated), keeping `keep_fds` (count `nkeep`)
+/// open in the child; everything else close-on-exec stays closed. The child's signal mask is
+/// emptied. Returns the pid or -errno.
+int32_t mp_spawn(const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
+                 char *_Nullable const *_Nonnull envp, const int32_t *_Nullable keep_fds,
+                 int32_t nkeep);
+
+/// In a spawned child: SIGKILL when the parent dies; exits at once if `parent` is already gone.
+void mp_die_with_parent(int32_t parent);
+
+/// waitpid. `nohang`: return 0 at once if the child still runs. On a reaped child returns its pid
+/// and stores the Python-style exit code in `*exit_code` (status, or -signal). -errno on failure.
+int32_t mp_wait_child(int32_t pid, int nohang, int32_t *_Nonnull exit_code);
+
+/// A pidfd for the child `pid` (close-on-exec), or -errno. It polls readable once the child exits.
+int32_t mp_pidfd_open(int32_t pid);
+
+/// Waits up to `timeout_ns` (MP_FOREVER: no limit) for `fd` to be readable: 1 readable, 0 timed
+/// out, -errno on failure. EINTR is retried with the remaining time.
+int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns);
+
+/// Sends `signal` to `pid`; 0 or -errno.
+int32_t mp_signal(int32_t pid, int32_t signal);
+
+/// Writes stderr text and flushes stdio, then `_exit(code)`: the way out of a forked child, which
+/// must not run the parent's atexit handlers or Swift's deinitialisers of inherited state.
+_Noreturn void mp_exit_child(int32_t code);
+
+/// Flushes all stdio streams (before fork, and in a child before `_exit`).
+void mp_flush_stdio(void);
+
+// MARK: - Time
+
+/// The monotonic clock in nanoseconds.
+int64_t mp_monotonic_ns(void);
+/// Sleeps on the monotonic clock until `deadline_ns`; 0, or -errno (EINTR is retried).
+int32_t mp_sleep_until(int64_t deadline_ns);
+
+// MARK: - io_uring
+
+/// Whether io_uring works here, and whether it has IORING_OP_FUTEX_WAIT (bit 1).
+/// 0: no io_uring; 1: io_uring; 3: io_uring with futex operations.
+int32_t mp_uring_probe(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,59 @@
+// Private helpers shared by the C files: atomics on plain integer fields, futex calls, deadlines.
+//
+// Atomics use the __atomic builtins on plain uint32_t fields (Swift cannot see _Atomic fields);
+// every word placed in shared memory must be lock-free, checked below, so that two processes agree.
+#ifndef MP_INTERNAL_H
+#define MP_INTERNAL_H
+
+#include "CMultiprocessing.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+
+_Static_assert(__atomic_always_lock_free(sizeof(uint32_t), 0), "futex words must be lock-free");
+_Static_assert(__atomic_always_lock_free(sizeof(uint64_t), 0), "64-bit counters must be lock-free");
+
+#define MP_LOAD(p, order) __atomic_load_n((p), (order))
+#define MP_STORE(p, v, order) __atomic_store_n((p), (v), (order))
+#define MP_CAS(p, expected, desired, success, failure)                                             \
+    __atomic_compare_exchange_n((p), (expected), (desired), 0, (success), (failure))
+#define MP_SWAP(p, v, order) __atomic_exchange_n((p), (v), (order))
+#define MP_ADD(p, v, order) __atomic_fetch_add((p), (v), (order))
+#define MP_SUB(p, v, order) __atomic_fetch_sub((p), (v), (order))
+
+#define MP_RELAXED __ATOMIC_RELAXED
+#define MP_ACQUIRE __ATOMIC_ACQUIRE
+#define MP_RELEASE __ATOMIC_RELEASE
+#define MP_ACQ_REL __ATOMIC_ACQ_REL
+#define MP_SEQ_CST __ATOMIC_SEQ_CST
+
+#define MP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MP_COLD __attribute__((cold, noinline))
+
+/// How many times a waiter re-reads a word before parking (loads only, with a pause hint).
+#define MP_SPIN_LIMIT 100
+
+static inline void mp_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/// An absolute monotonic deadline in ns; INT64_MAX for "forever".
+static inline int64_t mp_deadline_after(int64_t timeout_ns) {
+    if (timeout_ns < 0) return INT64_MAX;
+    int64_t now = mp_monotonic_ns();
+    return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline_ns` (absolute, monotonic).
+/// Returns 0 (woken, or value changed: EAGAIN), or ETIMEDOUT. EINTR reads as a spurious wake-up.
+int mp_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns, int shared);
+/// Wakes up to `count` sleepers on `word`.
+void mp_futex_wake(uint32_t *word, uint32_t count, int shared);
+
+#endif

@@ -1,0 +1,116 @@
+// Process creation and reaping: what must be C because it runs between fork and the child's first
+// Swift code, or must be async-signal-safe.
+//
+// Invariants:
+// - stdio is flushed before fork, so buffered output is not printed twice (parent and child).
+// - A forked child starts with an empty signal mask (the forking thread's mask would otherwise be
+//   inherited, and Swift's runtime and Dispatch threads block signals), and refreshed tid/pid
+//   caches (pthread_atfork in futex.c).
+// - "Die with parent" uses PR_SET_PDEATHSIG, then re-checks the parent: if the parent died before
+//   the prctl, the child exits at once rather than being orphaned. PDEATHSIG follows the thread that
+//   forked, so a child forked from a short-lived thread must not be a daemon (documented in Swift).
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+void mp_flush_stdio(void) { fflush(NULL); }
+
+void mp_die_with_parent(int32_t parent) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+}
+
+int32_t mp_fork(int die_with_parent) {
+    fflush(NULL);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return -errno;
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, NULL);
+        if (die_with_parent) mp_die_with_parent(parent);
+    }
+    return pid;
+}
+
+int32_t mp_spawn(const char *path, char *const *argv, char *const *envp, const int32_t *keep_fds,
+                 int32_t nkeep) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return -rc;
+    // dup2 onto itself clears FD_CLOEXEC in the child (POSIX 2024, glibc >= 2.29): the fd survives exec.
+    for (int32_t i = 0; i < nkeep && rc == 0; i++) {
+        rc = posix_spawn_file_actions_adddup2(&actions, keep_fds[i], keep_fds[i]);
+    }
+    if (rc == 0) rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return -rc;
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    fflush(NULL);
+    pid_t pid = 0;
+    rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc == 0 ? pid : -rc;
+}
+
+int32_t mp_wait_child(int32_t pid, int nohang, int32_t *exit_code) {
+    int status = 0;
+    pid_t rc;
+    do {
+        rc = waitpid(pid, &status, nohang ? WNOHANG : 0);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) return -errno;
+    if (rc == 0) return 0;
+    if (WIFEXITED(status)) *exit_code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) *exit_code = -WTERMSIG(status);
+    else *exit_code = 0;
+    return rc;
+}
+
+int32_t mp_signal(int32_t pid, int32_t signal) { return kill(pid, signal) == 0 ? 0 : -errno; }
+
+void mp_exit_child(int32_t code) {
+    fflush(NULL);
+    _exit(code);
+}
+
+int32_t mp_pidfd_open(int32_t pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
+    int64_t deadline = mp_deadline_after(timeout_ns);
+    for (;;) {
+        struct timespec ts, *tsp = NULL;
+        if (deadline != INT64_MAX) {
+            int64_t left = deadline - mp_monotonic_ns();
+            if (left < 0) left = 0;
+            ts.tv_sec = left / 1000000000;
+            ts.tv_nsec = left % 1000000000;
+            tsp = &ts;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int rc = ppoll(&p, 1, tsp, NULL);
+        if (rc > 0) return 1;
+        if (rc == 0) return 0;
+        if (errno != EINTR) return -errno;
+    }
+}

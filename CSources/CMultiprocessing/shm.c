@@ -1,0 +1,77 @@
+// Shared-memory regions: anonymous (memfd) and named (POSIX shm), mapped MAP_SHARED.
+//
+// Mechanisms only: Swift decides sizes, names, ownership and when to unlink. Every call returns
+// -errno (or NULL with *error) rather than touching errno's thread-local state across the boundary.
+// A named region starts with an mp_region_header_t that its creator fills before anyone else can
+// attach (the object is created O_EXCL, mode 0600); attachers check magic, version and sizes.
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(mp_region_header_t) == MP_REGION_HEADER_SIZE, "region header is 64 bytes");
+_Static_assert(offsetof(mp_region_header_t, magic) == 0, "magic leads the header");
+
+int32_t mp_memfd_create(const char *name, uint64_t size) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int32_t mp_shm_create(const char *name, uint64_t size) {
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int err = errno;
+        close(fd);
+        shm_unlink(name);
+        return -err;
+    }
+    return fd;
+}
+
+int32_t mp_shm_open(const char *name) {
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+int32_t mp_shm_unlink(const char *name) { return shm_unlink(name) == 0 ? 0 : -errno; }
+
+int64_t mp_fd_size(int32_t fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    return (int64_t)st.st_size;
+}
+
+void *mp_map_shared(int32_t fd, uint64_t size, int32_t *error) {
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        *error = errno;
+        return NULL;
+    }
+    *error = 0;
+    return p;
+}
+
+int32_t mp_unmap(void *address, uint64_t size) {
+    return munmap(address, (size_t)size) == 0 ? 0 : -errno;
+}
+
+void mp_region_header_init(mp_region_header_t *h, uint64_t payload_size) {
+    h->version = MP_REGION_VERSION;
+    h->header_size = MP_REGION_HEADER_SIZE;
+    h->payload_size = payload_size;
+    h->creator_pid = (uint32_t)mp_process_id();
+    h->reserved = 0;
+    for (int i = 0; i < 4; i++) h->reserved2[i] = 0;
+    // Magic last, with release: an attacher that sees it (acquire) sees a complete header.
+    __atomic_store_n(&h->magic, MP_REGION_MAGIC, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-multiprocessing",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Multiprocessing", targets: ["Multiprocessing"]),
+        .executable(name: "multiprocessing-examples", targets: ["MultiprocessingExamples"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Mechanisms: shared memory, futex words, fork/spawn, io_uring. No policy.
+        .target(
+            name: "CMultiprocessing",
+            path: "CSources/CMultiprocessing",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        // The facade users import.
+        .target(
+            name: "Multiprocessing",
+            dependencies: [
+                "CMultiprocessing",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Sources/Multiprocessing"
+        ),
+        // The seed's programs, runnable: `swift run multiprocessing-examples <name>`.
+        .executableTarget(
+            name: "MultiprocessingExamples",
+            dependencies: [
+                "Multiprocessing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples"
+        ),
+        // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
+        .executableTarget(
+            name: "MultiprocessingTestHelper",
+            dependencies: ["Multiprocessing"],
+            path: "Tests/MultiprocessingTestHelper"
+        ),
+        .testTarget(
+            name: "MultiprocessingTests",
+            dependencies: ["Multiprocessing", "MultiprocessingTestHelper"],
+            path: "Tests/MultiprocessingTests"
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,107 @@
+import CMultiprocessing
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One mapping of shared memory in this process: an anonymous memfd region or a named one.
+///
+/// Regions that can be handed to a spawned child by descriptor (memfd regions) are listed in
+/// ``RegionRegistry``; a spawned child maps the same descriptors at bootstrap under the same ids,
+/// so a ``SharedHandle`` means the same bytes in both processes.
+final class Region: @unchecked Sendable {
+    let id: UInt64
+    let fd: Int32
+    let base: UnsafeMutableRawPointer
+    let size: Int
+
+    /// Maps `size` bytes of `fd`, taking ownership of the descriptor.
+    init(id: UInt64, fd: Int32, size: Int) throws(SharedMemoryError) {
+        var error: Int32 = 0
+        guard let base = mp_map_shared(fd, UInt64(size), &error) else {
+            close(fd)
+            throw .system(Errno(rawValue: error), function: "mmap")
+        }
+        self.id = id
+        self.fd = fd
+        self.base = base
+        self.size = size
+    }
+
+    /// A new anonymous region (zero-filled), listed for spawned children.
+    static func anonymous(size: Int, label: String) throws(SharedMemoryError) -> Region {
+        guard size > 0 else { throw .invalidSize(size) }
+        let fd = try checked(mp_memfd_create(label, UInt64(size)), "memfd_create")
+        let region = try Region(id: RegionRegistry.newID(), fd: fd, size: size)
+        RegionRegistry.register(region)
+        return region
+    }
+
+    deinit {
+        RegionRegistry.unregister(id: id)
+        _ = mp_unmap(base, UInt64(size))
+        close(fd)
+    }
+}
+
+@inline(__always)
+func checked(_ result: Int32, _ function: String) throws(SharedMemoryError) -> Int32 {
+    switch checkedErrno(result, function) {
+    case .success(let value): return value
+    case .failure(let errno): throw .system(errno, function: function)
+    }
+}
+
+/// What a spawned child needs to map a parent's region: its id, descriptor and size.
+struct RegionDescriptor: Codable, Sendable {
+    var id: UInt64
+    var fd: Int32
+    var size: Int
+}
+
+/// The anonymous regions of this process, by id, held weakly: a region lives as long as the objects
+/// in it. Spawn passes every live one to the child.
+enum RegionRegistry {
+    private struct Entry {
+        weak var region: Region?
+    }
+    private static let entries = Locked<[UInt64: Entry]>([:])
+
+    static func newID() -> UInt64 {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next() | 1  // never 0, which marks "no region"
+    }
+
+    static func register(_ region: Region) {
+        entries.withLock { $0[region.id] = Entry(region: region) }
+    }
+
+    static func unregister(id: UInt64) {
+        entries.withLock { entries in
+            if entries[id]?.region == nil { entries[id] = nil }
+        }
+    }
+
+    static func lookup(_ id: UInt64) -> Region? {
+        entries.withLock { $0[id]?.region }
+    }
+
+    static func live() -> [Region] {
+        entries.withLock { $0.values.compactMap(\.region) }
+    }
+
+    /// In a spawned child: maps the parent's regions under their ids. The child keeps them for its
+    /// whole life (objects decoded from handles point into them).
+    static func adopt(_ descriptors: [RegionDescriptor]) throws(SharedMemoryError) -> [Region] {
+        var adopted: [Region] = []
+        for d in descriptors {
+            let region = try Region(id: d.id, fd: d.fd, size: d.size)
+            register(region)
+            adopted.append(region)
+        }
+        return adopted
+    }
+
+    static func resetAfterFork() { entries.resetAfterFork() }
+}

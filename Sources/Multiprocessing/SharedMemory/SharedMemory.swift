@@ -1,0 +1,177 @@
+import CMultiprocessing
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A block of memory shared between processes (Python's `multiprocessing.shared_memory`).
+///
+/// - Anonymous (`SharedMemory(size:)`): a memfd region, inherited by forked children and handed to
+///   spawned children by descriptor (pass the object in the child's arguments: it is `Codable`).
+/// - Named (`SharedMemory(create:size:)` / `SharedMemory(attach:)`): a POSIX shared-memory object
+///   in `/dev/shm`, created exclusively with mode 0600 and a header (magic, version, size) that
+///   ``init(attach:)`` checks, so attaching to something that is not ours is a typed error. The
+///   creating object owns the name: it unlinks it in ``unlink()``, when it is deinitialized, or at
+///   exit, whichever comes first.
+public final class SharedMemory: @unchecked Sendable, Codable {
+    /// The name of a named region; nil for an anonymous one.
+    public let name: String?
+    /// The usable size in bytes.
+    public let size: Int
+    /// The usable bytes (after the header, for a named region).
+    public let buffer: UnsafeMutableRawBufferPointer
+
+    private let region: Region
+    private let ownsName: Bool
+    private let unlinked = Locked(false)
+
+    /// A new anonymous region of `size` zero bytes.
+    public init(size: Int) throws(SharedMemoryError) {
+        guard size > 0 else { throw .invalidSize(size) }
+        region = try Region.anonymous(size: size, label: "multiprocessing-shared-memory")
+        name = nil
+        self.size = size
+        buffer = UnsafeMutableRawBufferPointer(start: region.base, count: size)
+        ownsName = false
+    }
+
+    /// Creates the named region `name` (without a leading `/`) of `size` zero bytes.
+    /// Throws ``SharedMemoryError/alreadyExists(_:)`` if the name is taken.
+    public init(create name: String, size: Int) throws(SharedMemoryError) {
+        let path = try SharedMemory.path(for: name)
+        guard size > 0, size <= Int.max - Int(MP_REGION_HEADER_SIZE) else { throw .invalidSize(size) }
+        let total = size + Int(MP_REGION_HEADER_SIZE)
+        let fd = mp_shm_create(path, UInt64(total))
+        if fd == -EEXIST { throw .alreadyExists(name) }
+        let owned = try checked(fd, "shm_open")
+        do {
+            region = try Region(id: RegionRegistry.newID(), fd: owned, size: total)
+        } catch {
+            _ = mp_shm_unlink(path)
+            throw error
+        }
+        mp_region_header_init(region.base.assumingMemoryBound(to: mp_region_header_t.self), UInt64(size))
+        self.name = name
+        self.size = size
+        buffer = UnsafeMutableRawBufferPointer(start: region.base + Int(MP_REGION_HEADER_SIZE), count: size)
+        ownsName = true
+        NamedRegions.created(path)
+    }
+
+    /// Attaches to the existing named region `name`, checking that it is one of ours.
+    public init(attach name: String) throws(SharedMemoryError) {
+        let path = try SharedMemory.path(for: name)
+        let result = mp_shm_open(path)
+        if result == -ENOENT { throw .notFound(name) }
+        let fd = try checked(result, "shm_open")
+        let actual = mp_fd_size(fd)
+        guard actual >= 0 else {
+            close(fd)
+            throw .system(Errno(rawValue: Int32(-actual)), function: "fstat")
+        }
+        guard actual >= Int64(MP_REGION_HEADER_SIZE) else {
+            close(fd)
+            throw .tooSmall(name: name, size: Int(actual))
+        }
+        let mapped = try Region(id: RegionRegistry.newID(), fd: fd, size: Int(actual))
+        let header = mapped.base.assumingMemoryBound(to: mp_region_header_t.self)
+        guard header.pointee.magic == MP_REGION_MAGIC else { throw .notOurs(name) }
+        guard header.pointee.version == MP_REGION_VERSION else {
+            throw .versionMismatch(name: name, found: header.pointee.version, expected: MP_REGION_VERSION)
+        }
+        let payload = header.pointee.payload_size
+        guard header.pointee.header_size == MP_REGION_HEADER_SIZE,
+            payload <= UInt64(actual) - UInt64(MP_REGION_HEADER_SIZE)
+        else { throw .tooSmall(name: name, size: Int(actual)) }
+        region = mapped
+        self.name = name
+        size = Int(payload)
+        buffer = UnsafeMutableRawBufferPointer(start: region.base + Int(MP_REGION_HEADER_SIZE), count: size)
+        ownsName = false
+    }
+
+    /// Removes the name from the system (the memory stays mapped until every user lets go).
+    /// Only meaningful for named regions; a second call does nothing.
+    public func unlink() throws(SharedMemoryError) {
+        guard let name else { return }
+        let first = unlinked.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        let path = try SharedMemory.path(for: name)
+        let rc = mp_shm_unlink(path)
+        NamedRegions.removed(path)
+        if rc == -ENOENT { throw .notFound(name) }
+        _ = try checked(rc, "shm_unlink")
+    }
+
+    deinit {
+        if ownsName { try? unlink() }
+    }
+
+    static func path(for name: String) throws(SharedMemoryError) -> String {
+        guard !name.isEmpty, name.utf8.count <= 250, !name.contains("/"), !name.contains("\0") else {
+            throw .invalidName(name)
+        }
+        return "/" + name
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, region }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        if let name {
+            try container.encode(name, forKey: .name)
+        } else {
+            try container.encode(region.id, forKey: .region)
+        }
+    }
+
+    /// Attaches by name, or finds the anonymous region among those handed to this process.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let name = try container.decodeIfPresent(String.self, forKey: .name) {
+            let attached = try SharedMemory(attach: name)
+            region = attached.region
+            self.name = name
+            size = attached.size
+            buffer = attached.buffer
+        } else {
+            let id = try container.decode(UInt64.self, forKey: .region)
+            guard let found = RegionRegistry.lookup(id) else { throw SharedMemoryError.unknownRegion(id) }
+            region = found
+            name = nil
+            size = found.size
+            buffer = UnsafeMutableRawBufferPointer(start: found.base, count: found.size)
+        }
+        ownsName = false
+    }
+}
+
+/// Names this process created and has not unlinked: unlinked at exit, so a program that forgets
+/// leaves nothing in /dev/shm (a SIGKILLed creator cannot clean up; its children never unlink).
+enum NamedRegions {
+    private static let names = Locked<(pid: Int32, paths: Set<String>)>((0, []))
+    private static let installOnce: Void = { atexit { NamedRegions.unlinkAll() } }()
+
+    static func created(_ path: String) {
+        _ = installOnce
+        names.withLock { state in
+            if state.pid != mp_process_id() { state = (mp_process_id(), []) }
+            state.paths.insert(path)
+        }
+    }
+
+    static func removed(_ path: String) {
+        names.withLock { _ = $0.paths.remove(path) }
+    }
+
+    static func unlinkAll() {
+        let paths = names.withLock { state -> Set<String> in
+            state.pid == mp_process_id() ? state.paths : []
+        }
+        for path in paths { _ = mp_shm_unlink(path) }
+    }
+}

@@ -1,0 +1,68 @@
+import CMultiprocessing
+
+/// The `Codable` form of a primitive in shared memory: enough for a spawned child to find the very
+/// same bytes (the region is mapped there under the same id at bootstrap).
+public struct SharedHandle: Codable, Hashable, Sendable {
+    var region: UInt64
+    var slot: UInt32
+    var generation: UInt32
+    var kind: UInt32
+}
+
+/// A slot of an arena owned by one Swift object: the payload pointer, the handle, and whether this
+/// object frees the slot when it goes away (only the creating object in the creating process does).
+final class SharedObject: @unchecked Sendable {
+    let arena: Arena
+    let slot: Arena.Slot
+    let kind: SharedKind
+    let payload: UnsafeMutableRawPointer
+    private let owns: Bool
+
+    /// Allocates a zeroed slot in this process's arena.
+    init(kind: SharedKind) {
+        (arena, slot) = Arenas.allocate(kind: kind)
+        self.kind = kind
+        payload = arena.payload(slot.index)
+        owns = true
+    }
+
+    /// Resolves a handle made in another process (or this one).
+    init(handle: SharedHandle, expecting kind: SharedKind) throws(SharedMemoryError) {
+        guard let arena = Arenas.arena(for: handle.region) else { throw .unknownRegion(handle.region) }
+        guard handle.kind == kind.rawValue,
+            arena.validate(index: handle.slot, generation: handle.generation, kind: kind)
+        else { throw .staleHandle }
+        self.arena = arena
+        self.slot = Arena.Slot(index: handle.slot, generation: handle.generation)
+        self.kind = kind
+        payload = arena.payload(handle.slot)
+        owns = false
+    }
+
+    var handle: SharedHandle {
+        SharedHandle(region: arena.region.id, slot: slot.index, generation: slot.generation, kind: kind.rawValue)
+    }
+
+    func pointer<T>(to type: T.Type) -> UnsafeMutablePointer<T> {
+        precondition(MemoryLayout<T>.size <= Arena.payloadSize)
+        return payload.assumingMemoryBound(to: T.self)
+    }
+
+    deinit {
+        if owns { arena.free(slot) }
+    }
+}
+
+extension SharedObject {
+    /// Encodes this object's handle as a single value.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(handle)
+    }
+
+    /// Decodes a handle and resolves it to the object it names.
+    static func decode(_ kind: SharedKind, from decoder: any Decoder) throws -> SharedObject {
+        let handle = try decoder.singleValueContainer().decode(SharedHandle.self)
+        return try SharedObject(handle: handle, expecting: kind)
+    }
+}

@@ -1,0 +1,62 @@
+import SystemPackage
+
+/// Errors of the lock family: bad arguments and the outcomes Python reports as exceptions.
+public enum SyncError: Error, Equatable, Sendable {
+    /// A timeout below zero (Python raises `ValueError`).
+    case negativeTimeout(Duration)
+    /// Release of a lock that is not held, or of an `RLock` the caller does not own (Python's
+    /// `RuntimeError`/`ValueError`), or `Condition.wait`/`notify` without holding its lock.
+    case notHeld
+    /// The lock was acquired, but the thread that held it died without releasing it (like a robust
+    /// mutex's `EOWNERDEAD`). The caller holds the lock and should repair what it protects.
+    case ownerDied(thread: Int32)
+    /// A semaphore's initial value below zero or above ``Semaphore/maximumValue``.
+    case invalidValue(Int)
+    /// A `BoundedSemaphore` released past its initial value, or a counter past its limit.
+    case overflow
+    /// `Barrier(parties:)` with fewer than one party.
+    case invalidParties(Int)
+    /// The barrier was aborted, reset while the caller waited, or a waiter timed out.
+    case brokenBarrier
+}
+
+/// Errors of shared-memory regions and of the handles that name objects in them.
+public enum SharedMemoryError: Error, Equatable, Sendable {
+    /// A name that POSIX shared memory cannot hold (empty, over 250 bytes, or containing `/`).
+    case invalidName(String)
+    /// A size of zero, or too large to map.
+    case invalidSize(Int)
+    /// No region of that name exists.
+    case notFound(String)
+    /// `create` found a region of that name already there.
+    case alreadyExists(String)
+    /// The region is too small to carry this library's header, or smaller than its header says.
+    case tooSmall(name: String, size: Int)
+    /// The region does not start with this library's header: it is somebody else's.
+    case notOurs(String)
+    /// The region was made by an incompatible version of this library.
+    case versionMismatch(name: String, found: UInt32, expected: UInt32)
+    /// A handle names a region that is not mapped in this process (pass primitives to a spawned
+    /// child through its arguments, or inherit them by fork).
+    case unknownRegion(UInt64)
+    /// A handle names a freed or different object.
+    case staleHandle
+    /// The operating system refused; `function` names the call.
+    case system(Errno, function: String)
+}
+
+/// Errors of ``Process`` and ``Thread``.
+public enum ProcessError: Error, Equatable, Sendable {
+    /// `start()` on a process or thread that has already been started (Python's `RuntimeError`).
+    case alreadyStarted
+    /// `join`, `terminate` or `kill` before `start()`.
+    case notStarted
+    /// A timeout below zero.
+    case negativeTimeout(Duration)
+    /// A process cannot join itself.
+    case joinSelf
+    /// The operating system refused; `function` names the call.
+    case system(Errno, function: String)
+    /// The spawn start method could not pass its arguments to the child.
+    case argumentEncoding(String)
+}

@@ -1,0 +1,158 @@
+import CMultiprocessing
+
+/// A condition variable between threads and processes (Python's `Condition`), over a ``Lock`` or,
+/// by default, an ``RLock``.
+///
+/// Hold the lock to `wait`, `notify` or `notifyAll` (else ``SyncError/notHeld``). `wait` releases
+/// the lock, sleeps until notified or timed out, and re-acquires it; wake-ups may be spurious, so
+/// loop on a predicate, or use ``wait(for:timeout:)``.
+public final class Condition: @unchecked Sendable, Codable {
+    /// The lock a condition waits with.
+    public enum Guard: Sendable {
+        case lock(Lock)
+        case rlock(RLock)
+    }
+
+    /// The lock this condition releases while waiting.
+    public let lock: Guard
+    let object: SharedObject
+    let condition: UnsafeMutablePointer<mp_condition_t>
+
+    /// A condition over a new ``RLock``.
+    public convenience init() { self.init(lock: RLock()) }
+
+    /// A condition over `lock`.
+    public init(lock: RLock) {
+        self.lock = .rlock(lock)
+        (object, condition) = Condition.make()
+    }
+
+    /// A condition over `lock`.
+    public init(lock: Lock) {
+        self.lock = .lock(lock)
+        (object, condition) = Condition.make()
+    }
+
+    private static func make() -> (SharedObject, UnsafeMutablePointer<mp_condition_t>) {
+        let object = SharedObject(kind: .condition)
+        let condition = object.pointer(to: mp_condition_t.self)
+        mp_condition_init(condition, 1)
+        return (object, condition)
+    }
+
+    private var mutex: UnsafeMutablePointer<mp_mutex_t> {
+        switch lock {
+        case .lock(let l): l.mutex
+        case .rlock(let r): r.mutex
+        }
+    }
+
+    private var recursive: Int32 {
+        if case .rlock = lock { return 1 }
+        return 0
+    }
+
+    /// Acquires the underlying lock.
+    public func acquire() throws(SyncError) {
+        switch lock {
+        case .lock(let l): try l.acquire()
+        case .rlock(let r): try r.acquire()
+        }
+    }
+
+    /// Waits up to `timeout` for the underlying lock.
+    public func acquire(timeout: Duration) throws(SyncError) -> Bool {
+        switch lock {
+        case .lock(let l): try l.acquire(timeout: timeout)
+        case .rlock(let r): try r.acquire(timeout: timeout)
+        }
+    }
+
+    /// Releases the underlying lock.
+    public func release() throws(SyncError) {
+        switch lock {
+        case .lock(let l): try l.release()
+        case .rlock(let r): try r.release()
+        }
+    }
+
+    /// Runs `body` holding the underlying lock.
+    public func withLock<R>(_ body: () throws -> R) throws -> R {
+        switch lock {
+        case .lock(let l): try l.withLock(body)
+        case .rlock(let r): try r.withLock(body)
+        }
+    }
+
+    /// Releases the lock, waits until notified (or `timeout` passes), re-acquires the lock.
+    /// Returns false if the timeout expired.
+    @discardableResult
+    public func wait(timeout: Duration? = nil) throws(SyncError) -> Bool {
+        let ns = try timeout.map { d throws(SyncError) in try timeoutNanoseconds(d) } ?? Int64(MP_FOREVER)
+        return try acquired(mp_condition_wait(condition, mutex, recursive, ns), mutex)
+    }
+
+    /// Waits until `predicate` holds (checked with the lock held), or `timeout` passes.
+    /// Returns the predicate's last value.
+    @discardableResult
+    public func wait(for predicate: () throws -> Bool, timeout: Duration? = nil) throws -> Bool {
+        let deadline = try timeout.map { d throws(SyncError) in mp_monotonic_ns() &+ (try timeoutNanoseconds(d)) }
+        var result = try predicate()
+        while !result {
+            var remaining: Duration? = nil
+            if let deadline {
+                let left = deadline - mp_monotonic_ns()
+                if left <= 0 { break }
+                remaining = .nanoseconds(left)
+            }
+            try wait(timeout: remaining)
+            result = try predicate()
+        }
+        return result
+    }
+
+    /// Wakes up to `n` waiters.
+    public func notify(_ n: Int = 1) throws(SyncError) {
+        try checkHeld()
+        guard n > 0 else { return }
+        mp_condition_notify(condition, UInt32(clamping: n))
+    }
+
+    /// Wakes every waiter.
+    public func notifyAll() throws(SyncError) {
+        try checkHeld()
+        mp_condition_notify(condition, UInt32.max)
+    }
+
+    private func checkHeld() throws(SyncError) {
+        let held: Bool
+        switch lock {
+        case .lock(let l): held = l.isLocked
+        case .rlock(let r): held = r.isOwnedByCurrentThread
+        }
+        if !held { throw .notHeld }
+    }
+
+    private enum CodingKeys: String, CodingKey { case condition, lock, rlock }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(object.handle, forKey: .condition)
+        switch lock {
+        case .lock(let l): try container.encode(l, forKey: .lock)
+        case .rlock(let r): try container.encode(r, forKey: .rlock)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let handle = try container.decode(SharedHandle.self, forKey: .condition)
+        object = try SharedObject(handle: handle, expecting: .condition)
+        condition = object.pointer(to: mp_condition_t.self)
+        if let l = try container.decodeIfPresent(Lock.self, forKey: .lock) {
+            lock = .lock(l)
+        } else {
+            lock = .rlock(try container.decode(RLock.self, forKey: .rlock))
+        }
+    }
+}

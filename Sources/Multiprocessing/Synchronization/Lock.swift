@@ -1,0 +1,133 @@
+import CMultiprocessing
+
+/// A mutual-exclusion lock that works between threads and between processes (Python's
+/// `threading.Lock` and `multiprocessing.Lock` in one).
+///
+/// The lock lives in a process-shared arena, so a forked child that inherits it, or a spawned child
+/// that receives it as an argument (it is `Codable`), locks the very same lock. Uncontended
+/// acquire and release make no system call.
+///
+/// As in Python, any thread may release a held `Lock`; releasing a free one throws
+/// ``SyncError/notHeld``. If the holder's process dies, the next acquirer gets the lock within about
+/// 20 ms and is told by ``SyncError/ownerDied(thread:)``, thrown with the lock held.
+///
+/// ```swift
+/// let lock = Lock()
+/// try lock.withLock { counter.pointee += 1 }
+/// if try lock.acquire(timeout: .seconds(5)) { defer { try? lock.release() }; ... }
+/// ```
+public final class Lock: @unchecked Sendable, Codable {
+    let object: SharedObject
+    let mutex: UnsafeMutablePointer<mp_mutex_t>
+
+    /// A new, unlocked lock in shared memory.
+    public init() {
+        object = SharedObject(kind: .lock)
+        mutex = object.pointer(to: mp_mutex_t.self)
+        mp_mutex_init(mutex, 1)
+    }
+
+    /// Blocks until the lock is acquired.
+    /// - Throws: ``SyncError/ownerDied(thread:)`` when the previous holder died; the lock is held.
+    public func acquire() throws(SyncError) {
+        _ = try acquired(mp_mutex_lock(mutex, Int64(MP_FOREVER)), mutex)
+    }
+
+    /// Waits up to `timeout` for the lock; returns whether it was acquired.
+    public func acquire(timeout: Duration) throws(SyncError) -> Bool {
+        try acquired(mp_mutex_lock(mutex, timeoutNanoseconds(timeout)), mutex)
+    }
+
+    /// Acquires the lock if it is free; never blocks.
+    public func tryAcquire() throws(SyncError) -> Bool {
+        try acquired(mp_mutex_lock(mutex, 0), mutex)
+    }
+
+    /// Releases the lock. Throws ``SyncError/notHeld`` if it is not locked.
+    public func release() throws(SyncError) {
+        try released(mp_mutex_unlock(mutex))
+    }
+
+    /// Whether some thread or process holds the lock (Python's `locked()`), a snapshot.
+    public var isLocked: Bool { mp_mutex_owner(mutex) != 0 }
+
+    /// Runs `body` holding the lock. If the previous holder died, throws
+    /// ``SyncError/ownerDied(thread:)`` without running `body`, the lock released: catch it to
+    /// repair the shared state (under the lock), then go on.
+    public func withLock<R>(_ body: () throws -> R) throws -> R {
+        do {
+            try acquire()
+        } catch {
+            try? release()
+            throw error
+        }
+        defer { _ = mp_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
+
+    /// Resolves a lock handed over by another process (through a spawned child's arguments).
+    public init(from decoder: any Decoder) throws {
+        object = try SharedObject.decode(.lock, from: decoder)
+        mutex = object.pointer(to: mp_mutex_t.self)
+    }
+}
+
+/// A reentrant lock: the owning thread may acquire it again, and must release it as many times
+/// (Python's `RLock`). Works between threads and processes like ``Lock``; only the owner may
+/// release it.
+public final class RLock: @unchecked Sendable, Codable {
+    let object: SharedObject
+    let mutex: UnsafeMutablePointer<mp_mutex_t>
+
+    /// A new, unlocked reentrant lock in shared memory.
+    public init() {
+        object = SharedObject(kind: .rlock)
+        mutex = object.pointer(to: mp_mutex_t.self)
+        mp_mutex_init(mutex, 1)
+    }
+
+    /// Blocks until acquired (at once if the caller already owns it).
+    /// - Throws: ``SyncError/ownerDied(thread:)`` when the previous owner died; the lock is held.
+    public func acquire() throws(SyncError) {
+        _ = try acquired(mp_rmutex_lock(mutex, Int64(MP_FOREVER)), mutex)
+    }
+
+    /// Waits up to `timeout`; returns whether the lock was acquired.
+    public func acquire(timeout: Duration) throws(SyncError) -> Bool {
+        try acquired(mp_rmutex_lock(mutex, timeoutNanoseconds(timeout)), mutex)
+    }
+
+    /// Acquires if free or already owned; never blocks.
+    public func tryAcquire() throws(SyncError) -> Bool {
+        try acquired(mp_rmutex_lock(mutex, 0), mutex)
+    }
+
+    /// Releases one level. Throws ``SyncError/notHeld`` unless the calling thread owns the lock.
+    public func release() throws(SyncError) {
+        try released(mp_rmutex_unlock(mutex))
+    }
+
+    /// Whether the calling thread owns the lock.
+    public var isOwnedByCurrentThread: Bool { mp_mutex_owner(mutex) == mp_thread_id() }
+
+    /// Runs `body` holding the lock; see ``Lock/withLock(_:)`` for a dead previous owner.
+    public func withLock<R>(_ body: () throws -> R) throws -> R {
+        do {
+            try acquire()
+        } catch {
+            try? release()
+            throw error
+        }
+        defer { _ = mp_rmutex_unlock(mutex) }
+        return try body()
+    }
+
+    public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
+
+    public init(from decoder: any Decoder) throws {
+        object = try SharedObject.decode(.rlock, from: decoder)
+        mutex = object.pointer(to: mp_mutex_t.self)
+    }
+}

@@ -1,0 +1,108 @@
+import CMultiprocessing
+
+/// A counting semaphore between threads and processes (Python's `Semaphore`).
+///
+/// `acquire` takes a permit, waiting while there is none; `release` gives permits back. With no
+/// thread asleep, neither makes a system call.
+public final class Semaphore: @unchecked Sendable, Codable {
+    /// The largest value a semaphore can hold.
+    public static let maximumValue = Int(MP_SEMAPHORE_MAX)
+
+    let object: SharedObject
+    let semaphore: UnsafeMutablePointer<mp_semaphore_t>
+
+    /// A semaphore with `value` permits. Throws ``SyncError/invalidValue(_:)`` below zero.
+    public init(value: Int = 1) throws(SyncError) {
+        (object, semaphore) = try makeSemaphore(value: value, limit: Semaphore.maximumValue)
+    }
+
+    /// Blocks until a permit is taken.
+    public func acquire() {
+        _ = mp_semaphore_acquire(semaphore, Int64(MP_FOREVER))
+    }
+
+    /// Waits up to `timeout` for a permit; returns whether one was taken.
+    public func acquire(timeout: Duration) throws(SyncError) -> Bool {
+        try acquired(mp_semaphore_acquire(semaphore, timeoutNanoseconds(timeout)))
+    }
+
+    /// Takes a permit if one is free; never blocks.
+    public func tryAcquire() -> Bool { mp_semaphore_acquire(semaphore, 0) == MP_OK }
+
+    /// Gives back `n` permits, waking up to `n` waiters.
+    /// Throws ``SyncError/overflow`` past ``maximumValue``, ``SyncError/invalidValue(_:)`` for n < 1.
+    public func release(_ n: Int = 1) throws(SyncError) {
+        try releaseSemaphore(semaphore, n)
+    }
+
+    /// The number of free permits (a snapshot; Python's `get_value()`).
+    public var value: Int { Int(mp_semaphore_value(semaphore)) }
+
+    /// Runs `body` holding a permit.
+    public func withPermit<R>(_ body: () throws -> R) rethrows -> R {
+        acquire()
+        defer { _ = mp_semaphore_release(semaphore, 1) }
+        return try body()
+    }
+
+    public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
+
+    public init(from decoder: any Decoder) throws {
+        object = try SharedObject.decode(.semaphore, from: decoder)
+        semaphore = object.pointer(to: mp_semaphore_t.self)
+    }
+}
+
+/// A semaphore that refuses to be released past its initial value (Python's `BoundedSemaphore`):
+/// such a release throws ``SyncError/overflow`` and changes nothing.
+public final class BoundedSemaphore: @unchecked Sendable, Codable {
+    let object: SharedObject
+    let semaphore: UnsafeMutablePointer<mp_semaphore_t>
+
+    /// A bounded semaphore with `value` permits, which is also its limit.
+    public init(value: Int = 1) throws(SyncError) {
+        (object, semaphore) = try makeSemaphore(value: value, limit: value)
+    }
+
+    public func acquire() { _ = mp_semaphore_acquire(semaphore, Int64(MP_FOREVER)) }
+
+    public func acquire(timeout: Duration) throws(SyncError) -> Bool {
+        try acquired(mp_semaphore_acquire(semaphore, timeoutNanoseconds(timeout)))
+    }
+
+    public func tryAcquire() -> Bool { mp_semaphore_acquire(semaphore, 0) == MP_OK }
+
+    /// Gives back `n` permits; throws ``SyncError/overflow`` (changing nothing) past the initial value.
+    public func release(_ n: Int = 1) throws(SyncError) { try releaseSemaphore(semaphore, n) }
+
+    public var value: Int { Int(mp_semaphore_value(semaphore)) }
+
+    public func withPermit<R>(_ body: () throws -> R) rethrows -> R {
+        acquire()
+        defer { _ = mp_semaphore_release(semaphore, 1) }
+        return try body()
+    }
+
+    public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
+
+    public init(from decoder: any Decoder) throws {
+        object = try SharedObject.decode(.semaphore, from: decoder)
+        semaphore = object.pointer(to: mp_semaphore_t.self)
+    }
+}
+
+private func makeSemaphore(value: Int, limit: Int) throws(SyncError)
+    -> (SharedObject, UnsafeMutablePointer<mp_semaphore_t>)
+{
+    guard value >= 0, value <= Semaphore.maximumValue else { throw .invalidValue(value) }
+    let object = SharedObject(kind: .semaphore)
+    let semaphore = object.pointer(to: mp_semaphore_t.self)
+    mp_semaphore_init(semaphore, UInt32(value), UInt32(limit), 1)
+    return (object, semaphore)
+}
+
+private func releaseSemaphore(_ semaphore: UnsafeMutablePointer<mp_semaphore_t>, _ n: Int) throws(SyncError) {
+    guard n >= 1 else { throw .invalidValue(n) }
+    guard n <= Semaphore.maximumValue else { throw .overflow }
+    try released(mp_semaphore_release(semaphore, UInt32(n)))
+}
