@@ -38,14 +38,19 @@ let package = Package(
             path: "Examples"
         ),
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
+        .target(
+            name: "MultiprocessingTestTargets",
+            dependencies: ["Multiprocessing"],
+            path: "Tests/MultiprocessingTestTargets"
+        ),
         .executableTarget(
             name: "MultiprocessingTestHelper",
-            dependencies: ["Multiprocessing"],
+            dependencies: ["Multiprocessing", "MultiprocessingTestTargets"],
             path: "Tests/MultiprocessingTestHelper"
         ),
         .testTarget(
             name: "MultiprocessingTests",
-            dependencies: ["Multiprocessing", "MultiprocessingTestHelper"],
+            dependencies: ["Multiprocessing", "MultiprocessingTestTargets", "MultiprocessingTestHelper"],
             path: "Tests/MultiprocessingTests"
         ),
     ],

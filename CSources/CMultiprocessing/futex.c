@@ -114,3 +114,13 @@ int mp_thread_alive(int32_t tid) {
     close(fd);
     return !(rc == 1 && (p.revents & (POLLIN | POLLHUP))); // readable: the thread has exited
 }
+
+int mp_process_alive(int32_t pid) {
+    if (pid <= 0) return 0;
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) return errno == ESRCH ? 0 : proc_thread_alive(pid);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int rc = poll(&p, 1, 0);
+    close(fd);
+    return !(rc == 1 && (p.revents & (POLLIN | POLLHUP))); // readable: the process has exited
+}

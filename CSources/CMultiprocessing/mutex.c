@@ -1,26 +1,29 @@
 // The futex mutex behind Lock and RLock, across threads and processes, with owner-death recovery.
 //
 // States of `word` (the futex word):
-//   0                      free
-//   tid                    locked by thread `tid`, nobody sleeps
-//   tid | MP_MUTEX_WAITERS locked, and someone may sleep on the word: the unlocker must wake one
-// This is the classic three-state mutex with the owner's tid in place of "1", the layout the kernel
-// uses for robust futexes. Fast paths: lock is one CAS 0 -> tid (acquire), unlock one swap to 0
+//   0                     free
+//   id                    locked by `id`, nobody sleeps
+//   id | MP_MUTEX_WAITERS locked, and someone may sleep on the word: the unlocker must wake one
+// This is the classic three-state mutex with the owner's id in place of "1", the layout the kernel
+// uses for robust futexes. `id` is the owner's process id for a process-owned mutex (Lock, which
+// any thread may release, as in Python) and its thread id otherwise (RLock, which only its owning
+// thread may release). Fast paths: lock is one CAS 0 -> id (acquire), unlock one swap to 0
 // (release) that calls FUTEX_WAKE only when the WAITERS bit was set, so an uncontended lock and
 // unlock make no syscall. Spinning only loads. A thread that had to sleep takes the lock with the
 // WAITERS bit set, since it cannot know whether others still sleep (one spare wake at worst).
 //
-// Owner death: a sleeper never sleeps longer than OWNER_CHECK_NS at a time. When its sleep times
-// out it asks the kernel whether the owner thread still exists (mp_thread_alive: a thread pidfd
-// polls readable once the thread has exited, zombie included). If the owner is gone, the sleeper
-// CASes the word from the dead owner's value to its own tid (only one can win) and reports
-// MP_OWNER_DIED: it holds the lock and should repair the data. So a death is noticed within
-// OWNER_CHECK_NS plus a few syscalls, with no cost while the lock is uncontended, and nothing is
-// registered with the kernel per lock. Limit: if the dead owner's tid has been reused by a new
-// thread before the check, the owner reads as alive until that thread exits.
+// Owner death: a blocked acquirer checks, every OWNER_CHECK_NS on a fixed schedule (signals that
+// interrupt its sleep do not postpone the check), whether the owner still exists: a pidfd (thread
+// pidfd for thread owners, kernel >= 6.9) polls readable once its process or thread has exited,
+// zombie included. If the owner is gone, the acquirer CASes the word from the dead owner's value to
+// its own id (only one can win), records the dead id in `dead_owner` and reports MP_OWNER_DIED: it
+// holds the lock and should repair the data. A death is noticed within OWNER_CHECK_NS plus a few
+// syscalls, with no cost while the lock is uncontended and nothing registered with the kernel.
+// Limits: if the dead owner's id has been reused before the check, the owner reads as alive until
+// the new holder of that id exits; ids are per pid namespace, so all users must share one.
 //
 // Orderings: the CAS that takes the lock is acquire and pairs with the release of the swap that
-// frees it, ordering the critical sections. `depth` is touched only by the owner, so relaxed.
+// frees it, ordering the critical sections. `depth` and `dead_owner` are touched only by the owner.
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -28,40 +31,49 @@
 
 _Static_assert(sizeof(mp_mutex_t) == 16, "mp_mutex_t layout is shared between processes");
 _Static_assert(offsetof(mp_mutex_t, word) == 0, "the futex word leads the struct");
-_Static_assert((MP_MUTEX_WAITERS & MP_MUTEX_TID_MASK) == 0, "tid and flag bits must not overlap");
+_Static_assert((MP_MUTEX_WAITERS & MP_MUTEX_TID_MASK) == 0, "id and flag bits must not overlap");
 
-/// How long a sleeper waits before checking that the owner still lives (the issue allows 100 ms).
+/// How often a sleeper checks that the owner still lives (the issue allows 100 ms to notice).
 #define OWNER_CHECK_NS (20 * 1000 * 1000)
 
-void mp_mutex_init(mp_mutex_t *m, int shared) {
+void mp_mutex_init(mp_mutex_t *m, uint32_t flags) {
     m->depth = 0;
-    m->shared = shared ? 1 : 0;
+    m->flags = flags;
     m->dead_owner = 0;
     MP_STORE(&m->word, 0, MP_RELEASE);
 }
 
+static inline int is_shared(const mp_mutex_t *m) { return (int)(m->flags & MP_MUTEX_SHARED); }
+
+static inline uint32_t caller_id(const mp_mutex_t *m) {
+    return (uint32_t)((m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_id() : mp_thread_id());
+}
+
 /// Takes over a lock whose owner, read as `seen`, has died. Only one contender can win the CAS.
-static int take_from_dead_owner(mp_mutex_t *m, uint32_t seen, uint32_t tid) {
-    if (mp_thread_alive((int32_t)(seen & MP_MUTEX_TID_MASK))) return 0;
+static int take_from_dead_owner(mp_mutex_t *m, uint32_t seen, uint32_t id) {
+    int32_t owner = (int32_t)(seen & MP_MUTEX_TID_MASK);
+    int alive = (m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_alive(owner) : mp_thread_alive(owner);
+    if (alive) return 0;
     // Keep WAITERS: other sleepers may exist, and they must be woken at our unlock.
-    if (!MP_CAS(&m->word, &seen, tid | MP_MUTEX_WAITERS, MP_ACQUIRE, MP_RELAXED)) return 0;
-    m->dead_owner = seen & MP_MUTEX_TID_MASK; // written and read by the owner only
+    if (!MP_CAS(&m->word, &seen, id | MP_MUTEX_WAITERS, MP_ACQUIRE, MP_RELAXED)) return 0;
+    m->dead_owner = (uint32_t)owner;
     return 1;
 }
 
-MP_COLD static mp_status_t lock_contended(mp_mutex_t *m, uint32_t tid, int64_t timeout_ns) {
+MP_COLD static mp_status_t lock_contended(mp_mutex_t *m, uint32_t id, int64_t timeout_ns) {
     uint32_t w;
     for (int spin = 0; spin < MP_SPIN_LIMIT; spin++) {
         w = MP_LOAD(&m->word, MP_RELAXED);
-        if (w == 0 && MP_CAS(&m->word, &w, tid, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
+        if (w == 0 && MP_CAS(&m->word, &w, id, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
         if (w & MP_MUTEX_WAITERS) break; // others already sleep: spinning would only jump the queue
         mp_cpu_relax();
     }
     int64_t deadline = mp_deadline_after(timeout_ns);
+    int64_t next_check = mp_monotonic_ns() + OWNER_CHECK_NS;
     for (;;) {
         w = MP_LOAD(&m->word, MP_RELAXED);
         if (w == 0) {
-            if (MP_CAS(&m->word, &w, tid | MP_MUTEX_WAITERS, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
+            if (MP_CAS(&m->word, &w, id | MP_MUTEX_WAITERS, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
             continue;
         }
         if (!(w & MP_MUTEX_WAITERS)) {
@@ -70,28 +82,28 @@ MP_COLD static mp_status_t lock_contended(mp_mutex_t *m, uint32_t tid, int64_t t
             w = flagged;
         }
         int64_t now = mp_monotonic_ns();
-        if (now >= deadline) return MP_TIMED_OUT;
-        int64_t wake_at = deadline - now > OWNER_CHECK_NS ? now + OWNER_CHECK_NS : deadline;
-        if (mp_futex_wait(&m->word, w, wake_at, (int)m->shared) == ETIMEDOUT) {
-            if (take_from_dead_owner(m, w, tid)) return MP_OWNER_DIED;
+        if (now >= next_check) {
+            if (take_from_dead_owner(m, w, id)) return MP_OWNER_DIED;
+            next_check = now + OWNER_CHECK_NS;
+            continue; // the check took time: re-read the word before sleeping
         }
+        if (now >= deadline) return MP_TIMED_OUT;
+        mp_futex_wait(&m->word, w, next_check < deadline ? next_check : deadline, is_shared(m));
     }
 }
 
 mp_status_t mp_mutex_lock(mp_mutex_t *m, int64_t timeout_ns) {
-    uint32_t tid = (uint32_t)mp_thread_id();
+    uint32_t id = caller_id(m);
     uint32_t expected = 0;
-    if (MP_LIKELY(MP_CAS(&m->word, &expected, tid, MP_ACQUIRE, MP_RELAXED))) return MP_OK;
-    if (timeout_ns == 0) {
-        return take_from_dead_owner(m, expected, tid) ? MP_OWNER_DIED : MP_BUSY;
-    }
-    return lock_contended(m, tid, timeout_ns);
+    if (MP_LIKELY(MP_CAS(&m->word, &expected, id, MP_ACQUIRE, MP_RELAXED))) return MP_OK;
+    if (timeout_ns == 0) return MP_BUSY;
+    return lock_contended(m, id, timeout_ns);
 }
 
 mp_status_t mp_mutex_unlock(mp_mutex_t *m) {
     uint32_t old = MP_SWAP(&m->word, 0, MP_RELEASE);
     if (MP_UNLIKELY(old == 0)) return MP_NOT_HELD;
-    if (MP_UNLIKELY(old & MP_MUTEX_WAITERS)) mp_futex_wake(&m->word, 1, (int)m->shared);
+    if (MP_UNLIKELY(old & MP_MUTEX_WAITERS)) mp_futex_wake(&m->word, 1, is_shared(m));
     return MP_OK;
 }
 
@@ -99,15 +111,14 @@ int32_t mp_mutex_owner(const mp_mutex_t *m) {
     return (int32_t)(MP_LOAD(&m->word, MP_RELAXED) & MP_MUTEX_TID_MASK);
 }
 
-static inline int owned_by(const mp_mutex_t *m, uint32_t tid) {
+static inline int owned_by_caller(const mp_mutex_t *m) {
     // Only this thread can store its own tid into the word, so a relaxed load is exact here.
-    return (MP_LOAD(&m->word, MP_RELAXED) & MP_MUTEX_TID_MASK) == tid;
+    return (MP_LOAD(&m->word, MP_RELAXED) & MP_MUTEX_TID_MASK) == (uint32_t)mp_thread_id();
 }
 
 mp_status_t mp_rmutex_lock(mp_mutex_t *m, int64_t timeout_ns) {
-    uint32_t tid = (uint32_t)mp_thread_id();
-    if (owned_by(m, tid)) {
-        if (m->depth == INT32_MAX) return MP_OVERFLOW;
+    if (owned_by_caller(m)) {
+        if (m->depth >= INT32_MAX) return MP_OVERFLOW;
         m->depth++;
         return MP_OK;
     }
@@ -117,13 +128,13 @@ mp_status_t mp_rmutex_lock(mp_mutex_t *m, int64_t timeout_ns) {
 }
 
 mp_status_t mp_rmutex_unlock(mp_mutex_t *m) {
-    if (!owned_by(m, (uint32_t)mp_thread_id())) return MP_NOT_HELD;
+    if (!owned_by_caller(m) || m->depth == 0) return MP_NOT_HELD;
     if (--m->depth > 0) return MP_OK;
     return mp_mutex_unlock(m);
 }
 
 uint32_t mp_rmutex_unlock_all(mp_mutex_t *m) {
-    if (!owned_by(m, (uint32_t)mp_thread_id())) return 0;
+    if (!owned_by_caller(m) || m->depth == 0) return 0;
     uint32_t depth = m->depth;
     m->depth = 0;
     mp_mutex_unlock(m);

@@ -58,10 +58,17 @@ int32_t mp_spawn(const char *path, char *const *argv, char *const *envp, const i
         posix_spawn_file_actions_destroy(&actions);
         return -rc;
     }
-    sigset_t none;
+    sigset_t none, defaults;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    // Signals a server commonly ignores (SIGPIPE above all) start at their default in the child,
+    // as Python's spawn does: an exec'd program keeps ignored dispositions otherwise.
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    sigaddset(&defaults, SIGXFSZ);
+    sigaddset(&defaults, SIGCHLD);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     fflush(NULL);
     pid_t pid = 0;
     rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
@@ -109,7 +116,8 @@ int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
         }
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int rc = ppoll(&p, 1, tsp, NULL);
-        if (rc > 0) return 1;
+        if (rc > 0 && (p.revents & POLLNVAL)) return -EBADF;
+        if (rc > 0) return 1; // POLLIN, POLLHUP or POLLERR: nothing more will come
         if (rc == 0) return 0;
         if (errno != EINTR) return -errno;
     }

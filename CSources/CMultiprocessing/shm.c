@@ -75,3 +75,7 @@ void mp_region_header_init(mp_region_header_t *h, uint64_t payload_size) {
     // Magic last, with release: an attacher that sees it (acquire) sees a complete header.
     __atomic_store_n(&h->magic, MP_REGION_MAGIC, __ATOMIC_RELEASE);
 }
+
+uint64_t mp_region_header_magic(const mp_region_header_t *h) {
+    return __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
+}

@@ -1,1 +1,11 @@
-print("x")
+// The spawned children of the test suite. The suite runs under a test runner that cannot re-exec
+// itself as a child, so it points `Spawn.executable` here; this program registers the same targets.
+import Multiprocessing
+import MultiprocessingTestTargets
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+Spawn.bootstrap(TestTargets.all)
+print("MultiprocessingTestHelper: run by the test suite as a spawned child")

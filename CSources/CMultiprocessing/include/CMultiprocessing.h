@@ -53,25 +53,35 @@ void mp_set_thread_name(const char *_Nonnull name);
 /// kernel has them (>= 6.9) and /proc otherwise; a recycled tid reads as alive (see mutex.c).
 int mp_thread_alive(int32_t tid);
 
+/// Whether the process `pid` still runs (a zombie counts as dead), by pidfd.
+int mp_process_alive(int32_t pid);
+
 // MARK: - Mutex (Lock and RLock)
 
-/// A futex mutex usable across threads and processes. `word` is 0 when free, else the owner's tid,
-/// with `MP_MUTEX_WAITERS` set while someone may sleep on it. `depth` counts RLock recursion and is
-/// touched only by the owner. `shared` selects process-shared futex calls. `dead_owner` is the tid
-/// of the owner whose death the current owner recovered from (valid after MP_OWNER_DIED).
+/// A futex mutex usable across threads and processes. `word` is 0 when free, else the owner's id,
+/// with `MP_MUTEX_WAITERS` set while someone may sleep on it. The owner's id is its process id for
+/// a process-owned mutex (Lock: any thread may release it, and only the process's death frees it)
+/// or its thread id otherwise (RLock). `depth` counts RLock recursion and is touched only by the
+/// owner. `flags` holds MP_MUTEX_SHARED and MP_MUTEX_PROCESS_OWNED. `dead_owner` is the id of the
+/// owner whose death the current owner recovered from (valid after MP_OWNER_DIED).
 typedef struct mp_mutex {
     uint32_t word;
     uint32_t depth;
-    uint32_t shared;
+    uint32_t flags;
     uint32_t dead_owner;
 } mp_mutex_t;
 
 #define MP_MUTEX_WAITERS 0x80000000u
 #define MP_MUTEX_TID_MASK 0x3fffffffu
+/// Process-shared futex calls (the mutex lives in shared memory).
+#define MP_MUTEX_SHARED 1u
+/// The owner is a process (its pid in the word), not a thread.
+#define MP_MUTEX_PROCESS_OWNED 2u
 
-void mp_mutex_init(mp_mutex_t *_Nonnull m, int shared);
+void mp_mutex_init(mp_mutex_t *_Nonnull m, uint32_t flags);
 /// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
-/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died).
+/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). A try
+/// never checks the owner's liveness (that costs syscalls); a blocking acquire does.
 mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
 /// Releases. Any thread may release a held `Lock` (as in Python); MP_NOT_HELD if it was free.
 mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m);
@@ -110,12 +120,14 @@ uint32_t mp_semaphore_value(const mp_semaphore_t *_Nonnull s);
 // MARK: - Condition
 
 /// A condition variable over an mp_mutex: `seq` is bumped by each notify and is the futex word;
-/// `waiters` (changed only under the mutex) lets notify skip the syscall when nobody waits.
+/// `waiters` and `tokens` (changed only under the mutex) count the waiting threads and the wake-ups
+/// granted but not yet taken, so notify(n) releases at most n waiters and makes no syscall when
+/// nobody waits.
 typedef struct mp_condition {
     uint32_t seq;
     uint32_t waiters;
     uint32_t shared;
-    uint32_t reserved;
+    uint32_t tokens;
 } mp_condition_t;
 
 void mp_condition_init(mp_condition_t *_Nonnull c, int shared);
@@ -147,8 +159,9 @@ mp_status_t mp_event_wait(mp_event_t *_Nonnull e, int64_t timeout_ns);
 
 // MARK: - Barrier
 
-/// Python's Barrier state machine (filling, draining, resetting, broken) under a guard mutex, with
-/// `seq` as the futex word every state change bumps.
+/// Python's Barrier (filling, draining, broken) under a guard mutex, with `seq` as the futex word
+/// every state change bumps and `cycle` counting resets, so that reset() also frees a barrier that
+/// a dead party left waiting for ever.
 typedef struct mp_barrier {
     mp_mutex_t guard;
     uint32_t parties;
@@ -156,7 +169,8 @@ typedef struct mp_barrier {
     int32_t state;
     uint32_t seq;
     uint32_t shared;
-    uint32_t reserved[3];
+    uint32_t cycle;
+    uint32_t reserved[2];
 } mp_barrier_t;
 
 void mp_barrier_init(mp_barrier_t *_Nonnull b, uint32_t parties, int shared);
@@ -201,18 +215,21 @@ void *_Nullable mp_map_shared(int32_t fd, uint64_t size, int32_t *_Nonnull error
 int32_t mp_unmap(void *_Nonnull address, uint64_t size);
 /// Fills a fresh header (the creator does this once, before anyone can attach).
 void mp_region_header_init(mp_region_header_t *_Nonnull h, uint64_t payload_size);
+/// The header's magic, loaded with acquire: pairs with the release in mp_region_header_init, so a
+/// reader that sees MP_REGION_MAGIC sees the whole header.
+uint64_t mp_region_header_magic(const mp_region_header_t *_Nonnull h);
 
 // MARK: - Processes
 
-/// Flushes stdio, forks, and in the child resets the signal mask and handlers' dispositions it
-/// must not inherit, refreshes the tid cache and, when `die_with_parent`, asks for SIGKILL when the
-/// parent dies (exiting at once if it already has). Returns the pid in the parent, 0 in the child,
+/// Flushes stdio, forks, and in the child empties the signal mask (the forking thread's mask would
+/// be inherited), refreshes the tid/pid caches and, when `die_with_parent`, asks for SIGKILL when
+/// the parent dies (exiting at once if it already has). Returns the pid in the parent, 0 in the child,
 /// -errno on failure.
 int32_t mp_fork(int die_with_parent);
 
 /// posix_spawn of `path` with `argv`/`envp` (NULL-terminated), keeping `keep_fds` (count `nkeep`)
 /// open in the child; everything else close-on-exec stays closed. The child's signal mask is
-/// emptied. Returns the pid or -errno.
+/// emptied and SIGPIPE, SIGXFSZ and SIGCHLD start at their default. Returns the pid or -errno.
 int32_t mp_spawn(const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
                  char *_Nullable const *_Nonnull envp, const int32_t *_Nullable keep_fds,
                  int32_t nkeep);

@@ -71,7 +71,7 @@ public enum Spawn {
             payload = try SpawnCoding.decode(SpawnPayload.self, from: readAll(fd))
             close(fd)
             if payload.daemon { mp_die_with_parent(payload.parentPID) }
-            _ = try RegionRegistry.adopt(payload.regions)
+            try RegionRegistry.adopt(payload.regions)
         } catch {
             writeError("multiprocessing spawn bootstrap failed: \(error)\n")
             exit(1)

@@ -40,7 +40,7 @@ final class Arena: @unchecked Sendable {
     static func create() throws(SharedMemoryError) -> Arena {
         let region = try Region.anonymous(size: regionSize, label: "multiprocessing-arena")
         let arena = Arena(region: region)
-        mp_mutex_init(arena.guardWord, 1)
+        mp_mutex_init(arena.guardWord, MP_MUTEX_SHARED | MP_MUTEX_PROCESS_OWNED)
         arena.fields[0] = magic
         arena.fields[1] = 1
         arena.fields[2] = 0

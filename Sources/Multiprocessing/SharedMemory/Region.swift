@@ -91,16 +91,17 @@ enum RegionRegistry {
         entries.withLock { $0.values.compactMap(\.region) }
     }
 
-    /// In a spawned child: maps the parent's regions under their ids. The child keeps them for its
-    /// whole life (objects decoded from handles point into them).
-    static func adopt(_ descriptors: [RegionDescriptor]) throws(SharedMemoryError) -> [Region] {
-        var adopted: [Region] = []
+    /// The parent's regions mapped in a spawned child, kept for the child's whole life: objects
+    /// decoded from handles point into them.
+    private static let adopted = Locked<[Region]>([])
+
+    /// In a spawned child: maps the parent's regions under their ids.
+    static func adopt(_ descriptors: [RegionDescriptor]) throws(SharedMemoryError) {
         for d in descriptors {
             let region = try Region(id: d.id, fd: d.fd, size: d.size)
             register(region)
-            adopted.append(region)
+            adopted.withLock { $0.append(region) }
         }
-        return adopted
     }
 
     static func resetAfterFork() { entries.resetAfterFork() }

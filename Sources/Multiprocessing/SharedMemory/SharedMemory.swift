@@ -76,7 +76,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         }
         let mapped = try Region(id: RegionRegistry.newID(), fd: fd, size: Int(actual))
         let header = mapped.base.assumingMemoryBound(to: mp_region_header_t.self)
-        guard header.pointee.magic == MP_REGION_MAGIC else { throw .notOurs(name) }
+        guard mp_region_header_magic(header) == MP_REGION_MAGIC else { throw .notOurs(name) }
         guard header.pointee.version == MP_REGION_VERSION else {
             throw .versionMismatch(name: name, found: header.pointee.version, expected: MP_REGION_VERSION)
         }

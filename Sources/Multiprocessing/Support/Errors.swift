@@ -7,9 +7,10 @@ public enum SyncError: Error, Equatable, Sendable {
     /// Release of a lock that is not held, or of an `RLock` the caller does not own (Python's
     /// `RuntimeError`/`ValueError`), or `Condition.wait`/`notify` without holding its lock.
     case notHeld
-    /// The lock was acquired, but the thread that held it died without releasing it (like a robust
-    /// mutex's `EOWNERDEAD`). The caller holds the lock and should repair what it protects.
-    case ownerDied(thread: Int32)
+    /// The lock was acquired, but its holder died without releasing it (like a robust mutex's
+    /// `EOWNERDEAD`): `owner` is the dead process's id for a ``Lock``, the dead thread's for an
+    /// ``RLock``. The caller holds the lock and should repair what it protects.
+    case ownerDied(owner: Int32)
     /// A semaphore's initial value below zero or above ``Semaphore/maximumValue``.
     case invalidValue(Int)
     /// A `BoundedSemaphore` released past its initial value, or a counter past its limit.

@@ -8,8 +8,9 @@ import CMultiprocessing
 /// acquire and release make no system call.
 ///
 /// As in Python, any thread may release a held `Lock`; releasing a free one throws
-/// ``SyncError/notHeld``. If the holder's process dies, the next acquirer gets the lock within about
-/// 20 ms and is told by ``SyncError/ownerDied(thread:)``, thrown with the lock held.
+/// ``SyncError/notHeld``. A `Lock` is held by a process: if the holder's process dies, the next
+/// acquirer gets the lock within about 20 ms and is told by ``SyncError/ownerDied(owner:)`` (with the
+/// dead process's id), thrown with the lock held.
 ///
 /// ```swift
 /// let lock = Lock()
@@ -24,11 +25,11 @@ public final class Lock: @unchecked Sendable, Codable {
     public init() {
         object = SharedObject(kind: .lock)
         mutex = object.pointer(to: mp_mutex_t.self)
-        mp_mutex_init(mutex, 1)
+        mp_mutex_init(mutex, MP_MUTEX_SHARED | MP_MUTEX_PROCESS_OWNED)
     }
 
     /// Blocks until the lock is acquired.
-    /// - Throws: ``SyncError/ownerDied(thread:)`` when the previous holder died; the lock is held.
+    /// - Throws: ``SyncError/ownerDied(owner:)`` when the previous holder died; the lock is held.
     public func acquire() throws(SyncError) {
         _ = try acquired(mp_mutex_lock(mutex, Int64(MP_FOREVER)), mutex)
     }
@@ -52,7 +53,7 @@ public final class Lock: @unchecked Sendable, Codable {
     public var isLocked: Bool { mp_mutex_owner(mutex) != 0 }
 
     /// Runs `body` holding the lock. If the previous holder died, throws
-    /// ``SyncError/ownerDied(thread:)`` without running `body`, the lock released: catch it to
+    /// ``SyncError/ownerDied(owner:)`` without running `body`, the lock released: catch it to
     /// repair the shared state (under the lock), then go on.
     public func withLock<R>(_ body: () throws -> R) throws -> R {
         do {
@@ -75,8 +76,9 @@ public final class Lock: @unchecked Sendable, Codable {
 }
 
 /// A reentrant lock: the owning thread may acquire it again, and must release it as many times
-/// (Python's `RLock`). Works between threads and processes like ``Lock``; only the owner may
-/// release it.
+/// (Python's `RLock`). Works between threads and processes like ``Lock``; only the owning thread may
+/// release it, and if that thread dies holding it (with its process, or alone), the next acquirer
+/// is told by ``SyncError/ownerDied(owner:)`` with the dead thread's id.
 public final class RLock: @unchecked Sendable, Codable {
     let object: SharedObject
     let mutex: UnsafeMutablePointer<mp_mutex_t>
@@ -85,11 +87,11 @@ public final class RLock: @unchecked Sendable, Codable {
     public init() {
         object = SharedObject(kind: .rlock)
         mutex = object.pointer(to: mp_mutex_t.self)
-        mp_mutex_init(mutex, 1)
+        mp_mutex_init(mutex, MP_MUTEX_SHARED)
     }
 
     /// Blocks until acquired (at once if the caller already owns it).
-    /// - Throws: ``SyncError/ownerDied(thread:)`` when the previous owner died; the lock is held.
+    /// - Throws: ``SyncError/ownerDied(owner:)`` when the previous owner died; the lock is held.
     public func acquire() throws(SyncError) {
         _ = try acquired(mp_rmutex_lock(mutex, Int64(MP_FOREVER)), mutex)
     }

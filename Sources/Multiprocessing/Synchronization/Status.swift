@@ -10,7 +10,7 @@ func acquired(_ status: mp_status_t, _ mutex: UnsafeMutablePointer<mp_mutex_t>? 
     case MP_OVERFLOW: throw .overflow
     case MP_NOT_HELD: throw .notHeld
     case MP_BROKEN: throw .brokenBarrier
-    default: throw .ownerDied(thread: mutex.map { Int32(bitPattern: $0.pointee.dead_owner) } ?? 0)
+    default: throw .ownerDied(owner: mutex.map { Int32(bitPattern: $0.pointee.dead_owner) } ?? 0)
     }
 }
 

@@ -1,0 +1,55 @@
+# swift-multiprocessing: `make bench` (the main job) and `make test`. Each installs what it needs.
+SWIFT ?= swift
+SWIFT_TEST_FLAGS ?= --no-parallel
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
+FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources
+
+.PHONY: all deps build test test-sanitize test-tsan test-asan examples bench lint format docs clean
+
+all: build
+
+# liburing-dev (headers + library for the C engine) from apt when missing; python3 for the peer benchmarks.
+deps:
+	@if ! pkg-config --exists liburing 2>/dev/null; then \
+		echo "make deps: installing liburing-dev and pkg-config"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq liburing-dev pkg-config >/dev/null; \
+	fi
+	@pkg-config --exists liburing || { echo "make deps: liburing is still missing"; exit 1; }
+	@command -v python3 >/dev/null || { echo "make deps: python3 is required for the Python peer benchmarks"; exit 1; }
+
+build: deps
+	$(SWIFT) build
+
+# Forking from a process whose other threads may hold Swift runtime locks can deadlock the child
+# (as Python warns for fork in threaded programs), so the suite's tests run one at a time.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS)
+
+# The whole suite under ThreadSanitizer and AddressSanitizer; --sanitize instruments the C target too.
+test-sanitize: test-tsan test-asan
+
+test-tsan: deps
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan $(SWIFT_TEST_FLAGS)
+
+test-asan: deps
+	$(SWIFT) test --sanitize=address --scratch-path .build-asan $(SWIFT_TEST_FLAGS)
+
+# The seed's programs, each run once.
+examples: deps
+	$(SWIFT) build --product multiprocessing-examples
+	$(SWIFT) run --skip-build multiprocessing-examples all
+
+# The main job: every suite side by side with its peers (ARGS="--suite lock --quick --json out.json").
+bench: deps
+	$(SWIFT) build -c release --package-path Benchmarks --product multiprocessing-bench
+	Benchmarks/.build/release/multiprocessing-bench $(ARGS)
+
+lint:
+	$(SWIFT) format lint --strict --recursive $(FORMAT_PATHS)
+
+format:
+	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
+
+clean:
+	rm -rf .build .build-tsan .build-asan Benchmarks/.build

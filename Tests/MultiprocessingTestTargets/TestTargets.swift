@@ -1,0 +1,63 @@
+// Spawn targets shared by the test suite (parent side) and its helper executable (child side).
+import Multiprocessing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct CounterJob: Codable, Sendable {
+    public var lock: Lock
+    public var memory: SharedMemory
+    public var iterations: Int
+    public init(lock: Lock, memory: SharedMemory, iterations: Int) {
+        self.lock = lock
+        self.memory = memory
+        self.iterations = iterations
+    }
+}
+
+public struct EventJob: Codable, Sendable {
+    public var event: Event
+    public var reply: Event
+    public init(event: Event, reply: Event) {
+        self.event = event
+        self.reply = reply
+    }
+}
+
+public struct ExitJob: Codable, Sendable {
+    public var code: Int32
+    public init(code: Int32) { self.code = code }
+}
+
+public enum TestTargets {
+    /// Adds 1 to the Int at the start of `memory`, `iterations` times, under `lock`.
+    public static let increment = SpawnTarget<CounterJob>("increment") { job in
+        let counter = job.memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)
+        for _ in 0..<job.iterations {
+            try job.lock.withLock { counter.pointee += 1 }
+        }
+    }
+
+    /// Proves the child is a full Swift process: awaits, then answers through a shared Event.
+    public static let asyncEcho = SpawnTarget<EventJob>("asyncEcho") { job in
+        try await Task.sleep(for: .milliseconds(10))
+        job.event.wait()
+        job.reply.set()
+    }
+
+    /// Throws, so the child must exit with status 1.
+    public static let fail = SpawnTarget<ExitJob>("fail") { job in
+        struct Failure: Error {}
+        if job.code != 0 { throw Failure() }
+    }
+
+    /// Takes the lock and never lets go (the test kills it).
+    public static let holdLock = SpawnTarget<CounterJob>("holdLock") { job in
+        try job.lock.acquire()
+        job.memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self).pointee = 1
+        while true { try sleep(for: .seconds(1)) }
+    }
+
+    public static let all: [any SpawnEntry] = [increment, asyncEcho, fail, holdLock]
+}

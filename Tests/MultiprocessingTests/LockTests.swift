@@ -1,0 +1,181 @@
+import Multiprocessing
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Lock and RLock")
+struct LockTests {
+    @Test("4 forked processes × 100 000 increments under one Lock give exactly 400 000")
+    func forkedIncrements() throws {
+        let lock = Lock()
+        let counters = try SharedCounters()
+        let children = (0..<4).map { _ in
+            Process {
+                for _ in 0..<100_000 { try lock.withLock { counters[0] += 1 } }
+            }
+        }
+        for child in children { try child.start() }
+        for child in children {
+            try child.join()
+            #expect(child.exitCode == 0)
+        }
+        #expect(counters[0] == 400_000)
+    }
+
+    @Test("threads × increments under one Lock")
+    func threadIncrements() throws {
+        let lock = Lock()
+        let counters = try SharedCounters()
+        let threads = (0..<4).map { _ in
+            Thread { for _ in 0..<50_000 { try lock.withLock { counters[0] += 1 } } }
+        }
+        for t in threads { try t.start() }
+        for t in threads { try t.join() }
+        #expect(counters[0] == 200_000)
+    }
+
+    @Test("tryAcquire, timeouts and locked state")
+    func tryAndTimeout() throws {
+        let lock = Lock()
+        #expect(try lock.tryAcquire())
+        #expect(lock.isLocked)
+        #expect(try !lock.tryAcquire())
+        let start = ContinuousClock.now
+        #expect(try !lock.acquire(timeout: .milliseconds(50)))
+        #expect(ContinuousClock.now - start >= .milliseconds(45))
+        try lock.release()
+        #expect(!lock.isLocked)
+        #expect(try lock.acquire(timeout: .zero))
+        try lock.release()
+    }
+
+    @Test("a Lock held by one thread may be released by another, as in Python")
+    func releaseFromOtherThread() throws {
+        let lock = Lock()
+        try lock.acquire()
+        let t = Thread { try lock.release() }
+        try t.start()
+        try t.join()
+        #expect(!lock.isLocked)
+    }
+
+    @Test("bad input: releasing a free Lock, a negative timeout")
+    func badInput() throws {
+        let lock = Lock()
+        #expect(throws: SyncError.notHeld) { try lock.release() }
+        #expect(throws: SyncError.negativeTimeout(.seconds(-1))) { try lock.acquire(timeout: .seconds(-1)) }
+        let rlock = RLock()
+        #expect(throws: SyncError.notHeld) { try rlock.release() }
+        #expect(throws: SyncError.negativeTimeout(.milliseconds(-5))) { try rlock.acquire(timeout: .milliseconds(-5)) }
+    }
+
+    @Test("RLock re-enters, counts levels, and only its owner releases it")
+    func rlockRecursion() throws {
+        let rlock = RLock()
+        try rlock.acquire()
+        try rlock.acquire()
+        #expect(try rlock.tryAcquire())
+        #expect(rlock.isOwnedByCurrentThread)
+        let other = Thread { () throws in
+            #expect(throws: SyncError.notHeld) { try rlock.release() }
+            #expect(try !rlock.acquire(timeout: .milliseconds(20)))
+        }
+        try other.start()
+        try other.join()
+        try rlock.release()
+        try rlock.release()
+        #expect(rlock.isOwnedByCurrentThread)
+        try rlock.release()
+        #expect(!rlock.isOwnedByCurrentThread)
+        #expect(throws: SyncError.notHeld) { try rlock.release() }
+    }
+
+    @Test("RLock between processes")
+    func rlockProcesses() throws {
+        let rlock = RLock()
+        let counters = try SharedCounters()
+        let children = (0..<2).map { _ in
+            Process {
+                for _ in 0..<20_000 {
+                    try rlock.withLock { try rlock.withLock { counters[0] += 1 } }
+                }
+            }
+        }
+        for c in children { try c.start() }
+        for c in children { try c.join(); #expect(c.exitCode == 0) }
+        #expect(counters[0] == 40_000)
+    }
+
+    @Test("owner death: a SIGKILLed holder's Lock goes to the next acquirer, who is told", arguments: [false, true])
+    func ownerDeath(recursive: Bool) throws {
+        let lock = Lock()
+        let rlock = RLock()
+        let ready = Event()
+        let holder = Process {
+            if recursive { try rlock.acquire(); try rlock.acquire() } else { try lock.acquire() }
+            ready.set()
+            while true { try sleep(for: .seconds(1)) }
+        }
+        try holder.start()
+        ready.wait()
+        let holderPID = holder.pid!
+        try holder.kill()
+        let killedAt = ContinuousClock.now
+        var died: SyncError?
+        do {
+            if recursive { try rlock.acquire() } else { try lock.acquire() }
+        } catch {
+            died = error
+        }
+        let waited = ContinuousClock.now - killedAt
+        // A Lock names the dead process; an RLock its thread: the holder's only one, tid == pid.
+        #expect(died == .ownerDied(owner: holderPID))
+        #expect(waited < .seconds(2))  // generous: the mechanism checks every 20 ms
+        if recursive {
+            #expect(rlock.isOwnedByCurrentThread)
+            try rlock.release()
+            #expect(throws: SyncError.notHeld) { try rlock.release() }
+        } else {
+            #expect(lock.isLocked)
+            try lock.release()
+            #expect(try lock.tryAcquire())
+            try lock.release()
+        }
+        try holder.join()
+        #expect(holder.exitCode == -SIGKILL)
+    }
+
+    @Test("owner death while others sleep on the lock: exactly one is told, all get through")
+    func ownerDeathWithSleepers() throws {
+        let lock = Lock()
+        let ready = Event()
+        let counters = try SharedCounters()
+        let holder = Process {
+            try lock.acquire()
+            ready.set()
+            while true { try sleep(for: .seconds(1)) }
+        }
+        try holder.start()
+        ready.wait()
+        let waiters = (0..<3).map { i in
+            Process {
+                do {
+                    try lock.acquire()
+                } catch SyncError.ownerDied {
+                    counters[4 + i] = 1
+                }
+                counters[i] = 1
+                try lock.release()
+            }
+        }
+        for w in waiters { try w.start() }
+        try sleep(for: .milliseconds(50))
+        try holder.kill()
+        for w in waiters { try w.join(); #expect(w.exitCode == 0) }
+        #expect(counters[0] + counters[1] + counters[2] == 3)
+        #expect(counters[4] + counters[5] + counters[6] == 1)
+        try holder.join()
+    }
+}

@@ -1,0 +1,177 @@
+import Multiprocessing
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class CountingProcess: Process, @unchecked Sendable {
+    let counters: SharedCounters
+    init(name: String, counters: SharedCounters) {
+        self.counters = counters
+        super.init(name: name)
+    }
+    override func run() throws {
+        counters[0] = Int(Process.current.pid ?? 0)
+        counters[1] = Int(Process.current.parentPID)
+        counters[2] = Process.current.name == name ? 1 : 0
+    }
+}
+
+@Suite("Process")
+struct ProcessTests {
+    @Test("closure target: pids, parent pid, name, exit code 0, no zombie")
+    func closureTarget() throws {
+        let counters = try SharedCounters()
+        let p = Process(name: "任务1") {
+            counters[0] = Int(Process.current.pid ?? 0)
+            counters[1] = Int(Process.current.parentPID)
+            counters[2] = Process.current.name == "任务1" ? 1 : 0
+        }
+        #expect(p.pid == nil)
+        #expect(p.exitCode == nil)
+        #expect(!p.isAlive)
+        try p.start()
+        let pid = try #require(p.pid)
+        #expect(pid != getpid())
+        #expect(p.parentPID == getpid())
+        #expect(try p.join(timeout: .seconds(30)))
+        #expect(p.exitCode == 0)
+        #expect(!p.isAlive)
+        #expect(counters[0] == Int(pid))
+        #expect(counters[1] == Int(getpid()))
+        #expect(counters[2] == 1)
+        #expect(!processExists(pid))  // reaped: no zombie
+    }
+
+    @Test("subclass overriding run()")
+    func subclass() throws {
+        let counters = try SharedCounters()
+        let p = CountingProcess(name: "小明", counters: counters)
+        try p.start()
+        try p.join()
+        #expect(p.exitCode == 0)
+        #expect(counters[0] == Int(p.pid!))
+        #expect(counters[1] == Int(getpid()))
+        #expect(counters[2] == 1)
+    }
+
+    @Test("a thrown error exits 1; a crash or a signal shows as -signal; exit statuses pass through")
+    func exitCodes() throws {
+        struct Boom: Error {}
+        #expect(try runInChild { throw Boom() } == 1)
+        // A Swift trap is SIGILL on x86_64 and SIGTRAP on arm64 (after the runtime's backtrace).
+        let trapped = try runInChild { let empty: [Int] = []; _ = empty[Int(getpid()) % 2 + 1] }
+        #expect(trapped == -SIGILL || trapped == -SIGTRAP)
+        #expect(try runInChild { kill(getpid(), SIGKILL) } == -SIGKILL)
+        #expect(try runInChild { exit(7) } == 7)
+    }
+
+    @Test("terminate and kill; join with a timeout")
+    func signals() throws {
+        let p = Process { while true { try sleep(for: .seconds(1)) } }
+        try p.start()
+        #expect(p.isAlive)
+        #expect(try !p.join(timeout: .milliseconds(50)))
+        #expect(p.exitCode == nil)
+        try p.terminate()
+        #expect(try p.join(timeout: .seconds(30)))
+        #expect(p.exitCode == -SIGTERM)
+        try p.kill()  // already reaped: nothing happens
+
+        let q = Process { while true { try sleep(for: .seconds(1)) } }
+        try q.start()
+        try q.kill()
+        try q.join()
+        #expect(q.exitCode == -SIGKILL)
+        #expect(!processExists(q.pid!))
+    }
+
+    @Test("bad use: starting twice, joining or signalling an unstarted process, negative timeout")
+    func badUse() throws {
+        let p = Process {}
+        #expect(throws: ProcessError.notStarted) { try p.join() }
+        #expect(throws: ProcessError.notStarted) { try p.terminate() }
+        #expect(throws: ProcessError.notStarted) { try p.kill() }
+        try p.start()
+        #expect(throws: ProcessError.alreadyStarted) { try p.start() }
+        #expect(throws: ProcessError.negativeTimeout(.seconds(-1))) { try p.join(timeout: .seconds(-1)) }
+        try p.join()
+        #expect(throws: ProcessError.alreadyStarted) { try p.start() }
+        #expect(throws: ProcessError.joinSelf) { try Process.current.join() }
+    }
+
+    @Test("Process.current, activeChildren, cpuCount, default names")
+    func introspection() throws {
+        let me = Process.current
+        #expect(me.pid == getpid())
+        #expect(me.parentPID == getppid())
+        #expect(me.isAlive)
+        #expect(cpuCount >= 1)
+        let gate = Event()
+        let p = Process { gate.wait() }
+        #expect(p.name.hasPrefix("Process-"))
+        try p.start()
+        #expect(Process.activeChildren.contains { $0 === p })
+        gate.set()
+        try p.join()
+        #expect(!Process.activeChildren.contains { $0 === p })
+    }
+
+    @Test("a daemon child dies with its parent")
+    func daemon() throws {
+        let counters = try SharedCounters()
+        // The middle process starts a daemon grandchild, records its pid, then exits.
+        let middle = Process {
+            let grandchild = Process(daemon: true) { while true { try sleep(for: .seconds(1)) } }
+            try grandchild.start()
+            counters[0] = Int(grandchild.pid!)
+            mp_test_exit_now()
+        }
+        try middle.start()
+        try middle.join()
+        let grandchild = Int32(counters[0])
+        #expect(grandchild > 0)
+        // Orphaned grandchildren are reaped by init (or a subreaper); allow time for the signal.
+        var gone = false
+        for _ in 0..<500 where !gone {
+            gone = kill(grandchild, 0) != 0 || isZombie(grandchild)
+            if !gone { try sleep(for: .milliseconds(10)) }
+        }
+        #expect(gone)
+    }
+
+    @Test("stdio is flushed before fork: buffered output is not printed twice")
+    func flushBeforeFork() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        let saved = dup(1)
+        dup2(fds[1], 1)
+        print("once", terminator: "")  // sits in stdout's buffer
+        let p = Process {}
+        try p.start()
+        try p.join()
+        fflush(nil)
+        dup2(saved, 1)
+        close(saved)
+        close(fds[1])
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(fds[0], &buffer, 64)
+        close(fds[0])
+        #expect(String(decoding: buffer[0..<max(n, 0)], as: UTF8.self) == "once")
+    }
+}
+
+/// Leaves a forked child at once, without waiting for its own children (as a crash would).
+func mp_test_exit_now() -> Never { _exit(0) }
+
+func isZombie(_ pid: Int32) -> Bool {
+    guard let f = fopen("/proc/\(pid)/stat", "r") else { return true }
+    defer { fclose(f) }
+    var buffer = [CChar](repeating: 0, count: 512)
+    guard fgets(&buffer, 512, f) != nil else { return true }
+    let line = String(cString: buffer)
+    guard let paren = line.lastIndex(of: ")") else { return false }
+    let state = line[line.index(paren, offsetBy: 2)]
+    return state == "Z" || state == "X"
+}
