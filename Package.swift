@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "Multiprocessing", targets: ["Multiprocessing"]),
         .executable(name: "multiprocessing-examples", targets: ["MultiprocessingExamples"]),
+        .executable(name: "multiprocessing-bench", targets: ["MultiprocessingBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -37,6 +38,18 @@ let package = Package(
             ],
             path: "Examples"
         ),
+        // `make bench`: the engine side by side with its peers (built in release).
+        .executableTarget(
+            name: "MultiprocessingBench",
+            dependencies: [
+                "Multiprocessing",
+                "CBenchPeers",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/Sources/Bench"
+        ),
+        // Peers that must be C to be fair (pthread calls with no Swift between them).
+        .target(name: "CBenchPeers", path: "Benchmarks/Sources/CBenchPeers"),
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
         .target(
             name: "MultiprocessingTestTargets",

@@ -25,33 +25,36 @@
 #define PIDFD_THREAD O_EXCL /* linux/pidfd.h of kernel 6.9; Debian 12's headers predate it */
 #endif
 
-static __thread int32_t cached_tid;
-static int32_t cached_pid;
+__thread int32_t mp_tid_cache;
+int32_t mp_pid_cache;
 
 static void forget_ids_in_child(void) {
-    cached_tid = 0;
-    __atomic_store_n(&cached_pid, 0, __ATOMIC_RELAXED);
+    mp_tid_cache = 0;
+    __atomic_store_n(&mp_pid_cache, 0, __ATOMIC_RELAXED);
 }
 
 __attribute__((constructor)) static void install_fork_handler(void) {
     pthread_atfork(NULL, NULL, forget_ids_in_child);
 }
 
-int32_t mp_thread_id(void) {
-    if (MP_UNLIKELY(cached_tid == 0)) cached_tid = (int32_t)syscall(SYS_gettid);
-    return cached_tid;
+int32_t mp_thread_id_slow(void) {
+    mp_tid_cache = (int32_t)syscall(SYS_gettid);
+    return mp_tid_cache;
 }
 
-int32_t mp_process_id(void) {
-    int32_t pid = __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
-    if (MP_UNLIKELY(pid == 0)) {
-        pid = (int32_t)getpid();
-        __atomic_store_n(&cached_pid, pid, __ATOMIC_RELAXED);
-    }
+int32_t mp_process_id_slow(void) {
+    int32_t pid = (int32_t)getpid();
+    __atomic_store_n(&mp_pid_cache, pid, __ATOMIC_RELAXED);
     return pid;
 }
 
 void mp_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+void mp_get_thread_name(char *buffer) {
+    buffer[0] = 0;
+    prctl(PR_GET_NAME, buffer, 0, 0, 0);
+    buffer[15] = 0;
+}
 
 int64_t mp_monotonic_ns(void) {
     struct timespec ts;

@@ -60,7 +60,7 @@ static int take_from_dead_owner(mp_mutex_t *m, uint32_t seen, uint32_t id) {
     return 1;
 }
 
-MP_COLD static mp_status_t lock_contended(mp_mutex_t *m, uint32_t id, int64_t timeout_ns) {
+MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t timeout_ns) {
     uint32_t w;
     for (int spin = 0; spin < MP_SPIN_LIMIT; spin++) {
         w = MP_LOAD(&m->word, MP_RELAXED);
@@ -92,20 +92,7 @@ MP_COLD static mp_status_t lock_contended(mp_mutex_t *m, uint32_t id, int64_t ti
     }
 }
 
-mp_status_t mp_mutex_lock(mp_mutex_t *m, int64_t timeout_ns) {
-    uint32_t id = caller_id(m);
-    uint32_t expected = 0;
-    if (MP_LIKELY(MP_CAS(&m->word, &expected, id, MP_ACQUIRE, MP_RELAXED))) return MP_OK;
-    if (timeout_ns == 0) return MP_BUSY;
-    return lock_contended(m, id, timeout_ns);
-}
-
-mp_status_t mp_mutex_unlock(mp_mutex_t *m) {
-    uint32_t old = MP_SWAP(&m->word, 0, MP_RELEASE);
-    if (MP_UNLIKELY(old == 0)) return MP_NOT_HELD;
-    if (MP_UNLIKELY(old & MP_MUTEX_WAITERS)) mp_futex_wake(&m->word, 1, is_shared(m));
-    return MP_OK;
-}
+MP_COLD void mp_mutex_wake_one(mp_mutex_t *m) { mp_futex_wake(&m->word, 1, is_shared(m)); }
 
 int32_t mp_mutex_owner(const mp_mutex_t *m) {
     return (int32_t)(MP_LOAD(&m->word, MP_RELAXED) & MP_MUTEX_TID_MASK);

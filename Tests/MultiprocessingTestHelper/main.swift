@@ -4,7 +4,7 @@ import Multiprocessing
 import MultiprocessingTestTargets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 Spawn.bootstrap(TestTargets.all)

@@ -2,7 +2,7 @@
 import Multiprocessing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public struct CounterJob: Codable, Sendable {

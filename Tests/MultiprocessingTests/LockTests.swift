@@ -2,7 +2,7 @@ import Multiprocessing
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Lock and RLock")

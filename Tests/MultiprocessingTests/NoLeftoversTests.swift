@@ -1,7 +1,7 @@
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// JSON round trips for handles without importing Foundation's Process/Thread into the tests.

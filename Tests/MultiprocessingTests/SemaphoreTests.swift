@@ -92,7 +92,11 @@ struct EventTests {
         let e = Event()
         let counters = try SharedCounters()
         let lock = Lock()
-        let threads = (0..<4).map { _ in Thread { e.wait(); try lock.withLock { counters[0] += 1 } } }
+        let threads = (0..<4).map { _ in
+            Thread {
+                e.wait(); try lock.withLock { counters[0] += 1 }
+            }
+        }
         for t in threads { try t.start() }
         let setter = Process {
             try sleep(for: .milliseconds(30))

@@ -2,12 +2,14 @@ import Multiprocessing
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("SharedMemory")
 struct SharedMemoryTests {
-    static func uniqueName(_ tag: String) -> String { "mp-test-\(getpid())-\(tag)-\(UInt32.random(in: 0...UInt32.max))" }
+    static func uniqueName(_ tag: String) -> String {
+        "mp-test-\(getpid())-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
+    }
 
     @Test("anonymous region: shared with a forked child")
     func anonymous() throws {

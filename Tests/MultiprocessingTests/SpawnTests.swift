@@ -3,7 +3,7 @@ import MultiprocessingTestTargets
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Spawn start method")

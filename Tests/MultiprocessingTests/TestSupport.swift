@@ -2,7 +2,7 @@ import Multiprocessing
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Integers in shared memory that forked and spawned children can write and the test can read.
@@ -38,3 +38,6 @@ func runInChild(_ body: @escaping () throws -> Void) throws -> Int32? {
     try p.join()
     return p.exitCode
 }
+
+/// Whether this test process runs under ThreadSanitizer (its runtime is linked in).
+let runningUnderThreadSanitizer = dlsym(nil, "__tsan_init") != nil

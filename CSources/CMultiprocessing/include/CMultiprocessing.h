@@ -39,15 +39,30 @@ typedef int32_t mp_status_t;
 
 // MARK: - Threads
 
+/// Caches of the caller's ids: 0 until first asked, cleared in a forked child (futex.c). Read only
+/// through mp_thread_id()/mp_process_id().
+extern __thread int32_t mp_tid_cache;
+extern int32_t mp_pid_cache;
+int32_t mp_thread_id_slow(void);
+int32_t mp_process_id_slow(void);
+
 /// The calling thread's kernel thread id, cached per thread (no syscall after the first call) and
 /// refreshed in a forked child.
-int32_t mp_thread_id(void);
+static inline int32_t mp_thread_id(void) {
+    int32_t tid = mp_tid_cache;
+    return __builtin_expect(tid != 0, 1) ? tid : mp_thread_id_slow();
+}
 
 /// The calling process's id, cached and refreshed in a forked child.
-int32_t mp_process_id(void);
+static inline int32_t mp_process_id(void) {
+    int32_t pid = __atomic_load_n(&mp_pid_cache, __ATOMIC_RELAXED);
+    return __builtin_expect(pid != 0, 1) ? pid : mp_process_id_slow();
+}
 
 /// Names the calling thread for the OS (the kernel keeps the first 15 bytes).
 void mp_set_thread_name(const char *_Nonnull name);
+/// Copies the calling thread's OS name into `buffer` (at least 16 bytes), NUL-terminated.
+void mp_get_thread_name(char *_Nonnull buffer);
 
 /// Whether the thread `tid` still runs (a zombie counts as dead). Uses a thread pidfd where the
 /// kernel has them (>= 6.9) and /proc otherwise; a recycled tid reads as alive (see mutex.c).
@@ -79,12 +94,33 @@ typedef struct mp_mutex {
 #define MP_MUTEX_PROCESS_OWNED 2u
 
 void mp_mutex_init(mp_mutex_t *_Nonnull m, uint32_t flags);
+/// The contended part of mp_mutex_lock (spin, then sleep; owner-death checks).
+mp_status_t mp_mutex_lock_contended(mp_mutex_t *_Nonnull m, uint32_t id, int64_t timeout_ns);
+/// Wakes one sleeper of `m` (the unlock found the WAITERS bit).
+void mp_mutex_wake_one(mp_mutex_t *_Nonnull m);
+
 /// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
 /// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). A try
-/// never checks the owner's liveness (that costs syscalls); a blocking acquire does.
-mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
-/// Releases. Any thread may release a held `Lock` (as in Python); MP_NOT_HELD if it was free.
-mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m);
+/// never checks the owner's liveness (that costs syscalls); a blocking acquire does. The fast path
+/// is inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
+static inline mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns) {
+    uint32_t id = (uint32_t)((m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_id() : mp_thread_id());
+    uint32_t expected = 0;
+    if (__builtin_expect(__atomic_compare_exchange_n(&m->word, &expected, id, 0, __ATOMIC_ACQUIRE,
+                                                     __ATOMIC_RELAXED), 1))
+        return MP_OK;
+    if (timeout_ns == 0) return MP_BUSY;
+    return mp_mutex_lock_contended(m, id, timeout_ns);
+}
+
+/// Releases: one swap to 0 (release), and a wake only if someone sleeps. Any thread may release a
+/// held `Lock` (as in Python); MP_NOT_HELD if it was free.
+static inline mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m) {
+    uint32_t old = __atomic_exchange_n(&m->word, 0u, __ATOMIC_RELEASE);
+    if (__builtin_expect(old == 0, 0)) return MP_NOT_HELD;
+    if (__builtin_expect((old & MP_MUTEX_WAITERS) != 0, 0)) mp_mutex_wake_one(m);
+    return MP_OK;
+}
 /// The owner's tid, or 0 when free (a snapshot).
 int32_t mp_mutex_owner(const mp_mutex_t *_Nonnull m);
 

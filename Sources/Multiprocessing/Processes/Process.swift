@@ -2,7 +2,7 @@ import CMultiprocessing
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A child process running a Swift closure, a subclass's ``run()``, or a registered spawn target
@@ -67,7 +67,9 @@ open class Process: @unchecked Sendable {
     }
 
     /// A process that will run the registered `target` with `argument` in a spawned child.
-    public init<Argument>(name: String? = nil, daemon: Bool = false, spawn target: SpawnTarget<Argument>, argument: Argument) {
+    public init<Argument>(
+        name: String? = nil, daemon: Bool = false, spawn target: SpawnTarget<Argument>, argument: Argument
+    ) {
         self.target = .spawn(SpawnRequest(target: target.name, argument: { try SpawnCoding.encode(argument) }))
         state = Locked(State(name: name ?? Process.nextName(), daemon: daemon))
         parentPID = mp_process_id()
@@ -234,7 +236,11 @@ open class Process: @unchecked Sendable {
 
     private static let counter = Locked(0)
     private static func nextName() -> String {
-        "Process-" + String(counter.withLock { $0 += 1; return $0 })
+        "Process-"
+            + String(
+                counter.withLock {
+                    $0 += 1; return $0
+                })
     }
 
     deinit {

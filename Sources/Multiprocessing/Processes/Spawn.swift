@@ -3,7 +3,7 @@ import FoundationEssentials
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A function a spawned child can run, found by `name` in the child.

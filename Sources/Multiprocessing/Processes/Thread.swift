@@ -1,7 +1,7 @@
 import CMultiprocessing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A thread of this process running a closure (Python's `threading.Thread`).
@@ -59,11 +59,13 @@ public final class Thread: @unchecked Sendable {
         }
         let context = Unmanaged.passRetained(self).toOpaque()
         var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { raw in
-            let thread = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
-            thread.main()
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &handle, nil,
+            { raw in
+                let thread = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
+                thread.main()
+                return nil
+            }, context)
         if rc != 0 {
             Unmanaged<Thread>.fromOpaque(context).release()
             state.withLock { $0.started = false }
@@ -115,9 +117,20 @@ public final class Thread: @unchecked Sendable {
         return true
     }
 
+    /// The calling thread's OS name: what ``Thread(name:target:)`` gave it (first 15 bytes).
+    public static var currentName: String {
+        var buffer = [CChar](repeating: 0, count: 32)
+        mp_get_thread_name(&buffer)
+        return String(cString: buffer)
+    }
+
     private static let counter = Locked(0)
     private static func nextName() -> String {
-        "Thread-" + String(counter.withLock { $0 += 1; return $0 })
+        "Thread-"
+            + String(
+                counter.withLock {
+                    $0 += 1; return $0
+                })
     }
 
     deinit {

@@ -2,7 +2,7 @@ import CMultiprocessing
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One mapping of shared memory in this process: an anonymous memfd region or a named one.

@@ -2,7 +2,7 @@ import CMultiprocessing
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A block of memory shared between processes (Python's `multiprocessing.shared_memory`).

@@ -2,7 +2,7 @@ import CMultiprocessing
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The one place where C results become Swift errors. The C target returns `-errno` (never touching

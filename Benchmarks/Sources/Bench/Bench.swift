@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import Multiprocessing
+
+@main
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "multiprocessing-bench",
+        abstract: "swift-multiprocessing's engine side by side with its peers.")
+
+    static let allSuites = ["lock"]
+
+    @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
+    var suite: String = "all"
+
+    @Flag(help: "A short run (smaller loops, 3 runs): a smoke test, not a measurement.")
+    var quick = false
+
+    @Option(help: "Measured runs per figure (after a warm-up run).")
+    var runs: Int?
+
+    @Option(help: "Write the results as JSON to this file.")
+    var json: String?
+
+    @Option(help: "Write the Markdown report to this file.")
+    var markdown: String = "bench-results/latest.md"
+
+    @Option(help: .hidden) var probe: String?
+    @Option(help: .hidden) var probeIterations: Int = 0
+
+    mutating func run() throws {
+        if let probe {
+            try runProbe(probe, iterations: probeIterations)
+            return
+        }
+        let suites = suite == "all" ? Bench.allSuites : [suite]
+        guard suites.allSatisfy(Bench.allSuites.contains) else {
+            throw ValidationError("unknown suite \(suite); choose from \(Bench.allSuites.joined(separator: ", "))")
+        }
+        let runs = self.runs ?? (quick ? 3 : 5)
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
+        let python = PythonPeers()
+        var rows: [Row] = []
+        for name in suites {
+            print("running suite \(name)…")
+            switch name {
+            case "lock": rows += try LockSuite(quick: quick, runs: runs).run(python: python)
+            default: break
+            }
+        }
+        let report = Report(machine: Machine.read(), rows: rows)
+        for name in suites { print("\n## \(name)\n\n" + report.table(for: name)) }
+        try write(report.markdown(), to: markdown)
+        if let json { try write(String(decoding: try report.json(), as: UTF8.self), to: json) }
+        print("\nwrote \(markdown)" + (json.map { " and \($0)" } ?? ""))
+    }
+
+    func write(_ text: String, to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+    }
+}

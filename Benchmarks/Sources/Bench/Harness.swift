@@ -1,0 +1,117 @@
+import Foundation
+import Multiprocessing
+
+/// One figure of one implementation: a metric measured over several runs.
+struct Row: Sendable {
+    var suite: String
+    var caseName: String
+    var impl: String
+    var metric: String
+    var unit: String
+    var samples: [Double]
+    /// Whether bigger is better (throughput) or smaller (time per operation, latency).
+    var higherIsBetter: Bool
+    /// A note for the table (a missed target, a limit).
+    var note: String = ""
+
+    var sorted: [Double] { samples.sorted() }
+    var median: Double {
+        let s = sorted
+        guard !s.isEmpty else { return .nan }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+    var min: Double { sorted.first ?? .nan }
+    var max: Double { sorted.last ?? .nan }
+}
+
+/// A case measured for several implementations, interleaved: run 1 of every implementation, then
+/// run 2 of every implementation... so that a noisy phase of the machine hits all of them alike.
+struct Contest {
+    struct Entry {
+        var impl: String
+        var measure: () throws -> Double
+    }
+    var suite: String
+    var caseName: String
+    var metric: String
+    var unit: String
+    var higherIsBetter: Bool
+    var entries: [Entry] = []
+
+    mutating func add(_ impl: String, _ measure: @escaping () throws -> Double) {
+        entries.append(Entry(impl: impl, measure: measure))
+    }
+
+    func run(runs: Int, warmup: Int = 1) throws -> [Row] {
+        for _ in 0..<warmup { for e in entries { _ = try e.measure() } }
+        var samples = [[Double]](repeating: [], count: entries.count)
+        for _ in 0..<runs {
+            for (i, e) in entries.enumerated() { samples[i].append(try e.measure()) }
+        }
+        return entries.enumerated().map { i, e in
+            Row(
+                suite: suite, caseName: caseName, impl: e.impl, metric: metric, unit: unit,
+                samples: samples[i], higherIsBetter: higherIsBetter)
+        }
+    }
+}
+
+/// Nanoseconds on the monotonic clock.
+@inline(__always) func now() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Nanoseconds per iteration of `body(iterations)`.
+@inline(__always) func nsPerOp(_ iterations: Int, _ body: (Int) throws -> Void) rethrows -> Double {
+    let start = now()
+    try body(iterations)
+    return Double(now() - start) / Double(iterations)
+}
+
+/// Keeps a value alive and opaque to the optimizer.
+@inline(never) func blackHole<T>(_ value: T) { withExtendedLifetime(value) {} }
+
+/// Facts about the machine for the report.
+struct Machine: Codable {
+    var cpus: Int
+    var cpuModel: String
+    var kernel: String
+    var swift: String
+    var python: String
+    var date: String
+
+    static func read() -> Machine {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model =
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces) } ?? "?"
+        return Machine(
+            cpus: cpuCount, cpuModel: model, kernel: shell("uname -r"),
+            swift: shell("swift --version 2>/dev/null | head -1"), python: shell("python3 --version 2>&1"),
+            date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"))
+    }
+}
+
+/// Runs a shell command and returns its standard output, trimmed.
+func shell(_ command: String) -> String {
+    let task = Foundation.Process()
+    task.executableURL = URL(fileURLWithPath: "/bin/sh")
+    task.arguments = ["-c", command]
+    let pipe = Pipe()
+    task.standardOutput = pipe
+    do { try task.run() } catch { return "" }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    task.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+enum BenchError: Error, CustomStringConvertible {
+    case peer(String)
+    var description: String {
+        switch self {
+        case .peer(let message): message
+        }
+    }
+}

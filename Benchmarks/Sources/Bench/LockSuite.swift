@@ -1,0 +1,191 @@
+import CBenchPeers
+import Dispatch
+import Foundation
+import Multiprocessing
+import Synchronization
+
+/// The lock suite: uncontended acquire+release, two threads contended, two processes contended,
+/// and the system calls an uncontended pair makes (which must be zero).
+struct LockSuite {
+    let quick: Bool
+    let runs: Int
+
+    var uncontendedIterations: Int { quick ? 200_000 : 5_000_000 }
+    var contendedIterations: Int { quick ? 50_000 : 1_000_000 }
+
+    func run(python: PythonPeers) throws -> [Row] {
+        var rows: [Row] = []
+        rows += try uncontended(python: python).run(runs: runs)
+        rows += try threadsContended(python: python).run(runs: runs)
+        rows += try processesContended(python: python).run(runs: runs)
+        rows += try syscalls()
+        return rows
+    }
+
+    private func uncontended(python: PythonPeers) throws -> Contest {
+        let n = uncontendedIterations
+        var contest = Contest(
+            suite: "lock", caseName: "uncontended acquire+release", metric: "time per pair", unit: "ns",
+            higherIsBetter: false)
+        let lock = Lock()
+        contest.add("engine Lock") {
+            nsPerOp(n) { n in for _ in 0..<n { try! lock.acquire(); try! lock.release() } }
+        }
+        let rlock = RLock()
+        contest.add("engine RLock") {
+            nsPerOp(n) { n in for _ in 0..<n { try! rlock.acquire(); try! rlock.release() } }
+        }
+        let semaphore = try Semaphore(value: 1)
+        contest.add("engine Semaphore") {
+            nsPerOp(n) { n in for _ in 0..<n { semaphore.acquire(); try! semaphore.release() } }
+        }
+        let pthreadMemory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        let pthread = bench_pthread_mutex_init(pthreadMemory, 0)
+        contest.add("pthread_mutex_t") {
+            nsPerOp(n) { n in for _ in 0..<n { bench_pthread_mutex_lock(pthread); bench_pthread_mutex_unlock(pthread) }
+            }
+        }
+        let mutex = Mutex(0)
+        contest.add("Synchronization.Mutex") {
+            nsPerOp(n) { n in for _ in 0..<n { mutex.withLock { $0 &+= 1 } } }
+        }
+        let nslock = NSLock()
+        contest.add("NSLock") {
+            nsPerOp(n) { n in for _ in 0..<n { nslock.lock(); nslock.unlock() } }
+        }
+        let dispatch = DispatchSemaphore(value: 1)
+        contest.add("DispatchSemaphore") {
+            nsPerOp(n) { n in for _ in 0..<n { dispatch.wait(); dispatch.signal() } }
+        }
+        let pn = quick ? 100_000 : 1_000_000
+        contest.add("Python threading.Lock") { try python.measure("lock-uncontended", ["threading", String(pn)]) }
+        contest.add("Python multiprocessing.Lock") {
+            try python.measure("lock-uncontended", ["multiprocessing", String(pn)])
+        }
+        return contest
+    }
+
+    /// Two threads each doing `n` acquire, increment, release: total pairs per second.
+    private func threadsContended(python: PythonPeers) throws -> Contest {
+        let n = contendedIterations
+        var contest = Contest(
+            suite: "lock", caseName: "2 threads contended", metric: "throughput", unit: "pairs/s",
+            higherIsBetter: true)
+        func twoThreads(_ body: @escaping @Sendable () -> Void) throws -> Double {
+            let start = now()
+            let threads = (0..<2).map { _ in Multiprocessing.Thread { body() } }
+            for t in threads { try t.start() }
+            for t in threads { try t.join() }
+            return Double(2 * n) / (Double(now() - start) / 1e9)
+        }
+        let counter = Counter()
+        let lock = Lock()
+        contest.add("engine Lock") {
+            try twoThreads { for _ in 0..<n { try! lock.acquire(); counter.value &+= 1; try! lock.release() } }
+        }
+        let pthreadMemory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        let pthread = PointerBox(pointer: bench_pthread_mutex_init(pthreadMemory, 0))
+        contest.add("pthread_mutex_t") {
+            try twoThreads {
+                for _ in 0..<n {
+                    bench_pthread_mutex_lock(pthread.pointer)
+                    counter.value &+= 1
+                    bench_pthread_mutex_unlock(pthread.pointer)
+                }
+            }
+        }
+        let mutex = Mutex(0)
+        contest.add("Synchronization.Mutex") { try twoThreads { for _ in 0..<n { mutex.withLock { $0 &+= 1 } } } }
+        let nslock = NSLock()
+        contest.add("NSLock") {
+            try twoThreads { for _ in 0..<n { nslock.lock(); counter.value &+= 1; nslock.unlock() } }
+        }
+        let pn = quick ? 20_000 : 200_000
+        contest.add("Python threading.Lock") { try python.measure("lock-threads", [String(pn)]) }
+        return contest
+    }
+
+    /// Two forked processes each doing `n` acquire, increment, release on a lock in shared memory.
+    private func processesContended(python: PythonPeers) throws -> Contest {
+        let n = contendedIterations
+        var contest = Contest(
+            suite: "lock", caseName: "2 processes contended", metric: "throughput", unit: "pairs/s",
+            higherIsBetter: true)
+        let memory = try SharedMemory(size: 128)
+        let counter = memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)
+        func twoProcesses(_ body: @escaping () -> Void) throws -> Double {
+            let start = now()
+            let children = (0..<2).map { _ in Multiprocessing.Process { body() } }
+            for c in children { try c.start() }
+            for c in children { try c.join() }
+            return Double(2 * n) / (Double(now() - start) / 1e9)
+        }
+        let lock = Lock()
+        contest.add("engine Lock") {
+            try twoProcesses { for _ in 0..<n { try! lock.acquire(); counter.pointee &+= 1; try! lock.release() } }
+        }
+        let pthread = bench_pthread_mutex_init(memory.buffer.baseAddress! + 64, 1)
+        contest.add("pthread_mutex_t (process-shared)") {
+            try twoProcesses {
+                for _ in 0..<n {
+                    bench_pthread_mutex_lock(pthread)
+                    counter.pointee &+= 1
+                    bench_pthread_mutex_unlock(pthread)
+                }
+            }
+        }
+        let pn = quick ? 10_000 : 100_000
+        contest.add("Python multiprocessing.Lock") { try python.measure("lock-processes", [String(pn)]) }
+        return contest
+    }
+
+    /// System calls per uncontended acquire+release, counted by strace over a run of this program
+    /// that does 0 and then `n` pairs: the difference divided by n.
+    private func syscalls() throws -> [Row] {
+        let n = 1_000_000
+        guard let base = countSyscalls(probe: "lock", iterations: 0),
+            let loaded = countSyscalls(probe: "lock", iterations: n)
+        else {
+            return [
+                Row(
+                    suite: "lock", caseName: "uncontended syscalls", impl: "engine Lock", metric: "syscalls per pair",
+                    unit: "calls", samples: [], higherIsBetter: false, note: "strace unavailable")
+            ]
+        }
+        let perPair = Double(max(0, loaded - base)) / Double(n)
+        return [
+            Row(
+                suite: "lock", caseName: "uncontended syscalls", impl: "engine Lock", metric: "syscalls per pair",
+                unit: "calls", samples: [perPair], higherIsBetter: false,
+                note: perPair == 0 ? "target 0: met" : "target 0: MISSED")
+        ]
+    }
+}
+
+/// Counts the system calls of one run of this program in probe mode (nil without strace).
+func countSyscalls(probe: String, iterations: Int) -> Int? {
+    let exe =
+        CommandLine.arguments[0].hasPrefix("/")
+        ? CommandLine.arguments[0] : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0]
+    let out = shell(
+        "strace -f -c -o /dev/stdout '\(exe)' --probe \(probe) --probe-iterations \(iterations) 2>/dev/null")
+    guard let total = out.split(separator: "\n").last(where: { $0.contains("total") }) else { return nil }
+    let fields = total.split(separator: " ", omittingEmptySubsequences: true)
+    // "100.00    0.000123          1       123         4 total": calls is the 4th column.
+    return fields.count >= 4 ? Int(fields[3]) : nil
+}
+
+/// The probe: `iterations` uncontended pairs and nothing else, for strace to count.
+func runProbe(_ name: String, iterations: Int) throws {
+    switch name {
+    case "lock":
+        let lock = Lock()
+        for _ in 0..<iterations { try lock.acquire(); try lock.release() }
+    default:
+        throw BenchError.peer("unknown probe \(name)")
+    }
+}
+
+final class Counter: @unchecked Sendable { var value = 0 }
+
+struct PointerBox: @unchecked Sendable { let pointer: UnsafeMutableRawPointer }

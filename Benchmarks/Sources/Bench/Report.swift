@@ -1,0 +1,84 @@
+import Foundation
+
+/// Tables on stdout, the JSON file, and bench-results/latest.md.
+struct Report {
+    var machine: Machine
+    var rows: [Row]
+
+    /// The engine's rows are the ones whose impl starts with "engine"; each other row of the same
+    /// case is a peer, and the ratio says how many times better the engine's first row is.
+    func table(for suite: String) -> String {
+        let suiteRows = rows.filter { $0.suite == suite }
+        var cases: [String] = []
+        for r in suiteRows where !cases.contains(r.caseName) { cases.append(r.caseName) }
+        var lines: [String] = []
+        lines.append("| case | implementation | median | min – max | engine vs this |")
+        lines.append("|---|---|---:|---:|---:|")
+        for c in cases {
+            let caseRows = suiteRows.filter { $0.caseName == c }
+            let engine = caseRows.first { $0.impl.hasPrefix("engine") }
+            for r in caseRows {
+                var ratio = ""
+                if let engine, !r.impl.hasPrefix("engine"), r.median > 0, engine.median > 0 {
+                    let x = r.higherIsBetter ? engine.median / r.median : r.median / engine.median
+                    ratio = String(format: "%.2f×", x)
+                }
+                let range = r.samples.count > 1 ? "\(format(r.min)) – \(format(r.max))" : ""
+                let note = r.note.isEmpty ? "" : " (\(r.note))"
+                lines.append(
+                    "| \(c) | \(r.impl)\(note) | \(format(r.median)) \(r.unit) | \(range) | \(ratio) |")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    func format(_ x: Double) -> String {
+        if x.isNaN { return "–" }
+        if x >= 1e6 { return String(format: "%.2f M", x / 1e6) }
+        if x >= 1e4 { return String(format: "%.1f k", x / 1e3) }
+        if x >= 100 { return String(format: "%.0f", x) }
+        return String(format: "%.3g", x)
+    }
+
+    var suites: [String] {
+        var s: [String] = []
+        for r in rows where !s.contains(r.suite) { s.append(r.suite) }
+        return s
+    }
+
+    func markdown() -> String {
+        var text = "# Benchmark results\n\n"
+        text += "Measured \(machine.date) on \(machine.cpus) × \(machine.cpuModel), Linux \(machine.kernel), "
+        text += "\(machine.swift), \(machine.python). Median of the runs; \"engine vs this\" > 1 means the "
+        text += "engine is that many times better than the peer in that row.\n"
+        for suite in suites { text += "\n## \(suite)\n\n" + table(for: suite) + "\n" }
+        return text
+    }
+
+    struct JSONRow: Codable {
+        var suite, `case`, impl, metric, unit: String
+        var median, min, max: Double?
+        var runs: Int
+        var samples: [Double]
+        var note: String?
+    }
+
+    struct JSONFile: Codable {
+        var machine: Machine
+        var results: [JSONRow]
+    }
+
+    func json() throws -> Data {
+        let results = rows.map { r in
+            JSONRow(
+                suite: r.suite, case: r.caseName, impl: r.impl.hasPrefix("engine") ? "engine" : r.impl,
+                metric: r.metric + (r.impl.hasPrefix("engine") ? " (\(r.impl))" : ""), unit: r.unit,
+                median: r.median.isNaN ? nil : r.median, min: r.min.isNaN ? nil : r.min,
+                max: r.max.isNaN ? nil : r.max, runs: r.samples.count, samples: r.samples,
+                note: r.note.isEmpty ? nil : r.note)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(JSONFile(machine: machine, results: results))
+    }
+}

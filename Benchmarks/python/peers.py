@@ -1,0 +1,61 @@
+"""Python peers of the benchmark, one measurement per call; prints one number on stdout.
+
+Run by the Swift harness (Benchmarks/Sources/Bench) so that Python and Swift are measured in the same
+invocation, interleaved. Each case times only its measured loop, after a short warm-up.
+"""
+import multiprocessing
+import sys
+import threading
+import time
+
+
+def lock_uncontended(kind, n):
+    lock = threading.Lock() if kind == "threading" else multiprocessing.Lock()
+    acquire, release = lock.acquire, lock.release
+    for _ in range(1000):
+        acquire(); release()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        acquire(); release()
+    return (time.perf_counter_ns() - start) / n  # ns per pair
+
+
+def _count(lock, counter, n):
+    for _ in range(n):
+        with lock:
+            counter[0] += 1
+
+
+def lock_threads(n):
+    lock, counter = threading.Lock(), [0]
+    threads = [threading.Thread(target=_count, args=(lock, counter, n)) for _ in range(2)]
+    start = time.perf_counter_ns()
+    for t in threads: t.start()
+    for t in threads: t.join()
+    return 2 * n / ((time.perf_counter_ns() - start) / 1e9)  # pairs per second
+
+
+def _count_shared(lock, value, n):
+    for _ in range(n):
+        with lock:
+            value.value += 1
+
+
+def lock_processes(n):
+    ctx = multiprocessing.get_context("fork")
+    lock, value = ctx.Lock(), ctx.Value("q", 0, lock=False)
+    procs = [ctx.Process(target=_count_shared, args=(lock, value, n)) for _ in range(2)]
+    start = time.perf_counter_ns()
+    for p in procs: p.start()
+    for p in procs: p.join()
+    return 2 * n / ((time.perf_counter_ns() - start) / 1e9)
+
+
+CASES = {
+    "lock-uncontended": lambda args: lock_uncontended(args[0], int(args[1])),
+    "lock-threads": lambda args: lock_threads(int(args[0])),
+    "lock-processes": lambda args: lock_processes(int(args[0])),
+}
+
+if __name__ == "__main__":
+    print(CASES[sys.argv[1]](sys.argv[2:]))

@@ -1,0 +1,190 @@
+// The seed's programs, in Swift: `swift run multiprocessing-examples <name>` (or `all`).
+import ArgumentParser
+import Multiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A spawn target: the spawned child runs it after `Spawn.bootstrap` finds it by name.
+struct CountArguments: Codable, Sendable {
+    var lock: Lock
+    var memory: SharedMemory
+    var times: Int
+}
+
+let spawnedCounter = SpawnTarget<CountArguments>("spawned-counter") { args in
+    let counter = args.memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)
+    for _ in 0..<args.times { try args.lock.withLock { counter.pointee += 1 } }
+    try await Task.sleep(for: .milliseconds(1))  // a spawned child is a full Swift process
+    print("spawned child", Process.current.pid ?? 0, "of", Process.current.parentPID, "counted", args.times)
+}
+
+@main
+struct Examples: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "multiprocessing-examples",
+        abstract: "The seed's programs for processes, threads and locks.")
+
+    @Argument(help: "processes | my-process | threads | lock | deadlock | spawn | all")
+    var name: String = "all"
+
+    static func main() {
+        Spawn.bootstrap(spawnedCounter)  // first thing: in a spawned child this runs the target
+        do {
+            var command = try parseAsRoot() as! Examples
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    mutating func run() throws {
+        let all: [(String, () throws -> Void)] = [
+            ("processes", processes), ("my-process", myProcess), ("threads", threads),
+            ("lock", lockList), ("deadlock", deadlock), ("spawn", spawn),
+        ]
+        let chosen = name == "all" ? all : all.filter { $0.0 == name }
+        guard !chosen.isEmpty else { throw ValidationError("unknown example \(name)") }
+        for (title, program) in chosen {
+            print("===== \(title) =====")
+            try program()
+        }
+    }
+}
+
+// MARK: - Process creation with two tasks
+
+func task1(_ s: Double, _ name: Int) {
+    for _ in 0..<4 {
+        try? sleep(for: .seconds(s))
+        print("这是任务1", Process.current.pid ?? 0, Process.current.parentPID, name)
+    }
+}
+
+func task2(_ s: Double, _ name: Int) {
+    for _ in 0..<2 {
+        try? sleep(for: .seconds(s))
+        print("这是任务2", Process.current.pid ?? 0, Process.current.parentPID, name)
+    }
+}
+
+func processes() throws {
+    let p1 = Process(name: "任务1") { task1(0.5, 1) }
+    let p2 = Process(name: "任务2") { task2(1, 2) }
+    try p1.start()
+    print(p1.name, "parent:", getpid(), getppid())
+    try p2.start()
+    print(p2.name, "parent:", getpid(), getppid())
+    for p in [p1, p2] {
+        let finished = try p.join(timeout: .seconds(10))
+        print(p.name, "pid", p.pid ?? 0, "finished", finished, "exitCode", p.exitCode ?? 0, "alive", p.isAlive)
+    }
+}
+
+// MARK: - A custom process class
+
+final class MyProcess: Process, @unchecked Sendable {
+    override func run() {
+        for n in 1...3 { print("\(n) 自定义进程\(name)", Process.current.pid ?? 0, Process.current.parentPID) }
+    }
+}
+
+func myProcess() throws {
+    let p = MyProcess(name: "小明")
+    try p.start()
+    try p.join()
+    print("main", getpid(), "child", p.pid ?? 0, "exitCode", p.exitCode ?? -1)
+}
+
+// MARK: - Two threads
+
+func download(_ what: String) {
+    for i in 1...3 {
+        print("下载 \(what) \(i)/3 on thread", Thread.currentName)
+        try? sleep(for: .milliseconds(100))
+    }
+}
+
+func threads() throws {
+    let t1 = Thread(name: "1") { download("音乐") }
+    let t2 = Thread(name: "2") { download("电影") }
+    try t1.start()
+    try t2.start()
+    try t1.join()
+    try t2.join()
+    print("both done; alive:", t1.isAlive, t2.isAlive)
+}
+
+// MARK: - A lock protecting list1
+
+final class SharedList: @unchecked Sendable {
+    var items = [Int](repeating: 0, count: 10)
+}
+
+func lockList() throws {
+    let list1 = SharedList()
+    let lock = Lock()
+    let writer = Thread(name: "writer") {
+        try lock.withLock {
+            for i in list1.items.indices {
+                list1.items[i] = 1
+                try sleep(for: .milliseconds(20))
+            }
+        }
+    }
+    let reader = Thread(name: "reader") {
+        try sleep(for: .milliseconds(5))  // the writer takes the lock first
+        try lock.withLock {
+            for i in list1.items.indices { print("--->", list1.items[i]) }
+        }
+    }
+    try writer.start()
+    try reader.start()
+    try writer.join()
+    try reader.join()
+    print("list1 =", list1.items)
+}
+
+// MARK: - Two locks, a deadlock, and the timeout that resolves it
+
+func deadlock() throws {
+    let lockA = Lock()
+    let lockB = Lock()
+    let first = Thread(name: "first") {
+        try lockA.acquire()
+        print("first: got A")
+        try sleep(for: .milliseconds(100))
+        if try lockB.acquire(timeout: .seconds(5)) {
+            print("first: got B")
+            try lockB.release()
+        }
+        try lockA.release()
+    }
+    let second = Thread(name: "second") {
+        try lockB.acquire()
+        print("second: got B")
+        try sleep(for: .milliseconds(100))
+        if try lockA.acquire(timeout: .seconds(1)) {
+            print("second: got A")
+            try lockA.release()
+        } else {
+            print("second: gave up A after 1 s: releasing B breaks the deadlock")
+        }
+        try lockB.release()
+    }
+    try first.start()
+    try second.start()
+    try first.join()
+    try second.join()
+}
+
+// MARK: - The spawn start method
+
+func spawn() throws {
+    let arguments = CountArguments(lock: Lock(), memory: try SharedMemory(size: 8), times: 50_000)
+    let children = (0..<2).map { Process(name: "spawned-\($0)", spawn: spawnedCounter, argument: arguments) }
+    for c in children { try c.start() }
+    for c in children { try c.join() }
+    print("counter =", arguments.memory.buffer.load(as: Int.self), "(expected 100000)")
+}
