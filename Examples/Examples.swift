@@ -26,7 +26,8 @@ struct Examples: ParsableCommand {
         commandName: "multiprocessing-examples",
         abstract: "The seed's programs for processes, threads and locks.")
 
-    @Argument(help: "processes | my-process | threads | lock | deadlock | spawn | all")
+    @Argument(
+        help: "processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | all")
     var name: String = "all"
 
     static func main() {
@@ -43,6 +44,7 @@ struct Examples: ParsableCommand {
         let all: [(String, () throws -> Void)] = [
             ("processes", processes), ("my-process", myProcess), ("threads", threads),
             ("lock", lockList), ("deadlock", deadlock), ("spawn", spawn),
+            ("queue", queueProgram), ("download", downloadAndGetfile), ("producer-consumer", producerConsumer),
         ]
         let chosen = name == "all" ? all : all.filter { $0.0 == name }
         guard !chosen.isEmpty else { throw ValidationError("unknown example \(name)") }
@@ -187,4 +189,74 @@ func spawn() throws {
     for c in children { try c.start() }
     for c in children { try c.join() }
     print("counter =", arguments.memory.buffer.load(as: Int.self), "(expected 100000)")
+}
+
+// MARK: - The queue program: five puts into maxSize 5, the full check, a timed put, five timed gets
+
+func queueProgram() throws {
+    let q = try Queue<String>(maxSize: 5)
+    for item in ["A", "B", "C", "D", "E"] { try q.put(item) }
+    print("full:", q.isFull, "count:", q.count)
+    do {
+        try q.put("F", timeout: .seconds(3))
+    } catch QueueError.full {
+        print("put F: the queue stayed full for 3 s")
+    }
+    for _ in 0..<5 { print("got", try q.get(timeout: .seconds(2))) }
+    print("empty:", q.isEmpty)
+}
+
+// MARK: - download/getfile: two processes, the reader ends when get(timeout: 5) expires
+
+func downloadAndGetfile() throws {
+    let q = try Queue<String>(maxSize: 5)
+    let download = Process(name: "download") {
+        for image in ["girl.jpg", "boy.jpg", "man.jpg"] {
+            try q.put(image)
+            print("下载完成:", image, "pid", Process.current.pid ?? 0)
+            try sleep(for: .milliseconds(300))
+        }
+    }
+    let getfile = Process(name: "getfile") {
+        while true {
+            do {
+                let file = try q.get(timeout: .seconds(5))
+                print("保存成功:", file, "pid", Process.current.pid ?? 0)
+            } catch QueueError.empty {
+                print("全部保存完毕 (no file for 5 s)")
+                return
+            }
+        }
+    }
+    try download.start()
+    try getfile.start()
+    try download.join()
+    try getfile.join()
+}
+
+// MARK: - Producer and consumer threads with taskDone and join
+
+func producerConsumer() throws {
+    let q = try JoinableQueue<String>(maxSize: 4)
+    let producer = Thread(name: "producer") {
+        for i in 1...8 {
+            try q.put("包子\(i)")
+            print("生产了 包子\(i)")
+        }
+    }
+    let consumer = Thread(name: "consumer") {
+        while true {
+            let item: String
+            do { item = try q.get() } catch QueueError.shutDown { return }
+            print("消费了", item)
+            try q.taskDone()
+        }
+    }
+    try producer.start()
+    try consumer.start()
+    try producer.join()
+    try q.join()  // returns once every item put has been task-done
+    print("all items processed; unfinished:", q.unfinishedTasks)
+    q.shutdown(immediate: true)  // wakes the consumer, whose get now throws: it ends
+    try consumer.join()
 }

@@ -51,7 +51,65 @@ def lock_processes(n):
     return 2 * n / ((time.perf_counter_ns() - start) / 1e9)
 
 
+def _put_many(q, n, size):
+    message = b"x" * size
+    for _ in range(n):
+        q.put(message)
+
+
+def mp_queue(n, size, kind="queue"):
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue() if kind == "queue" else ctx.SimpleQueue()
+    producer = ctx.Process(target=_put_many, args=(q, n, size))
+    start = time.perf_counter_ns()
+    producer.start()
+    for _ in range(n):
+        q.get()
+    producer.join()
+    return n / ((time.perf_counter_ns() - start) / 1e9)
+
+
+def _put_objects(q, n):
+    payload = bytes(32)
+    for i in range(n):
+        q.put({"id": 7, "sequence": i, "payload": payload})
+
+
+def mp_queue_object(n):
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    producer = ctx.Process(target=_put_objects, args=(q, n))
+    start = time.perf_counter_ns()
+    producer.start()
+    for _ in range(n):
+        q.get()
+    producer.join()
+    return n / ((time.perf_counter_ns() - start) / 1e9)
+
+
+def _send_many(conn, n, size):
+    message = b"x" * size
+    for _ in range(n):
+        conn.send_bytes(message)
+
+
+def mp_pipe(n, size):
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    producer = ctx.Process(target=_send_many, args=(writer, n, size))
+    start = time.perf_counter_ns()
+    producer.start()
+    for _ in range(n):
+        reader.recv_bytes()
+    producer.join()
+    return n / ((time.perf_counter_ns() - start) / 1e9)
+
+
 CASES = {
+    "mp-queue": lambda args: mp_queue(int(args[0]), int(args[1])),
+    "mp-simplequeue": lambda args: mp_queue(int(args[0]), int(args[1]), "simple"),
+    "mp-queue-object": lambda args: mp_queue_object(int(args[0])),
+    "mp-pipe": lambda args: mp_pipe(int(args[0]), int(args[1])),
     "lock-uncontended": lambda args: lock_uncontended(args[0], int(args[1])),
     "lock-threads": lambda args: lock_threads(int(args[0])),
     "lock-processes": lambda args: lock_processes(int(args[0])),

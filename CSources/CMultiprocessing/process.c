@@ -16,6 +16,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -121,4 +122,12 @@ int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
         if (rc == 0) return 0;
         if (errno != EINTR) return -errno;
     }
+}
+
+int32_t mp_pipe(int32_t *fds) {
+    int pair[2];
+    if (pipe2(pair, O_CLOEXEC) != 0) return -errno;
+    fds[0] = pair[0];
+    fds[1] = pair[1];
+    return 0;
 }

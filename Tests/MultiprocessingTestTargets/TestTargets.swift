@@ -30,7 +30,34 @@ public struct ExitJob: Codable, Sendable {
     public init(code: Int32) { self.code = code }
 }
 
+public struct QueueJob: Codable, Sendable {
+    public var input: Queue<Int>
+    public var output: Queue<Int>
+    public init(input: Queue<Int>, output: Queue<Int>) {
+        self.input = input
+        self.output = output
+    }
+}
+
 public enum TestTargets {
+    /// Answers each string with itself twice, until an empty one.
+    public static let pipeEcho = SpawnTarget<Connection>("pipeEcho") { connection in
+        while true {
+            let s: String = try connection.receive()
+            if s.isEmpty { return }
+            try connection.send(s + s)
+        }
+    }
+
+    /// Reads ints until -1, putting each one doubled.
+    public static let doubler = SpawnTarget<QueueJob>("doubler") { job in
+        while true {
+            let x = try job.input.get()
+            if x < 0 { return }
+            try job.output.put(2 * x)
+        }
+    }
+
     /// Adds 1 to the Int at the start of `memory`, `iterations` times, under `lock`.
     public static let increment = SpawnTarget<CounterJob>("increment") { job in
         let counter = job.memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)
@@ -59,5 +86,5 @@ public enum TestTargets {
         while true { try sleep(for: .seconds(1)) }
     }
 
-    public static let all: [any SpawnEntry] = [increment, asyncEcho, fail, holdLock]
+    public static let all: [any SpawnEntry] = [increment, asyncEcho, fail, holdLock, doubler, pipeEcho]
 }

@@ -176,7 +176,7 @@ func isZombie(_ pid: Int32) -> Bool {
     defer { fclose(f) }
     var buffer = [CChar](repeating: 0, count: 512)
     guard fgets(&buffer, 512, f) != nil else { return true }
-    let line = String(cString: buffer)
+    let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     guard let paren = line.lastIndex(of: ")") else { return false }
     let state = line[line.index(paren, offsetBy: 2)]
     return state == "Z" || state == "X"

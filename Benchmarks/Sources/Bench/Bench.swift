@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "multiprocessing-bench",
         abstract: "swift-multiprocessing's engine side by side with its peers.")
 
-    static let allSuites = ["lock"]
+    static let allSuites = ["lock", "queue"]
 
     @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
     var suite: String = "all"
@@ -45,6 +45,7 @@ struct Bench: ParsableCommand {
             print("running suite \(name)…")
             switch name {
             case "lock": rows += try LockSuite(quick: quick, runs: runs).run(python: python)
+            case "queue": rows += try QueueSuite(quick: quick, runs: runs).run(python: python)
             default: break
             }
         }

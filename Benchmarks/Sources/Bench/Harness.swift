@@ -115,3 +115,10 @@ enum BenchError: Error, CustomStringConvertible {
         }
     }
 }
+
+/// A benchmark whose children crashed measures nothing: refuse it.
+func expectClean(_ children: [Multiprocessing.Process]) throws {
+    for c in children where c.exitCode != 0 {
+        throw BenchError.peer("child \(c.name) ended with exit code \(c.exitCode.map(String.init) ?? "?")")
+    }
+}

@@ -114,11 +114,17 @@ struct LockSuite {
         let memory = try SharedMemory(size: 128)
         let counter = memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)
         func twoProcesses(_ body: @escaping () -> Void) throws -> Double {
+            counter.pointee = 0
             let start = now()
             let children = (0..<2).map { _ in Multiprocessing.Process { body() } }
             for c in children { try c.start() }
             for c in children { try c.join() }
-            return Double(2 * n) / (Double(now() - start) / 1e9)
+            let elapsed = Double(now() - start) / 1e9
+            // The closures hold raw pointers into `memory`: keep it mapped until the children finish.
+            withExtendedLifetime(memory) {}
+            try expectClean(children)
+            guard counter.pointee == 2 * n else { throw BenchError.peer("lost increments: \(counter.pointee)") }
+            return Double(2 * n) / elapsed
         }
         let lock = Lock()
         contest.add("engine Lock") {
@@ -181,6 +187,12 @@ func runProbe(_ name: String, iterations: Int) throws {
     case "lock":
         let lock = Lock()
         for _ in 0..<iterations { try lock.acquire(); try lock.release() }
+    case "queue":
+        let q = try Queue<Int>()
+        for i in 0..<iterations {
+            try q.put(i)
+            _ = try q.get()
+        }
     default:
         throw BenchError.peer("unknown probe \(name)")
     }

@@ -33,6 +33,10 @@ typedef int32_t mp_status_t;
 #define MP_OVERFLOW 5
 /// The barrier is broken (aborted, reset while waiting, or a waiter timed out).
 #define MP_BROKEN 6
+/// The queue has been shut down.
+#define MP_SHUTDOWN 7
+/// A message was abandoned midway (its producer died): the caller should read the next one.
+#define MP_ABORTED 8
 
 /// Wait forever (the `timeout_ns` argument of every blocking call).
 #define MP_FOREVER (-1)
@@ -218,6 +222,83 @@ void mp_barrier_abort(mp_barrier_t *_Nonnull b);
 int mp_barrier_is_broken(mp_barrier_t *_Nonnull b);
 uint32_t mp_barrier_waiting(mp_barrier_t *_Nonnull b);
 
+// MARK: - Queue channel
+
+/// A multi-producer, multi-consumer message channel in shared memory: a byte ring of records (one
+/// producer at a time under `producer`, one consumer at a time under `consumer`), a message count
+/// with an optional limit, sleep words for "data" and "space", a shutdown flag, and the unfinished-
+/// task counter of a JoinableQueue. The ring's `capacity` bytes follow the struct. See queue.c.
+typedef struct mp_queue {
+    uint64_t tail;       // producer line: bytes published, release-stored
+    uint64_t head_cache; // the producer's last view of `head`
+    uint32_t streaming;  // a fragmented message is half-written
+    uint32_t producer_pad[11];
+    uint64_t head;       // consumer line: bytes consumed, release-stored
+    uint64_t tail_cache; // the consumer's last view of `tail`
+    uint32_t assembling; // the consumer is inside a fragmented message
+    uint32_t consumer_pad[11];
+    int32_t messages;     // complete messages not yet taken
+    uint32_t max_messages; // 0: no limit
+    uint32_t data_seq;
+    uint32_t data_sleepers;
+    uint32_t space_seq;
+    uint32_t space_sleepers;
+    uint32_t shutdown;   // 0, MP_QUEUE_SHUTDOWN, MP_QUEUE_SHUTDOWN_IMMEDIATE
+    uint32_t unfinished; // JoinableQueue: put and not task-done; futex word for join()
+    uint32_t join_sleepers;
+    uint32_t shared;
+    uint64_t capacity;   // bytes, a power of two
+    uint32_t control_pad[4];
+    mp_mutex_t producer;
+    mp_mutex_t consumer;
+    uint32_t lock_pad[8];
+} mp_queue_t;
+
+#define MP_QUEUE_HEADER_SIZE 256u
+#define MP_QUEUE_SHUTDOWN 1u
+#define MP_QUEUE_SHUTDOWN_IMMEDIATE 2u
+
+/// Bytes a queue with a ring of `capacity` bytes occupies (header + ring).
+uint64_t mp_queue_size(uint64_t capacity);
+/// Initialises a queue over `capacity` bytes (a power of two, >= 4096) following the header.
+void mp_queue_init(mp_queue_t *_Nonnull q, uint64_t capacity, uint32_t max_messages, int shared);
+/// The largest message that fits in one record; larger ones travel in fragments.
+uint64_t mp_queue_max_record(const mp_queue_t *_Nonnull q);
+
+/// Puts one message of `length` bytes. Waits (up to `deadline_ns`, absolute monotonic; INT64_MAX:
+/// forever; <= now: do not wait) for the producer lock, a free message slot and ring space. A
+/// message larger than one record is streamed in fragments (the deadline covers the first only).
+/// MP_OK, MP_TIMED_OUT (nothing was put), MP_SHUTDOWN.
+mp_status_t mp_queue_put(mp_queue_t *_Nonnull q, const void *_Nullable data, uint64_t length,
+                         int64_t deadline_ns);
+
+/// Waits for the next message and holds the consumer lock. On MP_OK: `*payload`/`*length` are the
+/// first record's bytes (in the ring: read them before mp_queue_get_end), and `*total` the whole
+/// message's length (== *length unless fragmented: then call mp_queue_get_rest). MP_TIMED_OUT or
+/// MP_SHUTDOWN (the lock is not held then).
+mp_status_t mp_queue_get_begin(mp_queue_t *_Nonnull q, int64_t deadline_ns,
+                               const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
+                               uint64_t *_Nonnull total);
+/// Copies the first record into `dest` and the remaining fragments after it, `total` bytes in all,
+/// then releases the consumer lock. MP_OK, or MP_ABORTED (the producer died midway: discard).
+mp_status_t mp_queue_get_rest(mp_queue_t *_Nonnull q, void *_Nonnull dest, uint64_t total);
+/// Consumes a single-record message whose bytes the caller has read; releases the consumer lock.
+void mp_queue_get_end(mp_queue_t *_Nonnull q);
+
+/// Complete messages waiting (a snapshot).
+int32_t mp_queue_count(const mp_queue_t *_Nonnull q);
+/// Shuts the queue down (Python 3.13's shutdown): puts fail; gets fail once the queue is empty, or
+/// at once when `immediate`. Wakes every sleeper.
+void mp_queue_shutdown(mp_queue_t *_Nonnull q, int immediate);
+
+/// JoinableQueue: one task done. MP_OVERFLOW if none is unfinished.
+mp_status_t mp_queue_task_done(mp_queue_t *_Nonnull q);
+/// JoinableQueue: waits until every put message has been task-done. MP_OK or MP_TIMED_OUT.
+mp_status_t mp_queue_join(mp_queue_t *_Nonnull q, int64_t deadline_ns);
+/// JoinableQueue: counts a put that is about to happen (undone by mp_queue_task_undo on failure).
+void mp_queue_task_add(mp_queue_t *_Nonnull q);
+void mp_queue_task_undo(mp_queue_t *_Nonnull q);
+
 // MARK: - Shared memory
 
 /// Header at the start of every named region: attach checks it before trusting anything else.
@@ -283,6 +364,9 @@ int32_t mp_pidfd_open(int32_t pid);
 /// Waits up to `timeout_ns` (MP_FOREVER: no limit) for `fd` to be readable: 1 readable, 0 timed
 /// out, -errno on failure. EINTR is retried with the remaining time.
 int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns);
+
+/// pipe2(O_CLOEXEC): fds[0] reads, fds[1] writes. 0 or -errno.
+int32_t mp_pipe(int32_t *_Nonnull fds);
 
 /// Sends `signal` to `pid`; 0 or -errno.
 int32_t mp_signal(int32_t pid, int32_t signal);

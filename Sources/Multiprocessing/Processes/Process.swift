@@ -264,6 +264,7 @@ func resetRegistriesAfterFork() {
     Arenas.resetAfterFork()
     Children.resetAfterFork()
     CurrentProcess.resetAfterFork()
+    InheritedDescriptors.resetAfterFork()
 }
 
 /// Which ``Process`` object describes the running process.

@@ -125,7 +125,7 @@ public enum Spawn {
         var environment = currentEnvironment().filter { !$0.hasPrefix(environmentKey + "=") }
         environment.append("\(environmentKey)=\(fd)")
         let path = executable
-        let keep = regions.map(\.fd) + [fd]
+        let keep = regions.map(\.fd) + InheritedDescriptors.all() + [fd]
         return withExtendedLifetime(regions) {
             withCStrings([path]) { argv in
                 withCStrings(environment) { envp in

@@ -121,7 +121,7 @@ public final class Thread: @unchecked Sendable {
     public static var currentName: String {
         var buffer = [CChar](repeating: 0, count: 32)
         mp_get_thread_name(&buffer)
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     private static let counter = Locked(0)

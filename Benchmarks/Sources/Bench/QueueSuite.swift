@@ -1,0 +1,159 @@
+import CBenchPeers
+import Foundation
+import Multiprocessing
+
+/// A 64-byte fixed-size message: the copy-only fast path.
+struct Fixed64: BitwiseCopyable, Sendable {
+    var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    init(_ i: Int) { words = (UInt64(i), 1, 2, 3, 4, 5, 6, 7) }
+}
+
+/// A Codable message of about 64 bytes encoded.
+struct Record64: Codable, Sendable {
+    var id: Int
+    var sequence: Int
+    var payload: [UInt8]
+    init(_ i: Int) {
+        id = 7
+        sequence = i
+        payload = Record64.bytes
+    }
+    static let bytes = [UInt8](repeating: 42, count: 32)
+}
+
+/// The queue suite: SPSC between threads, cross-process queues and pipes, against a plain C ring
+/// and Python's queues; and the syscalls a put+get makes with nobody asleep (must be zero).
+struct QueueSuite {
+    let quick: Bool
+    let runs: Int
+
+    var threadMessages: Int { quick ? 200_000 : 5_000_000 }
+    var processMessages: Int { quick ? 100_000 : 2_000_000 }
+
+    func run(python: PythonPeers) throws -> [Row] {
+        var rows: [Row] = []
+        rows += try spsc8().run(runs: runs)
+        for size in [64, 4096, 65536] { rows += try spscBytes(size).run(runs: runs) }
+        rows += try crossProcess(python: python).run(runs: runs)
+        rows += try crossProcessCodable(python: python).run(runs: runs)
+        rows += try pipes(python: python).run(runs: runs)
+        rows += syscalls()
+        return rows
+    }
+
+    /// Moves `n` values from a producer thread to a consumer thread; messages per second.
+    func threadPair(
+        _ n: Int, produce: @escaping @Sendable (Int) throws -> Void, consume: @escaping @Sendable () throws -> Void
+    ) throws -> Double {
+        let start = now()
+        let consumer = Multiprocessing.Thread { for _ in 0..<n { try consume() } }
+        try consumer.start()
+        for i in 0..<n { try produce(i) }
+        try consumer.join()
+        return Double(n) / (Double(now() - start) / 1e9)
+    }
+
+    private func spsc8() throws -> Contest {
+        let n = threadMessages
+        var contest = Contest(
+            suite: "queue", caseName: "SPSC 8 B, 2 threads", metric: "throughput", unit: "msg/s", higherIsBetter: true)
+        let q = try Queue<Int>(capacity: 1 << 20)
+        contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
+        contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
+        return contest
+    }
+
+    private func spscBytes(_ size: Int) throws -> Contest {
+        let n = max(1000, threadMessages / max(1, size / 64))
+        var contest = Contest(
+            suite: "queue", caseName: "SPSC \(size < 1024 ? "\(size) B" : "\(size / 1024) KiB"), 2 threads",
+            metric: "throughput", unit: "msg/s", higherIsBetter: true)
+        let q = try Queue<[UInt8]>(capacity: 4 << 20)
+        let message = [UInt8](repeating: 1, count: size)
+        contest.add("engine Queue<[UInt8]>") {
+            try threadPair(n, produce: { _ in try q.put(message) }, consume: { _ = try q.get() })
+        }
+        return contest
+    }
+
+    /// A forked producer puts `n` messages; this process gets them: messages per second.
+    func processPair<E: Sendable>(_ q: Queue<E>, _ n: Int, _ make: @escaping (Int) -> E) throws -> Double {
+        let start = now()
+        let producer = Multiprocessing.Process { for i in 0..<n { try q.put(make(i)) } }
+        try producer.start()
+        for _ in 0..<n { _ = try q.get() }
+        try producer.join()
+        let elapsed = Double(now() - start) / 1e9
+        try expectClean([producer])
+        return Double(n) / elapsed
+    }
+
+    private func crossProcess(python: PythonPeers) throws -> Contest {
+        let n = processMessages
+        var contest = Contest(
+            suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", metric: "throughput", unit: "msg/s",
+            higherIsBetter: true)
+        let q = try Queue<Fixed64>(maxSize: 65536)
+        contest.add("engine Queue<Fixed64>") { try processPair(q, n, Fixed64.init) }
+        let pn = quick ? 20_000 : 200_000
+        contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "64"]) }
+        contest.add("Python multiprocessing.SimpleQueue") { try python.measure("mp-simplequeue", [String(pn), "64"]) }
+        return contest
+    }
+
+    private func crossProcessCodable(python: PythonPeers) throws -> Contest {
+        let n = processMessages / 2
+        var contest = Contest(
+            suite: "queue", caseName: "cross-process Queue, Codable ~64 B", metric: "throughput", unit: "msg/s",
+            higherIsBetter: true)
+        let q = try Queue<Record64>(maxSize: 65536)
+        contest.add("engine Queue<Record64>") { try processPair(q, n, Record64.init) }
+        let pn = quick ? 20_000 : 200_000
+        contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue-object", [String(pn)]) }
+        return contest
+    }
+
+    private func pipes(python: PythonPeers) throws -> Contest {
+        let n = quick ? 50_000 : 500_000
+        var contest = Contest(
+            suite: "queue", caseName: "cross-process Pipe, 64 B", metric: "throughput", unit: "msg/s",
+            higherIsBetter: true)
+        let (reader, writer) = try Pipe.make(duplex: false)
+        let message = [UInt8](repeating: 3, count: 64)
+        contest.add("engine Pipe") {
+            let start = now()
+            let producer = Multiprocessing.Process { for _ in 0..<n { try writer.sendBytes(message) } }
+            try producer.start()
+            for _ in 0..<n { _ = try reader.receiveBytes() }
+            try producer.join()
+            let elapsed = Double(now() - start) / 1e9
+            try expectClean([producer])
+            return Double(n) / elapsed
+        }
+        let pn = quick ? 20_000 : 200_000
+        contest.add("Python multiprocessing.Pipe") { try python.measure("mp-pipe", [String(pn), "64"]) }
+        return contest
+    }
+
+    /// System calls per put+get pair with nobody asleep (one thread puts then gets).
+    private func syscalls() -> [Row] {
+        let n = 1_000_000
+        guard let base = countSyscalls(probe: "queue", iterations: 0),
+            let loaded = countSyscalls(probe: "queue", iterations: n)
+        else {
+            return [
+                Row(
+                    suite: "queue", caseName: "syscalls, no sleeper", impl: "engine Queue<Int>",
+                    metric: "syscalls per put+get", unit: "calls", samples: [], higherIsBetter: false,
+                    note: "strace unavailable")
+            ]
+        }
+        let per = Double(max(0, loaded - base)) / Double(n)
+        return [
+            Row(
+                suite: "queue", caseName: "syscalls, no sleeper", impl: "engine Queue<Int>",
+                metric: "syscalls per put+get", unit: "calls", samples: [per], higherIsBetter: false,
+                note: per == 0 ? "target 0: met" : "target 0: MISSED")
+        ]
+    }
+}

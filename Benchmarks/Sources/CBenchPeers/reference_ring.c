@@ -1,0 +1,66 @@
+// The C reference SPSC ring of the queue suite (after rigtorp/SPSCQueue): what a plain cached-index
+// ring moves between two threads, so the table shows what the engine's facade costs on top.
+//
+// Invariants: the producer alone writes `tail` and its cache of `head`; the consumer alone writes
+// `head` and its cache of `tail`. A slot is published by the release store of `tail` and handed
+// back by the release store of `head`; each side loads the other's index with acquire, and only
+// when its cached copy says the ring is full (producer) or empty (consumer).
+#define _GNU_SOURCE
+#include "CBenchPeers.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define SLOTS (1 << 16)
+
+typedef struct {
+    _Alignas(64) uint64_t tail;
+    uint64_t head_cache;
+    _Alignas(64) uint64_t head;
+    uint64_t tail_cache;
+    _Alignas(64) uint64_t slots[SLOTS];
+} ring_t;
+
+_Static_assert(__builtin_offsetof(ring_t, head) - __builtin_offsetof(ring_t, tail) >= 64,
+               "head and tail a cache line apart");
+
+typedef struct {
+    ring_t *ring;
+    int64_t messages;
+    uint64_t sum;
+} job_t;
+
+static void *consumer(void *arg) {
+    job_t *job = arg;
+    ring_t *r = job->ring;
+    uint64_t head = 0, sum = 0;
+    for (int64_t i = 0; i < job->messages; i++) {
+        while (head == r->tail_cache) r->tail_cache = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+        sum += r->slots[head & (SLOTS - 1)];
+        __atomic_store_n(&r->head, ++head, __ATOMIC_RELEASE);
+    }
+    job->sum = sum;
+    return NULL;
+}
+
+double bench_reference_spsc(int64_t messages) {
+    ring_t *r = aligned_alloc(64, sizeof(ring_t));
+    r->tail = r->head = r->head_cache = r->tail_cache = 0;
+    job_t job = {r, messages, 0};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pthread_t thread;
+    pthread_create(&thread, NULL, consumer, &job);
+    uint64_t tail = 0;
+    for (int64_t i = 0; i < messages; i++) {
+        while (tail - r->head_cache == SLOTS) r->head_cache = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        r->slots[tail & (SLOTS - 1)] = (uint64_t)i;
+        __atomic_store_n(&r->tail, ++tail, __ATOMIC_RELEASE);
+    }
+    pthread_join(thread, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    free(r);
+    double seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    return job.sum == (uint64_t)messages * (uint64_t)(messages - 1) / 2 ? (double)messages / seconds : -1;
+}

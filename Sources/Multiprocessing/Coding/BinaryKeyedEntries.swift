@@ -1,0 +1,144 @@
+/// The entries of a keyed container being read, found by key name in any order.
+///
+/// Keys are found without building anything in the common case: the reader's hint points at the
+/// entry after the last one read, which is the next one asked for when keys are read in the order
+/// they were written (what synthesized `init(from:)` does). Otherwise the entries are scanned; a
+/// container whose scan passes many entries gets a key table, so that reading a large one out of
+/// order stays linear.
+struct BinaryKeyedEntries {
+    let reader: UnsafeMutablePointer<BinaryReader>
+    /// The entries.
+    let content: Range<Int>
+
+    /// Entries a scan may pass before the container gets a key table.
+    static let tableThreshold = 32
+
+    /// The key names, in order.
+    func names() -> [String] {
+        var names: [String] = []
+        var offset = content.lowerBound
+        while offset < content.upperBound, let entry = try? entry(at: offset) {
+            names.append(String(decoding: reader.pointee.bytes(entry.key), as: UTF8.self))
+            offset = entry.value.upperBound
+        }
+        return names
+    }
+
+    // MARK: Finding entries
+
+    /// The entry at `offset`: where its key's UTF-8 and its value are.
+    private func entry(at offset: Int) throws(BinaryCodingError) -> (key: Range<Int>, value: Range<Int>) {
+        var start = offset
+        let length = try reader.pointee.length(at: &start, end: content.upperBound)
+        let value = start + length
+        return (start..<value, value..<(try reader.pointee.skip(at: value, end: content.upperBound)))
+    }
+
+    /// The value stored under `name`, or nil. The hint is left at its entry, for the read to come.
+    func find(_ name: String) throws(BinaryCodingError) -> Range<Int>? {
+        var name = name
+        return try name.withUTF8 { utf8 in
+            Result { () throws(BinaryCodingError) in try find(UnsafeRawBufferPointer(utf8)) }
+        }.get()
+    }
+
+    private func find(_ name: UnsafeRawBufferPointer) throws(BinaryCodingError) -> Range<Int>? {
+        let hint = reader.pointee.hint(for: content.lowerBound)
+        if hint.pointee.container == content.lowerBound, hint.pointee.next < content.upperBound {
+            let entry = try entry(at: hint.pointee.next)
+            if matches(entry.key, name) { return entry.value }
+        }
+        if !reader.pointee.tables.isEmpty, let table = reader.pointee.tables[content.lowerBound] {
+            guard let offset = table[String(decoding: name, as: UTF8.self)] else { return nil }
+            hint.pointee = BinaryReader.KeyHint(container: content.lowerBound, next: offset)
+            return try entry(at: offset).value
+        }
+        var offset = content.lowerBound
+        var passed = 0
+        while offset < content.upperBound {
+            let entry = try entry(at: offset)
+            if matches(entry.key, name) {
+                hint.pointee = BinaryReader.KeyHint(container: content.lowerBound, next: offset)
+                return entry.value
+            }
+            offset = entry.value.upperBound
+            passed += 1
+        }
+        if passed > Self.tableThreshold { try buildTable() }
+        return nil
+    }
+
+    private func matches(_ key: Range<Int>, _ name: UnsafeRawBufferPointer) -> Bool {
+        key.count == name.count && reader.pointee.bytes(key).elementsEqual(name)
+    }
+
+    /// Indexes every key of this container (the first entry wins if a key repeats).
+    private func buildTable() throws(BinaryCodingError) {
+        var table: [String: Int] = [:]
+        var offset = content.lowerBound
+        while offset < content.upperBound {
+            let entry = try entry(at: offset)
+            let name = String(decoding: reader.pointee.bytes(entry.key), as: UTF8.self)
+            if table[name] == nil { table[name] = offset }
+            offset = entry.value.upperBound
+        }
+        reader.pointee.tables[content.lowerBound] = table
+    }
+
+    // MARK: Reading entries
+
+    /// The value under `name`, which the caller reads now.
+    func read(_ name: String) throws(BinaryCodingError) -> Range<Int> {
+        guard let value = try find(name) else { throw .invalidData("no value for the key \"\(name)\"") }
+        markRead(value)
+        return value
+    }
+
+    /// The value under `name` unless it is missing or nil.
+    func readIfPresent(_ name: String) throws(BinaryCodingError) -> Range<Int>? {
+        guard let value = try find(name) else { return nil }
+        markRead(value)
+        return try reader.pointee.isNil(at: value.lowerBound, end: value.upperBound) ? nil : value
+    }
+
+    /// Whether the value under `name` is nil (it is read only if it is).
+    func readNil(_ name: String) throws(BinaryCodingError) -> Bool {
+        guard let value = try find(name) else { throw .invalidData("no value for the key \"\(name)\"") }
+        guard try reader.pointee.isNil(at: value.lowerBound, end: value.upperBound) else { return false }
+        markRead(value)
+        return true
+    }
+
+    /// Moves the hint past `value`: the next key asked for is probably the next entry's.
+    private func markRead(_ value: Range<Int>) {
+        reader.pointee.hint(for: content.lowerBound).pointee = .init(container: content.lowerBound, next: value.upperBound)
+    }
+
+    func bool(_ value: Range<Int>) throws(BinaryCodingError) -> Bool {
+        try reader.pointee.bool(at: value.lowerBound, end: value.upperBound)
+    }
+
+    func string(_ value: Range<Int>) throws(BinaryCodingError) -> String {
+        try reader.pointee.string(at: value.lowerBound, end: value.upperBound)
+    }
+
+    func double(_ value: Range<Int>) throws(BinaryCodingError) -> Double {
+        try reader.pointee.double(at: value.lowerBound, end: value.upperBound)
+    }
+
+    func float(_ value: Range<Int>) throws(BinaryCodingError) -> Float {
+        try reader.pointee.float(at: value.lowerBound, end: value.upperBound)
+    }
+
+    func integer<I: FixedWidthInteger>(_ type: I.Type, _ value: Range<Int>) throws(BinaryCodingError) -> I {
+        try reader.pointee.integer(type, at: value.lowerBound, end: value.upperBound)
+    }
+
+    func value<T: Decodable>(_ type: T.Type, _ value: Range<Int>) throws(BinaryCodingError) -> T {
+        try BinaryDecoder.decodeValue(type, reader, at: value.lowerBound, end: value.upperBound)
+    }
+
+    func decoder(_ value: Range<Int>) -> BinaryDecoder {
+        BinaryDecoder(reader: reader, offset: value.lowerBound, end: value.upperBound)
+    }
+}

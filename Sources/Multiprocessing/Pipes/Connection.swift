@@ -1,0 +1,230 @@
+import CMultiprocessing
+import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Errors of ``Connection`` (the two ends of a ``Pipe``).
+public enum ConnectionError: Error, Equatable, Sendable {
+    /// This end was closed in this process.
+    case closed
+    /// The other end was closed: nothing more will arrive (Python's `EOFError`).
+    case endOfFile
+    /// `receive(timeout:)` found nothing in time.
+    case timedOut
+    /// A timeout below zero.
+    case negativeTimeout(Duration)
+    /// A message over 4 GiB - 1 bytes.
+    case messageTooLarge(Int)
+    /// Sending on a receive-only end, or receiving on a send-only end (`Pipe.make(duplex: false)`).
+    case wrongDirection
+    /// A message could not be encoded, or decoded as the requested type.
+    case encodingFailed(String)
+    case decodingFailed(String)
+    /// The operating system refused; `function` names the call.
+    case system(Errno, function: String)
+}
+
+/// A pipe between two processes or threads (Python's `multiprocessing.Pipe`).
+public enum Pipe {
+    /// Two connected ends. Duplex (the default): both send and receive, over a socket pair.
+    /// Simplex: the first end only receives and the second only sends, as in Python.
+    public static func make(duplex: Bool = true) throws(ConnectionError) -> (Connection, Connection) {
+        var fds: [Int32] = [-1, -1]
+        let rc =
+            duplex
+            ? socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+            : mp_pipe(&fds)
+        guard rc == 0 else { throw .system(Errno(rawValue: errno), function: duplex ? "socketpair" : "pipe2") }
+        return (
+            Connection(fd: fds[0], readable: true, writable: duplex),
+            Connection(fd: fds[1], readable: duplex, writable: true)
+        )
+    }
+}
+
+/// One end of a ``Pipe``: sends and receives whole messages (length-prefixed frames), `Codable`
+/// values in a compact binary encoding, or raw bytes.
+///
+/// A forked child inherits both ends; a spawned child receives an end in its arguments (it is
+/// `Codable`: the descriptor is kept open across the spawn). Sends are atomic with respect to
+/// other threads of this process, and so are receives.
+public final class Connection: @unchecked Sendable, Codable {
+    private let state: Locked<Int32>  // the descriptor, -1 once closed
+    private let sendLock = InternalLock()
+    private let receiveLock = InternalLock()
+    /// Whether this end can receive.
+    public let readable: Bool
+    /// Whether this end can send.
+    public let writable: Bool
+
+    init(fd: Int32, readable: Bool, writable: Bool) {
+        state = Locked(fd)
+        self.readable = readable
+        self.writable = writable
+        InheritedDescriptors.add(fd)
+    }
+
+    /// The descriptor, for `poll`/`select` by the user; -1 once closed.
+    public var fileDescriptor: Int32 { state.withLock { $0 } }
+
+    /// Whether ``close()`` has been called on this end here.
+    public var isClosed: Bool { fileDescriptor < 0 }
+
+    private func descriptor() throws(ConnectionError) -> Int32 {
+        let fd = fileDescriptor
+        if fd < 0 { throw .closed }
+        return fd
+    }
+
+    /// Sends `value`.
+    public func send<T: Encodable>(_ value: T) throws(ConnectionError) {
+        var bytes: [UInt8] = []
+        do { try BinaryCoding.encode(value, into: &bytes) } catch { throw .encodingFailed(String(describing: error)) }
+        try sendBytes(bytes)
+    }
+
+    /// Receives the next value, waiting for it.
+    public func receive<T: Decodable>(_ type: T.Type = T.self) throws(ConnectionError) -> T {
+        let bytes = try receiveBytes()
+        do {
+            return try bytes.withUnsafeBytes { raw throws(BinaryCodingError) in try BinaryCoding.decode(type, from: raw)
+            }
+        } catch {
+            throw .decodingFailed(String(describing: error))
+        }
+    }
+
+    /// Receives the next value, waiting up to `timeout`; throws ``ConnectionError/timedOut``.
+    public func receive<T: Decodable>(_ type: T.Type = T.self, timeout: Duration) throws(ConnectionError) -> T {
+        guard try poll(timeout: timeout) else { throw .timedOut }
+        return try receive(type)
+    }
+
+    /// Sends `bytes` as one message.
+    public func sendBytes(_ bytes: some Collection<UInt8>) throws(ConnectionError) {
+        guard writable else { throw .wrongDirection }
+        guard bytes.count <= Int(UInt32.max) else { throw .messageTooLarge(bytes.count) }
+        let fd = try descriptor()
+        var frame = [UInt8]()
+        frame.reserveCapacity(4 + bytes.count)
+        withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { frame.append(contentsOf: $0) }
+        frame.append(contentsOf: bytes)
+        try sendLock.withLock { () throws(ConnectionError) in
+            try frame.withUnsafeBytes { raw in Result { () throws(ConnectionError) in try writeAll(fd, raw) } }.get()
+        }
+    }
+
+    /// Receives the next message's bytes, waiting for it.
+    public func receiveBytes() throws(ConnectionError) -> [UInt8] {
+        guard readable else { throw .wrongDirection }
+        let fd = try descriptor()
+        return try receiveLock.withLock { () throws(ConnectionError) -> [UInt8] in
+            var header = [UInt8](repeating: 0, count: 4)
+            try header.withUnsafeMutableBytes { raw in Result { () throws(ConnectionError) in try readAll(fd, raw) } }
+                .get()
+            let length = Int(header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) })
+            var body = [UInt8](repeating: 0, count: length)
+            try body.withUnsafeMutableBytes { raw in Result { () throws(ConnectionError) in try readAll(fd, raw) } }
+                .get()
+            return body
+        }
+    }
+
+    /// Whether a message (or the end of the stream) can be read without waiting, after waiting up
+    /// to `timeout` for one (nil: forever).
+    public func poll(timeout: Duration? = .zero) throws(ConnectionError) -> Bool {
+        guard readable else { throw .wrongDirection }
+        let fd = try descriptor()
+        var ns = Int64(MP_FOREVER)
+        if let timeout {
+            do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
+        }
+        let rc = mp_poll_readable(fd, ns)
+        if rc < 0 { throw .system(Errno(rawValue: -rc), function: "ppoll") }
+        return rc == 1
+    }
+
+    /// Closes this end here (the other end then reads ``ConnectionError/endOfFile``).
+    public func close() {
+        let fd = state.withLock { fd -> Int32 in
+            defer { fd = -1 }
+            return fd
+        }
+        if fd >= 0 {
+            InheritedDescriptors.remove(fd)
+            _ = Glibc.close(fd)
+        }
+    }
+
+    deinit { close() }
+
+    private func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer) throws(ConnectionError) {
+        var offset = 0
+        while offset < raw.count {
+            let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            if n >= 0 {
+                offset += n
+                continue
+            }
+            if errno == EINTR { continue }
+            if errno == ENOTSOCK {  // a simplex pipe: write(2), with SIGPIPE left as the program set it
+                let w = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if w >= 0 {
+                    offset += w
+                    continue
+                }
+                if errno == EINTR { continue }
+            }
+            if errno == EPIPE || errno == ECONNRESET { throw .endOfFile }
+            throw .system(Errno(rawValue: errno), function: "send")
+        }
+    }
+
+    private func readAll(_ fd: Int32, _ raw: UnsafeMutableRawBufferPointer) throws(ConnectionError) {
+        var offset = 0
+        while offset < raw.count {
+            let n = read(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n > 0 {
+                offset += n
+                continue
+            }
+            if n == 0 { throw .endOfFile }
+            if errno == EINTR { continue }
+            if errno == ECONNRESET { throw .endOfFile }
+            throw .system(Errno(rawValue: errno), function: "read")
+        }
+    }
+
+    // MARK: Codable: a spawned child's end
+
+    private enum CodingKeys: String, CodingKey { case fd, readable, writable }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(try descriptor(), forKey: .fd)
+        try c.encode(readable, forKey: .readable)
+        try c.encode(writable, forKey: .writable)
+    }
+
+    /// An end handed over by the parent; its descriptor was kept open across the spawn.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let fd = try c.decode(Int32.self, forKey: .fd)
+        guard fcntl(fd, F_GETFD) >= 0 else { throw ConnectionError.closed }
+        state = Locked(fd)
+        readable = try c.decode(Bool.self, forKey: .readable)
+        writable = try c.decode(Bool.self, forKey: .writable)
+        InheritedDescriptors.add(fd)
+    }
+}
+
+/// Descriptors a spawned child keeps open (besides the shared regions): the live connection ends.
+enum InheritedDescriptors {
+    private static let fds = Locked<Set<Int32>>([])
+    static func add(_ fd: Int32) { fds.withLock { _ = $0.insert(fd) } }
+    static func remove(_ fd: Int32) { fds.withLock { _ = $0.remove(fd) } }
+    static func all() -> [Int32] { fds.withLock { Array($0) } }
+    static func resetAfterFork() { fds.resetAfterFork() }
+}

@@ -1,0 +1,46 @@
+/// How a queue turns its elements into bytes and back.
+///
+/// Fixed-size `BitwiseCopyable` elements are copied as they are (no encoding); any other
+/// `Codable` element goes through ``BinaryCoding``. The choice is made by the queue's initializer
+/// (the most constrained one wins) and travels with the queue's handle, so both ends agree.
+struct ElementCodec<Element> {
+    enum Kind: UInt8, Codable, Sendable {
+        case bitwise = 1
+        case binary = 2
+    }
+
+    let kind: Kind
+    /// Calls `body` with the element's bytes.
+    let withBytes: (Element, (UnsafeRawBufferPointer) -> Void) throws(QueueError) -> Void
+    /// Rebuilds an element from a message's bytes.
+    let decode: (UnsafeRawBufferPointer) throws(QueueError) -> Element
+
+    static func bitwise() -> ElementCodec where Element: BitwiseCopyable {
+        ElementCodec(
+            kind: .bitwise,
+            withBytes: { value, body in withUnsafeBytes(of: value) { body($0) } },
+            decode: { bytes throws(QueueError) in
+                guard bytes.count == MemoryLayout<Element>.size else {
+                    throw .decodingFailed("a message of \(bytes.count) bytes is not a \(Element.self)")
+                }
+                return bytes.loadUnaligned(as: Element.self)
+            })
+    }
+
+    static func binary() -> ElementCodec where Element: Codable {
+        ElementCodec(
+            kind: .binary,
+            withBytes: { value, body throws(QueueError) in
+                var buffer: [UInt8] = []
+                do { try BinaryCoding.encode(value, into: &buffer) } catch {
+                    throw .encodingFailed(String(describing: error))
+                }
+                buffer.withUnsafeBytes { body($0) }
+            },
+            decode: { bytes throws(QueueError) in
+                do { return try BinaryCoding.decode(Element.self, from: bytes) } catch {
+                    throw .decodingFailed(String(describing: error))
+                }
+            })
+    }
+}

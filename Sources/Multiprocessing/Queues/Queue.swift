@@ -1,0 +1,217 @@
+import CMultiprocessing
+
+/// A FIFO queue between threads and processes (Python's `multiprocessing.Queue`).
+///
+/// Messages live in a shared-memory ring: a forked child that inherits the queue, or a spawned
+/// child that receives it in its arguments (it is `Codable`), puts and gets on the very same queue.
+/// Any number of processes may put and get; each producer's messages arrive in the order it put
+/// them. With nobody waiting, `put` and `get` make no system call.
+///
+/// ```swift
+/// let q = try Queue<String>(maxSize: 5)
+/// try q.put("A")
+/// try q.put("F", timeout: .seconds(3))      // throws QueueError.full after 3 s
+/// let x = try q.get(timeout: .seconds(2))   // throws QueueError.empty
+/// ```
+///
+/// Elements: fixed-size `BitwiseCopyable` values are copied as they are; any other `Codable` value
+/// goes through a compact binary encoding. A message larger than the ring is streamed through it in
+/// pieces and arrives whole; one larger than `maxMessageSize` throws ``QueueError/messageTooLarge(size:limit:)``.
+public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
+    /// The ring's default size in bytes (its pages are only touched as messages flow).
+    public static var defaultCapacity: Int { 1 << 20 }
+    /// The default largest message, in bytes.
+    public static var defaultMaxMessageSize: Int { 64 << 20 }
+
+    let channel: Channel
+    let codec: ElementCodec<Element>
+    /// The most messages the queue holds (0: unbounded).
+    public let maxSize: Int
+    /// The largest message accepted, in bytes.
+    public let maxMessageSize: Int
+    private let closedHere = Locked(false)
+
+    init(maxSize: Int, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
+        guard maxSize >= 0, maxSize <= Int(Int32.max) else { throw .invalidMaxSize(maxSize) }
+        guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
+        channel = try Channel(capacity: capacity, maxMessages: maxSize)
+        self.codec = codec
+        self.maxSize = maxSize
+        self.maxMessageSize = maxMessageSize
+    }
+
+    /// A queue of `Codable` elements, at most `maxSize` of them (0: unbounded, as in Python).
+    /// `capacity` is the ring's size in bytes.
+    public convenience init(
+        maxSize: Int = 0, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+    ) throws(QueueError) where Element: Codable {
+        try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .binary())
+    }
+
+    /// A queue of fixed-size values, copied as they are (the fast path).
+    public convenience init(
+        maxSize: Int = 0, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+    ) throws(QueueError) where Element: BitwiseCopyable {
+        try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .bitwise())
+    }
+
+    /// A queue of fixed-size values, copied as they are (the fast path).
+    public convenience init(
+        maxSize: Int = 0, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+    ) throws(QueueError) where Element: BitwiseCopyable & Codable {
+        try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .bitwise())
+    }
+
+    private var q: UnsafeMutablePointer<mp_queue_t> { channel.queue }
+
+    /// Puts `item`, waiting while the queue is full (up to `timeout`; forever when nil).
+    /// Throws ``QueueError/full`` if the timeout passes first.
+    public func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
+        try checkOpen()
+        try send(item, deadline: try deadline(after: timeout))
+    }
+
+    /// Puts `item` if there is room at once; throws ``QueueError/full`` otherwise.
+    public func putNowait(_ item: Element) throws(QueueError) {
+        try checkOpen()
+        try send(item, deadline: 0)
+    }
+
+    /// Takes the next item, waiting while the queue is empty (up to `timeout`; forever when nil).
+    /// Throws ``QueueError/empty`` if the timeout passes first.
+    public func get(timeout: Duration? = nil) throws(QueueError) -> Element {
+        try checkOpen()
+        return try receive(deadline: try deadline(after: timeout))
+    }
+
+    /// Takes the next item if there is one; throws ``QueueError/empty`` otherwise.
+    public func getNowait() throws(QueueError) -> Element {
+        try checkOpen()
+        return try receive(deadline: 0)
+    }
+
+    /// The number of items in the queue (approximate while others put and get, as in Python).
+    public var count: Int { Int(mp_queue_count(q)) }
+
+    /// Whether the queue is empty (approximate).
+    public var isEmpty: Bool { count == 0 }
+
+    /// Whether the queue holds `maxSize` items (approximate; never for an unbounded queue).
+    public var isFull: Bool { maxSize > 0 && count >= maxSize }
+
+    /// No more puts or gets from this process (Python's `close()`); others are not affected.
+    public func close() { closedHere.withLock { $0 = true } }
+
+    /// Shuts the queue down for every process (Python 3.13's `shutdown`): puts throw
+    /// ``QueueError/shutDown`` at once; gets throw it once the queue is empty, or at once when
+    /// `immediate`. Every blocked put and get wakes up.
+    public func shutdown(immediate: Bool = false) { mp_queue_shutdown(q, immediate ? 1 : 0) }
+
+    func checkOpen() throws(QueueError) {
+        if closedHere.withLock({ $0 }) { throw .closed }
+    }
+
+    func send(_ item: Element, deadline: Int64) throws(QueueError) {
+        var status: mp_status_t = MP_OK
+        var tooLarge = 0
+        let limit = maxMessageSize
+        try codec.withBytes(item) { bytes in
+            if bytes.count > limit {
+                tooLarge = bytes.count
+                return
+            }
+            status = mp_queue_put(q, bytes.baseAddress, UInt64(bytes.count), deadline)
+        }
+        if tooLarge > 0 { throw .messageTooLarge(size: tooLarge, limit: limit) }
+        switch status {
+        case MP_OK: return
+        case MP_SHUTDOWN: throw .shutDown
+        default: throw .full
+        }
+    }
+
+    func receive(deadline: Int64) throws(QueueError) -> Element {
+        while true {
+            var payload: UnsafeRawPointer? = nil
+            var length: UInt64 = 0
+            var total: UInt64 = 0
+            switch mp_queue_get_begin(q, deadline, &payload, &length, &total) {
+            case MP_OK: break
+            case MP_SHUTDOWN: throw .shutDown
+            default: throw .empty
+            }
+            if total == length {
+                defer { mp_queue_get_end(q) }
+                return try codec.decode(UnsafeRawBufferPointer(start: payload, count: Int(length)))
+            }
+            var whole = [UInt8](repeating: 0, count: Int(total))
+            let status = whole.withUnsafeMutableBytes { mp_queue_get_rest(q, $0.baseAddress!, total) }
+            if status == MP_ABORTED { continue }  // its producer died midway: take the next one
+            return try whole.withUnsafeBytes { bytes in Result { () throws(QueueError) in try codec.decode(bytes) } }
+                .get()
+        }
+    }
+
+    // MARK: Codable: the handle a spawned child uses
+
+    private enum CodingKeys: String, CodingKey { case region, codec, maxSize, maxMessageSize }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(channel.region.id, forKey: .region)
+        try c.encode(codec.kind, forKey: .codec)
+        try c.encode(maxSize, forKey: .maxSize)
+        try c.encode(maxMessageSize, forKey: .maxMessageSize)
+    }
+
+    /// Resolves a queue handed over by another process.
+    public required init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        channel = try Channel(regionID: try c.decode(UInt64.self, forKey: .region))
+        maxSize = try c.decode(Int.self, forKey: .maxSize)
+        maxMessageSize = try c.decode(Int.self, forKey: .maxMessageSize)
+        let kind = try c.decode(ElementCodec<Element>.Kind.self, forKey: .codec)
+        guard let codec = ElementCodecs.make(Element.self, kind) else {
+            throw QueueError.decodingFailed("\(Element.self) cannot use the \(kind) encoding of this queue")
+        }
+        self.codec = codec
+    }
+}
+
+/// Builds a codec by kind for a type known only at run time (decoding a queue's handle).
+enum ElementCodecs {
+    static func make<Element>(_ type: Element.Type, _ kind: ElementCodec<Element>.Kind) -> ElementCodec<Element>? {
+        switch kind {
+        case .binary:
+            guard let codable = type as? any Codable.Type else { return nil }
+            return binary(codable, as: type)
+        case .bitwise:
+            return bitwise(type)
+        }
+    }
+
+    private static func binary<C: Codable, Element>(_ codable: C.Type, as: Element.Type) -> ElementCodec<Element>? {
+        let inner = ElementCodec<C>.binary()
+        return ElementCodec<Element>(
+            kind: .binary,
+            withBytes: { value, body throws(QueueError) in try inner.withBytes(value as! C, body) },
+            decode: { bytes throws(QueueError) in try inner.decode(bytes) as! Element })
+    }
+
+    private static func bitwise<Element>(_ type: Element.Type) -> ElementCodec<Element>? {
+        guard _isPOD(type) else { return nil }  // a fixed-size, trivially copyable type
+        return ElementCodec<Element>(
+            kind: .bitwise,
+            withBytes: { value, body in withUnsafeBytes(of: value) { body($0) } },
+            decode: { bytes throws(QueueError) in
+                guard bytes.count == MemoryLayout<Element>.size else {
+                    throw .decodingFailed("a message of \(bytes.count) bytes is not a \(Element.self)")
+                }
+                return withUnsafeTemporaryAllocation(of: Element.self, capacity: 1) { slot in
+                    let raw = UnsafeMutableRawPointer(slot.baseAddress!)
+                    raw.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                    return slot.baseAddress!.move()  // a trivial type: the bytes are the value
+                }
+            })
+    }
+}

@@ -1,0 +1,30 @@
+import SystemPackage
+
+/// Errors of ``Queue``, ``JoinableQueue`` and ``SimpleQueue``.
+public enum QueueError: Error, Equatable, Sendable {
+    /// A put found the queue full (for `putNowait`, or after its timeout): Python's `queue.Full`.
+    case full
+    /// A get found the queue empty (for `getNowait`, or after its timeout): Python's `queue.Empty`.
+    case empty
+    /// The queue was closed in this process.
+    case closed
+    /// The queue was shut down (Python 3.13's `queue.ShutDown`).
+    case shutDown
+    /// A message larger than the queue's `maxMessageSize`; nothing was put.
+    case messageTooLarge(size: Int, limit: Int)
+    /// A `maxSize` below zero (zero means unbounded, as in Python).
+    case invalidMaxSize(Int)
+    /// A ring capacity below 4096 bytes or above 2^40, or a message limit below 1.
+    case invalidCapacity(Int)
+    /// A message could not be decoded as the queue's element type (a message of another type?).
+    /// It was consumed; the messages after it are intact.
+    case decodingFailed(String)
+    /// A message could not be encoded.
+    case encodingFailed(String)
+    /// A timeout below zero.
+    case negativeTimeout(Duration)
+    /// `taskDone()` called more times than items were put (Python's `ValueError`).
+    case taskDoneTooManyTimes
+    /// The operating system refused; `function` names the call.
+    case system(Errno, function: String)
+}

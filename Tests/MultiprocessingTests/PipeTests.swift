@@ -1,0 +1,77 @@
+import Multiprocessing
+import MultiprocessingTestTargets
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("Pipe")
+struct PipeTests {
+    @Test("duplex: both ends send and receive, between processes")
+    func duplex() throws {
+        let (a, b) = try Pipe.make()
+        let child = Process {
+            while true {
+                let x: Int = try b.receive()
+                if x < 0 { return }
+                try b.send("got \(x)")
+            }
+        }
+        try child.start()
+        for i in 0..<500 {
+            try a.send(i)
+            #expect(try a.receive(String.self, timeout: .seconds(30)) == "got \(i)")
+        }
+        try a.send(-1)
+        try child.join()
+        #expect(child.exitCode == 0)
+    }
+
+    @Test("simplex: the first end receives, the second sends; misuse is a typed error")
+    func simplex() throws {
+        let (reader, writer) = try Pipe.make(duplex: false)
+        #expect(throws: ConnectionError.wrongDirection) { try reader.send(1) }
+        #expect(throws: ConnectionError.wrongDirection) { _ = try writer.receiveBytes() }
+        try writer.sendBytes([1, 2, 3])
+        #expect(try reader.poll(timeout: .seconds(5)))
+        #expect(try reader.receiveBytes() == [1, 2, 3])
+        #expect(try !reader.poll())
+    }
+
+    @Test("poll, timeouts, large messages, end of file, closed ends")
+    func edges() throws {
+        let (a, b) = try Pipe.make()
+        #expect(try !a.poll(timeout: .milliseconds(10)))
+        #expect(throws: ConnectionError.timedOut) { _ = try a.receive(Int.self, timeout: .milliseconds(10)) }
+        #expect(throws: ConnectionError.negativeTimeout(.seconds(-1))) { try a.poll(timeout: .seconds(-1)) }
+        let big = [UInt8]((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0) })
+        let sender = Thread { try b.sendBytes(big) }
+        try sender.start()
+        #expect(try a.receiveBytes() == big)
+        try sender.join()
+        try b.send("wrong type")
+        #expect(throws: ConnectionError.self) { _ = try a.receive([Double].self) }
+        b.close()
+        #expect(b.isClosed)
+        #expect(throws: ConnectionError.closed) { try b.send(1) }
+        #expect(try a.poll())  // end of file is readable
+        #expect(throws: ConnectionError.endOfFile) { _ = try a.receiveBytes() }
+        #expect(throws: ConnectionError.endOfFile) { try a.send(1) }
+    }
+
+    @Test("an end handed to a spawned child")
+    func spawned() throws {
+        useTestHelper()
+        let (parent, child) = try Pipe.make()
+        let p = Process(spawn: TestTargets.pipeEcho, argument: child)
+        try p.start()
+        for word in ["一", "two", "three"] {
+            try parent.send(word)
+            #expect(try parent.receive(String.self, timeout: .seconds(60)) == word + word)
+        }
+        try parent.send("")
+        try p.join()
+        #expect(p.exitCode == 0)
+    }
+}
