@@ -1,7 +1,9 @@
 // The message channel behind Queue, JoinableQueue and SimpleQueue: a byte ring in shared memory.
 //
-// Layout: the mp_queue_t header (256 bytes: producer line, consumer line, control line, locks),
-// then `capacity` bytes of ring, a power of two. Positions `head` and `tail` count bytes since the
+// Layout: the mp_queue_t header (256 bytes: a producer line with the producer lock, a consumer
+// line with the consumer lock, a control line written only when someone sleeps, a JoinableQueue
+// line, so that a steady flow moves only the lines it must between cores), then `capacity` bytes
+// of ring, a power of two. Positions `head` and `tail` count bytes since the
 // start and never wrap (64 bits); a position's offset in the ring is `pos & (capacity - 1)`.
 //
 // Records: an 8-byte header {u32 size, u32 kind} and `size` payload bytes padded to 8. A record
@@ -12,9 +14,11 @@
 //
 // Who writes what:
 // - One producer at a time, under `producer` (a process-owned futex mutex): tail, head_cache,
-//   streaming, and the ring bytes in [tail, head + capacity). One consumer at a time, under
-//   `consumer`: head, tail_cache, assembling. So the ring itself is single-producer/single-
-//   consumer and per-producer FIFO order holds; the locks make it multi-producer/multi-consumer.
+//   produced, consumed_cache, streaming, and the ring bytes in [tail, head + capacity). One
+//   consumer at a time, under `consumer`: head, tail_cache, consumed, assembling. The message
+//   count is produced - consumed; a bounded queue's producer waits while it reaches max_messages.
+//   So the ring itself is single-producer/single-consumer and per-producer FIFO order holds; the
+//   locks make it multi-producer/multi-consumer.
 // - Publishing: the producer writes a record's bytes, then stores `tail` with release; the consumer
 //   loads `tail` with acquire before reading them (and stores `head` with release after reading,
 //   which the producer's acquire load of `head` pairs with before it overwrites that space).
@@ -38,9 +42,11 @@
 
 _Static_assert(sizeof(mp_queue_t) == MP_QUEUE_HEADER_SIZE, "mp_queue_t is 256 bytes");
 _Static_assert(offsetof(mp_queue_t, tail) == 0, "producer line first");
+_Static_assert(offsetof(mp_queue_t, producer) + sizeof(mp_mutex_t) <= 64, "the producer lock shares its line");
 _Static_assert(offsetof(mp_queue_t, head) == 64, "head on its own cache line");
-_Static_assert(offsetof(mp_queue_t, messages) == 128, "control line third");
-_Static_assert(offsetof(mp_queue_t, producer) == 192, "locks on the fourth line");
+_Static_assert(offsetof(mp_queue_t, consumer) + sizeof(mp_mutex_t) <= 128, "the consumer lock shares its line");
+_Static_assert(offsetof(mp_queue_t, data_seq) == 128, "control line third");
+_Static_assert(offsetof(mp_queue_t, unfinished) == 192, "JoinableQueue counters on the fourth line");
 
 enum { WHOLE = 1, FIRST = 2, MIDDLE = 3, LAST = 4, PAD = 5, ABORT = 6 };
 
@@ -50,6 +56,8 @@ typedef struct {
 } record_t;
 
 #define OWNER_CHECK_NS (20 * 1000 * 1000)
+/// How long a reader or writer spins before it parks (see wait_until).
+#define SPIN_NS (50 * 1000)
 
 static inline uint8_t *ring(mp_queue_t *q) { return (uint8_t *)q + MP_QUEUE_HEADER_SIZE; }
 static inline uint64_t padded(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
@@ -79,7 +87,7 @@ static inline int64_t relative(int64_t deadline) {
 /// Wakes the sleepers of `seq` if `sleepers` says there are any; the caller's preceding store
 /// must be ordered before the read of `sleepers` (the fence), pairing with the sleeper's seq_cst.
 static inline void wake_if_sleeping(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers) {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    mp_full_barrier();
     if (MP_LOAD(sleepers, MP_RELAXED) > 0) {
         MP_ADD(seq, 1, MP_RELEASE);
         mp_futex_wake(seq, INT_MAX, (int)q->shared);
@@ -89,10 +97,15 @@ static inline void wake_if_sleeping(mp_queue_t *q, uint32_t *seq, uint32_t *slee
 /// Spins briefly, then sleeps on `seq` until `ready(q, arg)` holds, shutdown, or the deadline.
 static mp_status_t wait_until(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers,
                               int (*ready)(mp_queue_t *, uint64_t), uint64_t arg, int64_t deadline) {
-    for (int spin = 0; spin < MP_SPIN_LIMIT; spin++) {
+    // Spin by time, not by count: a consumer that parks while its producer is merely between two
+    // puts makes every later put pay a FUTEX_WAKE, which slows the producer, which makes the consumer
+    // park again (a stable slow mode). SPIN_NS covers a producer's gap between messages.
+    int64_t spin_until = mp_monotonic_ns() + SPIN_NS;
+    for (uint32_t spin = 1;; spin++) {
         if (ready(q, arg)) return MP_OK;
         if (MP_LOAD(&q->shutdown, MP_RELAXED)) return MP_SHUTDOWN;
         mp_cpu_relax();
+        if ((spin & 63) == 0 && mp_monotonic_ns() >= spin_until) break;
     }
     for (;;) {
         uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
@@ -125,7 +138,10 @@ static int fits(mp_queue_t *q, uint64_t need) {
 }
 
 static int slot_and_fits(mp_queue_t *q, uint64_t need) {
-    if (q->max_messages && MP_LOAD(&q->messages, MP_ACQUIRE) >= (int32_t)q->max_messages) return 0;
+    if (q->max_messages && q->produced - q->consumed_cache >= q->max_messages) {
+        q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE);
+        if (q->produced - q->consumed_cache >= q->max_messages) return 0;
+    }
     return fits(q, need);
 }
 
@@ -169,14 +185,14 @@ mp_status_t mp_queue_put(mp_queue_t *q, const void *data, uint64_t length, int64
     if (length <= max) {
         status = wait_space(q, needed(q, length), 1, deadline);
         if (status == MP_OK) {
-            MP_ADD(&q->messages, 1, MP_RELAXED); // before publishing: a count never goes below 0
+            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED); // before publishing: count >= 0
             write_record(q, WHOLE, NULL, 0, data, length);
         }
     } else {
         uint64_t total = length, first = max - sizeof total;
         status = wait_space(q, needed(q, max), 1, deadline);
         if (status == MP_OK) {
-            MP_ADD(&q->messages, 1, MP_RELAXED);
+            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
             q->streaming = 1;
             write_record(q, FIRST, &total, sizeof total, data, first);
             const uint8_t *p = (const uint8_t *)data + first;
@@ -208,8 +224,10 @@ static inline record_t *peek(mp_queue_t *q) {
     return (record_t *)(ring(q) + (q->head & (q->capacity - 1)));
 }
 
-static inline void consume(mp_queue_t *q, const record_t *r) {
-    MP_STORE(&q->head, q->head + record_bytes(r->size), MP_RELEASE); // hands the bytes back
+/// Hands a record's bytes back to the producer (and a message slot with them, when `taken`).
+static inline void consume(mp_queue_t *q, const record_t *r, int taken) {
+    if (taken) MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
+    MP_STORE(&q->head, q->head + record_bytes(r->size), MP_RELEASE);
     wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
 }
 
@@ -243,16 +261,14 @@ mp_status_t mp_queue_get_begin(mp_queue_t *q, int64_t deadline, const void **pay
             q->assembling = 1;
             return MP_OK; // the lock stays held until mp_queue_get_rest
         }
-        consume(q, r); // PAD, ABORT, or fragments whose start a dead consumer took
+        consume(q, r, 0); // PAD, ABORT, or fragments whose start a dead consumer took
     }
     mp_mutex_unlock(&q->consumer);
     return MP_SHUTDOWN;
 }
 
 void mp_queue_get_end(mp_queue_t *q) {
-    consume(q, peek(q));
-    MP_SUB(&q->messages, 1, MP_RELEASE);
-    wake_if_sleeping(q, &q->space_seq, &q->space_sleepers); // a message slot is free
+    consume(q, peek(q), 1);
     mp_mutex_unlock(&q->consumer);
 }
 
@@ -266,9 +282,7 @@ mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
     record_t *r = peek(q);
     uint64_t got = r->size - sizeof total;
     memcpy(dest, (const uint8_t *)(r + 1) + sizeof total, got);
-    consume(q, r);
-    MP_SUB(&q->messages, 1, MP_RELEASE);
-    wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
+    consume(q, r, 1);
     mp_status_t status = MP_OK;
     while (got < total) {
         int64_t check_at = mp_monotonic_ns() + OWNER_CHECK_NS;
@@ -282,7 +296,7 @@ mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
         }
         r = peek(q);
         if (r->kind == PAD) {
-            consume(q, r);
+            consume(q, r, 0);
             continue;
         }
         if ((r->kind != MIDDLE && r->kind != LAST) || got + r->size > total) {
@@ -291,7 +305,7 @@ mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
         }
         memcpy((uint8_t *)dest + got, r + 1, r->size);
         got += r->size;
-        consume(q, r);
+        consume(q, r, 0);
     }
 done:
     q->assembling = 0;
@@ -300,8 +314,10 @@ done:
 }
 
 int32_t mp_queue_count(const mp_queue_t *q) {
-    int32_t n = MP_LOAD(&q->messages, MP_RELAXED);
-    return n > 0 ? n : 0;
+    uint64_t consumed = MP_LOAD(&q->consumed, MP_RELAXED); // first: the difference never goes below 0
+    uint64_t produced = MP_LOAD(&q->produced, MP_RELAXED);
+    uint64_t n = produced > consumed ? produced - consumed : 0;
+    return n > INT32_MAX ? INT32_MAX : (int32_t)n;
 }
 
 void mp_queue_shutdown(mp_queue_t *q, int immediate) {

@@ -193,6 +193,12 @@ func runProbe(_ name: String, iterations: Int) throws {
             try q.put(i)
             _ = try q.get()
         }
+    case "spsc":
+        let q = try Queue<Int>()
+        let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }
+        try consumer.start()
+        for i in 0..<iterations { try q.put(i) }
+        try consumer.join()
     default:
         throw BenchError.peer("unknown probe \(name)")
     }

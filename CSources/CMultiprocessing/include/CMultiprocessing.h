@@ -229,29 +229,36 @@ uint32_t mp_barrier_waiting(mp_barrier_t *_Nonnull b);
 /// with an optional limit, sleep words for "data" and "space", a shutdown flag, and the unfinished-
 /// task counter of a JoinableQueue. The ring's `capacity` bytes follow the struct. See queue.c.
 typedef struct mp_queue {
-    uint64_t tail;       // producer line: bytes published, release-stored
-    uint64_t head_cache; // the producer's last view of `head`
-    uint32_t streaming;  // a fragmented message is half-written
-    uint32_t producer_pad[11];
-    uint64_t head;       // consumer line: bytes consumed, release-stored
-    uint64_t tail_cache; // the consumer's last view of `tail`
-    uint32_t assembling; // the consumer is inside a fragmented message
-    uint32_t consumer_pad[11];
-    int32_t messages;     // complete messages not yet taken
-    uint32_t max_messages; // 0: no limit
+    // Producer line (changed under `producer`).
+    uint64_t tail;           // bytes published, release-stored
+    uint64_t head_cache;     // the producer's last view of `head`
+    uint64_t produced;       // messages started; release-stored
+    uint64_t consumed_cache; // the producer's last view of `consumed`
+    uint32_t streaming;      // a fragmented message is half-written
+    uint32_t producer_pad[3];
+    mp_mutex_t producer;
+    // Consumer line (changed under `consumer`).
+    uint64_t head;           // bytes consumed, release-stored
+    uint64_t tail_cache;     // the consumer's last view of `tail`
+    uint64_t consumed;       // messages taken; release-stored
+    uint32_t assembling;     // the consumer is inside a fragmented message
+    uint32_t consumer_pad[5];
+    mp_mutex_t consumer;
+    // Control line: written only when someone sleeps, at shutdown, or once at creation.
     uint32_t data_seq;
     uint32_t data_sleepers;
     uint32_t space_seq;
     uint32_t space_sleepers;
-    uint32_t shutdown;   // 0, MP_QUEUE_SHUTDOWN, MP_QUEUE_SHUTDOWN_IMMEDIATE
-    uint32_t unfinished; // JoinableQueue: put and not task-done; futex word for join()
-    uint32_t join_sleepers;
+    uint32_t shutdown;     // 0, MP_QUEUE_SHUTDOWN, MP_QUEUE_SHUTDOWN_IMMEDIATE
     uint32_t shared;
-    uint64_t capacity;   // bytes, a power of two
-    uint32_t control_pad[4];
-    mp_mutex_t producer;
-    mp_mutex_t consumer;
-    uint32_t lock_pad[8];
+    uint32_t max_messages; // 0: no limit
+    uint32_t control_pad;
+    uint64_t capacity;     // bytes, a power of two
+    uint64_t control_pad2[3];
+    // JoinableQueue line.
+    uint32_t unfinished;   // put and not task-done; futex word for join()
+    uint32_t join_sleepers;
+    uint32_t joinable_pad[14];
 } mp_queue_t;
 
 #define MP_QUEUE_HEADER_SIZE 256u
@@ -285,7 +292,7 @@ mp_status_t mp_queue_get_rest(mp_queue_t *_Nonnull q, void *_Nonnull dest, uint6
 /// Consumes a single-record message whose bytes the caller has read; releases the consumer lock.
 void mp_queue_get_end(mp_queue_t *_Nonnull q);
 
-/// Complete messages waiting (a snapshot).
+/// Messages waiting (a snapshot: started by a producer and not yet taken).
 int32_t mp_queue_count(const mp_queue_t *_Nonnull q);
 /// Shuts the queue down (Python 3.13's shutdown): puts fail; gets fail once the queue is empty, or
 /// at once when `immediate`. Wakes every sleeper.

@@ -1,6 +1,7 @@
 extension BinaryCoding {
     /// Reads a `type` from `bytes`, which must hold exactly one message of that type.
-    static func decode<T: Decodable>(_ type: T.Type, from bytes: UnsafeRawBufferPointer) throws(BinaryCodingError) -> T {
+    static func decode<T: Decodable>(_ type: T.Type, from bytes: UnsafeRawBufferPointer) throws(BinaryCodingError) -> T
+    {
         guard bytes.count >= 4, let base = bytes.baseAddress else { throw .truncated }
         let found = UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
         guard found == TypeFingerprint.of(T.self) else {
@@ -33,7 +34,8 @@ struct BinaryDecoder: Decoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         let content = try reader.pointee.keyedContent(at: offset, end: end)
-        return KeyedDecodingContainer(BinaryKeyedDecodingContainer<Key>(entries: .init(reader: reader, content: content)))
+        return KeyedDecodingContainer(
+            BinaryKeyedDecodingContainer<Key>(entries: .init(reader: reader, content: content)))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
@@ -50,8 +52,10 @@ struct BinaryDecoder: Decoder {
         _ type: T.Type, _ reader: UnsafeMutablePointer<BinaryReader>, at offset: Int, end: Int
     ) throws(BinaryCodingError) -> T {
         // Fast paths: a pointer comparison each, and no call through `Decoder`.
-        if T.self == [UInt8].self, try reader.pointee.tag(at: offset, end: end) == BinaryTag.bytes {
-            return unsafeBitCast(Array(reader.pointee.bytes(try reader.pointee.blob(at: offset, end: end))), to: T.self)
+        if ObjectIdentifier(T.self) == BinaryCoding.byteArrayType,
+            try reader.pointee.tag(at: offset, end: end) == BinaryTag.bytes
+        {
+            return unsafeBitCast(reader.pointee.byteArray(try reader.pointee.blob(at: offset, end: end)), to: T.self)
         } else if T.self == String.self {
             return unsafeBitCast(try reader.pointee.string(at: offset, end: end), to: T.self)
         } else if T.self == Int.self {

@@ -1,22 +1,19 @@
 extension BinaryCoding {
     /// Appends the encoding of `value` to `buffer` (leaving `buffer` as it was if it throws).
     static func encode<T: Encodable>(_ value: T, into buffer: inout [UInt8]) throws(BinaryCodingError) {
-        let original = buffer.count
-        var writer = BinaryWriter(bytes: [])
-        swap(&writer.bytes, &buffer)  // write into the caller's storage: no copy, its capacity reused
-        if writer.bytes.capacity - original < 128 { writer.bytes.reserveCapacity(original + 256) }
-        let fingerprint = TypeFingerprint.of(T.self).littleEndian
-        withUnsafeBytes(of: fingerprint) { writer.bytes.append(contentsOf: $0) }
-        let result = withUnsafeMutablePointer(to: &writer) { writer in
-            Result { () throws(BinaryCodingError) in
-                try BinaryEncoder.encodeValue(value, writer)
-                if let failure = writer.pointee.failure { throw failure }
+        // Small messages are built on the stack, then copied once to `buffer`.
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { bytes throws(BinaryCodingError) in
+            try withUnsafeTemporaryAllocation(of: BinaryWriter.Frame.self, capacity: 16) {
+                frames throws(BinaryCodingError) in
+                var writer = BinaryWriter(bytes: bytes, frames: frames)
+                defer { writer.release() }
+                writer.bytes.appendLittleEndian(UInt64(TypeFingerprint.of(T.self)), count: 4)
+                try withUnsafeMutablePointer(to: &writer) { writer throws(BinaryCodingError) in
+                    try BinaryEncoder.encodeValue(value, writer)
+                }
+                if let failure = writer.failure { throw failure }
+                buffer.append(contentsOf: writer.bytes.bytes)
             }
-        }
-        swap(&writer.bytes, &buffer)
-        if case .failure(let error) = result {
-            buffer.removeSubrange(original...)
-            throw error
         }
     }
 
@@ -59,7 +56,7 @@ struct BinaryEncoder: Encoder {
         _ value: T, _ writer: UnsafeMutablePointer<BinaryWriter>
     ) throws(BinaryCodingError) {
         // Fast paths: a pointer comparison each, and no call through `Encoder`.
-        if T.self == [UInt8].self {
+        if ObjectIdentifier(T.self) == BinaryCoding.byteArrayType {
             unsafeBitCast(value, to: [UInt8].self).withUnsafeBytes { writer.pointee.writeBytes(BinaryTag.bytes, $0) }
         } else if T.self == String.self {
             writer.pointee.write(unsafeBitCast(value, to: String.self))

@@ -113,7 +113,8 @@ struct BinaryUnkeyedEncodingContainer: UnkeyedEncodingContainer {
     }
 
     mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
-        BinaryUnkeyedEncodingContainer(writer: writer, frame: writer.pointee.openNested(BinaryTag.unkeyed, in: frame, key: nil))
+        BinaryUnkeyedEncodingContainer(
+            writer: writer, frame: writer.pointee.openNested(BinaryTag.unkeyed, in: frame, key: nil))
     }
 
     mutating func superEncoder() -> any Encoder { writer.pointee.superEncoder(writer, in: frame, key: nil) }

@@ -1,4 +1,4 @@
-/// Errors of ``BinaryCoding``, the encoding of the messages that queues and pipes carry.
+/// Errors of the binary encoding of the messages that queues and pipes carry.
 public enum BinaryCodingError: Error, Equatable, Sendable {
     /// The bytes hold another type than the one asked for (a message of another type, or a value
     /// of another kind inside a message).
@@ -39,6 +39,10 @@ enum BinaryCoding {
     /// How deeply values may nest (as `JSONDecoder`): a deeper message would overflow the stack of
     /// the recursive `init(from:)` calls that read it, so neither side accepts one.
     static let maximumDepth = 512
+
+    /// `[UInt8].self`, for the fast path of byte arrays: naming a generic type's metadata looks it
+    /// up in the runtime's cache each time, which costs more than the comparison it serves.
+    static let byteArrayType = ObjectIdentifier([UInt8].self)
 }
 
 /// The tag byte that starts every encoded value; see ``BinaryCoding``.

@@ -36,20 +36,13 @@ struct BinaryKeyedEntries {
 
     /// The value stored under `name`, or nil. The hint is left at its entry, for the read to come.
     func find(_ name: String) throws(BinaryCodingError) -> Range<Int>? {
-        var name = name
-        return try name.withUTF8 { utf8 in
-            Result { () throws(BinaryCodingError) in try find(UnsafeRawBufferPointer(utf8)) }
-        }.get()
-    }
-
-    private func find(_ name: UnsafeRawBufferPointer) throws(BinaryCodingError) -> Range<Int>? {
         let hint = reader.pointee.hint(for: content.lowerBound)
         if hint.pointee.container == content.lowerBound, hint.pointee.next < content.upperBound {
             let entry = try entry(at: hint.pointee.next)
             if matches(entry.key, name) { return entry.value }
         }
         if !reader.pointee.tables.isEmpty, let table = reader.pointee.tables[content.lowerBound] {
-            guard let offset = table[String(decoding: name, as: UTF8.self)] else { return nil }
+            guard let offset = table[name] else { return nil }
             hint.pointee = BinaryReader.KeyHint(container: content.lowerBound, next: offset)
             return try entry(at: offset).value
         }
@@ -68,8 +61,11 @@ struct BinaryKeyedEntries {
         return nil
     }
 
-    private func matches(_ key: Range<Int>, _ name: UnsafeRawBufferPointer) -> Bool {
-        key.count == name.count && reader.pointee.bytes(key).elementsEqual(name)
+    /// Whether the key stored at `key` is `name`.
+    private func matches(_ key: Range<Int>, _ name: String) -> Bool {
+        let stored = reader.pointee.bytes(key)
+        return name.utf8.withContiguousStorageIfAvailable { stored.elementsEqual($0) }
+            ?? stored.elementsEqual(name.utf8)
     }
 
     /// Indexes every key of this container (the first entry wins if a key repeats).
@@ -111,7 +107,8 @@ struct BinaryKeyedEntries {
 
     /// Moves the hint past `value`: the next key asked for is probably the next entry's.
     private func markRead(_ value: Range<Int>) {
-        reader.pointee.hint(for: content.lowerBound).pointee = .init(container: content.lowerBound, next: value.upperBound)
+        reader.pointee.hint(for: content.lowerBound).pointee = .init(
+            container: content.lowerBound, next: value.upperBound)
     }
 
     func bool(_ value: Range<Int>) throws(BinaryCodingError) -> Bool {

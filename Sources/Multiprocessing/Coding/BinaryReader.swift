@@ -53,7 +53,8 @@ struct BinaryReader {
         case BinaryTag.string, BinaryTag.bytes, BinaryTag.byteRun:
             let length = try length(at: &next, end: end)
             next += length
-        case BinaryTag.unkeyed: next = try content(at: offset, end: end, headerSize: BinaryTag.unkeyedHeaderSize).upperBound
+        case BinaryTag.unkeyed:
+            next = try content(at: offset, end: end, headerSize: BinaryTag.unkeyedHeaderSize).upperBound
         case BinaryTag.keyed: next = try content(at: offset, end: end, headerSize: BinaryTag.keyedHeaderSize).upperBound
         case BinaryTag.signed...(BinaryTag.signed + 16): next += Int(tag - BinaryTag.signed)
         case BinaryTag.unsigned...(BinaryTag.unsigned + 16): next += Int(tag - BinaryTag.unsigned)
@@ -79,7 +80,19 @@ struct BinaryReader {
     }
 
     /// A varint length at `offset` (moved past it) that fits before `end`.
+    @inline(__always)
     func length(at offset: inout Int, end: Int) throws(BinaryCodingError) -> Int {
+        guard offset < end else { throw .truncated }
+        let first = base.load(fromByteOffset: offset, as: UInt8.self)
+        guard first >= 0x80 else {  // keys and short strings: one byte
+            offset += 1
+            guard Int(first) <= end - offset else { throw .truncated }
+            return Int(first)
+        }
+        return try longLength(at: &offset, end: end)
+    }
+
+    private func longLength(at offset: inout Int, end: Int) throws(BinaryCodingError) -> Int {
         var value: UInt64 = 0
         var shift: UInt64 = 0
         while true {
@@ -98,6 +111,14 @@ struct BinaryReader {
     /// The bytes `range` of the input.
     func bytes(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
+    }
+
+    /// A copy of the bytes `range` of the input (one `memcpy`).
+    func byteArray(_ range: Range<Int>) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: range.count) { buffer, count in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes(range))
+            count = range.count
+        }
     }
 
     func mismatch(_ expected: String, _ tag: UInt8) -> BinaryCodingError {
@@ -169,9 +190,9 @@ struct BinaryReader {
         guard tag == BinaryTag.string else { throw mismatch("String", tag) }
         var start = offset + 1
         let length = try length(at: &start, end: end)
-        let string = bytes(start..<(start + length)).withMemoryRebound(to: UInt8.self) {
-            String(validating: $0, as: UTF8.self)
-        }
+        // `String(validating:as:)` calls an unspecialized generic (a metadata lookup per string);
+        // `_tryFromUTF8` is the validation it and `String(validatingCString:)` use underneath.
+        let string = bytes(start..<(start + length)).withMemoryRebound(to: UInt8.self) { String._tryFromUTF8($0) }
         guard let string else { throw .invalidData("a string not in UTF-8") }
         return string
     }

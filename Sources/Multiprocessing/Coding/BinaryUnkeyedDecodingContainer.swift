@@ -21,10 +21,13 @@ struct BinaryUnkeyedDecodingContainer: UnkeyedDecodingContainer {
         let tag = try reader.pointee.tag(at: offset, end: end)
         if tag == BinaryTag.unkeyed {
             let content = try reader.pointee.content(at: offset, end: end, headerSize: BinaryTag.unkeyedHeaderSize)
-            let count = Int(UInt32(littleEndian: reader.pointee.base.loadUnaligned(fromByteOffset: offset + 5, as: UInt32.self)))
+            let count = Int(
+                UInt32(littleEndian: reader.pointee.base.loadUnaligned(fromByteOffset: offset + 5, as: UInt32.self)))
             // Each element takes a byte at least: a larger count is a lie that could make a reader
             // reserve gigabytes.
-            guard count <= content.count else { throw .invalidData("an unkeyed container counts more elements than bytes") }
+            guard count <= content.count else {
+                throw .invalidData("an unkeyed container counts more elements than bytes")
+            }
             self.count = count
             self.offset = content.lowerBound
             self.end = content.upperBound

@@ -2,7 +2,8 @@
 ///
 /// It lives on the stack of that call and they reach it through a pointer, so that encoding a
 /// value allocates no object and pays no exclusivity check (an encoder must not outlive the
-/// `encode(to:)` call it was given, as `Codable` requires anyway).
+/// `encode(to:)` call it was given, as `Codable` requires anyway). Its buffers start on that stack
+/// too; the message is copied to the caller's array once complete.
 ///
 /// Containers are written in place: a container's header is written when the container is asked
 /// for, and its size and count are filled in when it is closed. A container is closed when the
@@ -30,15 +31,25 @@ struct BinaryWriter {
         static let invalid = FrameReference(index: -1, header: -1)
     }
 
-    var bytes: [UInt8]
+    /// The message so far.
+    var bytes: ScratchBuffer<UInt8>
     /// Open containers, innermost last.
-    var frames: [Frame] = []
+    var frames: ScratchBuffer<Frame>
     /// Values being encoded, to refuse nesting deeper than ``BinaryCoding/maximumDepth``.
     var depth = 0
     /// The first misuse seen by a call that cannot throw (`nestedContainer`, `superEncoder`).
     var failure: BinaryCodingError?
 
-    init(bytes: [UInt8]) { self.bytes = bytes }
+    init(bytes: UnsafeMutableBufferPointer<UInt8>, frames: UnsafeMutableBufferPointer<Frame>) {
+        self.bytes = ScratchBuffer(bytes)
+        self.frames = ScratchBuffer(frames)
+    }
+
+    /// Frees what the buffers allocated; the writer must not be used afterwards.
+    mutating func release() {
+        bytes.release()
+        frames.release()
+    }
 
     // MARK: Containers
 
@@ -47,7 +58,7 @@ struct BinaryWriter {
     mutating func openContainer(_ tag: UInt8, at start: Int, level: Int) -> FrameReference {
         if bytes.count == start && frames.count == level {
             bytes.append(tag)
-            appendZeros(tag == BinaryTag.keyed ? 4 : 8)
+            bytes.appendLittleEndian(0, count: tag == BinaryTag.keyed ? 4 : 8)
             frames.append(Frame(header: start, count: 0, pendingSlot: -1))
             return FrameReference(index: level, header: start)
         }
@@ -100,17 +111,14 @@ struct BinaryWriter {
         while frames.count > level {
             settlePendingSlot(frames.count - 1)
             let frame = frames.removeLast()
-            let headerSize = bytes[frame.header] == BinaryTag.keyed ? BinaryTag.keyedHeaderSize : BinaryTag.unkeyedHeaderSize
+            let headerSize =
+                bytes[frame.header] == BinaryTag.keyed ? BinaryTag.keyedHeaderSize : BinaryTag.unkeyedHeaderSize
             let size = bytes.count - frame.header - headerSize
             guard size <= UInt32.max, frame.count <= UInt32.max else {
                 throw .unsupported("a container of more than 4 GiB or 2^32 elements")
             }
-            bytes.withUnsafeMutableBytes { raw in
-                raw.storeBytes(of: UInt32(size).littleEndian, toByteOffset: frame.header + 1, as: UInt32.self)
-                if headerSize == BinaryTag.unkeyedHeaderSize {
-                    raw.storeBytes(of: UInt32(frame.count).littleEndian, toByteOffset: frame.header + 5, as: UInt32.self)
-                }
-            }
+            bytes.store(UInt32(size), at: frame.header + 1)
+            if headerSize == BinaryTag.unkeyedHeaderSize { bytes.store(UInt32(frame.count), at: frame.header + 5) }
         }
     }
 
@@ -188,10 +196,14 @@ struct BinaryWriter {
 
     /// A key or a string's content: its UTF-8 length, then its UTF-8.
     mutating func writeText(_ text: String) {
-        var text = text
-        text.withUTF8 { utf8 in
+        let written: Void? = text.utf8.withContiguousStorageIfAvailable { utf8 in
             writeLength(utf8.count)
             bytes.append(contentsOf: utf8)
+        }
+        if written == nil {
+            let utf8 = Array(text.utf8)
+            writeLength(utf8.count)
+            utf8.withUnsafeBufferPointer { bytes.append(contentsOf: $0) }
         }
     }
 
@@ -199,11 +211,20 @@ struct BinaryWriter {
     mutating func writeBytes(_ tag: UInt8, _ content: UnsafeRawBufferPointer) {
         bytes.append(tag)
         writeLength(content.count)
-        bytes.append(contentsOf: content)
+        bytes.append(raw: content)
     }
 
     /// An unsigned LEB128 varint: 7 bits a byte, low bits first.
+    @inline(__always)
     mutating func writeLength(_ length: Int) {
+        if length < 0x80 {
+            bytes.append(UInt8(length))  // keys and short strings
+        } else {
+            writeLongLength(length)
+        }
+    }
+
+    private mutating func writeLongLength(_ length: Int) {
         var rest = UInt64(length)
         while rest >= 0x80 {
             bytes.append(UInt8(truncatingIfNeeded: rest) | 0x80)
@@ -213,14 +234,6 @@ struct BinaryWriter {
     }
 
     private mutating func appendLittleEndian(_ value: UInt64, count: Int) {
-        var rest = value
-        for _ in 0..<count {
-            bytes.append(UInt8(truncatingIfNeeded: rest))
-            rest >>= 8
-        }
-    }
-
-    private mutating func appendZeros(_ count: Int) {
-        for _ in 0..<count { bytes.append(0) }
+        bytes.appendLittleEndian(value, count: count)
     }
 }

@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 
 /// A FIFO queue between threads and processes (Python's `multiprocessing.Queue`).
 ///
@@ -29,7 +30,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public let maxSize: Int
     /// The largest message accepted, in bytes.
     public let maxMessageSize: Int
-    private let closedHere = Locked(false)
+    /// Closed in this process (a plain flag read on every put and get: an atomic, not a lock).
+    private let closedHere = Atomic<Bool>(false)
 
     init(maxSize: Int, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
         guard maxSize >= 0, maxSize <= Int(Int32.max) else { throw .invalidMaxSize(maxSize) }
@@ -100,7 +102,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public var isFull: Bool { maxSize > 0 && count >= maxSize }
 
     /// No more puts or gets from this process (Python's `close()`); others are not affected.
-    public func close() { closedHere.withLock { $0 = true } }
+    public func close() { closedHere.store(true, ordering: .relaxed) }
 
     /// Shuts the queue down for every process (Python 3.13's `shutdown`): puts throw
     /// ``QueueError/shutDown`` at once; gets throw it once the queue is empty, or at once when
@@ -108,7 +110,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public func shutdown(immediate: Bool = false) { mp_queue_shutdown(q, immediate ? 1 : 0) }
 
     func checkOpen() throws(QueueError) {
-        if closedHere.withLock({ $0 }) { throw .closed }
+        if closedHere.load(ordering: .relaxed) { throw .closed }
     }
 
     func send(_ item: Element, deadline: Int64) throws(QueueError) {
