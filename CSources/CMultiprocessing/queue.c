@@ -161,8 +161,9 @@ static void write_record(mp_queue_t *q, uint32_t kind, const void *prefix, uint6
     memcpy(ring(q) + offset, &header, sizeof header);
     if (prefix_len) memcpy(ring(q) + offset + sizeof header, prefix, prefix_len);
     if (length) memcpy(ring(q) + offset + sizeof header + prefix_len, data, length);
-    q->tail = tail + record_bytes(payload);
-    MP_STORE(&q->tail, q->tail, MP_RELEASE); // publishes the bytes above to the consumer
+    // Publishes the bytes above to the consumer. Only the producer writes `tail`, so its own plain
+    // reads elsewhere are exact; the write itself must be atomic (the consumer reads concurrently).
+    MP_STORE(&q->tail, tail + record_bytes(payload), MP_RELEASE);
     wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
 }
 

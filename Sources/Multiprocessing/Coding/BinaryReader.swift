@@ -13,7 +13,8 @@ struct BinaryReader {
     }
 
     /// Slots for hints, chosen by a hash of the container's offset (a collision only costs a scan).
-    static let hintCount = 16
+    static let hintCount = 1 << hintBits
+    private static let hintBits = 4
 
     let base: UnsafeRawPointer
     let count: Int
@@ -30,7 +31,7 @@ struct BinaryReader {
     }
 
     func hint(for container: Int) -> UnsafeMutablePointer<KeyHint> {
-        hints + Int(truncatingIfNeeded: (UInt(bitPattern: container) &* 0x9e37_79b9_7f4a_7c15) >> 60)
+        hints + Int(truncatingIfNeeded: (UInt(bitPattern: container) &* 0x9e37_79b9_7f4a_7c15) >> (64 - Self.hintBits))
     }
 
     // MARK: Structure

@@ -43,7 +43,7 @@ struct BinaryUnkeyedDecodingContainer: UnkeyedDecodingContainer {
         }
     }
 
-    /// Where the next element is (it stays the next one until ``advance(to:)``).
+    /// Where the next element is (it stays the next one until `advance(to:)`).
     private func next(_ type: Any.Type) throws(BinaryCodingError) -> Range<Int> {
         guard offset < end else { throw .invalidData("an unkeyed container has no more elements") }
         guard offset >= runEnd else { throw .typeMismatch(expected: String(describing: type), found: "a byte") }
