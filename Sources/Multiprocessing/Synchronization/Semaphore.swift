@@ -4,7 +4,7 @@ import CMultiprocessing
 ///
 /// `acquire` takes a permit, waiting while there is none; `release` gives permits back. With no
 /// thread asleep, neither makes a system call.
-public final class Semaphore: @unchecked Sendable, Codable {
+public class Semaphore: @unchecked Sendable, Codable {
     /// The largest value a semaphore can hold.
     public static let maximumValue = Int(MP_SEMAPHORE_MAX)
 
@@ -12,8 +12,15 @@ public final class Semaphore: @unchecked Sendable, Codable {
     let semaphore: UnsafeMutablePointer<mp_semaphore_t>
 
     /// A semaphore with `value` permits. Throws ``SyncError/invalidValue(_:)`` below zero.
-    public init(value: Int = 1) throws(SyncError) {
-        (object, semaphore) = try makeSemaphore(value: value, limit: Semaphore.maximumValue)
+    public convenience init(value: Int = 1) throws(SyncError) {
+        try self.init(value: value, limit: Semaphore.maximumValue)
+    }
+
+    init(value: Int, limit: Int) throws(SyncError) {
+        guard value >= 0, value <= Semaphore.maximumValue else { throw .invalidValue(value) }
+        object = SharedObject(kind: .semaphore)
+        semaphore = object.pointer(to: mp_semaphore_t.self)
+        mp_semaphore_init(semaphore, UInt32(value), UInt32(limit), 1)
     }
 
     /// Blocks until a permit is taken.
@@ -29,10 +36,13 @@ public final class Semaphore: @unchecked Sendable, Codable {
     /// Takes a permit if one is free; never blocks.
     public func tryAcquire() -> Bool { mp_semaphore_acquire(semaphore, 0) == MP_OK }
 
-    /// Gives back `n` permits, waking up to `n` waiters.
-    /// Throws ``SyncError/overflow`` past ``maximumValue``, ``SyncError/invalidValue(_:)`` for n < 1.
+    /// Gives back `n` permits, waking up to `n` waiters. Throws ``SyncError/overflow`` (changing
+    /// nothing) past ``maximumValue`` or a ``BoundedSemaphore``'s initial value, and
+    /// ``SyncError/invalidValue(_:)`` for n < 1.
     public func release(_ n: Int = 1) throws(SyncError) {
-        try releaseSemaphore(semaphore, n)
+        guard n >= 1 else { throw .invalidValue(n) }
+        guard n <= Semaphore.maximumValue else { throw .overflow }
+        try released(mp_semaphore_release(semaphore, UInt32(n)))
     }
 
     /// The number of free permits (a snapshot; Python's `get_value()`).
@@ -47,62 +57,21 @@ public final class Semaphore: @unchecked Sendable, Codable {
 
     public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
 
-    public init(from decoder: any Decoder) throws {
+    /// Resolves a semaphore handed over by another process.
+    public required init(from decoder: any Decoder) throws {
         object = try SharedObject.decode(.semaphore, from: decoder)
         semaphore = object.pointer(to: mp_semaphore_t.self)
     }
 }
 
-/// A semaphore that refuses to be released past its initial value (Python's `BoundedSemaphore`):
-/// such a release throws ``SyncError/overflow`` and changes nothing.
-public final class BoundedSemaphore: @unchecked Sendable, Codable {
-    let object: SharedObject
-    let semaphore: UnsafeMutablePointer<mp_semaphore_t>
-
+/// A semaphore that refuses to be released past its initial value (Python's `BoundedSemaphore`,
+/// a subclass of `Semaphore` there too): such a release throws ``SyncError/overflow`` and changes
+/// nothing.
+public final class BoundedSemaphore: Semaphore, @unchecked Sendable {
     /// A bounded semaphore with `value` permits, which is also its limit.
     public init(value: Int = 1) throws(SyncError) {
-        (object, semaphore) = try makeSemaphore(value: value, limit: value)
+        try super.init(value: value, limit: value)
     }
 
-    public func acquire() { _ = mp_semaphore_acquire(semaphore, Int64(MP_FOREVER)) }
-
-    public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_semaphore_acquire(semaphore, timeoutNanoseconds(timeout)))
-    }
-
-    public func tryAcquire() -> Bool { mp_semaphore_acquire(semaphore, 0) == MP_OK }
-
-    /// Gives back `n` permits; throws ``SyncError/overflow`` (changing nothing) past the initial value.
-    public func release(_ n: Int = 1) throws(SyncError) { try releaseSemaphore(semaphore, n) }
-
-    public var value: Int { Int(mp_semaphore_value(semaphore)) }
-
-    public func withPermit<R>(_ body: () throws -> R) rethrows -> R {
-        acquire()
-        defer { _ = mp_semaphore_release(semaphore, 1) }
-        return try body()
-    }
-
-    public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
-
-    public init(from decoder: any Decoder) throws {
-        object = try SharedObject.decode(.semaphore, from: decoder)
-        semaphore = object.pointer(to: mp_semaphore_t.self)
-    }
-}
-
-private func makeSemaphore(value: Int, limit: Int) throws(SyncError)
-    -> (SharedObject, UnsafeMutablePointer<mp_semaphore_t>)
-{
-    guard value >= 0, value <= Semaphore.maximumValue else { throw .invalidValue(value) }
-    let object = SharedObject(kind: .semaphore)
-    let semaphore = object.pointer(to: mp_semaphore_t.self)
-    mp_semaphore_init(semaphore, UInt32(value), UInt32(limit), 1)
-    return (object, semaphore)
-}
-
-private func releaseSemaphore(_ semaphore: UnsafeMutablePointer<mp_semaphore_t>, _ n: Int) throws(SyncError) {
-    guard n >= 1 else { throw .invalidValue(n) }
-    guard n <= Semaphore.maximumValue else { throw .overflow }
-    try released(mp_semaphore_release(semaphore, UInt32(n)))
+    public required init(from decoder: any Decoder) throws { try super.init(from: decoder) }
 }
