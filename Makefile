@@ -15,6 +15,9 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq liburing-dev pkg-config >/dev/null; \
 	fi
 	@pkg-config --exists liburing || { echo "make deps: liburing is still missing"; exit 1; }
+	@command -v strace >/dev/null || { echo "make deps: installing strace (the benchmark counts syscalls with it)"; \
+		$(SUDO) apt-get install -y -qq strace >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq strace >/dev/null; } || true; }
 	@command -v python3 >/dev/null || { echo "make deps: python3 is required for the Python peer benchmarks"; exit 1; }
 
 build: deps

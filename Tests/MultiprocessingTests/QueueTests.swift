@@ -49,6 +49,9 @@ struct QueueTests {
     @Test("bad input: maxSize, capacity, timeouts, a closed queue, an oversized message")
     func badInput() throws {
         #expect(throws: QueueError.invalidMaxSize(-1)) { try Queue<Int>(maxSize: -1) }
+        #expect(throws: QueueError.invalidMaxSize(0)) { try Queue<String>(maxSize: 0) }
+        #expect(throws: QueueError.invalidMaxSize(0)) { try JoinableQueue<Int>(maxSize: 0) }
+        #expect(try Queue<Int>().maxSize == nil)
         #expect(throws: QueueError.invalidCapacity(100)) { try Queue<Int>(capacity: 100) }
         #expect(throws: QueueError.invalidCapacity(0)) { try Queue<String>(maxMessageSize: 0) }
         let q = try Queue<String>(maxSize: 3, maxMessageSize: 1000)

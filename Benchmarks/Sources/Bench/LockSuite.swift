@@ -146,11 +146,12 @@ struct LockSuite {
     }
 
     /// System calls per uncontended acquire+release, counted by strace over a run of this program
-    /// that does 0 and then `n` pairs: the difference divided by n.
+    /// that does 1 and then 1 + `n` pairs (one-time costs such as caching the pid cancel out): the
+    /// difference divided by n.
     private func syscalls() throws -> [Row] {
         let n = 1_000_000
-        guard let base = countSyscalls(probe: "lock", iterations: 0),
-            let loaded = countSyscalls(probe: "lock", iterations: n)
+        guard let base = countSyscalls(probe: "lock", iterations: 1),
+            let loaded = countSyscalls(probe: "lock", iterations: 1 + n)
         else {
             return [
                 Row(

@@ -138,8 +138,8 @@ struct QueueSuite {
     /// System calls per put+get pair with nobody asleep (one thread puts then gets).
     private func syscalls() -> [Row] {
         let n = 1_000_000
-        guard let base = countSyscalls(probe: "queue", iterations: 0),
-            let loaded = countSyscalls(probe: "queue", iterations: n)
+        guard let base = countSyscalls(probe: "queue", iterations: 1),
+            let loaded = countSyscalls(probe: "queue", iterations: 1 + n)
         else {
             return [
                 Row(

@@ -25,46 +25,47 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public static var defaultMaxMessageSize: Int { 64 << 20 }
 
     let channel: Channel
+    /// The channel's header, kept at hand: the hot path reads no other object.
+    let q: UnsafeMutablePointer<mp_queue_t>
     let codec: ElementCodec<Element>
-    /// The most messages the queue holds (0: unbounded).
-    public let maxSize: Int
+    /// The most messages the queue holds; nil for unbounded (up to the ring's bytes).
+    public let maxSize: Int?
     /// The largest message accepted, in bytes.
     public let maxMessageSize: Int
     /// Closed in this process (a plain flag read on every put and get: an atomic, not a lock).
     private let closedHere = Atomic<Bool>(false)
 
-    init(maxSize: Int, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
-        guard maxSize >= 0, maxSize <= Int(Int32.max) else { throw .invalidMaxSize(maxSize) }
+    init(maxSize: Int?, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
+        if let maxSize, maxSize < 1 || maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
         guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
-        channel = try Channel(capacity: capacity, maxMessages: maxSize)
+        channel = try Channel(capacity: capacity, maxMessages: maxSize ?? 0)
+        q = channel.queue
         self.codec = codec
         self.maxSize = maxSize
         self.maxMessageSize = maxMessageSize
     }
 
-    /// A queue of `Codable` elements, at most `maxSize` of them (0: unbounded, as in Python).
-    /// `capacity` is the ring's size in bytes.
+    /// A queue of `Codable` elements, at most `maxSize` of them (nil: unbounded; zero or less is
+    /// ``QueueError/invalidMaxSize(_:)``). `capacity` is the ring's size in bytes.
     public convenience init(
-        maxSize: Int = 0, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
     ) throws(QueueError) where Element: Codable {
         try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .binary())
     }
 
     /// A queue of fixed-size values, copied as they are (the fast path).
     public convenience init(
-        maxSize: Int = 0, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
     ) throws(QueueError) where Element: BitwiseCopyable {
         try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .bitwise())
     }
 
     /// A queue of fixed-size values, copied as they are (the fast path).
     public convenience init(
-        maxSize: Int = 0, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
     ) throws(QueueError) where Element: BitwiseCopyable & Codable {
         try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .bitwise())
     }
-
-    private var q: UnsafeMutablePointer<mp_queue_t> { channel.queue }
 
     /// Puts `item`, waiting while the queue is full (up to `timeout`; forever when nil).
     /// Throws ``QueueError/full`` if the timeout passes first.
@@ -99,7 +100,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public var isEmpty: Bool { count == 0 }
 
     /// Whether the queue holds `maxSize` items (approximate; never for an unbounded queue).
-    public var isFull: Bool { maxSize > 0 && count >= maxSize }
+    public var isFull: Bool { maxSize.map { count >= $0 } ?? false }
 
     /// No more puts or gets from this process (Python's `close()`); others are not affected.
     public func close() { closedHere.store(true, ordering: .relaxed) }
@@ -162,7 +163,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(channel.region.id, forKey: .region)
         try c.encode(codec.kind, forKey: .codec)
-        try c.encode(maxSize, forKey: .maxSize)
+        try c.encodeIfPresent(maxSize, forKey: .maxSize)
         try c.encode(maxMessageSize, forKey: .maxMessageSize)
     }
 
@@ -170,7 +171,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public required init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         channel = try Channel(regionID: try c.decode(UInt64.self, forKey: .region))
-        maxSize = try c.decode(Int.self, forKey: .maxSize)
+        q = channel.queue
+        maxSize = try c.decodeIfPresent(Int.self, forKey: .maxSize)
         maxMessageSize = try c.decode(Int.self, forKey: .maxMessageSize)
         let kind = try c.decode(ElementCodec<Element>.Kind.self, forKey: .codec)
         guard let codec = ElementCodecs.make(Element.self, kind) else {

@@ -12,7 +12,7 @@ public enum QueueError: Error, Equatable, Sendable {
     case shutDown
     /// A message larger than the queue's `maxMessageSize`; nothing was put.
     case messageTooLarge(size: Int, limit: Int)
-    /// A `maxSize` below zero (zero means unbounded, as in Python).
+    /// A `maxSize` of zero or less (pass nil for an unbounded queue).
     case invalidMaxSize(Int)
     /// A ring capacity below 4096 bytes or above 2^40, or a message limit below 1.
     case invalidCapacity(Int)
