@@ -100,12 +100,16 @@ static mp_status_t wait_until(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers,
     // Spin by time, not by count: a consumer that parks while its producer is merely between two
     // puts makes every later put pay a FUTEX_WAKE, which slows the producer, which makes the consumer
     // park again (a stable slow mode). SPIN_NS covers a producer's gap between messages.
-    int64_t spin_until = mp_monotonic_ns() + SPIN_NS;
+    int64_t spin_until = 0; // the clock is read only once a short spin has not been enough
     for (uint32_t spin = 1;; spin++) {
         if (ready(q, arg)) return MP_OK;
         if (MP_LOAD(&q->shutdown, MP_RELAXED)) return MP_SHUTDOWN;
         mp_cpu_relax();
-        if ((spin & 63) == 0 && mp_monotonic_ns() >= spin_until) break;
+        if ((spin & 63) == 0) {
+            int64_t now = mp_monotonic_ns();
+            if (spin_until == 0) spin_until = now + SPIN_NS;
+            else if (now >= spin_until) break;
+        }
     }
     for (;;) {
         uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);

@@ -134,25 +134,29 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     }
 
     func receive(deadline: Int64) throws(QueueError) -> Element {
-        while true {
-            var payload: UnsafeRawPointer? = nil
-            var length: UInt64 = 0
-            var total: UInt64 = 0
-            switch mp_queue_get_begin(q, deadline, &payload, &length, &total) {
-            case MP_OK: break
-            case MP_SHUTDOWN: throw .shutDown
-            default: throw .empty
-            }
-            if total == length {
-                defer { mp_queue_get_end(q) }
-                return try codec.decode(UnsafeRawBufferPointer(start: payload, count: Int(length)))
-            }
-            var whole = [UInt8](repeating: 0, count: Int(total))
-            let status = whole.withUnsafeMutableBytes { mp_queue_get_rest(q, $0.baseAddress!, total) }
-            if status == MP_ABORTED { continue }  // its producer died midway: take the next one
-            return try whole.withUnsafeBytes { bytes in Result { () throws(QueueError) in try codec.decode(bytes) } }
-                .get()
+        let next = beginGet(q, deadline)
+        switch next.status {
+        case MP_OK: break
+        case MP_SHUTDOWN: throw .shutDown
+        default: throw .empty
         }
+        if next.total == UInt64(next.first.count) {
+            defer { mp_queue_get_end(q) }
+            return try codec.decode(next.first)
+        }
+        return try receiveRest(next.total, deadline: deadline)
+    }
+
+    /// Reassembles a message that came in pieces (kept out of the common path, which then needs
+    /// no generic metadata at run time).
+    @inline(never)
+    private func receiveRest(_ total: UInt64, deadline: Int64) throws(QueueError) -> Element {
+        let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(total), alignment: 16)
+        defer { whole.deallocate() }
+        if mp_queue_get_rest(q, whole.baseAddress!, total) == MP_ABORTED {
+            return try receive(deadline: deadline)  // its producer died midway: take the next message
+        }
+        return try codec.decode(UnsafeRawBufferPointer(whole))
     }
 
     // MARK: Codable: the handle a spawned child uses
@@ -180,6 +184,17 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         }
         self.codec = codec
     }
+}
+
+/// The start of the next message (non-generic, so that no generic metadata is looked up per get).
+func beginGet(_ q: UnsafeMutablePointer<mp_queue_t>, _ deadline: Int64) -> (
+    status: mp_status_t, first: UnsafeRawBufferPointer, total: UInt64
+) {
+    var payload: UnsafeRawPointer? = nil
+    var length: UInt64 = 0
+    var total: UInt64 = 0
+    let status = mp_queue_get_begin(q, deadline, &payload, &length, &total)
+    return (status, UnsafeRawBufferPointer(start: payload, count: Int(length)), total)
 }
 
 /// Builds a codec by kind for a type known only at run time (decoding a queue's handle).
