@@ -105,7 +105,31 @@ def mp_pipe(n, size):
     return n / ((time.perf_counter_ns() - start) / 1e9)
 
 
+def _echo(conn, n):
+    for _ in range(n):
+        conn.send_bytes(conn.recv_bytes())
+
+
+def pipe_pingpong(n):
+    """Round trips of 8 bytes over a duplex Pipe to a forked echo process: 'p50 p99' in ns."""
+    ctx = multiprocessing.get_context("fork")
+    a, b = ctx.Pipe()
+    echo = ctx.Process(target=_echo, args=(b, n))
+    echo.start()
+    samples = []
+    message = b"12345678"
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        a.send_bytes(message)
+        a.recv_bytes()
+        samples.append(time.perf_counter_ns() - start)
+    echo.join()
+    samples.sort()
+    return f"{samples[len(samples) // 2]} {samples[int(len(samples) * 0.99)]}"
+
+
 CASES = {
+    "pipe-pingpong": lambda args: pipe_pingpong(int(args[0])),
     "mp-queue": lambda args: mp_queue(int(args[0]), int(args[1])),
     "mp-simplequeue": lambda args: mp_queue(int(args[0]), int(args[1]), "simple"),
     "mp-queue-object": lambda args: mp_queue_object(int(args[0])),

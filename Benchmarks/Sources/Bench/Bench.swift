@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "multiprocessing-bench",
         abstract: "swift-multiprocessing's engine side by side with its peers.")
 
-    static let allSuites = ["lock", "queue"]
+    static let allSuites = ["lock", "queue", "latency"]
 
     @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
     var suite: String = "all"
@@ -20,7 +20,7 @@ struct Bench: ParsableCommand {
     var runs: Int?
 
     @Option(help: "Write the results as JSON to this file.")
-    var json: String?
+    var json: String = "bench-results/latest.json"
 
     @Option(help: "Write the Markdown report to this file.")
     var markdown: String = "bench-results/latest.md"
@@ -46,14 +46,16 @@ struct Bench: ParsableCommand {
             switch name {
             case "lock": rows += try LockSuite(quick: quick, runs: runs).run(python: python)
             case "queue": rows += try QueueSuite(quick: quick, runs: runs).run(python: python)
+            case "latency": rows += try LatencySuite(quick: quick, runs: runs).run(python: python)
             default: break
             }
         }
         let report = Report(machine: Machine.read(), rows: rows)
         for name in suites { print("\n## \(name)\n\n" + report.table(for: name)) }
         try write(report.markdown(), to: markdown)
-        if let json { try write(String(decoding: try report.json(), as: UTF8.self), to: json) }
-        print("\nwrote \(markdown)" + (json.map { " and \($0)" } ?? ""))
+        try write(String(decoding: try report.json(), as: UTF8.self), to: json)
+        print("\nwrote \(markdown) and \(json)")
+        print(python.chart(json: json, into: URL(fileURLWithPath: markdown).deletingLastPathComponent().path))
     }
 
     func write(_ text: String, to path: String) throws {
