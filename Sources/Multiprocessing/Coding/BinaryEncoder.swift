@@ -1,7 +1,14 @@
 extension BinaryCoding {
     /// Appends the encoding of `value` to `buffer` (leaving `buffer` as it was if it throws).
     static func encode<T: Encodable>(_ value: T, into buffer: inout [UInt8]) throws(BinaryCodingError) {
-        // Small messages are built on the stack, then copied once to `buffer`.
+        try withEncoding(of: value) { buffer.append(contentsOf: $0) }
+    }
+
+    /// Calls `body` with the encoding of `value`, built on the stack when it is small: no heap
+    /// allocation for a small message (a queue's put copies it straight into the ring).
+    static func withEncoding<T: Encodable>(
+        of value: T, _ body: (UnsafeRawBufferPointer) -> Void
+    ) throws(BinaryCodingError) {
         try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { bytes throws(BinaryCodingError) in
             try withUnsafeTemporaryAllocation(of: BinaryWriter.Frame.self, capacity: 16) {
                 frames throws(BinaryCodingError) in
@@ -12,7 +19,7 @@ extension BinaryCoding {
                     try BinaryEncoder.encodeValue(value, writer)
                 }
                 if let failure = writer.failure { throw failure }
-                buffer.append(contentsOf: writer.bytes.bytes)
+                body(UnsafeRawBufferPointer(writer.bytes.bytes))
             }
         }
     }

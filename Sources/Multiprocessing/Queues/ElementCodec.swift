@@ -31,11 +31,9 @@ struct ElementCodec<Element> {
         ElementCodec(
             kind: .binary,
             withBytes: { value, body throws(QueueError) in
-                var buffer: [UInt8] = []
-                do { try BinaryCoding.encode(value, into: &buffer) } catch {
+                do { try BinaryCoding.withEncoding(of: value, body) } catch {
                     throw .encodingFailed(String(describing: error))
                 }
-                buffer.withUnsafeBytes { body($0) }
             },
             decode: { bytes throws(QueueError) in
                 do { return try BinaryCoding.decode(Element.self, from: bytes) } catch {
