@@ -141,10 +141,14 @@ static int fits(mp_queue_t *q, uint64_t need) {
     return q->capacity - (q->tail - q->head_cache) >= need;
 }
 
+/// Signed: `consumed` may run one ahead of `produced` for a moment (see mp_queue_put), or for good
+/// after a producer died between publishing and counting.
+static inline int64_t in_flight(const mp_queue_t *q) { return (int64_t)(q->produced - q->consumed_cache); }
+
 static int slot_and_fits(mp_queue_t *q, uint64_t need) {
-    if (q->max_messages && q->produced - q->consumed_cache >= q->max_messages) {
+    if (q->max_messages && in_flight(q) >= (int64_t)q->max_messages) {
         q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE);
-        if (q->produced - q->consumed_cache >= q->max_messages) return 0;
+        if (in_flight(q) >= (int64_t)q->max_messages) return 0;
     }
     return fits(q, need);
 }
@@ -190,16 +194,18 @@ mp_status_t mp_queue_put(mp_queue_t *q, const void *data, uint64_t length, int64
     if (length <= max) {
         status = wait_space(q, needed(q, length), 1, deadline);
         if (status == MP_OK) {
-            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED); // before publishing: count >= 0
             write_record(q, WHOLE, NULL, 0, data, length);
+            // After publishing: a producer killed in between leaves the count one low (harmless),
+            // never one high (which would cost a bounded queue a slot for good).
+            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
         }
     } else {
         uint64_t total = length, first = max - sizeof total;
         status = wait_space(q, needed(q, max), 1, deadline);
         if (status == MP_OK) {
-            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
             q->streaming = 1;
             write_record(q, FIRST, &total, sizeof total, data, first);
+            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
             const uint8_t *p = (const uint8_t *)data + first;
             uint64_t left = length - first;
             while (left > 0 && status == MP_OK) {
@@ -319,9 +325,9 @@ done:
 }
 
 int32_t mp_queue_count(const mp_queue_t *q) {
-    uint64_t consumed = MP_LOAD(&q->consumed, MP_RELAXED); // first: the difference never goes below 0
+    uint64_t consumed = MP_LOAD(&q->consumed, MP_RELAXED);
     uint64_t produced = MP_LOAD(&q->produced, MP_RELAXED);
-    uint64_t n = produced > consumed ? produced - consumed : 0;
+    uint64_t n = produced > consumed ? produced - consumed : 0; // consumed may be briefly ahead
     return n > INT32_MAX ? INT32_MAX : (int32_t)n;
 }
 
