@@ -51,7 +51,9 @@ let package = Package(
             path: "Benchmarks/Sources/Bench"
         ),
         // Peers that must be C to be fair (pthread calls with no Swift between them).
-        .target(name: "CBenchPeers", path: "Benchmarks/Sources/CBenchPeers"),
+        .target(
+            name: "CBenchPeers", path: "Benchmarks/Sources/CBenchPeers",
+            linkerSettings: [.linkedLibrary("uring")]),
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
         .target(
             name: "MultiprocessingTestTargets",

@@ -128,7 +128,32 @@ def pipe_pingpong(n):
     return f"{samples[len(samples) // 2]} {samples[int(len(samples) * 0.99)]}"
 
 
+def thread_queue(n, producers, consumers):
+    """queue.Queue between threads: messages per second (8-byte ints)."""
+    import queue as queue_module
+    q = queue_module.Queue()
+    per_producer, per_consumer = n // producers, n // consumers
+
+    def produce():
+        put = q.put
+        for i in range(per_producer):
+            put(i)
+
+    def consume():
+        get = q.get
+        for _ in range(per_consumer):
+            get()
+
+    threads = [threading.Thread(target=produce) for _ in range(producers)]
+    threads += [threading.Thread(target=consume) for _ in range(consumers)]
+    start = time.perf_counter_ns()
+    for t in threads: t.start()
+    for t in threads: t.join()
+    return n / ((time.perf_counter_ns() - start) / 1e9)
+
+
 CASES = {
+    "thread-queue": lambda args: thread_queue(int(args[0]), int(args[1]), int(args[2])),
     "pipe-pingpong": lambda args: pipe_pingpong(int(args[0])),
     "mp-queue": lambda args: mp_queue(int(args[0]), int(args[1])),
     "mp-simplequeue": lambda args: mp_queue(int(args[0]), int(args[1]), "simple"),
@@ -140,4 +165,7 @@ CASES = {
 }
 
 if __name__ == "__main__":
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    from peers_pool_async import CASES as MORE_CASES
+    CASES.update(MORE_CASES)
     print(CASES[sys.argv[1]](sys.argv[2:]))

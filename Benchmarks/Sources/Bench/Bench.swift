@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "multiprocessing-bench",
         abstract: "swift-multiprocessing's engine side by side with its peers.")
 
-    static let allSuites = ["lock", "queue", "latency"]
+    static let allSuites = ["lock", "queue", "latency", "sleep", "sync-vs-async"]
 
     @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
     var suite: String = "all"
@@ -27,10 +27,15 @@ struct Bench: ParsableCommand {
 
     @Option(help: .hidden) var probe: String?
     @Option(help: .hidden) var probeIterations: Int = 0
+    @Option(help: .hidden) var probePort: Int = 0
 
     mutating func run() throws {
         if let probe {
-            try runProbe(probe, iterations: probeIterations)
+            if probe.hasPrefix("sva-") {
+                try runSyncVsAsyncChild(probe, n: probeIterations, port: probePort)
+            } else {
+                try runProbe(probe, iterations: probeIterations)
+            }
             return
         }
         let suites = suite == "all" ? Bench.allSuites : [suite]
@@ -47,6 +52,8 @@ struct Bench: ParsableCommand {
             case "lock": rows += try LockSuite(quick: quick, runs: runs).run(python: python)
             case "queue": rows += try QueueSuite(quick: quick, runs: runs).run(python: python)
             case "latency": rows += try LatencySuite(quick: quick, runs: runs).run(python: python)
+            case "sleep": rows += try SleepSuite(quick: quick, runs: runs).run(python: python)
+            case "sync-vs-async": rows += try SyncVsAsyncSuite(quick: quick, runs: runs).run(python: python)
             default: break
             }
         }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Multiprocessing
 
@@ -122,3 +123,18 @@ func expectClean(_ children: [Multiprocessing.Process]) throws {
         throw BenchError.peer("child \(c.name) ended with exit code \(c.exitCode.map(String.init) ?? "?")")
     }
 }
+
+/// Runs `body` as a task on Swift's default executor and blocks this (non-pool) thread until it ends.
+func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+    let box = ResultBox<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        box.value = await body()
+        done.signal()
+    }
+    done.wait()
+    return box.value!
+}
+
+/// Carries a task's result to the thread that waits for it (written before the semaphore signals).
+final class ResultBox<T>: @unchecked Sendable { var value: T? }

@@ -32,11 +32,21 @@ struct QueueSuite {
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
-        rows += try spsc8().run(runs: runs)
-        for size in [64, 4096, 65536] { rows += try spscBytes(size).run(runs: runs) }
+        var spsc = try spsc8()
+        spsc8Peers(&spsc, python: python)
+        rows += try spsc.run(runs: runs)
+        rows += try mpmc(python: python).run(runs: runs)
+        for size in [64, 4096, 65536] {
+            let r = try spscBytes(size).run(runs: runs)
+            rows += r + bandwidthRows(r, bytes: size)
+        }
         rows += try crossProcess(python: python).run(runs: runs)
         rows += try crossProcessCodable(python: python).run(runs: runs)
         rows += try pipes(python: python).run(runs: runs)
+        for contest in try crossProcess4K(python: python) {
+            let r = try contest.run(runs: runs)
+            rows += r + bandwidthRows(r, bytes: 4096)
+        }
         rows += syscalls()
         return rows
     }

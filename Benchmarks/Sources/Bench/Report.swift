@@ -34,6 +34,7 @@ struct Report {
 
     func format(_ x: Double) -> String {
         if x.isNaN { return "–" }
+        if x >= 1e9 { return String(format: "%.2f G", x / 1e9) }
         if x >= 1e6 { return String(format: "%.2f M", x / 1e6) }
         if x >= 1e4 { return String(format: "%.1f k", x / 1e3) }
         if x >= 100 { return String(format: "%.0f", x) }

@@ -16,4 +16,19 @@ void bench_pthread_mutex_loop(void *mutex, int64_t iterations);
 /// another and returns messages per second.
 double bench_reference_spsc(int64_t messages);
 
+/// `samples` sleeps of `duration_ns` as raw io_uring timeouts (liburing, one ring, no Swift between
+/// submit and wait); each overshoot in ns goes to `overshoot_ns`. 0, or a negative errno.
+int bench_uring_timeout_overshoot(int64_t duration_ns, int64_t samples, int64_t *overshoot_ns);
+/// The same with clock_nanosleep(CLOCK_MONOTONIC).
+void bench_nanosleep_overshoot(int64_t duration_ns, int64_t samples, int64_t *overshoot_ns);
+
+/// A listening TCP socket on 127.0.0.1 with an ephemeral port (written to `*port`): the fd, or a
+/// negative errno.
+int bench_echo_listen(int backlog, int *port);
+/// Echoes every connection of `listen_fd` with one epoll thread; never returns (kill the process).
+void bench_echo_serve(int listen_fd);
+/// One blocking client: connect to 127.0.0.1:`port`, send `bytes` (at most 4096), read them back,
+/// close. 0, or a negative errno.
+int bench_tcp_round_trip(int port, int bytes);
+
 #endif
