@@ -68,8 +68,9 @@ def _raise_fd_limit():
 
 
 def sva_asyncio(workload, n, port):
-    """N concurrent asyncio tasks: 'wall_ns peak_rss_kib'."""
+    """N concurrent asyncio tasks: 'wall_ns peak_rss_kib baseline_rss_kib'."""
     _raise_fd_limit()
+    baseline = _peak_rss_kib()
 
     async def sleeper():
         await asyncio.sleep(0.010)
@@ -93,12 +94,13 @@ def sva_asyncio(workload, n, port):
 
     start = time.perf_counter_ns()
     asyncio.run(main())
-    return f"{time.perf_counter_ns() - start} {_peak_rss_kib()}"
+    return f"{time.perf_counter_ns() - start} {_peak_rss_kib()} {baseline}"
 
 
 def sva_threads(workload, n, port):
-    """N concurrent Python threads: 'wall_ns peak_rss_kib'."""
+    """N concurrent Python threads: 'wall_ns peak_rss_kib baseline_rss_kib'."""
     _raise_fd_limit()
+    baseline = _peak_rss_kib()
     errors = []
 
     def sleeper():
@@ -127,7 +129,7 @@ def sva_threads(workload, n, port):
         t.join()
     if errors:
         raise RuntimeError(f"{len(errors)} clients failed: {errors[0]!r}")
-    return f"{time.perf_counter_ns() - start} {_peak_rss_kib()}"
+    return f"{time.perf_counter_ns() - start} {_peak_rss_kib()} {baseline}"
 
 
 CASES = {

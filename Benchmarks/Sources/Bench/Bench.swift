@@ -57,8 +57,10 @@ struct Bench: ParsableCommand {
             default: break
             }
         }
-        let report = Report(machine: Machine.read(), rows: rows)
+        let targets = Target.annotate(&rows)
+        let report = Report(machine: Machine.read(), rows: rows, targets: targets)
         for name in suites { print("\n## \(name)\n\n" + report.table(for: name)) }
+        if !targets.isEmpty { print("\n## Targets\n\n" + targets.joined(separator: "\n")) }
         try write(report.markdown(), to: markdown)
         try write(String(decoding: try report.json(), as: UTF8.self), to: json)
         print("\nwrote \(markdown) and \(json)")

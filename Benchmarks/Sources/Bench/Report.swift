@@ -4,6 +4,8 @@ import Foundation
 struct Report {
     var machine: Machine
     var rows: [Row]
+    /// One line per target of the benchmark issue that this run could check.
+    var targets: [String] = []
 
     /// The engine's rows are the ones whose impl starts with "engine"; each other row of the same
     /// case is a peer, and the ratio says how many times better the engine's first row is.
@@ -52,6 +54,7 @@ struct Report {
         text += "Measured \(machine.date) on \(machine.cpus) × \(machine.cpuModel), Linux \(machine.kernel), "
         text += "\(machine.swift), \(machine.python). Median of the runs; \"engine vs this\" > 1 means the "
         text += "engine is that many times better than the peer in that row.\n"
+        if !targets.isEmpty { text += "\n## Targets\n\n" + targets.joined(separator: "\n") + "\n" }
         for suite in suites { text += "\n## \(suite)\n\n" + table(for: suite) + "\n" }
         return text
     }

@@ -4,9 +4,10 @@ import Foundation
 import Multiprocessing
 
 /// The children of the sync-vs-async suite: one implementation, `n` concurrent tasks, then prints
-/// "wall_ns peak_rss_kib" and exits.
+/// "wall_ns peak_rss_kib baseline_rss_kib" (the peak before the tasks started) and exits.
 func runSyncVsAsyncChild(_ probe: String, n: Int, port: Int) throws {
     raiseDescriptorLimit()
+    let baseline = peakRSSKiB()
     let start = now()
     switch probe {
     case "sva-threads-sleep": try threads(n) { try Multiprocessing.sleep(for: .milliseconds(10)) }
@@ -19,7 +20,7 @@ func runSyncVsAsyncChild(_ probe: String, n: Int, port: Int) throws {
         try tasks(n) { try roundTrip(port) }
     default: throw BenchError.peer("unknown probe \(probe)")
     }
-    print("\(now() - start) \(Int(peakRSSKiB()))")
+    print("\(now() - start) \(Int(peakRSSKiB())) \(Int(baseline))")
 }
 
 private func roundTrip(_ port: Int) throws {

@@ -4,7 +4,8 @@ import Multiprocessing
 
 /// The sync-vs-async suite: N concurrent tasks that each sleep 10 ms, or each do one 64-byte round
 /// trip to a loopback echo server, as threads, as `EventLoop` coroutines, as tasks on Swift's
-/// default executor, as Python asyncio coroutines and as Python threads. Wall time and peak RSS.
+/// default executor, as Python asyncio coroutines and as Python threads. Wall time, peak RSS, and
+/// the tasks' memory: the peak RSS less the process's before the tasks started.
 /// Each measurement runs in a fresh child process so that its peak RSS is its own; the echo server
 /// (C, epoll, one thread) runs in another process, so only the clients are measured.
 struct SyncVsAsyncSuite {
@@ -39,7 +40,7 @@ struct SyncVsAsyncSuite {
     }
 
     private func measure(_ workload: String, _ n: Int, port: Int, python: PythonPeers) throws -> [Row] {
-        var cases: [(String, () throws -> (Double, Double))] = []
+        var cases: [(String, () throws -> (Double, Double, Double))] = []
         for impl in Self.swiftImpls {
             cases.append((impl.label, { try child("sva-\(impl.probe)-\(workload)", n, port) }))
         }
@@ -49,17 +50,21 @@ struct SyncVsAsyncSuite {
         }
         var wall: [String: [Double]] = [:]
         var rss: [String: [Double]] = [:]
+        var taskMemory: [String: [Double]] = [:]
         for (_, m) in cases { _ = try m() }  // warm-up
         for _ in 0..<runs {
             for (name, m) in cases {
-                let (ns, kib) = try m()
+                let (ns, kib, baseline) = try m()
                 wall[name, default: []].append(ns / 1e6)
                 rss[name, default: []].append(kib / 1024)
+                taskMemory[name, default: []].append(Swift.max(0, kib - baseline) / 1024)
             }
         }
         let what = workload == "sleep" ? "sleep 10 ms" : "TCP round trip"
         var rows: [Row] = []
-        for (metric, unit, table) in [("wall time", "ms", wall), ("peak RSS", "MiB", rss)] {
+        for (metric, unit, table) in [
+            ("wall time", "ms", wall), ("peak RSS", "MiB", rss), ("task memory", "MiB", taskMemory),
+        ] {
             for (name, _) in cases {
                 guard let samples = table[name] else { continue }
                 rows.append(
@@ -72,21 +77,21 @@ struct SyncVsAsyncSuite {
     }
 
     /// Runs this program as a child measuring `probe`: (wall ns, peak RSS KiB).
-    private func child(_ probe: String, _ n: Int, _ port: Int) throws -> (Double, Double) {
+    private func child(_ probe: String, _ n: Int, _ port: Int) throws -> (Double, Double, Double) {
         let out = shell("'\(benchExecutable())' --probe \(probe) --probe-iterations \(n) --probe-port \(port) 2>&1")
-        return try parsePair(out, probe)
+        return try parseFigures(out, probe)
     }
 
     private func pythonChild(_ python: PythonPeers, _ name: String, _ workload: String, _ n: Int, _ port: Int)
-        throws -> (Double, Double)
+        throws -> (Double, Double, Double)
     {
-        try parsePair(try python.measureText(name, [workload, String(n), String(port)]), name)
+        try parseFigures(try python.measureText(name, [workload, String(n), String(port)]), name)
     }
 
-    private func parsePair(_ text: String, _ what: String) throws -> (Double, Double) {
+    private func parseFigures(_ text: String, _ what: String) throws -> (Double, Double, Double) {
         let parts = (text.split(separator: "\n").last ?? "").split(separator: " ").compactMap { Double($0) }
-        guard parts.count == 2 else { throw BenchError.peer("\(what) printed: \(text.suffix(300))") }
-        return (parts[0], parts[1])
+        guard parts.count == 3 else { throw BenchError.peer("\(what) printed: \(text.suffix(300))") }
+        return (parts[0], parts[1], parts[2])
     }
 }
 
