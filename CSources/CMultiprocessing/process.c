@@ -124,6 +124,25 @@ int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
     }
 }
 
+#ifdef MP_FAULT_INJECTION
+uint32_t mp_fault_armed;
+
+void mp_fault_die(void) {
+    raise(SIGKILL);
+    _exit(137); // not reached: SIGKILL cannot be caught
+}
+
+int32_t mp_fault_arm(uint32_t point) {
+    MP_STORE(&mp_fault_armed, point, MP_RELAXED);
+    return 1;
+}
+#else
+int32_t mp_fault_arm(uint32_t point) {
+    (void)point;
+    return 0;
+}
+#endif
+
 int32_t mp_pipe(int32_t *fds) {
     int pair[2];
     if (pipe2(pair, O_CLOEXEC) != 0) return -errno;

@@ -385,6 +385,16 @@ _Noreturn void mp_exit_child(int32_t code);
 /// Flushes all stdio streams (before fork, and in a child before `_exit`).
 void mp_flush_stdio(void);
 
+// MARK: - Fault injection (tests)
+
+/// Between a queue consumer counting a message as taken and handing its bytes back to producers.
+#define MP_FAULT_QUEUE_COUNTED 1u
+
+/// Arms a fault point: the calling process SIGKILLs itself the next time it passes `point` (0
+/// disarms). Returns 1, or 0 in builds without fault injection (release), where it does nothing.
+/// A forked child inherits the armed point; arm it in the process that must die.
+int32_t mp_fault_arm(uint32_t point);
+
 // MARK: - Time
 
 /// The monotonic clock in nanoseconds.
