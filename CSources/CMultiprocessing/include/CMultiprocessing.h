@@ -100,20 +100,24 @@ typedef struct mp_mutex {
 void mp_mutex_init(mp_mutex_t *_Nonnull m, uint32_t flags);
 /// The contended part of mp_mutex_lock (spin, then sleep; owner-death checks).
 mp_status_t mp_mutex_lock_contended(mp_mutex_t *_Nonnull m, uint32_t id, int64_t timeout_ns);
+/// The failed fast path of a try (`timeout_ns` 0): takes the lock if it has come free, or over from
+/// an owner that has died (MP_OWNER_DIED), else MP_BUSY.
+mp_status_t mp_mutex_try_contended(mp_mutex_t *_Nonnull m, uint32_t id);
 /// Wakes one sleeper of `m` (the unlock found the WAITERS bit).
 void mp_mutex_wake_one(mp_mutex_t *_Nonnull m);
 
 /// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
-/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). A try
-/// never checks the owner's liveness (that costs syscalls); a blocking acquire does. The fast path
-/// is inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
+/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). Every
+/// acquire that would fail checks the owner's liveness at least once (a few syscalls, only when the
+/// lock is taken), so a dead owner is taken over by tries and short timeouts too. The fast path is
+/// inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
 static inline mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns) {
     uint32_t id = (uint32_t)((m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_id() : mp_thread_id());
     uint32_t expected = 0;
     if (__builtin_expect(__atomic_compare_exchange_n(&m->word, &expected, id, 0, __ATOMIC_ACQUIRE,
                                                      __ATOMIC_RELAXED), 1))
         return MP_OK;
-    if (timeout_ns == 0) return MP_BUSY;
+    if (timeout_ns == 0) return mp_mutex_try_contended(m, id);
     return mp_mutex_lock_contended(m, id, timeout_ns);
 }
 
