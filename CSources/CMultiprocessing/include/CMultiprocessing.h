@@ -246,7 +246,9 @@ typedef struct mp_queue {
     uint64_t tail_cache;     // the consumer's last view of `tail`
     uint64_t consumed;       // messages taken; release-stored
     uint32_t assembling;     // the consumer is inside a fragmented message
-    uint32_t consumer_pad[5];
+    uint32_t consumer_pad;
+    uint64_t counting_head;  // head + 1 of the message being counted in `consumed` (see consume)
+    uint64_t counting_value; // the value `consumed` takes when that message is counted
     mp_mutex_t consumer;
     // Control line: written only when someone sleeps, at shutdown, or once at creation.
     uint32_t data_seq;
@@ -273,13 +275,15 @@ typedef struct mp_queue {
 uint64_t mp_queue_size(uint64_t capacity);
 /// Initialises a queue over `capacity` bytes (a power of two, >= 4096) following the header.
 void mp_queue_init(mp_queue_t *_Nonnull q, uint64_t capacity, uint32_t max_messages, int shared);
-/// The largest message that fits in one record; larger ones travel in fragments.
+/// The largest message that fits in one record (a quarter of the ring, below 2^31 bytes); larger
+/// ones travel in fragments.
 uint64_t mp_queue_max_record(const mp_queue_t *_Nonnull q);
 
 /// Puts one message of `length` bytes. Waits (up to `deadline_ns`, absolute monotonic; INT64_MAX:
-/// forever; <= now: do not wait) for the producer lock, a free message slot and ring space. A
-/// message larger than one record is streamed in fragments (the deadline covers the first only).
-/// MP_OK, MP_TIMED_OUT (nothing was put), MP_SHUTDOWN.
+/// forever; <= now: do not wait) for the producer lock, a free message slot and ring space (and
+/// room to drop a message a dead producer left half-written). A message larger than one record is
+/// streamed in fragments (the deadline covers the first only). MP_OK, MP_TIMED_OUT (nothing was
+/// put), MP_SHUTDOWN.
 mp_status_t mp_queue_put(mp_queue_t *_Nonnull q, const void *_Nullable data, uint64_t length,
                          int64_t deadline_ns);
 
@@ -291,7 +295,8 @@ mp_status_t mp_queue_get_begin(mp_queue_t *_Nonnull q, int64_t deadline_ns,
                                const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
                                uint64_t *_Nonnull total);
 /// Copies the first record into `dest` and the remaining fragments after it, `total` bytes in all,
-/// then releases the consumer lock. MP_OK, or MP_ABORTED (the producer died midway: discard).
+/// then releases the consumer lock. MP_OK, or MP_ABORTED (the producer died or gave up midway, or
+/// the queue was shut down immediately: discard).
 mp_status_t mp_queue_get_rest(mp_queue_t *_Nonnull q, void *_Nonnull dest, uint64_t total);
 /// Consumes a single-record message whose bytes the caller has read; releases the consumer lock.
 void mp_queue_get_end(mp_queue_t *_Nonnull q);
@@ -299,7 +304,9 @@ void mp_queue_get_end(mp_queue_t *_Nonnull q);
 /// Messages waiting (a snapshot: started by a producer and not yet taken).
 int32_t mp_queue_count(const mp_queue_t *_Nonnull q);
 /// Shuts the queue down (Python 3.13's shutdown): puts fail; gets fail once the queue is empty, or
-/// at once when `immediate`. Wakes every sleeper.
+/// at once when `immediate`. Wakes every sleeper. An immediate shutdown also discards the messages
+/// left and marks one task done for each (JoinableQueue); it waits for the put or get in progress
+/// to give up (a few microseconds, or a dead holder's owner check).
 void mp_queue_shutdown(mp_queue_t *_Nonnull q, int immediate);
 
 /// JoinableQueue: one task done. MP_OVERFLOW if none is unfinished.
