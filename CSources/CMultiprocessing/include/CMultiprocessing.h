@@ -132,6 +132,36 @@ static inline mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m) {
 /// The owner's tid, or 0 when free (a snapshot).
 int32_t mp_mutex_owner(const mp_mutex_t *_Nonnull m);
 
+// MARK: - Private lock (the library's own bookkeeping)
+
+/// Forks between the program's start and this process (bumped in each forked child; futex.c).
+extern uint32_t mp_fork_generation;
+
+/// A process-private mutex that is usable in a forked child even if a thread of the parent, which
+/// did not come along, held it at the fork: a lock from an older fork generation re-initialises
+/// itself on first use. Never fork while holding one (the forking thread's hold is dropped too).
+typedef struct mp_private_lock {
+    mp_mutex_t mutex;
+    uint32_t generation;
+    uint32_t reserved;
+} mp_private_lock_t;
+
+void mp_private_lock_init(mp_private_lock_t *_Nonnull l);
+/// The cold path of mp_private_lock_lock: re-initialises a lock from an older generation, once.
+void mp_private_lock_repair(mp_private_lock_t *_Nonnull l);
+
+/// Acquires, waiting as long as it takes. The generation check is one load (acquire: pairs with
+/// the release that publishes a repaired lock) and a compare.
+static inline void mp_private_lock_lock(mp_private_lock_t *_Nonnull l) {
+    if (__builtin_expect(__atomic_load_n(&l->generation, __ATOMIC_ACQUIRE) !=
+                             __atomic_load_n(&mp_fork_generation, __ATOMIC_RELAXED),
+                         0))
+        mp_private_lock_repair(l);
+    (void)mp_mutex_lock(&l->mutex, MP_FOREVER);
+}
+
+static inline void mp_private_lock_unlock(mp_private_lock_t *_Nonnull l) { (void)mp_mutex_unlock(&l->mutex); }
+
 /// Recursive acquire: the owner re-enters by counting. MP_OVERFLOW past 2^31-1 levels.
 mp_status_t mp_rmutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
 /// Recursive release: MP_NOT_HELD unless the calling thread owns it.
@@ -372,9 +402,11 @@ int32_t mp_spawn(const char *_Nonnull path, char *_Nullable const *_Nonnull argv
 /// In a spawned child: SIGKILL when the parent dies; exits at once if `parent` is already gone.
 void mp_die_with_parent(int32_t parent);
 
-/// waitpid. `nohang`: return 0 at once if the child still runs. On a reaped child returns its pid
-/// and stores the Python-style exit code in `*exit_code` (status, or -signal). -errno on failure.
-int32_t mp_wait_child(int32_t pid, int nohang, int32_t *_Nonnull exit_code);
+/// Reaps the child `pid`, through its `pidfd` when it has one (>= 0: a reused pid is then never
+/// reaped by mistake). `nohang`: return 0 at once if the child still runs. On a reaped child
+/// returns `pid` and stores the Python-style exit code in `*exit_code` (status, or -signal).
+/// -errno on failure (ECHILD: reaped elsewhere).
+int32_t mp_wait_child(int32_t pid, int32_t pidfd, int nohang, int32_t *_Nonnull exit_code);
 
 /// A pidfd for the child `pid` (close-on-exec), or -errno. It polls readable once the child exits.
 int32_t mp_pidfd_open(int32_t pid);
@@ -388,6 +420,9 @@ int32_t mp_pipe(int32_t *_Nonnull fds);
 
 /// Sends `signal` to `pid`; 0 or -errno.
 int32_t mp_signal(int32_t pid, int32_t signal);
+/// Sends `signal` to the process `pidfd` names (never to another that reused its pid); 0 or -errno
+/// (ESRCH once it has exited).
+int32_t mp_pidfd_signal(int32_t pidfd, int32_t signal);
 
 /// Writes stderr text and flushes stdio, then `_exit(code)`: the way out of a forked child, which
 /// must not run the parent's atexit handlers or Swift's deinitialisers of inherited state.

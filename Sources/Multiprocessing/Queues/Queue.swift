@@ -167,6 +167,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        SpawnReferences.note(channel.region)
         try c.encode(channel.region.id, forKey: .region)
         try c.encode(codec.kind, forKey: .codec)
         try c.encodeIfPresent(maxSize, forKey: .maxSize)

@@ -132,6 +132,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         if let name {
             try container.encode(name, forKey: .name)
         } else {
+            SpawnReferences.note(region)
             try container.encode(region.id, forKey: .region)
         }
     }
