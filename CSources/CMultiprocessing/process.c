@@ -84,15 +84,20 @@ int32_t mp_spawn(const char *path, char *const *argv, char *const *envp, const i
 
 int32_t mp_wait_child(int32_t pid, int32_t pidfd, int nohang, int32_t *exit_code) {
     siginfo_t info;
-    int rc;
-    do {
+    int options = WEXITED | (nohang ? WNOHANG : 0);
+    for (;;) {
         info.si_pid = 0;
         // By pidfd when there is one: it names this child for good, so a pid that has been reaped
         // elsewhere and reused is never waited for (waitid P_PIDFD, kernel >= 5.4).
-        rc = pidfd >= 0 ? waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED | (nohang ? WNOHANG : 0))
-                        : waitid(P_PID, (id_t)pid, &info, WEXITED | (nohang ? WNOHANG : 0));
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0) return -errno;
+        int rc = pidfd >= 0 ? waitid(P_PIDFD, (id_t)pidfd, &info, options) : waitid(P_PID, (id_t)pid, &info, options);
+        if (rc == 0) break;
+        if (errno == EINTR) continue;
+        if (errno == EINVAL && pidfd >= 0) { // kernel 5.3: pidfds, but no P_PIDFD
+            pidfd = -1;
+            continue;
+        }
+        return -errno;
+    }
     if (info.si_pid == 0) return 0; // WNOHANG: still running
     *exit_code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
     return pid;
