@@ -19,6 +19,8 @@ let package = Package(
         .target(
             name: "CMultiprocessing",
             path: "CSources/CMultiprocessing",
+            // Debug builds (the tests') can make a process die at a named point: see mp_fault_arm.
+            cSettings: [.define("MP_FAULT_INJECTION", .when(configuration: .debug))],
             linkerSettings: [.linkedLibrary("uring")]
         ),
         // The facade users import.

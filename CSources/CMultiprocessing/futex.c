@@ -7,6 +7,12 @@
 //   so a spurious wake-up never stretches a timeout and wall-clock jumps do not matter.
 // - The tid/pid caches are per thread and are cleared in a forked child (pthread_atfork), where the
 //   surviving thread has new ids.
+// - `mp_fork_generation` counts the forks between the program's start and this process; the fork
+//   handler bumps it in the child (single-threaded there). A private lock records the generation it
+//   was set up in; one from an older generation may be held by a thread that did not come along,
+//   so its first user here re-initialises it, under `repair_guard`, and only then publishes the new
+//   generation (release, paired with the acquire in mp_private_lock_lock): a thread that sees the
+//   current generation sees the re-initialised word.
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -25,16 +31,39 @@
 #define PIDFD_THREAD O_EXCL /* linux/pidfd.h of kernel 6.9; Debian 12's headers predate it */
 #endif
 
+_Static_assert(sizeof(mp_private_lock_t) == 24, "mp_private_lock_t is allocated by Swift");
+_Static_assert(offsetof(mp_private_lock_t, mutex) == 0, "the mutex leads the private lock");
+
 __thread int32_t mp_tid_cache;
 int32_t mp_pid_cache;
+uint32_t mp_fork_generation;
+/// Serialises the re-initialisation of stale private locks; itself reset by the fork handler.
+static mp_mutex_t repair_guard;
 
-static void forget_ids_in_child(void) {
+static void after_fork_in_child(void) {
     mp_tid_cache = 0;
     __atomic_store_n(&mp_pid_cache, 0, __ATOMIC_RELAXED);
+    mp_mutex_init(&repair_guard, 0);
+    MP_ADD(&mp_fork_generation, 1, MP_RELEASE);
 }
 
 __attribute__((constructor)) static void install_fork_handler(void) {
-    pthread_atfork(NULL, NULL, forget_ids_in_child);
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+void mp_private_lock_init(mp_private_lock_t *l) {
+    mp_mutex_init(&l->mutex, 0);
+    MP_STORE(&l->generation, MP_LOAD(&mp_fork_generation, MP_RELAXED), MP_RELEASE);
+}
+
+void mp_private_lock_repair(mp_private_lock_t *l) {
+    mp_mutex_lock(&repair_guard, MP_FOREVER);
+    uint32_t now = MP_LOAD(&mp_fork_generation, MP_RELAXED);
+    if (MP_LOAD(&l->generation, MP_RELAXED) != now) {
+        mp_mutex_init(&l->mutex, 0); // its holder, if any, is a thread of the parent
+        MP_STORE(&l->generation, now, MP_RELEASE);
+    }
+    mp_mutex_unlock(&repair_guard);
 }
 
 int32_t mp_thread_id_slow(void) {

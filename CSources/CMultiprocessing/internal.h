@@ -59,6 +59,19 @@ static inline void mp_full_barrier(void) {
 #endif
 }
 
+/// A point where a test can make this process die (see mp_fault_arm): compiled in debug builds only,
+/// where it costs one relaxed load.
+#ifdef MP_FAULT_INJECTION
+extern uint32_t mp_fault_armed;
+_Noreturn void mp_fault_die(void);
+#define MP_FAULT_POINT(point)                                                                      \
+    do {                                                                                           \
+        if (MP_UNLIKELY(MP_LOAD(&mp_fault_armed, MP_RELAXED) == (point))) mp_fault_die();          \
+    } while (0)
+#else
+#define MP_FAULT_POINT(point) ((void)0)
+#endif
+
 /// An absolute monotonic deadline in ns; INT64_MAX for "forever".
 static inline int64_t mp_deadline_after(int64_t timeout_ns) {
     if (timeout_ns < 0) return INT64_MAX;

@@ -19,6 +19,8 @@
 // its own id (only one can win), records the dead id in `dead_owner` and reports MP_OWNER_DIED: it
 // holds the lock and should repair the data. A death is noticed within OWNER_CHECK_NS plus a few
 // syscalls, with no cost while the lock is uncontended and nothing registered with the kernel.
+// A try that finds the lock taken, and a timed acquire whose time runs out before its first
+// scheduled check, check once before giving up, so a dead holder never makes them fail for good.
 // Limits: if the dead owner's id has been reused before the check, the owner reads as alive until
 // the new holder of that id exits; ids are per pid namespace, so all users must share one.
 //
@@ -70,6 +72,7 @@ MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t 
     }
     int64_t deadline = mp_deadline_after(timeout_ns);
     int64_t next_check = mp_monotonic_ns() + OWNER_CHECK_NS;
+    int checked = 0;
     for (;;) {
         w = MP_LOAD(&m->word, MP_RELAXED);
         if (w == 0) {
@@ -82,14 +85,21 @@ MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t 
             w = flagged;
         }
         int64_t now = mp_monotonic_ns();
-        if (now >= next_check) {
+        if (now >= next_check || (now >= deadline && !checked)) {
             if (take_from_dead_owner(m, w, id)) return MP_OWNER_DIED;
             next_check = now + OWNER_CHECK_NS;
+            checked = 1;
             continue; // the check took time: re-read the word before sleeping
         }
         if (now >= deadline) return MP_TIMED_OUT;
         mp_futex_wait(&m->word, w, next_check < deadline ? next_check : deadline, is_shared(m));
     }
+}
+
+MP_COLD mp_status_t mp_mutex_try_contended(mp_mutex_t *m, uint32_t id) {
+    uint32_t w = MP_LOAD(&m->word, MP_RELAXED);
+    if (w == 0) return MP_CAS(&m->word, &w, id, MP_ACQUIRE, MP_RELAXED) ? MP_OK : MP_BUSY;
+    return take_from_dead_owner(m, w, id) ? MP_OWNER_DIED : MP_BUSY;
 }
 
 MP_COLD void mp_mutex_wake_one(mp_mutex_t *m) { mp_futex_wake(&m->word, 1, is_shared(m)); }

@@ -23,6 +23,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef P_PIDFD
+#define P_PIDFD 3 /* linux/wait.h of kernel 5.4; older libc headers predate it */
+#endif
+
 void mp_flush_stdio(void) { fflush(NULL); }
 
 void mp_die_with_parent(int32_t parent) {
@@ -78,21 +82,32 @@ int32_t mp_spawn(const char *path, char *const *argv, char *const *envp, const i
     return rc == 0 ? pid : -rc;
 }
 
-int32_t mp_wait_child(int32_t pid, int nohang, int32_t *exit_code) {
-    int status = 0;
-    pid_t rc;
-    do {
-        rc = waitpid(pid, &status, nohang ? WNOHANG : 0);
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0) return -errno;
-    if (rc == 0) return 0;
-    if (WIFEXITED(status)) *exit_code = WEXITSTATUS(status);
-    else if (WIFSIGNALED(status)) *exit_code = -WTERMSIG(status);
-    else *exit_code = 0;
-    return rc;
+int32_t mp_wait_child(int32_t pid, int32_t pidfd, int nohang, int32_t *exit_code) {
+    siginfo_t info;
+    int options = WEXITED | (nohang ? WNOHANG : 0);
+    for (;;) {
+        info.si_pid = 0;
+        // By pidfd when there is one: it names this child for good, so a pid that has been reaped
+        // elsewhere and reused is never waited for (waitid P_PIDFD, kernel >= 5.4).
+        int rc = pidfd >= 0 ? waitid(P_PIDFD, (id_t)pidfd, &info, options) : waitid(P_PID, (id_t)pid, &info, options);
+        if (rc == 0) break;
+        if (errno == EINTR) continue;
+        if (errno == EINVAL && pidfd >= 0) { // kernel 5.3: pidfds, but no P_PIDFD
+            pidfd = -1;
+            continue;
+        }
+        return -errno;
+    }
+    if (info.si_pid == 0) return 0; // WNOHANG: still running
+    *exit_code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    return pid;
 }
 
 int32_t mp_signal(int32_t pid, int32_t signal) { return kill(pid, signal) == 0 ? 0 : -errno; }
+
+int32_t mp_pidfd_signal(int32_t pidfd, int32_t signal) {
+    return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
+}
 
 void mp_exit_child(int32_t code) {
     fflush(NULL);
@@ -123,6 +138,25 @@ int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
         if (errno != EINTR) return -errno;
     }
 }
+
+#ifdef MP_FAULT_INJECTION
+uint32_t mp_fault_armed;
+
+void mp_fault_die(void) {
+    raise(SIGKILL);
+    _exit(137); // not reached: SIGKILL cannot be caught
+}
+
+int32_t mp_fault_arm(uint32_t point) {
+    MP_STORE(&mp_fault_armed, point, MP_RELAXED);
+    return 1;
+}
+#else
+int32_t mp_fault_arm(uint32_t point) {
+    (void)point;
+    return 0;
+}
+#endif
 
 int32_t mp_pipe(int32_t *fds) {
     int pair[2];

@@ -51,6 +51,34 @@ struct LockTests {
         try lock.release()
     }
 
+    @Test("tryAcquire and timeouts shorter than the owner check take a lock over from a SIGKILLed holder")
+    func tryAfterKilledHolder() throws {
+        let lock = Lock()
+        let rlock = RLock()
+        let timed = Lock()
+        let holder = Process {
+            try lock.acquire()
+            try rlock.acquire()
+            try timed.acquire()
+            while true { try sleep(for: .seconds(1)) }
+        }
+        try holder.start()
+        #expect(eventually { timed.isLocked })
+        try holder.kill()
+        try holder.join()
+        let pid = try #require(holder.pid)
+        #expect(throws: SyncError.ownerDied(owner: pid)) { _ = try lock.tryAcquire() }
+        #expect(lock.isLocked)  // held by us now
+        try lock.release()
+        #expect(throws: SyncError.self) { _ = try rlock.tryAcquire() }
+        #expect(rlock.isOwnedByCurrentThread)
+        try rlock.release()
+        #expect(throws: SyncError.ownerDied(owner: pid)) { _ = try timed.acquire(timeout: .milliseconds(2)) }
+        try timed.release()
+        #expect(try lock.tryAcquire())  // and from now on, as usual
+        try lock.release()
+    }
+
     @Test("a Lock held by one thread may be released by another, as in Python")
     func releaseFromOtherThread() throws {
         let lock = Lock()

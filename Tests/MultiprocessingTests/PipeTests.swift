@@ -74,4 +74,22 @@ struct PipeTests {
         try p.join()
         #expect(p.exitCode == 0)
     }
+
+    @Test("decoding the same end twice gives objects that share its descriptor: dropping one closes nothing")
+    func decodedTwice() throws {
+        let (a, b) = try Pipe.make()
+        let encoded = try FoundationJSON.encode(a)
+        var first: Connection? = try FoundationJSON.decode(Connection.self, encoded)
+        var second: Connection? = try FoundationJSON.decode(Connection.self, encoded)
+        #expect(first?.fileDescriptor == a.fileDescriptor)
+        first = nil
+        try b.send(1)
+        #expect(try second?.receive(Int.self, timeout: .seconds(5)) == 1)
+        second = nil
+        try b.send(2)
+        #expect(try a.receive(Int.self, timeout: .seconds(5)) == 2)
+        try a.send(3)
+        #expect(try b.receive(Int.self, timeout: .seconds(5)) == 3)
+        #expect(first == nil && second == nil)
+    }
 }

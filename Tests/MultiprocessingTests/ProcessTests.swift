@@ -1,5 +1,7 @@
-import Multiprocessing
+import CMultiprocessing
 import Testing
+
+@testable import Multiprocessing
 
 #if canImport(Glibc)
     import Glibc
@@ -166,6 +168,114 @@ struct ProcessTests {
         close(fds[0])
         #expect(String(decoding: buffer[0..<max(n, 0)], as: UTF8.self) == "once")
     }
+
+    @Test("locks held by the parent's other threads at fork are free in the child, which can use the same objects")
+    func forkWhileLocked() throws {
+        let (reader, writer) = try Pipe.make(duplex: false)
+        let finish = Event()
+        let big = [UInt8](repeating: 9, count: 1 << 20)
+        let sender = Thread {
+            try writer.sendBytes(big)  // blocks on the full pipe, holding the end's send lock
+            finish.wait()  // and stays alive: a lock of a live thread is never taken over
+        }
+        try sender.start()
+        #expect(eventually { bytesWaiting(reader.fileDescriptor) > 0 })  // inside sendBytes now
+        let code = try runInChild(timeout: .seconds(20)) {
+            guard try reader.receiveBytes() == big else { exit(2) }  // the parent's sender finishes
+            try writer.sendBytes([1, 2, 3])  // the send lock the sender held at fork
+            guard try reader.receiveBytes() == [1, 2, 3] else { exit(3) }
+            guard Process(target: {}).name.hasPrefix("Process-") else { exit(4) }
+        }
+        finish.set()
+        #expect(try sender.join(timeout: .seconds(20)))
+        #expect(code == 0)
+    }
+
+    @Test("without a pidfd, join keeps its timeout and does not hold the process's state while it waits")
+    func joinWithoutPidfd() throws {
+        // start() closes the pidfds of children it reaps, which can free a descriptor: try again then.
+        var started: Process?
+        for _ in 0..<5 where started == nil {
+            _ = Process.activeChildren  // reap what has finished before taking every descriptor
+            let p = Process { try sleep(for: .seconds(3)) }  // ends by itself: a bug fails the test, never hangs it
+            try withoutSpareDescriptors { try p.start() }  // pidfd_open fails with EMFILE
+            if p.state.withLock({ $0.pidfd }) < 0 { started = p } else { try p.kill() }
+        }
+        let p = try #require(started)
+        #expect(try !p.join(timeout: .milliseconds(50)))
+        let joiner = Thread { try p.join() }
+        try joiner.start()
+        try sleep(for: .milliseconds(50))
+        #expect(p.isAlive)  // read while the joiner waits: the state is not held across the wait
+        try p.kill()
+        #expect(try joiner.join(timeout: .seconds(10)))
+        #expect(p.exitCode == -SIGKILL)
+    }
+
+    @Test(
+        "a signal never reaches a process that took over the pid of a child reaped elsewhere",
+        .enabled(if: access("/proc/sys/kernel/ns_last_pid", W_OK) == 0))
+    func noSignalToRecycledPid() throws {
+        let code = try runInChild(timeout: .seconds(60)) {
+            var status: Int32 = 0
+            for _ in 0..<20 {
+                let p = Process(daemon: true) { while true { try sleep(for: .seconds(1)) } }
+                try p.start()
+                let pid = p.pid!
+                Glibc.kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)  // reaped behind the Process object's back
+                guard setLastPID(pid - 1) else { exit(77) }
+                let victim = mp_fork(1)  // takes over the pid, unless another process got there first
+                if victim == 0 { while true { pause() } }
+                if victim != pid {
+                    Glibc.kill(victim, SIGKILL)
+                    waitpid(victim, &status, 0)
+                    continue
+                }
+                try? p.terminate()
+                usleep(100_000)
+                let survived = waitpid(victim, &status, WNOHANG) == 0
+                Glibc.kill(victim, SIGKILL)
+                waitpid(victim, &status, 0)
+                exit(survived ? 0 : 1)
+            }
+            exit(77)  // never got the pid back: inconclusive
+        }
+        #expect(code == 0 || code == 77)
+    }
+}
+
+/// Runs `body` with every descriptor number in use, so that any call that opens one fails with
+/// EMFILE; then gives them back.
+func withoutSpareDescriptors(_ body: () throws -> Void) rethrows {
+    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    var saved = rlimit()
+    getrlimit(resource, &saved)
+    var lowered = saved
+    lowered.rlim_cur = min(saved.rlim_cur, 1024)
+    setrlimit(resource, &lowered)
+    var fillers: [Int32] = []
+    while case let fd = dup(2), fd >= 0 { fillers.append(fd) }
+    defer {
+        for fd in fillers { close(fd) }
+        setrlimit(resource, &saved)
+    }
+    try body()
+}
+
+/// Bytes waiting to be read in a pipe or socket.
+func bytesWaiting(_ fd: Int32) -> Int32 {
+    var n: Int32 = 0
+    return ioctl(fd, UInt(FIONREAD), &n) == 0 ? n : -1
+}
+
+/// Makes the kernel hand out `pid + 1` next (in this pid namespace), if we may.
+func setLastPID(_ pid: Int32) -> Bool {
+    let fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    let text = Array(String(pid).utf8)
+    return write(fd, text, text.count) == text.count
 }
 
 /// Leaves a forked child at once, without waiting for its own children (as a crash would).

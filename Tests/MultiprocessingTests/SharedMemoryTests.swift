@@ -117,4 +117,22 @@ struct SharedMemoryTests {
         // The handle names a Lock: decoding it as an Event is refused.
         #expect(throws: SharedMemoryError.staleHandle) { _ = try JSONDecoderShim.decode(Event.self, from: encoded) }
     }
+
+    @Test("a forked child that drops its copy of a named region leaves the name to the creator")
+    func childDoesNotUnlink() throws {
+        let name = Self.uniqueName("child")
+        let box = Box(try SharedMemory(create: name, size: 64))
+        let code = try runInChild(timeout: .seconds(20)) { box.memory = nil }  // the child's copy goes
+        #expect(code == 0)
+        #expect(access("/dev/shm/\(name)", F_OK) == 0)
+        #expect(try SharedMemory(attach: name).size == 64)
+        box.memory = nil  // the creator's goes: it unlinks
+        #expect(access("/dev/shm/\(name)", F_OK) != 0)
+    }
+}
+
+/// Holds a region so that a forked child can drop the only reference in its copy.
+final class Box: @unchecked Sendable {
+    var memory: SharedMemory?
+    init(_ memory: SharedMemory) { self.memory = memory }
 }

@@ -59,4 +59,47 @@ struct SpawnTests {
         try holder.join()
         #expect(holder.exitCode == -SIGKILL)
     }
+
+    @Test("a spawned child keeps only the descriptors its argument names: an unrelated pipe still ends")
+    func onlyNamedDescriptors() throws {
+        let (reader, writer) = try Pipe.make(duplex: false)
+        let (parent, child) = try Pipe.make()
+        let echo = Process(spawn: TestTargets.pipeEcho, argument: child)
+        try echo.start()
+        try parent.send("hi")
+        #expect(try parent.receive(String.self, timeout: .seconds(60)) == "hihi")  // the child runs
+        writer.close()
+        let ended = try reader.poll(timeout: .seconds(5))
+        #expect(ended, "the spawned child holds the write end of a pipe it was never given")
+        if ended { #expect(throws: ConnectionError.endOfFile) { _ = try reader.receiveBytes() } }
+        try parent.send("")
+        #expect(try echo.join(timeout: .seconds(60)))
+        #expect(echo.exitCode == 0)
+    }
+
+    @Test("a spawn that fails to start leaves the process unstarted, so start can be tried again")
+    func failedStart() throws {
+        let (_, closed) = try Pipe.make()
+        closed.close()
+        let broken = Process(spawn: TestTargets.pipeEcho, argument: closed)  // a closed end cannot go
+        for _ in 0..<2 {
+            let error = #expect(throws: ProcessError.self) { try broken.start() }
+            guard case .argumentEncoding = error else {
+                Issue.record("expected argumentEncoding, got \(String(describing: error))")
+                continue
+            }
+        }
+        #expect(throws: ProcessError.notStarted) { try broken.join() }
+        #expect(broken.pid == nil)
+        #expect(!broken.isAlive)
+
+        let p = Process(spawn: TestTargets.fail, argument: ExitJob(code: 0))
+        Spawn.executable = "/nonexistent/multiprocessing-helper"
+        defer { useTestHelper() }
+        #expect(throws: ProcessError.system(.noSuchFileOrDirectory, function: "posix_spawn")) { try p.start() }
+        useTestHelper()
+        try p.start()
+        #expect(try p.join(timeout: .seconds(60)))
+        #expect(p.exitCode == 0)
+    }
 }

@@ -41,3 +41,39 @@ func runInChild(_ body: @escaping () throws -> Void) throws -> Int32? {
 
 /// Whether this test process runs under ThreadSanitizer (its runtime is linked in).
 let runningUnderThreadSanitizer = dlsym(nil, "__tsan_init") != nil
+
+/// Runs `body` in a forked child and returns its exit code. A child still running after `timeout`
+/// is killed (its code is then -SIGKILL), so a hang fails the test instead of hanging the suite.
+func runInChild(timeout: Duration, _ body: @escaping () throws -> Void) throws -> Int32? {
+    let p = Process(target: body)
+    try p.start()
+    if try !p.join(timeout: timeout) {
+        try p.kill()
+        try p.join()
+    }
+    return p.exitCode
+}
+
+/// Polls `condition` every millisecond for up to `timeout`; returns whether it came true.
+func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) rethrows -> Bool {
+    let end = ContinuousClock.now + timeout
+    while ContinuousClock.now < end {
+        if try condition() { return true }
+        usleep(1000)
+    }
+    return try condition()
+}
+
+/// CPU time (user + system) the process `pid` has used, in clock ticks, from /proc/<pid>/stat.
+func cpuTicks(_ pid: Int32) -> Int {
+    guard let f = fopen("/proc/\(pid)/stat", "r") else { return 0 }
+    defer { fclose(f) }
+    var buffer = [CChar](repeating: 0, count: 1024)
+    guard fgets(&buffer, 1024, f) != nil else { return 0 }
+    let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard let paren = line.lastIndex(of: ")") else { return 0 }
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let fields = line[line.index(after: paren)...].split(separator: " ")
+    guard fields.count > 13, let user = Int(fields[11]), let system = Int(fields[12]) else { return 0 }
+    return user + system
+}

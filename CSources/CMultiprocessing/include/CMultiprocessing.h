@@ -100,20 +100,24 @@ typedef struct mp_mutex {
 void mp_mutex_init(mp_mutex_t *_Nonnull m, uint32_t flags);
 /// The contended part of mp_mutex_lock (spin, then sleep; owner-death checks).
 mp_status_t mp_mutex_lock_contended(mp_mutex_t *_Nonnull m, uint32_t id, int64_t timeout_ns);
+/// The failed fast path of a try (`timeout_ns` 0): takes the lock if it has come free, or over from
+/// an owner that has died (MP_OWNER_DIED), else MP_BUSY.
+mp_status_t mp_mutex_try_contended(mp_mutex_t *_Nonnull m, uint32_t id);
 /// Wakes one sleeper of `m` (the unlock found the WAITERS bit).
 void mp_mutex_wake_one(mp_mutex_t *_Nonnull m);
 
 /// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
-/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). A try
-/// never checks the owner's liveness (that costs syscalls); a blocking acquire does. The fast path
-/// is inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
+/// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). Every
+/// acquire that would fail checks the owner's liveness at least once (a few syscalls, only when the
+/// lock is taken), so a dead owner is taken over by tries and short timeouts too. The fast path is
+/// inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
 static inline mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns) {
     uint32_t id = (uint32_t)((m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_id() : mp_thread_id());
     uint32_t expected = 0;
     if (__builtin_expect(__atomic_compare_exchange_n(&m->word, &expected, id, 0, __ATOMIC_ACQUIRE,
                                                      __ATOMIC_RELAXED), 1))
         return MP_OK;
-    if (timeout_ns == 0) return MP_BUSY;
+    if (timeout_ns == 0) return mp_mutex_try_contended(m, id);
     return mp_mutex_lock_contended(m, id, timeout_ns);
 }
 
@@ -127,6 +131,36 @@ static inline mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m) {
 }
 /// The owner's tid, or 0 when free (a snapshot).
 int32_t mp_mutex_owner(const mp_mutex_t *_Nonnull m);
+
+// MARK: - Private lock (the library's own bookkeeping)
+
+/// Forks between the program's start and this process (bumped in each forked child; futex.c).
+extern uint32_t mp_fork_generation;
+
+/// A process-private mutex that is usable in a forked child even if a thread of the parent, which
+/// did not come along, held it at the fork: a lock from an older fork generation re-initialises
+/// itself on first use. Never fork while holding one (the forking thread's hold is dropped too).
+typedef struct mp_private_lock {
+    mp_mutex_t mutex;
+    uint32_t generation;
+    uint32_t reserved;
+} mp_private_lock_t;
+
+void mp_private_lock_init(mp_private_lock_t *_Nonnull l);
+/// The cold path of mp_private_lock_lock: re-initialises a lock from an older generation, once.
+void mp_private_lock_repair(mp_private_lock_t *_Nonnull l);
+
+/// Acquires, waiting as long as it takes. The generation check is one load (acquire: pairs with
+/// the release that publishes a repaired lock) and a compare.
+static inline void mp_private_lock_lock(mp_private_lock_t *_Nonnull l) {
+    if (__builtin_expect(__atomic_load_n(&l->generation, __ATOMIC_ACQUIRE) !=
+                             __atomic_load_n(&mp_fork_generation, __ATOMIC_RELAXED),
+                         0))
+        mp_private_lock_repair(l);
+    (void)mp_mutex_lock(&l->mutex, MP_FOREVER);
+}
+
+static inline void mp_private_lock_unlock(mp_private_lock_t *_Nonnull l) { (void)mp_mutex_unlock(&l->mutex); }
 
 /// Recursive acquire: the owner re-enters by counting. MP_OVERFLOW past 2^31-1 levels.
 mp_status_t mp_rmutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
@@ -242,7 +276,9 @@ typedef struct mp_queue {
     uint64_t tail_cache;     // the consumer's last view of `tail`
     uint64_t consumed;       // messages taken; release-stored
     uint32_t assembling;     // the consumer is inside a fragmented message
-    uint32_t consumer_pad[5];
+    uint32_t consumer_pad;
+    uint64_t counting_head;  // head + 1 of the message being counted in `consumed` (see consume)
+    uint64_t counting_value; // the value `consumed` takes when that message is counted
     mp_mutex_t consumer;
     // Control line: written only when someone sleeps, at shutdown, or once at creation.
     uint32_t data_seq;
@@ -269,13 +305,15 @@ typedef struct mp_queue {
 uint64_t mp_queue_size(uint64_t capacity);
 /// Initialises a queue over `capacity` bytes (a power of two, >= 4096) following the header.
 void mp_queue_init(mp_queue_t *_Nonnull q, uint64_t capacity, uint32_t max_messages, int shared);
-/// The largest message that fits in one record; larger ones travel in fragments.
+/// The largest message that fits in one record (a quarter of the ring, below 2^31 bytes); larger
+/// ones travel in fragments.
 uint64_t mp_queue_max_record(const mp_queue_t *_Nonnull q);
 
 /// Puts one message of `length` bytes. Waits (up to `deadline_ns`, absolute monotonic; INT64_MAX:
-/// forever; <= now: do not wait) for the producer lock, a free message slot and ring space. A
-/// message larger than one record is streamed in fragments (the deadline covers the first only).
-/// MP_OK, MP_TIMED_OUT (nothing was put), MP_SHUTDOWN.
+/// forever; <= now: do not wait) for the producer lock, a free message slot and ring space (and
+/// room to drop a message a dead producer left half-written). A message larger than one record is
+/// streamed in fragments (the deadline covers the first only). MP_OK, MP_TIMED_OUT (nothing was
+/// put), MP_SHUTDOWN.
 mp_status_t mp_queue_put(mp_queue_t *_Nonnull q, const void *_Nullable data, uint64_t length,
                          int64_t deadline_ns);
 
@@ -287,7 +325,8 @@ mp_status_t mp_queue_get_begin(mp_queue_t *_Nonnull q, int64_t deadline_ns,
                                const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
                                uint64_t *_Nonnull total);
 /// Copies the first record into `dest` and the remaining fragments after it, `total` bytes in all,
-/// then releases the consumer lock. MP_OK, or MP_ABORTED (the producer died midway: discard).
+/// then releases the consumer lock. MP_OK, or MP_ABORTED (the producer died or gave up midway, or
+/// the queue was shut down immediately: discard).
 mp_status_t mp_queue_get_rest(mp_queue_t *_Nonnull q, void *_Nonnull dest, uint64_t total);
 /// Consumes a single-record message whose bytes the caller has read; releases the consumer lock.
 void mp_queue_get_end(mp_queue_t *_Nonnull q);
@@ -295,7 +334,9 @@ void mp_queue_get_end(mp_queue_t *_Nonnull q);
 /// Messages waiting (a snapshot: started by a producer and not yet taken).
 int32_t mp_queue_count(const mp_queue_t *_Nonnull q);
 /// Shuts the queue down (Python 3.13's shutdown): puts fail; gets fail once the queue is empty, or
-/// at once when `immediate`. Wakes every sleeper.
+/// at once when `immediate`. Wakes every sleeper. An immediate shutdown also discards the messages
+/// left and marks one task done for each (JoinableQueue); it waits for the put or get in progress
+/// to give up (a few microseconds, or a dead holder's owner check).
 void mp_queue_shutdown(mp_queue_t *_Nonnull q, int immediate);
 
 /// JoinableQueue: one task done. MP_OVERFLOW if none is unfinished.
@@ -361,9 +402,11 @@ int32_t mp_spawn(const char *_Nonnull path, char *_Nullable const *_Nonnull argv
 /// In a spawned child: SIGKILL when the parent dies; exits at once if `parent` is already gone.
 void mp_die_with_parent(int32_t parent);
 
-/// waitpid. `nohang`: return 0 at once if the child still runs. On a reaped child returns its pid
-/// and stores the Python-style exit code in `*exit_code` (status, or -signal). -errno on failure.
-int32_t mp_wait_child(int32_t pid, int nohang, int32_t *_Nonnull exit_code);
+/// Reaps the child `pid`, through its `pidfd` when it has one (>= 0: a reused pid is then never
+/// reaped by mistake). `nohang`: return 0 at once if the child still runs. On a reaped child
+/// returns `pid` and stores the Python-style exit code in `*exit_code` (status, or -signal).
+/// -errno on failure (ECHILD: reaped elsewhere).
+int32_t mp_wait_child(int32_t pid, int32_t pidfd, int nohang, int32_t *_Nonnull exit_code);
 
 /// A pidfd for the child `pid` (close-on-exec), or -errno. It polls readable once the child exits.
 int32_t mp_pidfd_open(int32_t pid);
@@ -377,6 +420,9 @@ int32_t mp_pipe(int32_t *_Nonnull fds);
 
 /// Sends `signal` to `pid`; 0 or -errno.
 int32_t mp_signal(int32_t pid, int32_t signal);
+/// Sends `signal` to the process `pidfd` names (never to another that reused its pid); 0 or -errno
+/// (ESRCH once it has exited).
+int32_t mp_pidfd_signal(int32_t pidfd, int32_t signal);
 
 /// Writes stderr text and flushes stdio, then `_exit(code)`: the way out of a forked child, which
 /// must not run the parent's atexit handlers or Swift's deinitialisers of inherited state.
@@ -384,6 +430,16 @@ _Noreturn void mp_exit_child(int32_t code);
 
 /// Flushes all stdio streams (before fork, and in a child before `_exit`).
 void mp_flush_stdio(void);
+
+// MARK: - Fault injection (tests)
+
+/// Between a queue consumer counting a message as taken and handing its bytes back to producers.
+#define MP_FAULT_QUEUE_COUNTED 1u
+
+/// Arms a fault point: the calling process SIGKILLs itself the next time it passes `point` (0
+/// disarms). Returns 1, or 0 in builds without fault injection (release), where it does nothing.
+/// A forked child inherits the armed point; arm it in the process that must die.
+int32_t mp_fault_arm(uint32_t point);
 
 // MARK: - Time
 

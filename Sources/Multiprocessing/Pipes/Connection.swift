@@ -49,25 +49,24 @@ public enum Pipe {
 ///
 /// A forked child inherits both ends; a spawned child receives an end in its arguments (it is
 /// `Codable`: the descriptor is kept open across the spawn). Sends are atomic with respect to
-/// other threads of this process, and so are receives.
+/// other threads of this process, and so are receives. Decoding the same end twice in one process
+/// gives two objects for one end: they share its descriptor, which closes when both are gone (or
+/// at ``close()`` on either).
 public final class Connection: @unchecked Sendable, Codable {
-    private let state: Locked<Int32>  // the descriptor, -1 once closed
-    private let sendLock = InternalLock()
-    private let receiveLock = InternalLock()
+    private let end: Endpoint
     /// Whether this end can receive.
     public let readable: Bool
     /// Whether this end can send.
     public let writable: Bool
 
     init(fd: Int32, readable: Bool, writable: Bool) {
-        state = Locked(fd)
+        end = Endpoints.adopt(fd)
         self.readable = readable
         self.writable = writable
-        InheritedDescriptors.add(fd)
     }
 
     /// The descriptor, for `poll`/`select` by the user; -1 once closed.
-    public var fileDescriptor: Int32 { state.withLock { $0 } }
+    public var fileDescriptor: Int32 { end.fileDescriptor }
 
     /// Whether ``close()`` has been called on this end here.
     public var isClosed: Bool { fileDescriptor < 0 }
@@ -111,7 +110,7 @@ public final class Connection: @unchecked Sendable, Codable {
         frame.reserveCapacity(4 + bytes.count)
         withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { frame.append(contentsOf: $0) }
         frame.append(contentsOf: bytes)
-        try sendLock.withLock { () throws(ConnectionError) in
+        try end.sendLock.withLock { () throws(ConnectionError) in
             try frame.withUnsafeBytes { raw in Result { () throws(ConnectionError) in try writeAll(fd, raw) } }.get()
         }
     }
@@ -120,7 +119,7 @@ public final class Connection: @unchecked Sendable, Codable {
     public func receiveBytes() throws(ConnectionError) -> [UInt8] {
         guard readable else { throw .wrongDirection }
         let fd = try descriptor()
-        return try receiveLock.withLock { () throws(ConnectionError) -> [UInt8] in
+        return try end.receiveLock.withLock { () throws(ConnectionError) -> [UInt8] in
             var header = [UInt8](repeating: 0, count: 4)
             try header.withUnsafeMutableBytes { raw in Result { () throws(ConnectionError) in try readAll(fd, raw) } }
                 .get()
@@ -147,18 +146,7 @@ public final class Connection: @unchecked Sendable, Codable {
     }
 
     /// Closes this end here (the other end then reads ``ConnectionError/endOfFile``).
-    public func close() {
-        let fd = state.withLock { fd -> Int32 in
-            defer { fd = -1 }
-            return fd
-        }
-        if fd >= 0 {
-            InheritedDescriptors.remove(fd)
-            _ = Glibc.close(fd)
-        }
-    }
-
-    deinit { close() }
+    public func close() { end.close() }
 
     private func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer) throws(ConnectionError) {
         var offset = 0
@@ -203,7 +191,9 @@ public final class Connection: @unchecked Sendable, Codable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(try descriptor(), forKey: .fd)
+        let fd = try descriptor()
+        SpawnReferences.note(descriptor: fd)
+        try c.encode(fd, forKey: .fd)
         try c.encode(readable, forKey: .readable)
         try c.encode(writable, forKey: .writable)
     }
@@ -213,18 +203,58 @@ public final class Connection: @unchecked Sendable, Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let fd = try c.decode(Int32.self, forKey: .fd)
         guard fcntl(fd, F_GETFD) >= 0 else { throw ConnectionError.closed }
-        state = Locked(fd)
         readable = try c.decode(Bool.self, forKey: .readable)
         writable = try c.decode(Bool.self, forKey: .writable)
-        InheritedDescriptors.add(fd)
+        end = Endpoints.adopt(fd)
     }
 }
 
-/// Descriptors a spawned child keeps open (besides the shared regions): the live connection ends.
-enum InheritedDescriptors {
-    private static let fds = Locked<Set<Int32>>([])
-    static func add(_ fd: Int32) { fds.withLock { _ = $0.insert(fd) } }
-    static func remove(_ fd: Int32) { fds.withLock { _ = $0.remove(fd) } }
-    static func all() -> [Int32] { fds.withLock { Array($0) } }
-    static func resetAfterFork() { fds.resetAfterFork() }
+/// One open descriptor of this process and the locks that keep its messages whole, shared by every
+/// ``Connection`` object that stands for it. It closes the descriptor at ``close()``, or when the
+/// last of those objects goes.
+final class Endpoint: @unchecked Sendable {
+    private let state: Locked<Int32>  // the descriptor, -1 once closed
+    let sendLock = InternalLock()
+    let receiveLock = InternalLock()
+
+    fileprivate init(fd: Int32) { state = Locked(fd) }
+
+    var fileDescriptor: Int32 { state.withLock { $0 } }
+
+    func close() {
+        let fd = state.withLock { fd -> Int32 in
+            defer { fd = -1 }
+            return fd
+        }
+        guard fd >= 0 else { return }
+        Endpoints.forget(fd, self)  // first: once closed, the number may be handed out again
+        _ = Glibc.close(fd)
+    }
+
+    deinit { close() }
+}
+
+/// The open ends of this process by descriptor, held weakly, so that every ``Connection`` for one
+/// descriptor (made here, or decoded once or more) shares one ``Endpoint``.
+enum Endpoints {
+    private struct Entry {
+        weak var end: Endpoint?
+    }
+    private static let table = Locked<[Int32: Entry]>([:])
+
+    static func adopt(_ fd: Int32) -> Endpoint {
+        table.withLock { table in
+            if let end = table[fd]?.end { return end }
+            let end = Endpoint(fd: fd)
+            table[fd] = Entry(end: end)
+            return end
+        }
+    }
+
+    static func forget(_ fd: Int32, _ end: Endpoint) {
+        table.withLock { table in
+            if let current = table[fd]?.end, current !== end { return }
+            table[fd] = nil
+        }
+    }
 }

@@ -132,7 +132,12 @@ open class Process: @unchecked Sendable {
         case .current:
             throw .alreadyStarted
         case .spawn(let request):
-            pid = try Spawn.start(request, name: name, daemon: daemon)
+            do {
+                pid = try Spawn.start(request, name: name, daemon: daemon)
+            } catch {
+                state.withLock { $0.started = false }  // nothing was started: start may be tried again
+                throw error
+            }
         case .closure, .subclass:
             pid = mp_fork(daemon ? 1 : 0)
             if pid == 0 { runForkedChild() }
@@ -150,9 +155,9 @@ open class Process: @unchecked Sendable {
     }
 
     private func runForkedChild() -> Never {
-        // Single-threaded now: locks held by the parent's other threads did not come along.
-        resetRegistriesAfterFork()
-        state.resetAfterFork()
+        // Locks that the parent's other threads held reset themselves (InternalLock); what is the
+        // parent's alone is forgotten here.
+        Children.forgetAfterFork()
         state.withLock {
             $0.pid = mp_process_id()
             $0.exitCode = nil
@@ -178,13 +183,30 @@ open class Process: @unchecked Sendable {
         if let timeout {
             do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
         }
-        if pidfd >= 0 {
-            let rc = mp_poll_readable(pidfd, ns)
-            if rc == 0 { return state.withLock { $0.exitCode != nil } }
-            if rc < 0 { throw .system(Errno(rawValue: -rc), function: "ppoll") }
+        if pidfd < 0 { return waitPolling(until: monotonicDeadline(afterNanoseconds: ns)) }
+        let rc = mp_poll_readable(pidfd, ns)
+        if rc == 0 { return state.withLock { $0.exitCode != nil } }
+        if rc < 0 {
+            if state.withLock({ $0.exitCode != nil }) { return true }  // another joiner reaped it and closed the pidfd
+            throw .system(Errno(rawValue: -rc), function: "ppoll")
         }
-        reap(blocking: pidfd < 0)
+        reapIfExited()
         return state.withLock { $0.exitCode != nil }
+    }
+
+    /// Waits for the exit without a pidfd (none to spare, or a kernel without them): reaps without
+    /// blocking, then sleeps a little (0.1 ms, doubling up to 10 ms), never holding the state lock
+    /// while it waits, so that other threads can read the state and signal the child meanwhile.
+    private func waitPolling(until deadline: Int64) -> Bool {
+        var pause: Int64 = 100_000
+        while true {
+            reapIfExited()
+            if state.withLock({ $0.exitCode != nil }) { return true }
+            let now = mp_monotonic_ns()
+            if now >= deadline { return false }
+            _ = mp_sleep_until(min(now + pause, deadline))
+            pause = min(pause * 2, 10_000_000)
+        }
     }
 
     /// Sends SIGTERM (Python's `terminate()`).
@@ -193,24 +215,25 @@ open class Process: @unchecked Sendable {
     /// Sends SIGKILL (Python's `kill()`).
     public func kill() throws(ProcessError) { try signal(SIGKILL) }
 
-    /// Sends `signal` to the child, unless it has already been reaped.
+    /// Sends `signal` to the child, unless it has already been reaped: through its pidfd (which
+    /// never names another process), else by pid under the state lock that reaping takes, so the
+    /// pid cannot be reaped and reused in between.
     public func signal(_ signal: Int32) throws(ProcessError) {
-        let (started, pid, exited) = state.withLock { ($0.started, $0.pid, $0.exitCode != nil) }
-        guard started, let pid else { throw .notStarted }
-        if exited { return }  // reaped: the pid may belong to someone else now
-        let rc = mp_signal(pid, signal)
+        let rc = try state.withLock { (s: inout State) throws(ProcessError) -> Int32 in
+            guard s.started, let pid = s.pid else { throw .notStarted }
+            if s.exitCode != nil { return 0 }  // reaped: the pid may belong to someone else now
+            return s.pidfd >= 0 ? mp_pidfd_signal(s.pidfd, signal) : mp_signal(pid, signal)
+        }
         if rc < 0 && rc != -ESRCH { throw .system(Errno(rawValue: -rc), function: "kill") }
     }
 
-    func reapIfExited() { reap(blocking: false) }
-
-    /// Reaps the child if it has exited (or waits for it when `blocking`), under the state lock so
-    /// that only one caller collects the status.
-    func reap(blocking: Bool) {
+    /// Reaps the child if it has exited, under the state lock so that only one caller collects the
+    /// status (it never blocks: waits happen outside the lock).
+    func reapIfExited() {
         state.withLock { s in
             guard s.started, s.exitCode == nil, let pid = s.pid, pid != mp_process_id() else { return }
             var code: Int32 = 0
-            let rc = mp_wait_child(pid, blocking ? 0 : 1, &code)
+            let rc = mp_wait_child(pid, s.pidfd, 1, &code)
             if rc == pid {
                 s.exitCode = code
             } else if rc == -ECHILD {
@@ -258,15 +281,6 @@ func writeError(_ text: String) {
     text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
 }
 
-/// Every process-private lock the child might take, reset after fork.
-func resetRegistriesAfterFork() {
-    RegionRegistry.resetAfterFork()
-    Arenas.resetAfterFork()
-    Children.resetAfterFork()
-    CurrentProcess.resetAfterFork()
-    InheritedDescriptors.resetAfterFork()
-}
-
 /// Which ``Process`` object describes the running process.
 enum CurrentProcess {
     private static let value = Locked<Process?>(nil)
@@ -288,8 +302,6 @@ enum CurrentProcess {
     static func setSpawned(name: String, parentPID: Int32) {
         value.withLock { $0 = Process(current: name, pid: mp_process_id(), parentPID: parentPID) }
     }
-
-    static func resetAfterFork() { value.resetAfterFork() }
 }
 
 /// The children of this process that have not been reaped, so that none is left a zombie: they are
@@ -318,11 +330,10 @@ enum Children {
         for child in current { _ = try? child.join() }
     }
 
-    static func resetAfterFork() {
-        list.resetAfterFork()
+    /// In a forked child: the parent's children are not ours (their pidfds are closed here).
+    static func forgetAfterFork() {
         list.withLock { children in
             for child in children {
-                child.state.resetAfterFork()
                 child.state.withLock { if $0.pidfd >= 0 { close($0.pidfd); $0.pidfd = -1 } }
             }
             children = []

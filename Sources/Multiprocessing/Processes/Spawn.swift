@@ -102,14 +102,19 @@ public enum Spawn {
         exit(0)
     }
 
-    /// Parent side: writes the payload to a memfd and spawns the executable with it and every live
-    /// shared region's descriptor kept open.
+    /// Parent side: writes the payload to a memfd and spawns the executable with it, keeping open
+    /// only the descriptors the argument refers to (its connection ends, and the regions of its
+    /// queues, shared memory and primitives): a child must not hold the ends of pipes it was never
+    /// given, or their readers would never see the end of the stream.
     static func start(_ request: SpawnRequest, name: String, daemon: Bool) throws(ProcessError) -> Int32 {
-        let regions = RegionRegistry.live()
+        let references = SpawnReferences()
+        let regions: [Region]
         let bytes: [UInt8]
         do {
+            let argument = try SpawnReferences.$current.withValue(references) { try request.argument() }
+            regions = references.regions
             let payload = SpawnPayload(
-                target: request.target, argument: try request.argument(), name: name, daemon: daemon,
+                target: request.target, argument: argument, name: name, daemon: daemon,
                 parentPID: mp_process_id(),
                 regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) })
             bytes = try SpawnCoding.encode(payload)
@@ -125,7 +130,7 @@ public enum Spawn {
         var environment = currentEnvironment().filter { !$0.hasPrefix(environmentKey + "=") }
         environment.append("\(environmentKey)=\(fd)")
         let path = executable
-        let keep = regions.map(\.fd) + InheritedDescriptors.all() + [fd]
+        let keep = regions.map(\.fd) + references.descriptors + [fd]
         return withExtendedLifetime(regions) {
             withCStrings([path]) { argv in
                 withCStrings(environment) { envp in
@@ -157,6 +162,29 @@ public enum Spawn {
         }
         return result
     }
+}
+
+/// What an argument being encoded for a spawned child refers to: the regions that its queues,
+/// shared memory and primitives live in, and its connection ends' descriptors. Their encodings
+/// report here while ``Spawn`` encodes an argument (a task-local, so only that encoding counts),
+/// and the child is given exactly these.
+final class SpawnReferences: @unchecked Sendable {
+    @TaskLocal static var current: SpawnReferences?
+
+    private let found = Locked<(regions: [UInt64: Region], descriptors: Set<Int32>)>(([:], []))
+
+    /// Called by an encoding that names `region` (it stays alive until the spawn is done).
+    static func note(_ region: Region) {
+        current?.found.withLock { $0.regions[region.id] = region }
+    }
+
+    /// Called by an encoding that names the descriptor `fd`.
+    static func note(descriptor fd: Int32) {
+        current?.found.withLock { _ = $0.descriptors.insert(fd) }
+    }
+
+    var regions: [Region] { found.withLock { Array($0.regions.values) } }
+    var descriptors: [Int32] { found.withLock { Array($0.descriptors) } }
 }
 
 /// What a spawned child reads at bootstrap.

@@ -49,7 +49,5 @@ func deadline(after timeout: Duration?) throws(QueueError) -> Int64 {
     guard let timeout else { return .max }
     let ns: Int64
     do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
-    if ns == Int64(MP_FOREVER) { return .max }
-    let now = mp_monotonic_ns()
-    return ns > .max - now ? .max : now + ns
+    return monotonicDeadline(afterNanoseconds: ns)
 }

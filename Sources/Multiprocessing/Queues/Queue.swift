@@ -107,7 +107,9 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     /// Shuts the queue down for every process (Python 3.13's `shutdown`): puts throw
     /// ``QueueError/shutDown`` at once; gets throw it once the queue is empty, or at once when
-    /// `immediate`. Every blocked put and get wakes up.
+    /// `immediate`. Every blocked put and get wakes up. An immediate shutdown also discards the
+    /// items left, marking each one's task done (for ``JoinableQueue/join(timeout:)``); it waits for
+    /// a put or get in progress to give up first (microseconds).
     public func shutdown(immediate: Bool = false) { mp_queue_shutdown(q, immediate ? 1 : 0) }
 
     func checkOpen() throws(QueueError) {
@@ -165,6 +167,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        SpawnReferences.note(channel.region)
         try c.encode(channel.region.id, forKey: .region)
         try c.encode(codec.kind, forKey: .codec)
         try c.encodeIfPresent(maxSize, forKey: .maxSize)

@@ -151,6 +151,4 @@ enum Arenas {
         all.withLock { $0.insert(arena, at: 0) }  // keep the newest last: allocation goes there
         return arena
     }
-
-    static func resetAfterFork() { all.resetAfterFork() }
 }

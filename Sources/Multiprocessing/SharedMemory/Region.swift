@@ -61,7 +61,7 @@ struct RegionDescriptor: Codable, Sendable {
 }
 
 /// The anonymous regions of this process, by id, held weakly: a region lives as long as the objects
-/// in it. Spawn passes every live one to the child.
+/// in it. Spawn passes those that a child's argument refers to (see ``SpawnReferences``).
 enum RegionRegistry {
     private struct Entry {
         weak var region: Region?
@@ -87,10 +87,6 @@ enum RegionRegistry {
         entries.withLock { $0[id]?.region }
     }
 
-    static func live() -> [Region] {
-        entries.withLock { $0.values.compactMap(\.region) }
-    }
-
     /// The parent's regions mapped in a spawned child, kept for the child's whole life: objects
     /// decoded from handles point into them.
     private static let adopted = Locked<[Region]>([])
@@ -103,6 +99,4 @@ enum RegionRegistry {
             adopted.withLock { $0.append(region) }
         }
     }
-
-    static func resetAfterFork() { entries.resetAfterFork() }
 }

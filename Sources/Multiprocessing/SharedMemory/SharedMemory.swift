@@ -13,7 +13,8 @@ import SystemPackage
 ///   in `/dev/shm`, created exclusively with mode 0600 and a header (magic, version, size) that
 ///   ``init(attach:)`` checks, so attaching to something that is not ours is a typed error. The
 ///   creating object owns the name: it unlinks it in ``unlink()``, when it is deinitialized, or at
-///   exit, whichever comes first.
+///   exit, whichever comes first, in the creating process only (a forked child's copy leaves the
+///   name alone unless it calls ``unlink()``).
 public final class SharedMemory: @unchecked Sendable, Codable {
     /// The name of a named region; nil for an anonymous one.
     public let name: String?
@@ -23,7 +24,10 @@ public final class SharedMemory: @unchecked Sendable, Codable {
     public let buffer: UnsafeMutableRawBufferPointer
 
     private let region: Region
+    /// Whether this object created the name and unlinks it when it goes (in its creating process
+    /// only: a forked child's copy must not take the parent's name away).
     private let ownsName: Bool
+    private let creatorPID: Int32
     private let unlinked = Locked(false)
 
     /// A new anonymous region of `size` zero bytes.
@@ -34,6 +38,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         self.size = size
         buffer = UnsafeMutableRawBufferPointer(start: region.base, count: size)
         ownsName = false
+        creatorPID = mp_process_id()
     }
 
     /// Creates the named region `name` (without a leading `/`) of `size` zero bytes.
@@ -56,6 +61,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         self.size = size
         buffer = UnsafeMutableRawBufferPointer(start: region.base + Int(MP_REGION_HEADER_SIZE), count: size)
         ownsName = true
+        creatorPID = mp_process_id()
         NamedRegions.created(path)
     }
 
@@ -89,6 +95,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         size = Int(payload)
         buffer = UnsafeMutableRawBufferPointer(start: region.base + Int(MP_REGION_HEADER_SIZE), count: size)
         ownsName = false
+        creatorPID = mp_process_id()
     }
 
     /// Removes the name from the system (the memory stays mapped until every user lets go).
@@ -108,7 +115,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
     }
 
     deinit {
-        if ownsName { try? unlink() }
+        if ownsName && creatorPID == mp_process_id() { try? unlink() }
     }
 
     static func path(for name: String) throws(SharedMemoryError) -> String {
@@ -125,6 +132,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         if let name {
             try container.encode(name, forKey: .name)
         } else {
+            SpawnReferences.note(region)
             try container.encode(region.id, forKey: .region)
         }
     }
@@ -147,6 +155,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
             buffer = UnsafeMutableRawBufferPointer(start: found.base, count: found.size)
         }
         ownsName = false
+        creatorPID = mp_process_id()
     }
 }
 

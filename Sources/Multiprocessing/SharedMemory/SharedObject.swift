@@ -43,6 +43,12 @@ final class SharedObject: @unchecked Sendable {
         SharedHandle(region: arena.region.id, slot: slot.index, generation: slot.generation, kind: kind.rawValue)
     }
 
+    /// The handle, for an encoding: a spawned child given it must be given the arena's region too.
+    var encodedHandle: SharedHandle {
+        SpawnReferences.note(arena.region)
+        return handle
+    }
+
     func pointer<T>(to type: T.Type) -> UnsafeMutablePointer<T> {
         precondition(MemoryLayout<T>.size <= Arena.payloadSize)
         return payload.assumingMemoryBound(to: T.self)
@@ -57,7 +63,7 @@ extension SharedObject {
     /// Encodes this object's handle as a single value.
     func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
-        try container.encode(handle)
+        try container.encode(encodedHandle)
     }
 
     /// Decodes a handle and resolves it to the object it names.

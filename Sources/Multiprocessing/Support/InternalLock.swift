@@ -3,27 +3,25 @@ import CMultiprocessing
 /// A process-private lock for this library's own bookkeeping (registries, object state).
 ///
 /// Built on the same futex mutex as ``Lock`` (private futex calls), not on `Synchronization.Mutex`,
-/// whose use gives false ThreadSanitizer reports on Linux. After `fork` the child is single-threaded
-/// and calls ``resetAfterFork()`` on the locks it will use, since a parent thread may have held one.
+/// whose use gives false ThreadSanitizer reports on Linux. It stays usable in a forked child: a
+/// thread of the parent may have held it at the fork, and such a lock re-initialises itself on
+/// first use there (see `mp_private_lock_t`). Never fork while holding one.
 final class InternalLock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<mp_mutex_t>
+    private let lock: UnsafeMutablePointer<mp_private_lock_t>
 
     init() {
-        mutex = .allocate(capacity: 1)
-        mp_mutex_init(mutex, 0)
+        lock = .allocate(capacity: 1)
+        mp_private_lock_init(lock)
     }
 
-    deinit { mutex.deallocate() }
+    deinit { lock.deallocate() }
 
     @inline(__always)
     func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        _ = mp_mutex_lock(mutex, Int64(MP_FOREVER))
-        defer { _ = mp_mutex_unlock(mutex) }
+        mp_private_lock_lock(lock)
+        defer { mp_private_lock_unlock(lock) }
         return try body()
     }
-
-    /// In a forked child only: forget a holder that did not come along.
-    func resetAfterFork() { mp_mutex_init(mutex, 0) }
 }
 
 /// A value guarded by an ``InternalLock``.
@@ -37,6 +35,4 @@ final class Locked<Value>: @unchecked Sendable {
     func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
         try lock.withLock { () throws(E) -> R in try body(&value) }
     }
-
-    func resetAfterFork() { lock.resetAfterFork() }
 }

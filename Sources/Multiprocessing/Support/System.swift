@@ -25,6 +25,15 @@ func timeoutNanoseconds(_ timeout: Duration) throws(SyncError) -> Int64 {
     return overflow2 ? Int64(MP_FOREVER) : total
 }
 
+/// An absolute monotonic deadline `ns` nanoseconds from now, for the C calls: `.max` (forever) for
+/// `MP_FOREVER` or when the sum would overflow.
+@inline(__always)
+func monotonicDeadline(afterNanoseconds ns: Int64) -> Int64 {
+    if ns == Int64(MP_FOREVER) { return .max }
+    let now = mp_monotonic_ns()
+    return ns > .max - now ? .max : now + ns
+}
+
 extension Duration {
     /// The duration in seconds as a Double (for printing and arithmetic in examples).
     public var seconds: Double {

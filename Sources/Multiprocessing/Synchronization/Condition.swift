@@ -137,7 +137,7 @@ public final class Condition: @unchecked Sendable, Codable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(object.handle, forKey: .condition)
+        try container.encode(object.encodedHandle, forKey: .condition)
         switch lock {
         case .lock(let l): try container.encode(l, forKey: .lock)
         case .rlock(let r): try container.encode(r, forKey: .rlock)

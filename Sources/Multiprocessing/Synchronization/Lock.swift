@@ -39,7 +39,8 @@ public final class Lock: @unchecked Sendable, Codable {
         try acquired(mp_mutex_lock(mutex, timeoutNanoseconds(timeout)), mutex)
     }
 
-    /// Acquires the lock if it is free; never blocks.
+    /// Acquires the lock if it is free; never blocks. A lock whose holder has died is taken over:
+    /// ``SyncError/ownerDied(owner:)`` is thrown with the lock held, as by ``acquire()``.
     public func tryAcquire() throws(SyncError) -> Bool {
         try acquired(mp_mutex_lock(mutex, 0), mutex)
     }
@@ -101,7 +102,8 @@ public final class RLock: @unchecked Sendable, Codable {
         try acquired(mp_rmutex_lock(mutex, timeoutNanoseconds(timeout)), mutex)
     }
 
-    /// Acquires if free or already owned; never blocks.
+    /// Acquires if free or already owned; never blocks. Takes over from a dead owner like
+    /// ``Lock/tryAcquire()``.
     public func tryAcquire() throws(SyncError) -> Bool {
         try acquired(mp_rmutex_lock(mutex, 0), mutex)
     }
