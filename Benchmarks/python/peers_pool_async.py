@@ -44,6 +44,26 @@ def process_pool_executor(n, workers):
         return n / ((time.perf_counter_ns() - start) / 1e9)
 
 
+def thread_pool(n, workers):
+    """Trivial tasks per second through multiprocessing.pool.ThreadPool.apply_async."""
+    from multiprocessing.pool import ThreadPool
+    with ThreadPool(workers) as pool:
+        start = time.perf_counter_ns()
+        handles = [pool.apply_async(_double, (i,)) for i in range(n)]
+        for h in handles:
+            h.get()
+        return n / ((time.perf_counter_ns() - start) / 1e9)
+
+
+def thread_pool_executor(n, workers):
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        start = time.perf_counter_ns()
+        futures = [ex.submit(_double, i) for i in range(n)]
+        for f in futures:
+            f.result()
+        return n / ((time.perf_counter_ns() - start) / 1e9)
+
+
 def asyncio_sleep_overshoot(duration_ns, samples):
     """'p50 p99' overshoot in ns of asyncio.sleep(duration), one after another."""
     async def main():
@@ -136,6 +156,8 @@ CASES = {
     "pool-apply-async": lambda a: pool_apply_async(int(a[0]), int(a[1])),
     "pool-map": lambda a: pool_map(int(a[0]), int(a[1]), int(a[2])),
     "process-pool-executor": lambda a: process_pool_executor(int(a[0]), int(a[1])),
+    "thread-pool": lambda a: thread_pool(int(a[0]), int(a[1])),
+    "thread-pool-executor": lambda a: thread_pool_executor(int(a[0]), int(a[1])),
     "asyncio-sleep": lambda a: asyncio_sleep_overshoot(int(a[0]), int(a[1])),
     "sva-asyncio": lambda a: sva_asyncio(a[0], int(a[1]), int(a[2])),
     "sva-threads": lambda a: sva_threads(a[0], int(a[1]), int(a[2])),
