@@ -45,8 +45,11 @@ struct Examples: ParsableCommand {
             ("processes", processes), ("my-process", myProcess), ("threads", threads),
             ("lock", lockList), ("deadlock", deadlock), ("spawn", spawn),
             ("queue", queueProgram), ("download", downloadAndGetfile), ("producer-consumer", producerConsumer),
+            ("pool", nonBlockingPool), ("pool-blocking", blockingPool), ("pool-queue", queueAndPool),
+            ("pool-map", poolMap),
         ]
-        let chosen = name == "all" ? all : all.filter { $0.0 == name }
+        let measures: [(String, () throws -> Void)] = [("pool-throughput", poolThroughput)]
+        let chosen = name == "all" ? all : (all + measures).filter { $0.0 == name }
         guard !chosen.isEmpty else { throw ValidationError("unknown example \(name)") }
         for (title, program) in chosen {
             print("===== \(title) =====")

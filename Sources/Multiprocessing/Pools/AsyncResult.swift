@@ -1,0 +1,140 @@
+import CMultiprocessing
+import Synchronization
+
+/// The result of a task that runs in a pool, available later (Python's `AsyncResult`).
+///
+/// Returned by `applyAsync` and `mapAsync` of ``ProcessPool`` and ``ThreadPool``. Wait for it with
+/// ``get(timeout:)`` or, from async code, ``value``; poll it with ``isReady``.
+///
+/// ```swift
+/// let handle = pool.applyAsync("散步")
+/// let r = try handle.get(timeout: .seconds(2))   // PoolError.timeout if not ready in 2 s
+/// handle.isReady; handle.isSuccessful
+/// ```
+///
+/// As in Python, the task's callback runs (on the pool's result thread) before the result is
+/// marked ready: once ``get(timeout:)`` returns, the callback has run.
+public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
+    struct State {
+        var outcome: Result<Value, any Error>?
+        var ready = false
+        var waiters: [UInt64: CheckedContinuation<Value, any Error>] = [:]
+        var cancelled: Set<UInt64> = []
+        var nextWaiter: UInt64 = 0
+    }
+
+    private let state = Locked(State())
+    /// Set once the outcome is ready (after the callbacks): what blocking waiters sleep on.
+    private let readyEvent: UnsafeMutablePointer<mp_event_t>
+    private let callback: (@Sendable (Value) -> Void)?
+    private let errorCallback: (@Sendable (any Error) -> Void)?
+    let delivery: DeliveryThread
+
+    init(
+        delivery: DeliveryThread, callback: (@Sendable (Value) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) {
+        self.delivery = delivery
+        self.callback = callback
+        self.errorCallback = errorCallback
+        readyEvent = .allocate(capacity: 1)
+        mp_event_init(readyEvent, 0)
+    }
+
+    deinit { readyEvent.deallocate() }
+
+    /// Whether the task has finished (and its callback has run).
+    public var isReady: Bool { mp_event_is_set(readyEvent) != 0 }
+
+    /// Whether the task finished without an error; false while it is not ready (check ``isReady``).
+    public var isSuccessful: Bool {
+        guard isReady else { return false }
+        return state.withLock { s in
+            if case .success = s.outcome { return true }
+            return false
+        }
+    }
+
+    /// Waits up to `timeout` (forever when nil) for the result; returns whether it is ready.
+    @discardableResult
+    public func wait(timeout: Duration? = nil) throws(PoolError) -> Bool {
+        if isReady { return true }
+        if delivery.isCurrent { throw .calledFromCallback }
+        var ns = Int64(MP_FOREVER)
+        if let timeout {
+            do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
+        }
+        return mp_event_wait(readyEvent, ns) == MP_OK
+    }
+
+    /// The task's result, waiting up to `timeout` (forever when nil). Throws the task's error
+    /// (for a ``ProcessPool``, a ``PoolError``), or ``PoolError/timeout`` if it is not ready in time.
+    public func get(timeout: Duration? = nil) throws -> Value {
+        guard try wait(timeout: timeout) else { throw PoolError.timeout }
+        return try state.withLock { $0.outcome! }.get()
+    }
+
+    /// The task's result, from async code: suspends (never blocks a thread) until it is ready.
+    /// Cancelling the waiting task throws `CancellationError`; the pool's task goes on.
+    public var value: Value {
+        get async throws {
+            let id = state.withLock { s -> UInt64 in
+                s.nextWaiter += 1
+                return s.nextWaiter
+            }
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
+                    let now = state.withLock { s -> Result<Value, any Error>? in
+                        if s.cancelled.remove(id) != nil { return .failure(CancellationError()) }
+                        if s.ready { return s.outcome! }
+                        s.waiters[id] = continuation
+                        return nil
+                    }
+                    if let now { continuation.resume(with: now) }
+                }
+            } onCancel: {
+                let waiter = state.withLock { s -> CheckedContinuation<Value, any Error>? in
+                    if let c = s.waiters.removeValue(forKey: id) { return c }
+                    if !s.ready { s.cancelled.insert(id) }
+                    return nil
+                }
+                waiter?.resume(throwing: CancellationError())
+            }
+        }
+    }
+
+    /// Delivers the outcome (the first one wins): runs the callback, then marks the result ready
+    /// and wakes every waiter. Called on the pool's result thread.
+    @discardableResult
+    func complete(_ outcome: Result<Value, any Error>) -> Bool {
+        let first = state.withLock { s -> Bool in
+            if s.outcome != nil { return false }
+            s.outcome = outcome
+            return true
+        }
+        guard first else { return false }
+        switch outcome {
+        case .success(let value): callback?(value)
+        case .failure(let error): errorCallback?(error)
+        }
+        let waiters = state.withLock { s -> [CheckedContinuation<Value, any Error>] in
+            s.ready = true
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
+        mp_event_set(readyEvent)
+        for waiter in waiters { waiter.resume(with: outcome) }
+        return true
+    }
+}
+
+/// The thread that delivers a pool's results and runs its callbacks: a blocking wait on it could
+/// never end, so waits check for it.
+final class DeliveryThread: Sendable {
+    private let tid = Atomic<Int32>(0)
+
+    /// Called by the result thread when it starts.
+    func adoptCurrent() { tid.store(mp_thread_id(), ordering: .relaxed) }
+
+    var isCurrent: Bool { tid.load(ordering: .relaxed) == mp_thread_id() }
+}

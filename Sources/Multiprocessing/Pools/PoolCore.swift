@@ -1,0 +1,341 @@
+import CMultiprocessing
+
+/// The parent's side of a ``ProcessPool``: the table of unfinished tasks, the workers, and the
+/// result thread that owns them.
+///
+/// Tasks go into one shared task ring (workers pull, so load balances itself); outcomes and the
+/// watcher's exit notices come back on one result ring, in order, to a single result thread. That
+/// thread settles tasks, runs callbacks, and on a worker's exit reads the worker's claim slot: a
+/// task it claimed that has no outcome yet died with it (and only that one). It then forks the
+/// replacement, from this long-lived thread, since a daemon child dies with the thread that forked
+/// it.
+final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @unchecked Sendable {
+    enum Phase { case running, closed, stopping, terminated }
+
+    enum Pending {
+        case single(AsyncResult<Output>)
+        case chunk(ChunkSink<Output>, Int)
+    }
+
+    enum Outcome {
+        case one(Output)
+        case many([Output])
+        case failure(any Error)
+    }
+
+    struct State {
+        var phase = Phase.running
+        var pending: [UInt64: Pending] = [:]
+        var nextID: UInt64 = 0
+        var unsettled = 0
+        var workers: [Process?]
+        var live = 0
+        var broken: PoolError?
+        var startFailure: PoolError?
+    }
+
+    let channels: PoolChannels
+    let processes: Int
+    let delivery = DeliveryThread()
+    private let state: Locked<State>
+    private let makeWorker: @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
+    private let watcher: WorkerWatcher
+    private let inputCodec = ValueCodec<Input>()
+    private let outputCodec = ValueCodec<Output>()
+    /// Set while no task is unsettled (join waits on it).
+    private let idle: UnsafeMutablePointer<mp_event_t>
+    /// Set once the initial workers are started (or failed to).
+    private let started: UnsafeMutablePointer<mp_event_t>
+    /// Set when the result thread has finished: every worker has exited and been reaped.
+    private let finished: UnsafeMutablePointer<mp_event_t>
+
+    init(
+        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
+    ) throws(PoolError) {
+        guard processes >= 1 else { throw .invalidWorkerCount(processes) }
+        self.processes = processes
+        self.makeWorker = makeWorker
+        let channels = try PoolChannels(workers: processes)
+        self.channels = channels
+        watcher = try WorkerWatcher { index, pid, code in
+            channels.notify(
+                ResultHeader(
+                    id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
+        }
+        state = Locked(State(workers: Array(repeating: nil, count: processes)))
+        idle = .allocate(capacity: 3)
+        started = idle + 1
+        finished = idle + 2
+        for event in [idle, started, finished] { mp_event_init(event, 0) }
+        mp_event_set(idle)
+        try watcher.start()
+        do {
+            try Thread(name: "pool-results") { self.resultLoop() }.start()
+        } catch {
+            watcher.stop()
+            throw .system(error.systemErrno, function: "pthread_create")
+        }
+        _ = mp_event_wait(started, Int64(MP_FOREVER))
+        if let failure = state.withLock({ $0.startFailure }) {
+            _ = mp_event_wait(finished, Int64(MP_FOREVER))
+            throw failure
+        }
+    }
+
+    deinit { idle.deallocate() }
+
+    // MARK: Submitting
+
+    /// Records a pending task and returns its id; nil (and the pending settled) if the pool is not
+    /// running.
+    private func register(_ pending: Pending) -> UInt64? {
+        let id = state.withLock { s -> Result<UInt64, PoolError> in
+            guard s.phase == .running else { return .failure(s.broken ?? .closed) }
+            s.nextID += 1
+            s.pending[s.nextID] = pending
+            s.unsettled += 1
+            if s.unsettled == 1 { mp_event_clear(idle) }
+            return .success(s.nextID)
+        }
+        switch id {
+        case .success(let id): return id
+        case .failure(let error):
+            settle(pending, .failure(error))
+            return nil
+        }
+    }
+
+    func submit(_ input: Input, to handle: AsyncResult<Output>) {
+        guard let id = register(.single(handle)) else { return }
+        var sent = false
+        do {
+            try inputCodec.withBytes(of: input) { bytes in
+                withMessage(
+                    TaskHeader(id: id, count: 1, form: TaskForm.single.rawValue), size: TaskHeader.size, payload: bytes
+                ) { sent = putMessage(channels.tasks.queue, $0) }
+            }
+        } catch {
+            return abandon(id, error)
+        }
+        if !sent { abandon(id, terminalError) }
+    }
+
+    func submit(_ items: ArraySlice<Input>, to sink: ChunkSink<Output>, chunk: Int) {
+        guard let id = register(.chunk(sink, chunk)) else { return }
+        var sent = false
+        do {
+            try inputCodec.withBytes(of: items) { bytes in
+                withMessage(
+                    TaskHeader(id: id, count: UInt32(items.count), form: TaskForm.chunk.rawValue),
+                    size: TaskHeader.size, payload: bytes
+                ) { sent = putMessage(channels.tasks.queue, $0) }
+            }
+        } catch {
+            return abandon(id, error)
+        }
+        if !sent { abandon(id, terminalError) }
+    }
+
+    private var terminalError: PoolError { state.withLock { $0.broken ?? .terminated } }
+
+    /// Settles a task that never reached a worker (unless it was settled meanwhile).
+    private func abandon(_ id: UInt64, _ error: any Error) {
+        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        settle(pending, .failure(error))
+        settled()
+    }
+
+    private func settle(_ pending: Pending, _ outcome: Outcome) {
+        switch (pending, outcome) {
+        case (.single(let handle), .one(let value)): handle.complete(.success(value))
+        case (.single(let handle), .failure(let error)): handle.complete(.failure(error))
+        case (.chunk(let sink, let chunk), .many(let values)): sink.deliver(chunk: chunk, .success(values))
+        case (.chunk(let sink, let chunk), .failure(let error)): sink.deliver(chunk: chunk, .failure(error))
+        case (.single(let handle), .many):
+            handle.complete(.failure(PoolError.coding("a chunk's result for a single task")))
+        case (.chunk(let sink, let chunk), .one):
+            sink.deliver(chunk: chunk, .failure(PoolError.coding("a single result for a chunk")))
+        }
+    }
+
+    private func settled(_ count: Int = 1) {
+        state.withLock { s in
+            s.unsettled -= count
+            if s.unsettled == 0 { mp_event_set(idle) }
+        }
+    }
+
+    // MARK: Lifecycle
+
+    func close() {
+        state.withLock { s in if s.phase == .running { s.phase = .closed } }
+    }
+
+    /// Kills the workers; every unfinished task fails with ``PoolError/terminated``. Waits for the
+    /// workers to be reaped, except on the result thread (from a callback), which finishes by itself.
+    func terminate() {
+        let workers = state.withLock { s -> [Process]? in
+            guard s.phase != .terminated else { return nil }
+            s.phase = .terminated
+            return s.workers.compactMap { $0 }
+        }
+        if let workers {
+            mp_queue_shutdown(channels.tasks.queue, 1)
+            for worker in workers { try? worker.kill() }
+            channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
+        }
+        if !delivery.isCurrent { _ = mp_event_wait(finished, Int64(MP_FOREVER)) }
+    }
+
+    /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`
+    /// passed first (the pool goes on; join again).
+    func join(timeout: Duration?) throws(PoolError) -> Bool {
+        let phase = state.withLock { $0.phase }
+        if phase == .running { throw .stillRunning }
+        if delivery.isCurrent { throw .calledFromCallback }
+        var deadline = Int64.max
+        if let timeout {
+            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
+                throw .negativeTimeout(timeout)
+            }
+            if deadline < 0 { deadline = .max }
+        }
+        func left() -> Int64 { deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns()) }
+        guard mp_event_wait(idle, left()) == MP_OK else { return false }
+        let stop = state.withLock { s -> Bool in
+            guard s.phase == .closed else { return false }
+            s.phase = .stopping
+            return true
+        }
+        if stop {
+            mp_queue_shutdown(channels.tasks.queue, 0)  // workers exit once the ring is empty
+            channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
+        }
+        return mp_event_wait(finished, left()) == MP_OK
+    }
+
+    var isFinished: Bool { mp_event_is_set(finished) != 0 }
+
+    /// The worker processes now running.
+    var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
+
+    // MARK: The result thread
+
+    private func resultLoop() {
+        delivery.adoptCurrent()
+        for index in 0..<processes {
+            if let error = startWorker(index) {
+                state.withLock { $0.startFailure = error }
+                breakPool(error)
+                break
+            }
+        }
+        mp_event_set(started)
+        while !finishIfDone() {
+            guard let message = TakenMessage.take(channels.results.queue) else { break }
+            let header = message.header(ResultHeader.self)
+            let payload = message.payload(after: ResultHeader.size)
+            switch ResultKind(rawValue: header.kind) {
+            case .value:
+                let outcome: Outcome
+                do { outcome = .one(try outputCodec.decode(payload)) } catch { outcome = .failure(error) }
+                message.finish()
+                deliver(header.id, outcome)
+            case .values:
+                let outcome: Outcome
+                do { outcome = .many(try outputCodec.decode(payload, count: Int(header.count))) } catch {
+                    outcome = .failure(error)
+                }
+                message.finish()
+                deliver(header.id, outcome)
+            case .failure:
+                let error = Self.failure(payload).poolError
+                message.finish()
+                deliver(header.id, .failure(error))
+            case .initializerFailed:
+                let failure = Self.failure(payload)
+                message.finish()
+                breakPool(.initializerFailed(type: failure.type, message: failure.message))
+            case .workerExited:
+                message.finish()
+                workerExited(index: Int(header.worker), pid: header.pid, exitCode: header.count)
+            case .stop, nil:
+                message.finish()
+            }
+        }
+        watcher.stop()
+        mp_event_set(finished)
+    }
+
+    private static func failure(_ payload: UnsafeRawBufferPointer) -> RemoteFailure {
+        (try? BinaryCoding.decode(RemoteFailure.self, from: payload))
+            ?? RemoteFailure(type: "unknown", message: "the worker's error could not be decoded")
+    }
+
+    private func deliver(_ id: UInt64, _ outcome: Outcome) {
+        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        settle(pending, outcome)
+        settled()
+    }
+
+    /// After a terminate: fails what is left. Then, once no worker is left, ends the loop.
+    private func finishIfDone() -> Bool {
+        let (failed, done) = state.withLock { s -> ([Pending], Bool) in
+            guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
+            var failed: [Pending] = []
+            if s.phase == .terminated {
+                failed = Array(s.pending.values)
+                s.pending = [:]
+            }
+            return (failed, s.live == 0)
+        }
+        let error = terminalError
+        for pending in failed { settle(pending, .failure(error)) }
+        if !failed.isEmpty { settled(failed.count) }
+        return done
+    }
+
+    private func startWorker(_ index: Int) -> PoolError? {
+        let process = makeWorker(channels, index)
+        do { try process.start() } catch {
+            return .system(error.systemErrno, function: "fork")
+        }
+        state.withLock { s in
+            s.workers[index] = process
+            s.live += 1
+        }
+        watcher.watch(process, index: index)  // its exit notice comes after this, on this thread
+        return nil
+    }
+
+    private func workerExited(index: Int, pid: Int32, exitCode: Int32) {
+        guard index >= 0 && index < processes else { return }
+        // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
+        let claimed = mp_pool_slot(channels.slots + index)
+        let (lost, replace) = state.withLock { s -> (Pending?, Bool) in
+            guard let worker = s.workers[index], worker.pid == pid else { return (nil, false) }
+            s.workers[index] = nil
+            s.live -= 1
+            let lost = claimed != 0 ? s.pending.removeValue(forKey: claimed) : nil
+            return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil)
+        }
+        if let lost {
+            settle(lost, .failure(PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode))))
+            settled()
+        }
+        if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {
+            breakPool(error)  // no worker left and none can start: fail rather than wait forever
+        }
+    }
+
+    /// The pool cannot go on: every unfinished task and every later submission fails with `error`.
+    private func breakPool(_ error: PoolError) {
+        let workers = state.withLock { s -> [Process] in
+            if s.broken == nil { s.broken = error }
+            s.phase = .terminated
+            return s.workers.compactMap { $0 }
+        }
+        mp_queue_shutdown(channels.tasks.queue, 1)
+        for worker in workers { try? worker.kill() }
+    }
+}

@@ -1,0 +1,177 @@
+import CMultiprocessing
+
+/// What a worker process runs, forked or spawned: take a task, run the work function on its inputs,
+/// put the outcome, until the task ring is shut down or `maxTasks` tasks are done.
+///
+/// Plain blocking code: a forked child cannot use Swift concurrency. Every task is claimed (its id
+/// written to this worker's slot) while the worker holds the task ring's consumer lock and before
+/// the message is consumed, so the parent can always tell which task a dead worker had (pool.c).
+struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
+    let tasks: UnsafeMutablePointer<mp_queue_t>
+    let results: UnsafeMutablePointer<mp_queue_t>
+    let slots: UnsafeMutablePointer<UInt64>
+    let slotCount: Int
+    let index: Int
+    let maxTasks: Int?
+    let initializer: (() throws -> Void)?
+    let work: (Input) throws -> Output
+
+    private let inputCodec = ValueCodec<Input>()
+    private let outputCodec = ValueCodec<Output>()
+
+    init(
+        channels: PoolChannels, index: Int, maxTasks: Int?, initializer: (() throws -> Void)?,
+        work: @escaping (Input) throws -> Output
+    ) {
+        tasks = channels.tasks.queue
+        results = channels.results.queue
+        slots = channels.slots
+        slotCount = channels.slotCount
+        self.index = index
+        self.maxTasks = maxTasks
+        self.initializer = initializer
+        self.work = work
+    }
+
+    enum Inputs {
+        case one(Input)
+        case many([Input])
+        case undecodable(PoolError)
+    }
+
+    /// Runs until the pool stops this worker; returns to exit with status 0.
+    func run() {
+        if let initializer {
+            do { try initializer() } catch {
+                reply(id: 0, kind: .initializerFailed, count: 0, failure: RemoteFailure(error))
+                return
+            }
+        }
+        var done = 0
+        while maxTasks.map({ done < $0 }) ?? true {
+            guard let (id, inputs) = take() else { return }
+            let delivered: Bool
+            switch inputs {
+            case .undecodable(let error):
+                delivered = reply(id: id, kind: .failure, count: 0, failure: .coding(error))
+            case .one(let input):
+                delivered = answer(id: id) { () throws -> Output in try work(input) }
+            case .many(let inputs):
+                delivered = answerMany(id: id, inputs)
+            }
+            if !delivered { return }  // the pool is gone or terminated
+            done += 1
+        }
+    }
+
+    /// The next task that is this worker's to run, claimed; nil once the task ring is shut down.
+    private func take() -> (UInt64, Inputs)? {
+        while true {
+            let next = beginGet(tasks, .max)
+            guard next.status == MP_OK else { return nil }
+            guard next.first.count >= TaskHeader.size else {  // never sent by a pool: drop it
+                finish(next.total, next.first.count)
+                continue
+            }
+            let header = next.first.loadUnaligned(as: TaskHeader.self)
+            // A claimed message still at the head: its claimer died before consuming it. The parent
+            // fails that task as the dead worker's, so it must not run here too.
+            if mp_pool_claimed(slots, UInt32(slotCount), header.id) != 0 {
+                finish(next.total, next.first.count)
+                continue
+            }
+            mp_pool_claim(slots + index, header.id)
+            if next.total == UInt64(next.first.count) {
+                defer { mp_queue_get_end(tasks) }
+                return (header.id, decode(header, UnsafeRawBufferPointer(rebasing: next.first[TaskHeader.size...])))
+            }
+            let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(next.total), alignment: 16)
+            defer { whole.deallocate() }
+            guard mp_queue_get_rest(tasks, whole.baseAddress!, next.total) == MP_OK else {
+                return (header.id, .undecodable(.coding("the task's message was cut short")))
+            }
+            return (header.id, decode(header, UnsafeRawBufferPointer(rebasing: whole[TaskHeader.size...])))
+        }
+    }
+
+    /// Consumes a message that is not to be run.
+    private func finish(_ total: UInt64, _ first: Int) {
+        if total == UInt64(first) {
+            mp_queue_get_end(tasks)
+            return
+        }
+        let whole = UnsafeMutableRawPointer.allocate(byteCount: Int(total), alignment: 16)
+        defer { whole.deallocate() }
+        _ = mp_queue_get_rest(tasks, whole, total)
+    }
+
+    private func decode(_ header: TaskHeader, _ payload: UnsafeRawBufferPointer) -> Inputs {
+        do {
+            if header.form == TaskForm.single.rawValue { return .one(try inputCodec.decode(payload)) }
+            return .many(try inputCodec.decode(payload, count: Int(header.count)))
+        } catch {
+            return .undecodable(error)
+        }
+    }
+
+    private func answer(id: UInt64, _ body: () throws -> Output) -> Bool {
+        let output: Output
+        do { output = try body() } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: RemoteFailure(error))
+        }
+        var delivered = false
+        do {
+            try outputCodec.withBytes(of: output) { bytes in
+                delivered = send(
+                    ResultHeader(
+                        id: id, kind: ResultKind.value.rawValue, count: 1, worker: UInt32(index), pid: mp_process_id()),
+                    bytes)
+            }
+        } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: .coding(error))
+        }
+        return delivered
+    }
+
+    private func answerMany(id: UInt64, _ inputs: [Input]) -> Bool {
+        var outputs: [Output] = []
+        outputs.reserveCapacity(inputs.count)
+        do {
+            for input in inputs { outputs.append(try work(input)) }
+        } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: RemoteFailure(error))
+        }
+        var delivered = false
+        do {
+            try outputCodec.withBytes(of: outputs[...]) { bytes in
+                delivered = send(
+                    ResultHeader(
+                        id: id, kind: ResultKind.values.rawValue, count: Int32(outputs.count), worker: UInt32(index),
+                        pid: mp_process_id()), bytes)
+            }
+        } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: .coding(error))
+        }
+        return delivered
+    }
+
+    @discardableResult
+    private func reply(id: UInt64, kind: ResultKind, count: Int32, failure: RemoteFailure) -> Bool {
+        let header = ResultHeader(
+            id: id, kind: kind.rawValue, count: count, worker: UInt32(index), pid: mp_process_id())
+        var delivered = false
+        do {
+            try BinaryCoding.withEncoding(of: failure) { delivered = send(header, $0) }
+        } catch {
+            let fallback = RemoteFailure(type: failure.type, message: "(the error's description could not be encoded)")
+            try? BinaryCoding.withEncoding(of: fallback) { delivered = send(header, $0) }
+        }
+        return delivered
+    }
+
+    private func send(_ header: ResultHeader, _ payload: UnsafeRawBufferPointer) -> Bool {
+        var delivered = false
+        withMessage(header, size: ResultHeader.size, payload: payload) { delivered = putMessage(results, $0) }
+        return delivered
+    }
+}
