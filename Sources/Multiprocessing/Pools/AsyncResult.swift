@@ -15,17 +15,20 @@ import Synchronization
 /// As in Python, the task's callback runs (on the pool's result thread) before the result is
 /// marked ready: once ``get(timeout:)`` returns, the callback has run.
 public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
-    struct State {
-        var outcome: Result<Value, any Error>?
-        var ready = false
-        var waiters: [UInt64: CheckedContinuation<Value, any Error>] = [:]
-        var cancelled: Set<UInt64> = []
-        var nextWaiter: UInt64 = 0
-    }
-
-    private let state = Locked(State())
+    /// One allocation for the lock and the ready event: a pool makes one handle per task.
+    private let sync: UnsafeMutableRawPointer
+    private var mutex: UnsafeMutablePointer<mp_mutex_t> { sync.assumingMemoryBound(to: mp_mutex_t.self) }
     /// Set once the outcome is ready (after the callbacks): what blocking waiters sleep on.
-    private let readyEvent: UnsafeMutablePointer<mp_event_t>
+    private var readyEvent: UnsafeMutablePointer<mp_event_t> {
+        (sync + MemoryLayout<mp_mutex_t>.stride).assumingMemoryBound(to: mp_event_t.self)
+    }
+    // Guarded by `mutex`.
+    private var outcome: Result<Value, any Error>?
+    private var ready = false
+    private var waiters: [UInt64: CheckedContinuation<Value, any Error>]?
+    private var cancelled: Set<UInt64>?
+    private var nextWaiter: UInt64 = 0
+
     private let callback: (@Sendable (Value) -> Void)?
     private let errorCallback: (@Sendable (any Error) -> Void)?
     let delivery: DeliveryThread
@@ -37,11 +40,19 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
         self.delivery = delivery
         self.callback = callback
         self.errorCallback = errorCallback
-        readyEvent = .allocate(capacity: 1)
+        sync = .allocate(byteCount: MemoryLayout<mp_mutex_t>.stride + MemoryLayout<mp_event_t>.stride, alignment: 16)
+        mp_mutex_init(mutex, 0)
         mp_event_init(readyEvent, 0)
     }
 
-    deinit { readyEvent.deallocate() }
+    deinit { sync.deallocate() }
+
+    @inline(__always)
+    private func locked<R>(_ body: () -> R) -> R {
+        _ = mp_mutex_lock(mutex, Int64(MP_FOREVER))
+        defer { _ = mp_mutex_unlock(mutex) }
+        return body()
+    }
 
     /// Whether the task has finished (and its callback has run).
     public var isReady: Bool { mp_event_is_set(readyEvent) != 0 }
@@ -49,8 +60,8 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// Whether the task finished without an error; false while it is not ready (check ``isReady``).
     public var isSuccessful: Bool {
         guard isReady else { return false }
-        return state.withLock { s in
-            if case .success = s.outcome { return true }
+        return locked {
+            if case .success = outcome { return true }
             return false
         }
     }
@@ -71,31 +82,35 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// (for a ``ProcessPool``, a ``PoolError``), or ``PoolError/timeout`` if it is not ready in time.
     public func get(timeout: Duration? = nil) throws -> Value {
         guard try wait(timeout: timeout) else { throw PoolError.timeout }
-        return try state.withLock { $0.outcome! }.get()
+        return try locked { outcome! }.get()
     }
 
     /// The task's result, from async code: suspends (never blocks a thread) until it is ready.
     /// Cancelling the waiting task throws `CancellationError`; the pool's task goes on.
     public var value: Value {
         get async throws {
-            let id = state.withLock { s -> UInt64 in
-                s.nextWaiter += 1
-                return s.nextWaiter
+            let id = locked {
+                nextWaiter += 1
+                return nextWaiter
             }
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
-                    let now = state.withLock { s -> Result<Value, any Error>? in
-                        if s.cancelled.remove(id) != nil { return .failure(CancellationError()) }
-                        if s.ready { return s.outcome! }
-                        s.waiters[id] = continuation
+                    let now = locked { () -> Result<Value, any Error>? in
+                        if cancelled?.remove(id) != nil { return .failure(CancellationError()) }
+                        if ready { return outcome! }
+                        waiters = waiters ?? [:]
+                        waiters![id] = continuation
                         return nil
                     }
                     if let now { continuation.resume(with: now) }
                 }
             } onCancel: {
-                let waiter = state.withLock { s -> CheckedContinuation<Value, any Error>? in
-                    if let c = s.waiters.removeValue(forKey: id) { return c }
-                    if !s.ready { s.cancelled.insert(id) }
+                let waiter = locked { () -> CheckedContinuation<Value, any Error>? in
+                    if let c = waiters?.removeValue(forKey: id) { return c }
+                    if !ready {
+                        cancelled = cancelled ?? []
+                        cancelled!.insert(id)
+                    }
                     return nil
                 }
                 waiter?.resume(throwing: CancellationError())
@@ -107,9 +122,9 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// and wakes every waiter. Called on the pool's result thread.
     @discardableResult
     func complete(_ outcome: Result<Value, any Error>) -> Bool {
-        let first = state.withLock { s -> Bool in
-            if s.outcome != nil { return false }
-            s.outcome = outcome
+        let first = locked {
+            if self.outcome != nil { return false }
+            self.outcome = outcome
             return true
         }
         guard first else { return false }
@@ -117,13 +132,13 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
         case .success(let value): callback?(value)
         case .failure(let error): errorCallback?(error)
         }
-        let waiters = state.withLock { s -> [CheckedContinuation<Value, any Error>] in
-            s.ready = true
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
+        let waiting = locked { () -> [UInt64: CheckedContinuation<Value, any Error>]? in
+            ready = true
+            defer { waiters = nil }
+            return waiters
         }
         mp_event_set(readyEvent)
-        for waiter in waiters { waiter.resume(with: outcome) }
+        if let waiting { for waiter in waiting.values { waiter.resume(with: outcome) } }
         return true
     }
 }

@@ -1,7 +1,8 @@
 import CMultiprocessing
 
 /// The parent's side of a ``ProcessPool``: the table of unfinished tasks, the workers, and the
-/// result thread that owns them.
+/// result thread that owns them. Not generic (it moves bytes; the typed side is the two closures
+/// the pool gives it), so that its hot path looks up no generic metadata at run time.
 ///
 /// Tasks go into one shared task ring (workers pull, so load balances itself); outcomes and the
 /// watcher's exit notices come back on one result ring, in order, to a single result thread. That
@@ -9,19 +10,19 @@ import CMultiprocessing
 /// task it claimed that has no outcome yet died with it (and only that one). It then forks the
 /// replacement, from this long-lived thread, since a daemon child dies with the thread that forked
 /// it.
-final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @unchecked Sendable {
+final class PoolCore: @unchecked Sendable {
     enum Phase { case running, closed, stopping, terminated }
 
-    enum Pending {
-        case single(AsyncResult<Output>)
-        case chunk(ChunkSink<Output>, Int)
+    /// An unfinished task: an ``AsyncResult`` (`chunk` < 0) or a ``ChunkSink`` and its chunk index.
+    struct Pending {
+        let target: AnyObject
+        let chunk: Int
     }
 
-    enum Outcome {
-        case one(Output)
-        case many([Output])
-        case failure(any Error)
-    }
+    /// Decodes a result message for its task and completes the task (on the result thread).
+    typealias Receive = (_ pending: Pending, _ header: ResultHeader, _ payload: UnsafeRawBufferPointer) -> Void
+    /// Fails a task.
+    typealias Fail = (_ pending: Pending, _ error: any Error) -> Void
 
     struct State {
         var phase = Phase.running
@@ -40,8 +41,8 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
     private let state: Locked<State>
     private let makeWorker: @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
     private let watcher: WorkerWatcher
-    private let inputCodec = ValueCodec<Input>()
-    private let outputCodec = ValueCodec<Output>()
+    private let receive: Receive
+    private let fail: Fail
     /// Set while no task is unsettled (join waits on it).
     private let idle: UnsafeMutablePointer<mp_event_t>
     /// Set once the initial workers are started (or failed to).
@@ -50,11 +51,14 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
     private let finished: UnsafeMutablePointer<mp_event_t>
 
     init(
-        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
+        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process,
+        receive: @escaping Receive, fail: @escaping Fail
     ) throws(PoolError) {
         guard processes >= 1 else { throw .invalidWorkerCount(processes) }
         self.processes = processes
         self.makeWorker = makeWorker
+        self.receive = receive
+        self.fail = fail
         let channels = try PoolChannels(workers: processes)
         self.channels = channels
         watcher = try WorkerWatcher { index, pid, code in
@@ -100,35 +104,25 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
         switch id {
         case .success(let id): return id
         case .failure(let error):
-            settle(pending, .failure(error))
+            fail(pending, error)
             return nil
         }
     }
 
-    func submit(_ input: Input, to handle: AsyncResult<Output>) {
-        guard let id = register(.single(handle)) else { return }
+    /// Submits one task: `encode` calls its argument with the inputs' bytes (which go into the task
+    /// ring behind a header). A task that cannot be submitted is failed at once.
+    func submit(
+        _ pending: Pending, form: TaskForm, count: Int,
+        encode: ((UnsafeRawBufferPointer) -> Void) throws(PoolError) -> Void
+    ) {
+        guard let id = register(pending) else { return }
         var sent = false
+        let header = TaskHeader(id: id, count: UInt32(count), form: form.rawValue)
         do {
-            try inputCodec.withBytes(of: input) { bytes in
-                withMessage(
-                    TaskHeader(id: id, count: 1, form: TaskForm.single.rawValue), size: TaskHeader.size, payload: bytes
-                ) { sent = putMessage(channels.tasks.queue, $0) }
-            }
-        } catch {
-            return abandon(id, error)
-        }
-        if !sent { abandon(id, terminalError) }
-    }
-
-    func submit(_ items: ArraySlice<Input>, to sink: ChunkSink<Output>, chunk: Int) {
-        guard let id = register(.chunk(sink, chunk)) else { return }
-        var sent = false
-        do {
-            try inputCodec.withBytes(of: items) { bytes in
-                withMessage(
-                    TaskHeader(id: id, count: UInt32(items.count), form: TaskForm.chunk.rawValue),
-                    size: TaskHeader.size, payload: bytes
-                ) { sent = putMessage(channels.tasks.queue, $0) }
+            try encode { bytes in
+                withMessage(header, size: TaskHeader.size, payload: bytes) {
+                    sent = putMessage(channels.tasks.queue, $0)
+                }
             }
         } catch {
             return abandon(id, error)
@@ -141,21 +135,8 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
     /// Settles a task that never reached a worker (unless it was settled meanwhile).
     private func abandon(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
-        settle(pending, .failure(error))
+        fail(pending, error)
         settled()
-    }
-
-    private func settle(_ pending: Pending, _ outcome: Outcome) {
-        switch (pending, outcome) {
-        case (.single(let handle), .one(let value)): handle.complete(.success(value))
-        case (.single(let handle), .failure(let error)): handle.complete(.failure(error))
-        case (.chunk(let sink, let chunk), .many(let values)): sink.deliver(chunk: chunk, .success(values))
-        case (.chunk(let sink, let chunk), .failure(let error)): sink.deliver(chunk: chunk, .failure(error))
-        case (.single(let handle), .many):
-            handle.complete(.failure(PoolError.coding("a chunk's result for a single task")))
-        case (.chunk(let sink, let chunk), .one):
-            sink.deliver(chunk: chunk, .failure(PoolError.coding("a single result for a chunk")))
-        }
     }
 
     private func settled(_ count: Int = 1) {
@@ -182,9 +163,14 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
         if let workers {
             mp_queue_shutdown(channels.tasks.queue, 1)
             for worker in workers { try? worker.kill() }
+        }
+        // From a callback, the result thread sees the new phase after it; elsewhere wake it (a put
+        // there could wait for room that only the result thread itself makes).
+        if delivery.isCurrent { return }
+        if workers != nil {
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
         }
-        if !delivery.isCurrent { _ = mp_event_wait(finished, Int64(MP_FOREVER)) }
+        _ = mp_event_wait(finished, Int64(MP_FOREVER))
     }
 
     /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`
@@ -236,22 +222,18 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
             let header = message.header(ResultHeader.self)
             let payload = message.payload(after: ResultHeader.size)
             switch ResultKind(rawValue: header.kind) {
-            case .value:
-                let outcome: Outcome
-                do { outcome = .one(try outputCodec.decode(payload)) } catch { outcome = .failure(error) }
-                message.finish()
-                deliver(header.id, outcome)
-            case .values:
-                let outcome: Outcome
-                do { outcome = .many(try outputCodec.decode(payload, count: Int(header.count))) } catch {
-                    outcome = .failure(error)
+            case .value, .values:
+                if let pending = state.withLock({ $0.pending.removeValue(forKey: header.id) }) {
+                    receive(pending, header, payload)  // callbacks run here, the message still in the ring
+                    message.finish()
+                    settled()
+                } else {
+                    message.finish()
                 }
-                message.finish()
-                deliver(header.id, outcome)
             case .failure:
                 let error = Self.failure(payload).poolError
                 message.finish()
-                deliver(header.id, .failure(error))
+                failTask(header.id, error)
             case .initializerFailed:
                 let failure = Self.failure(payload)
                 message.finish()
@@ -272,9 +254,9 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
             ?? RemoteFailure(type: "unknown", message: "the worker's error could not be decoded")
     }
 
-    private func deliver(_ id: UInt64, _ outcome: Outcome) {
+    private func failTask(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
-        settle(pending, outcome)
+        fail(pending, error)
         settled()
     }
 
@@ -290,7 +272,7 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
             return (failed, s.live == 0)
         }
         let error = terminalError
-        for pending in failed { settle(pending, .failure(error)) }
+        for pending in failed { fail(pending, error) }
         if !failed.isEmpty { settled(failed.count) }
         return done
     }
@@ -320,7 +302,7 @@ final class PoolCore<Input: Codable & Sendable, Output: Codable & Sendable>: @un
             return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil)
         }
         if let lost {
-            settle(lost, .failure(PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode))))
+            fail(lost, PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
             settled()
         }
         if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {

@@ -25,7 +25,8 @@
 /// Python); a callback must not wait for another result of the same pool (that throws
 /// ``PoolError/calledFromCallback``). Dropping the last reference to an open pool terminates it.
 public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Sendable>: @unchecked Sendable {
-    let core: PoolCore<Input, Output>
+    let core: PoolCore
+    private let inputCodec = ValueCodec<Input>()
 
     /// The number of worker processes.
     public var processes: Int { core.processes }
@@ -87,9 +88,43 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     private static func makeCore(
         _ processes: Int?, _ maxTasksPerChild: Int?,
         _ makeWorker: @escaping @Sendable (PoolChannels, Int) -> Process
-    ) throws(PoolError) -> PoolCore<Input, Output> {
+    ) throws(PoolError) -> PoolCore {
         if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
-        return try PoolCore(processes: processes ?? cpuCount, makeWorker: makeWorker)
+        let outputs = ValueCodec<Output>()
+        return try PoolCore(
+            processes: processes ?? cpuCount, makeWorker: makeWorker,
+            receive: { pending, header, payload in
+                if pending.chunk < 0 {
+                    let handle = unsafeDowncast(pending.target, to: AsyncResult<Output>.self)
+                    guard header.kind == ResultKind.value.rawValue else {
+                        handle.complete(.failure(PoolError.coding("a chunk's result for a single task")))
+                        return
+                    }
+                    do { handle.complete(.success(try outputs.decode(payload))) } catch {
+                        handle.complete(.failure(error))
+                    }
+                } else {
+                    let sink = unsafeDowncast(pending.target, to: ChunkSink<Output>.self)
+                    guard header.kind == ResultKind.values.rawValue else {
+                        sink.deliver(chunk: pending.chunk, .failure(PoolError.coding("a single result for a chunk")))
+                        return
+                    }
+                    do {
+                        sink.deliver(
+                            chunk: pending.chunk, .success(try outputs.decode(payload, count: Int(header.count))))
+                    } catch {
+                        sink.deliver(chunk: pending.chunk, .failure(error))
+                    }
+                }
+            },
+            fail: { pending, error in
+                if pending.chunk < 0 {
+                    unsafeDowncast(pending.target, to: AsyncResult<Output>.self).complete(.failure(error))
+                } else {
+                    unsafeDowncast(pending.target, to: ChunkSink<Output>.self).deliver(
+                        chunk: pending.chunk, .failure(error))
+                }
+            })
     }
 
     deinit { core.terminate() }
@@ -110,7 +145,10 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) -> AsyncResult<Output> {
         let handle = AsyncResult<Output>(delivery: core.delivery, callback: callback, errorCallback: errorCallback)
-        core.submit(input, to: handle)
+        let codec = inputCodec
+        core.submit(.init(target: handle, chunk: -1), form: .single, count: 1) { emit throws(PoolError) in
+            try codec.withBytes(of: input, emit)
+        }
         return handle
     }
 
@@ -167,7 +205,11 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
 
     private var submitter: ChunkSubmitter<Input, Output> {
         ChunkSubmitter(workers: processes, delivery: core.delivery) { items, sink, chunk in
-            self.core.submit(items, to: sink, chunk: chunk)  // holds the pool while results are read
+            // Holds the pool (not only its core) while the results are read.
+            let codec = self.inputCodec
+            self.core.submit(.init(target: sink, chunk: chunk), form: .chunk, count: items.count) {
+                emit throws(PoolError) in try codec.withBytes(of: items, emit)
+            }
         }
     }
 

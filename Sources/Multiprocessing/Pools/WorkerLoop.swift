@@ -33,84 +33,47 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         self.work = work
     }
 
-    enum Inputs {
-        case one(Input)
-        case many([Input])
-        case undecodable(PoolError)
-    }
-
     /// Runs until the pool stops this worker; returns to exit with status 0.
     func run() {
+        setThreadName(Process.current.name)  // `ps` and `top` show the worker's name, not its forker's
         if let initializer {
             do { try initializer() } catch {
                 reply(id: 0, kind: .initializerFailed, count: 0, failure: RemoteFailure(error))
                 return
             }
         }
+        let taker = TaskTaker(tasks: tasks, slots: slots, slotCount: slotCount, index: index)
         var done = 0
         while maxTasks.map({ done < $0 }) ?? true {
-            guard let (id, inputs) = take() else { return }
+            // Decoded under the consumer lock (the bytes are in the ring); run after it is released.
+            var id: UInt64 = 0
+            var one: Input? = nil
+            var many: [Input] = []
+            var failure: PoolError? = nil
+            let took = taker.take { header, payload in
+                id = header.id
+                guard let payload else { return failure = .coding("the task's message was cut short") }
+                do {
+                    if header.form == TaskForm.single.rawValue {
+                        one = try inputCodec.decode(payload)
+                    } else {
+                        many = try inputCodec.decode(payload, count: Int(header.count))
+                    }
+                } catch {
+                    failure = PoolError(error)
+                }
+            }
+            guard took else { return }
             let delivered: Bool
-            switch inputs {
-            case .undecodable(let error):
-                delivered = reply(id: id, kind: .failure, count: 0, failure: .coding(error))
-            case .one(let input):
+            if let failure {
+                delivered = reply(id: id, kind: .failure, count: 0, failure: .coding(failure))
+            } else if let input = one {
                 delivered = answer(id: id) { () throws -> Output in try work(input) }
-            case .many(let inputs):
-                delivered = answerMany(id: id, inputs)
+            } else {
+                delivered = answerMany(id: id, many)
             }
             if !delivered { return }  // the pool is gone or terminated
             done += 1
-        }
-    }
-
-    /// The next task that is this worker's to run, claimed; nil once the task ring is shut down.
-    private func take() -> (UInt64, Inputs)? {
-        while true {
-            let next = beginGet(tasks, .max)
-            guard next.status == MP_OK else { return nil }
-            guard next.first.count >= TaskHeader.size else {  // never sent by a pool: drop it
-                finish(next.total, next.first.count)
-                continue
-            }
-            let header = next.first.loadUnaligned(as: TaskHeader.self)
-            // A claimed message still at the head: its claimer died before consuming it. The parent
-            // fails that task as the dead worker's, so it must not run here too.
-            if mp_pool_claimed(slots, UInt32(slotCount), header.id) != 0 {
-                finish(next.total, next.first.count)
-                continue
-            }
-            mp_pool_claim(slots + index, header.id)
-            if next.total == UInt64(next.first.count) {
-                defer { mp_queue_get_end(tasks) }
-                return (header.id, decode(header, UnsafeRawBufferPointer(rebasing: next.first[TaskHeader.size...])))
-            }
-            let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(next.total), alignment: 16)
-            defer { whole.deallocate() }
-            guard mp_queue_get_rest(tasks, whole.baseAddress!, next.total) == MP_OK else {
-                return (header.id, .undecodable(.coding("the task's message was cut short")))
-            }
-            return (header.id, decode(header, UnsafeRawBufferPointer(rebasing: whole[TaskHeader.size...])))
-        }
-    }
-
-    /// Consumes a message that is not to be run.
-    private func finish(_ total: UInt64, _ first: Int) {
-        if total == UInt64(first) {
-            mp_queue_get_end(tasks)
-            return
-        }
-        let whole = UnsafeMutableRawPointer.allocate(byteCount: Int(total), alignment: 16)
-        defer { whole.deallocate() }
-        _ = mp_queue_get_rest(tasks, whole, total)
-    }
-
-    private func decode(_ header: TaskHeader, _ payload: UnsafeRawBufferPointer) -> Inputs {
-        do {
-            if header.form == TaskForm.single.rawValue { return .one(try inputCodec.decode(payload)) }
-            return .many(try inputCodec.decode(payload, count: Int(header.count)))
-        } catch {
-            return .undecodable(error)
         }
     }
 
@@ -174,4 +137,68 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         withMessage(header, size: ResultHeader.size, payload: payload) { delivered = putMessage(results, $0) }
         return delivered
     }
+}
+
+/// The claim protocol of a worker (not generic: no metadata lookups per task).
+struct TaskTaker {
+    let tasks: UnsafeMutablePointer<mp_queue_t>
+    let slots: UnsafeMutablePointer<UInt64>
+    let slotCount: Int
+    let index: Int
+
+    /// Takes the next task that is this worker's to run, claims it, and calls `body` with its header
+    /// and input bytes (nil if the message was cut short), valid during the call only. Returns
+    /// false once the task ring is shut down.
+    func take(_ body: (TaskHeader, UnsafeRawBufferPointer?) -> Void) -> Bool {
+        while true {
+            let next = beginGet(tasks, .max)
+            guard next.status == MP_OK else { return false }
+            guard next.first.count >= TaskHeader.size else {  // never sent by a pool: drop it
+                discard(next.total, next.first.count)
+                continue
+            }
+            let header = next.first.loadUnaligned(as: TaskHeader.self)
+            // A claimed message still at the head: its claimer died before consuming it. The parent
+            // fails that task as the dead worker's, so it must not run here too.
+            if mp_pool_claimed(slots, UInt32(slotCount), header.id) != 0 {
+                discard(next.total, next.first.count)
+                continue
+            }
+            mp_pool_claim(slots + index, header.id)
+            if next.total == UInt64(next.first.count) {
+                body(header, UnsafeRawBufferPointer(rebasing: next.first[TaskHeader.size...]))
+                mp_queue_get_end(tasks)
+                return true
+            }
+            let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(next.total), alignment: 16)
+            defer { whole.deallocate() }
+            if mp_queue_get_rest(tasks, whole.baseAddress!, next.total) == MP_OK {
+                body(header, UnsafeRawBufferPointer(rebasing: whole[TaskHeader.size...]))
+            } else {
+                body(header, nil)
+            }
+            return true
+        }
+    }
+
+    /// Consumes a message that is not to be run.
+    private func discard(_ total: UInt64, _ first: Int) {
+        if total == UInt64(first) {
+            mp_queue_get_end(tasks)
+            return
+        }
+        let whole = UnsafeMutableRawPointer.allocate(byteCount: Int(total), alignment: 16)
+        defer { whole.deallocate() }
+        _ = mp_queue_get_rest(tasks, whole, total)
+    }
+}
+
+/// Names the calling thread (the kernel keeps 15 bytes; a character is never cut in half).
+func setThreadName(_ name: String) {
+    var prefix = ""
+    for character in name {
+        if prefix.utf8.count + String(character).utf8.count > 15 { break }
+        prefix.append(character)
+    }
+    mp_set_thread_name(prefix)
 }
