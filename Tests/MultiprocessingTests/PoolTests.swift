@@ -211,6 +211,21 @@ struct ProcessPoolTests {
         #expect(try pool.join(timeout: patience))
     }
 
+    @Test("a callback may submit more tasks than both rings hold: the result thread never waits for room")
+    func submitFromCallback() throws {
+        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int in x + 1 }
+        let spawned = Box<[AsyncResult<Int>]>()
+        let n = 300_000  // 9.6 MB of task messages: more than the task ring and the result ring hold
+        let first = pool.applyAsync(0, callback: { _ in spawned.value = (1...n).map { pool.applyAsync($0) } })
+        #expect(try first.get(timeout: patience) == 1)
+        let handles = try #require(spawned.value)
+        var sum = 0
+        for h in handles { sum += try h.get(timeout: patience) }
+        #expect(sum == n * (n + 1) / 2 + n)
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+
     @Test("inputs and results larger than the rings stream through")
     func largeMessages() throws {
         let pool = try ProcessPool(processes: 2) { (s: [UInt8]) -> [UInt8] in s.reversed() }

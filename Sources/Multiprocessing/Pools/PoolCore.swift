@@ -43,6 +43,8 @@ final class PoolCore: @unchecked Sendable {
     private let watcher: WorkerWatcher
     private let receive: Receive
     private let fail: Fail
+    /// Submissions from callbacks (the result thread must not wait for room in the task ring).
+    private var feeder: TaskFeeder!
     /// Set while no task is unsettled (join waits on it).
     private let idle: UnsafeMutablePointer<mp_event_t>
     /// Set once the initial workers are started (or failed to).
@@ -72,6 +74,10 @@ final class PoolCore: @unchecked Sendable {
         finished = idle + 2
         for event in [idle, started, finished] { mp_event_init(event, 0) }
         mp_event_set(idle)
+        feeder = TaskFeeder(queue: channels.tasks.queue) { [weak self] id in
+            guard let self else { return }
+            abandon(id, terminalError)
+        }
         try watcher.start()
         do {
             try Thread(name: "pool-results") { self.resultLoop() }.start()
@@ -118,10 +124,11 @@ final class PoolCore: @unchecked Sendable {
         guard let id = register(pending) else { return }
         var sent = false
         let header = TaskHeader(id: id, count: UInt32(count), form: form.rawValue)
+        let fromCallback = delivery.isCurrent
         do {
             try encode { bytes in
                 withMessage(header, size: TaskHeader.size, payload: bytes) {
-                    sent = putMessage(channels.tasks.queue, $0)
+                    sent = fromCallback ? feeder.put(id, $0) : putMessage(channels.tasks.queue, $0)
                 }
             }
         } catch {
@@ -164,8 +171,8 @@ final class PoolCore: @unchecked Sendable {
             mp_queue_shutdown(channels.tasks.queue, 1)
             for worker in workers { try? worker.kill() }
         }
-        // From a callback, the result thread sees the new phase after it; elsewhere wake it (a put
-        // there could wait for room that only the result thread itself makes).
+        // From a callback, the result thread sees the new phase once the callback returns (and must
+        // not put into its own ring, which only it drains); elsewhere a notice wakes it.
         if delivery.isCurrent { return }
         if workers != nil {
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
@@ -246,6 +253,7 @@ final class PoolCore: @unchecked Sendable {
             }
         }
         watcher.stop()
+        feeder.stop()
         mp_event_set(finished)
     }
 

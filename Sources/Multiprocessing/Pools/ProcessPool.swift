@@ -50,11 +50,10 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         work: @escaping @Sendable (Input) throws -> Output
     ) throws(PoolError) {
         core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
-            Process(name: workerName("ForkPoolWorker"), daemon: true) {
-                WorkerLoop(
-                    channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: initializer, work: work
-                ).run()
-            }
+            // Built here, in the parent: the child then finds the loop's generic metadata made.
+            let loop = WorkerLoop(
+                channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: initializer, work: work)
+            return Process(name: workerName("ForkPoolWorker"), daemon: true) { loop.run() }
         }
     }
 
@@ -67,12 +66,10 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ) throws(PoolError) {
         if startMethod == .fork {
             core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
-                Process(name: workerName("ForkPoolWorker"), daemon: true) {
-                    WorkerLoop(
-                        channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: worker.initializer,
-                        work: worker.work
-                    ).run()
-                }
+                let loop = WorkerLoop(
+                    channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: worker.initializer,
+                    work: worker.work)
+                return Process(name: workerName("ForkPoolWorker"), daemon: true) { loop.run() }
             }
             return
         }

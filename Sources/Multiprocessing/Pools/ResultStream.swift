@@ -176,11 +176,16 @@ public struct PoolResults<Output: Sendable>: Sequence, Sendable {
 
     public struct Iterator: IteratorProtocol {
         let stream: ResultStream<Output>
+        var refused = false
 
         /// The next outcome, waiting for it; nil after the last. A wait that cannot end (from a
-        /// callback) yields ``PoolError/calledFromCallback``.
+        /// callback) yields ``PoolError/calledFromCallback`` once, then ends the iteration.
         public mutating func next() -> Result<Output, any Error>? {
-            do { return try stream.next(timeout: nil) } catch { return .failure(error) }
+            if refused { return nil }
+            do { return try stream.next(timeout: nil) } catch {
+                refused = true
+                return .failure(error)
+            }
         }
 
         /// The next outcome, waiting up to `timeout` (Python's `IMapIterator.next(timeout)`); nil
