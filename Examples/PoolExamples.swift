@@ -36,20 +36,33 @@ func blockingPool() throws {
     print("----------over----------")
 }
 
-// MARK: - A queue shared with the pool's workers, results reported by callbacks
+// MARK: - A queue between two pool tasks, a writer and a reader, reported by callbacks
+
+enum Role: String, Codable, Sendable { case writer, reader }
 
 func queueAndPool() throws {
-    let q = try Queue<String>()
-    let pool = try ProcessPool(processes: 2) { (n: Int) -> Int in
-        try q.put("message \(n) from pid \(Process.current.pid ?? 0)")
-        return n * n
+    let q = try Queue<String>(maxSize: 3)
+    let pool = try ProcessPool(processes: 2) { (role: Role) -> String in
+        switch role {
+        case .writer:
+            for m in ["A", "B", "C", "D", "E"] {
+                try q.put(m)
+                print("写入", m, "pid", Process.current.pid ?? 0)
+            }
+            return "writer done"
+        case .reader:
+            var got: [String] = []
+            while got.count < 5 { got.append(try q.get(timeout: .seconds(5))) }
+            print("读取", got.joined(separator: " "), "pid", Process.current.pid ?? 0)
+            return "reader got \(got.count)"
+        }
     }
-    for n in 1...4 {
-        pool.applyAsync(n, callback: { print("callback: \(n)² =", $0) })
+    for role in [Role.writer, .reader] {
+        pool.applyAsync(role, callback: { print("callback:", $0) }, errorCallback: { print("failed:", $0) })
     }
     pool.close()
     try pool.join()
-    while let m = try? q.getNowait() { print("queue:", m) }
+    print("----------over----------")
 }
 
 // MARK: - map, imap and imapUnordered
