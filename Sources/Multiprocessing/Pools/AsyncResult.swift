@@ -75,7 +75,26 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
         if let timeout {
             do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
         }
+        if ns != 0 && spinUntilReady() { return true }
         return mp_event_wait(readyEvent, ns) == MP_OK
+    }
+
+    /// Watches the flag for a few microseconds before sleeping: a result about to arrive (the usual
+    /// case when a caller collects many) then costs no futex wake on either side.
+    private func spinUntilReady() -> Bool {
+        var deadline: Int64 = 0
+        for spin in 1... {
+            if isReady { return true }
+            if spin & 31 == 0 {
+                let now = mp_monotonic_ns()
+                if deadline == 0 {
+                    deadline = now + 20_000
+                } else if now >= deadline {
+                    return false
+                }
+            }
+        }
+        return false
     }
 
     /// The task's result, waiting up to `timeout` (forever when nil). Throws the task's error

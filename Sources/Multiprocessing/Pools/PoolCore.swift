@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 
 /// The parent's side of a ``ProcessPool``: the table of unfinished tasks, the workers, and the
 /// result thread that owns them. Not generic (it moves bytes; the typed side is the two closures
@@ -43,6 +44,9 @@ final class PoolCore: @unchecked Sendable {
     private let watcher: WorkerWatcher
     private let receive: Receive
     private let fail: Fail
+    /// Set once the phase is stopping or terminated: the result thread then checks whether it is done
+    /// (a flag read per message instead of a lock).
+    private let ending = Atomic<Bool>(false)
     /// Submissions from callbacks (the result thread must not wait for room in the task ring).
     private var feeder: TaskFeeder!
     /// Set while no task is unsettled (join waits on it).
@@ -167,6 +171,7 @@ final class PoolCore: @unchecked Sendable {
             s.phase = .terminated
             return s.workers.compactMap { $0 }
         }
+        ending.store(true, ordering: .releasing)
         if let workers {
             mp_queue_shutdown(channels.tasks.queue, 1)
             for worker in workers { try? worker.kill() }
@@ -200,6 +205,7 @@ final class PoolCore: @unchecked Sendable {
             s.phase = .stopping
             return true
         }
+        ending.store(true, ordering: .releasing)
         if stop {
             mp_queue_shutdown(channels.tasks.queue, 0)  // workers exit once the ring is empty
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
@@ -270,6 +276,7 @@ final class PoolCore: @unchecked Sendable {
 
     /// After a terminate: fails what is left. Then, once no worker is left, ends the loop.
     private func finishIfDone() -> Bool {
+        guard ending.load(ordering: .acquiring) else { return false }
         let (failed, done) = state.withLock { s -> ([Pending], Bool) in
             guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
             var failed: [Pending] = []
@@ -325,6 +332,7 @@ final class PoolCore: @unchecked Sendable {
             s.phase = .terminated
             return s.workers.compactMap { $0 }
         }
+        ending.store(true, ordering: .releasing)
         mp_queue_shutdown(channels.tasks.queue, 1)
         for worker in workers { try? worker.kill() }
     }
