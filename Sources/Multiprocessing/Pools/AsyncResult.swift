@@ -15,19 +15,34 @@ import Synchronization
 /// As in Python, the task's callback runs (on the pool's result thread) before the result is
 /// marked ready: once ``get(timeout:)`` returns, the callback has run.
 public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
-    /// One allocation for the lock and the ready event: a pool makes one handle per task.
-    private let sync: UnsafeMutableRawPointer
-    private var mutex: UnsafeMutablePointer<mp_mutex_t> { sync.assumingMemoryBound(to: mp_mutex_t.self) }
+    /// One allocation holds the lock, the ready event and the value: a pool makes a handle per task.
+    /// The value sits in raw memory, typed by `Value` alone, so that no field of a type built from
+    /// `Value` (an `Optional`, a `Result`) makes the unspecialized code look up generic metadata.
+    private let storage: UnsafeMutableRawPointer
+    private static var valueOffset: Int {
+        let header = MemoryLayout<mp_mutex_t>.stride + MemoryLayout<mp_event_t>.stride
+        let alignment = MemoryLayout<Value>.alignment
+        return (header + alignment - 1) / alignment * alignment
+    }
+    private var mutex: UnsafeMutablePointer<mp_mutex_t> { storage.assumingMemoryBound(to: mp_mutex_t.self) }
     /// Set once the outcome is ready (after the callbacks): what blocking waiters sleep on.
     private var readyEvent: UnsafeMutablePointer<mp_event_t> {
-        (sync + MemoryLayout<mp_mutex_t>.stride).assumingMemoryBound(to: mp_event_t.self)
+        (storage + MemoryLayout<mp_mutex_t>.stride).assumingMemoryBound(to: mp_event_t.self)
     }
+    private var valueSlot: UnsafeMutablePointer<Value> {
+        (storage + Self.valueOffset).assumingMemoryBound(to: Value.self)
+    }
+
     // Guarded by `mutex`.
-    private var outcome: Result<Value, any Error>?
+    private var state = Outcome.pending
+    private var error: (any Error)?
     private var ready = false
-    private var waiters: [UInt64: CheckedContinuation<Value, any Error>]?
+    /// Async waiters, each resuming its continuation with the outcome (non-generic closures).
+    private var waiters: [UInt64: () -> Void]?
     private var cancelled: Set<UInt64>?
     private var nextWaiter: UInt64 = 0
+
+    private enum Outcome { case pending, value, error }
 
     private let callback: (@Sendable (Value) -> Void)?
     private let errorCallback: (@Sendable (any Error) -> Void)?
@@ -40,12 +55,16 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
         self.delivery = delivery
         self.callback = callback
         self.errorCallback = errorCallback
-        sync = .allocate(byteCount: MemoryLayout<mp_mutex_t>.stride + MemoryLayout<mp_event_t>.stride, alignment: 16)
+        storage = .allocate(
+            byteCount: Self.valueOffset + MemoryLayout<Value>.size, alignment: max(16, MemoryLayout<Value>.alignment))
         mp_mutex_init(mutex, 0)
         mp_event_init(readyEvent, 0)
     }
 
-    deinit { sync.deallocate() }
+    deinit {
+        if state == .value { valueSlot.deinitialize(count: 1) }
+        storage.deallocate()
+    }
 
     @inline(__always)
     private func locked<R>(_ body: () -> R) -> R {
@@ -58,13 +77,7 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     public var isReady: Bool { mp_event_is_set(readyEvent) != 0 }
 
     /// Whether the task finished without an error; false while it is not ready (check ``isReady``).
-    public var isSuccessful: Bool {
-        guard isReady else { return false }
-        return locked {
-            if case .success = outcome { return true }
-            return false
-        }
-    }
+    public var isSuccessful: Bool { isReady && locked { state == .value } }
 
     /// Waits up to `timeout` (forever when nil) for the result; returns whether it is ready.
     @discardableResult
@@ -101,7 +114,13 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// (for a ``ProcessPool``, a ``PoolError``), or ``PoolError/timeout`` if it is not ready in time.
     public func get(timeout: Duration? = nil) throws -> Value {
         guard try wait(timeout: timeout) else { throw PoolError.timeout }
-        return try locked { outcome! }.get()
+        return try readyValue()
+    }
+
+    /// The outcome of a ready result (written once, before the ready event was set).
+    private func readyValue() throws -> Value {
+        if let error = locked({ state == .error ? error : nil }) { throw error }
+        return valueSlot.pointee
     }
 
     /// The task's result, from async code: suspends (never blocks a thread) until it is ready.
@@ -112,55 +131,84 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
                 nextWaiter += 1
                 return nextWaiter
             }
-            return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
-                    let now = locked { () -> Result<Value, any Error>? in
-                        if cancelled?.remove(id) != nil { return .failure(CancellationError()) }
-                        if ready { return outcome! }
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let now = locked { () -> WaiterStart in
+                        if cancelled?.remove(id) != nil { return .cancelled }
+                        if ready { return .ready }
                         waiters = waiters ?? [:]
-                        waiters![id] = continuation
-                        return nil
+                        waiters![id] = { continuation.resume() }
+                        return .wait
                     }
-                    if let now { continuation.resume(with: now) }
+                    switch now {
+                    case .wait: break
+                    case .ready: continuation.resume()
+                    case .cancelled: continuation.resume(throwing: CancellationError())
+                    }
                 }
             } onCancel: {
-                let waiter = locked { () -> CheckedContinuation<Value, any Error>? in
-                    if let c = waiters?.removeValue(forKey: id) { return c }
+                let waiter = locked { () -> (() -> Void)? in
+                    if let w = waiters?.removeValue(forKey: id) { return w }
                     if !ready {
                         cancelled = cancelled ?? []
                         cancelled!.insert(id)
                     }
                     return nil
                 }
-                waiter?.resume(throwing: CancellationError())
+                waiter?()  // resumes; the ready check below finds no result and throws
             }
+            guard isReady else { throw CancellationError() }
+            return try readyValue()
         }
     }
 
-    /// Delivers the outcome (the first one wins): runs the callback, then marks the result ready
-    /// and wakes every waiter. Called on the pool's result thread.
-    @discardableResult
-    func complete(_ outcome: Result<Value, any Error>) -> Bool {
+    /// Delivers a value (unless an outcome came first): runs the callback, then marks the result
+    /// ready and wakes every waiter. Called on the pool's result thread.
+    func complete(value: Value) {
         let first = locked {
-            if self.outcome != nil { return false }
-            self.outcome = outcome
+            guard state == .pending else { return false }
+            valueSlot.initialize(to: value)
+            state = .value
             return true
         }
-        guard first else { return false }
-        switch outcome {
-        case .success(let value): callback?(value)
-        case .failure(let error): errorCallback?(error)
+        guard first else { return }
+        callback?(value)
+        markReady()
+    }
+
+    /// Delivers an error (unless an outcome came first); see ``complete(value:)``.
+    func complete(error: any Error) {
+        let first = locked {
+            guard state == .pending else { return false }
+            self.error = error
+            state = .error
+            return true
         }
-        let waiting = locked { () -> [UInt64: CheckedContinuation<Value, any Error>]? in
+        guard first else { return }
+        errorCallback?(error)
+        markReady()
+    }
+
+    func complete(_ outcome: Result<Value, any Error>) {
+        switch outcome {
+        case .success(let value): complete(value: value)
+        case .failure(let error): complete(error: error)
+        }
+    }
+
+    private func markReady() {
+        let waiting = locked { () -> [UInt64: () -> Void]? in
             ready = true
             defer { waiters = nil }
             return waiters
         }
         mp_event_set(readyEvent)
-        if let waiting { for waiter in waiting.values { waiter.resume(with: outcome) } }
-        return true
+        if let waiting { for resume in waiting.values { resume() } }
     }
 }
+
+/// What an async waiter found when it registered.
+private enum WaiterStart { case wait, ready, cancelled }
 
 /// The thread that delivers a pool's results and runs its callbacks: a blocking wait on it could
 /// never end, so waits check for it.

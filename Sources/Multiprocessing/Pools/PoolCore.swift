@@ -27,7 +27,7 @@ final class PoolCore: @unchecked Sendable {
 
     struct State {
         var phase = Phase.running
-        var pending: [UInt64: Pending] = [:]
+        var pending = PendingTable()
         var nextID: UInt64 = 0
         var unsettled = 0
         var workers: [Process?]
@@ -106,7 +106,7 @@ final class PoolCore: @unchecked Sendable {
         let id = state.withLock { s -> Result<UInt64, PoolError> in
             guard s.phase == .running else { return .failure(s.broken ?? .closed) }
             s.nextID += 1
-            s.pending[s.nextID] = pending
+            s.pending.insert(s.nextID, pending)
             s.unsettled += 1
             if s.unsettled == 1 { mp_event_clear(idle) }
             return .success(s.nextID)
@@ -145,7 +145,7 @@ final class PoolCore: @unchecked Sendable {
 
     /// Settles a task that never reached a worker (unless it was settled meanwhile).
     private func abandon(_ id: UInt64, _ error: any Error) {
-        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
         fail(pending, error)
         settled()
     }
@@ -236,7 +236,7 @@ final class PoolCore: @unchecked Sendable {
             let payload = message.payload(after: ResultHeader.size)
             switch ResultKind(rawValue: header.kind) {
             case .value, .values:
-                if let pending = state.withLock({ $0.pending.removeValue(forKey: header.id) }) {
+                if let pending = state.withLock({ $0.pending.remove(header.id) }) {
                     receive(pending, header, payload)  // callbacks run here, the message still in the ring
                     message.finish()
                     settled()
@@ -269,7 +269,7 @@ final class PoolCore: @unchecked Sendable {
     }
 
     private func failTask(_ id: UInt64, _ error: any Error) {
-        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
         fail(pending, error)
         settled()
     }
@@ -281,8 +281,7 @@ final class PoolCore: @unchecked Sendable {
             guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
             var failed: [Pending] = []
             if s.phase == .terminated {
-                failed = Array(s.pending.values)
-                s.pending = [:]
+                failed = s.pending.removeAll()
             }
             return (failed, s.live == 0)
         }
@@ -313,7 +312,7 @@ final class PoolCore: @unchecked Sendable {
             guard let worker = s.workers[index], worker.pid == pid else { return (nil, false) }
             s.workers[index] = nil
             s.live -= 1
-            let lost = claimed != 0 ? s.pending.removeValue(forKey: claimed) : nil
+            let lost = claimed != 0 ? s.pending.remove(claimed) : nil
             return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil)
         }
         if let lost {

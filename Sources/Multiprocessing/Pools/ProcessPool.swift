@@ -94,11 +94,11 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
                 if pending.chunk < 0 {
                     let handle = unsafeDowncast(pending.target, to: AsyncResult<Output>.self)
                     guard header.kind == ResultKind.value.rawValue else {
-                        handle.complete(.failure(PoolError.coding("a chunk's result for a single task")))
+                        handle.complete(error: PoolError.coding("a chunk's result for a single task"))
                         return
                     }
-                    do { handle.complete(.success(try outputs.decode(payload))) } catch {
-                        handle.complete(.failure(error))
+                    do { handle.complete(value: try outputs.decode(payload)) } catch {
+                        handle.complete(error: error)
                     }
                 } else {
                     let sink = unsafeDowncast(pending.target, to: ChunkSink<Output>.self)
@@ -116,7 +116,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
             },
             fail: { pending, error in
                 if pending.chunk < 0 {
-                    unsafeDowncast(pending.target, to: AsyncResult<Output>.self).complete(.failure(error))
+                    unsafeDowncast(pending.target, to: AsyncResult<Output>.self).complete(error: error)
                 } else {
                     unsafeDowncast(pending.target, to: ChunkSink<Output>.self).deliver(
                         chunk: pending.chunk, .failure(error))
