@@ -226,6 +226,22 @@ struct ProcessPoolTests {
         #expect(try pool.join(timeout: patience))
     }
 
+    @Test("dropping an open pool terminates it: workers reaped, unfinished tasks fail with terminated")
+    func dropOpenPool() throws {
+        var pids: [Int32] = []
+        var handle: AsyncResult<Int>?
+        do {
+            let pool = try ProcessPool(processes: 2) { (x: Int) -> Int in
+                try sleep(for: .seconds(60))
+                return x
+            }
+            pids = pool.workerPIDs
+            handle = pool.applyAsync(1)
+        }
+        #expect(throws: PoolError.terminated) { try handle!.get(timeout: patience) }
+        for pid in pids { #expect(!processExists(pid)) }
+    }
+
     @Test("inputs and results larger than the rings stream through")
     func largeMessages() throws {
         let pool = try ProcessPool(processes: 2) { (s: [UInt8]) -> [UInt8] in s.reversed() }
@@ -298,6 +314,27 @@ struct ThreadPoolTests {
         }
         pool.close()
         #expect(throws: PoolError.closed) { try pool.applyAsync({ 1 }).get(timeout: patience) }
+        #expect(try pool.join(timeout: patience))
+    }
+
+    @Test("awaiting a result: cancelling the waiter throws CancellationError, the task goes on")
+    func cancelAwait() async throws {
+        let pool = try ThreadPool(threads: 1)
+        let gate = Event()
+        let handle = pool.applyAsync({ () -> Int in
+            gate.wait()
+            return 5
+        })
+        let waiter = Task { try await handle.value }
+        try await Task.sleep(for: .milliseconds(20))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        gate.set()
+        #expect(try await handle.value == 5)
+        async let a = handle.value
+        async let b = handle.value
+        #expect(try await a + b == 10)
+        pool.close()
         #expect(try pool.join(timeout: patience))
     }
 
