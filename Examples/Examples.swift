@@ -24,16 +24,19 @@ let spawnedCounter = SpawnTarget<CountArguments>("spawned-counter") { args in
 struct Examples: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "multiprocessing-examples",
-        abstract: "The seed's programs for processes, threads and locks.")
+        abstract: "The seed's programs for processes, threads, locks, queues and pools.")
 
     @Argument(
-        help: "processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | all")
+        help: """
+            processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | \
+            pool | pool-blocking | pool-queue | pool-map | all (pool-throughput: measured separately)
+            """)
     var name: String = "all"
 
     static func main() {
         Spawn.bootstrap(spawnedCounter)  // first thing: in a spawned child this runs the target
         do {
-            var command = try parseAsRoot() as! Examples
+            var command = try parseAsRoot()  // `--help` parses as a help command, not as Examples
             try command.run()
         } catch {
             exit(withError: error)

@@ -308,15 +308,17 @@ final class PoolCore: @unchecked Sendable {
         guard index >= 0 && index < processes else { return }
         // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
         let claimed = mp_pool_slot(channels.slots + index)
-        let (lost, replace) = state.withLock { s -> (Pending?, Bool) in
-            guard let worker = s.workers[index], worker.pid == pid else { return (nil, false) }
+        let (lost, replace, ending) = state.withLock { s -> (Pending?, Bool, PoolError?) in
+            guard let worker = s.workers[index], worker.pid == pid else { return (nil, false, nil) }
             s.workers[index] = nil
             s.live -= 1
             let lost = claimed != 0 ? s.pending.remove(claimed) : nil
-            return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil)
+            // Killed by terminate() (or a broken pool): its task fails as every other one does.
+            let ending = s.phase == .terminated ? (s.broken ?? .terminated) : nil
+            return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil, ending)
         }
         if let lost {
-            fail(lost, PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
+            fail(lost, ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
             settled()
         }
         if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {

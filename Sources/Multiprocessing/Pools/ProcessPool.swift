@@ -174,7 +174,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         PoolResults(stream: submitter.stream(items, chunkSize: chunkSize, ordered: true))
     }
 
-    /// ``imap(_:chunkSize:)-(S,Int)`` for `for try await`.
+    /// `imap(_:chunkSize:)` for `for try await` (chosen where an `AsyncSequence` is expected).
     @_disfavoredOverload
     public func imap<S: Sequence>(_ items: S, chunkSize: Int = 1) -> AsyncPoolResults<Output>
     where S.Element == Input {
@@ -187,7 +187,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         PoolResults(stream: submitter.stream(items, chunkSize: chunkSize, ordered: false))
     }
 
-    /// ``imapUnordered(_:chunkSize:)-(S,Int)`` for `for try await`.
+    /// `imapUnordered(_:chunkSize:)` for `for try await` (chosen where an `AsyncSequence` is expected).
     @_disfavoredOverload
     public func imapUnordered<S: Sequence>(_ items: S, chunkSize: Int = 1) -> AsyncPoolResults<Output>
     where S.Element == Input {

@@ -85,7 +85,7 @@ public final class ThreadPool: @unchecked Sendable {
         PoolResults(stream: submitter(transform).stream(items, chunkSize: chunkSize, ordered: true))
     }
 
-    /// ``imap(_:chunkSize:_:)-(S,Int,_)`` for `for try await`.
+    /// `imap(_:chunkSize:_:)` for `for try await` (chosen where an `AsyncSequence` is expected).
     @_disfavoredOverload
     public func imap<S: Sequence, R: Sendable>(
         _ items: S, chunkSize: Int = 1, _ transform: @escaping @Sendable (S.Element) throws -> R
@@ -100,7 +100,7 @@ public final class ThreadPool: @unchecked Sendable {
         PoolResults(stream: submitter(transform).stream(items, chunkSize: chunkSize, ordered: false))
     }
 
-    /// ``imapUnordered(_:chunkSize:_:)-(S,Int,_)`` for `for try await`.
+    /// `imapUnordered(_:chunkSize:_:)` for `for try await` (chosen where an `AsyncSequence` is expected).
     @_disfavoredOverload
     public func imapUnordered<S: Sequence, R: Sendable>(
         _ items: S, chunkSize: Int = 1, _ transform: @escaping @Sendable (S.Element) throws -> R
