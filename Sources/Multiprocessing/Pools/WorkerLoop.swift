@@ -45,7 +45,6 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         let taker = TaskTaker(tasks: tasks, slots: slots, slotCount: slotCount, index: index)
         var done = 0
         while maxTasks.map({ done < $0 }) ?? true {
-            // Decoded under the consumer lock (the bytes are in the ring); run after it is released.
             var id: UInt64 = 0
             var one: Input? = nil
             var many: [Input] = []
@@ -140,11 +139,22 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
 }
 
 /// The claim protocol of a worker (not generic: no metadata lookups per task).
-struct TaskTaker {
+final class TaskTaker {
     let tasks: UnsafeMutablePointer<mp_queue_t>
     let slots: UnsafeMutablePointer<UInt64>
     let slotCount: Int
     let index: Int
+    /// Where a task's inputs are copied before the consumer lock is released (reused, grown).
+    private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+
+    init(tasks: UnsafeMutablePointer<mp_queue_t>, slots: UnsafeMutablePointer<UInt64>, slotCount: Int, index: Int) {
+        self.tasks = tasks
+        self.slots = slots
+        self.slotCount = slotCount
+        self.index = index
+    }
+
+    deinit { scratch.deallocate() }
 
     /// Takes the next task that is this worker's to run, claims it, and calls `body` with its header
     /// and input bytes (nil if the message was cut short), valid during the call only. Returns
@@ -166,8 +176,18 @@ struct TaskTaker {
             }
             mp_pool_claim(slots + index, header.id)
             if next.total == UInt64(next.first.count) {
-                body(header, UnsafeRawBufferPointer(rebasing: next.first[TaskHeader.size...]))
+                // Copied out and consumed before decoding: decoding runs no code of ours under the
+                // lock that every worker needs (and may be slow, for large Codable chunks).
+                let inputs = UnsafeRawBufferPointer(rebasing: next.first[TaskHeader.size...])
+                if scratch.count < inputs.count {
+                    scratch.deallocate()
+                    scratch = .allocate(byteCount: max(inputs.count, 2 * scratch.count), alignment: 16)
+                }
+                if inputs.count > 0 {
+                    scratch.baseAddress!.copyMemory(from: inputs.baseAddress!, byteCount: inputs.count)
+                }
                 mp_queue_get_end(tasks)
+                body(header, UnsafeRawBufferPointer(rebasing: scratch[0..<inputs.count]))
                 return true
             }
             let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(next.total), alignment: 16)
