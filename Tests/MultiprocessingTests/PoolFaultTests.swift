@@ -1,5 +1,6 @@
 import CMultiprocessing
 import MultiprocessingTestTargets
+import Synchronization
 import Testing
 
 @testable import Multiprocessing
@@ -186,6 +187,22 @@ struct PoolFaultTests {
         pool.close()
         #expect(try pool.join(timeout: patience))
         #expect(!processExists(pid))
+    }
+
+    @Test("start-up watchdog: a forked worker stuck before its first task is replaced, no task lost")
+    func stuckStartup() throws {
+        let limit = WorkerWatcher.startupLimit.load(ordering: .relaxed)
+        WorkerWatcher.startupLimit.store(300_000_000, ordering: .relaxed)
+        defer { WorkerWatcher.startupLimit.store(limit, ordering: .relaxed) }
+        stallNextWorkerForTesting.store(true, ordering: .relaxed)
+        let pool = try ProcessPool(processes: 1) { (x: Int) -> Int32 in Process.current.pid ?? 0 }
+        let stuck = try #require(pool.workerPIDs.first)
+        let handles = (0..<10).map { pool.applyAsync($0) }
+        for h in handles { #expect(try h.get(timeout: patience) != stuck) }
+        #expect(!pool.workerPIDs.contains(stuck))
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+        #expect(!processExists(stuck))
     }
 
     @Test("claim protocol: a task claimed by a worker that died before consuming it is not run again")

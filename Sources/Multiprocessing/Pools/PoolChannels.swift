@@ -1,8 +1,9 @@
 import CMultiprocessing
 
 /// The shared memory of one process pool: the task ring (parent to workers), the result ring
-/// (workers, the watcher and the pool to the result thread), and one claim slot per worker (the id
-/// of the task it took last, see pool.c). All three are memfd regions: nothing appears in /dev/shm,
+/// (workers, the watcher and the pool to the result thread), one claim slot per worker (the id
+/// of the task it took last, see pool.c), and one ready word per worker (its pid, once it is past
+/// its start-up). All three are memfd regions: nothing appears in /dev/shm,
 /// and the memory goes away with the last process that maps it.
 final class PoolChannels: @unchecked Sendable {
     /// Ring sizes in bytes; pages are touched only as messages flow. Larger messages stream through.
@@ -13,6 +14,8 @@ final class PoolChannels: @unchecked Sendable {
     let results: Channel
     let claims: Region
     let slots: UnsafeMutablePointer<UInt64>
+    /// `ready[i]` holds the pid of worker `i` once it has started (written by the worker).
+    let ready: UnsafeMutablePointer<UInt64>
     let slotCount: Int
 
     init(workers: Int) throws(PoolError) {
@@ -24,11 +27,12 @@ final class PoolChannels: @unchecked Sendable {
             throw .coding(String(describing: error))
         }
         do {
-            claims = try Region.anonymous(size: max(64, workers * 8), label: "multiprocessing-pool")
+            claims = try Region.anonymous(size: max(64, workers * 16), label: "multiprocessing-pool")
         } catch {
             throw .system(error.errno ?? .noMemory, function: "memfd_create")
         }
         slots = claims.base.assumingMemoryBound(to: UInt64.self)
+        ready = slots + workers
         slotCount = workers
     }
 
@@ -49,9 +53,10 @@ final class PoolChannels: @unchecked Sendable {
         tasks = try Channel(regionID: handle.tasks)
         results = try Channel(regionID: handle.results)
         guard let region = RegionRegistry.lookup(handle.claims) else { throw .unknownRegion(handle.claims) }
-        guard handle.slotCount >= 1, region.size >= handle.slotCount * 8 else { throw .staleHandle }
+        guard handle.slotCount >= 1, region.size >= handle.slotCount * 16 else { throw .staleHandle }
         claims = region
         slots = region.base.assumingMemoryBound(to: UInt64.self)
+        ready = slots + handle.slotCount
         slotCount = handle.slotCount
     }
 

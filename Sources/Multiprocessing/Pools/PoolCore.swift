@@ -67,7 +67,7 @@ final class PoolCore: @unchecked Sendable {
         self.fail = fail
         let channels = try PoolChannels(workers: processes)
         self.channels = channels
-        watcher = try WorkerWatcher { index, pid, code in
+        watcher = try WorkerWatcher(ready: channels.ready) { index, pid, code in
             channels.notify(
                 ResultHeader(
                     id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
@@ -293,6 +293,7 @@ final class PoolCore: @unchecked Sendable {
 
     private func startWorker(_ index: Int) -> PoolError? {
         let process = makeWorker(channels, index)
+        defer { stallNextWorkerForTesting.store(false, ordering: .relaxed) }  // the child has its copy
         do { try process.start() } catch {
             return .system(error.systemErrno, function: "fork")
         }

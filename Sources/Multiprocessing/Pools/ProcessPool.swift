@@ -87,6 +87,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         _ makeWorker: @escaping @Sendable (PoolChannels, Int) -> Process
     ) throws(PoolError) -> PoolCore {
         if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
+        WorkerLoop<Input, Output>.warmUp()
         let outputs = ValueCodec<Output>()
         return try PoolCore(
             processes: processes ?? cpuCount, makeWorker: makeWorker,

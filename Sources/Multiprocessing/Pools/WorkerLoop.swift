@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 
 /// What a worker process runs, forked or spawned: take a task, run the work function on its inputs,
 /// put the outcome, until the task ring is shut down or `maxTasks` tasks are done.
@@ -10,6 +11,7 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
     let tasks: UnsafeMutablePointer<mp_queue_t>
     let results: UnsafeMutablePointer<mp_queue_t>
     let slots: UnsafeMutablePointer<UInt64>
+    let ready: UnsafeMutablePointer<UInt64>
     let slotCount: Int
     let index: Int
     let maxTasks: Int?
@@ -26,6 +28,7 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         tasks = channels.tasks.queue
         results = channels.results.queue
         slots = channels.slots
+        ready = channels.ready
         slotCount = channels.slotCount
         self.index = index
         self.maxTasks = maxTasks
@@ -33,9 +36,32 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         self.work = work
     }
 
+    /// Does the Swift runtime's one-time work that the loop's generic code needs (metadata of the
+    /// generic types met at its call sites): in the parent before forking, and again in the worker
+    /// before it takes a task. The runtime guards such work with locks, and a forked child inherits
+    /// any that another thread of the parent held at the moment of the fork: a child stuck on one
+    /// is stuck here, before its first claim, where the pool's watchdog can replace it without
+    /// losing a task (see ``WorkerWatcher``).
+    static func warmUp() {
+        var inputs = [Input](unsafeUninitializedCapacity: 1) { _, count in count = 0 }
+        inputs.reserveCapacity(8)
+        var outputs = [Output](unsafeUninitializedCapacity: 1) { _, count in count = 0 }
+        outputs.reserveCapacity(8)
+        let one: Input? = inputs.first
+        let answer: Output? = outputs.first
+        _ = (one, answer, inputs[...], outputs[...])
+        let failure = RemoteFailure(type: "", message: "")
+        try? BinaryCoding.withEncoding(of: failure) { bytes in
+            _ = try? BinaryCoding.decode(RemoteFailure.self, from: bytes)
+        }
+    }
+
     /// Runs until the pool stops this worker; returns to exit with status 0.
     func run() {
         setThreadName(Process.current.name)  // `ps` and `top` show the worker's name, not its forker's
+        Self.warmUp()
+        while stallNextWorkerForTesting.load(ordering: .relaxed) { _ = try? sleep(for: .seconds(1)) }
+        mp_pool_claim(ready + index, UInt64(mp_process_id()))  // started: the watchdog lets it be
         if let initializer {
             do { try initializer() } catch {
                 reply(id: 0, kind: .initializerFailed, count: 0, failure: RemoteFailure(error))
@@ -212,6 +238,10 @@ final class TaskTaker {
         _ = mp_queue_get_rest(tasks, whole, total)
     }
 }
+
+/// Tests set it to make the next forked worker hang before it is ready (as one that inherited a
+/// held runtime lock would); the parent clears it right after that fork.
+let stallNextWorkerForTesting = Atomic<Bool>(false)
 
 /// Names the calling thread (the kernel keeps 15 bytes; a character is never cut in half).
 func setThreadName(_ name: String) {

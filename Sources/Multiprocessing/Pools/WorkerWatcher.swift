@@ -9,12 +9,26 @@ import SystemPackage
 /// A thread that waits for a pool's worker processes to exit (one `poll` over their pidfds), reaps
 /// each one, and reports it: `report` puts a notice into the result ring, after every result the
 /// worker published (the ring is FIFO), so the result thread knows what the worker had finished.
+///
+/// It is also the start-up watchdog of forked workers. A child forked while another thread of the
+/// parent held one of the Swift runtime's locks waits for ever the first time it needs that lock;
+/// a worker meets those needs before its first claim (``WorkerLoop/warmUp()``), then writes its
+/// pid to its ready word. One that has not within ``startupLimit`` is killed: it held no task, and
+/// the usual exit path starts a replacement.
 final class WorkerWatcher: @unchecked Sendable {
     private struct Watched {
         let process: Process
         let fd: Int32
         let index: Int
+        let pid: Int32
+        /// Monotonic ns by which the worker must be ready; nil when not watched (spawned workers,
+        /// which share no locks with the parent, or one already ready or killed).
+        var deadline: Int64?
     }
+
+    /// How long a forked worker may take to start, in ns (generous: sanitizers slow start-up a
+    /// lot). Tests shorten it.
+    static let startupLimit = Atomic<Int64>(10_000_000_000)
 
     private let watched = Locked<[Watched]>([])
     private let wakeRead: Int32
@@ -23,7 +37,13 @@ final class WorkerWatcher: @unchecked Sendable {
     private let stopped: UnsafeMutablePointer<mp_event_t>
     private let report: @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
 
-    init(report: @escaping @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void) throws(PoolError) {
+    private let ready: UnsafeMutablePointer<UInt64>
+
+    init(
+        ready: UnsafeMutablePointer<UInt64>,
+        report: @escaping @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
+    ) throws(PoolError) {
+        self.ready = ready
         var fds: [Int32] = [-1, -1]
         let rc = mp_pipe(&fds)
         guard rc == 0 else { throw .system(.init(rawValue: -rc), function: "pipe2") }
@@ -63,7 +83,10 @@ final class WorkerWatcher: @unchecked Sendable {
             }.start()
             return
         }
-        watched.withLock { $0.append(Watched(process: process, fd: fd, index: index)) }
+        let pid = process.pid ?? 0
+        let deadline =
+            process.startMethod == .fork ? mp_monotonic_ns() + Self.startupLimit.load(ordering: .relaxed) : nil
+        watched.withLock { $0.append(Watched(process: process, fd: fd, index: index, pid: pid, deadline: deadline)) }
         wake()
     }
 
@@ -86,7 +109,7 @@ final class WorkerWatcher: @unchecked Sendable {
             if current.isEmpty && stopping.load(ordering: .acquiring) { return }
             var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
             fds += current.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            let rc = poll(&fds, nfds_t(fds.count), -1)
+            let rc = poll(&fds, nfds_t(fds.count), pollTimeout(current))
             if rc < 0 { continue }  // EINTR
             if fds[0].revents != 0 {
                 var buffer = [UInt8](repeating: 0, count: 64)
@@ -98,7 +121,34 @@ final class WorkerWatcher: @unchecked Sendable {
                 entry.process.reap(blocking: true)
                 report(entry.index, entry.process.pid ?? 0, entry.process.exitCode ?? -1)
             }
+            checkStartups()
         }
+    }
+
+    /// Milliseconds until the next start-up deadline; -1 (forever) when none is pending.
+    private func pollTimeout(_ current: [Watched]) -> Int32 {
+        guard let next = current.compactMap(\.deadline).min() else { return -1 }
+        let left = (next - mp_monotonic_ns()) / 1_000_000
+        return Int32(clamping: max(0, left + 1))
+    }
+
+    /// Stops watching the start-up of ready workers; kills the ones past their deadline.
+    private func checkStartups() {
+        let now = mp_monotonic_ns()
+        let stuck = watched.withLock { list -> [Watched] in
+            var stuck: [Watched] = []
+            for i in list.indices {
+                guard let deadline = list[i].deadline else { continue }
+                if mp_pool_slot(ready + list[i].index) == UInt64(list[i].pid) {
+                    list[i].deadline = nil
+                } else if now >= deadline {
+                    list[i].deadline = nil
+                    stuck.append(list[i])
+                }
+            }
+            return stuck
+        }
+        for entry in stuck { try? entry.process.kill() }  // its exit comes back through the pidfd
     }
 }
 

@@ -134,6 +134,7 @@ open class Process: @unchecked Sendable {
         case .spawn(let request):
             pid = try Spawn.start(request, name: name, daemon: daemon)
         case .closure, .subclass:
+            prepareRegistriesForFork()
             pid = mp_fork(daemon ? 1 : 0)
             if pid == 0 { runForkedChild() }
         }
@@ -256,6 +257,17 @@ struct SpawnRequest {
 func writeError(_ text: String) {
     var text = text
     text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
+}
+
+/// Initializes, in the parent, every lazy global that the child resets after fork: a first-time
+/// initializer run in the child could wait for ever on a runtime `once` (metadata, say) that another
+/// thread of the parent was inside at the moment of the fork.
+func prepareRegistriesForFork() {
+    _ = RegionRegistry.live()
+    _ = Arenas.arena(for: 0)
+    _ = Children.all()
+    _ = CurrentProcess.get()
+    _ = InheritedDescriptors.all()
 }
 
 /// Every process-private lock the child might take, reset after fork.
