@@ -24,16 +24,19 @@ let spawnedCounter = SpawnTarget<CountArguments>("spawned-counter") { args in
 struct Examples: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "multiprocessing-examples",
-        abstract: "The seed's programs for processes, threads and locks.")
+        abstract: "The seed's programs for processes, threads, locks, queues and pools.")
 
     @Argument(
-        help: "processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | all")
+        help: """
+            processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | \
+            pool | pool-blocking | pool-queue | pool-map | all (pool-throughput: measured separately)
+            """)
     var name: String = "all"
 
     static func main() {
         Spawn.bootstrap(spawnedCounter)  // first thing: in a spawned child this runs the target
         do {
-            var command = try parseAsRoot() as! Examples
+            var command = try parseAsRoot()  // `--help` parses as a help command, not as Examples
             try command.run()
         } catch {
             exit(withError: error)
@@ -45,8 +48,11 @@ struct Examples: ParsableCommand {
             ("processes", processes), ("my-process", myProcess), ("threads", threads),
             ("lock", lockList), ("deadlock", deadlock), ("spawn", spawn),
             ("queue", queueProgram), ("download", downloadAndGetfile), ("producer-consumer", producerConsumer),
+            ("pool", nonBlockingPool), ("pool-blocking", blockingPool), ("pool-queue", queueAndPool),
+            ("pool-map", poolMap),
         ]
-        let chosen = name == "all" ? all : all.filter { $0.0 == name }
+        let measures: [(String, () throws -> Void)] = [("pool-throughput", poolThroughput)]
+        let chosen = name == "all" ? all : (all + measures).filter { $0.0 == name }
         guard !chosen.isEmpty else { throw ValidationError("unknown example \(name)") }
         for (title, program) in chosen {
             print("===== \(title) =====")

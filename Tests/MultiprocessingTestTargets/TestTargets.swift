@@ -39,6 +39,26 @@ public struct QueueJob: Codable, Sendable {
     }
 }
 
+public struct PoolJob: Codable, Sendable {
+    public var text: String
+    public var times: Int
+    public var fail: Bool
+    public init(text: String, times: Int, fail: Bool = false) {
+        self.text = text
+        self.times = times
+        self.fail = fail
+    }
+}
+
+public struct PoolAnswer: Codable, Sendable, Equatable {
+    public var text: String
+    public var pid: Int32
+}
+
+public enum PoolJobError: Error {
+    case refused(String)
+}
+
 public enum TestTargets {
     /// Answers each string with itself twice, until an empty one.
     public static let pipeEcho = SpawnTarget<Connection>("pipeEcho") { connection in
@@ -86,5 +106,12 @@ public enum TestTargets {
         while true { try sleep(for: .seconds(1)) }
     }
 
-    public static let all: [any SpawnEntry] = [increment, asyncEcho, fail, holdLock, doubler, pipeEcho]
+    /// A process pool's work function for spawned workers: a String, repeated, with the worker's pid.
+    public static let poolRepeat = PoolWorker<PoolJob, PoolAnswer>("poolRepeat") { job in
+        if job.fail { throw PoolJobError.refused(job.text) }
+        if job.text == "hang" { try sleep(for: .seconds(60)) }  // until the test kills this worker
+        return PoolAnswer(text: String(repeating: job.text, count: job.times), pid: Process.current.pid ?? 0)
+    }
+
+    public static let all: [any SpawnEntry] = [increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat]
 }

@@ -121,7 +121,7 @@ struct SharedMemoryTests {
     @Test("a forked child that drops its copy of a named region leaves the name to the creator")
     func childDoesNotUnlink() throws {
         let name = Self.uniqueName("child")
-        let box = Box(try SharedMemory(create: name, size: 64))
+        let box = MemoryBox(try SharedMemory(create: name, size: 64))
         let code = try runInChild(timeout: .seconds(20)) { box.memory = nil }  // the child's copy goes
         #expect(code == 0)
         #expect(access("/dev/shm/\(name)", F_OK) == 0)
@@ -132,7 +132,7 @@ struct SharedMemoryTests {
 }
 
 /// Holds a region so that a forked child can drop the only reference in its copy.
-final class Box: @unchecked Sendable {
+final class MemoryBox: @unchecked Sendable {
     var memory: SharedMemory?
     init(_ memory: SharedMemory) { self.memory = memory }
 }

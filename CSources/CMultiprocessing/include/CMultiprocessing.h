@@ -441,6 +441,18 @@ void mp_flush_stdio(void);
 /// A forked child inherits the armed point; arm it in the process that must die.
 int32_t mp_fault_arm(uint32_t point);
 
+// MARK: - Pool claims
+
+/// A worker of a process pool records, in its own 8-byte slot of a shared array, the id of the
+/// task it takes, while it holds the task queue's consumer lock and before it consumes the message
+/// (see pool.c). Release store: pairs with the acquire loads of mp_pool_claimed and of the parent.
+void mp_pool_claim(uint64_t *_Nonnull slot, uint64_t task);
+/// The task id in `slot` (acquire), 0 if none was ever taken.
+uint64_t mp_pool_slot(const uint64_t *_Nonnull slot);
+/// Whether any of the `count` slots holds `task`: a message at the queue's head that a worker has
+/// claimed was left there by a worker that died before consuming it.
+int mp_pool_claimed(const uint64_t *_Nonnull slots, uint32_t count, uint64_t task);
+
 // MARK: - Time
 
 /// The monotonic clock in nanoseconds.

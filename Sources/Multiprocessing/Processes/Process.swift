@@ -139,6 +139,7 @@ open class Process: @unchecked Sendable {
                 throw error
             }
         case .closure, .subclass:
+            prepareRegistriesForFork()
             pid = mp_fork(daemon ? 1 : 0)
             if pid == 0 { runForkedChild() }
         }
@@ -279,6 +280,16 @@ struct SpawnRequest {
 func writeError(_ text: String) {
     var text = text
     text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
+}
+
+/// Initializes, in the parent, the lazy globals a forked child may touch: a first-time initializer
+/// run in the child could wait for ever on a runtime `once` that another thread of the parent was
+/// inside at the moment of the fork. (Their locks need no reset: see ``Locked``.)
+func prepareRegistriesForFork() {
+    _ = RegionRegistry.lookup(0)
+    _ = Arenas.arena(for: 0)
+    _ = Children.all()
+    _ = CurrentProcess.get()
 }
 
 /// Which ``Process`` object describes the running process.

@@ -1,0 +1,341 @@
+import CMultiprocessing
+import Synchronization
+
+/// The parent's side of a ``ProcessPool``: the table of unfinished tasks, the workers, and the
+/// result thread that owns them. Not generic (it moves bytes; the typed side is the two closures
+/// the pool gives it), so that its hot path looks up no generic metadata at run time.
+///
+/// Tasks go into one shared task ring (workers pull, so load balances itself); outcomes and the
+/// watcher's exit notices come back on one result ring, in order, to a single result thread. That
+/// thread settles tasks, runs callbacks, and on a worker's exit reads the worker's claim slot: a
+/// task it claimed that has no outcome yet died with it (and only that one). It then forks the
+/// replacement, from this long-lived thread, since a daemon child dies with the thread that forked
+/// it.
+final class PoolCore: @unchecked Sendable {
+    enum Phase { case running, closed, stopping, terminated }
+
+    /// An unfinished task: an ``AsyncResult`` (`chunk` < 0) or a ``ChunkSink`` and its chunk index.
+    struct Pending {
+        let target: AnyObject
+        let chunk: Int
+    }
+
+    /// Decodes a result message for its task and completes the task (on the result thread).
+    typealias Receive = (_ pending: Pending, _ header: ResultHeader, _ payload: UnsafeRawBufferPointer) -> Void
+    /// Fails a task.
+    typealias Fail = (_ pending: Pending, _ error: any Error) -> Void
+
+    struct State {
+        var phase = Phase.running
+        var pending = PendingTable()
+        var nextID: UInt64 = 0
+        var unsettled = 0
+        var workers: [Process?]
+        var live = 0
+        var broken: PoolError?
+        var startFailure: PoolError?
+    }
+
+    let channels: PoolChannels
+    let processes: Int
+    let delivery = DeliveryThread()
+    private let state: Locked<State>
+    private let makeWorker: @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
+    private let watcher: WorkerWatcher
+    private let receive: Receive
+    private let fail: Fail
+    /// Set once the phase is stopping or terminated: the result thread then checks whether it is done
+    /// (a flag read per message instead of a lock).
+    private let ending = Atomic<Bool>(false)
+    /// Submissions from callbacks (the result thread must not wait for room in the task ring).
+    private var feeder: TaskFeeder!
+    /// Set while no task is unsettled (join waits on it).
+    private let idle: UnsafeMutablePointer<mp_event_t>
+    /// Set once the initial workers are started (or failed to).
+    private let started: UnsafeMutablePointer<mp_event_t>
+    /// Set when the result thread has finished: every worker has exited and been reaped.
+    private let finished: UnsafeMutablePointer<mp_event_t>
+
+    init(
+        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process,
+        receive: @escaping Receive, fail: @escaping Fail
+    ) throws(PoolError) {
+        guard processes >= 1 else { throw .invalidWorkerCount(processes) }
+        self.processes = processes
+        self.makeWorker = makeWorker
+        self.receive = receive
+        self.fail = fail
+        let channels = try PoolChannels(workers: processes)
+        self.channels = channels
+        watcher = try WorkerWatcher(ready: channels.ready) { index, pid, code in
+            channels.notify(
+                ResultHeader(
+                    id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
+        }
+        state = Locked(State(workers: Array(repeating: nil, count: processes)))
+        idle = .allocate(capacity: 3)
+        started = idle + 1
+        finished = idle + 2
+        for event in [idle, started, finished] { mp_event_init(event, 0) }
+        mp_event_set(idle)
+        feeder = TaskFeeder(queue: channels.tasks.queue) { [weak self] id in
+            guard let self else { return }
+            abandon(id, terminalError)
+        }
+        try watcher.start()
+        do {
+            try Thread(name: "pool-results") { self.resultLoop() }.start()
+        } catch {
+            watcher.stop()
+            throw .system(error.systemErrno, function: "pthread_create")
+        }
+        _ = mp_event_wait(started, Int64(MP_FOREVER))
+        if let failure = state.withLock({ $0.startFailure }) {
+            _ = mp_event_wait(finished, Int64(MP_FOREVER))
+            throw failure
+        }
+    }
+
+    deinit { idle.deallocate() }
+
+    // MARK: Submitting
+
+    /// Records a pending task and returns its id; nil (and the pending settled) if the pool is not
+    /// running.
+    private func register(_ pending: Pending) -> UInt64? {
+        let id = state.withLock { s -> Result<UInt64, PoolError> in
+            guard s.phase == .running else { return .failure(s.broken ?? .closed) }
+            s.nextID += 1
+            s.pending.insert(s.nextID, pending)
+            s.unsettled += 1
+            if s.unsettled == 1 { mp_event_clear(idle) }
+            return .success(s.nextID)
+        }
+        switch id {
+        case .success(let id): return id
+        case .failure(let error):
+            fail(pending, error)
+            return nil
+        }
+    }
+
+    /// Submits one task: `encode` calls its argument with the inputs' bytes (which go into the task
+    /// ring behind a header). A task that cannot be submitted is failed at once.
+    func submit(
+        _ pending: Pending, form: TaskForm, count: Int,
+        encode: ((UnsafeRawBufferPointer) -> Void) throws(PoolError) -> Void
+    ) {
+        guard let id = register(pending) else { return }
+        var sent = false
+        let header = TaskHeader(id: id, count: UInt32(count), form: form.rawValue)
+        let fromCallback = delivery.isCurrent
+        do {
+            try encode { bytes in
+                withMessage(header, size: TaskHeader.size, payload: bytes) {
+                    sent = fromCallback ? feeder.put(id, $0) : putMessage(channels.tasks.queue, $0)
+                }
+            }
+        } catch {
+            return abandon(id, error)
+        }
+        if !sent { abandon(id, terminalError) }
+    }
+
+    private var terminalError: PoolError { state.withLock { $0.broken ?? .terminated } }
+
+    /// Settles a task that never reached a worker (unless it was settled meanwhile).
+    private func abandon(_ id: UInt64, _ error: any Error) {
+        guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
+        fail(pending, error)
+        settled()
+    }
+
+    private func settled(_ count: Int = 1) {
+        state.withLock { s in
+            s.unsettled -= count
+            if s.unsettled == 0 { mp_event_set(idle) }
+        }
+    }
+
+    // MARK: Lifecycle
+
+    func close() {
+        state.withLock { s in if s.phase == .running { s.phase = .closed } }
+    }
+
+    /// Kills the workers; every unfinished task fails with ``PoolError/terminated``. Waits for the
+    /// workers to be reaped, except on the result thread (from a callback), which finishes by itself.
+    func terminate() {
+        let workers = state.withLock { s -> [Process]? in
+            guard s.phase != .terminated else { return nil }
+            s.phase = .terminated
+            return s.workers.compactMap { $0 }
+        }
+        ending.store(true, ordering: .releasing)
+        if let workers {
+            mp_queue_shutdown(channels.tasks.queue, 1)
+            for worker in workers { try? worker.kill() }
+        }
+        // From a callback, the result thread sees the new phase once the callback returns (and must
+        // not put into its own ring, which only it drains); elsewhere a notice wakes it.
+        if delivery.isCurrent { return }
+        if workers != nil {
+            channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
+        }
+        _ = mp_event_wait(finished, Int64(MP_FOREVER))
+    }
+
+    /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`
+    /// passed first (the pool goes on; join again).
+    func join(timeout: Duration?) throws(PoolError) -> Bool {
+        let phase = state.withLock { $0.phase }
+        if phase == .running { throw .stillRunning }
+        if delivery.isCurrent { throw .calledFromCallback }
+        var deadline = Int64.max
+        if let timeout {
+            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
+                throw .negativeTimeout(timeout)
+            }
+            if deadline < 0 { deadline = .max }
+        }
+        func left() -> Int64 { deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns()) }
+        guard mp_event_wait(idle, left()) == MP_OK else { return false }
+        let stop = state.withLock { s -> Bool in
+            guard s.phase == .closed else { return false }
+            s.phase = .stopping
+            return true
+        }
+        ending.store(true, ordering: .releasing)
+        if stop {
+            mp_queue_shutdown(channels.tasks.queue, 0)  // workers exit once the ring is empty
+            channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
+        }
+        return mp_event_wait(finished, left()) == MP_OK
+    }
+
+    var isFinished: Bool { mp_event_is_set(finished) != 0 }
+
+    /// The worker processes now running.
+    var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
+
+    // MARK: The result thread
+
+    private func resultLoop() {
+        delivery.adoptCurrent()
+        for index in 0..<processes {
+            if let error = startWorker(index) {
+                state.withLock { $0.startFailure = error }
+                breakPool(error)
+                break
+            }
+        }
+        mp_event_set(started)
+        while !finishIfDone() {
+            guard let message = TakenMessage.take(channels.results.queue) else { break }
+            let header = message.header(ResultHeader.self)
+            let payload = message.payload(after: ResultHeader.size)
+            switch ResultKind(rawValue: header.kind) {
+            case .value, .values:
+                if let pending = state.withLock({ $0.pending.remove(header.id) }) {
+                    receive(pending, header, payload)  // callbacks run here, the message still in the ring
+                    message.finish()
+                    settled()
+                } else {
+                    message.finish()
+                }
+            case .failure:
+                let error = Self.failure(payload).poolError
+                message.finish()
+                failTask(header.id, error)
+            case .initializerFailed:
+                let failure = Self.failure(payload)
+                message.finish()
+                breakPool(.initializerFailed(type: failure.type, message: failure.message))
+            case .workerExited:
+                message.finish()
+                workerExited(index: Int(header.worker), pid: header.pid, exitCode: header.count)
+            case .stop, nil:
+                message.finish()
+            }
+        }
+        watcher.stop()
+        feeder.stop()
+        mp_event_set(finished)
+    }
+
+    private static func failure(_ payload: UnsafeRawBufferPointer) -> RemoteFailure {
+        (try? BinaryCoding.decode(RemoteFailure.self, from: payload))
+            ?? RemoteFailure(type: "unknown", message: "the worker's error could not be decoded")
+    }
+
+    private func failTask(_ id: UInt64, _ error: any Error) {
+        guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
+        fail(pending, error)
+        settled()
+    }
+
+    /// After a terminate: fails what is left. Then, once no worker is left, ends the loop.
+    private func finishIfDone() -> Bool {
+        guard ending.load(ordering: .acquiring) else { return false }
+        let (failed, done) = state.withLock { s -> ([Pending], Bool) in
+            guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
+            var failed: [Pending] = []
+            if s.phase == .terminated {
+                failed = s.pending.removeAll()
+            }
+            return (failed, s.live == 0)
+        }
+        let error = terminalError
+        for pending in failed { fail(pending, error) }
+        if !failed.isEmpty { settled(failed.count) }
+        return done
+    }
+
+    private func startWorker(_ index: Int) -> PoolError? {
+        let process = makeWorker(channels, index)
+        defer { stallNextWorkerForTesting.store(false, ordering: .relaxed) }  // the child has its copy
+        do { try process.start() } catch {
+            return .system(error.systemErrno, function: "fork")
+        }
+        state.withLock { s in
+            s.workers[index] = process
+            s.live += 1
+        }
+        watcher.watch(process, index: index)  // its exit notice comes after this, on this thread
+        return nil
+    }
+
+    private func workerExited(index: Int, pid: Int32, exitCode: Int32) {
+        guard index >= 0 && index < processes else { return }
+        // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
+        let claimed = mp_pool_slot(channels.slots + index)
+        let (lost, replace, ending) = state.withLock { s -> (Pending?, Bool, PoolError?) in
+            guard let worker = s.workers[index], worker.pid == pid else { return (nil, false, nil) }
+            s.workers[index] = nil
+            s.live -= 1
+            let lost = claimed != 0 ? s.pending.remove(claimed) : nil
+            // Killed by terminate() (or a broken pool): its task fails as every other one does.
+            let ending = s.phase == .terminated ? (s.broken ?? .terminated) : nil
+            return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil, ending)
+        }
+        if let lost {
+            fail(lost, ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
+            settled()
+        }
+        if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {
+            breakPool(error)  // no worker left and none can start: fail rather than wait forever
+        }
+    }
+
+    /// The pool cannot go on: every unfinished task and every later submission fails with `error`.
+    private func breakPool(_ error: PoolError) {
+        let workers = state.withLock { s -> [Process] in
+            if s.broken == nil { s.broken = error }
+            s.phase = .terminated
+            return s.workers.compactMap { $0 }
+        }
+        ending.store(true, ordering: .releasing)
+        mp_queue_shutdown(channels.tasks.queue, 1)
+        for worker in workers { try? worker.kill() }
+    }
+}

@@ -1,0 +1,100 @@
+import SystemPackage
+
+/// Errors of ``ProcessPool`` and ``ThreadPool``, and of the tasks they run.
+public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A task was submitted after ``ProcessPool/close()`` or ``ProcessPool/terminate()`` (Python's
+    /// `ValueError: Pool not running`).
+    case closed
+    /// A worker count below one.
+    case invalidWorkerCount(Int)
+    /// A `maxTasksPerChild` below one (pass nil for no limit).
+    case invalidMaxTasksPerChild(Int)
+    /// A `chunkSize` below one.
+    case invalidChunkSize(Int)
+    /// A timeout below zero.
+    case negativeTimeout(Duration)
+    /// `get(timeout:)` or `join(timeout:)` found the result not ready in time (Python's
+    /// `multiprocessing.TimeoutError`). The task goes on; ask again later.
+    case timeout
+    /// The worker process running the task died (killed by a signal, crashed, or exited) before
+    /// it finished. Only that task fails; the pool starts a replacement and goes on.
+    case workerDied(pid: Int32, reason: WorkerExit)
+    /// The pool was terminated before the task finished.
+    case terminated
+    /// The work function threw in a worker process: the error's type and its description.
+    case taskFailed(type: String, message: String)
+    /// A worker's initializer threw: the pool cannot run tasks, every pending one fails with this.
+    case initializerFailed(type: String, message: String)
+    /// `join()` on a pool that is still open: call ``ProcessPool/close()`` or
+    /// ``ProcessPool/terminate()`` first (Python's `ValueError`).
+    case stillRunning
+    /// A blocking wait (or `join`) from inside a callback, which runs on the pool's result thread:
+    /// that thread is the one that would deliver the result, so the wait could never end.
+    case calledFromCallback
+    /// A task's input or result could not be encoded or decoded for the trip between processes.
+    case coding(String)
+    /// The operating system refused; `function` names the call.
+    case system(Errno, function: String)
+
+    public var description: String {
+        switch self {
+        case .closed: "the pool is closed"
+        case .invalidWorkerCount(let n): "invalid worker count \(n): at least 1"
+        case .invalidMaxTasksPerChild(let n): "invalid maxTasksPerChild \(n): at least 1, or nil"
+        case .invalidChunkSize(let n): "invalid chunk size \(n): at least 1"
+        case .negativeTimeout(let d): "negative timeout \(d)"
+        case .timeout: "timed out waiting for the result"
+        case .workerDied(let pid, let reason): "the worker process \(pid) \(reason) while running the task"
+        case .terminated: "the pool was terminated before the task finished"
+        case .taskFailed(let type, let message): "\(type): \(message)"
+        case .initializerFailed(let type, let message): "the worker initializer failed: \(type): \(message)"
+        case .stillRunning: "join() on a pool that is still open: close() or terminate() it first"
+        case .calledFromCallback: "a blocking pool call from a callback, which runs on the pool's result thread"
+        case .coding(let message): "task data could not cross processes: \(message)"
+        case .system(let errno, let function): "\(function): \(errno)"
+        }
+    }
+}
+
+/// How a worker process ended.
+public enum WorkerExit: Equatable, Sendable, CustomStringConvertible {
+    /// Killed by this signal (9 for SIGKILL, 11 for SIGSEGV, ...).
+    case signal(Int32)
+    /// Exited on its own with this status.
+    case exited(Int32)
+
+    /// From a Python-style exit code: -N for signal N.
+    init(exitCode: Int32) {
+        self = exitCode < 0 ? .signal(-exitCode) : .exited(exitCode)
+    }
+
+    public var description: String {
+        switch self {
+        case .signal(let n): "was killed by signal \(n)\(WorkerExit.signalNames[n].map { " (\($0))" } ?? "")"
+        case .exited(let code): "exited with status \(code)"
+        }
+    }
+
+    private static let signalNames: [Int32: String] = [
+        1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
+        9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
+    ]
+}
+
+/// The error a work function threw, as it crosses from a worker process to the parent.
+struct RemoteFailure: Codable, Sendable {
+    var type: String
+    var message: String
+}
+
+extension RemoteFailure {
+    init(_ error: any Error) {
+        if let pool = error as? PoolError, case .taskFailed(let type, let message) = pool {
+            self.type = type
+            self.message = message
+        } else {
+            type = String(reflecting: Swift.type(of: error))
+            message = String(describing: error)
+        }
+    }
+}

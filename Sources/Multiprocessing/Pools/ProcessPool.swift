@@ -1,0 +1,285 @@
+/// A pool of worker processes that run one work function (Python's `multiprocessing.Pool`).
+///
+/// The work function is fixed when the pool is made; tasks are its inputs, results its outputs,
+/// both `Codable & Sendable` (fixed-size trivial values such as `Int` or `Double` are copied as they
+/// are, others travel in a compact binary encoding). Tasks and results move through shared-memory
+/// rings; with nobody waiting, submitting a task and getting its result make no system call.
+///
+/// ```swift
+/// let pool = try ProcessPool(processes: 5) { (task: String) -> Double in
+///     let start = ContinuousClock.now; try sleep(for: .seconds(Double.random(in: 0..<2)))
+///     return (ContinuousClock.now - start).seconds
+/// }
+/// for t in ["听音乐", "吃饭", "洗衣服", "散步", "做饭"] {
+///     pool.applyAsync(t, callback: { print("完成用时", $0) }, errorCallback: { print("failed", $0) })
+/// }
+/// pool.close(); try pool.join(); print("----------over----------")
+/// ```
+///
+/// A pool never hangs on a dead worker: a worker killed by a signal, crashed, or exited in the middle
+/// of a task fails that task only, with ``PoolError/workerDied(pid:reason:)`` naming its pid and
+/// signal; a replacement starts and every other task completes. An error thrown by the work
+/// function comes back as ``PoolError/taskFailed(type:message:)``.
+///
+/// Callbacks run in the parent, on the pool's one result thread, in completion order (as in
+/// Python); a callback must not wait for another result of the same pool (that throws
+/// ``PoolError/calledFromCallback``). Dropping the last reference to an open pool terminates it.
+public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Sendable>: @unchecked Sendable {
+    let core: PoolCore
+    private let inputCodec = ValueCodec<Input>()
+
+    /// The number of worker processes.
+    public var processes: Int { core.processes }
+
+    /// The process ids of the workers running now (replacements appear as workers are replaced).
+    public var workerPIDs: [Int32] { core.workerPIDs }
+
+    /// A pool of `processes` forked workers (``cpuCount`` when nil) running `work`.
+    ///
+    /// - Parameters:
+    ///   - initializer: runs once in each worker before its first task. If it throws, the pool
+    ///     cannot work: every task fails with ``PoolError/initializerFailed(type:message:)``.
+    ///   - maxTasksPerChild: a worker exits after this many tasks (a chunk of `map` is one task)
+    ///     and a fresh one replaces it, without losing a task. Nil: workers live as long as the pool.
+    ///   - work: runs in the worker processes, as plain blocking code (a forked child cannot use
+    ///     Swift concurrency). For the spawn start method, see ``init(processes:maxTasksPerChild:startMethod:worker:)``.
+    /// - Throws: ``PoolError/invalidWorkerCount(_:)``, ``PoolError/invalidMaxTasksPerChild(_:)``, or
+    ///   ``PoolError/system(_:function:)`` if the workers cannot start.
+    public init(
+        processes: Int? = nil, initializer: (@Sendable () throws -> Void)? = nil, maxTasksPerChild: Int? = nil,
+        work: @escaping @Sendable (Input) throws -> Output
+    ) throws(PoolError) {
+        core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
+            // Built here, in the parent: the child then finds the loop's generic metadata made.
+            let loop = WorkerLoop(
+                channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: initializer, work: work)
+            return Process(name: workerName("ForkPoolWorker"), daemon: true) { loop.run() }
+        }
+    }
+
+    /// A pool whose workers run a registered ``PoolWorker``, started with `startMethod`: spawned by
+    /// default (each worker is this program started again, a full Swift process, see
+    /// ``Spawn/bootstrap(_:)-(SpawnEntry...)``), or forked.
+    public init(
+        processes: Int? = nil, maxTasksPerChild: Int? = nil, startMethod: Process.StartMethod = .spawn,
+        worker: PoolWorker<Input, Output>
+    ) throws(PoolError) {
+        if startMethod == .fork {
+            core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
+                let loop = WorkerLoop(
+                    channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: worker.initializer,
+                    work: worker.work)
+                return Process(name: workerName("ForkPoolWorker"), daemon: true) { loop.run() }
+            }
+            return
+        }
+        // Only the target's name travels: the child finds the registered worker by it.
+        let target = SpawnTarget<PoolWorkerArgument>(worker.name) { _ in }
+        core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
+            Process(
+                name: workerName("SpawnPoolWorker"), daemon: true, spawn: target,
+                argument: PoolWorkerArgument(channels: channels.handle, index: index, maxTasks: maxTasksPerChild))
+        }
+    }
+
+    private static func makeCore(
+        _ processes: Int?, _ maxTasksPerChild: Int?,
+        _ makeWorker: @escaping @Sendable (PoolChannels, Int) -> Process
+    ) throws(PoolError) -> PoolCore {
+        if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
+        WorkerLoop<Input, Output>.warmUp()
+        let outputs = ValueCodec<Output>()
+        return try PoolCore(
+            processes: processes ?? cpuCount, makeWorker: makeWorker,
+            receive: { pending, header, payload in
+                if pending.chunk < 0 {
+                    let handle = unsafeDowncast(pending.target, to: AsyncResult<Output>.self)
+                    guard header.kind == ResultKind.value.rawValue else {
+                        handle.complete(error: PoolError.coding("a chunk's result for a single task"))
+                        return
+                    }
+                    do { handle.complete(value: try outputs.decode(payload)) } catch {
+                        handle.complete(error: error)
+                    }
+                } else {
+                    let sink = unsafeDowncast(pending.target, to: ChunkSink<Output>.self)
+                    guard header.kind == ResultKind.values.rawValue else {
+                        sink.deliver(chunk: pending.chunk, .failure(PoolError.coding("a single result for a chunk")))
+                        return
+                    }
+                    do {
+                        sink.deliver(
+                            chunk: pending.chunk, .success(try outputs.decode(payload, count: Int(header.count))))
+                    } catch {
+                        sink.deliver(chunk: pending.chunk, .failure(error))
+                    }
+                }
+            },
+            fail: { pending, error in
+                if pending.chunk < 0 {
+                    unsafeDowncast(pending.target, to: AsyncResult<Output>.self).complete(error: error)
+                } else {
+                    unsafeDowncast(pending.target, to: ChunkSink<Output>.self).deliver(
+                        chunk: pending.chunk, .failure(error))
+                }
+            })
+    }
+
+    deinit { core.terminate() }
+
+    // MARK: Tasks
+
+    /// Runs `work(input)` in a worker and waits for the result (Python's `apply`).
+    public func apply(_ input: Input) throws(PoolError) -> Output {
+        do { return try applyAsync(input).get() } catch { throw PoolError(error) }
+    }
+
+    /// Submits `work(input)` and returns at once (Python's `apply_async`). `callback` gets the
+    /// result, or `errorCallback` the error, on the pool's result thread. On a closed pool the
+    /// handle fails with ``PoolError/closed`` (and `errorCallback` runs on the calling thread).
+    @discardableResult
+    public func applyAsync(
+        _ input: Input, callback: (@Sendable (Output) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) -> AsyncResult<Output> {
+        let handle = AsyncResult<Output>(delivery: core.delivery, callback: callback, errorCallback: errorCallback)
+        let codec = inputCodec
+        core.submit(.init(target: handle, chunk: -1), form: .single, count: 1) { emit throws(PoolError) in
+            try codec.withBytes(of: input, emit)
+        }
+        return handle
+    }
+
+    /// Runs `work` on every input, `chunkSize` inputs per task (about four tasks per worker when
+    /// nil), and returns the outputs in input order (Python's `map`). Throws the first task error.
+    public func map<S: Sequence>(_ items: S, chunkSize: Int? = nil) throws(PoolError) -> [Output]
+    where S.Element == Input {
+        do { return try mapAsync(items, chunkSize: chunkSize).get() } catch { throw PoolError(error) }
+    }
+
+    /// ``map(_:chunkSize:)`` without waiting (Python's `map_async`): the handle's value is every
+    /// output in order; `callback` gets them all, `errorCallback` the first error.
+    @discardableResult
+    public func mapAsync<S: Sequence>(
+        _ items: S, chunkSize: Int? = nil, callback: (@Sendable ([Output]) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) -> AsyncResult<[Output]> where S.Element == Input {
+        submitMap(
+            Array(items), chunkSize: chunkSize, through: submitter, callback: callback, errorCallback: errorCallback)
+    }
+
+    /// The outputs in input order, as they become available (Python's `imap`); tasks are submitted
+    /// lazily, a few per worker ahead of the reader. Iterate with `for outcome in` (each element is
+    /// a `Result`) or, in async code, `for try await output in`.
+    public func imap<S: Sequence>(_ items: S, chunkSize: Int = 1) -> PoolResults<Output> where S.Element == Input {
+        PoolResults(stream: submitter.stream(items, chunkSize: chunkSize, ordered: true))
+    }
+
+    /// `imap(_:chunkSize:)` for `for try await` (chosen where an `AsyncSequence` is expected).
+    @_disfavoredOverload
+    public func imap<S: Sequence>(_ items: S, chunkSize: Int = 1) -> AsyncPoolResults<Output>
+    where S.Element == Input {
+        AsyncPoolResults(stream: submitter.stream(items, chunkSize: chunkSize, ordered: true))
+    }
+
+    /// The outputs as the tasks finish, in any order (Python's `imap_unordered`).
+    public func imapUnordered<S: Sequence>(_ items: S, chunkSize: Int = 1) -> PoolResults<Output>
+    where S.Element == Input {
+        PoolResults(stream: submitter.stream(items, chunkSize: chunkSize, ordered: false))
+    }
+
+    /// `imapUnordered(_:chunkSize:)` for `for try await` (chosen where an `AsyncSequence` is expected).
+    @_disfavoredOverload
+    public func imapUnordered<S: Sequence>(_ items: S, chunkSize: Int = 1) -> AsyncPoolResults<Output>
+    where S.Element == Input {
+        AsyncPoolResults(stream: submitter.stream(items, chunkSize: chunkSize, ordered: false))
+    }
+
+    /// Runs `work(input)` in a worker, from async code: suspends until the result is there, never
+    /// blocking a thread (the result thread resumes it).
+    public func run(_ input: Input) async throws -> Output {
+        try await applyAsync(input).value
+    }
+
+    private var submitter: ChunkSubmitter<Input, Output> {
+        ChunkSubmitter(workers: processes, delivery: core.delivery) { items, sink, chunk in
+            // Holds the pool (not only its core) while the results are read.
+            let codec = self.inputCodec
+            self.core.submit(.init(target: sink, chunk: chunk), form: .chunk, count: items.count) {
+                emit throws(PoolError) in try codec.withBytes(of: items, emit)
+            }
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// No more tasks (Python's `close`); the submitted ones run to the end. Then call ``join(timeout:)``.
+    public func close() { core.close() }
+
+    /// Waits for every submitted task to finish and for the workers to exit (up to `timeout`;
+    /// forever when nil). Returns false if the timeout passed first. Throws
+    /// ``PoolError/stillRunning`` unless ``close()`` or ``terminate()`` came first.
+    @discardableResult
+    public func join(timeout: Duration? = nil) throws(PoolError) -> Bool { try core.join(timeout: timeout) }
+
+    /// Kills the workers at once; every unfinished task fails with ``PoolError/terminated``
+    /// (Python's `terminate`). Returns once the workers are reaped.
+    public func terminate() { core.terminate() }
+}
+
+/// A pool's work function registered for the spawn start method: the spawned worker finds it by
+/// `name`. Register it with ``Spawn/bootstrap(_:)-(SpawnEntry...)`` first thing in `main`, like any
+/// ``SpawnTarget``.
+///
+/// ```swift
+/// let doubler = PoolWorker<Int, Int>("doubler") { $0 * 2 }
+/// Spawn.bootstrap(doubler)
+/// let pool = try ProcessPool(processes: 4, worker: doubler)   // spawned workers
+/// ```
+public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>: SpawnEntry {
+    public let name: String
+    let initializer: (@Sendable () throws -> Void)?
+    let work: @Sendable (Input) throws -> Output
+
+    /// A worker named `name` (unique within the program) running `work`, after `initializer`.
+    public init(
+        _ name: String, initializer: (@Sendable () throws -> Void)? = nil,
+        work: @escaping @Sendable (Input) throws -> Output
+    ) {
+        self.name = name
+        self.initializer = initializer
+        self.work = work
+    }
+
+    public func runSpawned(argument: [UInt8]) async throws {
+        let argument = try SpawnCoding.decode(PoolWorkerArgument.self, from: argument)
+        let channels = try PoolChannels(handle: argument.channels)
+        WorkerLoop(
+            channels: channels, index: argument.index, maxTasks: argument.maxTasks, initializer: initializer, work: work
+        ).run()
+    }
+}
+
+struct PoolWorkerArgument: Codable, Sendable {
+    var channels: PoolChannels.Handle
+    var index: Int
+    var maxTasks: Int?
+}
+
+private let workerCounter = Locked(0)
+
+/// Python's worker names: "ForkPoolWorker-1", ...
+func workerName(_ prefix: String) -> String {
+    prefix + "-"
+        + String(
+            workerCounter.withLock { n in
+                n += 1; return n
+            })
+}
+
+extension PoolError {
+    /// A task's error as a pool error (a process pool's tasks only ever fail with pool errors).
+    init(_ error: any Error) {
+        self = (error as? PoolError) ?? .taskFailed(type: String(reflecting: type(of: error)), message: "\(error)")
+    }
+}

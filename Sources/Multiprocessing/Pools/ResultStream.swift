@@ -1,0 +1,254 @@
+import CMultiprocessing
+
+/// The outcomes of one `imap` or `imapUnordered` call, in input order or as they finish.
+///
+/// Lazy: chunks are submitted as the consumer asks for results, a bounded number ahead, so the
+/// input may be long (or endless). One consumer at a time reads it; chunk outcomes arrive from the
+/// pool's result thread (or from the consumer itself, for a chunk that could not be submitted).
+final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendable {
+    struct State {
+        /// Ordered: outcomes by chunk index. Unordered: arrivals, oldest first.
+        var byChunk: [Int: Result<[Output], any Error>] = [:]
+        var arrivals: [(chunk: Int, outcome: Result<[Output], any Error>)] = []
+        var arrivalsHead = 0
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    let ordered: Bool
+    private let state = Locked(State())
+    /// Set when an outcome arrives; a blocking consumer sleeps on it.
+    private let arrived: UnsafeMutablePointer<mp_event_t>
+    /// Submits the next chunk as `chunk` and returns its size; nil once the input is exhausted.
+    private let submitNext: (_ sink: ChunkSink<Output>, _ chunk: Int) -> Int?
+    private let window: Int
+
+    // The consumer's side (one consumer at a time).
+    private var sizes: [Int: Int] = [:]
+    private var submitted = 0
+    private var taken = 0
+    private var inputDone = false
+    private var current: [Output] = []
+    private var position = 0
+    private var currentFailure: (any Error)?
+    private var failuresLeft = 0
+
+    init(
+        ordered: Bool, window: Int, submitNext: @escaping (_ sink: ChunkSink<Output>, _ chunk: Int) -> Int?
+    ) {
+        self.ordered = ordered
+        self.window = max(window, 1)
+        self.submitNext = submitNext
+        arrived = .allocate(capacity: 1)
+        mp_event_init(arrived, 0)
+    }
+
+    deinit { arrived.deallocate() }
+
+    override func deliver(chunk: Int, _ outcome: Result<[Output], any Error>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if ordered {
+                s.byChunk[chunk] = outcome
+            } else {
+                s.arrivals.append((chunk, outcome))
+            }
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        mp_event_set(arrived)
+        waiter?.resume()
+    }
+
+    /// The next element if one is at hand, after topping up the submitted chunks. `.none` at the
+    /// end; nil when the consumer must wait (the arrival event has been cleared under the lock, so
+    /// an arrival after this call sets it again).
+    private func poll() -> Result<Output, any Error>?? {
+        while true {
+            if failuresLeft > 0, let failure = currentFailure {
+                failuresLeft -= 1
+                return .some(.failure(failure))
+            }
+            if position < current.count {
+                position += 1
+                return .some(.success(current[position - 1]))
+            }
+            while !inputDone && submitted - taken < window {
+                if let size = submitNext(self, submitted) {
+                    sizes[submitted] = size
+                    submitted += 1
+                } else {
+                    inputDone = true
+                }
+            }
+            if inputDone && taken == submitted { return .some(nil) }
+            guard let (chunk, outcome) = takeArrival() else { return nil }
+            taken += 1
+            let size = sizes.removeValue(forKey: chunk) ?? 0
+            switch outcome {
+            case .success(let outputs):
+                current = outputs
+                position = 0
+            case .failure(let error):
+                current = []
+                position = 0
+                currentFailure = error
+                failuresLeft = size  // every input of a failed chunk reports its error
+            }
+        }
+    }
+
+    private func takeArrival() -> (Int, Result<[Output], any Error>)? {
+        state.withLock { s in
+            if ordered {
+                if let outcome = s.byChunk.removeValue(forKey: taken) { return (taken, outcome) }
+            } else if s.arrivalsHead < s.arrivals.count {
+                let next = s.arrivals[s.arrivalsHead]
+                s.arrivalsHead += 1
+                if s.arrivalsHead == s.arrivals.count {
+                    s.arrivals.removeAll(keepingCapacity: true)
+                    s.arrivalsHead = 0
+                }
+                return next
+            }
+            mp_event_clear(arrived)
+            return nil
+        }
+    }
+
+    private func hasArrival() -> Bool {
+        state.withLock { s in ordered ? s.byChunk[taken] != nil : s.arrivalsHead < s.arrivals.count }
+    }
+
+    /// The next element, waiting up to `timeout` (forever when nil); nil at the end.
+    func next(timeout: Duration?) throws(PoolError) -> Result<Output, any Error>? {
+        var deadline = Int64.max
+        if let timeout {
+            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
+                throw .negativeTimeout(timeout)
+            }
+            if deadline < 0 { deadline = .max }
+        }
+        while true {
+            if let element = poll() { return element }
+            if delivery?.isCurrent == true { throw .calledFromCallback }
+            let left = deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns())
+            if mp_event_wait(arrived, left) != MP_OK { throw .timeout }
+        }
+    }
+
+    /// The next element, suspending until it is there; nil at the end.
+    func nextAsync() async throws -> Result<Output, any Error>? {
+        while true {
+            try Task.checkCancellation()
+            if let element = poll() { return element }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let now = state.withLock { s -> Bool in
+                        let ready = ordered ? s.byChunk[taken] != nil : s.arrivalsHead < s.arrivals.count
+                        if !ready { s.waiter = continuation }
+                        return ready
+                    }
+                    if now { continuation.resume() }
+                }
+            } onCancel: {
+                state.withLock { s -> CheckedContinuation<Void, Never>? in
+                    defer { s.waiter = nil }
+                    return s.waiter
+                }?.resume()
+            }
+        }
+    }
+
+    /// Set by the pool: the thread whose blocking waits would never end.
+    var delivery: DeliveryThread?
+}
+
+/// The results of `imap` or `imapUnordered` for blocking code: each element is one input's
+/// outcome, a value or the error its task threw, in input order (`imap`) or as they finish
+/// (`imapUnordered`). Tasks are submitted as iteration asks for them.
+///
+/// ```swift
+/// for outcome in pool.imap(tasks) { print(try outcome.get()) }
+/// ```
+public struct PoolResults<Output: Sendable>: Sequence, Sendable {
+    let stream: ResultStream<Output>
+
+    public func makeIterator() -> Iterator { Iterator(stream: stream) }
+
+    public struct Iterator: IteratorProtocol {
+        let stream: ResultStream<Output>
+        var refused = false
+
+        /// The next outcome, waiting for it; nil after the last. A wait that cannot end (from a
+        /// callback) yields ``PoolError/calledFromCallback`` once, then ends the iteration.
+        public mutating func next() -> Result<Output, any Error>? {
+            if refused { return nil }
+            do { return try stream.next(timeout: nil) } catch {
+                refused = true
+                return .failure(error)
+            }
+        }
+
+        /// The next outcome, waiting up to `timeout` (Python's `IMapIterator.next(timeout)`); nil
+        /// after the last. Throws ``PoolError/timeout`` if none came in time (ask again later).
+        public mutating func next(timeout: Duration) throws(PoolError) -> Result<Output, any Error>? {
+            try stream.next(timeout: timeout)
+        }
+    }
+}
+
+/// The results of `imap` or `imapUnordered` for async code: `for try await` yields each output, in
+/// input order (`imap`) or as they finish (`imapUnordered`), and throws the first task error.
+/// Waiting suspends; it never blocks a thread.
+///
+/// ```swift
+/// for try await r in pool.imapUnordered(tasks) { print(r) }
+/// ```
+public struct AsyncPoolResults<Output: Sendable>: AsyncSequence, Sendable {
+    public typealias Element = Output
+    let stream: ResultStream<Output>
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let stream: ResultStream<Output>
+        var finished = false
+
+        public mutating func next() async throws -> Output? {
+            guard !finished else { return nil }
+            guard let outcome = try await stream.nextAsync() else {
+                finished = true
+                return nil
+            }
+            do { return try outcome.get() } catch {
+                finished = true
+                throw error
+            }
+        }
+    }
+}
+
+extension ChunkSubmitter {
+    /// A lazy stream over `items`, `chunkSize` inputs per task.
+    func stream<S: Sequence>(_ items: S, chunkSize: Int, ordered: Bool) -> ResultStream<Output>
+    where S.Element == Input {
+        var iterator = items.makeIterator()
+        let size = max(chunkSize, 1)
+        let invalid = chunkSize < 1 ? chunkSize : nil
+        let submitter = self
+        let stream = ResultStream<Output>(ordered: ordered, window: 4 * max(workers, 1) + 2) { sink, chunk in
+            if let invalid {
+                guard chunk == 0 else { return nil }
+                sink.deliver(chunk: 0, .failure(PoolError.invalidChunkSize(invalid)))
+                return 1
+            }
+            var items: [Input] = []
+            items.reserveCapacity(size)
+            while items.count < size, let next = iterator.next() { items.append(next) }
+            if items.isEmpty { return nil }
+            submitter.submit(items[...], sink, chunk)
+            return items.count
+        }
+        stream.delivery = delivery
+        return stream
+    }
+}

@@ -1,0 +1,112 @@
+import CMultiprocessing
+
+/// Puts task messages into the task ring for the result thread, which must never wait for room
+/// there: callbacks run on it and may submit tasks, and if it waited while the workers waited for
+/// room in the result ring (which only it drains), neither would move. A message that does not go
+/// in at once is copied and handed to a thread of its own, started on first need, that puts it.
+final class TaskFeeder: @unchecked Sendable {
+    struct Message {
+        let id: UInt64
+        let bytes: UnsafeMutableRawBufferPointer
+    }
+
+    private struct State {
+        var messages: [Message] = []
+        var head = 0
+        var started = false
+        var stopping = false
+    }
+
+    private let q: UnsafeMutablePointer<mp_queue_t>
+    private let state = Locked(State())
+    private let ready: UnsafeMutablePointer<mp_semaphore_t>
+    private let stopped: UnsafeMutablePointer<mp_event_t>
+    /// Called (on the feeder's thread) for a message the ring refused: it was shut down.
+    private let refused: @Sendable (UInt64) -> Void
+
+    init(queue: UnsafeMutablePointer<mp_queue_t>, refused: @escaping @Sendable (UInt64) -> Void) {
+        q = queue
+        self.refused = refused
+        ready = .allocate(capacity: 1)
+        mp_semaphore_init(ready, 0, MP_SEMAPHORE_MAX, 0)
+        stopped = .allocate(capacity: 1)
+        mp_event_init(stopped, 0)
+    }
+
+    deinit {
+        ready.deallocate()
+        stopped.deallocate()
+    }
+
+    /// Puts `message` without waiting if it fits now and nothing is queued before it; else queues
+    /// a copy for the feeder thread. Returns false if the ring was shut down. Result thread only.
+    func put(_ id: UInt64, _ message: UnsafeRawBufferPointer) -> Bool {
+        let backlog = state.withLock { $0.head < $0.messages.count }
+        // A message larger than one record streams, and could wait for room midway: never here.
+        if !backlog && UInt64(message.count) <= mp_queue_max_record(q) {
+            switch mp_queue_put(q, message.baseAddress, UInt64(message.count), 0) {
+            case MP_OK: return true
+            case MP_SHUTDOWN: return false
+            default: break  // full: the feeder waits for room instead
+            }
+        }
+        let start = state.withLock { s -> Bool in
+            s.messages.append(Message(id: id, bytes: copy(message)))
+            defer { s.started = true }
+            return !s.started
+        }
+        if start { startThread() }
+        mp_semaphore_release(ready, 1)
+        return true
+    }
+
+    /// Stops the thread (if it ever started) once its queue is empty; the ring is shut down by then.
+    func stop() {
+        let started = state.withLock { s -> Bool in
+            s.stopping = true
+            return s.started
+        }
+        guard started else { return }
+        mp_semaphore_release(ready, 1)
+        _ = mp_event_wait(stopped, Int64(MP_FOREVER))
+    }
+
+    private func copy(_ message: UnsafeRawBufferPointer) -> UnsafeMutableRawBufferPointer {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(message.count, 1), alignment: 16)
+        if message.count > 0 { bytes.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: message.count) }
+        return UnsafeMutableRawBufferPointer(rebasing: bytes[0..<message.count])
+    }
+
+    private func startThread() {
+        do {
+            try Thread(name: "pool-feeder") { self.loop() }.start()
+        } catch {
+            // No thread: put here, waiting (the rare case of both rings full may then stall).
+            state.withLock { $0.started = false }
+            loop(once: true)
+        }
+    }
+
+    private func loop(once: Bool = false) {
+        while true {
+            if !once { _ = mp_semaphore_acquire(ready, Int64(MP_FOREVER)) }
+            let (next, stop) = state.withLock { s -> (Message?, Bool) in
+                guard s.head < s.messages.count else { return (nil, s.stopping) }
+                let next = s.messages[s.head]
+                s.head += 1
+                if s.head == s.messages.count {
+                    s.messages.removeAll(keepingCapacity: true)
+                    s.head = 0
+                }
+                return (next, false)
+            }
+            if let next {
+                if !putMessage(q, UnsafeRawBufferPointer(next.bytes)) { refused(next.id) }
+                next.bytes.deallocate()
+            } else if stop || once {
+                break
+            }
+        }
+        if !once { mp_event_set(stopped) }
+    }
+}

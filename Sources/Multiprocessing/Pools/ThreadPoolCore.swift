@@ -1,0 +1,191 @@
+import CMultiprocessing
+
+/// The engine of a ``ThreadPool``: a FIFO of jobs that worker threads take, and one result thread
+/// that runs the jobs' completions (settling handles, calling callbacks) in completion order.
+/// The threads hold this core, not the public pool, so that dropping the pool can stop them.
+final class ThreadPoolCore: @unchecked Sendable {
+    /// A job: `run` does the work on a worker thread and returns what the result thread must do;
+    /// `fail` makes that for a job that will never run.
+    struct Job {
+        let run: () -> (() -> Void)
+        let fail: (PoolError) -> (() -> Void)
+    }
+
+    enum Phase { case running, closed, terminated }
+
+    struct State {
+        var phase = Phase.running
+        var jobs: [Job] = []
+        var jobsHead = 0
+        var unsettled = 0
+        var stopping = false
+        var completions: [() -> Void] = []
+        var completionsHead = 0
+        var resultThreadDone = false
+    }
+
+    let threads: Int
+    let delivery = DeliveryThread()
+    private let state = Locked(State())
+    /// Counts jobs (and stop tokens) for the worker threads; completions for the result thread.
+    private let jobsReady: UnsafeMutablePointer<mp_semaphore_t>
+    private let completionsReady: UnsafeMutablePointer<mp_semaphore_t>
+    /// Set while no job is unsettled; set once every thread has ended.
+    private let idle: UnsafeMutablePointer<mp_event_t>
+    private let stopped: UnsafeMutablePointer<mp_event_t>
+    private let workersLeft = Locked(0)
+
+    init(threads: Int) throws(PoolError) {
+        guard threads >= 1 else { throw .invalidWorkerCount(threads) }
+        self.threads = threads
+        jobsReady = .allocate(capacity: 2)
+        completionsReady = jobsReady + 1
+        mp_semaphore_init(jobsReady, 0, MP_SEMAPHORE_MAX, 0)
+        mp_semaphore_init(completionsReady, 0, MP_SEMAPHORE_MAX, 0)
+        idle = .allocate(capacity: 2)
+        stopped = idle + 1
+        mp_event_init(idle, 0)
+        mp_event_init(stopped, 0)
+        mp_event_set(idle)
+        do {
+            try Thread(name: "pool-results") { self.resultLoop() }.start()
+        } catch {
+            throw .system(error.systemErrno, function: "pthread_create")
+        }
+        for i in 0..<threads {
+            workersLeft.withLock { $0 += 1 }
+            do {
+                try Thread(name: "ThreadPool-\(i + 1)") { self.workerLoop() }.start()
+            } catch {
+                if workersLeft.withLock({ n in
+                    n -= 1; return n
+                }) == 0 {
+                    post(nil)
+                }
+                terminate()
+                throw .system(error.systemErrno, function: "pthread_create")
+            }
+        }
+    }
+
+    deinit {
+        jobsReady.deallocate()
+        idle.deallocate()
+    }
+
+    /// Queues a job; on a pool that is not running, its failure is delivered at once (on the
+    /// calling thread).
+    func enqueue(_ job: Job) {
+        let refused = state.withLock { s -> PoolError? in
+            guard s.phase == .running else { return s.phase == .terminated ? .terminated : .closed }
+            s.jobs.append(job)
+            s.unsettled += 1
+            if s.unsettled == 1 { mp_event_clear(idle) }
+            return nil
+        }
+        if let refused { return job.fail(refused)() }
+        mp_semaphore_release(jobsReady, 1)
+    }
+
+    private func workerLoop() {
+        while true {
+            _ = mp_semaphore_acquire(jobsReady, Int64(MP_FOREVER))
+            let job = state.withLock { s -> Job? in
+                guard s.jobsHead < s.jobs.count else { return nil }  // a stop token
+                let job = s.jobs[s.jobsHead]
+                s.jobsHead += 1
+                if s.jobsHead == s.jobs.count {
+                    s.jobs.removeAll(keepingCapacity: true)
+                    s.jobsHead = 0
+                }
+                return job
+            }
+            guard let job else { break }
+            post(job.run())
+        }
+        if workersLeft.withLock({ n in
+            n -= 1; return n
+        }) == 0 {
+            post(nil)  // the last worker out stops the result thread
+        }
+    }
+
+    /// Hands a completion to the result thread (nil: stop once the queue is drained).
+    private func post(_ completion: (() -> Void)?) {
+        state.withLock { s in
+            if let completion { s.completions.append(completion) } else { s.resultThreadDone = true }
+        }
+        mp_semaphore_release(completionsReady, 1)
+    }
+
+    private func resultLoop() {
+        delivery.adoptCurrent()
+        while true {
+            _ = mp_semaphore_acquire(completionsReady, Int64(MP_FOREVER))
+            let (completion, done) = state.withLock { s -> ((() -> Void)?, Bool) in
+                guard s.completionsHead < s.completions.count else { return (nil, s.resultThreadDone) }
+                let next = s.completions[s.completionsHead]
+                s.completionsHead += 1
+                if s.completionsHead == s.completions.count {
+                    s.completions.removeAll(keepingCapacity: true)
+                    s.completionsHead = 0
+                }
+                return (next, false)
+            }
+            if let completion {
+                completion()
+                state.withLock { s in
+                    s.unsettled -= 1
+                    if s.unsettled == 0 { mp_event_set(idle) }
+                }
+            } else if done {
+                break
+            }
+        }
+        mp_event_set(stopped)
+    }
+
+    func close() {
+        state.withLock { s in if s.phase == .running { s.phase = .closed } }
+    }
+
+    /// Fails the queued jobs with ``PoolError/terminated`` (running ones finish: a thread cannot be
+    /// killed) and stops the threads; waits for them unless called from a callback.
+    func terminate() {
+        let dropped = state.withLock { s -> [Job] in
+            s.phase = .terminated
+            let dropped = Array(s.jobs[s.jobsHead...])
+            s.jobs = []
+            s.jobsHead = 0
+            return dropped
+        }
+        for job in dropped { post(job.fail(.terminated)) }
+        stopWorkers()
+        if !delivery.isCurrent { _ = mp_event_wait(stopped, Int64(MP_FOREVER)) }
+    }
+
+    /// Waits for every job to finish, then stops the threads. False if `timeout` passed first.
+    func join(timeout: Duration?) throws(PoolError) -> Bool {
+        if state.withLock({ $0.phase }) == .running { throw .stillRunning }
+        if delivery.isCurrent { throw .calledFromCallback }
+        var deadline = Int64.max
+        if let timeout {
+            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
+                throw .negativeTimeout(timeout)
+            }
+            if deadline < 0 { deadline = .max }
+        }
+        func left() -> Int64 { deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns()) }
+        guard mp_event_wait(idle, left()) == MP_OK else { return false }
+        stopWorkers()
+        return mp_event_wait(stopped, left()) == MP_OK
+    }
+
+    private func stopWorkers() {
+        let first = state.withLock { s -> Bool in
+            defer { s.stopping = true }
+            return !s.stopping
+        }
+        if first { mp_semaphore_release(jobsReady, UInt32(threads)) }  // one stop token each
+    }
+}

@@ -1,0 +1,254 @@
+import CMultiprocessing
+import Synchronization
+
+/// What a worker process runs, forked or spawned: take a task, run the work function on its inputs,
+/// put the outcome, until the task ring is shut down or `maxTasks` tasks are done.
+///
+/// Plain blocking code: a forked child cannot use Swift concurrency. Every task is claimed (its id
+/// written to this worker's slot) while the worker holds the task ring's consumer lock and before
+/// the message is consumed, so the parent can always tell which task a dead worker had (pool.c).
+struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
+    let tasks: UnsafeMutablePointer<mp_queue_t>
+    let results: UnsafeMutablePointer<mp_queue_t>
+    let slots: UnsafeMutablePointer<UInt64>
+    let ready: UnsafeMutablePointer<UInt64>
+    let slotCount: Int
+    let index: Int
+    let maxTasks: Int?
+    let initializer: (() throws -> Void)?
+    let work: (Input) throws -> Output
+
+    private let inputCodec = ValueCodec<Input>()
+    private let outputCodec = ValueCodec<Output>()
+
+    init(
+        channels: PoolChannels, index: Int, maxTasks: Int?, initializer: (() throws -> Void)?,
+        work: @escaping (Input) throws -> Output
+    ) {
+        tasks = channels.tasks.queue
+        results = channels.results.queue
+        slots = channels.slots
+        ready = channels.ready
+        slotCount = channels.slotCount
+        self.index = index
+        self.maxTasks = maxTasks
+        self.initializer = initializer
+        self.work = work
+    }
+
+    /// Does the Swift runtime's one-time work that the loop's generic code needs (metadata of the
+    /// generic types met at its call sites): in the parent before forking, and again in the worker
+    /// before it takes a task. The runtime guards such work with locks, and a forked child inherits
+    /// any that another thread of the parent held at the moment of the fork: a child stuck on one
+    /// is stuck here, before its first claim, where the pool's watchdog can replace it without
+    /// losing a task (see ``WorkerWatcher``).
+    static func warmUp() {
+        var inputs = [Input](unsafeUninitializedCapacity: 1) { _, count in count = 0 }
+        inputs.reserveCapacity(8)
+        var outputs = [Output](unsafeUninitializedCapacity: 1) { _, count in count = 0 }
+        outputs.reserveCapacity(8)
+        let one: Input? = inputs.first
+        let answer: Output? = outputs.first
+        _ = (one, answer, inputs[...], outputs[...])
+        let failure = RemoteFailure(type: "", message: "")
+        try? BinaryCoding.withEncoding(of: failure) { bytes in
+            _ = try? BinaryCoding.decode(RemoteFailure.self, from: bytes)
+        }
+    }
+
+    /// Runs until the pool stops this worker; returns to exit with status 0.
+    func run() {
+        setThreadName(Process.current.name)  // `ps` and `top` show the worker's name, not its forker's
+        Self.warmUp()
+        while stallNextWorkerForTesting.load(ordering: .relaxed) { _ = try? sleep(for: .seconds(1)) }
+        mp_pool_claim(ready + index, UInt64(mp_process_id()))  // started: the watchdog lets it be
+        if let initializer {
+            do { try initializer() } catch {
+                reply(id: 0, kind: .initializerFailed, count: 0, failure: RemoteFailure(error))
+                return
+            }
+        }
+        let taker = TaskTaker(tasks: tasks, slots: slots, slotCount: slotCount, index: index)
+        var done = 0
+        while maxTasks.map({ done < $0 }) ?? true {
+            var id: UInt64 = 0
+            var one: Input? = nil
+            var many: [Input] = []
+            var failure: PoolError? = nil
+            let took = taker.take { header, payload in
+                id = header.id
+                guard let payload else { return failure = .coding("the task's message was cut short") }
+                do {
+                    if header.form == TaskForm.single.rawValue {
+                        one = try inputCodec.decode(payload)
+                    } else {
+                        many = try inputCodec.decode(payload, count: Int(header.count))
+                    }
+                } catch {
+                    failure = PoolError(error)
+                }
+            }
+            guard took else { return }
+            let delivered: Bool
+            if let failure {
+                delivered = reply(id: id, kind: .failure, count: 0, failure: .coding(failure))
+            } else if let input = one {
+                delivered = answer(id: id) { () throws -> Output in try work(input) }
+            } else {
+                delivered = answerMany(id: id, many)
+            }
+            if !delivered { return }  // the pool is gone or terminated
+            done += 1
+        }
+    }
+
+    private func answer(id: UInt64, _ body: () throws -> Output) -> Bool {
+        let output: Output
+        do { output = try body() } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: RemoteFailure(error))
+        }
+        var delivered = false
+        do {
+            try outputCodec.withBytes(of: output) { bytes in
+                delivered = send(
+                    ResultHeader(
+                        id: id, kind: ResultKind.value.rawValue, count: 1, worker: UInt32(index), pid: mp_process_id()),
+                    bytes)
+            }
+        } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: .coding(error))
+        }
+        return delivered
+    }
+
+    private func answerMany(id: UInt64, _ inputs: [Input]) -> Bool {
+        var outputs: [Output] = []
+        outputs.reserveCapacity(inputs.count)
+        do {
+            for input in inputs { outputs.append(try work(input)) }
+        } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: RemoteFailure(error))
+        }
+        var delivered = false
+        do {
+            try outputCodec.withBytes(of: outputs[...]) { bytes in
+                delivered = send(
+                    ResultHeader(
+                        id: id, kind: ResultKind.values.rawValue, count: Int32(outputs.count), worker: UInt32(index),
+                        pid: mp_process_id()), bytes)
+            }
+        } catch {
+            return reply(id: id, kind: .failure, count: 0, failure: .coding(error))
+        }
+        return delivered
+    }
+
+    @discardableResult
+    private func reply(id: UInt64, kind: ResultKind, count: Int32, failure: RemoteFailure) -> Bool {
+        let header = ResultHeader(
+            id: id, kind: kind.rawValue, count: count, worker: UInt32(index), pid: mp_process_id())
+        var delivered = false
+        do {
+            try BinaryCoding.withEncoding(of: failure) { delivered = send(header, $0) }
+        } catch {
+            let fallback = RemoteFailure(type: failure.type, message: "(the error's description could not be encoded)")
+            try? BinaryCoding.withEncoding(of: fallback) { delivered = send(header, $0) }
+        }
+        return delivered
+    }
+
+    private func send(_ header: ResultHeader, _ payload: UnsafeRawBufferPointer) -> Bool {
+        var delivered = false
+        withMessage(header, size: ResultHeader.size, payload: payload) { delivered = putMessage(results, $0) }
+        return delivered
+    }
+}
+
+/// The claim protocol of a worker (not generic: no metadata lookups per task).
+final class TaskTaker {
+    let tasks: UnsafeMutablePointer<mp_queue_t>
+    let slots: UnsafeMutablePointer<UInt64>
+    let slotCount: Int
+    let index: Int
+    /// Where a task's inputs are copied before the consumer lock is released (reused, grown).
+    private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+
+    init(tasks: UnsafeMutablePointer<mp_queue_t>, slots: UnsafeMutablePointer<UInt64>, slotCount: Int, index: Int) {
+        self.tasks = tasks
+        self.slots = slots
+        self.slotCount = slotCount
+        self.index = index
+    }
+
+    deinit { scratch.deallocate() }
+
+    /// Takes the next task that is this worker's to run, claims it, and calls `body` with its header
+    /// and input bytes (nil if the message was cut short), valid during the call only. Returns
+    /// false once the task ring is shut down.
+    func take(_ body: (TaskHeader, UnsafeRawBufferPointer?) -> Void) -> Bool {
+        while true {
+            let next = beginGet(tasks, .max)
+            guard next.status == MP_OK else { return false }
+            guard next.first.count >= TaskHeader.size else {  // never sent by a pool: drop it
+                discard(next.total, next.first.count)
+                continue
+            }
+            let header = next.first.loadUnaligned(as: TaskHeader.self)
+            // A claimed message still at the head: its claimer died before consuming it. The parent
+            // fails that task as the dead worker's, so it must not run here too.
+            if mp_pool_claimed(slots, UInt32(slotCount), header.id) != 0 {
+                discard(next.total, next.first.count)
+                continue
+            }
+            mp_pool_claim(slots + index, header.id)
+            if next.total == UInt64(next.first.count) {
+                // Copied out and consumed before decoding: decoding runs no code of ours under the
+                // lock that every worker needs (and may be slow, for large Codable chunks).
+                let inputs = UnsafeRawBufferPointer(rebasing: next.first[TaskHeader.size...])
+                if scratch.count < inputs.count {
+                    scratch.deallocate()
+                    scratch = .allocate(byteCount: max(inputs.count, 2 * scratch.count), alignment: 16)
+                }
+                if inputs.count > 0 {
+                    scratch.baseAddress!.copyMemory(from: inputs.baseAddress!, byteCount: inputs.count)
+                }
+                mp_queue_get_end(tasks)
+                body(header, UnsafeRawBufferPointer(rebasing: scratch[0..<inputs.count]))
+                return true
+            }
+            let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(next.total), alignment: 16)
+            defer { whole.deallocate() }
+            if mp_queue_get_rest(tasks, whole.baseAddress!, next.total) == MP_OK {
+                body(header, UnsafeRawBufferPointer(rebasing: whole[TaskHeader.size...]))
+            } else {
+                body(header, nil)
+            }
+            return true
+        }
+    }
+
+    /// Consumes a message that is not to be run.
+    private func discard(_ total: UInt64, _ first: Int) {
+        if total == UInt64(first) {
+            mp_queue_get_end(tasks)
+            return
+        }
+        let whole = UnsafeMutableRawPointer.allocate(byteCount: Int(total), alignment: 16)
+        defer { whole.deallocate() }
+        _ = mp_queue_get_rest(tasks, whole, total)
+    }
+}
+
+/// Tests set it to make the next forked worker hang before it is ready (as one that inherited a
+/// held runtime lock would); the parent clears it right after that fork.
+let stallNextWorkerForTesting = Atomic<Bool>(false)
+
+/// Names the calling thread (the kernel keeps 15 bytes; a character is never cut in half).
+func setThreadName(_ name: String) {
+    var prefix = ""
+    for character in name {
+        if prefix.utf8.count + String(character).utf8.count > 15 { break }
+        prefix.append(character)
+    }
+    mp_set_thread_name(prefix)
+}

@@ -1,0 +1,162 @@
+import CMultiprocessing
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A thread that waits for a pool's worker processes to exit (one `poll` over their pidfds), reaps
+/// each one, and reports it: `report` puts a notice into the result ring, after every result the
+/// worker published (the ring is FIFO), so the result thread knows what the worker had finished.
+///
+/// It is also the start-up watchdog of forked workers. A child forked while another thread of the
+/// parent held one of the Swift runtime's locks waits for ever the first time it needs that lock;
+/// a worker meets those needs before its first claim (``WorkerLoop/warmUp()``), then writes its
+/// pid to its ready word. One that has not within ``startupLimit`` is killed: it held no task, and
+/// the usual exit path starts a replacement.
+final class WorkerWatcher: @unchecked Sendable {
+    private struct Watched {
+        let process: Process
+        let fd: Int32
+        let index: Int
+        let pid: Int32
+        /// Monotonic ns by which the worker must be ready; nil when not watched (spawned workers,
+        /// which share no locks with the parent, or one already ready or killed).
+        var deadline: Int64?
+    }
+
+    /// How long a forked worker may take to start, in ns (generous: sanitizers slow start-up a
+    /// lot). Tests shorten it.
+    static let startupLimit = Atomic<Int64>(10_000_000_000)
+
+    private let watched = Locked<[Watched]>([])
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private let stopping = Atomic<Bool>(false)
+    private let stopped: UnsafeMutablePointer<mp_event_t>
+    private let report: @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
+
+    private let ready: UnsafeMutablePointer<UInt64>
+
+    init(
+        ready: UnsafeMutablePointer<UInt64>,
+        report: @escaping @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
+    ) throws(PoolError) {
+        self.ready = ready
+        var fds: [Int32] = [-1, -1]
+        let rc = mp_pipe(&fds)
+        guard rc == 0 else { throw .system(.init(rawValue: -rc), function: "pipe2") }
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        stopped = .allocate(capacity: 1)
+        mp_event_init(stopped, 0)
+        self.report = report
+    }
+
+    deinit {
+        close(wakeRead)
+        close(wakeWrite)
+        stopped.deallocate()
+    }
+
+    /// Starts the watching thread (it holds this watcher until ``stop()``).
+    func start() throws(PoolError) {
+        do {
+            try Thread(name: "pool-watcher") { self.loop() }.start()
+        } catch {
+            throw .system(error.systemErrno, function: "pthread_create")
+        }
+    }
+
+    /// Watches `process` (started, not yet reaped by this watcher) as the worker at `index`.
+    func watch(_ process: Process, index: Int) {
+        // Our own descriptor: the Process object closes its pidfd when anyone reaps it.
+        let fd = process.state.withLock { $0.pidfd >= 0 ? dup($0.pidfd) : -1 }
+        if fd < 0 {
+            // Already reaped (or no pidfd): wait for it on a thread of its own.
+            let report = self.report
+            try? Thread(name: "pool-reaper") {
+                _ = try? process.join()
+                report(index, process.pid ?? 0, process.exitCode ?? -1)
+            }.start()
+            return
+        }
+        let pid = process.pid ?? 0
+        let deadline =
+            process.startMethod == .fork ? mp_monotonic_ns() + Self.startupLimit.load(ordering: .relaxed) : nil
+        watched.withLock { $0.append(Watched(process: process, fd: fd, index: index, pid: pid, deadline: deadline)) }
+        wake()
+    }
+
+    /// Stops the thread and waits for it (pending exits are reported first).
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake()
+        _ = mp_event_wait(stopped, Int64(MP_FOREVER))
+    }
+
+    private func wake() {
+        var one: UInt8 = 1
+        _ = write(wakeWrite, &one, 1)  // a full pipe is as good as a write: the thread is awake
+    }
+
+    private func loop() {
+        defer { mp_event_set(stopped) }
+        while true {
+            let current = watched.withLock { $0 }
+            if current.isEmpty && stopping.load(ordering: .acquiring) { return }
+            var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+            fds += current.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            let rc = poll(&fds, nfds_t(fds.count), pollTimeout(current))
+            if rc < 0 { continue }  // EINTR
+            if fds[0].revents != 0 {
+                var buffer = [UInt8](repeating: 0, count: 64)
+                while read(wakeRead, &buffer, buffer.count) > 0 {}
+            }
+            for (i, entry) in current.enumerated() where fds[i + 1].revents != 0 {
+                watched.withLock { list in list.removeAll { $0.fd == entry.fd } }
+                close(entry.fd)
+                entry.process.reapIfExited()
+                if entry.process.exitCode == nil { _ = try? entry.process.join() }  // exited: this returns at once
+                report(entry.index, entry.process.pid ?? 0, entry.process.exitCode ?? -1)
+            }
+            checkStartups()
+        }
+    }
+
+    /// Milliseconds until the next start-up deadline; -1 (forever) when none is pending.
+    private func pollTimeout(_ current: [Watched]) -> Int32 {
+        guard let next = current.compactMap(\.deadline).min() else { return -1 }
+        let left = (next - mp_monotonic_ns()) / 1_000_000
+        return Int32(clamping: max(0, left + 1))
+    }
+
+    /// Stops watching the start-up of ready workers; kills the ones past their deadline.
+    private func checkStartups() {
+        let now = mp_monotonic_ns()
+        let stuck = watched.withLock { list -> [Watched] in
+            var stuck: [Watched] = []
+            for i in list.indices {
+                guard let deadline = list[i].deadline else { continue }
+                if mp_pool_slot(ready + list[i].index) == UInt64(list[i].pid) {
+                    list[i].deadline = nil
+                } else if now >= deadline {
+                    list[i].deadline = nil
+                    stuck.append(list[i])
+                }
+            }
+            return stuck
+        }
+        for entry in stuck { try? entry.process.kill() }  // its exit comes back through the pidfd
+    }
+}
+
+extension ProcessError {
+    /// The system error behind a failed start (EAGAIN when the cause was not the system's).
+    var systemErrno: Errno {
+        if case .system(let e, _) = self { return e }
+        return .resourceTemporarilyUnavailable
+    }
+}

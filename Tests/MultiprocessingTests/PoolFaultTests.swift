@@ -1,0 +1,247 @@
+import CMultiprocessing
+import MultiprocessingTestTargets
+import Synchronization
+import Testing
+
+@testable import Multiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Per task: how many outcomes it got, and which.
+final class OutcomeLedger: @unchecked Sendable {
+    private let lock = Lock()
+    private var counts: [Int]
+    private var values: [Int?]
+    private var errors: [(any Error)?]
+
+    init(_ n: Int) {
+        counts = Array(repeating: 0, count: n)
+        values = Array(repeating: nil, count: n)
+        errors = Array(repeating: nil, count: n)
+    }
+
+    func value(_ i: Int, _ v: Int) {
+        locked {
+            counts[i] += 1; values[i] = v
+        }
+    }
+    func error(_ i: Int, _ e: any Error) {
+        locked {
+            counts[i] += 1; errors[i] = e
+        }
+    }
+    func snapshot() -> ([Int], [Int?], [(any Error)?]) { locked { (counts, values, errors) } }
+
+    private func locked<R>(_ body: () -> R) -> R {
+        try! lock.acquire()
+        defer { try! lock.release() }
+        return body()
+    }
+}
+
+nonisolated(unsafe) var initializedInWorker = 0
+
+@Suite("ProcessPool faults")
+struct PoolFaultTests {
+    @Test("10 000 tasks while a helper SIGKILLs a random worker 100 times: one outcome each, clean end")
+    func killRandomWorkers() throws {
+        let pool = try ProcessPool(processes: 3) { (x: Int) -> Int in
+            try sleep(for: .microseconds(200))
+            return x &* 7
+        }
+        let n = 10_000
+        let ledger = OutcomeLedger(n)
+        let handles = (0..<n).map { i in
+            pool.applyAsync(i, callback: { ledger.value(i, $0) }, errorCallback: { ledger.error(i, $0) })
+        }
+        let killed = Box<[Int32]>()
+        killed.value = []
+        let killer = Thread(name: "killer") {
+            var victims: Set<Int32> = []
+            let giveUp = ContinuousClock.now + patience
+            while victims.count < 100 && ContinuousClock.now < giveUp {
+                // A worker not killed yet (a killed one stays listed until its exit is handled).
+                if let pid = pool.workerPIDs.filter({ !victims.contains($0) }).randomElement() {
+                    kill(pid, SIGKILL)
+                    victims.insert(pid)
+                    killed.value!.append(pid)
+                }
+                try sleep(for: .milliseconds(2))
+            }
+        }
+        try killer.start()
+        #expect(try killer.join(timeout: patience))
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+
+        let (counts, values, errors) = ledger.snapshot()
+        let victims = Set(killed.value!)
+        #expect(victims.count == 100)
+        var died: [Int32: Int] = [:]
+        for i in 0..<n {
+            #expect(counts[i] == 1, "task \(i) had \(counts[i]) outcomes")
+            #expect(handles[i].isReady)
+            if let v = values[i] {
+                #expect(v == i &* 7)
+                #expect(try handles[i].get(timeout: .zero) == v)
+            } else if case .workerDied(let pid, let reason) = errors[i] as? PoolError {
+                #expect(victims.contains(pid) && reason == .signal(SIGKILL))
+                died[pid, default: 0] += 1
+            } else {
+                Issue.record("task \(i): unexpected \(String(describing: errors[i]))")
+            }
+        }
+        #expect(died.values.allSatisfy { $0 == 1 }, "a worker runs one task at a time")
+        print("killRandomWorkers: \(died.count) of 100 kills hit a running task")
+        for pid in victims.union(pool.workerPIDs) { #expect(!processExists(pid)) }
+    }
+
+    @Test("maxTasksPerChild recycles workers without losing a task", arguments: [1, 5])
+    func maxTasksPerChild(chunkSize: Int) throws {
+        let pool = try ProcessPool(processes: 2, maxTasksPerChild: 3) { (_: Int) -> Int32 in Process.current.pid ?? 0 }
+        let pids = try pool.mapAsync(0..<60, chunkSize: chunkSize).get(timeout: patience)
+        #expect(pids.count == 60)
+        let perWorker = Dictionary(grouping: pids, by: { $0 }).mapValues(\.count)
+        #expect(perWorker.values.allSatisfy { $0 <= 3 * chunkSize })
+        #expect(perWorker.count >= 60 / (3 * chunkSize))
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+        for pid in perWorker.keys { #expect(!processExists(pid)) }
+    }
+
+    @Test("terminate mid-run kills the workers and fails every unfinished task with terminated")
+    func terminateMidRun() throws {
+        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int in
+            try sleep(for: .seconds(60))
+            return x
+        }
+        let handles = (0..<20).map { pool.applyAsync($0) }
+        let workers = pool.workerPIDs
+        try sleep(for: .milliseconds(50))
+        pool.terminate()  // returns once the workers are reaped
+        for h in handles { #expect(throws: PoolError.terminated) { try h.get(timeout: .zero) } }
+        for pid in workers { #expect(!processExists(pid)) }
+        #expect(pool.workerPIDs.isEmpty)
+        #expect(try pool.join(timeout: patience))
+        #expect(throws: PoolError.closed) { try pool.apply(1) }
+    }
+
+    @Test("a worker that exits or crashes fails only its task, naming its pid and how it ended")
+    func exitAndCrash() throws {
+        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int in
+            if x == 13 { _exit(3) }
+            if x == 14 {
+                signal(SIGSEGV, SIG_DFL)  // a plain crash, without the Swift runtime's backtrace
+                raise(SIGSEGV)
+            }
+            return x
+        }
+        let handles = (0..<30).map { pool.applyAsync($0) }
+        for (i, h) in handles.enumerated() {
+            switch i {
+            case 13, 14:
+                do {
+                    _ = try h.get(timeout: patience)
+                    Issue.record("task \(i) succeeded")
+                } catch PoolError.workerDied(let pid, let reason) {
+                    #expect(pid != getpid())
+                    #expect(reason == (i == 13 ? .exited(3) : .signal(SIGSEGV)))
+                }
+            default:
+                #expect(try h.get(timeout: patience) == i)
+            }
+        }
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+
+    @Test("the initializer runs in each worker; if it throws, every task fails with its error")
+    func initializer() throws {
+        let pool = try ProcessPool(processes: 2, initializer: { initializedInWorker = 42 }) { (_: Int) in
+            initializedInWorker
+        }
+        #expect(try pool.mapAsync(0..<10, chunkSize: 1).get(timeout: patience) == Array(repeating: 42, count: 10))
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+
+        let broken = try ProcessPool(processes: 2, initializer: { throw Shouted(word: "init") }) { (x: Int) in x }
+        let expected = PoolError.initializerFailed(type: String(reflecting: Shouted.self), message: "shouted init")
+        #expect(throws: expected) { try broken.applyAsync(1).get(timeout: patience) }
+        #expect(throws: expected) { try broken.apply(2) }
+        #expect(try broken.join(timeout: patience))
+    }
+
+    @Test("a spawned worker killed mid-task fails that task; its replacement runs the rest")
+    func killSpawnedWorker() throws {
+        useTestHelper()
+        let pool = try ProcessPool(processes: 1, worker: TestTargets.poolRepeat)
+        let hang = pool.applyAsync(PoolJob(text: "hang", times: 1))
+        let after = pool.applyAsync(PoolJob(text: "ok", times: 2))
+        let pid = try #require(pool.workerPIDs.first)
+        try sleep(for: .milliseconds(200))
+        kill(pid, SIGKILL)
+        #expect(throws: PoolError.workerDied(pid: pid, reason: .signal(SIGKILL))) { try hang.get(timeout: patience) }
+        #expect(try after.get(timeout: patience).text == "okok")
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+        #expect(!processExists(pid))
+    }
+
+    @Test("start-up watchdog: a forked worker stuck before its first task is replaced, no task lost")
+    func stuckStartup() throws {
+        let limit = WorkerWatcher.startupLimit.load(ordering: .relaxed)
+        WorkerWatcher.startupLimit.store(300_000_000, ordering: .relaxed)
+        defer { WorkerWatcher.startupLimit.store(limit, ordering: .relaxed) }
+        stallNextWorkerForTesting.store(true, ordering: .relaxed)
+        let pool = try ProcessPool(processes: 1) { (x: Int) -> Int32 in Process.current.pid ?? 0 }
+        let stuck = try #require(pool.workerPIDs.first)
+        let handles = (0..<10).map { pool.applyAsync($0) }
+        for h in handles { #expect(try h.get(timeout: patience) != stuck) }
+        #expect(!pool.workerPIDs.contains(stuck))
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+        #expect(!processExists(stuck))
+    }
+
+    @Test("claim protocol: a task claimed by a worker that died before consuming it is not run again")
+    func claimedThenDied() throws {
+        let channels = try PoolChannels(workers: 2)
+        let q = channels.tasks.queue
+        func put(_ id: UInt64) {
+            withUnsafeBytes(of: Int(id)) { payload in
+                withMessage(TaskHeader(id: id, count: 1, form: 1), size: TaskHeader.size, payload: payload) {
+                    putMessage(q, $0)
+                }
+            }
+        }
+        put(1)
+        put(2)
+        // Worker 0 takes task 1, claims it, and dies holding the consumer lock, the message unconsumed.
+        let dying = Process {
+            let next = beginGet(q, .max)
+            mp_pool_claim(channels.slots, next.first.loadUnaligned(as: TaskHeader.self).id)
+            mp_exit_child(9)
+        }
+        try dying.start()
+        #expect(try dying.join(timeout: patience))
+        #expect(mp_pool_slot(channels.slots) == 1)
+        let taker = TaskTaker(tasks: q, slots: channels.slots, slotCount: 2, index: 1)
+        var taken: [UInt64] = []
+        #expect(taker.take { header, _ in taken.append(header.id) })
+        #expect(taken == [2])  // task 1 is the dead worker's: the parent fails it; nobody runs it
+        #expect(mp_pool_slot(channels.slots + 1) == 2)
+
+        // A worker that dies before claiming leaves its task to the next one.
+        put(3)
+        let early = Process {
+            _ = beginGet(q, .max)
+            mp_exit_child(9)
+        }
+        try early.start()
+        #expect(try early.join(timeout: patience))
+        #expect(taker.take { header, _ in taken.append(header.id) })
+        #expect(taken == [2, 3])
+    }
+}
