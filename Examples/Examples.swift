@@ -27,7 +27,9 @@ struct Examples: ParsableCommand {
         abstract: "The seed's programs for processes, threads and locks.")
 
     @Argument(
-        help: "processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | all")
+        help:
+            "processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | coroutine | gather | echo | all"
+    )
     var name: String = "all"
 
     static func main() {
@@ -45,6 +47,7 @@ struct Examples: ParsableCommand {
             ("processes", processes), ("my-process", myProcess), ("threads", threads),
             ("lock", lockList), ("deadlock", deadlock), ("spawn", spawn),
             ("queue", queueProgram), ("download", downloadAndGetfile), ("producer-consumer", producerConsumer),
+            ("coroutine", coroutine), ("gather", gatherSleeps), ("echo", echoServer),
         ]
         let chosen = name == "all" ? all : all.filter { $0.0 == name }
         guard !chosen.isEmpty else { throw ValidationError("unknown example \(name)") }

@@ -1,0 +1,71 @@
+import CMultiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One ring operation: how to queue it, who awaits it, and its state on the loop's thread.
+///
+/// Its address is the operation's user_data. The loop retains it from submission until its one
+/// completion (so the closure's buffers stay alive while the kernel may use them), and resumes the
+/// continuation exactly once: at that completion, or at once if it never reached the ring.
+final class LoopOperation: @unchecked Sendable {
+    /// Queues the operation with the given user_data; 0, or -errno (-EBUSY: queue full).
+    typealias Prepare = (OpaquePointer, UInt64) -> Int32
+
+    /// The result of an operation refused or cut short because its loop shut down.
+    static let shutDownResult = Int32.min
+
+    let prepare: Prepare
+    private var continuation: UnsafeContinuation<Int32, Never>?
+    // Touched only by the loop's thread (and read by the awaiter after it resumed).
+    var submitted = false
+    var cancelRequested = false
+    private(set) var finished = false
+
+    init(_ prepare: @escaping Prepare) { self.prepare = prepare }
+
+    var address: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+    var userData: UInt64 { UInt64(UInt(bitPattern: address)) }
+
+    func finish(_ result: Int32) {
+        precondition(!finished, "an operation completes once")
+        finished = true
+        let c = continuation
+        continuation = nil
+        c?.resume(returning: result)
+    }
+
+    func await(on loop: EventLoop, cancellable: Bool) async -> Int32 {
+        if !cancellable {
+            return await withUnsafeContinuation { c in
+                continuation = c
+                loop.schedule(.submit(self))
+            }
+        }
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { c in
+                continuation = c
+                loop.schedule(.submit(self))
+            }
+        } onCancel: {
+            loop.schedule(.cancel(self))
+        }
+    }
+}
+
+extension EventLoop {
+    /// Runs one ring operation: its result (>= 0, or -errno for the caller to map), or a throw
+    /// for cancellation (`CancellationError`) and shutdown (``EventLoopError/shutDown``). An
+    /// operation that must finish (a close) is not `cancellable`.
+    func perform(
+        cancellable: Bool = true, _ prepare: @escaping LoopOperation.Prepare
+    ) async throws -> Int32 {
+        if cancellable { try Task.checkCancellation() }
+        let op = LoopOperation(prepare)
+        let result = await op.await(on: self, cancellable: cancellable)
+        if result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
+        if result == -ECANCELED && op.cancelRequested { throw CancellationError() }
+        return result
+    }
+}
