@@ -34,6 +34,10 @@ static inline void wait_on(mp_async_wait_t *w, uint32_t *word, uint32_t expected
     w->shared = shared;
 }
 
+int32_t mp_async_wait_blocking(const mp_async_wait_t *w, int64_t deadline_ns) {
+    return mp_futex_wait(w->word, w->expected, deadline_ns, (int)w->shared) == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
 void mp_async_wait_forward(const mp_async_wait_t *w) {
     if (w->word != NULL) mp_futex_wake(w->word, 1, (int)w->shared);
 }

@@ -525,8 +525,11 @@ typedef struct mp_async_wait {
 /// mp_mutex_t), or MP_WAIT. Owner liveness is checked on the blocking path's schedule: wait no
 /// later than `check_at`.
 mp_status_t mp_mutex_lock_async(mp_mutex_t *_Nonnull m, mp_async_wait_t *_Nonnull w);
-/// A waiter that was woken (`woken`) but leaves without taking what woke it passes the wake-up on.
+/// A waiter that was woken but leaves without taking what woke it passes the wake-up on.
 void mp_async_wait_forward(const mp_async_wait_t *_Nonnull w);
+/// The fallback where the ring has no futex wait: sleeps on a helper thread while the word holds
+/// `expected`, until woken or `deadline_ns`. 0, or ETIMEDOUT.
+int32_t mp_async_wait_blocking(const mp_async_wait_t *_Nonnull w, int64_t deadline_ns);
 /// Semaphore: MP_OK (a permit taken) or MP_WAIT. mp_semaphore_async_leave on cancellation.
 mp_status_t mp_semaphore_acquire_async(mp_semaphore_t *_Nonnull s, mp_async_wait_t *_Nonnull w);
 void mp_semaphore_async_leave(mp_semaphore_t *_Nonnull s, mp_async_wait_t *_Nonnull w, int woken);

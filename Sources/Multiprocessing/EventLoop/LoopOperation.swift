@@ -36,7 +36,7 @@ final class LoopOperation: @unchecked Sendable {
         c?.resume(returning: result)
     }
 
-    func await(on loop: EventLoop, cancellable: Bool) async -> Int32 {
+    func submitAndWait(on loop: EventLoop, cancellable: Bool) async -> Int32 {
         if !cancellable {
             return await withUnsafeContinuation { c in
                 continuation = c
@@ -63,7 +63,7 @@ extension EventLoop {
     ) async throws -> Int32 {
         if cancellable { try Task.checkCancellation() }
         let op = LoopOperation(prepare)
-        let result = await op.await(on: self, cancellable: cancellable)
+        let result = await op.submitAndWait(on: self, cancellable: cancellable)
         if result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
         if result == -ECANCELED && op.cancelRequested { throw CancellationError() }
         return result
