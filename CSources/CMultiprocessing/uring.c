@@ -43,6 +43,14 @@ int32_t mp_uring_probe(void) {
     return result;
 }
 
+int mp_built_with_tsan(void) {
+#ifdef MP_TSAN
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 static __thread void *current_owner;
 
 void *mp_loop_current(void) { return current_owner; }

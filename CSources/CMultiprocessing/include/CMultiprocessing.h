@@ -444,6 +444,8 @@ void mp_loop_wake(mp_loop_t *_Nonnull loop);
 int32_t mp_loop_arm_wake(mp_loop_t *_Nonnull loop);
 /// The Swift object driving the ring on the calling thread, or NULL off any loop thread.
 void *_Nullable mp_loop_current(void);
+/// Whether this library was built with ThreadSanitizer (see LoopOperation.swift's handoff).
+int mp_built_with_tsan(void);
 void mp_loop_set_current(void *_Nullable owner);
 
 // Each of these queues one operation (two for a deadline) and returns 0, or -EBUSY when the

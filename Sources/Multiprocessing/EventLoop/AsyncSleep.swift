@@ -6,7 +6,7 @@ import CMultiprocessing
 /// The timeout is an absolute deadline on the monotonic clock, armed in the kernel with no timer
 /// slack, so the wake-up comes as soon as the loop's thread can run. Cancelling the task removes
 /// the timeout at once and throws `CancellationError`. In async code this overload is chosen over
-/// the blocking ``sleep(for:)-swift.func``, which would hold the thread.
+/// the blocking `sleep(for:)`, which would hold the thread.
 ///
 /// - Throws: ``SyncError/negativeTimeout(_:)`` for a negative duration, `CancellationError`,
 ///   ``EventLoopError``.
@@ -16,7 +16,7 @@ public func sleep(for duration: Duration) async throws {
 }
 
 /// Suspends the calling coroutine until `deadline`; at once (after one turn of the loop) if it
-/// has passed. See ``sleep(for:)-(Duration)``.
+/// has passed. See `sleep(for:)`.
 public func sleep(until deadline: ContinuousClock.Instant) async throws {
     let left = deadline - ContinuousClock.now
     let ns = left <= .zero ? 0 : (try timeoutNanoseconds(left))

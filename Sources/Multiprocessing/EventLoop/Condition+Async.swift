@@ -58,7 +58,7 @@ extension Condition {
         return result
     }
 
-    /// Suspends until the underlying ``Lock`` is acquired (see ``Lock/acquire()-4f9tm``).
+    /// Suspends until the underlying ``Lock`` is acquired (see `Lock.acquire()`).
     public func acquire() async throws {
         try await awaitableLock().acquire()
     }

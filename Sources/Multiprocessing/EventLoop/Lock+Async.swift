@@ -3,7 +3,7 @@ import CMultiprocessing
 extension Lock {
     /// Suspends until the lock is acquired, without holding a thread: the coroutine waits on the
     /// lock's futex word through the event loop, so a release by any thread or process wakes it.
-    /// In async code this overload is chosen over the blocking ``acquire()``.
+    /// In async code this overload is chosen over the blocking `acquire()`.
     ///
     /// The lock is held by the process (as with the blocking form), so the coroutine may release
     /// it from any thread after it resumes.
@@ -34,7 +34,7 @@ extension Lock {
 }
 
 extension Semaphore {
-    /// Suspends until a permit is taken, without holding a thread (see ``Lock/acquire()-4f9tm``).
+    /// Suspends until a permit is taken, without holding a thread (see `Lock.acquire()`).
     /// - Throws: `CancellationError`, ``EventLoopError``.
     public func acquire() async throws {
         _ = try await acquire(until: .max)

@@ -3,7 +3,7 @@ import CMultiprocessing
 extension Queue {
     /// Puts `item`, suspending while the queue is full (up to `timeout`; forever when nil),
     /// without holding a thread: a consumer in any thread or process that makes room wakes the
-    /// coroutine. In async code this overload is chosen over the blocking ``put(_:timeout:)``.
+    /// coroutine. In async code this overload is chosen over the blocking `put(_:timeout:)`.
     ///
     /// A message larger than a quarter of the ring travels in pieces; such a put runs the blocking
     /// path on a helper thread.
@@ -61,7 +61,7 @@ extension Queue {
 
     /// Takes the next item, suspending while the queue is empty (up to `timeout`; forever when
     /// nil), without holding a thread: a put from any thread or process wakes the coroutine. In
-    /// async code this overload is chosen over the blocking ``get(timeout:)``.
+    /// async code this overload is chosen over the blocking `get(timeout:)`.
     /// - Throws: ``QueueError/empty`` after the timeout, ``QueueError`` as the blocking get,
     ///   `CancellationError`.
     public func get(timeout: Duration? = nil) async throws -> Element {
@@ -116,10 +116,10 @@ extension Queue {
 }
 
 extension SimpleQueue {
-    /// Puts `item` (see ``Queue/put(_:timeout:)-(Element,_)``).
+    /// Puts `item` (see `Queue.put(_:timeout:)`).
     public func put(_ item: Element) async throws { try await queue.put(item, timeout: nil) }
 
-    /// Takes the next item, suspending while there is none (see ``Queue/get(timeout:)-(Duration?)``).
+    /// Takes the next item, suspending while there is none (see `Queue.get(timeout:)`).
     public func get() async throws -> Element { try await queue.get(timeout: nil) }
 
     /// Takes the next item, suspending up to `timeout`; throws ``QueueError/empty`` after it.

@@ -52,8 +52,12 @@ final class BlockingPool: @unchecked Sendable {
     /// Runs `body` on a helper thread; no cancellation (for work that must finish, like handing
     /// back a queue's lock).
     func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
-            submit { c.resume(with: Result { try body() }) }
+        defer { Handoff.resumed() }
+        return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
+            submit {
+                let result = Result { try body() }
+                Handoff.resume { c.resume(with: result) }
+            }
         }
     }
 
