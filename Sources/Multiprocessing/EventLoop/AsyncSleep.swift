@@ -24,6 +24,12 @@ public func sleep(until deadline: ContinuousClock.Instant) async throws {
 }
 
 func sleep(untilMonotonic deadline: Int64) async throws {
+    if deadline <= mp_monotonic_ns() {
+        // Already due: only yield (as asyncio.sleep(0) does); a timer would cost a kernel round trip.
+        try Task.checkCancellation()
+        await Task.yield()
+        return try Task.checkCancellation()
+    }
     let loop = try EventLoop.forCurrentContext()
     _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, deadline) }
 }
