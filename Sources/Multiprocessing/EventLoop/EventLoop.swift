@@ -23,7 +23,7 @@ import SystemPackage
 /// call, reap every completion. Another thread wakes a sleeping loop with one eventfd write; a
 /// busy loop is never woken.
 ///
-/// The async operations of this module (``sleep(for:)``, ``File``, ``TCPConnection``, the `await`
+/// The async operations of this module (`sleep(for:)`, ``File``, ``TCPConnection``, the `await`
 /// forms of ``Lock``, ``Event``, ``Queue``...) run on the loop of the calling thread, and on a
 /// shared loop when called from anywhere else.
 public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
@@ -57,8 +57,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private(set) var stopping = false
     private let completions = UnsafeMutablePointer<mp_completion_t>.allocate(capacity: 256)
 
-    /// Starts a loop on a new thread. Throws ``EventLoopError/unavailable(_:)`` where the kernel
-    /// offers no io_uring (or forbids it, `kernel.io_uring_disabled`).
+    /// Starts a loop on a new thread, which runs until ``shutdown()`` (`EventLoop.run(_:)`
+    /// does that itself). Throws ``EventLoopError/unavailable(_:)`` where the kernel offers no
+    /// io_uring (or forbids it, `kernel.io_uring_disabled`).
     public init(name: String? = nil) throws(EventLoopError) {
         var error: Int32 = 0
         guard let ring = mp_loop_create(1024, &error) else { throw .unavailable(Errno(rawValue: error)) }
