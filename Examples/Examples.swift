@@ -24,12 +24,13 @@ let spawnedCounter = SpawnTarget<CountArguments>("spawned-counter") { args in
 struct Examples: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "multiprocessing-examples",
-        abstract: "The seed's programs for processes, threads, locks, queues and pools.")
+        abstract: "The seed's programs for processes, threads, locks, queues, pools and coroutines.")
 
     @Argument(
         help: """
             processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | \
-            pool | pool-blocking | pool-queue | pool-map | all (pool-throughput: measured separately)
+            pool | pool-blocking | pool-queue | pool-map | coroutine | gather | echo | all \
+            (pool-throughput: measured separately)
             """)
     var name: String = "all"
 
@@ -50,6 +51,7 @@ struct Examples: ParsableCommand {
             ("queue", queueProgram), ("download", downloadAndGetfile), ("producer-consumer", producerConsumer),
             ("pool", nonBlockingPool), ("pool-blocking", blockingPool), ("pool-queue", queueAndPool),
             ("pool-map", poolMap),
+            ("coroutine", coroutine), ("gather", gatherSleeps), ("echo", echoServer),
         ]
         let measures: [(String, () throws -> Void)] = [("pool-throughput", poolThroughput)]
         let chosen = name == "all" ? all : (all + measures).filter { $0.0 == name }

@@ -89,7 +89,7 @@ public enum TestTargets {
     /// Proves the child is a full Swift process: awaits, then answers through a shared Event.
     public static let asyncEcho = SpawnTarget<EventJob>("asyncEcho") { job in
         try await Task.sleep(for: .milliseconds(10))
-        job.event.wait()
+        try await job.event.wait()  // the async wait (an io_uring futex wait on the shared loop)
         job.reply.set()
     }
 

@@ -1,0 +1,43 @@
+// The event loop's ring, shared by uring.c (lifecycle) and uring_ops.c (operations).
+#ifndef MP_URING_INTERNAL_H
+#define MP_URING_INTERNAL_H
+
+#include <liburing.h>
+
+#ifndef IORING_OP_FUTEX_WAIT
+#define IORING_OP_FUTEX_WAIT 51 /* linux/io_uring.h of 6.7; liburing 2.3's headers predate it */
+#endif
+
+struct mp_loop {
+    struct io_uring ring;
+    struct __kernel_timespec *times; // one per submission slot (see uring.c)
+    unsigned sq_entries;
+    int event_fd;
+    uint32_t parked; // 1 while the loop sleeps or is about to; atomic
+    uint32_t features;
+    int disabled; // created with IORING_SETUP_R_DISABLED, not yet started
+    uint64_t wake_value; // the eventfd read's buffer
+};
+
+/// A free submission entry, flushing the queue to the kernel first if fewer than `need` are left
+/// (a futex wait and its linked timeout must not be split across two submissions). NULL if the
+/// queue is still full: the completion queue is backed up and the loop must reap first.
+static inline struct io_uring_sqe *mp_loop_sqe(struct mp_loop *l, unsigned need) {
+    if (io_uring_sq_space_left(&l->ring) < need) {
+        io_uring_submit(&l->ring);
+        if (io_uring_sq_space_left(&l->ring) < need) return NULL;
+    }
+    return io_uring_get_sqe(&l->ring);
+}
+
+/// The timespec slot of `sqe`, filled with the absolute monotonic `deadline_ns`.
+static inline struct __kernel_timespec *mp_loop_time(struct mp_loop *l, struct io_uring_sqe *sqe,
+                                                     int64_t deadline_ns) {
+    struct __kernel_timespec *ts = &l->times[sqe - l->ring.sq.sqes];
+    if (deadline_ns < 0) deadline_ns = 0;
+    ts->tv_sec = deadline_ns / 1000000000;
+    ts->tv_nsec = deadline_ns % 1000000000;
+    return ts;
+}
+
+#endif

@@ -1,0 +1,71 @@
+// TCP sockets for the event loop: address resolution and the non-blocking setup calls (socket,
+// bind, listen); the calls that wait (accept, connect, send, recv) go through the ring.
+//
+// Invariants: every descriptor is close-on-exec (a spawned child must not inherit a listener)
+// and blocking (io_uring polls a blocking socket itself; a non-blocking one would complete with
+// -EAGAIN instead of waiting).
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+_Static_assert(MP_ADDRESS_SIZE == sizeof(struct sockaddr_storage), "room for any socket address");
+
+int32_t mp_resolve(const char *host, uint16_t port, int numeric_only, void *address, uint32_t *length) {
+    struct addrinfo hints = {0}, *found = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    int rc = getaddrinfo(host, service, &hints, &found);
+    if (rc != 0) return rc < 0 ? rc : -rc;
+    memcpy(address, found->ai_addr, found->ai_addrlen);
+    *length = (uint32_t)found->ai_addrlen;
+    freeaddrinfo(found);
+    return 0;
+}
+
+const char *mp_resolve_error(int32_t code) { return gai_strerror(code); }
+
+int32_t mp_tcp_socket(const void *address) {
+    int family = ((const struct sockaddr *)address)->sa_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    return fd < 0 ? -errno : fd;
+}
+
+int32_t mp_tcp_listen(const void *address, uint32_t length, int32_t backlog) {
+    int fd = mp_tcp_socket(address);
+    if (fd < 0) return fd;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on); // a restarted server rebinds at once
+    if (bind(fd, (const struct sockaddr *)address, length) != 0 || listen(fd, backlog) != 0) {
+        int error = errno;
+        close(fd);
+        return -error;
+    }
+    return fd;
+}
+
+int32_t mp_tcp_nodelay(int32_t fd) {
+    int on = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == 0 ? 0 : -errno;
+}
+
+int32_t mp_socket_port(int32_t fd, int peer) {
+    struct sockaddr_storage a;
+    socklen_t n = sizeof a;
+    int rc = peer ? getpeername(fd, (struct sockaddr *)&a, &n) : getsockname(fd, (struct sockaddr *)&a, &n);
+    if (rc != 0) return -errno;
+    if (a.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&a)->sin_port);
+    if (a.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&a)->sin6_port);
+    return -EAFNOSUPPORT;
+}
+
+int32_t mp_close(int32_t fd) { return close(fd) == 0 ? 0 : -errno; }

@@ -1,0 +1,156 @@
+// The event loop's operations: one submission entry each, filled for the kernel.
+//
+// Invariants:
+// - Each operation's completion carries its user_data (the Swift object's address); helper
+//   entries (linked timeouts, cancel requests) carry MP_LOOP_IGNORED, so that every operation has
+//   exactly one completion the loop acts on.
+// - Deadlines are absolute CLOCK_MONOTONIC (IORING_TIMEOUT_ABS, no clock flag): a timeout has no
+//   timer slack (the kernel arms an hrtimer for the exact instant) and never stretches because
+//   the loop submitted it late.
+// - IORING_OP_FUTEX_WAIT is filled by hand (liburing 2.3 predates it), as io_uring/futex.c reads
+//   it: addr = the word, addr2 = the expected value, addr3 = the wake mask, fd = futex2 flags;
+//   len, op flags, buf_index and file_index must be 0. A word in shared memory must not be
+//   FUTEX2_PRIVATE: a private futex is keyed by (mm, address) and would never meet a waker in
+//   another process. Wakers use FUTEX_WAKE (futex.c), whose bitset matches any mask.
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "uring_internal.h"
+
+#ifndef FUTEX2_SIZE_U32
+#define FUTEX2_SIZE_U32 0x02 /* linux/futex.h of 6.7 */
+#endif
+#ifndef FUTEX2_PRIVATE
+#define FUTEX2_PRIVATE 128 /* FUTEX_PRIVATE_FLAG */
+#endif
+
+/// An entry for one operation, or NULL (the caller returns -EBUSY).
+static inline struct io_uring_sqe *one(mp_loop_t *l, uint64_t user_data) {
+    struct io_uring_sqe *sqe = mp_loop_sqe(l, 1);
+    if (sqe != NULL) sqe->user_data = user_data;
+    return sqe;
+}
+
+int32_t mp_loop_timeout(mp_loop_t *l, uint64_t user_data, int64_t deadline_ns) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_timeout(sqe, mp_loop_time(l, sqe, deadline_ns), 0, IORING_TIMEOUT_ABS);
+    sqe->user_data = user_data; // the prep cleared it
+    return 0;
+}
+
+int32_t mp_loop_cancel(mp_loop_t *l, uint64_t target) {
+    struct io_uring_sqe *sqe = one(l, MP_LOOP_IGNORED);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_cancel64(sqe, target, 0);
+    sqe->user_data = MP_LOOP_IGNORED;
+    return 0;
+}
+
+int32_t mp_loop_cancel_all(mp_loop_t *l) {
+    struct io_uring_sqe *sqe = one(l, MP_LOOP_IGNORED);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    sqe->user_data = MP_LOOP_IGNORED;
+    return 0;
+}
+
+int32_t mp_loop_futex_wait(mp_loop_t *l, uint64_t user_data, uint32_t *word, uint32_t expected, int shared,
+                           int64_t deadline_ns) {
+    int timed = deadline_ns != INT64_MAX;
+    struct io_uring_sqe *sqe = mp_loop_sqe(l, timed ? 2 : 1);
+    if (sqe == NULL) return -EBUSY;
+    memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = IORING_OP_FUTEX_WAIT;
+    sqe->fd = FUTEX2_SIZE_U32 | (shared ? 0 : FUTEX2_PRIVATE);
+    sqe->addr = (uint64_t)(uintptr_t)word;
+    sqe->off = expected; // `off` shares its bytes with addr2
+    sqe->addr3 = FUTEX_BITSET_MATCH_ANY;
+    sqe->user_data = user_data;
+    if (timed) {
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *timeout = io_uring_get_sqe(&l->ring); // room was checked above
+        io_uring_prep_link_timeout(timeout, mp_loop_time(l, timeout, deadline_ns), IORING_TIMEOUT_ABS);
+        timeout->user_data = MP_LOOP_IGNORED;
+    }
+    return 0;
+}
+
+int32_t mp_loop_read(mp_loop_t *l, uint64_t user_data, int32_t fd, void *buffer, uint32_t length,
+                     int64_t offset) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_read(sqe, fd, buffer, length, (uint64_t)offset); // -1: the file position
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_write(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *buffer, uint32_t length,
+                      int64_t offset) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_write(sqe, fd, buffer, length, (uint64_t)offset);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_open(mp_loop_t *l, uint64_t user_data, const char *path, int32_t flags, uint32_t mode) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_openat(sqe, AT_FDCWD, path, flags | O_CLOEXEC, mode);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_close(mp_loop_t *l, uint64_t user_data, int32_t fd) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_close(sqe, fd);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_fsync(mp_loop_t *l, uint64_t user_data, int32_t fd, int datasync) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_accept(mp_loop_t *l, uint64_t user_data, int32_t fd) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_connect(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *address, uint32_t length) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)address, length);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_send(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *buffer, uint32_t length) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_send(sqe, fd, buffer, length, MSG_NOSIGNAL);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int32_t mp_loop_recv(mp_loop_t *l, uint64_t user_data, int32_t fd, void *buffer, uint32_t length) {
+    struct io_uring_sqe *sqe = one(l, user_data);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_recv(sqe, fd, buffer, length, 0);
+    sqe->user_data = user_data;
+    return 0;
+}

@@ -1,0 +1,139 @@
+// Awaiting a Queue from a coroutine: get and put that never block, and say which word to wait on.
+//
+// The blocking paths (queue.c) hold the consumer (producer) lock while they sleep for data
+// (space). A coroutine holds neither while it waits, so that thousands can wait on one loop
+// thread: it waits on the lock word while another consumer (producer) holds the lock, and
+// otherwise registers in `data_sleepers` (`space_sleepers`) and waits on `data_seq` (`space_seq`),
+// the words a producer (consumer) bumps and wakes after publishing whenever it reads a sleeper.
+// The Dekker pairing is queue.c's: the sleeper reads the sequence word, adds itself (seq_cst),
+// fences, then re-checks; the publisher stores, fences (mp_full_barrier), then reads the count.
+// Once the queue looks ready, the real work is queue.c's own mp_queue_get_begin / mp_queue_put
+// with a deadline in the past; if a racing consumer (producer) won, the protocol starts over.
+//
+// A lock waiter cannot take the lock with MP_MUTEX_WAITERS set as mutex.c's sleepers do (queue.c
+// takes it with a plain try), so a lock waiter that was woken passes one wake-up on
+// (mp_queue_async_after_wait): another sleeper then flags the word again before it sleeps.
+//
+// The "room" check mirrors queue.c's record format (an 8-byte header and the payload padded to
+// 8; a record that does not fit before the end of the ring first pads it out). It must never say
+// "no room" when queue.c would find room, or a producer could wait on a queue with space.
+#define _GNU_SOURCE
+#include "internal.h"
+
+enum { ON_LOCK = 1, ON_DATA = 2, ON_SPACE = 3 };
+
+/// How often a lock waiter checks that the holder still lives (queue.c and mutex.c use the same).
+#define OWNER_CHECK_NS (20 * 1000 * 1000)
+
+static inline void wait_on(mp_async_wait_t *w, uint32_t *word, uint32_t expected, uint32_t shared,
+                           uint32_t target) {
+    w->word = word;
+    w->expected = expected;
+    w->shared = shared;
+    w->target = target;
+}
+
+/// Flags a held lock for sleepers and reports it: MP_WAIT, MP_OWNER_DIED (its holder is dead), or
+/// MP_OK when it is free again (look again).
+static mp_status_t wait_for_lock(mp_mutex_t *m, mp_async_wait_t *w) {
+    uint32_t v = MP_LOAD(&m->word, MP_RELAXED);
+    if (v == 0) return MP_OK;
+    if (!(v & MP_MUTEX_WAITERS)) {
+        uint32_t flagged = v | MP_MUTEX_WAITERS;
+        if (!MP_CAS(&m->word, &v, flagged, MP_RELAXED, MP_RELAXED)) return MP_OK;
+        v = flagged;
+    }
+    int64_t now = mp_monotonic_ns();
+    if (w->check_at == 0) w->check_at = now + OWNER_CHECK_NS;
+    if (now >= w->check_at) {
+        w->check_at = now + OWNER_CHECK_NS;
+        if (!mp_process_alive((int32_t)(v & MP_MUTEX_TID_MASK))) return MP_OWNER_DIED;
+    }
+    wait_on(w, &m->word, v, m->flags & MP_MUTEX_SHARED, ON_LOCK);
+    return MP_WAIT;
+}
+
+/// Registers as a sleeper of `seq` and re-checks `ready`; MP_WAIT if it still does not hold.
+static mp_status_t sleep_unless(mp_queue_t *q, mp_async_wait_t *w, uint32_t *seq, uint32_t *sleepers,
+                                uint32_t target, int (*ready)(mp_queue_t *, uint64_t), uint64_t arg,
+                                mp_mutex_t *lock) {
+    uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
+    MP_ADD(sleepers, 1, MP_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); // the re-check below must not pass the increment
+    if (!ready(q, arg) && mp_mutex_owner(lock) == 0 && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
+        wait_on(w, seq, observed, q->shared, target);
+        w->registered = 1;
+        w->check_at = 0;
+        return MP_WAIT;
+    }
+    MP_SUB(sleepers, 1, MP_RELAXED);
+    return MP_OK;
+}
+
+static int has_data(mp_queue_t *q, uint64_t unused) {
+    (void)unused;
+    // acquire: pairs with the producer's release of tail (and the consumer's of head)
+    return MP_LOAD(&q->tail, MP_ACQUIRE) != MP_LOAD(&q->head, MP_ACQUIRE);
+}
+
+static int room(mp_queue_t *q, uint64_t length) {
+    if (q->max_messages) {
+        uint64_t consumed = MP_LOAD(&q->consumed, MP_ACQUIRE);
+        uint64_t produced = MP_LOAD(&q->produced, MP_RELAXED);
+        if ((int64_t)(produced - consumed) >= (int64_t)q->max_messages) return 0;
+    }
+    uint64_t tail = MP_LOAD(&q->tail, MP_RELAXED);
+    uint64_t head = MP_LOAD(&q->head, MP_ACQUIRE); // pairs with the consumer's release of head
+    uint64_t offset = tail & (q->capacity - 1);
+    uint64_t size = 8 + ((length + 7) & ~(uint64_t)7);
+    uint64_t need = offset + size > q->capacity ? (q->capacity - offset) + size : size;
+    return q->capacity - (tail - head) >= need;
+}
+
+mp_status_t mp_queue_get_async(mp_queue_t *q, mp_async_wait_t *w, const void **payload, uint64_t *length,
+                               uint64_t *total) {
+    for (;;) {
+        uint32_t down = MP_LOAD(&q->shutdown, MP_ACQUIRE);
+        if (down == MP_QUEUE_SHUTDOWN_IMMEDIATE) return MP_SHUTDOWN;
+        if (mp_mutex_owner(&q->consumer) != 0) {
+            mp_status_t s = wait_for_lock(&q->consumer, w);
+            if (s != MP_OK) return s;
+            continue;
+        }
+        if (!down && !has_data(q, 0)) {
+            mp_status_t s = sleep_unless(q, w, &q->data_seq, &q->data_sleepers, ON_DATA, has_data, 0, &q->consumer);
+            if (s != MP_OK) return s;
+            continue;
+        }
+        mp_status_t s = mp_queue_get_begin(q, 0, payload, length, total);
+        if (s != MP_TIMED_OUT) return s; // else another consumer was quicker: look again
+    }
+}
+
+mp_status_t mp_queue_put_async(mp_queue_t *q, mp_async_wait_t *w, const void *data, uint64_t length) {
+    for (;;) {
+        if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
+        if (mp_mutex_owner(&q->producer) != 0) {
+            mp_status_t s = wait_for_lock(&q->producer, w);
+            if (s != MP_OK) return s;
+            continue;
+        }
+        if (!room(q, length)) {
+            mp_status_t s = sleep_unless(q, w, &q->space_seq, &q->space_sleepers, ON_SPACE, room, length, &q->producer);
+            if (s != MP_OK) return s;
+            continue;
+        }
+        mp_status_t s = mp_queue_put(q, data, length, 0);
+        if (s != MP_TIMED_OUT) return s; // else another producer was quicker: look again
+    }
+}
+
+void mp_queue_async_after_wait(mp_queue_t *q, mp_async_wait_t *w, int woken) {
+    if (w->target == ON_LOCK) {
+        if (woken) mp_async_wait_forward(w);
+    } else if (w->registered) {
+        MP_SUB(w->target == ON_DATA ? &q->data_sleepers : &q->space_sleepers, 1, MP_RELAXED);
+    }
+    w->registered = 0;
+    w->target = 0;
+}

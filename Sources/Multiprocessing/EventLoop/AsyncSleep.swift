@@ -1,0 +1,49 @@
+import CMultiprocessing
+
+/// Suspends the calling coroutine for `duration` (Python's `asyncio.sleep`), without holding a
+/// thread: an io_uring timeout on the caller's event loop (the shared loop off any loop).
+///
+/// The timeout is an absolute deadline on the monotonic clock, armed in the kernel with no timer
+/// slack, so the wake-up comes as soon as the loop's thread can run. Cancelling the task removes
+/// the timeout at once and throws `CancellationError`. In async code this overload is chosen over
+/// the blocking `sleep(for:)`, which would hold the thread.
+///
+/// - Throws: ``SyncError/negativeTimeout(_:)`` for a negative duration, `CancellationError`,
+///   ``EventLoopError``.
+public func sleep(for duration: Duration) async throws {
+    let ns = try timeoutNanoseconds(duration)
+    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : deadlineAfter(ns))
+}
+
+/// Suspends the calling coroutine until `deadline`; at once (after one turn of the loop) if it
+/// has passed. See `sleep(for:)`.
+public func sleep(until deadline: ContinuousClock.Instant) async throws {
+    let left = deadline - ContinuousClock.now
+    let ns = left <= .zero ? 0 : (try timeoutNanoseconds(left))
+    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : deadlineAfter(ns))
+}
+
+func sleep(untilMonotonic deadline: Int64) async throws {
+    if deadline <= mp_monotonic_ns() {
+        // Already due: only yield (as asyncio.sleep(0) does); a timer would cost a kernel round trip.
+        try Task.checkCancellation()
+        await Task.yield()
+        return try Task.checkCancellation()
+    }
+    let loop = try EventLoop.forCurrentContext()
+    _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, deadline) }
+}
+
+/// The monotonic time `ns` from now, saturating at "never".
+@inline(__always)
+func deadlineAfter(_ ns: Int64) -> Int64 {
+    let now = mp_monotonic_ns()
+    return ns > .max - now ? .max : now + ns
+}
+
+/// An absolute deadline for `timeout` (nil: none).
+func absoluteDeadline(_ timeout: Duration?) throws(SyncError) -> Int64 {
+    guard let timeout else { return .max }
+    let ns = try timeoutNanoseconds(timeout)
+    return ns == Int64(MP_FOREVER) ? .max : deadlineAfter(ns)
+}

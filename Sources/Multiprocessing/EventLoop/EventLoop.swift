@@ -1,0 +1,324 @@
+import CMultiprocessing
+import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One io_uring driven by one thread: an executor that runs coroutines and the ring operations
+/// they await (Python's asyncio event loop).
+///
+/// ```swift
+/// try EventLoop.run {
+///     print("Coroutine is running")
+///     try await sleep(for: .seconds(1))
+///     print("Coroutine is done")
+/// }
+/// ```
+///
+/// A loop is a `SerialExecutor` and a `TaskExecutor`: code runs on it under
+/// `withTaskExecutorPreference(loop)` (child tasks inherit it), in a `Task(executorPreference:)`,
+/// or in an actor whose `unownedExecutor` is the loop's. Its jobs and its completions are handled
+/// in batches, one turn at a time: run the jobs, submit every operation they queued in one system
+/// call, reap every completion. Another thread wakes a sleeping loop with one eventfd write; a
+/// busy loop is never woken.
+///
+/// The async operations of this module (`sleep(for:)`, ``File``, ``TCPConnection``, the `await`
+/// forms of ``Lock``, ``Event``, ``Queue``...) run on the loop of the calling thread, and on a
+/// shared loop when called from anywhere else.
+public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    enum Work {
+        case job(UnownedJob)
+        case submit(LoopOperation)
+        case cancel(LoopOperation)
+        case stop
+    }
+
+    struct Inbox {
+        var work: [Work] = []
+        var closed = false
+    }
+
+    /// The loop's name, also its thread's name.
+    public let name: String
+    let ring: OpaquePointer
+    /// IORING_OP_FUTEX_WAIT works here (kernel >= 6.7); else shared primitives are awaited on helper threads.
+    let supportsFutexWait: Bool
+    private let inbox = Locked(Inbox())
+    private let finished: UnsafeMutablePointer<mp_event_t>
+    private let thread = Locked<Thread?>(nil)
+
+    // Touched only by the loop's thread.
+    private var local: [Work] = []
+    private var running: [Work] = []
+    private var incoming: [Work] = []
+    private var inFlight = 0
+    private var wakeArmed = true
+    private(set) var stopping = false
+    private let completions = UnsafeMutablePointer<mp_completion_t>.allocate(capacity: 256)
+
+    /// Starts a loop on a new thread, which runs until ``shutdown()`` (`EventLoop.run(_:)`
+    /// does that itself). Throws ``EventLoopError/unavailable(_:)`` where the kernel offers no
+    /// io_uring (or forbids it, `kernel.io_uring_disabled`).
+    public init(name: String? = nil) throws(EventLoopError) {
+        var error: Int32 = 0
+        guard let ring = mp_loop_create(1024, &error) else { throw .unavailable(Errno(rawValue: error)) }
+        self.ring = ring
+        self.name = name ?? "EventLoop-\(EventLoop.counter.withLock { n -> Int in n += 1; return n })"
+        supportsFutexWait = (mp_loop_features(ring) & UInt32(MP_LOOP_FUTEX)) != 0
+        finished = .allocate(capacity: 1)
+        mp_event_init(finished, 0)
+        let thread = Thread(name: self.name) { [self] in self.main() }
+        do {
+            try thread.start()
+        } catch {
+            throw .unavailable(.resourceTemporarilyUnavailable)
+        }
+        self.thread.withLock { $0 = thread }
+    }
+
+    deinit {
+        mp_loop_destroy(ring)
+        finished.deallocate()
+        completions.deallocate()
+    }
+
+    private static let counter = Locked(0)
+
+    /// The loop whose thread is running the caller, if any.
+    public static var current: EventLoop? {
+        mp_loop_current().map { Unmanaged<EventLoop>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    /// Whether the caller runs on this loop's thread.
+    public var inEventLoop: Bool { mp_loop_current() == Unmanaged.passUnretained(self).toOpaque() }
+
+    private static let sharedLoop = Result { () throws(EventLoopError) in try EventLoop(name: "EventLoop-shared") }
+
+    /// The loop that async operations called here use: the caller's, or the shared one.
+    static func forCurrentContext() throws(EventLoopError) -> EventLoop {
+        if let loop = current { return loop }
+        return try sharedLoop.get()
+    }
+
+    // MARK: Executor
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        schedule(.job(UnownedJob(job)))
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    public func checkIsolated() {
+        precondition(inEventLoop, "not on the thread of \(name)")
+    }
+
+    /// Queues work: on the loop's own thread at once (no lock), else through the inbox.
+    func schedule(_ work: Work) {
+        if inEventLoop {
+            switch work {
+            case .job: local.append(work)
+            default: handle(work)  // submit now: it leaves with this turn's batch
+            }
+            return
+        }
+        // The wake-up happens under the inbox lock, so the loop cannot finish in between.
+        let accepted = inbox.withLock { box -> Bool in
+            if box.closed { return false }
+            box.work.append(work)
+            mp_loop_wake(ring)
+            return true
+        }
+        if !accepted { orphan(work) }
+    }
+
+    /// Work that arrives after the loop stopped: jobs run on the global executor, operations fail.
+    private func orphan(_ work: Work) {
+        switch work {
+        case .job(let job): globalConcurrentExecutor.enqueue(job)
+        case .submit(let op): op.finish(LoopOperation.shutDownResult)
+        case .cancel, .stop: break
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Runs `body` on a new loop and blocks the calling thread until it returns (Python's
+    /// `asyncio.run`); rethrows its error. The loop is shut down afterwards: operations still in
+    /// flight in tasks the body left behind are cancelled.
+    ///
+    /// Call it from synchronous code (`main`, a thread): it blocks the caller.
+    public static func run<T: Sendable>(_ body: sending @escaping () async throws -> T) throws -> T {
+        let loop = try EventLoop(name: "EventLoop.run")
+        defer { loop.shutdown() }
+        return try loop.run(body)
+    }
+
+    /// Runs `body` on this loop and blocks the calling thread until it returns; rethrows its error.
+    /// Throws ``EventLoopError/wouldDeadlock`` on the loop's own thread.
+    public func run<T: Sendable>(_ body: sending @escaping () async throws -> T) throws -> T {
+        if inEventLoop { throw EventLoopError.wouldDeadlock }
+        let outcome = Locked<Result<T, any Error>?>(nil)
+        let done = UnsafeMutablePointer<mp_event_t>.allocate(capacity: 1)
+        defer { done.deallocate() }
+        mp_event_init(done, 0)
+        let signal = UnsafeSendable(done)
+        Task(executorPreference: self) {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            mp_event_set(signal.value)
+        }
+        _ = mp_event_wait(done, Int64(MP_FOREVER))
+        return try outcome.withLock { $0! }.get()
+    }
+
+    /// Stops the loop: operations in flight are cancelled (their awaiters get
+    /// ``EventLoopError/shutDown``), queued jobs still run, then the thread exits. Waits for that,
+    /// except on the loop's own thread, where it only starts it. Later jobs run on the global
+    /// executor; later operations fail with ``EventLoopError/shutDown``.
+    public func shutdown() {
+        schedule(.stop)
+        if inEventLoop { return }
+        _ = mp_event_wait(finished, Int64(MP_FOREVER))
+        let thread = self.thread.withLock { t -> Thread? in
+            defer { t = nil }
+            return t
+        }
+        _ = try? thread?.join()
+    }
+
+    // MARK: The loop's thread
+
+    private func main() {
+        mp_loop_set_current(Unmanaged.passUnretained(self).toOpaque())
+        _ = mp_loop_start(ring)
+        while true {
+            swap(&local, &running)
+            for work in running { handle(work) }
+            running.removeAll(keepingCapacity: true)
+            inbox.withLock { swap(&$0.work, &incoming) }
+            for work in incoming { handle(work) }
+            incoming.removeAll(keepingCapacity: true)
+
+            if !local.isEmpty {
+                _ = mp_loop_enter(ring, 0)
+            } else if stopping && inFlight == 0 && !wakeArmed {
+                if inbox.withLock({ box -> Bool in
+                    box.closed = box.work.isEmpty; return box.closed
+                }) {
+                    break
+                }
+                continue
+            } else {
+                park()
+            }
+            reapAll()
+        }
+        mp_loop_set_current(nil)
+        mp_event_set(finished)
+    }
+
+    /// Sleeps in the kernel unless work arrived; see uring.c for the handshake with mp_loop_wake.
+    private func park() {
+        mp_loop_set_parked(ring, 1)
+        let pending = inbox.withLock { !$0.work.isEmpty }
+        _ = mp_loop_enter(ring, pending ? 0 : 1)
+        mp_loop_set_parked(ring, 0)
+    }
+
+    private func handle(_ work: Work) {
+        switch work {
+        case .job(let job):
+            job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+        case .submit(let op): submitNow(op)
+        case .cancel(let op): cancelNow(op)
+        case .stop: stopNow()
+        }
+    }
+
+    private func submitNow(_ op: LoopOperation) {
+        if op.cancelRequested || stopping {
+            op.finish(stopping ? LoopOperation.shutDownResult : -ECANCELED)
+            return
+        }
+        let userData = UInt64(UInt(bitPattern: Unmanaged.passRetained(op).toOpaque()))
+        let rc = retryingWhileFull { op.prepare(ring, userData) }
+        if rc < 0 {
+            Unmanaged<LoopOperation>.fromOpaque(op.address).release()
+            op.finish(rc)
+            return
+        }
+        op.submitted = true
+        inFlight += 1
+    }
+
+    private func cancelNow(_ op: LoopOperation) {
+        if op.finished || op.cancelRequested { return }
+        op.cancelRequested = true
+        if op.submitted { _ = retryingWhileFull { mp_loop_cancel(ring, op.userData) } }
+    }
+
+    private func stopNow() {
+        if stopping { return }
+        stopping = true
+        _ = retryingWhileFull { mp_loop_cancel_all(ring) }
+    }
+
+    /// Queues an entry; a full submission queue means the completion queue is backed up, so reap
+    /// (which only resumes continuations: no user code runs here) and try again.
+    private func retryingWhileFull(_ prepare: () -> Int32) -> Int32 {
+        var rc = prepare()
+        while rc == -EBUSY {
+            _ = mp_loop_enter(ring, 0)
+            reapAll()
+            rc = prepare()
+        }
+        return rc
+    }
+
+    private func reapAll() {
+        while true {
+            let n = Int(mp_loop_reap(ring, completions, 256))
+            for i in 0..<n { complete(completions[i]) }
+            if n < 256 { return }
+        }
+    }
+
+    private func complete(_ c: mp_completion_t) {
+        switch c.user_data {
+        case UInt64(MP_LOOP_IGNORED): return
+        case UInt64(MP_LOOP_WAKE):
+            wakeArmed = false
+            if !stopping { wakeArmed = retryingWhileFull { mp_loop_arm_wake(ring) } == 0 }
+        default:
+            let raw = UnsafeMutableRawPointer(bitPattern: UInt(c.user_data))!
+            let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeRetainedValue()
+            inFlight -= 1
+            var result = c.result
+            if result == -ECANCELED && stopping && !op.cancelRequested { result = LoopOperation.shutDownResult }
+            op.finish(result)
+        }
+    }
+}
+
+/// Errors of the event loop itself.
+public enum EventLoopError: Error, Equatable, Sendable {
+    /// The kernel offers no io_uring here (too old, or `kernel.io_uring_disabled`).
+    case unavailable(Errno)
+    /// The loop was shut down before or while the operation waited.
+    case shutDown
+    /// Blocking a loop's own thread until that loop runs something would never return.
+    case wouldDeadlock
+    /// This object cannot be awaited: an `RLock` (and a `Condition` over one) is owned by a thread,
+    /// and a coroutine may resume on another thread (or share its thread with other coroutines).
+    case notAwaitable(String)
+}
+
+/// A value handed to another thread whose safety the code around it guarantees.
+struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

@@ -1,0 +1,35 @@
+/// Several event loops, one thread each (one per core by default), for services that spread
+/// connections over them: ``next()`` hands them out in turn.
+public final class EventLoopGroup: Sendable {
+    /// The loops, in the order ``next()`` hands them out.
+    public let loops: [EventLoop]
+    private let turn = Locked(0)
+
+    /// Starts `loopCount` loops. Throws ``EventLoopError/unavailable(_:)`` without io_uring, and
+    /// for fewer than one loop.
+    public init(loopCount: Int = cpuCount) throws(EventLoopError) {
+        guard loopCount >= 1 else { throw .unavailable(.invalidArgument) }
+        var loops: [EventLoop] = []
+        do {
+            for i in 0..<loopCount { loops.append(try EventLoop(name: "EventLoop-\(i)")) }
+        } catch {
+            for loop in loops { loop.shutdown() }
+            throw error
+        }
+        self.loops = loops
+    }
+
+    /// The next loop, round robin.
+    public func next() -> EventLoop {
+        loops[
+            turn.withLock { i -> Int in
+                defer { i = (i + 1) % loops.count }
+                return i
+            }]
+    }
+
+    /// Shuts every loop down (see ``EventLoop/shutdown()``).
+    public func shutdown() {
+        for loop in loops { loop.shutdown() }
+    }
+}

@@ -1,0 +1,64 @@
+import CMultiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// How a wait on a futex word ended. Every outcome but `cancelled` and `shutDown` means "look
+/// again": the primitives re-check their state after any wake-up, as the blocking paths do.
+enum WaitOutcome: Equatable {
+    case woken, changed, timedOut, cancelled, shutDown
+}
+
+extension EventLoop {
+    /// Tests set this to await shared primitives on helper threads even where the ring has futex
+    /// waits (the fallback for kernels before 6.7).
+    static let futexFallback = Locked(false)
+
+    /// Suspends until the word `w` names no longer holds `w.expected`, a waker wakes it, or
+    /// `deadline` (or the owner check `w.check_at`) passes: IORING_OP_FUTEX_WAIT, so one loop
+    /// thread serves any number of waiters, and a waker in another process wakes them.
+    func waitOnWord(_ w: mp_async_wait_t, until deadline: Int64, cancellable: Bool = true) async -> WaitOutcome {
+        let limit = w.check_at != 0 ? min(deadline, w.check_at) : deadline
+        if cancellable && Task.isCancelled { return .cancelled }
+        if !supportsFutexWait || EventLoop.futexFallback.withLock({ $0 }) {
+            return await blockingWait(w, until: limit, cancellable: cancellable)
+        }
+        let word = UnsafeSendable(w.word!)
+        let expected = w.expected
+        let shared = Int32(w.shared)
+        let op = LoopOperation { ring, ud in mp_loop_futex_wait(ring, ud, word.value, expected, shared, limit) }
+        switch await op.submitAndWait(on: self, cancellable: cancellable) {
+        case 0: return .woken
+        case -EAGAIN: return .changed
+        case LoopOperation.shutDownResult: return .shutDown
+        case -ECANCELED: return op.cancelRequested ? .cancelled : .timedOut  // else the linked deadline
+        default: return await blockingWait(w, until: limit, cancellable: cancellable)  // refused: say -EINVAL
+        }
+    }
+
+    /// The fallback: a blocking futex wait on a helper thread, in slices of at most 10 ms so that
+    /// a cancellation is seen within one. Correct, not scalable (a thread per waiter).
+    private func blockingWait(_ w: mp_async_wait_t, until limit: Int64, cancellable: Bool) async -> WaitOutcome {
+        let slice = min(limit, deadlineAfter(10_000_000))
+        let wait = UnsafeSendable(w)
+        let rc =
+            (try? await BlockingPool.shared.run {
+                withUnsafePointer(to: wait.value) { mp_async_wait_blocking($0, slice) }
+            }) ?? 0
+        if rc != ETIMEDOUT { return .woken }
+        if cancellable && Task.isCancelled { return .cancelled }
+        return slice >= limit ? .timedOut : .changed
+    }
+}
+
+extension WaitOutcome {
+    /// The error that ends a wait, if any.
+    var error: (any Error)? {
+        switch self {
+        case .cancelled: CancellationError()
+        case .shutDown: EventLoopError.shutDown
+        default: nil
+        }
+    }
+}

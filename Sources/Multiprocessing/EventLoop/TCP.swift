@@ -1,0 +1,136 @@
+import CMultiprocessing
+import SystemPackage
+
+/// A listening TCP socket whose connections are accepted through the event loop's io_uring.
+///
+/// ```swift
+/// let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+/// let connection = try await listener.accept()
+/// ```
+public final class TCPListener: @unchecked Sendable {
+    let descriptor: Descriptor
+    /// The port it listens on (the one the system chose for port 0).
+    public let port: UInt16
+
+    private init(fd: Int32) throws(IOError) {
+        descriptor = Descriptor(fd)
+        port = UInt16(try ioCount(mp_socket_port(fd, 0), "getsockname"))
+    }
+
+    /// Listens on `host` (an IPv4 or IPv6 address, or a name) and `port` (0: any free one).
+    public static func listen(host: String = "127.0.0.1", port: UInt16 = 0, backlog: Int = 128) async throws
+        -> TCPListener
+    {
+        let address = try await SocketAddress.resolve(host, port)
+        let fd = address.withPointer { mp_tcp_listen($0, address.length, Int32(clamping: backlog)) }
+        return try TCPListener(fd: Int32(try ioCount(fd, "listen")))
+    }
+
+    /// Waits for the next connection.
+    public func accept() async throws -> TCPConnection {
+        let fd = try descriptor.get()
+        let loop = try EventLoop.forCurrentContext()
+        let accepted = try ioCount(await loop.perform { ring, ud in mp_loop_accept(ring, ud, fd) }, "accept")
+        return TCPConnection(fd: Int32(accepted))
+    }
+
+    /// Stops listening. Throws ``IOError/closed`` if it already did.
+    public func close() async throws { try await descriptor.close() }
+}
+
+/// A TCP connection whose sends and receives go through the event loop's io_uring.
+///
+/// Small writes leave at once (TCP_NODELAY). A send to a peer that has gone throws
+/// ``IOError/system(_:operation:)`` with `.brokenPipe` or `.connectionReset` (never SIGPIPE).
+public final class TCPConnection: @unchecked Sendable {
+    let descriptor: Descriptor
+
+    init(fd: Int32) {
+        descriptor = Descriptor(fd)
+        _ = mp_tcp_nodelay(fd)
+    }
+
+    /// Connects to `host` (an address or a name) and `port`.
+    /// - Throws: ``IOError/system(_:operation:)`` with `.connectionRefused` when nobody listens.
+    public static func connect(host: String, port: UInt16) async throws -> TCPConnection {
+        let address = try await SocketAddress.resolve(host, port)
+        let fd = Int32(try address.withPointer { p throws(IOError) in try ioCount(mp_tcp_socket(p), "socket") })
+        let connection = TCPConnection(fd: fd)
+        let loop = try EventLoop.forCurrentContext()
+        let storage = address.storage
+        _ = try ioCount(
+            await loop.perform { ring, ud in mp_loop_connect(ring, ud, fd, storage.base, address.length) }, "connect")
+        _ = mp_tcp_nodelay(fd)
+        return connection
+    }
+
+    /// The local port.
+    public var localPort: UInt16? { descriptor.value.flatMap { fd in UInt16(exactly: mp_socket_port(fd, 0)) } }
+    /// The peer's port.
+    public var remotePort: UInt16? { descriptor.value.flatMap { fd in UInt16(exactly: mp_socket_port(fd, 1)) } }
+
+    /// Sends all of `bytes`.
+    public func send(_ bytes: [UInt8]) async throws {
+        let fd = try descriptor.get()
+        let loop = try EventLoop.forCurrentContext()
+        let buffer = IOBuffer(copying: bytes)
+        var done = 0
+        while done < bytes.count {
+            let start = done
+            let length = UInt32(clamping: bytes.count - done)
+            done += try ioCount(
+                await loop.perform { ring, ud in mp_loop_send(ring, ud, fd, buffer.base + start, length) }, "send")
+        }
+    }
+
+    /// Receives what has arrived, up to `maxBytes` (waiting for at least one byte); an empty array
+    /// once the peer has closed its side.
+    public func receive(upTo maxBytes: Int = 65536) async throws -> [UInt8] {
+        guard maxBytes > 0 else { throw IOError.invalidArgument("maxBytes \(maxBytes)") }
+        let fd = try descriptor.get()
+        let loop = try EventLoop.forCurrentContext()
+        let buffer = IOBuffer(count: maxBytes)
+        let length = UInt32(clamping: maxBytes)
+        let n = try ioCount(await loop.perform { ring, ud in mp_loop_recv(ring, ud, fd, buffer.base, length) }, "recv")
+        return buffer.bytes(n)
+    }
+
+    /// Receives exactly `count` bytes; nil if the peer closes first.
+    public func receive(exactly count: Int) async throws -> [UInt8]? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        while bytes.count < count {
+            let chunk = try await receive(upTo: count - bytes.count)
+            if chunk.isEmpty { return nil }
+            bytes += chunk
+        }
+        return bytes
+    }
+
+    /// Closes the connection. Throws ``IOError/closed`` if it already was.
+    public func close() async throws { try await descriptor.close() }
+}
+
+/// A resolved socket address, in memory that stays put while a connect is in flight.
+struct SocketAddress: Sendable {
+    let storage: IOBuffer
+    let length: UInt32
+
+    func withPointer<R, E: Error>(_ body: (UnsafeRawPointer) throws(E) -> R) throws(E) -> R {
+        try body(UnsafeRawPointer(storage.base))
+    }
+
+    /// A numeric address at once; a name on a helper thread (getaddrinfo blocks).
+    static func resolve(_ host: String, _ port: UInt16) async throws -> SocketAddress {
+        if let numeric = try? lookUp(host, port, numericOnly: true) { return numeric }
+        return try await toThread { () throws(IOError) -> SocketAddress in try lookUp(host, port, numericOnly: false) }
+    }
+
+    private static func lookUp(_ host: String, _ port: UInt16, numericOnly: Bool) throws(IOError) -> SocketAddress {
+        let storage = IOBuffer(count: Int(MP_ADDRESS_SIZE))
+        var length: UInt32 = 0
+        let rc = mp_resolve(host, port, numericOnly ? 1 : 0, storage.base, &length)
+        if rc != 0 { throw .hostNotFound(host, reason: String(cString: mp_resolve_error(rc))) }
+        return SocketAddress(storage: storage, length: length)
+    }
+}

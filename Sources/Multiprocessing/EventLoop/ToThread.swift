@@ -1,0 +1,96 @@
+import CMultiprocessing
+
+/// Runs blocking `body` on a helper thread and suspends until it returns (Python's
+/// `asyncio.to_thread`): the event loop keeps running other coroutines meanwhile.
+///
+/// A task cancelled before `body` starts throws `CancellationError`; once started, `body` runs to
+/// its end (a thread cannot be interrupted), as in Python. Helper threads are made on demand, up
+/// to 64 at once (more calls wait for one to be free), and leave after 30 s idle.
+public func toThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try Task.checkCancellation()
+    return try await BlockingPool.shared.run(body)
+}
+
+/// The helper threads behind ``toThread(_:)``: a FIFO of closures, a private semaphore counting
+/// them, and threads made while the queue holds more closures than idle threads can take.
+final class BlockingPool: @unchecked Sendable {
+    static let shared = BlockingPool(limit: 64)
+
+    private struct State {
+        var queue: [(@Sendable () -> Void)?] = []
+        var head = 0
+        var idle = 0
+        var threads = 0
+
+        var pending: Int { queue.count - head }
+
+        mutating func pop() -> (@Sendable () -> Void)? {
+            guard head < queue.count else { return nil }
+            defer {
+                queue[head] = nil
+                head += 1
+                if head > 64 && head * 2 > queue.count {
+                    queue.removeFirst(head)
+                    head = 0
+                }
+            }
+            return queue[head]
+        }
+    }
+
+    private let limit: Int
+    private let state = Locked(State())
+    private let ready: UnsafeMutablePointer<mp_semaphore_t>
+    private static let idleNanoseconds: Int64 = 30_000_000_000
+
+    init(limit: Int) {
+        self.limit = limit
+        ready = .allocate(capacity: 1)
+        mp_semaphore_init(ready, 0, MP_SEMAPHORE_MAX, 0)
+    }
+
+    /// Runs `body` on a helper thread; no cancellation (for work that must finish, like handing
+    /// back a queue's lock).
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        defer { Handoff.resumed() }
+        return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
+            submit {
+                let result = Result { try body() }
+                Handoff.resume { c.resume(with: result) }
+            }
+        }
+    }
+
+    func submit(_ job: @escaping @Sendable () -> Void) {
+        let spawn = state.withLock { s -> Bool in
+            s.queue.append(job)
+            guard s.pending > s.idle, s.threads < limit else { return false }
+            s.threads += 1
+            return true
+        }
+        _ = mp_semaphore_release(ready, 1)
+        guard spawn else { return }
+        let thread = Thread(name: "to_thread") { [self] in worker() }
+        if (try? thread.start()) == nil {
+            state.withLock { $0.threads -= 1 }  // the queued job waits for a running thread
+        }
+    }
+
+    private func worker() {
+        while true {
+            state.withLock { $0.idle += 1 }
+            let woken = mp_semaphore_acquire(ready, BlockingPool.idleNanoseconds) == MP_OK
+            let job = state.withLock { s -> (@Sendable () -> Void)? in
+                s.idle -= 1
+                let job = s.pop()
+                if job == nil && !woken { s.threads -= 1 }
+                return job
+            }
+            if let job {
+                job()
+            } else if !woken {
+                return  // idle for 30 s
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import SystemPackage
+import Testing
+
+@testable import Multiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("EventLoop: file and TCP IO")
+struct EventLoopIOTests {
+    @Test("file round trip: write, sync, sequential and positional reads and writes")
+    func fileRoundTrip() async throws {
+        let path = scratchPath("file-round-trip")
+        defer { unlink(path) }
+        try await onLoop {
+            let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let out = try await File.open(path, .writeOnly, options: [.create, .truncate])
+            try await out.write(payload)
+            try await out.write(Array("tail".utf8))
+            try await out.sync()
+            try await out.write(Array("XY".utf8), at: 10)
+            try await out.close()
+
+            let file = try await File.open(path)
+            let all = try await file.read(upTo: 1 << 20)
+            var expected = payload + Array("tail".utf8)
+            expected[10] = UInt8(ascii: "X")
+            expected[11] = UInt8(ascii: "Y")
+            #expect(all == expected)
+            #expect(try await file.read(upTo: 10) == [])  // the end of the file
+            #expect(try await file.read(upTo: 4, at: 300_000) == Array("tail".utf8))
+            #expect(try await file.read(upTo: 100, at: 300_002) == Array("il".utf8))
+            let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 3, alignment: 1)
+            defer { raw.deallocate() }
+            let n = try await file.read(into: raw, at: 9)
+            #expect(n == 3 && Array(raw) == [expected[9], UInt8(ascii: "X"), UInt8(ascii: "Y")])
+            try await file.close()
+        }
+    }
+
+    @Test("bad file input gives typed errors: missing path, closed file, closed descriptor, bad counts")
+    func fileErrors() async throws {
+        let path = scratchPath("file-errors")
+        defer { unlink(path) }
+        try await onLoop {
+            await #expect(throws: IOError.system(.noSuchFileOrDirectory, operation: "open")) {
+                try await File.open("/nonexistent/multiprocessing/file")
+            }
+            let file = try await File.open(path, .readWrite, options: [.create])
+            await #expect(throws: IOError.invalidArgument("count -1")) { try await file.read(upTo: -1) }
+            await #expect(throws: IOError.invalidArgument("offset -5")) { try await file.write([1], at: -5) }
+            try await file.close()
+            await #expect(throws: IOError.closed) { try await file.read(upTo: 1) }
+            await #expect(throws: IOError.closed) { try await file.close() }
+
+            let fd = open(path, O_RDONLY)
+            Glibc.close(fd)  // the descriptor number is stale now
+            let stale = File(descriptor: fd)
+            await #expect(throws: IOError.system(.badFileDescriptor, operation: "read")) {
+                try await stale.read(upTo: 1)
+            }
+            _ = stale.descriptor.take()  // it is not ours to close again
+        }
+    }
+
+    @Test("an echo server answers 100 concurrent clients, every byte in order")
+    func echoHundredClients() async throws {
+        try await onLoop {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0, backlog: 128)
+            let server = Task(executorPreference: EventLoop.current!) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<100 {
+                        let connection = try await listener.accept()
+                        group.addTask {
+                            while true {
+                                let bytes = try await connection.receive(upTo: 1000)
+                                if bytes.isEmpty { break }
+                                try await connection.send(bytes)
+                            }
+                            try await connection.close()
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            let replies = try await gather(
+                (0..<100).map { n in
+                    { @Sendable () async throws -> Bool in
+                        let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+                        #expect(client.remotePort == listener.port)
+                        let message = (0..<5000).map { UInt8(truncatingIfNeeded: $0 &+ n) }
+                        try await client.send(message)
+                        let echoed = try await client.receive(exactly: message.count)
+                        try await client.close()
+                        return echoed == message
+                    }
+                })
+            #expect(replies.count == 100 && replies.allSatisfy { $0 })
+            try await server.value
+            try await listener.close()
+        }
+    }
+
+    @Test("connect refused, a closed socket, and a receive that times out give typed errors")
+    func socketErrors() async throws {
+        try await onLoop {
+            let listener = try await TCPListener.listen()
+            let port = listener.port
+            try await listener.close()
+            await #expect(throws: IOError.system(.connectionRefused, operation: "connect")) {
+                try await TCPConnection.connect(host: "127.0.0.1", port: port)
+            }
+            await #expect(throws: IOError.closed) { try await listener.accept() }
+
+            let server = try await TCPListener.listen(host: "::1", port: 0)  // IPv6 too
+            async let accepted = server.accept()
+            let client = try await TCPConnection.connect(host: "::1", port: server.port)
+            let peer = try await accepted
+            await #expect(throws: TimeoutError(timeout: .milliseconds(20))) {
+                try await withTimeout(.milliseconds(20)) { try await peer.receive(upTo: 10) }
+            }
+            await #expect(throws: IOError.invalidArgument("maxBytes 0")) { try await peer.receive(upTo: 0) }
+            try await client.close()
+            #expect(try await peer.receive(upTo: 10) == [])  // the peer closed: end of stream
+            try await peer.close()
+            await #expect(throws: IOError.closed) { try await peer.send([1]) }
+            try await server.close()
+        }
+    }
+
+    @Test("cancelling a task stuck in accept ends it with CancellationError")
+    func cancelAccept() async throws {
+        let loop = try EventLoop()
+        try await onLoop(loop) {
+            let listener = try await TCPListener.listen()
+            let acceptor = Task(executorPreference: loop) { try await listener.accept() }
+            try await sleep(for: .milliseconds(10))
+            acceptor.cancel()
+            await #expect(throws: CancellationError.self) { try await acceptor.value }
+            try await listener.close()
+        }
+    }
+}
