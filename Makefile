@@ -4,7 +4,7 @@ SWIFT_TEST_FLAGS ?= --no-parallel
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
 FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Sources
 
-.PHONY: all deps build test test-sanitize test-tsan test-asan examples bench lint format docs clean
+.PHONY: all deps build test test-sanitize test-tsan test-asan examples bench readme-results lint format docs clean
 
 all: build
 
@@ -54,6 +54,10 @@ examples: deps
 bench: deps
 	$(SWIFT) build -c release --product multiprocessing-bench
 	.build/release/multiprocessing-bench $(ARGS)
+
+# Copies bench-results/latest.md (the last full `make bench`) into the README's results section.
+readme-results:
+	python3 Benchmarks/readme_results.py
 
 lint:
 	$(SWIFT) format lint --strict --recursive $(FORMAT_PATHS)

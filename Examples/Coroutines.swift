@@ -35,20 +35,19 @@ func echoServer() throws {
     try EventLoop.run {
         let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
         print("echo server on 127.0.0.1:\(listener.port)")
-        let server = Task {
-            _ = try await gather(
-                (0..<3).map { _ in
-                    { @Sendable in
-                        let connection = try await listener.accept()
-                        while true {
-                            let bytes = try await connection.receive(upTo: 4096)
-                            if bytes.isEmpty { break }
-                            try await connection.send(bytes)
-                        }
-                        try await connection.close()
+        // A child task: it runs on this loop too (an unstructured `Task {}` would not).
+        async let served: [Void] = gather(
+            (0..<3).map { _ in
+                { @Sendable in
+                    let connection = try await listener.accept()
+                    while true {
+                        let bytes = try await connection.receive(upTo: 4096)
+                        if bytes.isEmpty { break }
+                        try await connection.send(bytes)
                     }
-                })
-        }
+                    try await connection.close()
+                }
+            })
         let replies = try await gather(
             (1...3).map { n in
                 { @Sendable in
@@ -61,7 +60,7 @@ func echoServer() throws {
                 }
             })
         for reply in replies { print("echoed:", reply) }
-        try await server.value
+        _ = try await served
         try await listener.close()
     }
 }

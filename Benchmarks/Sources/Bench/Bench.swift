@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "multiprocessing-bench",
         abstract: "swift-multiprocessing's engine side by side with its peers.")
 
-    static let allSuites = ["lock", "queue", "latency", "sleep", "sync-vs-async"]
+    static let allSuites = ["lock", "queue", "latency", "pool", "sleep", "sync-vs-async"]
 
     @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
     var suite: String = "all"
@@ -52,6 +52,7 @@ struct Bench: ParsableCommand {
             case "lock": rows += try LockSuite(quick: quick, runs: runs).run(python: python)
             case "queue": rows += try QueueSuite(quick: quick, runs: runs).run(python: python)
             case "latency": rows += try LatencySuite(quick: quick, runs: runs).run(python: python)
+            case "pool": rows += try PoolSuite(quick: quick, runs: runs).run(python: python)
             case "sleep": rows += try SleepSuite(quick: quick, runs: runs).run(python: python)
             case "sync-vs-async": rows += try SyncVsAsyncSuite(quick: quick, runs: runs).run(python: python)
             default: break

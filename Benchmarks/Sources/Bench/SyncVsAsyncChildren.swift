@@ -18,6 +18,20 @@ func runSyncVsAsyncChild(_ probe: String, n: Int, port: Int) throws {
         // Swift has no asynchronous socket of its own: a task makes blocking calls, which hold one
         // of the cooperative pool's threads (one per core) for the whole round trip.
         try tasks(n) { try roundTrip(port) }
+    case "sva-eventloop-sleep":
+        try EventLoop.run {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<n { group.addTask { try await sleep(for: .milliseconds(10)) } }
+                try await group.waitForAll()
+            }
+        }
+    case "sva-eventloop-tcp":
+        try EventLoop.run {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<n { group.addTask { try await asyncRoundTrip(port) } }
+                try await group.waitForAll()
+            }
+        }
     default: throw BenchError.peer("unknown probe \(probe)")
     }
     print("\(now() - start) \(Int(peakRSSKiB())) \(Int(baseline))")
@@ -26,6 +40,17 @@ func runSyncVsAsyncChild(_ probe: String, n: Int, port: Int) throws {
 private func roundTrip(_ port: Int) throws {
     let rc = bench_tcp_round_trip(Int32(port), 64)
     guard rc == 0 else { throw BenchError.peer("round trip: errno \(-rc)") }
+}
+
+/// The same round trip as `bench_tcp_round_trip` (64 bytes there and back) on the loop's sockets.
+private func asyncRoundTrip(_ port: Int) async throws {
+    let connection = try await TCPConnection.connect(host: "127.0.0.1", port: UInt16(port))
+    let message = [UInt8](repeating: 7, count: 64)
+    try await connection.send(message)
+    guard try await connection.receive(exactly: message.count) == message else {
+        throw BenchError.peer("echo differs")
+    }
+    try await connection.close()
 }
 
 private func threads(_ n: Int, _ body: @escaping @Sendable () throws -> Void) throws {

@@ -16,7 +16,7 @@ struct SyncVsAsyncSuite {
 
     /// The Swift implementations, by the probe name a child runs them under.
     static let swiftImpls: [(probe: String, label: String)] = [
-        //("eventloop", "engine EventLoop coroutines"),
+        ("eventloop", "engine EventLoop coroutines"),
         ("threads", "Swift threads (one per task)"),
         ("tasks", "Swift default executor (Tasks)"),
     ]
