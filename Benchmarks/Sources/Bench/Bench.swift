@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
     var suite: String = "all"
 
-    @Flag(help: "A short run (smaller loops, 3 runs): a smoke test, not a measurement.")
+    @Flag(help: "A short run (smaller loops, one measured run): a smoke test, not a measurement.")
     var quick = false
 
     @Option(help: "Measured runs per figure (after a warm-up run).")
@@ -42,7 +42,7 @@ struct Bench: ParsableCommand {
         guard suites.allSatisfy(Bench.allSuites.contains) else {
             throw ValidationError("unknown suite \(suite); choose from \(Bench.allSuites.joined(separator: ", "))")
         }
-        let runs = self.runs ?? (quick ? 3 : 5)
+        let runs = self.runs ?? (quick ? 1 : 5)
         guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         let python = PythonPeers()
         var rows: [Row] = []

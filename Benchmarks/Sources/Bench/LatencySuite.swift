@@ -4,7 +4,7 @@ import Multiprocessing
 
 /// The latency suite: ping-pong round trips between two threads and between two processes, over a
 /// pair of engine queues and over a pipe, with percentiles from HdrHistogram; Python's Pipe as the
-/// peer. One-way latency is taken as half a round trip.
+/// peer. One-way latency is reported as half a round trip.
 struct LatencySuite {
     let quick: Bool
     let runs: Int
@@ -37,14 +37,25 @@ struct LatencySuite {
                 }
             }
         }
-        let order = cases.map(\.0) + ["Python multiprocessing.Pipe, 2 processes"]
-        for (metric, table) in [("p50", p50), ("p99", p99)] {
-            for name in order {
-                guard let samples = table[name] else { continue }
-                rows.append(
-                    Row(
-                        suite: "latency", caseName: "round trip \(metric)", impl: name, metric: "round trip \(metric)",
-                        unit: "ns", samples: samples, higherIsBetter: false))
+        // One case per transport, so that each peer is compared with the engine's like for like;
+        // one-way is half the round trip.
+        let groups: [(String, [String])] = [
+            ("threads", ["engine Queue, 2 threads"]),
+            ("processes, Queue", ["engine Queue, 2 processes"]),
+            ("processes, Pipe", ["engine Pipe, 2 processes", "Python multiprocessing.Pipe, 2 processes"]),
+        ]
+        for (kind, scale) in [("round trip", 1.0), ("one-way", 0.5)] {
+            for (metric, table) in [("p50", p50), ("p99", p99)] {
+                for (group, names) in groups {
+                    for name in names {
+                        guard let samples = table[name] else { continue }
+                        rows.append(
+                            Row(
+                                suite: "latency", caseName: "\(kind) \(metric), \(group)", impl: name,
+                                metric: "\(kind) \(metric)", unit: "ns", samples: samples.map { $0 * scale },
+                                higherIsBetter: false))
+                    }
+                }
             }
         }
         return rows
