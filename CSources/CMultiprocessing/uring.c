@@ -58,11 +58,14 @@ void mp_loop_set_current(void *owner) { current_owner = owner; }
 
 /// Tries the cheapest setup first: single issuer with deferred task work (completions are posted
 /// only when the loop enters the kernel, no interrupts of the loop thread), then older kernels'.
-static int init_ring(struct io_uring *ring, uint32_t entries, int *disabled) {
+/// TASKRUN_FLAG has the kernel raise IORING_SQ_TASKRUN when completions wait for the loop to enter,
+/// so a turn with nothing to submit skips the system call when the flag is down (mp_loop_enter).
+static int init_ring(struct io_uring *ring, uint32_t entries, int *disabled, int *taskrun_flag) {
     static const uint32_t attempts[] = {
         // Disabled until mp_loop_start: the single issuer is the thread that enables the ring.
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
-            IORING_SETUP_R_DISABLED,
+            IORING_SETUP_R_DISABLED | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         0,
     };
@@ -75,6 +78,7 @@ static int init_ring(struct io_uring *ring, uint32_t entries, int *disabled) {
         rc = io_uring_queue_init_params(entries, ring, &p);
         if (rc == 0) {
             *disabled = (attempts[i] & IORING_SETUP_R_DISABLED) != 0;
+            *taskrun_flag = (attempts[i] & IORING_SETUP_TASKRUN_FLAG) != 0;
             return 0;
         }
         if (rc != -EINVAL) return rc;
@@ -88,7 +92,7 @@ mp_loop_t *mp_loop_create(uint32_t entries, int32_t *error) {
         *error = ENOMEM;
         return NULL;
     }
-    int rc = init_ring(&l->ring, entries, &l->disabled);
+    int rc = init_ring(&l->ring, entries, &l->disabled, &l->taskrun_flag);
     if (rc != 0) {
         free(l);
         *error = -rc;
@@ -133,6 +137,13 @@ int32_t mp_loop_start(mp_loop_t *l) {
 }
 
 int32_t mp_loop_enter(mp_loop_t *l, int wait) {
+    // A busy loop's turn with nothing to submit and no completion waiting for it to enter (the
+    // kernel raises IORING_SQ_TASKRUN with TASKRUN_FLAG, CQ_OVERFLOW when completions spilled) has
+    // nothing to gain from the kernel. A flag raised just after this read is seen at the next turn,
+    // and a loop that parks always enters (wait), so no completion is left behind.
+    if (!wait && l->taskrun_flag && io_uring_sq_ready(&l->ring) == 0 &&
+        (MP_LOAD(l->ring.sq.kflags, MP_RELAXED) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0)
+        return 0;
     // submit_and_get_events enters with GETEVENTS even with nothing to submit: with deferred task
     // work, that is what posts finished operations to the completion queue.
     int rc = wait ? io_uring_submit_and_wait(&l->ring, 1) : io_uring_submit_and_get_events(&l->ring);

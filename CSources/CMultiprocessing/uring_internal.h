@@ -16,6 +16,7 @@ struct mp_loop {
     uint32_t parked; // 1 while the loop sleeps or is about to; atomic
     uint32_t features;
     int disabled; // created with IORING_SETUP_R_DISABLED, not yet started
+    int taskrun_flag; // created with IORING_SETUP_TASKRUN_FLAG (see mp_loop_enter)
     uint64_t wake_value; // the eventfd read's buffer
 };
 

@@ -20,6 +20,11 @@ actor LoopBound {
     }
 }
 
+/// Nonisolated async code that a coroutine on `loop` calls: it runs on the loop's thread.
+nonisolated func nonisolatedStep(_ i: Int, on loop: EventLoop) async -> Bool {
+    loop.inEventLoop
+}
+
 @Suite("EventLoop: executor, sleep, gather, timeouts")
 struct EventLoopTests {
     @Test("run returns the body's value on the loop's thread and rethrows its error")
@@ -194,6 +199,21 @@ struct EventLoopTests {
         try await sleep(for: .milliseconds(5))
         event.set()
         try await waiter
+    }
+
+    @Test("a coroutine's calls into nonisolated async code stay on its turn: no hop per call")
+    func noHopPerCall() throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let (turns, stayed) = try loop.run { () async -> (Int, Bool) in
+            let before = loop.turns
+            var stayed = true
+            for i in 0..<1000 { stayed = await nonisolatedStep(i, on: loop) && stayed }
+            return (loop.turns - before, stayed)
+        }
+        #expect(stayed)
+        // One hop per call (a job isolated to the loop calling nonisolated code) would take 2 000.
+        #expect(turns < 50)
     }
 
     @Test("an actor whose executor is a loop runs on the loop's thread")

@@ -28,7 +28,10 @@ import SystemPackage
 /// shared loop when called from anywhere else.
 public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
     enum Work {
+        /// A task that prefers this loop (`withTaskExecutorPreference`, `Task(executorPreference:)`).
         case job(UnownedJob)
+        /// A job of an actor whose executor is this loop's (``asUnownedSerialExecutor()``).
+        case isolatedJob(UnownedJob)
         case submit(LoopOperation)
         case cancel(LoopOperation)
         case stop
@@ -55,7 +58,34 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private var inFlight = 0
     private var wakeArmed = true
     private(set) var stopping = false
+    /// Turns of the loop so far (tests check that a coroutine's calls cost no extra turns).
+    private(set) var turns = 0
     private let completions = UnsafeMutablePointer<mp_completion_t>.allocate(capacity: 256)
+
+    /// The serial executor that actors on this loop are isolated to. It is a separate object from
+    /// the loop (the task executor) because both protocols enqueue through one `enqueue(_:)`: with
+    /// one object, a task that only prefers the loop would run isolated to it, and the runtime
+    /// then hops (one loop turn) at every call into and out of nonisolated async code, several
+    /// times per `sleep`. Its own object tells the two kinds of job apart.
+    final class Isolation: SerialExecutor, @unchecked Sendable {
+        unowned(unsafe) let loop: EventLoop
+        init(_ loop: EventLoop) { self.loop = loop }
+
+        func enqueue(_ job: consuming ExecutorJob) {
+            loop.schedule(.isolatedJob(UnownedJob(job)))
+        }
+
+        func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+            UnownedSerialExecutor(ordinary: self)
+        }
+
+        func checkIsolated() {
+            precondition(loop.inEventLoop, "not on the thread of \(loop.name)")
+        }
+    }
+
+    // Set once in init, before the loop's thread starts; it lives as long as the loop.
+    private var isolation: Isolation!
 
     /// Starts a loop on a new thread, which runs until ``shutdown()`` (`EventLoop.run(_:)`
     /// does that itself). Throws ``EventLoopError/unavailable(_:)`` where the kernel offers no
@@ -68,6 +98,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         supportsFutexWait = (mp_loop_features(ring) & UInt32(MP_LOOP_FUTEX)) != 0
         finished = .allocate(capacity: 1)
         mp_event_init(finished, 0)
+        isolation = Isolation(self)
         let thread = Thread(name: self.name) { [self] in self.main() }
         do {
             try thread.start()
@@ -103,12 +134,15 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     // MARK: Executor
 
+    /// Runs a job of a task that prefers this loop (as a `TaskExecutor`); actors' jobs arrive
+    /// through ``asUnownedSerialExecutor()``'s executor.
     public func enqueue(_ job: consuming ExecutorJob) {
         schedule(.job(UnownedJob(job)))
     }
 
+    /// The executor of actors that run on this loop's thread (`nonisolated var unownedExecutor`).
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
-        UnownedSerialExecutor(ordinary: self)
+        isolation.asUnownedSerialExecutor()
     }
 
     public func checkIsolated() {
@@ -119,7 +153,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     func schedule(_ work: Work) {
         if inEventLoop {
             switch work {
-            case .job: local.append(work)
+            case .job, .isolatedJob: local.append(work)
             default: handle(work)  // submit now: it leaves with this turn's batch
             }
             return
@@ -137,7 +171,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// Work that arrives after the loop stopped: jobs run on the global executor, operations fail.
     private func orphan(_ work: Work) {
         switch work {
-        case .job(let job): globalConcurrentExecutor.enqueue(job)
+        case .job(let job), .isolatedJob(let job): globalConcurrentExecutor.enqueue(job)
         case .submit(let op): op.finish(LoopOperation.shutDownResult)
         case .cancel, .stop: break
         }
@@ -196,6 +230,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         mp_loop_set_current(Unmanaged.passUnretained(self).toOpaque())
         _ = mp_loop_start(ring)
         while true {
+            turns &+= 1
             swap(&local, &running)
             for work in running { handle(work) }
             running.removeAll(keepingCapacity: true)
@@ -232,6 +267,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private func handle(_ work: Work) {
         switch work {
         case .job(let job):
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        case .isolatedJob(let job):
             job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
         case .submit(let op): submitNow(op)
         case .cancel(let op): cancelNow(op)
