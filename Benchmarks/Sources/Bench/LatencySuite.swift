@@ -10,6 +10,8 @@ struct LatencySuite {
     let runs: Int
 
     var roundTrips: Int { quick ? 20_000 : 200_000 }
+    /// A pipe's round trip wakes the other process (~80 µs here): fewer keep a run near 1.5 s.
+    var pipeRoundTrips: Int { quick ? 2_000 : 20_000 }
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
@@ -28,7 +30,7 @@ struct LatencySuite {
                 p99[name, default: []].append(Double(h.valueAtPercentile(99)))
             }
             if python.available {
-                let n = quick ? 5_000 : 50_000
+                let n = pipeRoundTrips
                 let text = try python.measureText("pipe-pingpong", [String(n)])
                 let parts = text.split(separator: " ").compactMap { Double($0) }
                 if parts.count == 2 {
@@ -100,7 +102,7 @@ struct LatencySuite {
 
     private func pipeProcesses() throws -> Histogram<UInt64> {
         let (a, b) = try Pipe.make()
-        let n = roundTrips / 4
+        let n = pipeRoundTrips
         let echo = Multiprocessing.Process { for _ in 0..<n { try b.sendBytes(try b.receiveBytes()) } }
         try echo.start()
         var h = newHistogram()

@@ -8,7 +8,8 @@ extension QueueSuite {
     /// SPSC 8 B peers that are not rings: a serial DispatchQueue receiving one block per message, an
     /// AsyncStream fed by a thread and drained by a task, and Python's queue.Queue.
     func spsc8Peers(_ contest: inout Contest, python: PythonPeers) {
-        let n = threadMessages
+        // The peers move 10-100× fewer messages per second: fewer messages keep each run near a second.
+        let n = peerMessages
         contest.add("DispatchQueue hand-off") {
             let queue = DispatchQueue(label: "bench.consumer")
             let received = Counter()
@@ -35,7 +36,7 @@ extension QueueSuite {
             guard received == n else { throw BenchError.peer("AsyncStream lost messages") }
             return Double(n) / (Double(now() - start) / 1e9)
         }
-        let pn = quick ? 50_000 : 500_000
+        let pn = pythonThreadMessages
         contest.add("Python queue.Queue") { try python.measure("thread-queue", [String(pn), "1", "1"]) }
     }
 
@@ -55,7 +56,7 @@ extension QueueSuite {
             for t in threads { _ = try t.join() }
             return Double(n) / (Double(now() - start) / 1e9)
         }
-        let pn = quick ? 50_000 : 500_000
+        let pn = pythonThreadMessages
         contest.add("Python queue.Queue") { try python.measure("thread-queue", [String(pn), "2", "2"]) }
         return contest
     }

@@ -29,6 +29,10 @@ struct QueueSuite {
 
     var threadMessages: Int { quick ? 200_000 : 5_000_000 }
     var processMessages: Int { quick ? 100_000 : 2_000_000 }
+    /// Messages per run for the Swift peers (DispatchQueue, AsyncStream) and Python's.
+    var peerMessages: Int { quick ? 50_000 : 500_000 }
+    var pythonThreadMessages: Int { quick ? 20_000 : 200_000 }
+    var pythonProcessMessages: Int { quick ? 10_000 : 100_000 }
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
@@ -74,7 +78,7 @@ struct QueueSuite {
     }
 
     private func spscBytes(_ size: Int) throws -> Contest {
-        let n = max(1000, threadMessages / max(1, size / 64))
+        let n = max(1000, threadMessages / 2 / max(1, size / 64))
         var contest = Contest(
             suite: "queue", caseName: "SPSC \(size < 1024 ? "\(size) B" : "\(size / 1024) KiB"), 2 threads",
             metric: "throughput", unit: "msg/s", higherIsBetter: true)
@@ -105,7 +109,7 @@ struct QueueSuite {
             higherIsBetter: true)
         let q = try Queue<Fixed64>(maxSize: 65536)
         contest.add("engine Queue<Fixed64>") { try processPair(q, n, Fixed64.init) }
-        let pn = quick ? 20_000 : 200_000
+        let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "64"]) }
         contest.add("Python multiprocessing.SimpleQueue") { try python.measure("mp-simplequeue", [String(pn), "64"]) }
         return contest
@@ -118,7 +122,7 @@ struct QueueSuite {
             higherIsBetter: true)
         let q = try Queue<Record64>(maxSize: 65536)
         contest.add("engine Queue<Record64>") { try processPair(q, n, Record64.init) }
-        let pn = quick ? 20_000 : 200_000
+        let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue-object", [String(pn)]) }
         return contest
     }
@@ -140,7 +144,7 @@ struct QueueSuite {
             try expectClean([producer])
             return Double(n) / elapsed
         }
-        let pn = quick ? 20_000 : 200_000
+        let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Pipe") { try python.measure("mp-pipe", [String(pn), "64"]) }
         return contest
     }
