@@ -59,6 +59,18 @@ static inline void mp_full_barrier(void) {
 #endif
 }
 
+/// A full barrier placed right after an atomic read-modify-write (the lock release's swap) that
+/// must order the stores before that RMW against the loads after it. On x86-64 the RMW is a locked
+/// instruction and already is that barrier, so only the compiler must be stopped (the kernel's
+/// smp_mb__after_atomic); elsewhere, and under ThreadSanitizer, the C11 fence.
+static inline void mp_barrier_after_rmw(void) {
+#if defined(__x86_64__) && !defined(MP_TSAN)
+    __asm__ __volatile__("" ::: "memory");
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 /// A point where a test can make this process die (see mp_fault_arm): compiled in debug builds only,
 /// where it costs one relaxed load.
 #ifdef MP_FAULT_INJECTION

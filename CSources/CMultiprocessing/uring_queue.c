@@ -6,7 +6,9 @@
 // otherwise registers in `data_sleepers` (`space_sleepers`) and waits on `data_seq` (`space_seq`),
 // the words a producer (consumer) bumps and wakes after publishing whenever it reads a sleeper.
 // The Dekker pairing is queue.c's: the sleeper reads the sequence word, adds itself (seq_cst),
-// fences, then re-checks; the publisher stores, fences (mp_full_barrier), then reads the count.
+// fences, then re-checks; the publisher stores, then reads the count behind a full barrier
+// (mp_full_barrier, or the lock release's swap that precedes the read: unlock_and_wake in
+// queue_internal.h).
 // Once the queue looks ready, the real work is queue.c's own mp_queue_get_begin / mp_queue_put
 // with a deadline in the past; if a racing consumer (producer) won, the protocol starts over.
 //

@@ -263,23 +263,28 @@ uint32_t mp_barrier_waiting(mp_barrier_t *_Nonnull b);
 /// with an optional limit, sleep words for "data" and "space", a shutdown flag, and the unfinished-
 /// task counter of a JoinableQueue. The ring's `capacity` bytes follow the struct. See queue.c.
 typedef struct mp_queue {
-    // Producer line (changed under `producer`).
+    // Producer line, published: the one the consumer polls. Besides `tail` it holds only what the
+    // producer writes rarely, so that a polling consumer costs the producer one transfer per put.
     uint64_t tail;           // bytes published, release-stored
     uint64_t head_cache;     // the producer's last view of `head`
-    uint64_t produced;       // messages started; release-stored
     uint64_t consumed_cache; // the producer's last view of `consumed`
     uint32_t streaming;      // a fragmented message is half-written
-    uint32_t producer_pad[3];
+    uint32_t producer_pad[9];
+    // Producer line, private (changed under `producer` on every put; nobody else polls it).
     mp_mutex_t producer;
-    // Consumer line (changed under `consumer`).
+    uint64_t produced;       // messages started; relaxed-stored
+    uint64_t producer_pad2[5];
+    // Consumer line, published: what a producer waiting for space polls.
     uint64_t head;           // bytes consumed, release-stored
-    uint64_t tail_cache;     // the consumer's last view of `tail`
     uint64_t consumed;       // messages taken; release-stored
-    uint32_t assembling;     // the consumer is inside a fragmented message
-    uint32_t consumer_pad;
-    uint64_t counting_head;  // head + 1 of the message being counted in `consumed` (see consume)
-    uint64_t counting_value; // the value `consumed` takes when that message is counted
+    uint64_t consumer_pad[6];
+    // Consumer line, private (changed under `consumer`).
     mp_mutex_t consumer;
+    uint64_t tail_cache;     // the consumer's last view of `tail`
+    uint64_t counting_head;  // head + 1 of the message being counted in `consumed` (see queue_internal.h)
+    uint64_t counting_value; // the value `consumed` takes when that message is counted
+    uint32_t assembling;     // the consumer is inside a fragmented message
+    uint32_t consumer_pad2[5];
     // Control line: written only when someone sleeps, at shutdown, or once at creation.
     uint32_t data_seq;
     uint32_t data_sleepers;
@@ -297,7 +302,7 @@ typedef struct mp_queue {
     uint32_t joinable_pad[14];
 } mp_queue_t;
 
-#define MP_QUEUE_HEADER_SIZE 256u
+#define MP_QUEUE_HEADER_SIZE 384u
 #define MP_QUEUE_SHUTDOWN 1u
 #define MP_QUEUE_SHUTDOWN_IMMEDIATE 2u
 

@@ -9,10 +9,15 @@ extension BinaryCoding {
                 expected: String(reflecting: T.self),
                 found: "a message of another type (fingerprint 0x\(String(found, radix: 16)))")
         }
-        return try withUnsafeTemporaryAllocation(of: BinaryReader.KeyHint.self, capacity: BinaryReader.hintCount) {
-            hints throws(BinaryCodingError) in
-            hints.initialize(repeating: BinaryReader.KeyHint(container: -1, next: 0))
-            var reader = BinaryReader(base: base, count: bytes.count, hints: hints.baseAddress!)
+        // The hints live in a stack variable rather than withUnsafeTemporaryAllocation, whose generic
+        // result travels in a `Result<T, _>`: unspecialized, its metadata was looked up on every call.
+        assert(
+            MemoryLayout<BinaryReader.HintSlots>.size == BinaryReader.hintCount
+                * MemoryLayout<BinaryReader.KeyHint>.stride)
+        var slots = BinaryReader.HintSlots()
+        return try withUnsafeMutablePointer(to: &slots) { slots throws(BinaryCodingError) in
+            let hints = UnsafeMutableRawPointer(slots).assumingMemoryBound(to: BinaryReader.KeyHint.self)
+            var reader = BinaryReader(base: base, count: bytes.count, hints: hints)
             let end = try reader.skip(at: 4, end: bytes.count)
             guard end == bytes.count else { throw .invalidData("\(bytes.count - end) bytes after the message") }
             return try withUnsafeMutablePointer(to: &reader) { reader throws(BinaryCodingError) in

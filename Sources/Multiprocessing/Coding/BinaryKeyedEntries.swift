@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The entries of a keyed container being read, found by key name in any order.
 ///
 /// Keys are found without building anything in the common case: the reader's hint points at the
@@ -61,10 +65,13 @@ struct BinaryKeyedEntries {
         return nil
     }
 
-    /// Whether the key stored at `key` is `name`.
+    /// Whether the key stored at `key` is `name`: lengths first (O(1) for a native string), then
+    /// one memcmp, not a byte-by-byte walk of two collections.
     private func matches(_ key: Range<Int>, _ name: String) -> Bool {
         let stored = reader.pointee.bytes(key)
-        return name.utf8.withContiguousStorageIfAvailable { stored.elementsEqual($0) }
+        guard name.utf8.count == stored.count else { return false }
+        guard let base = stored.baseAddress else { return true }
+        return name.utf8.withContiguousStorageIfAvailable { memcmp(base, $0.baseAddress!, stored.count) == 0 }
             ?? stored.elementsEqual(name.utf8)
     }
 

@@ -16,6 +16,22 @@ struct BinaryReader {
     static let hintCount = 1 << hintBits
     private static let hintBits = 4
 
+    /// Stack storage for ``hintCount`` hints, all empty: a homogeneous tuple, laid out as an array.
+    struct HintSlots {
+        var slots:
+            (
+                KeyHint, KeyHint, KeyHint, KeyHint, KeyHint, KeyHint, KeyHint, KeyHint,
+                KeyHint, KeyHint, KeyHint, KeyHint, KeyHint, KeyHint, KeyHint, KeyHint
+            )
+        init() {
+            let empty = KeyHint(container: -1, next: 0)
+            slots = (
+                empty, empty, empty, empty, empty, empty, empty, empty,
+                empty, empty, empty, empty, empty, empty, empty, empty
+            )
+        }
+    }
+
     let base: UnsafeRawPointer
     let count: Int
     let hints: UnsafeMutablePointer<KeyHint>

@@ -19,15 +19,7 @@ public final class JoinableQueue<Element: Sendable>: Queue<Element>, @unchecked 
     /// Items put and not yet marked done (a snapshot).
     public var unfinishedTasks: Int { Int(channel.queue.pointee.unfinished) }
 
-    override func send(_ item: Element, deadline: Int64) throws(QueueError) {
-        mp_queue_task_add(channel.queue)  // before the item is visible: a fast taskDone must find it
-        do {
-            try super.send(item, deadline: deadline)
-        } catch {
-            mp_queue_task_undo(channel.queue)
-            throw error
-        }
-    }
+    // Every put counts a task: Queue.send does it when `countsTasks`, which a JoinableQueue sets.
 }
 
 /// An unbounded queue with only `put`, `get`, `isEmpty` and `close` (Python's `SimpleQueue`),

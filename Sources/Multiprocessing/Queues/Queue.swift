@@ -26,14 +26,20 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     let channel: Channel
     /// The channel's header, kept at hand: the hot path reads no other object.
-    let q: UnsafeMutablePointer<mp_queue_t>
+    @usableFromInline let q: UnsafeMutablePointer<mp_queue_t>
     let codec: ElementCodec<Element>
+    /// The elements are copied as they are (`codec` is bitwise): put and get inline a direct copy
+    /// between the value and the ring, specialized in the caller's module.
+    @usableFromInline let copiesBits: Bool
+    /// A JoinableQueue: every put counts a task (before the item is visible, so that a fast
+    /// `taskDone` finds it) and a failed put undoes it.
+    @usableFromInline let countsTasks: Bool
     /// The most messages the queue holds; nil for unbounded (up to the ring's bytes).
     public let maxSize: Int?
     /// The largest message accepted, in bytes.
     public let maxMessageSize: Int
     /// Closed in this process (a plain flag read on every put and get: an atomic, not a lock).
-    private let closedHere = Atomic<Bool>(false)
+    @usableFromInline let closedHere = Atomic<Bool>(false)
 
     init(maxSize: Int?, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
         if let maxSize, maxSize < 1 || maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
@@ -41,6 +47,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         channel = try Channel(capacity: capacity, maxMessages: maxSize ?? 0)
         q = channel.queue
         self.codec = codec
+        copiesBits = codec.kind == .bitwise
+        countsTasks = Self.self is JoinableQueue<Element>.Type
         self.maxSize = maxSize
         self.maxMessageSize = maxMessageSize
     }
@@ -69,26 +77,30 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     /// Puts `item`, waiting while the queue is full (up to `timeout`; forever when nil).
     /// Throws ``QueueError/full`` if the timeout passes first.
-    public func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
+    @inlinable
+    public final func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
         try checkOpen()
         try send(item, deadline: try deadline(after: timeout))
     }
 
     /// Puts `item` if there is room at once; throws ``QueueError/full`` otherwise.
-    public func putNowait(_ item: Element) throws(QueueError) {
+    @inlinable
+    public final func putNowait(_ item: Element) throws(QueueError) {
         try checkOpen()
         try send(item, deadline: 0)
     }
 
     /// Takes the next item, waiting while the queue is empty (up to `timeout`; forever when nil).
     /// Throws ``QueueError/empty`` if the timeout passes first.
-    public func get(timeout: Duration? = nil) throws(QueueError) -> Element {
+    @inlinable
+    public final func get(timeout: Duration? = nil) throws(QueueError) -> Element {
         try checkOpen()
         return try receive(deadline: try deadline(after: timeout))
     }
 
     /// Takes the next item if there is one; throws ``QueueError/empty`` otherwise.
-    public func getNowait() throws(QueueError) -> Element {
+    @inlinable
+    public final func getNowait() throws(QueueError) -> Element {
         try checkOpen()
         return try receive(deadline: 0)
     }
@@ -112,30 +124,94 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// a put or get in progress to give up first (microseconds).
     public func shutdown(immediate: Bool = false) { mp_queue_shutdown(q, immediate ? 1 : 0) }
 
-    func checkOpen() throws(QueueError) {
+    @inlinable
+    final func checkOpen() throws(QueueError) {
         if closedHere.load(ordering: .relaxed) { throw .closed }
     }
 
-    func send(_ item: Element, deadline: Int64) throws(QueueError) {
+    @inlinable
+    final func send(_ item: Element, deadline: Int64) throws(QueueError) {
+        guard copiesBits else { return try sendEncoded(item, deadline: deadline) }
+        let size = MemoryLayout<Element>.size
+        if size > maxMessageSize { throw .messageTooLarge(size: size, limit: maxMessageSize) }
+        if countsTasks { mp_queue_task_add(q) }
+        // The value's own bytes go straight into the ring (a fixed-size, trivially copyable type).
+        let status = withUnsafePointer(to: item) { mp_queue_put(q, $0, UInt64(size), deadline) }
+        if status != MP_OK { try putFailed(status) }
+    }
+
+    /// The encoded path: the codec lends the bytes, which are put as they are.
+    @usableFromInline
+    final func sendEncoded(_ item: Element, deadline: Int64) throws(QueueError) {
+        if countsTasks { mp_queue_task_add(q) }
         var status: mp_status_t = MP_OK
         var tooLarge = 0
         let limit = maxMessageSize
-        try codec.withBytes(item) { bytes in
-            if bytes.count > limit {
-                tooLarge = bytes.count
-                return
+        do {
+            try codec.withBytes(item) { bytes in
+                if bytes.count > limit {
+                    tooLarge = bytes.count
+                    return
+                }
+                status = mp_queue_put(q, bytes.baseAddress, UInt64(bytes.count), deadline)
             }
-            status = mp_queue_put(q, bytes.baseAddress, UInt64(bytes.count), deadline)
+        } catch {
+            if countsTasks { mp_queue_task_undo(q) }
+            throw error
         }
-        if tooLarge > 0 { throw .messageTooLarge(size: tooLarge, limit: limit) }
-        switch status {
-        case MP_OK: return
-        case MP_SHUTDOWN: throw .shutDown
-        default: throw .full
+        if tooLarge > 0 {
+            if countsTasks { mp_queue_task_undo(q) }
+            throw .messageTooLarge(size: tooLarge, limit: limit)
         }
+        if status != MP_OK { try putFailed(status) }
     }
 
-    func receive(deadline: Int64) throws(QueueError) -> Element {
+    /// A put that did not happen: its task is undone, and the status becomes the error.
+    @usableFromInline
+    final func putFailed(_ status: mp_status_t) throws(QueueError) -> Never {
+        if countsTasks { mp_queue_task_undo(q) }
+        throw status == MP_SHUTDOWN ? .shutDown : .full
+    }
+
+    @inlinable
+    final func receive(deadline: Int64) throws(QueueError) -> Element {
+        guard copiesBits else { return try receiveDecoded(deadline: deadline) }
+        var payload: UnsafeRawPointer? = nil
+        var length: UInt64 = 0
+        var total: UInt64 = 0
+        let status = mp_queue_get_begin(q, deadline, &payload, &length, &total)
+        let size = UInt64(MemoryLayout<Element>.size)
+        // A record's payload is 8-aligned in the ring: the value is loaded where it lies (no
+        // temporary, no Optional, so unspecialized callers look up no generic metadata either).
+        if status == MP_OK, length == size, total == size, MemoryLayout<Element>.alignment <= 8, let payload {
+            let value = payload.load(as: Element.self)  // a trivial type: the bytes are the value
+            mp_queue_get_end(q)
+            return value
+        }
+        return try receiveOther(status, payload, length: length, total: total, deadline: deadline)
+    }
+
+    /// The copy path's other outcomes: a failure, or (MP_OK, the consumer lock held) a message of
+    /// another size, one that came in pieces, or an element aligned beyond the ring's 8 bytes.
+    @usableFromInline
+    final func receiveOther(
+        _ status: mp_status_t, _ payload: UnsafeRawPointer?, length: UInt64, total: UInt64, deadline: Int64
+    ) throws(QueueError) -> Element {
+        switch status {
+        case MP_OK: break
+        case MP_SHUTDOWN: throw .shutDown
+        default: throw .empty
+        }
+        if total == length {
+            defer { mp_queue_get_end(q) }
+            return try codec.decode(UnsafeRawBufferPointer(start: payload, count: Int(length)))
+        }
+        return try receiveRest(total, deadline: deadline)
+    }
+
+    /// The encoded path: the codec reads the message where it lies in the ring.
+    @usableFromInline
+    final func receiveDecoded(deadline: Int64) throws(QueueError) -> Element {
         let next = beginGet(q, deadline)
         switch next.status {
         case MP_OK: break
@@ -179,6 +255,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         channel = try Channel(regionID: try c.decode(UInt64.self, forKey: .region))
         q = channel.queue
+        countsTasks = Self.self is JoinableQueue<Element>.Type
         maxSize = try c.decodeIfPresent(Int.self, forKey: .maxSize)
         maxMessageSize = try c.decode(Int.self, forKey: .maxMessageSize)
         let kind = try c.decode(ElementCodec<Element>.Kind.self, forKey: .codec)
@@ -186,6 +263,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
             throw QueueError.decodingFailed("\(Element.self) cannot use the \(kind) encoding of this queue")
         }
         self.codec = codec
+        copiesBits = codec.kind == .bitwise
     }
 }
 

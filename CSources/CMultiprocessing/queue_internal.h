@@ -1,0 +1,156 @@
+// What the queue's files share (queue.c: layout, sleeping, shutdown, JoinableQueue; queue_put.c:
+// the producer side; queue_get.c: the consumer side): the record format and the small steps both
+// sides and the shutdown's discard take. The invariants are stated at the top of queue.c.
+#ifndef MP_QUEUE_INTERNAL_H
+#define MP_QUEUE_INTERNAL_H
+
+#include "internal.h"
+
+#include <limits.h>
+#include <string.h>
+
+enum { WHOLE = 1, FIRST = 2, MIDDLE = 3, LAST = 4, PAD = 5, ABORT = 6 };
+
+typedef struct {
+    uint32_t size;
+    uint32_t kind;
+} record_t;
+_Static_assert(sizeof(record_t) == 8, "a record header is 8 bytes: payloads and records stay 8-aligned");
+
+/// How often a waiter for a lock holder or a fragment's producer checks that it still lives.
+#define OWNER_CHECK_NS (20 * 1000 * 1000)
+/// The largest record payload: below 2^31, a multiple of 8 (see queue.c's header comment).
+#define MAX_PAYLOAD (((uint64_t)1 << 31) - 8)
+_Static_assert(MAX_PAYLOAD + sizeof(record_t) <= UINT32_MAX, "record and PAD sizes fit in a u32");
+/// How long a reader or writer spins before it parks (see mp_queue_wait_until).
+#define SPIN_NS (50 * 1000)
+
+static inline uint8_t *ring(mp_queue_t *q) { return (uint8_t *)q + MP_QUEUE_HEADER_SIZE; }
+static inline uint64_t padded(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+static inline uint64_t record_bytes(uint64_t payload) { return sizeof(record_t) + padded(payload); }
+
+/// Copies a message's bytes: up to 64 of them (most messages) in two overlapping moves, inline,
+/// rather than through a libc call that costs more than the copy. The ring and the caller's buffer
+/// never overlap; nothing outside [0, n) is read or written.
+static inline void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n) {
+#define MP_MOVE_PAIR(width)                                                                        \
+    do {                                                                                           \
+        uint8_t first[width], last[width];                                                         \
+        __builtin_memcpy(first, src, width);                                                       \
+        __builtin_memcpy(last, src + n - (width), width);                                          \
+        __builtin_memcpy(dst, first, width);                                                       \
+        __builtin_memcpy(dst + n - (width), last, width);                                          \
+    } while (0)
+    if (n > 64) memcpy(dst, src, n);
+    else if (n >= 32) MP_MOVE_PAIR(32);
+    else if (n >= 16) MP_MOVE_PAIR(16);
+    else if (n >= 8) MP_MOVE_PAIR(8);
+    else if (n >= 4) MP_MOVE_PAIR(4);
+    else if (n > 0) {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+#undef MP_MOVE_PAIR
+}
+
+static inline uint64_t max_record(const mp_queue_t *q) {
+    uint64_t quarter = q->capacity / 4 - sizeof(record_t);
+    return quarter < MAX_PAYLOAD ? quarter : MAX_PAYLOAD;
+}
+
+static inline int64_t relative(int64_t deadline) {
+    if (deadline == INT64_MAX) return MP_FOREVER;
+    int64_t left = deadline - mp_monotonic_ns();
+    return left > 0 ? left : 0;
+}
+
+/// The queue's locks are process-owned (mp_queue_init): the lock fast path, one CAS with the
+/// caller's pid (acquire: pairs with the unlock's release swap), as mp_mutex_lock's.
+static inline int try_lock_fast(mp_mutex_t *m) {
+    uint32_t expected = 0;
+    return MP_CAS(&m->word, &expected, (uint32_t)mp_process_id(), MP_ACQUIRE, MP_RELAXED);
+}
+
+/// The slow part of taking a queue lock by an absolute deadline; MP_TIMED_OUT for a busy try.
+static inline mp_status_t lock_by(mp_mutex_t *m, int64_t deadline) {
+    mp_status_t status = mp_mutex_lock(m, relative(deadline));
+    return status == MP_BUSY ? MP_TIMED_OUT : status;
+}
+
+/// Bumps `seq` and wakes its sleepers if `sleepers` says there are any. The caller has ordered its
+/// publishing store before this read of `sleepers` (a full barrier), pairing with the sleeper's
+/// seq_cst increment and fence before its re-check (mp_queue_wait_until, uring_queue.c).
+static inline void wake_sleepers(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers) {
+    if (MP_UNLIKELY(MP_LOAD(sleepers, MP_RELAXED) > 0)) {
+        MP_ADD(seq, 1, MP_RELEASE);
+        mp_futex_wake(seq, INT_MAX, (int)q->shared);
+    }
+}
+
+/// Wakes with a barrier of its own: for a publisher that still holds its lock.
+static inline void wake_if_sleeping(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers) {
+    mp_full_barrier();
+    wake_sleepers(q, seq, sleepers);
+}
+
+/// Releases `lock`, then wakes the sleepers of `seq`: the unlock's swap is the barrier that orders
+/// the publishing store before the read of `sleepers` (mp_barrier_after_rmw), so a put or get that
+/// published under the lock pays one locked instruction, not two.
+static inline void unlock_and_wake(mp_queue_t *q, mp_mutex_t *lock, uint32_t *seq, uint32_t *sleepers) {
+    mp_mutex_unlock(lock);
+    mp_barrier_after_rmw();
+    wake_sleepers(q, seq, sleepers);
+}
+
+// MARK: - Consumer steps (under `consumer`)
+
+static inline int has_data(mp_queue_t *q, uint64_t unused) {
+    (void)unused;
+    if (q->tail_cache != q->head) return 1;
+    q->tail_cache = MP_LOAD(&q->tail, MP_ACQUIRE); // pairs with the producer's release of tail
+    return q->tail_cache != q->head;
+}
+
+static inline record_t *peek(mp_queue_t *q) {
+    return (record_t *)(ring(q) + (q->head & (q->capacity - 1)));
+}
+
+/// Hands a record's bytes back to the producer (and a message slot with them, when `taken`); the
+/// caller wakes the space sleepers (wake_if_sleeping, or unlock_and_wake once it unlocks).
+///
+/// A consumer killed between counting a message and moving `head` past it leaves the message to be
+/// read again by the next consumer, which must not count it twice. So the count is announced first:
+/// `counting_value` (what `consumed` becomes), then `counting_head` (odd, so it never equals a
+/// real head + 1 of another message: heads are multiples of 8). A message whose announcement is
+/// complete and whose count has landed (`consumed == counting_value`) was counted already. Stores
+/// are plain: only the consumer-lock holder reads or writes these.
+static inline void release_record(mp_queue_t *q, uint32_t size, int taken) {
+    if (taken) {
+        uint64_t mark = q->head + 1;
+        if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
+            // counted by a consumer that died before it could release the message
+        } else {
+            q->counting_value = q->consumed + 1;
+            q->counting_head = mark;
+            MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
+        }
+        MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
+    }
+    MP_STORE(&q->head, q->head + record_bytes(size), MP_RELEASE);
+}
+
+/// release_record, then wakes at once (for a consumer that goes on under its lock).
+static inline void consume(mp_queue_t *q, const record_t *r, int taken) {
+    release_record(q, r->size, taken);
+    wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
+}
+
+/// Spins briefly, then sleeps on `seq` until `ready(q, arg)` holds, the deadline passes, or the
+/// shutdown level reaches `stop_at` (MP_QUEUE_SHUTDOWN, or MP_QUEUE_SHUTDOWN_IMMEDIATE for a wait
+/// that a plain shutdown must not end). queue.c.
+__attribute__((visibility("hidden"))) mp_status_t
+mp_queue_wait_until(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers, int (*ready)(mp_queue_t *, uint64_t),
+                    uint64_t arg, int64_t deadline, uint32_t stop_at);
+
+#endif

@@ -1,0 +1,159 @@
+// The queue's producer side: everything here runs under `producer` (see queue.c's invariants).
+//
+// Writes: tail (release, publishing the record bytes before it), head_cache, produced (relaxed,
+// after publishing), consumed_cache, streaming, and the ring bytes in [tail, head + capacity).
+// Reads: head (acquire, pairs with the consumer's release: the space it frees has been read) and
+// consumed (acquire, the same for a message slot). A whole message is published and then the lock
+// released before the sleepers are read (unlock_and_wake); fragments wake under the lock, since
+// the consumer reads them while this producer still holds it.
+#define _GNU_SOURCE
+#include "queue_internal.h"
+
+/// Bytes a record of `payload` bytes needs at the current tail, PAD included.
+static inline uint64_t needed(const mp_queue_t *q, uint64_t payload) {
+    uint64_t offset = q->tail & (q->capacity - 1);
+    uint64_t size = record_bytes(payload);
+    return offset + size > q->capacity ? (q->capacity - offset) + size : size;
+}
+
+static inline int fits(mp_queue_t *q, uint64_t need) {
+    if (q->capacity - (q->tail - q->head_cache) >= need) return 1;
+    q->head_cache = MP_LOAD(&q->head, MP_ACQUIRE); // pairs with the consumer's release of head
+    return q->capacity - (q->tail - q->head_cache) >= need;
+}
+
+/// Signed: `consumed` may run one ahead of `produced` for a moment (see mp_queue_put), or for good
+/// after a producer died between publishing and counting.
+static inline int64_t in_flight(const mp_queue_t *q) { return (int64_t)(q->produced - q->consumed_cache); }
+
+static inline int has_slot(mp_queue_t *q) {
+    if (!q->max_messages || in_flight(q) < (int64_t)q->max_messages) return 1;
+    q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE); // pairs with the consumer's release
+    return in_flight(q) < (int64_t)q->max_messages;
+}
+
+static int fits_any(mp_queue_t *q, uint64_t need) { return fits(q, need); }
+
+static int slot_and_fits(mp_queue_t *q, uint64_t need) { return has_slot(q) && fits(q, need); }
+
+/// Writes one record at the tail (space is known to be there) and publishes it. The caller wakes
+/// the data sleepers.
+static void write_record(mp_queue_t *q, uint32_t kind, const void *prefix, uint64_t prefix_len,
+                         const void *data, uint64_t length) {
+    uint64_t payload = prefix_len + length;
+    uint64_t offset = q->tail & (q->capacity - 1);
+    uint64_t tail = q->tail;
+    if (offset + record_bytes(payload) > q->capacity) {
+        record_t pad = {(uint32_t)(q->capacity - offset - sizeof(record_t)), PAD};
+        memcpy(ring(q) + offset, &pad, sizeof pad);
+        tail += q->capacity - offset;
+        offset = 0;
+    }
+    record_t header = {(uint32_t)payload, kind};
+    memcpy(ring(q) + offset, &header, sizeof header);
+    if (prefix_len) memcpy(ring(q) + offset + sizeof header, prefix, prefix_len);
+    if (length) memcpy(ring(q) + offset + sizeof header + prefix_len, data, length);
+    // Publishes the bytes above to the consumer. Only the producer writes `tail`, so its own plain
+    // reads elsewhere are exact; the write itself must be atomic (the consumer reads concurrently).
+    MP_STORE(&q->tail, tail + record_bytes(payload), MP_RELEASE);
+}
+
+static mp_status_t wait_space(mp_queue_t *q, uint64_t need, int slot, int64_t deadline) {
+    if (slot ? slot_and_fits(q, need) : fits(q, need)) return MP_OK; // the common case: no loop
+    return mp_queue_wait_until(q, &q->space_seq, &q->space_sleepers, slot ? slot_and_fits : fits_any, need,
+                               deadline, MP_QUEUE_SHUTDOWN);
+}
+
+/// A message larger than one record: FIRST (with the total length), then MIDDLEs and a LAST, each
+/// woken under the lock (the consumer reads them while this producer holds it).
+static mp_status_t put_fragments(mp_queue_t *q, const uint8_t *data, uint64_t length, int64_t deadline) {
+    uint64_t max = max_record(q);
+    uint64_t total = length, first = max - sizeof total;
+    mp_status_t status = wait_space(q, needed(q, max), 1, deadline);
+    if (status != MP_OK) return status;
+    q->streaming = 1;
+    write_record(q, FIRST, &total, sizeof total, data, first);
+    wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
+    MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
+    const uint8_t *p = data + first;
+    uint64_t left = length - first;
+    while (left > 0 && status == MP_OK) {
+        uint64_t piece = left < max ? left : max;
+        status = wait_space(q, needed(q, piece), 0, INT64_MAX);
+        if (status == MP_OK) {
+            write_record(q, left == piece ? LAST : MIDDLE, NULL, 0, p, piece);
+            wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
+        }
+        p += piece;
+        left -= piece;
+    }
+    if (status == MP_OK) q->streaming = 0; // else shut down midway: the ABORT path applies
+    return status;
+}
+
+/// Every put that is not the straight path: the lock held, then an ABORT owed, a wait for space or a
+/// slot, a PAD, or fragments. Releases the lock.
+MP_COLD static mp_status_t put_locked(mp_queue_t *q, const void *data, uint64_t length, int64_t deadline) {
+    mp_status_t status = MP_OK;
+    if (q->streaming) {
+        // A producer died or gave up midway through a fragmented message: tell the consumer to drop
+        // it. No room within our deadline: put nothing, and leave the ABORT to the next put.
+        status = wait_space(q, needed(q, 0), 0, deadline);
+        if (status != MP_OK) {
+            mp_mutex_unlock(&q->producer);
+            return status;
+        }
+        write_record(q, ABORT, NULL, 0, NULL, 0);
+        q->streaming = 0;
+    }
+    if (length <= max_record(q)) {
+        status = wait_space(q, needed(q, length), 1, deadline);
+        if (status == MP_OK) {
+            write_record(q, WHOLE, NULL, 0, data, length);
+            // After publishing: a producer killed in between leaves the count one low (harmless),
+            // never one high (which would cost a bounded queue a slot for good).
+            MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
+        }
+    } else {
+        status = put_fragments(q, data, length, deadline);
+    }
+    // An ABORT or a WHOLE may have been published even when this put failed: wake for it.
+    unlock_and_wake(q, &q->producer, &q->data_seq, &q->data_sleepers);
+    return status;
+}
+
+/// Takes the producer lock by `deadline`, the slow way; the lock is held on MP_OK.
+MP_COLD static mp_status_t lock_producer(mp_queue_t *q, int64_t deadline) {
+    if (MP_LOAD(&q->shutdown, MP_RELAXED)) return MP_SHUTDOWN;
+    return lock_by(&q->producer, deadline);
+}
+
+mp_status_t mp_queue_put(mp_queue_t *q, const void *data, uint64_t length, int64_t deadline) {
+    if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
+        mp_status_t status = lock_producer(q, deadline);
+        if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
+        // MP_OK, or MP_OWNER_DIED: the dead producer's half-written message is `streaming`'s job.
+    }
+    // Shut down before or while we took the lock: an immediate shutdown discards the ring's messages
+    // under this lock, so nothing may be published behind it. Relaxed: the flag was stored before
+    // the discard took the lock, whose release we acquired.
+    if (MP_UNLIKELY(MP_LOAD(&q->shutdown, MP_RELAXED))) {
+        mp_mutex_unlock(&q->producer);
+        return MP_SHUTDOWN;
+    }
+    // The straight path: a whole message that fits before the end of the ring, a slot and room.
+    uint64_t tail = q->tail, capacity = q->capacity;
+    uint64_t offset = tail & (capacity - 1);
+    uint64_t size = record_bytes(length);
+    if (MP_UNLIKELY(q->streaming || length > max_record(q) || offset + size > capacity || !has_slot(q) ||
+                    !fits(q, size)))
+        return put_locked(q, data, length, deadline);
+    uint8_t *at = ring(q) + offset;
+    record_t header = {(uint32_t)length, WHOLE};
+    memcpy(at, &header, sizeof header);
+    copy_bytes(at + sizeof header, data, length); // `data` may be NULL only when empty
+    MP_STORE(&q->tail, tail + size, MP_RELEASE); // publishes the record (see write_record)
+    MP_STORE(&q->produced, q->produced + 1, MP_RELAXED); // after publishing (see put_locked)
+    unlock_and_wake(q, &q->producer, &q->data_seq, &q->data_sleepers);
+    return MP_OK;
+}
