@@ -54,7 +54,7 @@ let package = Package(
         ),
         // Peers that must be C to be fair (pthread calls with no Swift between them).
         .target(
-            name: "CBenchPeers", path: "Benchmarks/Sources/CBenchPeers",
+            name: "CBenchPeers", dependencies: ["CMultiprocessing"], path: "Benchmarks/Sources/CBenchPeers",
             linkerSettings: [.linkedLibrary("uring")]),
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
         .target(

@@ -73,8 +73,15 @@ struct QueueSuite {
             suite: "queue", caseName: "SPSC 8 B, 2 threads", metric: "throughput", unit: "msg/s", higherIsBetter: true)
         let q = try Queue<Int>(capacity: 1 << 20)
         contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
+        contest.add("engine ring (from C)") { try checked(bench_engine_spsc(Int64(n)), "engine ring") }
         contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
         return contest
+    }
+
+    /// A C contest's rate, or an error if it lost a message (it returns -1 then).
+    private func checked(_ rate: Double, _ name: String) throws -> Double {
+        guard rate > 0 else { throw BenchError.peer("\(name) lost messages") }
+        return rate
     }
 
     private func spscBytes(_ size: Int) throws -> Contest {

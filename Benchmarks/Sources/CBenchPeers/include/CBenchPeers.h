@@ -15,6 +15,9 @@ void bench_pthread_mutex_loop(void *mutex, int64_t iterations);
 /// cached indices, head and tail a cache line apart. Moves `messages` values from one thread to
 /// another and returns messages per second.
 double bench_reference_spsc(int64_t messages);
+/// The same contest through the engine's ring from C (mp_queue_put, mp_queue_get_begin/get_end):
+/// messages per second, or -1 if a message was lost or a call failed.
+double bench_engine_spsc(int64_t messages);
 
 /// `samples` sleeps of `duration_ns` as raw io_uring timeouts (liburing, one ring, no Swift between
 /// submit and wait); each overshoot in ns goes to `overshoot_ns`. 0, or a negative errno.

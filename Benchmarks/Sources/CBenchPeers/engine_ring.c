@@ -1,0 +1,65 @@
+// The engine's ring driven from C: the same two-thread 8-byte contest as the reference ring, through
+// mp_queue_put and mp_queue_get_begin/get_end with nothing between them, so the table separates the
+// ring's own cost (its locks, records and sleeper checks) from the Swift facade's.
+//
+// Invariants: one producer thread and one consumer thread; the queue lives in this process's heap
+// (process-private futexes), is initialised before the consumer starts and freed after it is joined.
+#define _GNU_SOURCE
+#include "CBenchPeers.h"
+
+#include <CMultiprocessing.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RING_BYTES (1u << 20)
+
+typedef struct {
+    mp_queue_t *queue;
+    int64_t messages;
+    uint64_t sum;
+    int failed;
+} engine_job_t;
+
+static void *engine_consumer(void *arg) {
+    engine_job_t *job = arg;
+    uint64_t sum = 0;
+    for (int64_t i = 0; i < job->messages; i++) {
+        const void *payload = NULL;
+        uint64_t length = 0, total = 0, value = 0;
+        if (mp_queue_get_begin(job->queue, INT64_MAX, &payload, &length, &total) != MP_OK || length != 8) {
+            job->failed = 1;
+            mp_queue_shutdown(job->queue, 1); // the producer's put returns instead of waiting for room
+            return NULL;
+        }
+        memcpy(&value, payload, sizeof value);
+        mp_queue_get_end(job->queue);
+        sum += value;
+    }
+    job->sum = sum;
+    return NULL;
+}
+
+double bench_engine_spsc(int64_t messages) {
+    mp_queue_t *q = aligned_alloc(64, mp_queue_size(RING_BYTES));
+    if (q == NULL) return -1;
+    mp_queue_init(q, RING_BYTES, 0, 0);
+    engine_job_t job = {q, messages, 0, 0};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pthread_t thread;
+    pthread_create(&thread, NULL, engine_consumer, &job);
+    int failed = 0;
+    for (int64_t i = 0; i < messages && !failed; i++) {
+        uint64_t value = (uint64_t)i;
+        failed = mp_queue_put(q, &value, sizeof value, INT64_MAX) != MP_OK;
+    }
+    pthread_join(thread, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    free(q);
+    double seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    int exact = !failed && !job.failed && job.sum == (uint64_t)messages * (uint64_t)(messages - 1) / 2;
+    return exact ? (double)messages / seconds : -1;
+}
