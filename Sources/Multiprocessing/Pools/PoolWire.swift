@@ -97,10 +97,9 @@ struct ValueCodec<Value: Codable>: Sendable {
             guard bytes.count == MemoryLayout<Value>.size else {
                 throw .coding("\(bytes.count) bytes are not a \(Value.self)")
             }
-            return withUnsafeTemporaryAllocation(of: Value.self, capacity: 1) { slot in
-                UnsafeMutableRawPointer(slot.baseAddress!).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-                return slot.baseAddress!.move()  // a trivial type: the bytes are the value
-            }
+            // A trivial type: the bytes are the value. A plain load, not a temporary allocation,
+            // whose generic Result metadata a forked worker might have to instantiate (see withMessage).
+            return bytes.loadUnaligned(as: Value.self)
         }
         do { return try BinaryCoding.decode(Value.self, from: bytes) } catch {
             throw .coding(String(describing: error))
@@ -130,7 +129,7 @@ struct ValueCodec<Value: Codable>: Sendable {
     }
 }
 
-/// Calls `body` with a message made of a header and a payload, contiguous (on the stack when small).
+/// Calls `body` with a message made of a header and a payload, contiguous.
 func withMessage<Header>(
     _ header: Header, size headerSize: Int, payload: UnsafeRawBufferPointer,
     _ body: (UnsafeRawBufferPointer) -> Void
@@ -143,13 +142,14 @@ func withMessage<Header>(
         }
         body(UnsafeRawBufferPointer(raw))
     }
-    if total <= 1024 {
-        withUnsafeTemporaryAllocation(byteCount: total, alignment: 16) { fill($0) }
-    } else {
-        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 16)
-        defer { raw.deallocate() }
-        fill(raw)
-    }
+    // A heap buffer, not withUnsafeTemporaryAllocation: that one instantiates generic Result
+    // metadata on first use, behind a runtime lock that a forked worker inherits held when another
+    // thread of the parent was taking it at the fork, and a worker stuck after claiming a task
+    // would hold that task forever (the watchdog only replaces workers stuck before their first
+    // claim). A malloc per message costs little next to a task's round trip.
+    let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 16)
+    defer { raw.deallocate() }
+    fill(raw)
 }
 
 /// One message taken from a ring: its bytes stay valid until ``finish()``.
