@@ -40,7 +40,7 @@ uint32_t mp_fork_generation;
 /// Serialises the re-initialisation of stale private locks; itself reset by the fork handler.
 static mp_mutex_t repair_guard;
 
-static void after_fork_in_child(void) {
+void mp_after_fork_in_child(void) {
     mp_tid_cache = 0;
     __atomic_store_n(&mp_pid_cache, 0, __ATOMIC_RELAXED);
     mp_mutex_init(&repair_guard, 0);
@@ -48,7 +48,7 @@ static void after_fork_in_child(void) {
 }
 
 __attribute__((constructor)) static void install_fork_handler(void) {
-    pthread_atfork(NULL, NULL, after_fork_in_child);
+    pthread_atfork(NULL, NULL, mp_after_fork_in_child);
 }
 
 void mp_private_lock_init(mp_private_lock_t *l) {

@@ -71,6 +71,11 @@ static inline void mp_barrier_after_rmw(void) {
 #endif
 }
 
+/// Refreshes this file's per-process state in a new child: the tid/pid caches, and the fork
+/// generation that makes stale private locks re-initialise (futex.c). Run by glibc's fork through
+/// pthread_atfork, and by the fork servers after their clone (forkserver.c).
+void mp_after_fork_in_child(void);
+
 /// A point where a test can make this process die (see mp_fault_arm): compiled in debug builds only,
 /// where it costs one relaxed load.
 #ifdef MP_FAULT_INJECTION

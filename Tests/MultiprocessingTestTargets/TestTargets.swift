@@ -59,7 +59,45 @@ public enum PoolJobError: Error {
     case refused(String)
 }
 
+/// Integers in shared memory for a child to report through (pids, flags).
+public struct ReportJob: Codable, Sendable {
+    public var memory: SharedMemory
+    public var daemon: Bool
+    public init(memory: SharedMemory, daemon: Bool = true) {
+        self.memory = memory
+        self.daemon = daemon
+    }
+    public subscript(i: Int) -> Int {
+        get { memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)[i] }
+        nonmutating set { memory.buffer.baseAddress!.assumingMemoryBound(to: Int.self)[i] = newValue }
+    }
+}
+
 public enum TestTargets {
+    /// Reports its pid, its parent's pid, its name's length and whether async code runs, then exits.
+    public static let report = SpawnTarget<ReportJob>("report") { job in
+        job[0] = Int(getpid())
+        job[1] = Int(getppid())
+        job[2] = Process.current.name.utf8.count
+        try await Task.sleep(for: .milliseconds(1))
+        job[3] = 1
+    }
+
+    /// Sleeps until killed, after reporting its pid in slot 4.
+    public static let sleeper = SpawnTarget<ReportJob>("sleeper") { job in
+        job[4] = Int(getpid())
+        while true { try sleep(for: .seconds(1)) }
+    }
+
+    /// Starts a `sleeper` from its own forkserver (a daemon or not, as the job says), reports both
+    /// pids (slots 5 and 4), then sleeps until killed.
+    public static let sleeperParent = SpawnTarget<ReportJob>("sleeperParent") { job in
+        let child = Process(name: "sleeper", daemon: job.daemon, target: sleeper, argument: job)
+        try child.start()
+        job[5] = Int(getpid())
+        while true { try sleep(for: .seconds(1)) }
+    }
+
     /// Answers each string with itself twice, until an empty one.
     public static let pipeEcho = SpawnTarget<Connection>("pipeEcho") { connection in
         while true {
@@ -113,5 +151,7 @@ public enum TestTargets {
         return PoolAnswer(text: String(repeating: job.text, count: job.times), pid: Process.current.pid ?? 0)
     }
 
-    public static let all: [any SpawnEntry] = [increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat]
+    public static let all: [any SpawnEntry] = [
+        increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
+    ]
 }

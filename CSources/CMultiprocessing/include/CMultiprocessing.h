@@ -436,6 +436,78 @@ _Noreturn void mp_exit_child(int32_t code);
 /// Flushes all stdio streams (before fork, and in a child before `_exit`).
 void mp_flush_stdio(void);
 
+// MARK: - Fork servers (forkserver.c)
+
+/// The most descriptors one fork request can hand to its child.
+#define MP_SERVER_MAX_FDS 64
+/// "mp-fsrv1", little-endian: the first word of every fork-server message.
+#define MP_SERVER_MAGIC 0x31767273662d706dull
+#define MP_SERVER_VERSION 1
+
+/// A request's `kind`: fork one child.
+#define MP_SERVER_FORK 0
+/// A request's `kind`: the client is done; the server exits and leaves the children alone. (An end
+/// of stream without it means the client died: the server then kills the daemon children.)
+#define MP_SERVER_GOODBYE 1
+
+/// A request to a fork server. For MP_SERVER_FORK, the i-th descriptor sent with the request
+/// becomes descriptor `fds[i]` in the child (close-on-exec); `tag` is the client's, handed to the
+/// child.
+typedef struct mp_server_request {
+    uint64_t magic;
+    uint64_t tag;
+    uint32_t version;
+    uint32_t daemon;
+    uint32_t fd_count;
+    uint32_t kind;
+    int32_t fds[MP_SERVER_MAX_FDS];
+} mp_server_request_t;
+
+/// A fork server's answer: its hello (`pid` = the server's pid) or a fork's outcome (`pid` = the
+/// child's pid, its pidfd attached), or -errno.
+typedef struct mp_server_reply {
+    uint64_t magic;
+    int32_t pid;
+    uint32_t kind;
+} mp_server_reply_t;
+
+/// Clears `request` and fills its fixed fields.
+void mp_server_request_init(mp_server_request_t *_Nonnull request, uint64_t tag, int32_t daemon);
+/// Appends a descriptor's number in the child; 0, or -E2BIG past MP_SERVER_MAX_FDS.
+int32_t mp_server_request_add_fd(mp_server_request_t *_Nonnull request, int32_t target);
+/// The number of the request's `index`-th descriptor (in the child: where it now is), or -1.
+int32_t mp_server_request_fd(const mp_server_request_t *_Nonnull request, uint32_t index);
+
+/// socketpair(AF_UNIX, SOCK_SEQPACKET, close-on-exec): fds[0] for the client, fds[1] for the server.
+int32_t mp_socketpair(int32_t *_Nonnull fds);
+
+/// Serves fork requests on `sock` for `client` (the server's parent). Each child is the client's
+/// own (CLONE_PARENT). Returns 0 in a new child, with `*request` holding its request and its
+/// descriptors in place (`isolate`: and every other descriptor above stderr closed). In the server,
+/// returns -errno once it should exit: -ESRCH (the client died, or its end closed without a
+/// goodbye: the daemon children were SIGKILLed), -EPIPE (the client said goodbye), -EBUSY (the
+/// process has more than one thread: it refused to serve). Never returns between requests.
+int32_t mp_server_serve(int32_t sock, int32_t client, int32_t isolate,
+                        mp_server_request_t *_Nonnull request);
+
+/// Client side: waits until `deadline_ns` (absolute monotonic; INT64_MAX: forever) for the
+/// server's hello; `server_pidfd` (or -1) tells when the server exits without a word. 0 and
+/// `*pid`, or -errno: ETIMEDOUT, ECONNRESET (it exited first), EBUSY (it refused to serve: it had
+/// more than one thread).
+int32_t mp_server_await_hello(int32_t sock, int32_t server_pidfd, int64_t deadline_ns, int32_t *_Nonnull pid);
+
+/// Client side: tells the server to exit and leave the children alone. 0 or -errno.
+int32_t mp_server_goodbye(int32_t sock);
+
+/// Client side: asks for one child, sending the `count` descriptors `fds` (as many as the request
+/// declares, or the server refuses it), and waits until
+/// `deadline_ns` for the answer. Returns the child's pid with its pidfd in `*pidfd`, or -errno
+/// (ECONNRESET/EPIPE: the server is gone; ETIMEDOUT: no answer in time, the server is then unusable).
+/// One request at a time per socket: the caller serialises.
+int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_request_t *_Nonnull request,
+                       const int32_t *_Nullable fds, uint32_t count, int64_t deadline_ns,
+                       int32_t *_Nonnull pidfd);
+
 // MARK: - Fault injection (tests)
 
 /// Between a queue consumer counting a message as taken and handing its bytes back to producers.

@@ -5,16 +5,20 @@ import SystemPackage
     import Glibc
 #endif
 
-/// A child process running a Swift closure, a subclass's ``run()``, or a registered spawn target
+/// A child process running a Swift closure, a subclass's ``run()``, or a registered target
 /// (Python's `multiprocessing.Process`).
 ///
-/// Start methods, as in Python:
-/// - ``StartMethod/fork`` (default): the child is a copy of this process that runs the closure or
-///   ``run()`` synchronously and exits with status 0, or 1 after printing a thrown error. A forked
-///   Swift child cannot use Swift concurrency (the cooperative pool's threads are not copied) and
-///   should only use what it needs: the child has one thread.
-/// - ``StartMethod/spawn``: the program is started again and runs a ``SpawnTarget`` registered with
-///   ``Spawn/bootstrap(_:)`` with `Codable` arguments; the child is a full Swift process.
+/// Start methods, as in Python (see <doc:StartMethods>):
+/// - ``StartMethod/forkserver`` (default for a registered ``SpawnTarget``): a clean server process,
+///   started by exec, forks the child; it runs the target with `Codable` arguments, as a full Swift
+///   process, and starts in about a millisecond.
+/// - ``StartMethod/spawn``: the program is started again for the child; the same targets, slower to
+///   start, and the child shares nothing with a server.
+/// - ``StartMethod/fork`` (closures and subclasses): the child is a copy of this process that runs
+///   the closure or ``run()`` synchronously and exits with status 0, or 1 after printing a thrown
+///   error. It cannot use Swift concurrency (the cooperative pool's threads are not copied), and it
+///   is forked on the caller's thread: in a program whose other threads are busy, it can inherit a
+///   lock one of them held and wait for it forever. Prefer a registered target there.
 ///
 /// ```swift
 /// let p = Process(name: "worker") { print("child", Process.current.pid) }
@@ -28,14 +32,21 @@ import SystemPackage
 open class Process: @unchecked Sendable {
     /// How a child is started.
     public enum StartMethod: Sendable, Equatable {
-        case fork, spawn
+        /// A copy of this process, forked on the calling thread (closures and subclasses).
+        case fork
+        /// This program started again (a registered target).
+        case spawn
+        /// Forked by this process's forkserver, a clean copy of the program (a registered target).
+        case forkserver
     }
 
     enum Target {
         case closure(() throws -> Void)
         case subclass
-        case spawn(SpawnRequest)
+        case registered(TargetRequest, StartMethod)
         case current
+        /// A child started elsewhere (a pool's zygote) and handed over, already running.
+        case adopted
     }
 
     struct State {
@@ -66,19 +77,41 @@ open class Process: @unchecked Sendable {
         parentPID = mp_process_id()
     }
 
-    /// A process that will run the registered `target` with `argument` in a spawned child.
+    /// A process that will run the registered `target` with `argument`, started by `startMethod`:
+    /// ``StartMethod/forkserver`` (the default) or ``StartMethod/spawn``. The argument is encoded
+    /// when the process starts; the locks, queues and shared memory it holds are the same objects in
+    /// the child.
     public init<Argument>(
-        name: String? = nil, daemon: Bool = false, spawn target: SpawnTarget<Argument>, argument: Argument
+        name: String? = nil, daemon: Bool = false, target: SpawnTarget<Argument>, argument: Argument,
+        startMethod: StartMethod = .forkserver
     ) {
-        self.target = .spawn(SpawnRequest(target: target.name, argument: { try SpawnCoding.encode(argument) }))
+        let request = TargetRequest(target: target.name, argument: { try SpawnCoding.encode(argument) })
+        self.target = .registered(request, startMethod)
         state = Locked(State(name: name ?? Process.nextName(), daemon: daemon))
         parentPID = mp_process_id()
+    }
+
+    /// A process that will run the registered `target` with `argument` in a spawned child: the same
+    /// as `Process(target:argument:startMethod: .spawn)`.
+    public convenience init<Argument>(
+        name: String? = nil, daemon: Bool = false, spawn target: SpawnTarget<Argument>, argument: Argument
+    ) {
+        self.init(name: name, daemon: daemon, target: target, argument: argument, startMethod: .spawn)
     }
 
     init(current name: String, pid: Int32, parentPID: Int32) {
         target = .current
         state = Locked(State(name: name, daemon: false, pid: pid, started: true))
         self.parentPID = parentPID
+    }
+
+    /// A running child of this process, started elsewhere (a pool's zygote): from now on it is
+    /// watched, reaped and signalled like any other.
+    init(child pid: Int32, pidfd: Int32, name: String, daemon: Bool) {
+        target = .adopted
+        state = Locked(State(name: name, daemon: daemon, pid: pid, pidfd: pidfd, started: true))
+        parentPID = mp_process_id()
+        Children.add(self)
     }
 
     /// The work of the child. The default runs the closure given at creation; subclasses override it.
@@ -100,7 +133,7 @@ open class Process: @unchecked Sendable {
 
     /// The start method this process uses.
     public var startMethod: StartMethod {
-        if case .spawn = target { return .spawn }
+        if case .registered(_, let method) = target { return method }
         return .fork
     }
 
@@ -120,50 +153,55 @@ open class Process: @unchecked Sendable {
         return state.withLock { $0.started && $0.exitCode == nil }
     }
 
-    /// Starts the child. Throws ``ProcessError/alreadyStarted`` on a second call.
+    /// Starts the child. Throws ``ProcessError/alreadyStarted`` on a second call; if the child
+    /// cannot be started, throws and leaves the process unstarted (start may be tried again).
     public func start() throws(ProcessError) {
         try state.withLock { (s: inout State) throws(ProcessError) in
             if s.started { throw .alreadyStarted }
             s.started = true
         }
         Children.reapFinished()
-        let pid: Int32
-        switch target {
-        case .current:
-            throw .alreadyStarted
-        case .spawn(let request):
-            do {
-                pid = try Spawn.start(request, name: name, daemon: daemon)
-            } catch {
-                state.withLock { $0.started = false }  // nothing was started: start may be tried again
-                throw error
+        do {
+            let (pid, pidfd) = try launch()
+            state.withLock {
+                $0.pid = pid
+                $0.pidfd = pidfd
             }
-        case .closure, .subclass:
-            prepareRegistriesForFork()
-            pid = mp_fork(daemon ? 1 : 0)
-            if pid == 0 { runForkedChild() }
-        }
-        if pid < 0 {
+        } catch {
             state.withLock { $0.started = false }
-            throw .system(Errno(rawValue: -pid), function: startMethod == .fork ? "fork" : "posix_spawn")
-        }
-        let pidfd = mp_pidfd_open(pid)  // race-free: the child stays until we reap it
-        state.withLock {
-            $0.pid = pid
-            $0.pidfd = pidfd
+            throw error
         }
         Children.add(self)
     }
 
+    /// Starts the child by its start method: its pid and pidfd.
+    private func launch() throws(ProcessError) -> (pid: Int32, pidfd: Int32) {
+        switch target {
+        case .current, .adopted:
+            throw .alreadyStarted
+        case .registered(let request, .fork):
+            throw .unsupportedStartMethod(.fork, target: request.target)
+        case .registered(let request, let method):
+            if Spawn.bootstrapPending {
+                throw .forkServerFailed(
+                    "this program was started as a child and has not called Spawn.bootstrap: call it first in main")
+            }
+            let launch = try ChildLaunch(request, name: name, daemon: daemon, spawned: method == .spawn)
+            if method == .forkserver { return try ForkServer.start(launch, daemon: daemon) }
+            let pid = try Spawn.start(payload: launch.payload, keeping: launch.descriptors)
+            return (pid, mp_pidfd_open(pid))  // race-free: the child stays until we reap it
+        case .closure, .subclass:
+            let pid = Fork.child(as: self, daemon: daemon) { runForkedChild() }
+            guard pid > 0 else { throw .system(Errno(rawValue: -pid), function: "fork") }
+            return (pid, mp_pidfd_open(pid))
+        }
+    }
+
     private func runForkedChild() -> Never {
-        // Locks that the parent's other threads held reset themselves (InternalLock); what is the
-        // parent's alone is forgotten here.
-        Children.forgetAfterFork()
         state.withLock {
             $0.pid = mp_process_id()
             $0.exitCode = nil
         }
-        CurrentProcess.set(self, parentPID: parentPID)
         do {
             try run()
             mp_exit_child(0)
@@ -269,85 +307,5 @@ open class Process: @unchecked Sendable {
 
     deinit {
         state.withLock { if $0.pidfd >= 0 { close($0.pidfd) } }
-    }
-}
-
-struct SpawnRequest {
-    var target: String
-    var argument: () throws -> [UInt8]
-}
-
-func writeError(_ text: String) {
-    var text = text
-    text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
-}
-
-/// Initializes, in the parent, the lazy globals a forked child may touch: a first-time initializer
-/// run in the child could wait for ever on a runtime `once` that another thread of the parent was
-/// inside at the moment of the fork. (Their locks need no reset: see ``Locked``.)
-func prepareRegistriesForFork() {
-    _ = RegionRegistry.lookup(0)
-    _ = Arenas.arena(for: 0)
-    _ = Children.all()
-    _ = CurrentProcess.get()
-}
-
-/// Which ``Process`` object describes the running process.
-enum CurrentProcess {
-    private static let value = Locked<Process?>(nil)
-
-    static func get() -> Process {
-        value.withLock { current in
-            if let current { return current }
-            let main = Process(current: "MainProcess", pid: mp_process_id(), parentPID: getppid())
-            current = main
-            return main
-        }
-    }
-
-    static func set(_ process: Process, parentPID: Int32) {
-        value.withLock { $0 = process }
-    }
-
-    /// A spawned child: a stand-in with the parent's name for it.
-    static func setSpawned(name: String, parentPID: Int32) {
-        value.withLock { $0 = Process(current: name, pid: mp_process_id(), parentPID: parentPID) }
-    }
-}
-
-/// The children of this process that have not been reaped, so that none is left a zombie: they are
-/// reaped when finished on every `start()` and `activeChildren`, and at exit daemons are terminated
-/// and the others joined (as Python does).
-enum Children {
-    private static let list = Locked<[Process]>([])
-    private static let installOnce: Void = { atexit { Children.finishAtExit() } }()
-
-    static func add(_ process: Process) {
-        _ = installOnce
-        list.withLock { $0.append(process) }
-    }
-
-    static func all() -> [Process] { list.withLock { $0 } }
-
-    static func reapFinished() {
-        let current = list.withLock { $0 }
-        for child in current { child.reapIfExited() }
-        list.withLock { $0.removeAll { p in p.state.withLock { $0.exitCode != nil } } }
-    }
-
-    static func finishAtExit() {
-        let current = list.withLock { $0 }
-        for child in current where child.daemon { try? child.terminate() }
-        for child in current { _ = try? child.join() }
-    }
-
-    /// In a forked child: the parent's children are not ours (their pidfds are closed here).
-    static func forgetAfterFork() {
-        list.withLock { children in
-            for child in children {
-                child.state.withLock { if $0.pidfd >= 0 { close($0.pidfd); $0.pidfd = -1 } }
-            }
-            children = []
-        }
     }
 }

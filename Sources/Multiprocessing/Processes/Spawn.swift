@@ -6,18 +6,19 @@ import SystemPackage
     import Glibc
 #endif
 
-/// A function a spawned child can run, found by `name` in the child.
+/// A function a child process can run, found by `name` in the child: run by the forkserver
+/// (the default) or by spawn.
 ///
-/// Register every target with ``Spawn/bootstrap(_:)`` as the first thing `main` does, in the
-/// parent and the child alike (they run the same program), as Python programs guard their entry
-/// with `if __name__ == '__main__'`.
+/// Register every target with ``Spawn/bootstrap(_:)-(SpawnEntry...)`` as the first thing `main`
+/// does, in the parent and the child alike (they run the same program), as Python programs guard
+/// their entry with `if __name__ == '__main__'`.
 ///
 /// ```swift
 /// let worker = SpawnTarget<WorkerArguments>("worker") { args in ... }
 /// @main struct App {
 ///     static func main() throws {
-///         Spawn.bootstrap(worker)                 // in a spawned child: runs `worker`, exits
-///         let p = Process(spawn: worker, argument: WorkerArguments(lock: Lock(), count: 10))
+///         Spawn.bootstrap(worker)                 // in a child or the forkserver: never returns
+///         let p = Process(target: worker, argument: WorkerArguments(lock: Lock(), count: 10))
 ///         try p.start(); try p.join()
 ///     }
 /// }
@@ -37,27 +38,33 @@ public struct SpawnTarget<Argument: Codable & Sendable>: Sendable, SpawnEntry {
     }
 }
 
-/// A registered spawn target, whatever its argument type.
+/// A registered entry point of a child process, whatever its argument type.
 public protocol SpawnEntry: Sendable {
     var name: String { get }
-    /// Decodes the argument and runs the target (called by ``Spawn/bootstrap(_:)``).
+    /// Decodes the argument and runs the target (called by ``Spawn/bootstrap(_:)-(SpawnEntry...)``).
     func runSpawned(argument: [UInt8]) async throws
 }
 
-/// The spawn start method: the program re-executed with an entry-point selector.
+/// The program's entry for the spawn and forkserver start methods: the program is started again
+/// with a selector in its environment, and `bootstrap` recognises it.
 public enum Spawn {
     static let environmentKey = "SWIFT_MULTIPROCESSING_BOOTSTRAP"
     private static let executablePath = Locked("/proc/self/exe")
 
-    /// The program a spawned child runs (Python's `set_executable`); this program by default.
-    /// Tests point it at a helper executable that registers the same targets.
+    /// The program that spawned children and the forkserver run (Python's `set_executable`); this
+    /// program by default. Tests point it at a helper executable that registers the same targets.
     public static var executable: String {
         get { executablePath.withLock { $0 } }
         set { executablePath.withLock { $0 = newValue } }
     }
 
     /// Call first in `main`. In a spawned child, runs the requested target and exits the process
-    /// (status 0, or 1 after printing a thrown error); elsewhere returns at once.
+    /// (status 0, or 1 after printing a thrown error); in the forkserver, serves fork requests until
+    /// the program ends, each child running the target it was asked for; elsewhere returns at once.
+    ///
+    /// Call it before the program starts any thread or task: the forkserver forks the program's
+    /// image as it is at this call, and refuses to serve (the start method then fails with
+    /// ``ProcessError/forkServerFailed(_:)``) if another thread already runs.
     public static func bootstrap(_ targets: any SpawnEntry...) {
         bootstrap(targets)
     }
@@ -65,18 +72,35 @@ public enum Spawn {
     /// Call first in `main`; see ``bootstrap(_:)-(SpawnEntry...)``.
     public static func bootstrap(_ targets: [any SpawnEntry]) {
         guard let value = getenv(environmentKey), let fd = Int32(String(cString: value)) else { return }
-        unsetenv(environmentKey)  // our own children are not spawned children of our parent
-        let payload: SpawnPayload
+        unsetenv(environmentKey)  // our own children are not started by our parent
+        let payload: BootstrapPayload
         do {
-            payload = try SpawnCoding.decode(SpawnPayload.self, from: readAll(fd))
+            payload = try SpawnCoding.decode(BootstrapPayload.self, from: readAll(fd))
             close(fd)
-            if payload.daemon { mp_die_with_parent(payload.parentPID) }
-            try RegionRegistry.adopt(payload.regions)
         } catch {
-            writeError("multiprocessing spawn bootstrap failed: \(error)\n")
+            writeError("multiprocessing bootstrap failed: \(error)\n")
             exit(1)
         }
-        CurrentProcess.setSpawned(name: payload.name, parentPID: payload.parentPID)
+        switch payload {
+        case .child(let child): runChild(child, targets: targets)
+        case .forkServer(let setup): ForkServer.serve(setup, targets: targets)
+        }
+    }
+
+    /// Whether this program was started as a child or forkserver and has not bootstrapped: it then
+    /// must not start children of its own (they would start it again, without end).
+    static var bootstrapPending: Bool { getenv(environmentKey) != nil }
+
+    /// Runs the target a child was started for, then exits the process.
+    static func runChild(_ payload: ChildPayload, targets: [any SpawnEntry]) -> Never {
+        if payload.dieWithParent { mp_die_with_parent(payload.parentPID) }
+        do {
+            try RegionRegistry.adopt(payload.regions)
+        } catch {
+            writeError("Process \(payload.name): its shared memory could not be mapped: \(error)\n")
+            exit(1)
+        }
+        CurrentProcess.setStarted(name: payload.name, parentPID: payload.parentPID)
         guard let target = targets.first(where: { $0.name == payload.target }) else {
             writeError("Process \(payload.name): no spawn target named \"\(payload.target)\" is registered\n")
             exit(1)
@@ -102,45 +126,24 @@ public enum Spawn {
         exit(0)
     }
 
-    /// Parent side: writes the payload to a memfd and spawns the executable with it, keeping open
-    /// only the descriptors the argument refers to (its connection ends, and the regions of its
-    /// queues, shared memory and primitives): a child must not hold the ends of pipes it was never
-    /// given, or their readers would never see the end of the stream.
-    static func start(_ request: SpawnRequest, name: String, daemon: Bool) throws(ProcessError) -> Int32 {
-        let references = SpawnReferences()
-        let regions: [Region]
-        let bytes: [UInt8]
-        do {
-            let argument = try SpawnReferences.$current.withValue(references) { try request.argument() }
-            regions = references.regions
-            let payload = SpawnPayload(
-                target: request.target, argument: argument, name: name, daemon: daemon,
-                parentPID: mp_process_id(),
-                regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) })
-            bytes = try SpawnCoding.encode(payload)
-        } catch {
-            throw .argumentEncoding(String(describing: error))
-        }
-        let fd = mp_memfd_create("multiprocessing-spawn", 0)
-        guard fd >= 0 else { throw .system(Errno(rawValue: -fd), function: "memfd_create") }
-        defer { close(fd) }
-        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        guard written == bytes.count else { throw .system(Errno(rawValue: errno), function: "pwrite") }
-
-        var environment = currentEnvironment().filter { !$0.hasPrefix(environmentKey + "=") }
-        environment.append("\(environmentKey)=\(fd)")
-        let path = executable
-        let keep = regions.map(\.fd) + references.descriptors + [fd]
-        return withExtendedLifetime(regions) {
-            withCStrings([path]) { argv in
-                withCStrings(environment) { envp in
-                    keep.withUnsafeBufferPointer { mp_spawn(path, argv, envp, $0.baseAddress, Int32($0.count)) }
-                }
+    /// Parent side of the spawn start method: the executable started with `payload` (a memfd
+    /// holding a ``BootstrapPayload``), keeping open only `descriptors` (under the same numbers).
+    static func start(payload: Int32, keeping descriptors: [Int32], executable path: String = executable)
+        throws(ProcessError) -> Int32
+    {
+        let environment =
+            currentEnvironment().filter { !$0.hasPrefix(environmentKey + "=") } + ["\(environmentKey)=\(payload)"]
+        let pid = withCStrings([path]) { argv in
+            withCStrings(environment) { envp in
+                descriptors.withUnsafeBufferPointer { mp_spawn(path, argv, envp, $0.baseAddress, Int32($0.count)) }
             }
         }
+        guard pid > 0 else { throw .system(Errno(rawValue: -pid), function: "posix_spawn") }
+        return pid
     }
 
-    private static func readAll(_ fd: Int32) -> [UInt8] {
+    /// Reads the whole payload behind `fd` (a memfd, read from offset 0).
+    static func readAll(_ fd: Int32) -> [UInt8] {
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         var offset: off_t = 0
@@ -164,16 +167,96 @@ public enum Spawn {
     }
 }
 
-/// What an argument being encoded for a spawned child refers to: the regions that its queues,
-/// shared memory and primitives live in, and its connection ends' descriptors. Their encodings
-/// report here while ``Spawn`` encodes an argument (a task-local, so only that encoding counts),
+/// What a child started by spawn or by the forkserver is told: which target to run, with which
+/// argument, and the shared regions it was given.
+struct ChildPayload: Codable {
+    var target: String
+    var argument: [UInt8]
+    var name: String
+    var daemon: Bool
+    /// Spawn: a daemon asks for SIGKILL when its parent dies. The forkserver's children do not: the
+    /// server kills its daemon children when the client dies (see forkserver.c).
+    var dieWithParent: Bool
+    var parentPID: Int32
+    var regions: [RegionDescriptor]
+}
+
+/// What the program started again finds at bootstrap: a child to run, or a forkserver to be.
+enum BootstrapPayload: Codable {
+    case child(ChildPayload)
+    case forkServer(ForkServerSetup)
+}
+
+/// A registered target and its argument, encoded when the child starts.
+struct TargetRequest {
+    var target: String
+    var argument: () throws -> [UInt8]
+}
+
+/// A child's start, prepared in the parent: its payload in a memfd, and every descriptor it must
+/// be given (the payload's, its argument's regions', and the connection ends the argument names),
+/// which the child gets under the same numbers. The payload's descriptor is closed when this goes.
+struct ChildLaunch: ~Copyable {
+    /// The memfd holding the encoded ``BootstrapPayload``.
+    let payload: Int32
+    /// Kept alive until the child has its own mappings of them.
+    let regions: [Region]
+    /// Every descriptor the child keeps, the payload's last.
+    let descriptors: [Int32]
+
+    /// Encodes `request` for a child named `name`: a child of the spawn start method when
+    /// `dieWithParent` may apply, else of the forkserver.
+    init(_ request: TargetRequest, name: String, daemon: Bool, spawned: Bool) throws(ProcessError) {
+        let references = SpawnReferences()
+        let bytes: [UInt8]
+        let argument: [UInt8]
+        do {
+            argument = try SpawnReferences.$current.withValue(references) { try request.argument() }
+        } catch {
+            throw .argumentEncoding(String(describing: error))
+        }
+        let regions = references.regions
+        do {
+            let payload = ChildPayload(
+                target: request.target, argument: argument, name: name, daemon: daemon,
+                dieWithParent: spawned && daemon, parentPID: mp_process_id(),
+                regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) })
+            bytes = try SpawnCoding.encode(BootstrapPayload.child(payload))
+        } catch {
+            throw .argumentEncoding(String(describing: error))
+        }
+        let fd = try ChildLaunch.memfd(holding: bytes)
+        payload = fd
+        self.regions = regions
+        descriptors = regions.map(\.fd) + references.descriptors + [fd]
+    }
+
+    /// A memfd (close-on-exec) holding `bytes` from offset 0.
+    static func memfd(holding bytes: [UInt8]) throws(ProcessError) -> Int32 {
+        let fd = mp_memfd_create("multiprocessing-bootstrap", 0)
+        guard fd >= 0 else { throw .system(Errno(rawValue: -fd), function: "memfd_create") }
+        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        guard written == bytes.count else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            throw .system(error, function: "pwrite")
+        }
+        return fd
+    }
+
+    deinit { close(payload) }
+}
+
+/// What an argument being encoded for a child refers to: the regions that its queues, shared
+/// memory and primitives live in, and its connection ends' descriptors. Their encodings report
+/// here while ``ChildLaunch`` encodes an argument (a task-local, so only that encoding counts),
 /// and the child is given exactly these.
 final class SpawnReferences: @unchecked Sendable {
     @TaskLocal static var current: SpawnReferences?
 
     private let found = Locked<(regions: [UInt64: Region], descriptors: Set<Int32>)>(([:], []))
 
-    /// Called by an encoding that names `region` (it stays alive until the spawn is done).
+    /// Called by an encoding that names `region` (it stays alive until the child has started).
     static func note(_ region: Region) {
         current?.found.withLock { $0.regions[region.id] = region }
     }
@@ -187,17 +270,7 @@ final class SpawnReferences: @unchecked Sendable {
     var descriptors: [Int32] { found.withLock { Array($0.descriptors) } }
 }
 
-/// What a spawned child reads at bootstrap.
-struct SpawnPayload: Codable {
-    var target: String
-    var argument: [UInt8]
-    var name: String
-    var daemon: Bool
-    var parentPID: Int32
-    var regions: [RegionDescriptor]
-}
-
-/// The encoding of spawn arguments (rare, small: JSON is plenty).
+/// The encoding of bootstrap payloads and child arguments (rare, small: JSON is plenty).
 enum SpawnCoding {
     static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
         Array(try JSONEncoder().encode(value))

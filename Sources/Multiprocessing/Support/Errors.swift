@@ -58,6 +58,13 @@ public enum ProcessError: Error, Equatable, Sendable {
     case joinSelf
     /// The operating system refused; `function` names the call.
     case system(Errno, function: String)
-    /// The spawn start method could not pass its arguments to the child.
+    /// The spawn or forkserver start method could not pass its arguments to the child.
     case argumentEncoding(String)
+    /// The forkserver (or a pool's zygote) could not start, or stopped answering; the reason says
+    /// which. A program whose `main` does not call ``Spawn/bootstrap(_:)-(SpawnEntry...)`` first
+    /// cannot have a forkserver.
+    case forkServerFailed(String)
+    /// The start method cannot run this target: a registered target's body is `async`, and a forked
+    /// child cannot use Swift concurrency (use ``Process/StartMethod/forkserver``).
+    case unsupportedStartMethod(Process.StartMethod, target: String)
 }

@@ -1,0 +1,122 @@
+import CMultiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Everything this library does around `fork`, in one place.
+///
+/// A forked child is a copy of one thread of its parent. Any lock that another thread held at the
+/// fork stays held in the child, by a thread that does not exist there: a child that needs it waits
+/// forever. glibc resets its own (malloc, stdio) in the child; the Swift runtime does not, and
+/// generic code (metadata instantiation, a first conformance lookup, a lazy global) can need one
+/// of its locks at any time. So this library forks only where that cannot happen:
+///
+/// - the forkserver and a pool's zygote fork from their single thread (forkserver.c), so their
+///   children inherit no held lock. That covers every pool worker and every ``SpawnTarget``.
+/// - ``Process`` over a closure or a subclass, and a ``Zygote``, fork on the caller's thread when it
+///   asks (as Python's `fork` start method): the remaining hazard, documented in `StartMethods`,
+///   is a lock held by another thread of the caller's program at that instant.
+///
+/// Nothing forks from a library thread. What remains here:
+/// - ``prepare()``: lazy globals a child needs are initialised before the fork (their `once` could be
+///   half-run by another thread at the fork, and a half-run `once` never completes in the child);
+/// - ``resetChild()``: what was the parent's is forgotten in the child (its children, its fork
+///   server). The library's own locks need no reset: an ``InternalLock`` from before the fork
+///   re-initialises itself on first use in the child (`mp_private_lock_t`).
+enum Fork {
+    /// In the parent, on the thread about to fork.
+    static func prepare() {
+        _ = RegionRegistry.lookup(0)
+        _ = Arenas.arena(for: 0)
+        _ = Children.all()
+        _ = CurrentProcess.get()
+        ForkServer.forgetInherited()  // also runs its lazy initialiser here, not in the child
+    }
+
+    /// In a new child (forked, or cloned by a fork server from a forked zygote), before anything
+    /// else of this library runs: the parent's children and fork server are not the child's.
+    static func resetChild() {
+        Children.forgetAfterFork()
+        ForkServer.forgetInherited()
+    }
+
+    /// Forks on the calling thread. In the child, resets it as `process` (``Process/current``) and
+    /// runs `body`, which must not return. Returns the child's pid, or -errno.
+    static func child(as process: Process, daemon: Bool, _ body: () -> Never) -> Int32 {
+        prepare()
+        let pid = mp_fork(daemon ? 1 : 0)
+        if pid == 0 {
+            resetChild()
+            CurrentProcess.set(process)
+            body()
+        }
+        return pid
+    }
+}
+
+/// Writes `text` to stderr, unbuffered (usable in a child about to `_exit`).
+func writeError(_ text: String) {
+    var text = text
+    text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
+}
+
+/// Which ``Process`` object describes the running process.
+enum CurrentProcess {
+    private static let value = Locked<Process?>(nil)
+
+    static func get() -> Process {
+        value.withLock { current in
+            if let current { return current }
+            let main = Process(current: "MainProcess", pid: mp_process_id(), parentPID: getppid())
+            current = main
+            return main
+        }
+    }
+
+    static func set(_ process: Process) {
+        value.withLock { $0 = process }
+    }
+
+    /// A child started by exec or by a fork server: a stand-in with the parent's name for it.
+    static func setStarted(name: String, parentPID: Int32) {
+        value.withLock { $0 = Process(current: name, pid: mp_process_id(), parentPID: parentPID) }
+    }
+}
+
+/// The children of this process that have not been reaped, so that none is left a zombie: they are
+/// reaped when finished on every `start()` and `activeChildren`, and at exit daemons are terminated
+/// and the others joined (as Python does).
+enum Children {
+    private static let list = Locked<[Process]>([])
+    private static let installOnce: Void = { atexit { Children.finishAtExit() } }()
+
+    static func add(_ process: Process) {
+        _ = installOnce
+        list.withLock { $0.append(process) }
+    }
+
+    static func all() -> [Process] { list.withLock { $0 } }
+
+    static func reapFinished() {
+        let current = list.withLock { $0 }
+        for child in current { child.reapIfExited() }
+        list.withLock { $0.removeAll { p in p.state.withLock { $0.exitCode != nil } } }
+    }
+
+    static func finishAtExit() {
+        let current = list.withLock { $0 }
+        for child in current where child.daemon { try? child.terminate() }
+        for child in current { _ = try? child.join() }
+    }
+
+    /// In a new child: the parent's children are not ours (their pidfds are closed here).
+    static func forgetAfterFork() {
+        list.withLock { children in
+            for child in children {
+                child.state.withLock { if $0.pidfd >= 0 { close($0.pidfd); $0.pidfd = -1 } }
+            }
+            children = []
+        }
+    }
+}

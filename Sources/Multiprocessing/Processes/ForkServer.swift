@@ -1,0 +1,266 @@
+import CMultiprocessing
+import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The forkserver start method (Python's `forkserver`, its default on Linux since 3.14).
+///
+/// The server is this program started again (``Spawn/executable``, by exec: a clean image that
+/// inherits no lock), which runs `main` up to ``Spawn/bootstrap(_:)-(SpawnEntry...)``, starts no
+/// thread, and forks a child for each request. The child runs the requested ``SpawnTarget`` or
+/// ``PoolWorker`` like a spawned child would (a full Swift process: async code works, the
+/// concurrency runtime starts fresh in it), but starts in about a millisecond, since the program
+/// is already loaded and initialised.
+///
+/// Each process that uses the start method has its own server, started on first use and again if
+/// it died; a forked child starts its own. Children are the client's own (see forkserver.c), so
+/// they are joined, reaped and signalled like any other. The server ends when its client does;
+/// it then SIGKILLs the daemon children it made. Requests travel over a socketpair that only the
+/// client holds: no other program can get the server to fork.
+enum ForkServer {
+    private static let connection = Locked<ForkServerConnection?>(nil)
+
+    /// Starts `launch`'s child from this process's server, starting the server first if needed (or
+    /// again, once, if it died). Returns the child's pid and pidfd.
+    static func start(_ launch: borrowing ChildLaunch, daemon: Bool) throws(ProcessError) -> (
+        pid: Int32, pidfd: Int32
+    ) {
+        var failure = ProcessError.forkServerFailed("no fork server")
+        for _ in 0..<2 {
+            let server = try current()
+            do {
+                return try server.fork(tag: 0, daemon: daemon, descriptors: launch.descriptors)
+            } catch {
+                if server.isUsable { throw error }  // the request failed, not the server
+                failure = error
+            }
+        }
+        throw failure
+    }
+
+    /// The server of this process, started if there is none that works.
+    private static func current() throws(ProcessError) -> ForkServerConnection {
+        try connection.withLock { (server: inout ForkServerConnection?) throws(ProcessError) in
+            if let existing = server {
+                if existing.isUsable { return existing }
+                existing.close()
+                server = nil
+            }
+            let started = try launchServer()
+            server = started
+            return started
+        }
+    }
+
+    /// In a new child: the server of the process it was forked from is not its own.
+    static func forgetInherited() {
+        connection.withLock { server in
+            guard let existing = server, !existing.isOwned else { return }
+            existing.close()
+            server = nil
+        }
+    }
+
+    private static func launchServer(executable: String = Spawn.executable) throws(ProcessError)
+        -> ForkServerConnection
+    {
+        if Spawn.bootstrapPending {
+            throw .forkServerFailed(
+                "this program was started as a child or forkserver and has not called Spawn.bootstrap: "
+                    + "call it first thing in main")
+        }
+        var fds: [Int32] = [-1, -1]
+        let rc = mp_socketpair(&fds)
+        guard rc == 0 else { throw .system(Errno(rawValue: -rc), function: "socketpair") }
+        let (clientEnd, serverEnd) = (fds[0], fds[1])
+        let pid: Int32
+        do throws(ProcessError) {
+            let setup = ForkServerSetup(socket: serverEnd, client: mp_process_id())
+            let bytes: [UInt8]
+            do { bytes = try SpawnCoding.encode(BootstrapPayload.forkServer(setup)) } catch {
+                throw ProcessError.argumentEncoding(String(describing: error))
+            }
+            let payload = try ChildLaunch.memfd(holding: bytes)
+            defer { Glibc.close(payload) }
+            pid = try Spawn.start(payload: payload, keeping: [serverEnd, payload], executable: executable)
+            Glibc.close(serverEnd)  // the server has its own
+        } catch {
+            Glibc.close(clientEnd)
+            Glibc.close(serverEnd)
+            throw error
+        }
+        return try ForkServerConnection(socket: clientEnd, server: pid, name: "forkserver")
+    }
+
+    /// In the forkserver (from `Spawn.bootstrap`): serves requests until the client ends, then
+    /// exits; in each child, runs its target and exits.
+    static func serve(_ setup: ForkServerSetup, targets: [any SpawnEntry]) -> Never {
+        _ = fcntl(setup.socket, F_SETFD, FD_CLOEXEC)  // kept across our exec only: not for our own children
+        var name = [CChar](repeating: 0, count: 16)
+        mp_get_thread_name(&name)
+        mp_set_thread_name("mp-forkserver")
+        var request = mp_server_request_t()
+        let served = mp_server_serve(setup.socket, setup.client, 1, &request)
+        if served != 0 {
+            if served == -EBUSY {
+                writeError(
+                    "multiprocessing forkserver: more than one thread at Spawn.bootstrap; call it first in main\n")
+            }
+            mp_exit_child(0)
+        }
+        mp_set_thread_name(name)  // a child: named as a spawned one would be
+        let fd = mp_server_request_fd(&request, request.fd_count &- 1)  // the payload comes last
+        guard fd >= 0,
+            case .child(let payload) = try? SpawnCoding.decode(BootstrapPayload.self, from: Spawn.readAll(fd))
+        else {
+            writeError("multiprocessing forkserver: a child's request could not be read\n")
+            mp_exit_child(1)
+        }
+        Glibc.close(fd)
+        Spawn.runChild(payload, targets: targets)
+    }
+}
+
+extension ForkServer {
+    /// The pid of this process's server, if it has one (tests).
+    static var serverPIDForTesting: Int32? {
+        connection.withLock { $0?.isUsable == true ? $0?.serverPID : nil }
+    }
+
+    /// Starts a server from `executable` and stops it again (tests: one that never bootstraps).
+    static func launchForTesting(executable: String) throws(ProcessError) {
+        try launchServer(executable: executable).close()
+    }
+
+    /// Sends the current server a request of `version` that claims `claimedDescriptors` but carries
+    /// none; returns the server's answer (tests: a malformed request forks nothing).
+    static func sendMalformedRequestForTesting(version: UInt32, claimedDescriptors: UInt32 = 0) -> Int32 {
+        guard let server = try? current() else { return 0 }
+        var request = mp_server_request_t()
+        mp_server_request_init(&request, 0, 0)
+        request.version = version
+        request.fd_count = claimedDescriptors
+        return server.send(&request)
+    }
+}
+
+/// What the forkserver is told at bootstrap: its end of the socketpair and its client's pid.
+struct ForkServerSetup: Codable {
+    var socket: Int32
+    var client: Int32
+}
+
+/// A fork server this process started (its forkserver, or a pool's zygote) as its client sees it:
+/// the socket that requests go through, and the server process, a child of this one.
+final class ForkServerConnection: @unchecked Sendable {
+    let serverPID: Int32
+    private let serverPidfd: Int32
+    private let socket: Int32
+    /// The process that started the server; a forked child inherits the connection but not the server.
+    private let owner: Int32
+    private let name: String
+    /// Serialises requests (one answer per request on one socket) and guards `broken`.
+    private let lock = InternalLock()
+    private var broken = false
+    private var closed = false
+
+    /// How long a request may wait for its answer, in ns: a server answers in about a millisecond,
+    /// far more only under sanitizers or a machine that is out of memory.
+    static let answerLimit: Int64 = 60_000_000_000
+
+    /// Takes over `socket` and the child `server` (`name` for messages), and waits for the server's
+    /// hello. If none comes, the server is killed and reaped, and this throws.
+    init(socket: Int32, server: Int32, name: String) throws(ProcessError) {
+        self.socket = socket
+        serverPID = server
+        serverPidfd = mp_pidfd_open(server)
+        owner = mp_process_id()
+        self.name = name
+        var pid: Int32 = 0
+        let rc = mp_server_await_hello(socket, serverPidfd, mp_monotonic_ns() + Self.answerLimit, &pid)
+        if rc != 0 {
+            broken = true
+            close()
+            switch -rc {
+            case EBUSY:
+                throw .forkServerFailed(
+                    "the \(name) had more than one thread when it started: call Spawn.bootstrap first thing in main")
+            case ECONNRESET:
+                throw .forkServerFailed(
+                    "the \(name) exited before it was ready: does main call Spawn.bootstrap first?")
+            default:
+                throw .forkServerFailed("the \(name) did not start: \(Errno(rawValue: -rc))")
+            }
+        }
+    }
+
+    /// Whether this process started the server (in a forked child, it did not).
+    var isOwned: Bool { owner == mp_process_id() }
+
+    /// Whether requests can go through: ours, and the server has not failed.
+    var isUsable: Bool { isOwned && lock.withLock { !broken && !closed } }
+
+    /// Asks for one child, handing it `descriptors` under the same numbers. `tag` reaches the child
+    /// (a zygote's worker reads its index there). Throws ``ProcessError/forkServerFailed(_:)`` when the
+    /// server is gone or broken (it is then unusable), ``ProcessError/system(_:function:)`` when
+    /// the server could not fork (it goes on).
+    func fork(tag: UInt64, daemon: Bool, descriptors: [Int32]) throws(ProcessError) -> (pid: Int32, pidfd: Int32) {
+        var request = mp_server_request_t()
+        mp_server_request_init(&request, tag, daemon ? 1 : 0)
+        for fd in descriptors where mp_server_request_add_fd(&request, fd) != 0 {
+            throw .argumentEncoding("a child can be given at most \(MP_SERVER_MAX_FDS) descriptors")
+        }
+        return try lock.withLock { () throws(ProcessError) -> (pid: Int32, pidfd: Int32) in
+            guard isOwned, !broken, !closed else { throw .forkServerFailed("the \(name) is not running") }
+            var pidfd: Int32 = -1
+            let deadline = mp_monotonic_ns() + Self.answerLimit
+            let pid = descriptors.withUnsafeBufferPointer { fds in
+                mp_server_fork(socket, serverPidfd, &request, fds.baseAddress, UInt32(fds.count), deadline, &pidfd)
+            }
+            if pid > 0 { return (pid, pidfd) }
+            switch -pid {
+            case EAGAIN, ENOMEM, EMFILE, ENFILE:
+                throw .system(Errno(rawValue: -pid), function: "clone")
+            default:  // gone (ECONNRESET, EPIPE), mute (ETIMEDOUT) or confused (EPROTO, EINVAL)
+                broken = true
+                throw .forkServerFailed("the \(name) (pid \(serverPID)) failed: \(Errno(rawValue: -pid))")
+            }
+        }
+    }
+
+    /// Sends `request` as it is, with no descriptors, and returns the answer: a pid or -errno (tests).
+    func send(_ request: inout mp_server_request_t) -> Int32 {
+        lock.withLock {
+            var pidfd: Int32 = -1
+            let pid = mp_server_fork(
+                socket, serverPidfd, &request, nil, 0, mp_monotonic_ns() + Self.answerLimit, &pidfd)
+            if pidfd >= 0 { Glibc.close(pidfd) }
+            return pid
+        }
+    }
+
+    /// Ends the connection. In the process that started the server, the server is told goodbye and
+    /// exits, leaving its children alone, and is reaped here (killed if it has not exited within a
+    /// second).
+    func close() {
+        let first = lock.withLock { () -> Bool in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        if isOwned { _ = mp_server_goodbye(socket) }  // leave our children alone
+        Glibc.close(socket)
+        guard isOwned else {
+            if serverPidfd >= 0 { Glibc.close(serverPidfd) }
+            return
+        }
+        if serverPidfd >= 0 && mp_poll_readable(serverPidfd, 1_000_000_000) == 0 {
+            _ = mp_pidfd_signal(serverPidfd, SIGKILL)
+        }
+        var code: Int32 = 0
+        _ = mp_wait_child(serverPID, serverPidfd, 0, &code)
+        if serverPidfd >= 0 { Glibc.close(serverPidfd) }
+    }
+}
