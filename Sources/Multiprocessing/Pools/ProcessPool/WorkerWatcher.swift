@@ -152,11 +152,3 @@ final class WorkerWatcher: @unchecked Sendable {
         for entry in stuck { try? entry.process.kill() }  // its exit comes back through the pidfd
     }
 }
-
-extension ProcessError {
-    /// The system error behind a failed start (EAGAIN when the cause was not the system's).
-    var systemErrno: Errno {
-        if case .system(let e, _) = self { return e }
-        return .resourceTemporarilyUnavailable
-    }
-}
