@@ -17,25 +17,9 @@ final class BlockingPool: @unchecked Sendable {
     static let shared = BlockingPool(limit: 64)
 
     private struct State {
-        var queue: [(@Sendable () -> Void)?] = []
-        var head = 0
+        var queue = FIFO<@Sendable () -> Void>()
         var idle = 0
         var threads = 0
-
-        var pending: Int { queue.count - head }
-
-        mutating func pop() -> (@Sendable () -> Void)? {
-            guard head < queue.count else { return nil }
-            defer {
-                queue[head] = nil
-                head += 1
-                if head > 64 && head * 2 > queue.count {
-                    queue.removeFirst(head)
-                    head = 0
-                }
-            }
-            return queue[head]
-        }
     }
 
     private let limit: Int
@@ -64,7 +48,7 @@ final class BlockingPool: @unchecked Sendable {
     func submit(_ job: @escaping @Sendable () -> Void) {
         let spawn = state.withLock { s -> Bool in
             s.queue.append(job)
-            guard s.pending > s.idle, s.threads < limit else { return false }
+            guard s.queue.count > s.idle, s.threads < limit else { return false }
             s.threads += 1
             return true
         }
@@ -82,7 +66,7 @@ final class BlockingPool: @unchecked Sendable {
             let woken = mp_semaphore_acquire(ready, BlockingPool.idleNanoseconds) == MP_OK
             let job = state.withLock { s -> (@Sendable () -> Void)? in
                 s.idle -= 1
-                let job = s.pop()
+                let job = s.queue.popFirst()
                 if job == nil && !woken { s.threads -= 1 }
                 return job
             }

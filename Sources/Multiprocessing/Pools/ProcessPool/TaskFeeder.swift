@@ -11,8 +11,7 @@ final class TaskFeeder: @unchecked Sendable {
     }
 
     private struct State {
-        var messages: [Message] = []
-        var head = 0
+        var messages = FIFO<Message>()
         var started = false
         var stopping = false
     }
@@ -41,7 +40,7 @@ final class TaskFeeder: @unchecked Sendable {
     /// Puts `message` without waiting if it fits now and nothing is queued before it; else queues
     /// a copy for the feeder thread. Returns false if the ring was shut down. Result thread only.
     func put(_ id: UInt64, _ message: UnsafeRawBufferPointer) -> Bool {
-        let backlog = state.withLock { $0.head < $0.messages.count }
+        let backlog = state.withLock { !$0.messages.isEmpty }
         // A message larger than one record streams, and could wait for room midway: never here.
         if !backlog && UInt64(message.count) <= mp_queue_max_record(q) {
             switch mp_queue_put(q, message.baseAddress, UInt64(message.count), 0) {
@@ -91,13 +90,7 @@ final class TaskFeeder: @unchecked Sendable {
         while true {
             if !once { _ = mp_semaphore_acquire(ready, Int64(MP_FOREVER)) }
             let (next, stop) = state.withLock { s -> (Message?, Bool) in
-                guard s.head < s.messages.count else { return (nil, s.stopping) }
-                let next = s.messages[s.head]
-                s.head += 1
-                if s.head == s.messages.count {
-                    s.messages.removeAll(keepingCapacity: true)
-                    s.head = 0
-                }
+                guard let next = s.messages.popFirst() else { return (nil, s.stopping) }
                 return (next, false)
             }
             if let next {

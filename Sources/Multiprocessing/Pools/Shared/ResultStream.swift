@@ -9,8 +9,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
     struct State {
         /// Ordered: outcomes by chunk index. Unordered: arrivals, oldest first.
         var byChunk: [Int: Result<[Output], any Error>] = [:]
-        var arrivals: [(chunk: Int, outcome: Result<[Output], any Error>)] = []
-        var arrivalsHead = 0
+        var arrivals = FIFO<(chunk: Int, outcome: Result<[Output], any Error>)>()
         var waiter: CheckedContinuation<Void, Never>?
     }
 
@@ -100,22 +99,12 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         state.withLock { s in
             if ordered {
                 if let outcome = s.byChunk.removeValue(forKey: taken) { return (taken, outcome) }
-            } else if s.arrivalsHead < s.arrivals.count {
-                let next = s.arrivals[s.arrivalsHead]
-                s.arrivalsHead += 1
-                if s.arrivalsHead == s.arrivals.count {
-                    s.arrivals.removeAll(keepingCapacity: true)
-                    s.arrivalsHead = 0
-                }
+            } else if let next = s.arrivals.popFirst() {
                 return next
             }
             mp_event_clear(arrived)
             return nil
         }
-    }
-
-    private func hasArrival() -> Bool {
-        state.withLock { s in ordered ? s.byChunk[taken] != nil : s.arrivalsHead < s.arrivals.count }
     }
 
     /// The next element, waiting up to `timeout` (forever when nil); nil at the end.
@@ -143,7 +132,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let now = state.withLock { s -> Bool in
-                        let ready = ordered ? s.byChunk[taken] != nil : s.arrivalsHead < s.arrivals.count
+                        let ready = ordered ? s.byChunk[taken] != nil : !s.arrivals.isEmpty
                         if !ready { s.waiter = continuation }
                         return ready
                     }

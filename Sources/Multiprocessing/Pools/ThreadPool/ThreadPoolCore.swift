@@ -15,12 +15,10 @@ final class ThreadPoolCore: @unchecked Sendable {
 
     struct State {
         var phase = Phase.running
-        var jobs: [Job] = []
-        var jobsHead = 0
+        var jobs = FIFO<Job>()
         var unsettled = 0
         var stopping = false
-        var completions: [() -> Void] = []
-        var completionsHead = 0
+        var completions = FIFO<() -> Void>()
         var resultThreadDone = false
     }
 
@@ -90,17 +88,8 @@ final class ThreadPoolCore: @unchecked Sendable {
     private func workerLoop() {
         while true {
             _ = mp_semaphore_acquire(jobsReady, Int64(MP_FOREVER))
-            let job = state.withLock { s -> Job? in
-                guard s.jobsHead < s.jobs.count else { return nil }  // a stop token
-                let job = s.jobs[s.jobsHead]
-                s.jobsHead += 1
-                if s.jobsHead == s.jobs.count {
-                    s.jobs.removeAll(keepingCapacity: true)
-                    s.jobsHead = 0
-                }
-                return job
-            }
-            guard let job else { break }
+            // No job for a permit: it was a stop token.
+            guard let job = state.withLock({ $0.jobs.popFirst() }) else { break }
             post(job.run())
         }
         if workersLeft.withLock({ n in
@@ -123,13 +112,7 @@ final class ThreadPoolCore: @unchecked Sendable {
         while true {
             _ = mp_semaphore_acquire(completionsReady, Int64(MP_FOREVER))
             let (completion, done) = state.withLock { s -> ((() -> Void)?, Bool) in
-                guard s.completionsHead < s.completions.count else { return (nil, s.resultThreadDone) }
-                let next = s.completions[s.completionsHead]
-                s.completionsHead += 1
-                if s.completionsHead == s.completions.count {
-                    s.completions.removeAll(keepingCapacity: true)
-                    s.completionsHead = 0
-                }
+                guard let next = s.completions.popFirst() else { return (nil, s.resultThreadDone) }
                 return (next, false)
             }
             if let completion {
@@ -154,10 +137,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     func terminate() {
         let dropped = state.withLock { s -> [Job] in
             s.phase = .terminated
-            let dropped = Array(s.jobs[s.jobsHead...])
-            s.jobs = []
-            s.jobsHead = 0
-            return dropped
+            return s.jobs.removeAll()
         }
         for job in dropped { post(job.fail(.terminated)) }
         stopWorkers()
