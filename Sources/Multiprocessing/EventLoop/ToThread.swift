@@ -1,5 +1,3 @@
-import CMultiprocessing
-
 /// Runs blocking `body` on a helper thread and suspends until it returns (Python's
 /// `asyncio.to_thread`): the event loop keeps running other coroutines meanwhile.
 ///
@@ -24,13 +22,12 @@ final class BlockingPool: @unchecked Sendable {
 
     private let limit: Int
     private let state = Locked(State())
-    private let ready: UnsafeMutablePointer<mp_semaphore_t>
+    /// A permit per queued closure.
+    private let ready = LocalSemaphore()
     private static let idleNanoseconds: Int64 = 30_000_000_000
 
     init(limit: Int) {
         self.limit = limit
-        ready = .allocate(capacity: 1)
-        mp_semaphore_init(ready, 0, MP_SEMAPHORE_MAX, 0)
     }
 
     /// Runs `body` on a helper thread; no cancellation (for work that must finish, like handing
@@ -52,7 +49,7 @@ final class BlockingPool: @unchecked Sendable {
             s.threads += 1
             return true
         }
-        _ = mp_semaphore_release(ready, 1)
+        ready.release()
         guard spawn else { return }
         let thread = Thread(name: "to_thread") { [self] in worker() }
         if (try? thread.start()) == nil {
@@ -63,7 +60,7 @@ final class BlockingPool: @unchecked Sendable {
     private func worker() {
         while true {
             state.withLock { $0.idle += 1 }
-            let woken = mp_semaphore_acquire(ready, BlockingPool.idleNanoseconds) == MP_OK
+            let woken = ready.acquire(deadline: monotonicDeadline(afterNanoseconds: BlockingPool.idleNanoseconds))
             let job = state.withLock { s -> (@Sendable () -> Void)? in
                 s.idle -= 1
                 let job = s.queue.popFirst()

@@ -50,11 +50,11 @@ final class PoolCore: @unchecked Sendable {
     /// Submissions from callbacks (the result thread must not wait for room in the task ring).
     private var feeder: TaskFeeder!
     /// Set while no task is unsettled (join waits on it).
-    private let idle: UnsafeMutablePointer<mp_event_t>
+    private let idle = LocalEvent(isSet: true)
     /// Set once the initial workers are started (or failed to).
-    private let started: UnsafeMutablePointer<mp_event_t>
+    private let started = LocalEvent()
     /// Set when the result thread has finished: every worker has exited and been reaped.
-    private let finished: UnsafeMutablePointer<mp_event_t>
+    private let finished = LocalEvent()
 
     init(
         processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process,
@@ -73,11 +73,6 @@ final class PoolCore: @unchecked Sendable {
                     id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
         }
         state = Locked(State(workers: Array(repeating: nil, count: processes)))
-        idle = .allocate(capacity: 3)
-        started = idle + 1
-        finished = idle + 2
-        for event in [idle, started, finished] { mp_event_init(event, 0) }
-        mp_event_set(idle)
         feeder = TaskFeeder(queue: channels.tasks.queue) { [weak self] id in
             guard let self else { return }
             abandon(id, terminalError)
@@ -89,14 +84,12 @@ final class PoolCore: @unchecked Sendable {
             watcher.stop()
             throw .system(error.systemErrno, function: "pthread_create")
         }
-        _ = mp_event_wait(started, Int64(MP_FOREVER))
+        started.wait()
         if let failure = state.withLock({ $0.startFailure }) {
-            _ = mp_event_wait(finished, Int64(MP_FOREVER))
+            finished.wait()
             throw failure
         }
     }
-
-    deinit { idle.deallocate() }
 
     // MARK: Submitting
 
@@ -108,7 +101,7 @@ final class PoolCore: @unchecked Sendable {
             s.nextID += 1
             s.pending.insert(s.nextID, pending)
             s.unsettled += 1
-            if s.unsettled == 1 { mp_event_clear(idle) }
+            if s.unsettled == 1 { idle.clear() }
             return .success(s.nextID)
         }
         switch id {
@@ -153,7 +146,7 @@ final class PoolCore: @unchecked Sendable {
     private func settled(_ count: Int = 1) {
         state.withLock { s in
             s.unsettled -= count
-            if s.unsettled == 0 { mp_event_set(idle) }
+            if s.unsettled == 0 { idle.set() }
         }
     }
 
@@ -182,7 +175,7 @@ final class PoolCore: @unchecked Sendable {
         if workers != nil {
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
         }
-        _ = mp_event_wait(finished, Int64(MP_FOREVER))
+        finished.wait()
     }
 
     /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`
@@ -191,15 +184,8 @@ final class PoolCore: @unchecked Sendable {
         let phase = state.withLock { $0.phase }
         if phase == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
-        var deadline = Int64.max
-        if let timeout {
-            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
-                throw .negativeTimeout(timeout)
-            }
-            if deadline < 0 { deadline = .max }
-        }
-        func left() -> Int64 { deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns()) }
-        guard mp_event_wait(idle, left()) == MP_OK else { return false }
+        let deadline = try poolDeadline(after: timeout)
+        guard idle.wait(deadline: deadline) else { return false }
         let stop = state.withLock { s -> Bool in
             guard s.phase == .closed else { return false }
             s.phase = .stopping
@@ -210,10 +196,10 @@ final class PoolCore: @unchecked Sendable {
             mp_queue_shutdown(channels.tasks.queue, 0)  // workers exit once the ring is empty
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
         }
-        return mp_event_wait(finished, left()) == MP_OK
+        return finished.wait(deadline: deadline)
     }
 
-    var isFinished: Bool { mp_event_is_set(finished) != 0 }
+    var isFinished: Bool { finished.isSet }
 
     /// The worker processes now running.
     var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
@@ -229,7 +215,7 @@ final class PoolCore: @unchecked Sendable {
                 break
             }
         }
-        mp_event_set(started)
+        started.set()
         while !finishIfDone() {
             guard let message = TakenMessage.take(channels.results.queue) else { break }
             let header = message.header(ResultHeader.self)
@@ -260,7 +246,7 @@ final class PoolCore: @unchecked Sendable {
         }
         watcher.stop()
         feeder.stop()
-        mp_event_set(finished)
+        finished.set()
     }
 
     private static func failure(_ payload: UnsafeRawBufferPointer) -> RemoteFailure {

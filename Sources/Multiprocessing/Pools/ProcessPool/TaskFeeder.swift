@@ -18,23 +18,15 @@ final class TaskFeeder: @unchecked Sendable {
 
     private let q: UnsafeMutablePointer<mp_queue_t>
     private let state = Locked(State())
-    private let ready: UnsafeMutablePointer<mp_semaphore_t>
-    private let stopped: UnsafeMutablePointer<mp_event_t>
+    /// A permit per queued message, and one to stop.
+    private let ready = LocalSemaphore()
+    private let stopped = LocalEvent()
     /// Called (on the feeder's thread) for a message the ring refused: it was shut down.
     private let refused: @Sendable (UInt64) -> Void
 
     init(queue: UnsafeMutablePointer<mp_queue_t>, refused: @escaping @Sendable (UInt64) -> Void) {
         q = queue
         self.refused = refused
-        ready = .allocate(capacity: 1)
-        mp_semaphore_init(ready, 0, MP_SEMAPHORE_MAX, 0)
-        stopped = .allocate(capacity: 1)
-        mp_event_init(stopped, 0)
-    }
-
-    deinit {
-        ready.deallocate()
-        stopped.deallocate()
     }
 
     /// Puts `message` without waiting if it fits now and nothing is queued before it; else queues
@@ -55,7 +47,7 @@ final class TaskFeeder: @unchecked Sendable {
             return !s.started
         }
         if start { startThread() }
-        mp_semaphore_release(ready, 1)
+        ready.release()
         return true
     }
 
@@ -66,8 +58,8 @@ final class TaskFeeder: @unchecked Sendable {
             return s.started
         }
         guard started else { return }
-        mp_semaphore_release(ready, 1)
-        _ = mp_event_wait(stopped, Int64(MP_FOREVER))
+        ready.release()
+        stopped.wait()
     }
 
     private func copy(_ message: UnsafeRawBufferPointer) -> UnsafeMutableRawBufferPointer {
@@ -88,7 +80,7 @@ final class TaskFeeder: @unchecked Sendable {
 
     private func loop(once: Bool = false) {
         while true {
-            if !once { _ = mp_semaphore_acquire(ready, Int64(MP_FOREVER)) }
+            if !once { ready.acquire() }
             let (next, stop) = state.withLock { s -> (Message?, Bool) in
                 guard let next = s.messages.popFirst() else { return (nil, s.stopping) }
                 return (next, false)
@@ -100,6 +92,6 @@ final class TaskFeeder: @unchecked Sendable {
                 break
             }
         }
-        if !once { mp_event_set(stopped) }
+        if !once { stopped.set() }
     }
 }

@@ -1,5 +1,3 @@
-import CMultiprocessing
-
 /// The outcomes of one `imap` or `imapUnordered` call, in input order or as they finish.
 ///
 /// Lazy: chunks are submitted as the consumer asks for results, a bounded number ahead, so the
@@ -16,7 +14,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
     let ordered: Bool
     private let state = Locked(State())
     /// Set when an outcome arrives; a blocking consumer sleeps on it.
-    private let arrived: UnsafeMutablePointer<mp_event_t>
+    private let arrived = LocalEvent()
     /// Submits the next chunk as `chunk` and returns its size; nil once the input is exhausted.
     private let submitNext: (_ sink: ChunkSink<Output>, _ chunk: Int) -> Int?
     private let window: Int
@@ -37,11 +35,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         self.ordered = ordered
         self.window = max(window, 1)
         self.submitNext = submitNext
-        arrived = .allocate(capacity: 1)
-        mp_event_init(arrived, 0)
     }
-
-    deinit { arrived.deallocate() }
 
     override func deliver(chunk: Int, _ outcome: Result<[Output], any Error>) {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
@@ -53,7 +47,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
             defer { s.waiter = nil }
             return s.waiter
         }
-        mp_event_set(arrived)
+        arrived.set()
         waiter?.resume()
     }
 
@@ -102,25 +96,18 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
             } else if let next = s.arrivals.popFirst() {
                 return next
             }
-            mp_event_clear(arrived)
+            arrived.clear()
             return nil
         }
     }
 
     /// The next element, waiting up to `timeout` (forever when nil); nil at the end.
     func next(timeout: Duration?) throws(PoolError) -> Result<Output, any Error>? {
-        var deadline = Int64.max
-        if let timeout {
-            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
-                throw .negativeTimeout(timeout)
-            }
-            if deadline < 0 { deadline = .max }
-        }
+        let deadline = try poolDeadline(after: timeout)
         while true {
             if let element = poll() { return element }
             if delivery?.isCurrent == true { throw .calledFromCallback }
-            let left = deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns())
-            if mp_event_wait(arrived, left) != MP_OK { throw .timeout }
+            if !arrived.wait(deadline: deadline) { throw .timeout }
         }
     }
 
