@@ -2,8 +2,8 @@ import CMultiprocessing
 import Synchronization
 
 /// The parent's side of a ``ProcessPool``: the table of unfinished tasks, the workers, and the
-/// result thread that owns them. Not generic (it moves bytes; the typed side is the two closures
-/// the pool gives it), so that its hot path looks up no generic metadata at run time.
+/// result thread that owns them. Not generic: it moves bytes, and hands them to each task's
+/// ``TaskReceiver`` (the typed side) to decode.
 ///
 /// Tasks go into one shared task ring (workers pull, so load balances itself); outcomes and the
 /// watcher's exit notices come back on one result ring, in order, to a single result thread. That
@@ -13,17 +13,6 @@ import Synchronization
 /// it.
 final class PoolCore: @unchecked Sendable {
     enum Phase { case running, closed, stopping, terminated }
-
-    /// An unfinished task: an ``AsyncResult`` (`chunk` < 0) or a ``ChunkSink`` and its chunk index.
-    struct Pending {
-        let target: AnyObject
-        let chunk: Int
-    }
-
-    /// Decodes a result message for its task and completes the task (on the result thread).
-    typealias Receive = (_ pending: Pending, _ header: ResultHeader, _ payload: UnsafeRawBufferPointer) -> Void
-    /// Fails a task.
-    typealias Fail = (_ pending: Pending, _ error: any Error) -> Void
 
     struct State {
         var phase = Phase.running
@@ -42,8 +31,6 @@ final class PoolCore: @unchecked Sendable {
     private let state: Locked<State>
     private let makeWorker: @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
     private let watcher: WorkerWatcher
-    private let receive: Receive
-    private let fail: Fail
     /// Set once the phase is stopping or terminated: the result thread then checks whether it is done
     /// (a flag read per message instead of a lock).
     private let ending = Atomic<Bool>(false)
@@ -57,14 +44,11 @@ final class PoolCore: @unchecked Sendable {
     private let finished = LocalEvent()
 
     init(
-        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process,
-        receive: @escaping Receive, fail: @escaping Fail
+        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
     ) throws(PoolError) {
         guard processes >= 1 else { throw .invalidWorkerCount(processes) }
         self.processes = processes
         self.makeWorker = makeWorker
-        self.receive = receive
-        self.fail = fail
         let channels = try PoolChannels(workers: processes)
         self.channels = channels
         watcher = try WorkerWatcher(ready: channels.ready) { index, pid, code in
@@ -95,7 +79,7 @@ final class PoolCore: @unchecked Sendable {
 
     /// Records a pending task and returns its id; nil (and the pending settled) if the pool is not
     /// running.
-    private func register(_ pending: Pending) -> UInt64? {
+    private func register(_ pending: PendingTask) -> UInt64? {
         let id = state.withLock { s -> Result<UInt64, PoolError> in
             guard s.phase == .running else { return .failure(s.broken ?? .closed) }
             s.nextID += 1
@@ -107,7 +91,7 @@ final class PoolCore: @unchecked Sendable {
         switch id {
         case .success(let id): return id
         case .failure(let error):
-            fail(pending, error)
+            pending.fail(error)
             return nil
         }
     }
@@ -115,7 +99,7 @@ final class PoolCore: @unchecked Sendable {
     /// Submits one task: `encode` calls its argument with the inputs' bytes (which go into the task
     /// ring behind a header). A task that cannot be submitted is failed at once.
     func submit(
-        _ pending: Pending, form: TaskForm, count: Int,
+        _ pending: PendingTask, form: TaskForm, count: Int,
         encode: ((UnsafeRawBufferPointer) -> Void) throws(PoolError) -> Void
     ) {
         guard let id = register(pending) else { return }
@@ -139,7 +123,7 @@ final class PoolCore: @unchecked Sendable {
     /// Settles a task that never reached a worker (unless it was settled meanwhile).
     private func abandon(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
-        fail(pending, error)
+        pending.fail(error)
         settled()
     }
 
@@ -220,10 +204,15 @@ final class PoolCore: @unchecked Sendable {
             guard let message = TakenMessage.take(channels.results.queue) else { break }
             let header = message.header(ResultHeader.self)
             let payload = message.payload(after: ResultHeader.size)
-            switch ResultKind(rawValue: header.kind) {
+            guard let kind = ResultKind(rawValue: header.kind) else {
+                message.finish()
+                continue
+            }
+            switch kind {
             case .value, .values:
                 if let pending = state.withLock({ $0.pending.remove(header.id) }) {
-                    receive(pending, header, payload)  // callbacks run here, the message still in the ring
+                    // Callbacks run here, the message still in the ring.
+                    pending.receive(kind: kind, count: Int(header.count), payload: payload)
                     message.finish()
                     settled()
                 } else {
@@ -240,7 +229,7 @@ final class PoolCore: @unchecked Sendable {
             case .workerExited:
                 message.finish()
                 workerExited(index: Int(header.worker), pid: header.pid, exitCode: header.count)
-            case .stop, nil:
+            case .stop:
                 message.finish()
             }
         }
@@ -256,23 +245,23 @@ final class PoolCore: @unchecked Sendable {
 
     private func failTask(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
-        fail(pending, error)
+        pending.fail(error)
         settled()
     }
 
     /// After a terminate: fails what is left. Then, once no worker is left, ends the loop.
     private func finishIfDone() -> Bool {
         guard ending.load(ordering: .acquiring) else { return false }
-        let (failed, done) = state.withLock { s -> ([Pending], Bool) in
+        let (failed, done) = state.withLock { s -> ([PendingTask], Bool) in
             guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
-            var failed: [Pending] = []
+            var failed: [PendingTask] = []
             if s.phase == .terminated {
                 failed = s.pending.removeAll()
             }
             return (failed, s.live == 0)
         }
         let error = terminalError
-        for pending in failed { fail(pending, error) }
+        for pending in failed { pending.fail(error) }
         if !failed.isEmpty { settled(failed.count) }
         return done
     }
@@ -295,7 +284,7 @@ final class PoolCore: @unchecked Sendable {
         guard index >= 0 && index < processes else { return }
         // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
         let claimed = mp_pool_slot(channels.slots + index)
-        let (lost, replace, ending) = state.withLock { s -> (Pending?, Bool, PoolError?) in
+        let (lost, replace, ending) = state.withLock { s -> (PendingTask?, Bool, PoolError?) in
             guard let worker = s.workers[index], worker.pid == pid else { return (nil, false, nil) }
             s.workers[index] = nil
             s.live -= 1
@@ -305,7 +294,7 @@ final class PoolCore: @unchecked Sendable {
             return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil, ending)
         }
         if let lost {
-            fail(lost, ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
+            lost.fail(ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
             settled()
         }
         if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {

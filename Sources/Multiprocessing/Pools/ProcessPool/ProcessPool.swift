@@ -88,41 +88,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ) throws(PoolError) -> PoolCore {
         if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
         WorkerLoop<Input, Output>.warmUp()
-        let outputs = ValueCodec<Output>()
-        return try PoolCore(
-            processes: processes ?? cpuCount, makeWorker: makeWorker,
-            receive: { pending, header, payload in
-                if pending.chunk < 0 {
-                    let handle = unsafeDowncast(pending.target, to: AsyncResult<Output>.self)
-                    guard header.kind == ResultKind.value.rawValue else {
-                        handle.complete(error: PoolError.coding("a chunk's result for a single task"))
-                        return
-                    }
-                    do { handle.complete(value: try outputs.decode(payload)) } catch {
-                        handle.complete(error: error)
-                    }
-                } else {
-                    let sink = unsafeDowncast(pending.target, to: ChunkSink<Output>.self)
-                    guard header.kind == ResultKind.values.rawValue else {
-                        sink.deliver(chunk: pending.chunk, .failure(PoolError.coding("a single result for a chunk")))
-                        return
-                    }
-                    do {
-                        sink.deliver(
-                            chunk: pending.chunk, .success(try outputs.decode(payload, count: Int(header.count))))
-                    } catch {
-                        sink.deliver(chunk: pending.chunk, .failure(error))
-                    }
-                }
-            },
-            fail: { pending, error in
-                if pending.chunk < 0 {
-                    unsafeDowncast(pending.target, to: AsyncResult<Output>.self).complete(error: error)
-                } else {
-                    unsafeDowncast(pending.target, to: ChunkSink<Output>.self).deliver(
-                        chunk: pending.chunk, .failure(error))
-                }
-            })
+        return try PoolCore(processes: processes ?? cpuCount, makeWorker: makeWorker)
     }
 
     deinit { core.terminate() }
@@ -144,7 +110,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ) -> AsyncResult<Output> {
         let handle = AsyncResult<Output>(delivery: core.delivery, callback: callback, errorCallback: errorCallback)
         let codec = inputCodec
-        core.submit(.init(target: handle, chunk: -1), form: .single, count: 1) { emit throws(PoolError) in
+        core.submit(PendingTask(handle), form: .single, count: 1) { emit throws(PoolError) in
             try codec.withBytes(of: input, emit)
         }
         return handle
@@ -205,7 +171,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         ChunkSubmitter(workers: processes, delivery: core.delivery) { items, sink, chunk in
             // Holds the pool (not only its core) while the results are read.
             let codec = self.inputCodec
-            self.core.submit(.init(target: sink, chunk: chunk), form: .chunk, count: items.count) {
+            self.core.submit(PendingTask(sink, chunk: chunk), form: .chunk, count: items.count) {
                 emit throws(PoolError) in try codec.withBytes(of: items, emit)
             }
         }
