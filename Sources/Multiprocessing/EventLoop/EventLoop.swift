@@ -48,7 +48,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// IORING_OP_FUTEX_WAIT works here (kernel >= 6.7); else shared primitives are awaited on helper threads.
     let supportsFutexWait: Bool
     private let inbox = Locked(Inbox())
-    private let finished: UnsafeMutablePointer<mp_event_t>
+    private let finished = LocalEvent()
     private let thread = Locked<Thread?>(nil)
 
     // Touched only by the loop's thread.
@@ -96,8 +96,6 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         self.ring = ring
         self.name = name ?? "EventLoop-\(EventLoop.counter.withLock { n -> Int in n += 1; return n })"
         supportsFutexWait = (mp_loop_features(ring) & UInt32(MP_LOOP_FUTEX)) != 0
-        finished = .allocate(capacity: 1)
-        mp_event_init(finished, 0)
         isolation = Isolation(self)
         let thread = Thread(name: self.name) { [self] in self.main() }
         do {
@@ -110,7 +108,6 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     deinit {
         mp_loop_destroy(ring)
-        finished.deallocate()
         completions.deallocate()
     }
 
@@ -195,17 +192,14 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     public func run<T: Sendable>(_ body: sending @escaping () async throws -> T) throws -> T {
         if inEventLoop { throw EventLoopError.wouldDeadlock }
         let outcome = Locked<Result<T, any Error>?>(nil)
-        let done = UnsafeMutablePointer<mp_event_t>.allocate(capacity: 1)
-        defer { done.deallocate() }
-        mp_event_init(done, 0)
-        let signal = UnsafeSendable(done)
+        let done = LocalEvent()
         Task(executorPreference: self) {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             outcome.withLock { $0 = result }
-            mp_event_set(signal.value)
+            done.set()
         }
-        _ = mp_event_wait(done, Int64(MP_FOREVER))
+        done.wait()
         return try outcome.withLock { $0! }.get()
     }
 
@@ -216,7 +210,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     public func shutdown() {
         schedule(.stop)
         if inEventLoop { return }
-        _ = mp_event_wait(finished, Int64(MP_FOREVER))
+        finished.wait()
         let thread = self.thread.withLock { t -> Thread? in
             defer { t = nil }
             return t
@@ -253,7 +247,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             reapAll()
         }
         mp_loop_set_current(nil)
-        mp_event_set(finished)
+        finished.set()
     }
 
     /// Sleeps in the kernel unless work arrived; see uring.c for the handshake with mp_loop_wake.

@@ -1,5 +1,3 @@
-import CMultiprocessing
-
 /// Runs blocking `body` on a helper thread and suspends until it returns (Python's
 /// `asyncio.to_thread`): the event loop keeps running other coroutines meanwhile.
 ///
@@ -17,36 +15,19 @@ final class BlockingPool: @unchecked Sendable {
     static let shared = BlockingPool(limit: 64)
 
     private struct State {
-        var queue: [(@Sendable () -> Void)?] = []
-        var head = 0
+        var queue = FIFO<@Sendable () -> Void>()
         var idle = 0
         var threads = 0
-
-        var pending: Int { queue.count - head }
-
-        mutating func pop() -> (@Sendable () -> Void)? {
-            guard head < queue.count else { return nil }
-            defer {
-                queue[head] = nil
-                head += 1
-                if head > 64 && head * 2 > queue.count {
-                    queue.removeFirst(head)
-                    head = 0
-                }
-            }
-            return queue[head]
-        }
     }
 
     private let limit: Int
     private let state = Locked(State())
-    private let ready: UnsafeMutablePointer<mp_semaphore_t>
+    /// A permit per queued closure.
+    private let ready = LocalSemaphore()
     private static let idleNanoseconds: Int64 = 30_000_000_000
 
     init(limit: Int) {
         self.limit = limit
-        ready = .allocate(capacity: 1)
-        mp_semaphore_init(ready, 0, MP_SEMAPHORE_MAX, 0)
     }
 
     /// Runs `body` on a helper thread; no cancellation (for work that must finish, like handing
@@ -64,11 +45,11 @@ final class BlockingPool: @unchecked Sendable {
     func submit(_ job: @escaping @Sendable () -> Void) {
         let spawn = state.withLock { s -> Bool in
             s.queue.append(job)
-            guard s.pending > s.idle, s.threads < limit else { return false }
+            guard s.queue.count > s.idle, s.threads < limit else { return false }
             s.threads += 1
             return true
         }
-        _ = mp_semaphore_release(ready, 1)
+        ready.release()
         guard spawn else { return }
         let thread = Thread(name: "to_thread") { [self] in worker() }
         if (try? thread.start()) == nil {
@@ -79,10 +60,10 @@ final class BlockingPool: @unchecked Sendable {
     private func worker() {
         while true {
             state.withLock { $0.idle += 1 }
-            let woken = mp_semaphore_acquire(ready, BlockingPool.idleNanoseconds) == MP_OK
+            let woken = ready.acquire(deadline: monotonicDeadline(afterNanoseconds: BlockingPool.idleNanoseconds))
             let job = state.withLock { s -> (@Sendable () -> Void)? in
                 s.idle -= 1
-                let job = s.pop()
+                let job = s.queue.popFirst()
                 if job == nil && !woken { s.threads -= 1 }
                 return job
             }

@@ -34,6 +34,14 @@ func monotonicDeadline(afterNanoseconds ns: Int64) -> Int64 {
     return ns > .max - now ? .max : now + ns
 }
 
+/// The relative timeout the C waits take for an absolute monotonic `deadline`: `MP_FOREVER` for
+/// `.max`, 0 (one last check) once it has passed.
+@inline(__always)
+func nanoseconds(until deadline: Int64) -> Int64 {
+    if deadline == .max { return Int64(MP_FOREVER) }
+    return max(0, deadline - mp_monotonic_ns())
+}
+
 extension Duration {
     /// The duration in seconds as a Double (for printing and arithmetic in examples).
     public var seconds: Double {

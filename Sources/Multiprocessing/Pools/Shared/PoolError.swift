@@ -56,45 +56,10 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// How a worker process ended.
-public enum WorkerExit: Equatable, Sendable, CustomStringConvertible {
-    /// Killed by this signal (9 for SIGKILL, 11 for SIGSEGV, ...).
-    case signal(Int32)
-    /// Exited on its own with this status.
-    case exited(Int32)
-
-    /// From a Python-style exit code: -N for signal N.
-    init(exitCode: Int32) {
-        self = exitCode < 0 ? .signal(-exitCode) : .exited(exitCode)
-    }
-
-    public var description: String {
-        switch self {
-        case .signal(let n): "was killed by signal \(n)\(WorkerExit.signalNames[n].map { " (\($0))" } ?? "")"
-        case .exited(let code): "exited with status \(code)"
-        }
-    }
-
-    private static let signalNames: [Int32: String] = [
-        1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
-        9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
-    ]
-}
-
-/// The error a work function threw, as it crosses from a worker process to the parent.
-struct RemoteFailure: Codable, Sendable {
-    var type: String
-    var message: String
-}
-
-extension RemoteFailure {
-    init(_ error: any Error) {
-        if let pool = error as? PoolError, case .taskFailed(let type, let message) = pool {
-            self.type = type
-            self.message = message
-        } else {
-            type = String(reflecting: Swift.type(of: error))
-            message = String(describing: error)
-        }
+extension ProcessError {
+    /// The system error behind a failed start (EAGAIN when the cause was not the system's).
+    var systemErrno: Errno {
+        if case .system(let e, _) = self { return e }
+        return .resourceTemporarilyUnavailable
     }
 }

@@ -7,12 +7,12 @@
 struct PendingTable {
     private struct Entry {
         var id: UInt64
-        var pending: PoolCore.Pending
+        var pending: PendingTask
     }
 
     private var slots: [Entry?]
     private var mask: UInt64
-    private var overflow: [UInt64: PoolCore.Pending] = [:]
+    private var overflow: [UInt64: PendingTask] = [:]
     private(set) var count = 0
 
     private static let maximumSlots = 1 << 20
@@ -24,7 +24,7 @@ struct PendingTable {
 
     var isEmpty: Bool { count == 0 }
 
-    mutating func insert(_ id: UInt64, _ pending: PoolCore.Pending) {
+    mutating func insert(_ id: UInt64, _ pending: PendingTask) {
         count += 1
         let i = Int(id & mask)
         if slots[i] == nil {
@@ -35,7 +35,7 @@ struct PendingTable {
         if overflow.count > slots.count / 2 && slots.count < Self.maximumSlots { grow() }
     }
 
-    mutating func remove(_ id: UInt64) -> PoolCore.Pending? {
+    mutating func remove(_ id: UInt64) -> PendingTask? {
         let i = Int(id & mask)
         if let entry = slots[i], entry.id == id {
             slots[i] = nil
@@ -48,7 +48,7 @@ struct PendingTable {
     }
 
     /// Every entry, leaving the table empty.
-    mutating func removeAll() -> [PoolCore.Pending] {
+    mutating func removeAll() -> [PendingTask] {
         var all = slots.compactMap { $0?.pending }
         all += overflow.values
         slots = Array(repeating: nil, count: slots.count)

@@ -2,8 +2,8 @@ import CMultiprocessing
 import Synchronization
 
 /// The parent's side of a ``ProcessPool``: the table of unfinished tasks, the workers, and the
-/// result thread that owns them. Not generic (it moves bytes; the typed side is the two closures
-/// the pool gives it), so that its hot path looks up no generic metadata at run time.
+/// result thread that owns them. Not generic: it moves bytes, and hands them to each task's
+/// ``TaskReceiver`` (the typed side) to decode.
 ///
 /// Tasks go into one shared task ring (workers pull, so load balances itself); outcomes and the
 /// watcher's exit notices come back on one result ring, in order, to a single result thread. That
@@ -13,17 +13,6 @@ import Synchronization
 /// it.
 final class PoolCore: @unchecked Sendable {
     enum Phase { case running, closed, stopping, terminated }
-
-    /// An unfinished task: an ``AsyncResult`` (`chunk` < 0) or a ``ChunkSink`` and its chunk index.
-    struct Pending {
-        let target: AnyObject
-        let chunk: Int
-    }
-
-    /// Decodes a result message for its task and completes the task (on the result thread).
-    typealias Receive = (_ pending: Pending, _ header: ResultHeader, _ payload: UnsafeRawBufferPointer) -> Void
-    /// Fails a task.
-    typealias Fail = (_ pending: Pending, _ error: any Error) -> Void
 
     struct State {
         var phase = Phase.running
@@ -42,29 +31,24 @@ final class PoolCore: @unchecked Sendable {
     private let state: Locked<State>
     private let makeWorker: @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
     private let watcher: WorkerWatcher
-    private let receive: Receive
-    private let fail: Fail
     /// Set once the phase is stopping or terminated: the result thread then checks whether it is done
     /// (a flag read per message instead of a lock).
     private let ending = Atomic<Bool>(false)
     /// Submissions from callbacks (the result thread must not wait for room in the task ring).
     private var feeder: TaskFeeder!
     /// Set while no task is unsettled (join waits on it).
-    private let idle: UnsafeMutablePointer<mp_event_t>
+    private let idle = LocalEvent(isSet: true)
     /// Set once the initial workers are started (or failed to).
-    private let started: UnsafeMutablePointer<mp_event_t>
+    private let started = LocalEvent()
     /// Set when the result thread has finished: every worker has exited and been reaped.
-    private let finished: UnsafeMutablePointer<mp_event_t>
+    private let finished = LocalEvent()
 
     init(
-        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process,
-        receive: @escaping Receive, fail: @escaping Fail
+        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
     ) throws(PoolError) {
         guard processes >= 1 else { throw .invalidWorkerCount(processes) }
         self.processes = processes
         self.makeWorker = makeWorker
-        self.receive = receive
-        self.fail = fail
         let channels = try PoolChannels(workers: processes)
         self.channels = channels
         watcher = try WorkerWatcher(ready: channels.ready) { index, pid, code in
@@ -73,11 +57,6 @@ final class PoolCore: @unchecked Sendable {
                     id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
         }
         state = Locked(State(workers: Array(repeating: nil, count: processes)))
-        idle = .allocate(capacity: 3)
-        started = idle + 1
-        finished = idle + 2
-        for event in [idle, started, finished] { mp_event_init(event, 0) }
-        mp_event_set(idle)
         feeder = TaskFeeder(queue: channels.tasks.queue) { [weak self] id in
             guard let self else { return }
             abandon(id, terminalError)
@@ -89,32 +68,30 @@ final class PoolCore: @unchecked Sendable {
             watcher.stop()
             throw .system(error.systemErrno, function: "pthread_create")
         }
-        _ = mp_event_wait(started, Int64(MP_FOREVER))
+        started.wait()
         if let failure = state.withLock({ $0.startFailure }) {
-            _ = mp_event_wait(finished, Int64(MP_FOREVER))
+            finished.wait()
             throw failure
         }
     }
-
-    deinit { idle.deallocate() }
 
     // MARK: Submitting
 
     /// Records a pending task and returns its id; nil (and the pending settled) if the pool is not
     /// running.
-    private func register(_ pending: Pending) -> UInt64? {
+    private func register(_ pending: PendingTask) -> UInt64? {
         let id = state.withLock { s -> Result<UInt64, PoolError> in
             guard s.phase == .running else { return .failure(s.broken ?? .closed) }
             s.nextID += 1
             s.pending.insert(s.nextID, pending)
             s.unsettled += 1
-            if s.unsettled == 1 { mp_event_clear(idle) }
+            if s.unsettled == 1 { idle.clear() }
             return .success(s.nextID)
         }
         switch id {
         case .success(let id): return id
         case .failure(let error):
-            fail(pending, error)
+            pending.fail(error)
             return nil
         }
     }
@@ -122,7 +99,7 @@ final class PoolCore: @unchecked Sendable {
     /// Submits one task: `encode` calls its argument with the inputs' bytes (which go into the task
     /// ring behind a header). A task that cannot be submitted is failed at once.
     func submit(
-        _ pending: Pending, form: TaskForm, count: Int,
+        _ pending: PendingTask, form: TaskForm, count: Int,
         encode: ((UnsafeRawBufferPointer) -> Void) throws(PoolError) -> Void
     ) {
         guard let id = register(pending) else { return }
@@ -146,14 +123,14 @@ final class PoolCore: @unchecked Sendable {
     /// Settles a task that never reached a worker (unless it was settled meanwhile).
     private func abandon(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
-        fail(pending, error)
+        pending.fail(error)
         settled()
     }
 
     private func settled(_ count: Int = 1) {
         state.withLock { s in
             s.unsettled -= count
-            if s.unsettled == 0 { mp_event_set(idle) }
+            if s.unsettled == 0 { idle.set() }
         }
     }
 
@@ -182,7 +159,7 @@ final class PoolCore: @unchecked Sendable {
         if workers != nil {
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
         }
-        _ = mp_event_wait(finished, Int64(MP_FOREVER))
+        finished.wait()
     }
 
     /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`
@@ -191,15 +168,8 @@ final class PoolCore: @unchecked Sendable {
         let phase = state.withLock { $0.phase }
         if phase == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
-        var deadline = Int64.max
-        if let timeout {
-            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
-                throw .negativeTimeout(timeout)
-            }
-            if deadline < 0 { deadline = .max }
-        }
-        func left() -> Int64 { deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns()) }
-        guard mp_event_wait(idle, left()) == MP_OK else { return false }
+        let deadline = try poolDeadline(after: timeout)
+        guard idle.wait(deadline: deadline) else { return false }
         let stop = state.withLock { s -> Bool in
             guard s.phase == .closed else { return false }
             s.phase = .stopping
@@ -210,10 +180,10 @@ final class PoolCore: @unchecked Sendable {
             mp_queue_shutdown(channels.tasks.queue, 0)  // workers exit once the ring is empty
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
         }
-        return mp_event_wait(finished, left()) == MP_OK
+        return finished.wait(deadline: deadline)
     }
 
-    var isFinished: Bool { mp_event_is_set(finished) != 0 }
+    var isFinished: Bool { finished.isSet }
 
     /// The worker processes now running.
     var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
@@ -229,15 +199,20 @@ final class PoolCore: @unchecked Sendable {
                 break
             }
         }
-        mp_event_set(started)
+        started.set()
         while !finishIfDone() {
             guard let message = TakenMessage.take(channels.results.queue) else { break }
             let header = message.header(ResultHeader.self)
             let payload = message.payload(after: ResultHeader.size)
-            switch ResultKind(rawValue: header.kind) {
+            guard let kind = ResultKind(rawValue: header.kind) else {
+                message.finish()
+                continue
+            }
+            switch kind {
             case .value, .values:
                 if let pending = state.withLock({ $0.pending.remove(header.id) }) {
-                    receive(pending, header, payload)  // callbacks run here, the message still in the ring
+                    // Callbacks run here, the message still in the ring.
+                    pending.receive(kind: kind, count: Int(header.count), payload: payload)
                     message.finish()
                     settled()
                 } else {
@@ -254,13 +229,13 @@ final class PoolCore: @unchecked Sendable {
             case .workerExited:
                 message.finish()
                 workerExited(index: Int(header.worker), pid: header.pid, exitCode: header.count)
-            case .stop, nil:
+            case .stop:
                 message.finish()
             }
         }
         watcher.stop()
         feeder.stop()
-        mp_event_set(finished)
+        finished.set()
     }
 
     private static func failure(_ payload: UnsafeRawBufferPointer) -> RemoteFailure {
@@ -270,23 +245,23 @@ final class PoolCore: @unchecked Sendable {
 
     private func failTask(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
-        fail(pending, error)
+        pending.fail(error)
         settled()
     }
 
     /// After a terminate: fails what is left. Then, once no worker is left, ends the loop.
     private func finishIfDone() -> Bool {
         guard ending.load(ordering: .acquiring) else { return false }
-        let (failed, done) = state.withLock { s -> ([Pending], Bool) in
+        let (failed, done) = state.withLock { s -> ([PendingTask], Bool) in
             guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
-            var failed: [Pending] = []
+            var failed: [PendingTask] = []
             if s.phase == .terminated {
                 failed = s.pending.removeAll()
             }
             return (failed, s.live == 0)
         }
         let error = terminalError
-        for pending in failed { fail(pending, error) }
+        for pending in failed { pending.fail(error) }
         if !failed.isEmpty { settled(failed.count) }
         return done
     }
@@ -309,7 +284,7 @@ final class PoolCore: @unchecked Sendable {
         guard index >= 0 && index < processes else { return }
         // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
         let claimed = mp_pool_slot(channels.slots + index)
-        let (lost, replace, ending) = state.withLock { s -> (Pending?, Bool, PoolError?) in
+        let (lost, replace, ending) = state.withLock { s -> (PendingTask?, Bool, PoolError?) in
             guard let worker = s.workers[index], worker.pid == pid else { return (nil, false, nil) }
             s.workers[index] = nil
             s.live -= 1
@@ -319,7 +294,7 @@ final class PoolCore: @unchecked Sendable {
             return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil, ending)
         }
         if let lost {
-            fail(lost, ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
+            lost.fail(ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
             settled()
         }
         if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {

@@ -1,5 +1,3 @@
-import CMultiprocessing
-
 /// The engine of a ``ThreadPool``: a FIFO of jobs that worker threads take, and one result thread
 /// that runs the jobs' completions (settling handles, calling callbacks) in completion order.
 /// The threads hold this core, not the public pool, so that dropping the pool can stop them.
@@ -15,12 +13,10 @@ final class ThreadPoolCore: @unchecked Sendable {
 
     struct State {
         var phase = Phase.running
-        var jobs: [Job] = []
-        var jobsHead = 0
+        var jobs = FIFO<Job>()
         var unsettled = 0
         var stopping = false
-        var completions: [() -> Void] = []
-        var completionsHead = 0
+        var completions = FIFO<() -> Void>()
         var resultThreadDone = false
     }
 
@@ -28,25 +24,16 @@ final class ThreadPoolCore: @unchecked Sendable {
     let delivery = DeliveryThread()
     private let state = Locked(State())
     /// Counts jobs (and stop tokens) for the worker threads; completions for the result thread.
-    private let jobsReady: UnsafeMutablePointer<mp_semaphore_t>
-    private let completionsReady: UnsafeMutablePointer<mp_semaphore_t>
+    private let jobsReady = LocalSemaphore()
+    private let completionsReady = LocalSemaphore()
     /// Set while no job is unsettled; set once every thread has ended.
-    private let idle: UnsafeMutablePointer<mp_event_t>
-    private let stopped: UnsafeMutablePointer<mp_event_t>
+    private let idle = LocalEvent(isSet: true)
+    private let stopped = LocalEvent()
     private let workersLeft = Locked(0)
 
     init(threads: Int) throws(PoolError) {
         guard threads >= 1 else { throw .invalidWorkerCount(threads) }
         self.threads = threads
-        jobsReady = .allocate(capacity: 2)
-        completionsReady = jobsReady + 1
-        mp_semaphore_init(jobsReady, 0, MP_SEMAPHORE_MAX, 0)
-        mp_semaphore_init(completionsReady, 0, MP_SEMAPHORE_MAX, 0)
-        idle = .allocate(capacity: 2)
-        stopped = idle + 1
-        mp_event_init(idle, 0)
-        mp_event_init(stopped, 0)
-        mp_event_set(idle)
         do {
             try Thread(name: "pool-results") { self.resultLoop() }.start()
         } catch {
@@ -68,11 +55,6 @@ final class ThreadPoolCore: @unchecked Sendable {
         }
     }
 
-    deinit {
-        jobsReady.deallocate()
-        idle.deallocate()
-    }
-
     /// Queues a job; on a pool that is not running, its failure is delivered at once (on the
     /// calling thread).
     func enqueue(_ job: Job) {
@@ -80,27 +62,18 @@ final class ThreadPoolCore: @unchecked Sendable {
             guard s.phase == .running else { return s.phase == .terminated ? .terminated : .closed }
             s.jobs.append(job)
             s.unsettled += 1
-            if s.unsettled == 1 { mp_event_clear(idle) }
+            if s.unsettled == 1 { idle.clear() }
             return nil
         }
         if let refused { return job.fail(refused)() }
-        mp_semaphore_release(jobsReady, 1)
+        jobsReady.release()
     }
 
     private func workerLoop() {
         while true {
-            _ = mp_semaphore_acquire(jobsReady, Int64(MP_FOREVER))
-            let job = state.withLock { s -> Job? in
-                guard s.jobsHead < s.jobs.count else { return nil }  // a stop token
-                let job = s.jobs[s.jobsHead]
-                s.jobsHead += 1
-                if s.jobsHead == s.jobs.count {
-                    s.jobs.removeAll(keepingCapacity: true)
-                    s.jobsHead = 0
-                }
-                return job
-            }
-            guard let job else { break }
+            jobsReady.acquire()
+            // No job for a permit: it was a stop token.
+            guard let job = state.withLock({ $0.jobs.popFirst() }) else { break }
             post(job.run())
         }
         if workersLeft.withLock({ n in
@@ -115,34 +88,28 @@ final class ThreadPoolCore: @unchecked Sendable {
         state.withLock { s in
             if let completion { s.completions.append(completion) } else { s.resultThreadDone = true }
         }
-        mp_semaphore_release(completionsReady, 1)
+        completionsReady.release()
     }
 
     private func resultLoop() {
         delivery.adoptCurrent()
         while true {
-            _ = mp_semaphore_acquire(completionsReady, Int64(MP_FOREVER))
+            completionsReady.acquire()
             let (completion, done) = state.withLock { s -> ((() -> Void)?, Bool) in
-                guard s.completionsHead < s.completions.count else { return (nil, s.resultThreadDone) }
-                let next = s.completions[s.completionsHead]
-                s.completionsHead += 1
-                if s.completionsHead == s.completions.count {
-                    s.completions.removeAll(keepingCapacity: true)
-                    s.completionsHead = 0
-                }
+                guard let next = s.completions.popFirst() else { return (nil, s.resultThreadDone) }
                 return (next, false)
             }
             if let completion {
                 completion()
                 state.withLock { s in
                     s.unsettled -= 1
-                    if s.unsettled == 0 { mp_event_set(idle) }
+                    if s.unsettled == 0 { idle.set() }
                 }
             } else if done {
                 break
             }
         }
-        mp_event_set(stopped)
+        stopped.set()
     }
 
     func close() {
@@ -154,31 +121,21 @@ final class ThreadPoolCore: @unchecked Sendable {
     func terminate() {
         let dropped = state.withLock { s -> [Job] in
             s.phase = .terminated
-            let dropped = Array(s.jobs[s.jobsHead...])
-            s.jobs = []
-            s.jobsHead = 0
-            return dropped
+            return s.jobs.removeAll()
         }
         for job in dropped { post(job.fail(.terminated)) }
         stopWorkers()
-        if !delivery.isCurrent { _ = mp_event_wait(stopped, Int64(MP_FOREVER)) }
+        if !delivery.isCurrent { stopped.wait() }
     }
 
     /// Waits for every job to finish, then stops the threads. False if `timeout` passed first.
     func join(timeout: Duration?) throws(PoolError) -> Bool {
         if state.withLock({ $0.phase }) == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
-        var deadline = Int64.max
-        if let timeout {
-            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
-                throw .negativeTimeout(timeout)
-            }
-            if deadline < 0 { deadline = .max }
-        }
-        func left() -> Int64 { deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns()) }
-        guard mp_event_wait(idle, left()) == MP_OK else { return false }
+        let deadline = try poolDeadline(after: timeout)
+        guard idle.wait(deadline: deadline) else { return false }
         stopWorkers()
-        return mp_event_wait(stopped, left()) == MP_OK
+        return stopped.wait(deadline: deadline)
     }
 
     private func stopWorkers() {
@@ -186,6 +143,6 @@ final class ThreadPoolCore: @unchecked Sendable {
             defer { s.stopping = true }
             return !s.stopping
         }
-        if first { mp_semaphore_release(jobsReady, UInt32(threads)) }  // one stop token each
+        if first { jobsReady.release(threads) }  // one stop token each
     }
 }

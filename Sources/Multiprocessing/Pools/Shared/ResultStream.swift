@@ -1,5 +1,3 @@
-import CMultiprocessing
-
 /// The outcomes of one `imap` or `imapUnordered` call, in input order or as they finish.
 ///
 /// Lazy: chunks are submitted as the consumer asks for results, a bounded number ahead, so the
@@ -9,15 +7,14 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
     struct State {
         /// Ordered: outcomes by chunk index. Unordered: arrivals, oldest first.
         var byChunk: [Int: Result<[Output], any Error>] = [:]
-        var arrivals: [(chunk: Int, outcome: Result<[Output], any Error>)] = []
-        var arrivalsHead = 0
+        var arrivals = FIFO<(chunk: Int, outcome: Result<[Output], any Error>)>()
         var waiter: CheckedContinuation<Void, Never>?
     }
 
     let ordered: Bool
     private let state = Locked(State())
     /// Set when an outcome arrives; a blocking consumer sleeps on it.
-    private let arrived: UnsafeMutablePointer<mp_event_t>
+    private let arrived = LocalEvent()
     /// Submits the next chunk as `chunk` and returns its size; nil once the input is exhausted.
     private let submitNext: (_ sink: ChunkSink<Output>, _ chunk: Int) -> Int?
     private let window: Int
@@ -38,11 +35,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         self.ordered = ordered
         self.window = max(window, 1)
         self.submitNext = submitNext
-        arrived = .allocate(capacity: 1)
-        mp_event_init(arrived, 0)
     }
-
-    deinit { arrived.deallocate() }
 
     override func deliver(chunk: Int, _ outcome: Result<[Output], any Error>) {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
@@ -54,7 +47,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
             defer { s.waiter = nil }
             return s.waiter
         }
-        mp_event_set(arrived)
+        arrived.set()
         waiter?.resume()
     }
 
@@ -100,38 +93,21 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         state.withLock { s in
             if ordered {
                 if let outcome = s.byChunk.removeValue(forKey: taken) { return (taken, outcome) }
-            } else if s.arrivalsHead < s.arrivals.count {
-                let next = s.arrivals[s.arrivalsHead]
-                s.arrivalsHead += 1
-                if s.arrivalsHead == s.arrivals.count {
-                    s.arrivals.removeAll(keepingCapacity: true)
-                    s.arrivalsHead = 0
-                }
+            } else if let next = s.arrivals.popFirst() {
                 return next
             }
-            mp_event_clear(arrived)
+            arrived.clear()
             return nil
         }
     }
 
-    private func hasArrival() -> Bool {
-        state.withLock { s in ordered ? s.byChunk[taken] != nil : s.arrivalsHead < s.arrivals.count }
-    }
-
     /// The next element, waiting up to `timeout` (forever when nil); nil at the end.
     func next(timeout: Duration?) throws(PoolError) -> Result<Output, any Error>? {
-        var deadline = Int64.max
-        if let timeout {
-            do { deadline = mp_monotonic_ns() &+ (try timeoutNanoseconds(timeout)) } catch {
-                throw .negativeTimeout(timeout)
-            }
-            if deadline < 0 { deadline = .max }
-        }
+        let deadline = try poolDeadline(after: timeout)
         while true {
             if let element = poll() { return element }
             if delivery?.isCurrent == true { throw .calledFromCallback }
-            let left = deadline == .max ? Int64(MP_FOREVER) : max(0, deadline - mp_monotonic_ns())
-            if mp_event_wait(arrived, left) != MP_OK { throw .timeout }
+            if !arrived.wait(deadline: deadline) { throw .timeout }
         }
     }
 
@@ -143,7 +119,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let now = state.withLock { s -> Bool in
-                        let ready = ordered ? s.byChunk[taken] != nil : s.arrivalsHead < s.arrivals.count
+                        let ready = ordered ? s.byChunk[taken] != nil : !s.arrivals.isEmpty
                         if !ready { s.waiter = continuation }
                         return ready
                     }
@@ -160,71 +136,6 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
 
     /// Set by the pool: the thread whose blocking waits would never end.
     var delivery: DeliveryThread?
-}
-
-/// The results of `imap` or `imapUnordered` for blocking code: each element is one input's
-/// outcome, a value or the error its task threw, in input order (`imap`) or as they finish
-/// (`imapUnordered`). Tasks are submitted as iteration asks for them.
-///
-/// ```swift
-/// for outcome in pool.imap(tasks) { print(try outcome.get()) }
-/// ```
-public struct PoolResults<Output: Sendable>: Sequence, Sendable {
-    let stream: ResultStream<Output>
-
-    public func makeIterator() -> Iterator { Iterator(stream: stream) }
-
-    public struct Iterator: IteratorProtocol {
-        let stream: ResultStream<Output>
-        var refused = false
-
-        /// The next outcome, waiting for it; nil after the last. A wait that cannot end (from a
-        /// callback) yields ``PoolError/calledFromCallback`` once, then ends the iteration.
-        public mutating func next() -> Result<Output, any Error>? {
-            if refused { return nil }
-            do { return try stream.next(timeout: nil) } catch {
-                refused = true
-                return .failure(error)
-            }
-        }
-
-        /// The next outcome, waiting up to `timeout` (Python's `IMapIterator.next(timeout)`); nil
-        /// after the last. Throws ``PoolError/timeout`` if none came in time (ask again later).
-        public mutating func next(timeout: Duration) throws(PoolError) -> Result<Output, any Error>? {
-            try stream.next(timeout: timeout)
-        }
-    }
-}
-
-/// The results of `imap` or `imapUnordered` for async code: `for try await` yields each output, in
-/// input order (`imap`) or as they finish (`imapUnordered`), and throws the first task error.
-/// Waiting suspends; it never blocks a thread.
-///
-/// ```swift
-/// for try await r in pool.imapUnordered(tasks) { print(r) }
-/// ```
-public struct AsyncPoolResults<Output: Sendable>: AsyncSequence, Sendable {
-    public typealias Element = Output
-    let stream: ResultStream<Output>
-
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
-
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        let stream: ResultStream<Output>
-        var finished = false
-
-        public mutating func next() async throws -> Output? {
-            guard !finished else { return nil }
-            guard let outcome = try await stream.nextAsync() else {
-                finished = true
-                return nil
-            }
-            do { return try outcome.get() } catch {
-                finished = true
-                throw error
-            }
-        }
-    }
 }
 
 extension ChunkSubmitter {

@@ -88,41 +88,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ) throws(PoolError) -> PoolCore {
         if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
         WorkerLoop<Input, Output>.warmUp()
-        let outputs = ValueCodec<Output>()
-        return try PoolCore(
-            processes: processes ?? cpuCount, makeWorker: makeWorker,
-            receive: { pending, header, payload in
-                if pending.chunk < 0 {
-                    let handle = unsafeDowncast(pending.target, to: AsyncResult<Output>.self)
-                    guard header.kind == ResultKind.value.rawValue else {
-                        handle.complete(error: PoolError.coding("a chunk's result for a single task"))
-                        return
-                    }
-                    do { handle.complete(value: try outputs.decode(payload)) } catch {
-                        handle.complete(error: error)
-                    }
-                } else {
-                    let sink = unsafeDowncast(pending.target, to: ChunkSink<Output>.self)
-                    guard header.kind == ResultKind.values.rawValue else {
-                        sink.deliver(chunk: pending.chunk, .failure(PoolError.coding("a single result for a chunk")))
-                        return
-                    }
-                    do {
-                        sink.deliver(
-                            chunk: pending.chunk, .success(try outputs.decode(payload, count: Int(header.count))))
-                    } catch {
-                        sink.deliver(chunk: pending.chunk, .failure(error))
-                    }
-                }
-            },
-            fail: { pending, error in
-                if pending.chunk < 0 {
-                    unsafeDowncast(pending.target, to: AsyncResult<Output>.self).complete(error: error)
-                } else {
-                    unsafeDowncast(pending.target, to: ChunkSink<Output>.self).deliver(
-                        chunk: pending.chunk, .failure(error))
-                }
-            })
+        return try PoolCore(processes: processes ?? cpuCount, makeWorker: makeWorker)
     }
 
     deinit { core.terminate() }
@@ -144,7 +110,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ) -> AsyncResult<Output> {
         let handle = AsyncResult<Output>(delivery: core.delivery, callback: callback, errorCallback: errorCallback)
         let codec = inputCodec
-        core.submit(.init(target: handle, chunk: -1), form: .single, count: 1) { emit throws(PoolError) in
+        core.submit(PendingTask(handle), form: .single, count: 1) { emit throws(PoolError) in
             try codec.withBytes(of: input, emit)
         }
         return handle
@@ -205,7 +171,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         ChunkSubmitter(workers: processes, delivery: core.delivery) { items, sink, chunk in
             // Holds the pool (not only its core) while the results are read.
             let codec = self.inputCodec
-            self.core.submit(.init(target: sink, chunk: chunk), form: .chunk, count: items.count) {
+            self.core.submit(PendingTask(sink, chunk: chunk), form: .chunk, count: items.count) {
                 emit throws(PoolError) in try codec.withBytes(of: items, emit)
             }
         }
@@ -225,61 +191,4 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     /// Kills the workers at once; every unfinished task fails with ``PoolError/terminated``
     /// (Python's `terminate`). Returns once the workers are reaped.
     public func terminate() { core.terminate() }
-}
-
-/// A pool's work function registered for the spawn start method: the spawned worker finds it by
-/// `name`. Register it with ``Spawn/bootstrap(_:)-(SpawnEntry...)`` first thing in `main`, like any
-/// ``SpawnTarget``.
-///
-/// ```swift
-/// let doubler = PoolWorker<Int, Int>("doubler") { $0 * 2 }
-/// Spawn.bootstrap(doubler)
-/// let pool = try ProcessPool(processes: 4, worker: doubler)   // spawned workers
-/// ```
-public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>: SpawnEntry {
-    public let name: String
-    let initializer: (@Sendable () throws -> Void)?
-    let work: @Sendable (Input) throws -> Output
-
-    /// A worker named `name` (unique within the program) running `work`, after `initializer`.
-    public init(
-        _ name: String, initializer: (@Sendable () throws -> Void)? = nil,
-        work: @escaping @Sendable (Input) throws -> Output
-    ) {
-        self.name = name
-        self.initializer = initializer
-        self.work = work
-    }
-
-    public func runSpawned(argument: [UInt8]) async throws {
-        let argument = try SpawnCoding.decode(PoolWorkerArgument.self, from: argument)
-        let channels = try PoolChannels(handle: argument.channels)
-        WorkerLoop(
-            channels: channels, index: argument.index, maxTasks: argument.maxTasks, initializer: initializer, work: work
-        ).run()
-    }
-}
-
-struct PoolWorkerArgument: Codable, Sendable {
-    var channels: PoolChannels.Handle
-    var index: Int
-    var maxTasks: Int?
-}
-
-private let workerCounter = Locked(0)
-
-/// Python's worker names: "ForkPoolWorker-1", ...
-func workerName(_ prefix: String) -> String {
-    prefix + "-"
-        + String(
-            workerCounter.withLock { n in
-                n += 1; return n
-            })
-}
-
-extension PoolError {
-    /// A task's error as a pool error (a process pool's tasks only ever fail with pool errors).
-    init(_ error: any Error) {
-        self = (error as? PoolError) ?? .taskFailed(type: String(reflecting: type(of: error)), message: "\(error)")
-    }
 }

@@ -11,37 +11,28 @@ final class TaskFeeder: @unchecked Sendable {
     }
 
     private struct State {
-        var messages: [Message] = []
-        var head = 0
+        var messages = FIFO<Message>()
         var started = false
         var stopping = false
     }
 
     private let q: UnsafeMutablePointer<mp_queue_t>
     private let state = Locked(State())
-    private let ready: UnsafeMutablePointer<mp_semaphore_t>
-    private let stopped: UnsafeMutablePointer<mp_event_t>
+    /// A permit per queued message, and one to stop.
+    private let ready = LocalSemaphore()
+    private let stopped = LocalEvent()
     /// Called (on the feeder's thread) for a message the ring refused: it was shut down.
     private let refused: @Sendable (UInt64) -> Void
 
     init(queue: UnsafeMutablePointer<mp_queue_t>, refused: @escaping @Sendable (UInt64) -> Void) {
         q = queue
         self.refused = refused
-        ready = .allocate(capacity: 1)
-        mp_semaphore_init(ready, 0, MP_SEMAPHORE_MAX, 0)
-        stopped = .allocate(capacity: 1)
-        mp_event_init(stopped, 0)
-    }
-
-    deinit {
-        ready.deallocate()
-        stopped.deallocate()
     }
 
     /// Puts `message` without waiting if it fits now and nothing is queued before it; else queues
     /// a copy for the feeder thread. Returns false if the ring was shut down. Result thread only.
     func put(_ id: UInt64, _ message: UnsafeRawBufferPointer) -> Bool {
-        let backlog = state.withLock { $0.head < $0.messages.count }
+        let backlog = state.withLock { !$0.messages.isEmpty }
         // A message larger than one record streams, and could wait for room midway: never here.
         if !backlog && UInt64(message.count) <= mp_queue_max_record(q) {
             switch mp_queue_put(q, message.baseAddress, UInt64(message.count), 0) {
@@ -56,7 +47,7 @@ final class TaskFeeder: @unchecked Sendable {
             return !s.started
         }
         if start { startThread() }
-        mp_semaphore_release(ready, 1)
+        ready.release()
         return true
     }
 
@@ -67,8 +58,8 @@ final class TaskFeeder: @unchecked Sendable {
             return s.started
         }
         guard started else { return }
-        mp_semaphore_release(ready, 1)
-        _ = mp_event_wait(stopped, Int64(MP_FOREVER))
+        ready.release()
+        stopped.wait()
     }
 
     private func copy(_ message: UnsafeRawBufferPointer) -> UnsafeMutableRawBufferPointer {
@@ -89,15 +80,9 @@ final class TaskFeeder: @unchecked Sendable {
 
     private func loop(once: Bool = false) {
         while true {
-            if !once { _ = mp_semaphore_acquire(ready, Int64(MP_FOREVER)) }
+            if !once { ready.acquire() }
             let (next, stop) = state.withLock { s -> (Message?, Bool) in
-                guard s.head < s.messages.count else { return (nil, s.stopping) }
-                let next = s.messages[s.head]
-                s.head += 1
-                if s.head == s.messages.count {
-                    s.messages.removeAll(keepingCapacity: true)
-                    s.head = 0
-                }
+                guard let next = s.messages.popFirst() else { return (nil, s.stopping) }
                 return (next, false)
             }
             if let next {
@@ -107,6 +92,6 @@ final class TaskFeeder: @unchecked Sendable {
                 break
             }
         }
-        if !once { mp_event_set(stopped) }
+        if !once { stopped.set() }
     }
 }

@@ -34,7 +34,7 @@ final class WorkerWatcher: @unchecked Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let stopping = Atomic<Bool>(false)
-    private let stopped: UnsafeMutablePointer<mp_event_t>
+    private let stopped = LocalEvent()
     private let report: @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
 
     private let ready: UnsafeMutablePointer<UInt64>
@@ -50,15 +50,12 @@ final class WorkerWatcher: @unchecked Sendable {
         wakeRead = fds[0]
         wakeWrite = fds[1]
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        stopped = .allocate(capacity: 1)
-        mp_event_init(stopped, 0)
         self.report = report
     }
 
     deinit {
         close(wakeRead)
         close(wakeWrite)
-        stopped.deallocate()
     }
 
     /// Starts the watching thread (it holds this watcher until ``stop()``).
@@ -94,7 +91,7 @@ final class WorkerWatcher: @unchecked Sendable {
     func stop() {
         stopping.store(true, ordering: .releasing)
         wake()
-        _ = mp_event_wait(stopped, Int64(MP_FOREVER))
+        stopped.wait()
     }
 
     private func wake() {
@@ -103,7 +100,7 @@ final class WorkerWatcher: @unchecked Sendable {
     }
 
     private func loop() {
-        defer { mp_event_set(stopped) }
+        defer { stopped.set() }
         while true {
             let current = watched.withLock { $0 }
             if current.isEmpty && stopping.load(ordering: .acquiring) { return }
@@ -150,13 +147,5 @@ final class WorkerWatcher: @unchecked Sendable {
             return stuck
         }
         for entry in stuck { try? entry.process.kill() }  // its exit comes back through the pidfd
-    }
-}
-
-extension ProcessError {
-    /// The system error behind a failed start (EAGAIN when the cause was not the system's).
-    var systemErrno: Errno {
-        if case .system(let e, _) = self { return e }
-        return .resourceTemporarilyUnavailable
     }
 }

@@ -1,0 +1,49 @@
+/// A pool's work function registered for the spawn start method: the spawned worker finds it by
+/// `name`. Register it with ``Spawn/bootstrap(_:)-(SpawnEntry...)`` first thing in `main`, like any
+/// ``SpawnTarget``.
+///
+/// ```swift
+/// let doubler = PoolWorker<Int, Int>("doubler") { $0 * 2 }
+/// Spawn.bootstrap(doubler)
+/// let pool = try ProcessPool(processes: 4, worker: doubler)   // spawned workers
+/// ```
+public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>: SpawnEntry {
+    public let name: String
+    let initializer: (@Sendable () throws -> Void)?
+    let work: @Sendable (Input) throws -> Output
+
+    /// A worker named `name` (unique within the program) running `work`, after `initializer`.
+    public init(
+        _ name: String, initializer: (@Sendable () throws -> Void)? = nil,
+        work: @escaping @Sendable (Input) throws -> Output
+    ) {
+        self.name = name
+        self.initializer = initializer
+        self.work = work
+    }
+
+    public func runSpawned(argument: [UInt8]) async throws {
+        let argument = try SpawnCoding.decode(PoolWorkerArgument.self, from: argument)
+        let channels = try PoolChannels(handle: argument.channels)
+        WorkerLoop(
+            channels: channels, index: argument.index, maxTasks: argument.maxTasks, initializer: initializer, work: work
+        ).run()
+    }
+}
+
+struct PoolWorkerArgument: Codable, Sendable {
+    var channels: PoolChannels.Handle
+    var index: Int
+    var maxTasks: Int?
+}
+
+private let workerCounter = Locked(0)
+
+/// Python's worker names: "ForkPoolWorker-1", ...
+func workerName(_ prefix: String) -> String {
+    prefix + "-"
+        + String(
+            workerCounter.withLock { n in
+                n += 1; return n
+            })
+}
