@@ -257,6 +257,7 @@ typedef struct server {
     void *robust_head;        // the thread's robust-futex list, re-registered in each child
     size_t robust_length;
     struct sigaction interrupt; // SIGINT as it was before the server ignored it
+    struct sigaction broken_pipe; // SIGPIPE likewise
     int *daemons;             // pidfds of the daemon children still running
     int daemon_count;
     int daemon_capacity;
@@ -336,6 +337,7 @@ static void become_child(server_t *s, int go, const int *received, mp_server_req
     mp_after_fork_in_child();
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); // the server's protection is not the child's
     sigaction(SIGINT, &s->interrupt, NULL);
+    sigaction(SIGPIPE, &s->broken_pipe, NULL);
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
@@ -431,6 +433,8 @@ int32_t mp_server_serve(int32_t sock, int32_t client, int32_t isolate, mp_server
     struct sigaction ignore = {.sa_handler = SIG_IGN};
     sigemptyset(&ignore.sa_mask);
     sigaction(SIGINT, &ignore, &s.interrupt);
+    // The go byte goes down a pipe whose reader, the new child, may already have been killed.
+    sigaction(SIGPIPE, &ignore, &s.broken_pipe);
     s.client_pidfd = (int)syscall(SYS_pidfd_open, client, 0);
     if (s.client_pidfd < 0 || getppid() != client) return -ESRCH; // the client is already gone
     if (prctl(PR_GET_TID_ADDRESS, &s.tid_address, 0, 0, 0) != 0 ||

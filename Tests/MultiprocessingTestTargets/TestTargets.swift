@@ -151,7 +151,11 @@ public enum TestTargets {
         return PoolAnswer(text: String(repeating: job.text, count: job.times), pid: Process.current.pid ?? 0)
     }
 
+    /// A process pool's work function for the stress tests: twice the input.
+    public static let twice = PoolWorker<Int, Int>("twice") { $0 &* 2 }
+
     public static let all: [any SpawnEntry] = [
+        twice, PoolHazard.target,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
     ]
 }

@@ -63,8 +63,10 @@ struct PoolFaultTests {
             let giveUp = ContinuousClock.now + patience
             while victims.count < 100 && ContinuousClock.now < giveUp {
                 // A worker not killed yet (a killed one stays listed until its exit is handled).
-                if let pid = pool.workerPIDs.filter({ !victims.contains($0) }).randomElement() {
-                    kill(pid, SIGKILL)
+                if let worker = pool.core.workerProcesses.filter({ !victims.contains($0.pid ?? 0) }).randomElement(),
+                    let pid = worker.pid
+                {
+                    try worker.kill()  // through its pidfd: never a process that took over a reaped pid
                     victims.insert(pid)
                     killed.value!.append(pid)
                 }
@@ -189,20 +191,37 @@ struct PoolFaultTests {
         #expect(!processExists(pid))
     }
 
-    @Test("start-up watchdog: a forked worker stuck before its first task is replaced, no task lost")
+    @Test("start-up watchdog: a forked worker stuck before its first task is replaced, counted, no task lost")
     func stuckStartup() throws {
-        let limit = WorkerWatcher.startupLimit.load(ordering: .relaxed)
-        WorkerWatcher.startupLimit.store(300_000_000, ordering: .relaxed)
-        defer { WorkerWatcher.startupLimit.store(limit, ordering: .relaxed) }
-        stallNextWorkerForTesting.store(true, ordering: .relaxed)
-        let pool = try ProcessPool(processes: 1) { (x: Int) -> Int32 in Process.current.pid ?? 0 }
+        let options = PoolOptions(startupLimit: 300_000_000, stallFirstWorker: true)
+        let pool = ProcessPool<Int, Int32>(
+            core: try ProcessPool<Int, Int32>.forkingCore(1, nil, { _ in Process.current.pid ?? 0 }, nil, options))
         let stuck = try #require(pool.workerPIDs.first)
         let handles = (0..<10).map { pool.applyAsync($0) }
         for h in handles { #expect(try h.get(timeout: patience) != stuck) }
         #expect(!pool.workerPIDs.contains(stuck))
+        #expect(pool.watchdogReplacements == 1)
         pool.close()
         #expect(try pool.join(timeout: patience))
         #expect(!processExists(stuck))
+    }
+
+    @Test("a zygote whose workers all get stuck fails the pool with a typed error instead of hanging")
+    func poisonedZygote() throws {
+        // Every worker stalls: what a zygote that inherited a held runtime lock would do.
+        let options = PoolOptions(startupLimit: 100_000_000, stallFirstWorker: true)
+        let core = try ProcessPool<Int, Int>.forkingCore(1, nil, { $0 }, nil, options)
+        let pool = ProcessPool<Int, Int>(core: core)
+        core.stallEveryWorkerForTesting()
+        let handle = pool.applyAsync(1)
+        let error = #expect(throws: PoolError.self) { try handle.get(timeout: patience) }
+        guard case .workersCannotStart = error else {
+            Issue.record("expected workersCannotStart, got \(String(describing: error))")
+            return
+        }
+        #expect(pool.watchdogReplacements == WorkerWatcher.stuckLimit)
+        #expect(throws: PoolError.self) { try pool.apply(2) }
+        pool.terminate()
     }
 
     @Test("claim protocol: a task claimed by a worker that died before consuming it is not run again")

@@ -253,21 +253,37 @@ struct ProcessPoolTests {
         #expect(try pool.join(timeout: patience))
     }
 
-    @Test("spawned workers run a registered PoolWorker")
-    func spawnedWorkers() throws {
+    @Test(
+        "a registered PoolWorker runs under each start method; its workers are this process's children",
+        arguments: [Process.StartMethod.forkserver, .spawn, .fork])
+    func registeredWorkers(startMethod: Process.StartMethod) throws {
         useTestHelper()
-        let pool = try ProcessPool(processes: 2, worker: TestTargets.poolRepeat)
+        let pool = try ProcessPool(processes: 2, startMethod: startMethod, worker: TestTargets.poolRepeat)
         let answers = try pool.mapAsync((1...20).map { PoolJob(text: "ab", times: $0) }, chunkSize: 3)
             .get(timeout: patience)
         #expect(answers.map(\.text) == (1...20).map { String(repeating: "ab", count: $0) })
-        #expect(Set(answers.map(\.pid)).isSubset(of: Set(pool.workerPIDs)))
+        let workers = Set(pool.workerPIDs)
+        #expect(Set(answers.map(\.pid)).isSubset(of: workers))
+        for pid in workers { #expect(procStat(pid)?.parent == getpid()) }
         #expect(throws: PoolError.self) { try pool.apply(PoolJob(text: "no", times: 1, fail: true)) }
         pool.close()
         #expect(try pool.join(timeout: patience))
-        let forked = try ProcessPool(processes: 1, startMethod: .fork, worker: TestTargets.poolRepeat)
-        #expect(try forked.apply(PoolJob(text: "z", times: 3)).text == "zzz")
-        forked.close()
-        #expect(try forked.join(timeout: patience))
+        #expect(pool.watchdogReplacements == 0)
+        for pid in workers { #expect(!processExists(pid)) }
+    }
+
+    @Test("a closure pool forks its workers from a zygote, which is gone once the pool is")
+    func zygote() throws {
+        let before = Set(childPIDs(of: getpid()))
+        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int32 in x == 0 ? getppid() : Process.current.pid ?? 0 }
+        let workers = Set(pool.workerPIDs)
+        #expect(try pool.apply(0) == getpid())  // the zygote forked it, but it is this process's child
+        let zygotes = Set(childPIDs(of: getpid())).subtracting(before).subtracting(workers)
+            .filter { procStat($0)?.state != "Z" }
+        #expect(zygotes.count <= 1)  // other tests may have children of their own at the same time
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+        for pid in workers.union(zygotes) { #expect(!processExists(pid)) }
     }
 }
 

@@ -1,6 +1,7 @@
-import Multiprocessing
 import MultiprocessingTestTargets
 import Testing
+
+@testable import Multiprocessing
 
 #if canImport(Glibc)
     import Glibc
@@ -94,10 +95,9 @@ struct SpawnTests {
         #expect(!broken.isAlive)
 
         let p = Process(spawn: TestTargets.fail, argument: ExitJob(code: 0))
-        Spawn.executable = "/nonexistent/multiprocessing-helper"
-        defer { useTestHelper() }
+        p.executableForTesting = "/nonexistent/multiprocessing-helper"
         #expect(throws: ProcessError.system(.noSuchFileOrDirectory, function: "posix_spawn")) { try p.start() }
-        useTestHelper()
+        p.executableForTesting = nil
         try p.start()
         #expect(try p.join(timeout: .seconds(60)))
         #expect(p.exitCode == 0)

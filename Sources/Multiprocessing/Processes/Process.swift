@@ -60,6 +60,9 @@ open class Process: @unchecked Sendable {
 
     let target: Target
     let state: Locked<State>
+    /// The program a spawned child runs, instead of ``Spawn/executable`` (tests, which run in
+    /// parallel and must not change the global).
+    var executableForTesting: String?
     /// The id of the process that created this object (Python's `_parent_pid`).
     public let parentPID: Int32
 
@@ -188,7 +191,9 @@ open class Process: @unchecked Sendable {
             }
             let launch = try ChildLaunch(request, name: name, daemon: daemon, spawned: method == .spawn)
             if method == .forkserver { return try ForkServer.start(launch, daemon: daemon) }
-            let pid = try Spawn.start(payload: launch.payload, keeping: launch.descriptors)
+            let pid = try Spawn.start(
+                payload: launch.payload, keeping: launch.descriptors,
+                executable: executableForTesting ?? Spawn.executable)
             return (pid, mp_pidfd_open(pid))  // race-free: the child stays until we reap it
         case .closure, .subclass:
             let pid = Fork.child(as: self, daemon: daemon) { runForkedChild() }

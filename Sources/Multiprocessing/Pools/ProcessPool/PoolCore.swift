@@ -8,9 +8,9 @@ import Synchronization
 /// Tasks go into one shared task ring (workers pull, so load balances itself); outcomes and the
 /// watcher's exit notices come back on one result ring, in order, to a single result thread. That
 /// thread settles tasks, runs callbacks, and on a worker's exit reads the worker's claim slot: a
-/// task it claimed that has no outcome yet died with it (and only that one). It then forks the
-/// replacement, from this long-lived thread, since a daemon child dies with the thread that forked
-/// it.
+/// task it claimed that has no outcome yet died with it (and only that one). It then has the
+/// ``WorkerLauncher`` start the replacement (from the pool's zygote or the forkserver: this thread
+/// never forks).
 final class PoolCore: @unchecked Sendable {
     enum Phase { case running, closed, stopping, terminated }
 
@@ -29,8 +29,11 @@ final class PoolCore: @unchecked Sendable {
     let processes: Int
     let delivery = DeliveryThread()
     private let state: Locked<State>
-    private let makeWorker: @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
-    private let watcher: WorkerWatcher
+    private let launcher: WorkerLauncher
+    let watcher: WorkerWatcher
+    /// Tests: the next worker started hangs before it is ready.
+    private let stallNextWorker: Atomic<Bool>
+    private let stallEveryWorker = Atomic<Bool>(false)
     /// Set once the phase is stopping or terminated: the result thread then checks whether it is done
     /// (a flag read per message instead of a lock).
     private let ending = Atomic<Bool>(false)
@@ -43,29 +46,42 @@ final class PoolCore: @unchecked Sendable {
     /// Set when the result thread has finished: every worker has exited and been reaped.
     private let finished = LocalEvent()
 
-    init(
-        processes: Int, makeWorker: @escaping @Sendable (_ channels: PoolChannels, _ index: Int) -> Process
-    ) throws(PoolError) {
-        guard processes >= 1 else { throw .invalidWorkerCount(processes) }
-        self.processes = processes
-        self.makeWorker = makeWorker
-        let channels = try PoolChannels(workers: processes)
+    /// A pool of `channels.slotCount` workers, started by `launcher`. On failure the launcher is
+    /// closed. `options` are for tests.
+    init(channels: PoolChannels, launcher: WorkerLauncher, options: PoolOptions = PoolOptions()) throws(PoolError) {
+        processes = channels.slotCount
+        self.launcher = launcher
         self.channels = channels
-        watcher = try WorkerWatcher(ready: channels.ready) { index, pid, code in
-            channels.notify(
-                ResultHeader(
-                    id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
+        stallNextWorker = Atomic(options.stallFirstWorker)
+        let watcher: WorkerWatcher
+        do {
+            watcher = try WorkerWatcher(ready: channels.ready, startupLimit: options.startupLimit) {
+                index, pid, code in
+                channels.notify(
+                    ResultHeader(
+                        id: 0, kind: ResultKind.workerExited.rawValue, count: code, worker: UInt32(index), pid: pid))
+            }
+        } catch {
+            launcher.close()
+            throw error
         }
+        self.watcher = watcher
         state = Locked(State(workers: Array(repeating: nil, count: processes)))
         feeder = TaskFeeder(queue: channels.tasks.queue) { [weak self] id in
             guard let self else { return }
             abandon(id, terminalError)
         }
-        try watcher.start()
+        do {
+            try watcher.start()
+        } catch {
+            launcher.close()
+            throw error
+        }
         do {
             try Thread(name: "pool-results") { self.resultLoop() }.start()
         } catch {
             watcher.stop()
+            launcher.close()
             throw .system(error.systemErrno, function: "pthread_create")
         }
         started.wait()
@@ -188,6 +204,10 @@ final class PoolCore: @unchecked Sendable {
     /// The worker processes now running.
     var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
 
+    /// The worker processes now running, as objects (their signals go through pidfds: a test that
+    /// kills by pid could hit a process that took over the pid of a worker reaped meanwhile).
+    var workerProcesses: [Process] { state.withLock { $0.workers.compactMap { $0 } } }
+
     // MARK: The result thread
 
     private func resultLoop() {
@@ -235,6 +255,7 @@ final class PoolCore: @unchecked Sendable {
         }
         watcher.stop()
         feeder.stop()
+        launcher.close()  // every worker has been reaped: the zygote has nothing left to do
         finished.set()
     }
 
@@ -266,11 +287,14 @@ final class PoolCore: @unchecked Sendable {
         return done
     }
 
+    /// Tests: every worker started from now on hangs before it is ready.
+    func stallEveryWorkerForTesting() { stallEveryWorker.store(true, ordering: .relaxed) }
+
     private func startWorker(_ index: Int) -> PoolError? {
-        let process = makeWorker(channels, index)
-        defer { stallNextWorkerForTesting.store(false, ordering: .relaxed) }  // the child has its copy
-        do { try process.start() } catch {
-            return .system(error.systemErrno, function: "fork")
+        let stall = stallNextWorker.exchange(false, ordering: .relaxed) || stallEveryWorker.load(ordering: .relaxed)
+        let process: Process
+        do { process = try launcher.start(index: index, channels: channels, stall: stall) } catch {
+            return PoolError(starting: error)
         }
         state.withLock { s in
             s.workers[index] = process
@@ -297,8 +321,20 @@ final class PoolCore: @unchecked Sendable {
             lost.fail(ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
             settled()
         }
-        if replace, let error = startWorker(index), state.withLock({ $0.live == 0 }) {
-            breakPool(error)  // no worker left and none can start: fail rather than wait forever
+        guard replace else { return }
+        if watcher.consecutiveStuck >= WorkerWatcher.stuckLimit {
+            // Workers keep getting stuck before their first task: the zygote itself inherited a held
+            // lock at its fork. Replacing them again would only repeat that: fail instead.
+            return breakPool(
+                .workersCannotStart(
+                    "\(WorkerWatcher.stuckLimit) workers in a row were stuck before their first task; a pool over a "
+                        + "closure forks its zygote on the caller's thread, which another busy thread can make unsafe: "
+                        + "use a PoolWorker with the forkserver start method in threaded programs"))
+        }
+        if let error = startWorker(index) {
+            writeError("multiprocessing: pool worker \(index) could not be replaced: \(error)\n")
+            // No worker left and none can start: fail rather than wait forever.
+            if state.withLock({ $0.live == 0 }) { breakPool(error) }
         }
     }
 
@@ -313,4 +349,13 @@ final class PoolCore: @unchecked Sendable {
         mp_queue_shutdown(channels.tasks.queue, 1)
         for worker in workers { try? worker.kill() }
     }
+}
+
+/// How a pool is made, beyond its API: for tests.
+struct PoolOptions: Sendable {
+    /// How long a forked worker may take to become ready before the watchdog replaces it, in ns
+    /// (generous: sanitizers slow start-up a lot).
+    var startupLimit: Int64 = 10_000_000_000
+    /// The first worker hangs before it is ready (as one that inherited a held lock would).
+    var stallFirstWorker = false
 }

@@ -1,11 +1,11 @@
-/// A pool's work function registered for the spawn start method: the spawned worker finds it by
-/// `name`. Register it with ``Spawn/bootstrap(_:)-(SpawnEntry...)`` first thing in `main`, like any
-/// ``SpawnTarget``.
+/// A pool's work function registered by name, for the forkserver and spawn start methods: the
+/// worker process finds it by `name`. Register it with ``Spawn/bootstrap(_:)-(SpawnEntry...)``
+/// first thing in `main`, like any ``SpawnTarget``.
 ///
 /// ```swift
 /// let doubler = PoolWorker<Int, Int>("doubler") { $0 * 2 }
 /// Spawn.bootstrap(doubler)
-/// let pool = try ProcessPool(processes: 4, worker: doubler)   // spawned workers
+/// let pool = try ProcessPool(processes: 4, worker: doubler)   // forkserver workers
 /// ```
 public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>: SpawnEntry {
     public let name: String
@@ -35,15 +35,4 @@ struct PoolWorkerArgument: Codable, Sendable {
     var channels: PoolChannels.Handle
     var index: Int
     var maxTasks: Int?
-}
-
-private let workerCounter = Locked(0)
-
-/// Python's worker names: "ForkPoolWorker-1", ...
-func workerName(_ prefix: String) -> String {
-    prefix + "-"
-        + String(
-            workerCounter.withLock { n in
-                n += 1; return n
-            })
 }

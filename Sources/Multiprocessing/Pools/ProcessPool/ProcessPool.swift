@@ -1,3 +1,5 @@
+import CMultiprocessing
+
 /// A pool of worker processes that run one work function (Python's `multiprocessing.Pool`).
 ///
 /// The work function is fixed when the pool is made; tasks are its inputs, results its outputs,
@@ -34,7 +36,22 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     /// The process ids of the workers running now (replacements appear as workers are replaced).
     public var workerPIDs: [Int32] { core.workerPIDs }
 
-    /// A pool of `processes` forked workers (``cpuCount`` when nil) running `work`.
+    /// The number of workers the start-up watchdog has killed and replaced for being stuck before
+    /// their first task (see <doc:StartMethods>). Each is also logged to stderr. Always 0 for
+    /// forkserver and spawned workers, which are not watched: they inherit no lock.
+    public var watchdogReplacements: Int { core.watcher.replacements }
+
+    /// A pool of `processes` workers (``cpuCount`` when nil) running `work`, forked from the pool's
+    /// own zygote.
+    ///
+    /// A closure cannot cross an exec, so its workers must be forked from a copy of this process:
+    /// the pool forks a zygote once, here, on the calling thread, before it starts any thread of its
+    /// own, and the zygote forks every worker and replacement from its single thread. The one fork
+    /// on the calling thread is the remaining hazard: if another thread of this program holds a
+    /// Swift runtime lock at that instant, the workers can get stuck (the watchdog then replaces
+    /// them, and after three in a row the pool fails with ``PoolError/workersCannotStart(_:)``).
+    /// In programs with busy threads, prefer a ``PoolWorker`` and the forkserver start method:
+    /// ``init(processes:maxTasksPerChild:startMethod:worker:)``.
     ///
     /// - Parameters:
     ///   - initializer: runs once in each worker before its first task. If it throws, the pool
@@ -42,53 +59,81 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ///   - maxTasksPerChild: a worker exits after this many tasks (a chunk of `map` is one task)
     ///     and a fresh one replaces it, without losing a task. Nil: workers live as long as the pool.
     ///   - work: runs in the worker processes, as plain blocking code (a forked child cannot use
-    ///     Swift concurrency). For the spawn start method, see ``init(processes:maxTasksPerChild:startMethod:worker:)``.
+    ///     Swift concurrency).
     /// - Throws: ``PoolError/invalidWorkerCount(_:)``, ``PoolError/invalidMaxTasksPerChild(_:)``, or
     ///   ``PoolError/system(_:function:)`` if the workers cannot start.
-    public init(
+    public convenience init(
         processes: Int? = nil, initializer: (@Sendable () throws -> Void)? = nil, maxTasksPerChild: Int? = nil,
         work: @escaping @Sendable (Input) throws -> Output
     ) throws(PoolError) {
-        core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
-            // Built here, in the parent: the child then finds the loop's generic metadata made.
-            let loop = WorkerLoop(
-                channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: initializer, work: work)
-            return Process(name: workerName("ForkPoolWorker"), daemon: true) { loop.run() }
-        }
+        self.init(
+            core: try ProcessPool.forkingCore(processes, maxTasksPerChild, work, initializer, PoolOptions()))
     }
 
-    /// A pool whose workers run a registered ``PoolWorker``, started with `startMethod`: spawned by
-    /// default (each worker is this program started again, a full Swift process, see
-    /// ``Spawn/bootstrap(_:)-(SpawnEntry...)``), or forked.
-    public init(
-        processes: Int? = nil, maxTasksPerChild: Int? = nil, startMethod: Process.StartMethod = .spawn,
+    /// A pool whose workers run a registered ``PoolWorker``, started with `startMethod`:
+    /// - ``Process/StartMethod/forkserver`` (the default): forked by this program's forkserver, a
+    ///   clean copy of the program started by exec, so a worker inherits no lock from this process's
+    ///   threads: safe in threaded programs (a server, async code), and quick to start;
+    /// - ``Process/StartMethod/spawn``: each worker is this program started again;
+    /// - ``Process/StartMethod/fork``: forked from the pool's zygote, as the closure initializer does.
+    ///
+    /// The program must call ``Spawn/bootstrap(_:)-(SpawnEntry...)`` with `worker` first thing in
+    /// `main`, for the forkserver and spawn start methods.
+    public convenience init(
+        processes: Int? = nil, maxTasksPerChild: Int? = nil, startMethod: Process.StartMethod = .forkserver,
         worker: PoolWorker<Input, Output>
     ) throws(PoolError) {
-        if startMethod == .fork {
-            core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
-                let loop = WorkerLoop(
-                    channels: channels, index: index, maxTasks: maxTasksPerChild, initializer: worker.initializer,
-                    work: worker.work)
-                return Process(name: workerName("ForkPoolWorker"), daemon: true) { loop.run() }
-            }
-            return
-        }
-        // Only the target's name travels: the child finds the registered worker by it.
-        let target = SpawnTarget<PoolWorkerArgument>(worker.name) { _ in }
-        core = try ProcessPool.makeCore(processes, maxTasksPerChild) { channels, index in
-            Process(
-                name: workerName("SpawnPoolWorker"), daemon: true, spawn: target,
-                argument: PoolWorkerArgument(channels: channels.handle, index: index, maxTasks: maxTasksPerChild))
-        }
+        self.init(
+            core: try ProcessPool.registeredCore(processes, maxTasksPerChild, startMethod, worker, PoolOptions()))
     }
 
-    private static func makeCore(
-        _ processes: Int?, _ maxTasksPerChild: Int?,
-        _ makeWorker: @escaping @Sendable (PoolChannels, Int) -> Process
+    init(core: PoolCore) { self.core = core }
+
+    /// The core of a pool over a registered worker.
+    static func registeredCore(
+        _ processes: Int?, _ maxTasksPerChild: Int?, _ startMethod: Process.StartMethod,
+        _ worker: PoolWorker<Input, Output>, _ options: PoolOptions
     ) throws(PoolError) -> PoolCore {
-        if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
+        if startMethod == .fork {
+            return try forkingCore(processes, maxTasksPerChild, worker.work, worker.initializer, options)
+        }
+        return try PoolCore(
+            channels: try channels(processes, maxTasksPerChild),
+            launcher: .registered(name: worker.name, startMethod: startMethod, maxTasks: maxTasksPerChild),
+            options: options)
+    }
+
+    /// The core of a pool over `work`, forked from a zygote made here, on the calling thread.
+    static func forkingCore(
+        _ processes: Int?, _ maxTasksPerChild: Int?, _ work: @escaping @Sendable (Input) throws -> Output,
+        _ initializer: (@Sendable () throws -> Void)?, _ options: PoolOptions
+    ) throws(PoolError) -> PoolCore {
+        let channels = try channels(processes, maxTasksPerChild)
+        // Made before the fork: the zygote's workers find the loop's generic metadata made.
         WorkerLoop<Input, Output>.warmUp()
-        return try PoolCore(processes: processes ?? cpuCount, makeWorker: makeWorker)
+        let parent = mp_process_id()
+        let zygote: Zygote
+        do {
+            zygote = try Zygote { tag in
+                let worker = ZygoteWorker(tag)
+                CurrentProcess.set(Process(current: worker.name, pid: mp_process_id(), parentPID: parent))
+                WorkerLoop(
+                    channels: channels, index: worker.index, maxTasks: maxTasksPerChild, initializer: initializer,
+                    work: work
+                ).run(stall: worker.stall)
+                mp_exit_child(0)
+            }
+        } catch {
+            throw PoolError(starting: error)
+        }
+        return try PoolCore(channels: channels, launcher: .zygote(zygote), options: options)
+    }
+
+    private static func channels(_ processes: Int?, _ maxTasksPerChild: Int?) throws(PoolError) -> PoolChannels {
+        if let maxTasksPerChild, maxTasksPerChild < 1 { throw .invalidMaxTasksPerChild(maxTasksPerChild) }
+        let count = processes ?? cpuCount
+        guard count >= 1 else { throw .invalidWorkerCount(count) }
+        return try PoolChannels(workers: count)
     }
 
     deinit { core.terminate() }

@@ -37,11 +37,13 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
     }
 
     /// Does the Swift runtime's one-time work that the loop's generic code needs (metadata of the
-    /// generic types met at its call sites): in the parent before forking, and again in the worker
-    /// before it takes a task. The runtime guards such work with locks, and a forked child inherits
-    /// any that another thread of the parent held at the moment of the fork: a child stuck on one
-    /// is stuck here, before its first claim, where the pool's watchdog can replace it without
-    /// losing a task (see ``WorkerWatcher``).
+    /// generic types met at its call sites): in the parent before it forks the pool's zygote, and
+    /// again in the worker before it takes a task. Workers are forked from a single-threaded zygote
+    /// or forkserver, so they inherit no lock held by a library thread; what is left is the zygote's
+    /// own fork, on the caller's thread, while other threads of the program may hold a runtime lock
+    /// (see ``Zygote``). Metadata made before that fork needs no lock to be found; a worker that
+    /// still gets stuck gets stuck here, before its first claim, where the pool's watchdog replaces
+    /// it without losing a task (see ``WorkerWatcher``).
     static func warmUp() {
         var inputs = [Input](unsafeUninitializedCapacity: 1) { _, count in count = 0 }
         inputs.reserveCapacity(8)
@@ -56,11 +58,12 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         }
     }
 
-    /// Runs until the pool stops this worker; returns to exit with status 0.
-    func run() {
+    /// Runs until the pool stops this worker; returns to exit with status 0. `stall` (tests) hangs
+    /// before the worker is ready, as one that inherited a held lock would.
+    func run(stall: Bool = false) {
         setThreadName(Process.current.name)  // `ps` and `top` show the worker's name, not its forker's
         Self.warmUp()
-        while stallNextWorkerForTesting.load(ordering: .relaxed) { _ = try? sleep(for: .seconds(1)) }
+        while stall { _ = try? sleep(for: .seconds(1)) }
         mp_pool_claim(ready + index, UInt64(mp_process_id()))  // started: the watchdog lets it be
         if let initializer {
             do { try initializer() } catch {

@@ -10,11 +10,13 @@ import SystemPackage
 /// each one, and reports it: `report` puts a notice into the result ring, after every result the
 /// worker published (the ring is FIFO), so the result thread knows what the worker had finished.
 ///
-/// It is also the start-up watchdog of forked workers. A child forked while another thread of the
-/// parent held one of the Swift runtime's locks waits for ever the first time it needs that lock;
-/// a worker meets those needs before its first claim (``WorkerLoop/warmUp()``), then writes its
-/// pid to its ready word. One that has not within ``startupLimit`` is killed: it held no task, and
-/// the usual exit path starts a replacement.
+/// It is also the start-up watchdog of forked workers, the last line of defence against the hazard
+/// ``Zygote`` documents: a worker whose zygote inherited a held Swift runtime lock waits for ever
+/// the first time it needs that lock. A worker meets those needs before its first claim
+/// (``WorkerLoop/warmUp()``), then writes its pid to its ready word. One that has not within the
+/// start-up limit is killed (it held no task, and the usual exit path starts a replacement), the
+/// replacement is logged to stderr and counted (``ProcessPool/watchdogReplacements``). After
+/// ``stuckLimit`` such kills in a row the pool gives up (``PoolError/workersCannotStart(_:)``).
 final class WorkerWatcher: @unchecked Sendable {
     private struct Watched {
         let process: Process
@@ -26,9 +28,13 @@ final class WorkerWatcher: @unchecked Sendable {
         var deadline: Int64?
     }
 
-    /// How long a forked worker may take to start, in ns (generous: sanitizers slow start-up a
-    /// lot). Tests shorten it.
-    static let startupLimit = Atomic<Int64>(10_000_000_000)
+    /// How many stuck workers in a row (none ready in between) make the pool give up.
+    static let stuckLimit = 3
+
+    /// How long a forked worker may take to start, in ns.
+    private let startupLimit: Int64
+    private let replaced = Atomic<Int>(0)
+    private let stuckInARow = Atomic<Int>(0)
 
     private let watched = Locked<[Watched]>([])
     private let wakeRead: Int32
@@ -40,10 +46,11 @@ final class WorkerWatcher: @unchecked Sendable {
     private let ready: UnsafeMutablePointer<UInt64>
 
     init(
-        ready: UnsafeMutablePointer<UInt64>,
+        ready: UnsafeMutablePointer<UInt64>, startupLimit: Int64,
         report: @escaping @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
     ) throws(PoolError) {
         self.ready = ready
+        self.startupLimit = startupLimit
         var fds: [Int32] = [-1, -1]
         let rc = mp_pipe(&fds)
         guard rc == 0 else { throw .system(.init(rawValue: -rc), function: "pipe2") }
@@ -81,8 +88,7 @@ final class WorkerWatcher: @unchecked Sendable {
             return
         }
         let pid = process.pid ?? 0
-        let deadline =
-            process.startMethod == .fork ? mp_monotonic_ns() + Self.startupLimit.load(ordering: .relaxed) : nil
+        let deadline = process.startMethod == .fork ? mp_monotonic_ns() + startupLimit : nil
         watched.withLock { $0.append(Watched(process: process, fd: fd, index: index, pid: pid, deadline: deadline)) }
         wake()
     }
@@ -130,22 +136,39 @@ final class WorkerWatcher: @unchecked Sendable {
         return Int32(clamping: max(0, left + 1))
     }
 
+    /// How many workers the watchdog has killed for being stuck before their first task.
+    var replacements: Int { replaced.load(ordering: .relaxed) }
+
+    /// Stuck workers killed since the last worker that became ready.
+    var consecutiveStuck: Int { stuckInARow.load(ordering: .acquiring) }
+
     /// Stops watching the start-up of ready workers; kills the ones past their deadline.
     private func checkStartups() {
         let now = mp_monotonic_ns()
-        let stuck = watched.withLock { list -> [Watched] in
+        let (stuck, readyNow) = watched.withLock { list -> ([Watched], Bool) in
             var stuck: [Watched] = []
+            var readyNow = false
             for i in list.indices {
                 guard let deadline = list[i].deadline else { continue }
                 if mp_pool_slot(ready + list[i].index) == UInt64(list[i].pid) {
                     list[i].deadline = nil
+                    readyNow = true
                 } else if now >= deadline {
                     list[i].deadline = nil
                     stuck.append(list[i])
                 }
             }
-            return stuck
+            return (stuck, readyNow)
         }
-        for entry in stuck { try? entry.process.kill() }  // its exit comes back through the pidfd
+        if readyNow { stuckInARow.store(0, ordering: .releasing) }
+        for entry in stuck {
+            writeError(
+                "multiprocessing: pool worker \(entry.pid) (\(entry.process.name)) was not ready "
+                    + "\(startupLimit / 1_000_000) ms after it started; killed and replaced\n")
+            replaced.add(1, ordering: .relaxed)
+            // Counted before the kill: the pool reads it when the exit comes back through the pidfd.
+            stuckInARow.add(1, ordering: .releasing)
+            try? entry.process.kill()
+        }
     }
 }

@@ -35,6 +35,9 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
     case coding(String)
     /// The operating system refused; `function` names the call.
     case system(Errno, function: String)
+    /// No worker could be started: the reason says why (the forkserver failed, or workers forked by
+    /// a closure pool's zygote kept getting stuck before their first task).
+    case workersCannotStart(String)
 
     public var description: String {
         switch self {
@@ -52,6 +55,18 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
         case .calledFromCallback: "a blocking pool call from a callback, which runs on the pool's result thread"
         case .coding(let message): "task data could not cross processes: \(message)"
         case .system(let errno, let function): "\(function): \(errno)"
+        case .workersCannotStart(let reason): "the pool's workers cannot start: \(reason)"
+        }
+    }
+}
+
+extension PoolError {
+    /// A worker that could not start, as a pool error.
+    init(starting error: ProcessError) {
+        switch error {
+        case .system(let errno, let function): self = .system(errno, function: function)
+        case .forkServerFailed(let reason): self = .workersCannotStart(reason)
+        default: self = .workersCannotStart(String(describing: error))
         }
     }
 }

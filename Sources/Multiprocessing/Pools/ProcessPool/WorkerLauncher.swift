@@ -1,0 +1,75 @@
+import CMultiprocessing
+
+/// How a ``ProcessPool`` starts its workers and their replacements, chosen when the pool is made.
+///
+/// - A closure, or a ``PoolWorker`` with ``Process/StartMethod/fork``: forked by the pool's
+///   ``Zygote``, which the pool forks on the caller's thread before it starts any thread of its own.
+///   A library thread never forks (see ``Fork``).
+/// - A ``PoolWorker`` with ``Process/StartMethod/forkserver`` (the default) or
+///   ``Process/StartMethod/spawn``: started like any registered target; only the worker's name and
+///   the pool's channels travel.
+enum WorkerLauncher: Sendable {
+    case zygote(Zygote)
+    case registered(name: String, startMethod: Process.StartMethod, maxTasks: Int?)
+
+    /// Starts the worker at `index` (a daemon: it dies with the pool's process). `stall` (tests)
+    /// makes a forked worker hang before it is ready, as one that inherited a held lock would.
+    func start(index: Int, channels: PoolChannels, stall: Bool) throws(ProcessError) -> Process {
+        switch self {
+        case .zygote(let zygote):
+            let tag = ZygoteWorker(index: index, serial: nextWorkerSerial(), stall: stall)
+            let (pid, pidfd) = try zygote.fork(tag: tag.rawValue)
+            return Process(child: pid, pidfd: pidfd, name: tag.name, daemon: true)
+        case .registered(let name, let startMethod, let maxTasks):
+            let prefix = startMethod == .spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker"
+            // The body is never run here: the child finds the registered worker by its name.
+            let target = SpawnTarget<PoolWorkerArgument>(name) { _ in }
+            let argument = PoolWorkerArgument(channels: channels.handle, index: index, maxTasks: maxTasks)
+            let worker = Process(
+                name: "\(prefix)-\(nextWorkerSerial())", daemon: true, target: target, argument: argument,
+                startMethod: startMethod)
+            try worker.start()
+            return worker
+        }
+    }
+
+    /// Called once the pool's last worker has gone: ends the zygote.
+    func close() {
+        if case .zygote(let zygote) = self { zygote.close() }
+    }
+}
+
+/// What a zygote's worker is told through the request's tag: its index in the pool, the number in
+/// its name (as Python's "ForkPoolWorker-3"), and, in tests, to hang before it is ready.
+struct ZygoteWorker {
+    var index: Int
+    var serial: Int
+    var stall: Bool
+
+    init(index: Int, serial: Int, stall: Bool) {
+        (self.index, self.serial, self.stall) = (index, serial, stall)
+    }
+
+    init(_ rawValue: UInt64) {
+        index = Int(truncatingIfNeeded: rawValue & 0xffff_ffff)
+        serial = Int(truncatingIfNeeded: (rawValue >> 32) & 0x7fff_ffff)
+        stall = rawValue >> 63 != 0
+    }
+
+    var rawValue: UInt64 {
+        UInt64(truncatingIfNeeded: index) & 0xffff_ffff | (UInt64(truncatingIfNeeded: serial) & 0x7fff_ffff) << 32
+            | (stall ? 1 << 63 : 0)
+    }
+
+    var name: String { "ForkPoolWorker-\(serial)" }
+}
+
+private let workerCounter = Locked(0)
+
+/// The number in the next worker's name: "ForkPoolWorker-1", ...
+func nextWorkerSerial() -> Int {
+    workerCounter.withLock { n in
+        n += 1
+        return n
+    }
+}
