@@ -15,8 +15,11 @@ public struct ProcStat: Sendable {
     public var processGroup: Int32
 
     /// The process `pid` now, or nil if there is none.
-    public init?(pid: Int32) {
-        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+    public init?(pid: Int32) { self.init(path: "/proc/\(pid)/stat", pid: pid) }
+
+    /// The stat file at `path` (a process's, or one of its threads' under /proc/<pid>/task).
+    init?(path: String, pid: Int32) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 1024)
@@ -37,10 +40,23 @@ public struct ProcStat: Sendable {
         processGroup = group
     }
 
-    /// Whether the process `pid` has ended: gone, or a zombie that nobody has reaped yet.
+    /// Whether the process `pid` has ended: gone, or a zombie that nobody has reaped yet. A leader
+    /// thread that has exited shows Z while other threads of its process still run (and hold its
+    /// descriptors), so every thread must be a zombie.
     public static func hasEnded(_ pid: Int32) -> Bool {
         guard let stat = ProcStat(pid: pid) else { return true }
-        return stat.state == "Z" || stat.state == "X"
+        guard stat.state == "Z" || stat.state == "X" else { return false }
+        guard let dir = opendir("/proc/\(pid)/task") else { return true }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let text = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let tid = Int32(text), let thread = ProcStat(path: "/proc/\(pid)/task/\(tid)/stat", pid: tid)
+            else { continue }
+            if thread.state != "Z" && thread.state != "X" { return false }
+        }
+        return true
     }
 
     /// The running (not ended) children of `parent` named `name`.
