@@ -51,6 +51,14 @@ int64_t mp_fd_size(int32_t fd) {
     return (int64_t)st.st_size;
 }
 
+int32_t mp_fd_identity(int32_t fd, uint64_t *device, uint64_t *inode) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    *device = (uint64_t)st.st_dev;
+    *inode = (uint64_t)st.st_ino;
+    return 0;
+}
+
 void *mp_map_shared(int32_t fd, uint64_t size, int32_t *error) {
     void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {

@@ -7,5 +7,6 @@ import MultiprocessingTestTargets
     import Glibc
 #endif
 
+TrackerScenario.runIfRequested()  // ResourceTrackerTests: a program of its own
 Spawn.bootstrap(TestTargets.all)
 print("MultiprocessingTestHelper: run by the test suite as a spawned child")

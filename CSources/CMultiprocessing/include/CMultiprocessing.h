@@ -379,6 +379,9 @@ int32_t mp_shm_open(const char *_Nonnull name);
 int32_t mp_shm_unlink(const char *_Nonnull name);
 /// Size of the object behind `fd`, or -errno.
 int64_t mp_fd_size(int32_t fd);
+/// The device and inode of the file behind `fd` (what tells a named object from a later one of the
+/// same name). 0 or -errno.
+int32_t mp_fd_identity(int32_t fd, uint64_t *_Nonnull device, uint64_t *_Nonnull inode);
 /// mmap(MAP_SHARED, read/write) of `size` bytes of `fd`. Returns NULL and sets `*error` on failure.
 void *_Nullable mp_map_shared(int32_t fd, uint64_t size, int32_t *_Nonnull error);
 /// munmap. Returns 0 or -errno.
@@ -388,6 +391,35 @@ void mp_region_header_init(mp_region_header_t *_Nonnull h, uint64_t payload_size
 /// The header's magic, loaded with acquire: pairs with the release in mp_region_header_init, so a
 /// reader that sees MP_REGION_MAGIC sees the whole header.
 uint64_t mp_region_header_magic(const mp_region_header_t *_Nonnull h);
+
+// MARK: - Resource tracker (tracker.c)
+
+/// The longest name the tracker takes: a POSIX shared-memory path, leading "/" included.
+#define MP_TRACKER_NAME_MAX 251u
+/// Message kinds: the sender created the object (register) or unlinked it (unregister).
+#define MP_TRACKER_REGISTER 1u
+#define MP_TRACKER_UNREGISTER 2u
+
+/// Starts a resource tracker: a forked child that reads registrations from a SOCK_SEQPACKET socket
+/// until every holder of its write end is gone, then unlinks each registered name that still is the
+/// registered file, and exits. The child runs only C code, ignores SIGINT, SIGTERM, SIGHUP and
+/// SIGPIPE, is out of the caller's process group (both already hold when this returns), keeps no
+/// other descriptor and no shared mapping, and is named "mp-tracker". It exits only after every
+/// holder has, so its parent cannot wait for it: reap it only if it dies early (a send then fails
+/// with EPIPE). Stores the write end (close-on-exec) in `*write_fd` and returns the child's pid, or
+/// -errno (nothing is left open then).
+int32_t mp_tracker_start(int32_t *_Nonnull write_fd);
+
+/// Sends one message (`MP_TRACKER_REGISTER` or `MP_TRACKER_UNREGISTER`) about the object `name`
+/// ("/" then up to MP_TRACKER_NAME_MAX - 1 bytes, no other "/") that is the file (`device`,
+/// `inode`). Blocks while the tracker's queue is full; never raises SIGPIPE. 0, -EINVAL for a bad
+/// kind or name, or -errno: EPIPE or ECONNRESET once the tracker has gone.
+int32_t mp_tracker_send(int32_t fd, uint32_t kind, const char *_Nonnull name, uint64_t device,
+                        uint64_t inode);
+
+/// In a spawned child, for a descriptor its parent kept open for it: checks that it is a
+/// SOCK_SEQPACKET socket and makes it close-on-exec again. 0 or -errno (-EPROTOTYPE: another kind).
+int32_t mp_tracker_adopt(int32_t fd);
 
 // MARK: - Processes
 

@@ -15,6 +15,13 @@ import SystemPackage
 ///   creating object owns the name: it unlinks it in ``unlink()``, when it is deinitialized, or at
 ///   exit, whichever comes first, in the creating process only (a forked child's copy leaves the
 ///   name alone unless it calls ``unlink()``).
+///
+/// A creator that cannot clean up (killed by SIGKILL, or a forked child, which exits without
+/// running deinitializers) leaves the name to the program's resource tracker: a small process that
+/// the first named creation starts, shared by every process of the program, which unlinks the names
+/// still registered once the program's last process has ended (as Python's `resource_tracker`
+/// does). ``unlink()`` unregisters the name, so a name unlinked and later re-created, here or by
+/// another program, is never removed by mistake. See <doc:NamedSharedMemory>.
 public final class SharedMemory: @unchecked Sendable, Codable {
     /// The name of a named region; nil for an anonymous one.
     public let name: String?
@@ -63,6 +70,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         ownsName = true
         creatorPID = mp_process_id()
         NamedRegions.created(path)
+        ResourceTracker.register(path: path, descriptor: region.fd)
     }
 
     /// Attaches to the existing named region `name`, checking that it is one of ours.
@@ -98,8 +106,9 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         creatorPID = mp_process_id()
     }
 
-    /// Removes the name from the system (the memory stays mapped until every user lets go).
-    /// Only meaningful for named regions; a second call does nothing.
+    /// Removes the name from the system (the memory stays mapped until every user lets go) and
+    /// from the resource tracker's list. Only meaningful for named regions; a second call does
+    /// nothing.
     public func unlink() throws(SharedMemoryError) {
         guard let name else { return }
         let first = unlinked.withLock { done in
@@ -110,6 +119,9 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         let path = try SharedMemory.path(for: name)
         let rc = mp_shm_unlink(path)
         NamedRegions.removed(path)
+        // After the unlink, as Python does: a death in between leaves a stale registration (the
+        // tracker checks the file's identity), where the other order could leave the object.
+        if rc == 0 || rc == -ENOENT { ResourceTracker.unregister(path: path, descriptor: region.fd) }
         if rc == -ENOENT { throw .notFound(name) }
         _ = try checked(rc, "shm_unlink")
     }
@@ -160,7 +172,8 @@ public final class SharedMemory: @unchecked Sendable, Codable {
 }
 
 /// Names this process created and has not unlinked: unlinked at exit, so a program that forgets
-/// leaves nothing in /dev/shm (a SIGKILLed creator cannot clean up; its children never unlink).
+/// leaves nothing in /dev/shm. (A SIGKILLed creator cannot clean up, nor can a forked child, which
+/// exits without atexit handlers: ``ResourceTracker`` unlinks theirs when the program ends.)
 enum NamedRegions {
     private static let names = Locked<(pid: Int32, paths: Set<String>)>((0, []))
     private static let installOnce: Void = { atexit { NamedRegions.unlinkAll() } }()
