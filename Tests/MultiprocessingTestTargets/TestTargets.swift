@@ -151,11 +151,21 @@ public enum TestTargets {
         return PoolAnswer(text: String(repeating: job.text, count: job.times), pid: Process.current.pid ?? 0)
     }
 
+    /// Creates the named region `/<text>`, reports its pid in slot 4, then sleeps until killed.
+    public static let createRegion = SpawnTarget<PoolJob>("createRegion") { job in
+        let memory = try SharedMemory(create: job.text, size: 64)
+        let report = try SharedMemory(attach: job.text + "-report")
+        report.buffer.baseAddress!.assumingMemoryBound(to: Int.self)[4] = Int(getpid())
+        withExtendedLifetime(memory) {
+            while true { try? sleep(for: .seconds(1)) }
+        }
+    }
+
     /// A process pool's work function for the stress tests: twice the input.
     public static let twice = PoolWorker<Int, Int>("twice") { $0 &* 2 }
 
     public static let all: [any SpawnEntry] = [
-        twice, PoolHazard.target,
+        twice, PoolHazard.target, createRegion,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
     ]
 }

@@ -182,6 +182,24 @@ struct ForkServerTests {
         #expect(left.isEmpty)
     }
 
+    @Test(
+        "a started child registers its named regions with this program's tracker, not one of its own",
+        arguments: [Process.StartMethod.forkserver, .spawn])
+    func childUsesTheProgramsTracker(startMethod: Process.StartMethod) throws {
+        let name = "mp-test-child-tracker-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let report = try SharedMemory(create: name + "-report", size: 64)
+        let child = Process(
+            target: TestTargets.createRegion, argument: PoolJob(text: name, times: 0), startMethod: startMethod)
+        try child.start()
+        let pid = try #require(child.pid)
+        #expect(eventually { report.buffer.load(fromByteOffset: 32, as: Int.self) == Int(pid) })
+        #expect(childPIDs(of: pid).allSatisfy { procStat($0)?.name != "mp-tracker" })
+        try child.kill()
+        #expect(try child.join(timeout: .seconds(60)))
+        #expect(access("/dev/shm/" + name, F_OK) == 0)  // the program lives on: not yet cleaned
+        try SharedMemory(attach: name).unlink()
+    }
+
     @Test("a registered target cannot be forked: its body is async")
     func forkRefused() throws {
         let p = Process(target: TestTargets.fail, argument: ExitJob(code: 0), startMethod: .fork)

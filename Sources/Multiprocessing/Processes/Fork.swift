@@ -31,6 +31,7 @@ enum Fork {
         _ = Arenas.arena(for: 0)
         _ = Children.all()
         _ = CurrentProcess.get()
+        ResourceTracker.prepareForFork()
         ForkServer.forgetInherited()  // also runs its lazy initialiser here, not in the child
     }
 

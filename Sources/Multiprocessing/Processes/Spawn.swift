@@ -94,6 +94,7 @@ public enum Spawn {
     /// Runs the target a child was started for, then exits the process.
     static func runChild(_ payload: ChildPayload, targets: [any SpawnEntry]) -> Never {
         if payload.dieWithParent { mp_die_with_parent(payload.parentPID) }
+        if let tracker = payload.tracker { ResourceTracker.adopt(descriptor: tracker) }
         do {
             try RegionRegistry.adopt(payload.regions)
         } catch {
@@ -179,6 +180,9 @@ struct ChildPayload: Codable {
     var dieWithParent: Bool
     var parentPID: Int32
     var regions: [RegionDescriptor]
+    /// The write end of the program's resource tracker, kept open for the child, so that named
+    /// regions it creates are cleaned up with the program's (nil: none could be started).
+    var tracker: Int32?
 }
 
 /// What the program started again finds at bootstrap: a child to run, or a forkserver to be.
@@ -216,11 +220,12 @@ struct ChildLaunch: ~Copyable {
             throw .argumentEncoding(String(describing: error))
         }
         let regions = references.regions
+        let tracker = ResourceTracker.inheritableDescriptor
         do {
             let payload = ChildPayload(
                 target: request.target, argument: argument, name: name, daemon: daemon,
                 dieWithParent: spawned && daemon, parentPID: mp_process_id(),
-                regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) })
+                regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) }, tracker: tracker)
             bytes = try SpawnCoding.encode(BootstrapPayload.child(payload))
         } catch {
             throw .argumentEncoding(String(describing: error))
@@ -228,7 +233,7 @@ struct ChildLaunch: ~Copyable {
         let fd = try ChildLaunch.memfd(holding: bytes)
         payload = fd
         self.regions = regions
-        descriptors = regions.map(\.fd) + references.descriptors + [fd]
+        descriptors = regions.map(\.fd) + references.descriptors + (tracker.map { [$0] } ?? []) + [fd]
     }
 
     /// A memfd (close-on-exec) holding `bytes` from offset 0.
