@@ -1,6 +1,6 @@
 # swift-multiprocessing: `make bench` (the main job) and `make test`. Each installs what it needs.
 SWIFT ?= swift
-SWIFT_TEST_FLAGS ?= --no-parallel
+SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
 FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Sources
 
@@ -25,8 +25,8 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Forking from a process whose other threads may hold Swift runtime locks can deadlock the child
-# (as Python warns for fork in threaded programs), so the suite's tests run one at a time.
+# The suite runs its tests in parallel: pools fork from a zygote or the forkserver, never from a
+# thread of this busy process (see Sources/Multiprocessing/Processes/Fork.swift).
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS)

@@ -13,11 +13,10 @@ func withMessage<Header>(
         }
         body(UnsafeRawBufferPointer(raw))
     }
-    // A heap buffer, not withUnsafeTemporaryAllocation: that one instantiates generic Result
-    // metadata on first use, behind a runtime lock that a forked worker inherits held when another
-    // thread of the parent was taking it at the fork, and a worker stuck after claiming a task
-    // would hold that task forever (the watchdog only replaces workers stuck before their first
-    // claim). A malloc per message costs little next to a task's round trip.
+    // A heap buffer, not withUnsafeTemporaryAllocation: that one instantiates generic metadata on
+    // first use, after the worker's claim, where a zygote worker that inherited a held runtime lock
+    // (the hazard Zygote documents) would hold its task forever; the watchdog only replaces workers
+    // stuck before their first claim. A malloc per message costs little next to a round trip.
     let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 16)
     defer { raw.deallocate() }
     fill(raw)
