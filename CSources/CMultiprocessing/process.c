@@ -34,6 +34,8 @@ void mp_die_with_parent(int32_t parent) {
     if (getppid() != parent) _exit(1);
 }
 
+void mp_outlive_parent(void) { prctl(PR_SET_PDEATHSIG, 0); }
+
 int32_t mp_fork(int die_with_parent) {
     fflush(NULL);
     pid_t parent = getpid();

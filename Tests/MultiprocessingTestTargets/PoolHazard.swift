@@ -15,7 +15,10 @@ struct NestB<T> { var value: T? }
 
 /// Makes the metadata of a type no thread has used before, with the metadata of an array, a
 /// dictionary and a tuple of it, and looks up a conformance of it (all first-time work that takes
-/// a Swift runtime lock). Returns something derived from it so the work cannot be dropped.
+/// a Swift runtime lock). The chain's outermost wrapper is picked by the counter's lowest bit, so
+/// consecutive counters share all inner levels (found again without a lock) and each call makes
+/// only a handful of new records: memory grows slowly enough for thousands of lifecycles. Returns
+/// something derived from it so the work cannot be dropped.
 @inline(never)
 func makeFreshMetadata<T>(_ type: T.Type, bits: UInt64, depth: Int) -> Int {
     if depth == 0 {
@@ -24,9 +27,9 @@ func makeFreshMetadata<T>(_ type: T.Type, bits: UInt64, depth: Int) -> Int {
         let conforms = T.self is any CustomStringConvertible.Type
         return array.count + dictionary.count + MemoryLayout<(T, Int)>.size + (conforms ? 1 : 0)
     }
-    return bits & 1 == 0
-        ? makeFreshMetadata(NestA<T>.self, bits: bits >> 1, depth: depth - 1)
-        : makeFreshMetadata(NestB<T>.self, bits: bits >> 1, depth: depth - 1)
+    return bits >> (depth - 1) & 1 == 0
+        ? makeFreshMetadata(NestA<T>.self, bits: bits, depth: depth - 1)
+        : makeFreshMetadata(NestB<T>.self, bits: bits, depth: depth - 1)
 }
 
 /// Threads that keep making new generic metadata and allocating until stopped: at any moment one
@@ -37,19 +40,27 @@ public final class BusyThreads: @unchecked Sendable {
     /// New types made so far (each with its array, dictionary and tuple metadata).
     public let made = Atomic<Int>(0)
 
-    public init(count: Int, base: Int) throws {
+    public init(count: Int) throws {
         for t in 0..<count {
             running.add(1, ordering: .relaxed)
             try Thread(name: "busy-\(t)") { [self] in
-                var n = UInt64(base) << 40 | UInt64(t) << 32
+                // Each thread has its own 2^21 types (the chain's 24 bits: 3 for the thread). It
+                // goes round a window of 1 024 of them, finding them again (lookups that take some
+                // of the runtime's locks too), and moves the window on by 4 new types each round:
+                // metadata is never freed, and this keeps memory to a few MB a second.
+                var first = UInt64(t & 7) << 21
+                var i: UInt64 = 0
                 var sink = 0
                 while !stopping.load(ordering: .relaxed) {
+                    let n = first + i % 1024
                     sink &+= makeFreshMetadata(Int.self, bits: n, depth: 24)
-                    n &+= 1
-                    made.add(1, ordering: .relaxed)
+                    i &+= 1
+                    if i % 1024 == 0 {
+                        first += 4
+                        made.add(4, ordering: .relaxed)
+                    }
                     let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: Int(n % 4096) + 1)
                     sink &+= Int(bytes[bytes.count - 1])
-                    if n % 64 == 0 { usleep(200) }  // bounded memory: metadata is never freed
                 }
                 if sink == 42 { print("") }
                 running.add(-1, ordering: .releasing)
@@ -65,7 +76,7 @@ public final class BusyThreads: @unchecked Sendable {
 
 /// What the stress program is asked to do, and where it reports: slot 0 lifecycles done, 1 watchdog
 /// replacements, 2 lifecycles that failed (a wrong result, a timeout, an error), 3 new types the busy
-/// threads made.
+/// threads made, 4 zygotes killed and forked again (closure pools; not a failure).
 public struct PoolHazardJob: Codable, Sendable {
     public enum Kind: String, Codable, CaseIterable, Sendable {
         case closure, forkserver
@@ -86,9 +97,9 @@ public struct PoolHazardJob: Codable, Sendable {
 
 public enum PoolHazard {
     /// One pool's life: made, `map` over 100 items with chunk sizes nil, 1 and 7, `applyAsync` with
-    /// callbacks, closed and joined. Every wait has a deadline. Returns the watchdog's replacements,
-    /// or throws on a wrong result or a timeout.
-    static func lifecycle(_ kind: PoolHazardJob.Kind) throws -> Int {
+    /// callbacks, closed and joined. Every wait has a deadline. Returns the watchdog's replacements
+    /// and the zygote's restarts, or throws on a wrong result or a timeout.
+    static func lifecycle(_ kind: PoolHazardJob.Kind) throws -> (replacements: Int, zygoteRestarts: Int) {
         let pool: ProcessPool<Int, Int> =
             switch kind {
             case .closure: try ProcessPool(processes: 2) { $0 &* 2 }
@@ -110,23 +121,32 @@ public enum PoolHazard {
         guard seen.load(ordering: .relaxed) == 10 else { throw PoolHazardFailure.missingCallback }
         pool.close()
         guard try pool.join(timeout: .seconds(60)) else { throw PoolHazardFailure.joinTimedOut }
-        return pool.watchdogReplacements
+        return (pool.watchdogReplacements, pool.zygoteRestarts)
     }
 
     /// The stress program's entry: 8 busy threads, then the lifecycles.
     public static let target = SpawnTarget<PoolHazardJob>("poolHazard") { job in
-        let busy = try BusyThreads(count: 8, base: job.kind == .closure ? 1 : 2)
+        let busy = try BusyThreads(count: 8)
         defer {
             busy.stop()
             job[3] = busy.made.load(ordering: .relaxed)
         }
+        let start = ContinuousClock.now
         for _ in 0..<job.lifecycles {
-            do { job[1] += try lifecycle(job.kind) } catch {
+            do {
+                let (replacements, restarts) = try lifecycle(job.kind)
+                job[1] += replacements
+                job[4] += restarts
+            } catch {
                 job[2] += 1
                 print("pool hazard (\(job.kind)): \(error)")
             }
             job[0] += 1
         }
+        print(
+            "pool hazard (\(job.kind)): \(job[0]) lifecycles in \(ContinuousClock.now - start), \(job[2]) failed, "
+                + "\(job[1]) watchdog replacements, \(job[4]) zygote restarts, "
+                + "\(busy.made.load(ordering: .relaxed)) new types made beside them")
     }
 }
 

@@ -224,6 +224,30 @@ struct PoolFaultTests {
         pool.terminate()
     }
 
+    @Test("a zygote that does not prove itself in time is killed and forked again; the pool works, no task lost")
+    func zygoteRestart() throws {
+        // The first two zygotes hang before their hello: what ones that inherited a held runtime lock do.
+        let options = PoolOptions(stallingZygotes: 2, zygoteReadyLimit: 200_000_000)
+        let pool = ProcessPool<Int, Int>(core: try ProcessPool<Int, Int>.forkingCore(2, nil, { $0 &* 3 }, nil, options))
+        #expect(pool.zygoteRestarts == 2)
+        #expect(try pool.mapAsync(Array(0..<50), chunkSize: 3).get(timeout: patience) == (0..<50).map { $0 &* 3 })
+        #expect(pool.watchdogReplacements == 0)
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+
+    @Test("a pool whose zygotes never prove themselves fails with workersCannotStart instead of hanging")
+    func zygoteNeverReady() throws {
+        let options = PoolOptions(stallingZygotes: Zygote.attempts, zygoteReadyLimit: 20_000_000)
+        let error = #expect(throws: PoolError.self) {
+            _ = try ProcessPool<Int, Int>.forkingCore(1, nil, { $0 }, nil, options)
+        }
+        guard case .workersCannotStart = error else {
+            Issue.record("expected workersCannotStart, got \(String(describing: error))")
+            return
+        }
+    }
+
     @Test("claim protocol: a task claimed by a worker that died before consuming it is not run again")
     func claimedThenDied() throws {
         let channels = try PoolChannels(workers: 2)

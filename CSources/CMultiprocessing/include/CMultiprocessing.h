@@ -439,6 +439,9 @@ int32_t mp_spawn(const char *_Nonnull path, char *_Nullable const *_Nonnull argv
 /// In a spawned child: SIGKILL when the parent dies; exits at once if `parent` is already gone.
 void mp_die_with_parent(int32_t parent);
 
+/// Undoes mp_die_with_parent: this process outlives the thread that forked it.
+void mp_outlive_parent(void);
+
 /// Reaps the child `pid`, through its `pidfd` when it has one (>= 0: a reused pid is then never
 /// reaped by mistake). `nohang`: return 0 at once if the child still runs. On a reaped child
 /// returns `pid` and stores the Python-style exit code in `*exit_code` (status, or -signal).

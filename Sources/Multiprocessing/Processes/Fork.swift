@@ -121,3 +121,37 @@ enum Children {
         }
     }
 }
+
+extension Fork {
+    /// In a zygote, before it serves: takes, once, each lock of the Swift runtime that every
+    /// generic type shares, and returns. One held by another thread at the fork is held for good
+    /// here, and this never returns: the zygote says no hello, and its pool kills it and forks
+    /// another (see ``Zygote``).
+    ///
+    /// Each lock is taken by making metadata this process has never made: an array, a dictionary,
+    /// a set, an optional, a tuple, a function type and a metatype of ``ZygoteProbe``, which only
+    /// this function instantiates (and only in a zygote, so it is new in every one), and a
+    /// conformance lookup that misses the cache. Never call it in a process that forks zygotes:
+    /// the probe's metadata would be made there, and found again without a lock in every zygote.
+    static func proveRuntimeLocksFree() {
+        var seen = 0
+        seen &+= probeSharedCaches(ZygoteProbe<Int>.self)
+        seen &+= probeSharedCaches(ZygoteProbe<ZygoteProbe<UInt8>>.self)
+        if seen == 42 { writeError("") }  // keeps the work from being dropped
+    }
+
+    // Not specialised: each line must reach the runtime, not be folded at compile time.
+    @inline(never) @_semantics("optimize.sil.specialize.generic.never")
+    private static func probeSharedCaches<T: Hashable>(_ type: T.Type) -> Int {
+        let made: [Any.Type] = [
+            [T].self, [Int: T].self, Set<T>.self, T?.self, (T, Int).self, ((T) -> Int).self, T.Type.self,
+        ]
+        let conforms = T.self is any CustomStringConvertible.Type
+        return made.count + (conforms ? 1 : 0)
+    }
+}
+
+/// Only ``Fork/proveRuntimeLocksFree()`` instantiates it.
+struct ZygoteProbe<T: Hashable>: Hashable {
+    var value: T
+}

@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -11,28 +12,94 @@ import SystemPackage
 /// a copy of this process. A worker forked from a thread of a busy process can inherit a Swift
 /// runtime lock that another thread held at that instant, and wait for it forever. So the pool
 /// forks once, here, on the caller's thread, before it starts any thread of its own; the zygote
-/// runs only C code from then on (forkserver.c), and forks every worker and replacement from its
-/// single thread, where no lock can be held.
+/// forks every worker and replacement from its single thread, where no lock can be held.
 ///
-/// The remaining hazard is that one fork: a lock held by another *user* thread at that instant is
-/// held in the zygote, and in every worker, for good. Programs with busy threads should give their
-/// pools a registered ``PoolWorker`` and the forkserver start method.
+/// That one fork can still inherit a lock another *user* thread held at that instant. So the
+/// zygote proves itself before it serves: it takes, once, each lock of the Swift runtime that
+/// every generic type shares (``Fork/proveRuntimeLocksFree()``) and runs the worker's warm-up,
+/// then says hello. A zygote that has not said hello within its limit is taken for one that
+/// inherited a held lock: it is killed, and the zygote is forked again (the lock's holder has
+/// long let go in this process). Its workers start from a copy in which those locks are free.
+///
+/// What no probe can cover is a lock of one particular generic type (a user's own) or a lazy
+/// global, held at the fork and needed later by a worker: the pool's watchdog replaces a worker
+/// stuck before its first task. Programs with busy threads should give their pools a registered
+/// ``PoolWorker`` and the forkserver start method.
 final class Zygote: @unchecked Sendable {
     private let connection: ForkServerConnection
 
-    /// Forks the zygote now, on the calling thread. In each child it forks later, `child` runs with
-    /// the request's tag, after ``Fork/resetChild()``, and must not return.
-    init(child: @escaping (_ tag: UInt64) -> Never) throws(ProcessError) {
+    /// How many zygotes were killed because they did not prove themselves in time.
+    let restarts: Int
+
+    /// How long the first zygote has to prove itself, in ns; each next one has twice as long, up to
+    /// ``longestReadyLimit``. A healthy zygote does it in about a millisecond; a poisoned one never
+    /// does, so a short first limit costs little and a slow healthy zygote (a loaded machine,
+    /// sanitizers) only means another fork.
+    static let firstReadyLimit: Int64 = 100_000_000
+    static let longestReadyLimit: Int64 = 6_400_000_000
+
+    /// How many zygotes are forked before the pool gives up (about 45 s of limits in all). Each
+    /// fork lands on another instant: a lock that is held at all of them is held all the time.
+    static let attempts = 12
+
+    /// Whether a restart has been logged in this process: the first is, the rest are counted.
+    private static let restartLogged = Atomic<Bool>(false)
+
+    /// Forks the zygote now, on the calling thread, and waits until it has proved itself: in the
+    /// zygote, `warmUp` runs after the runtime's shared locks have been taken. In each child it
+    /// forks later, `child` runs with the request's tag, after ``Fork/resetChild()``, and must not
+    /// return. `stalling` (tests) is how many zygotes hang before their hello, as poisoned ones do.
+    /// `readyLimit` (tests) replaces the growing limits with one for every attempt.
+    init(
+        stalling: Int = 0, readyLimit: Int64? = nil, warmUp: @escaping () -> Void,
+        child: @escaping (_ tag: UInt64) -> Never
+    ) throws(ProcessError) {
+        var limit = readyLimit ?? Self.firstReadyLimit
+        for attempt in 0..<Self.attempts {
+            if let connection = try Self.forkOnce(
+                readyWithin: limit, stall: attempt < stalling, warmUp: warmUp, child: child)
+            {
+                self.connection = connection
+                restarts = attempt
+                return
+            }
+            if !Self.restartLogged.exchange(true, ordering: .relaxed) {
+                writeError(
+                    "multiprocessing: a pool's zygote was not ready \(limit / 1_000_000) ms after its fork (a Swift "
+                        + "runtime lock held by another thread at the fork); killed and forked again. Further "
+                        + "restarts are counted in ProcessPool.zygoteRestarts\n")
+            }
+            if readyLimit == nil { limit = min(limit * 2, Self.longestReadyLimit) }
+        }
+        throw .forkServerFailed(
+            "\(Self.attempts) zygotes in a row did not become ready: other threads of this program keep Swift "
+                + "runtime locks held; give the pool a registered PoolWorker and the forkserver start method")
+    }
+
+    /// One zygote: its connection once it has said hello, or nil if it did not within
+    /// `readyWithin` ns (it has then been killed and reaped).
+    private static func forkOnce(
+        readyWithin: Int64, stall: Bool, warmUp: () -> Void, child: (_ tag: UInt64) -> Never
+    ) throws(ProcessError) -> ForkServerConnection? {
         var fds: [Int32] = [-1, -1]
         let rc = mp_socketpair(&fds)
         guard rc == 0 else { throw .system(Errno(rawValue: -rc), function: "socketpair") }
         let (clientEnd, serverEnd) = (fds[0], fds[1])
         let client = mp_process_id()
         Fork.prepare()
-        let pid = mp_fork(0)
+        // Until its hello the zygote dies with the thread that forked it, which waits for it here:
+        // one stuck on a held lock is never left behind if this process is killed meanwhile.
+        let pid = mp_fork(1)
         if pid == 0 {
-            // The zygote: straight into C, which returns only in a new child.
+            // The zygote: prove the runtime's shared locks free, warm up, then C, which returns
+            // only in a new child.
             Glibc.close(clientEnd)
+            Fork.resetChild()
+            setThreadName("ForkPoolZygote")
+            while stall { pause() }
+            Fork.proveRuntimeLocksFree()
+            warmUp()
+            mp_outlive_parent()  // the forking thread may end: the zygote lives while its pool does
             var request = mp_server_request_t()
             if mp_server_serve(serverEnd, client, 0, &request) != 0 { mp_exit_child(0) }
             Fork.resetChild()
@@ -43,7 +110,15 @@ final class Zygote: @unchecked Sendable {
             Glibc.close(clientEnd)
             throw .system(Errno(rawValue: -pid), function: "fork")
         }
-        connection = try ForkServerConnection(socket: clientEnd, server: pid, name: "zygote")
+        // The hello, or the zygote's end, makes the socket readable.
+        if mp_poll_readable(clientEnd, readyWithin) == 0 {
+            _ = mp_signal(pid, SIGKILL)
+            var code: Int32 = 0
+            _ = mp_wait_child(pid, -1, 0, &code)
+            Glibc.close(clientEnd)
+            return nil
+        }
+        return try ForkServerConnection(socket: clientEnd, server: pid, name: "zygote")
     }
 
     /// The zygote's pid.

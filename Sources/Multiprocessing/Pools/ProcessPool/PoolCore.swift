@@ -201,6 +201,9 @@ final class PoolCore: @unchecked Sendable {
 
     var isFinished: Bool { finished.isSet }
 
+    /// How many zygotes were forked again before one proved itself (see ``Zygote``).
+    var zygoteRestarts: Int { launcher.zygoteRestarts }
+
     /// The worker processes now running.
     var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
 
@@ -358,4 +361,8 @@ struct PoolOptions: Sendable {
     var startupLimit: Int64 = 10_000_000_000
     /// The first worker hangs before it is ready (as one that inherited a held lock would).
     var stallFirstWorker = false
+    /// How many zygotes hang before they prove themselves (as ones that inherited a held lock do).
+    var stallingZygotes = 0
+    /// How long each zygote has to prove itself, in ns (nil: the growing limits of ``Zygote``).
+    var zygoteReadyLimit: Int64? = nil
 }

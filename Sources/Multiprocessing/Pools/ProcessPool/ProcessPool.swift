@@ -41,6 +41,12 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     /// forkserver and spawned workers, which are not watched: they inherit no lock.
     public var watchdogReplacements: Int { core.watcher.replacements }
 
+    /// How many zygotes this pool killed and forked again, when it was made, because they did not
+    /// prove themselves in time (a Swift runtime lock held by another thread at the fork; see
+    /// <doc:StartMethods>). Each is also logged to stderr. Always 0 for a pool over a registered
+    /// ``PoolWorker`` with the forkserver or spawn start method, which has no zygote.
+    public var zygoteRestarts: Int { core.zygoteRestarts }
+
     /// A pool of `processes` workers (``cpuCount`` when nil) running `work`, forked from the pool's
     /// own zygote.
     ///
@@ -109,12 +115,15 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         _ initializer: (@Sendable () throws -> Void)?, _ options: PoolOptions
     ) throws(PoolError) -> PoolCore {
         let channels = try channels(processes, maxTasksPerChild)
-        // Made before the fork: the zygote's workers find the loop's generic metadata made.
+        // Made before the fork, and again in the zygote: its workers find the loop's generic metadata made.
         WorkerLoop<Input, Output>.warmUp()
         let parent = mp_process_id()
         let zygote: Zygote
         do {
-            zygote = try Zygote { tag in
+            zygote = try Zygote(
+                stalling: options.stallingZygotes, readyLimit: options.zygoteReadyLimit,
+                warmUp: WorkerLoop<Input, Output>.warmUp
+            ) { tag in
                 let worker = ZygoteWorker(tag)
                 CurrentProcess.set(Process(current: worker.name, pid: mp_process_id(), parentPID: parent))
                 WorkerLoop(

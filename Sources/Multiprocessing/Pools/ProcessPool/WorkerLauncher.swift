@@ -33,6 +33,12 @@ enum WorkerLauncher: Sendable {
         }
     }
 
+    /// How many zygotes were killed and forked again before one proved itself.
+    var zygoteRestarts: Int {
+        if case .zygote(let zygote) = self { return zygote.restarts }
+        return 0
+    }
+
     /// Called once the pool's last worker has gone: ends the zygote.
     func close() {
         if case .zygote(let zygote) = self { zygote.close() }
