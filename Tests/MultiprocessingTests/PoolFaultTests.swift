@@ -224,6 +224,19 @@ struct PoolFaultTests {
         pool.terminate()
     }
 
+    @Test("a closure pool forks its workers from a zygote, which is gone once the pool is")
+    func zygote() throws {
+        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int32 in x == 0 ? getppid() : Process.current.pid ?? 0 }
+        let workers = Set(pool.workerPIDs)
+        let zygote = try #require(pool.core.zygotePID)
+        #expect(procStat(zygote)?.parent == getpid())
+        #expect(!workers.contains(zygote))
+        #expect(try pool.apply(0) == getpid())  // the zygote forked it, but it is this process's child
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+        for pid in workers.union([zygote]) { #expect(!processExists(pid)) }
+    }
+
     @Test("a zygote that does not prove itself in time is killed and forked again; the pool works, no task lost")
     func zygoteRestart() throws {
         // The first two zygotes hang before their hello: what ones that inherited a held runtime lock do.

@@ -271,20 +271,6 @@ struct ProcessPoolTests {
         #expect(pool.watchdogReplacements == 0)
         for pid in workers { #expect(!processExists(pid)) }
     }
-
-    @Test("a closure pool forks its workers from a zygote, which is gone once the pool is")
-    func zygote() throws {
-        let before = Set(childPIDs(of: getpid()))
-        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int32 in x == 0 ? getppid() : Process.current.pid ?? 0 }
-        let workers = Set(pool.workerPIDs)
-        #expect(try pool.apply(0) == getpid())  // the zygote forked it, but it is this process's child
-        let zygotes = Set(childPIDs(of: getpid())).subtracting(before).subtracting(workers)
-            .filter { procStat($0)?.state != "Z" }
-        #expect(zygotes.count <= 1)  // other tests may have children of their own at the same time
-        pool.close()
-        #expect(try pool.join(timeout: patience))
-        for pid in workers.union(zygotes) { #expect(!processExists(pid)) }
-    }
 }
 
 @Suite("ThreadPool")

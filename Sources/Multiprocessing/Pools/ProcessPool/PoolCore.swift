@@ -204,6 +204,9 @@ final class PoolCore: @unchecked Sendable {
     /// How many zygotes were forked again before one proved itself (see ``Zygote``).
     var zygoteRestarts: Int { launcher.zygoteRestarts }
 
+    /// The pid of the zygote the workers are forked from (nil: they are not).
+    var zygotePID: Int32? { launcher.zygotePID }
+
     /// The worker processes now running.
     var workerPIDs: [Int32] { state.withLock { $0.workers.compactMap { $0?.pid } } }
 

@@ -33,6 +33,12 @@ enum WorkerLauncher: Sendable {
         }
     }
 
+    /// The zygote's pid, when the workers come from one.
+    var zygotePID: Int32? {
+        if case .zygote(let zygote) = self { return zygote.pid }
+        return nil
+    }
+
     /// How many zygotes were killed and forked again before one proved itself.
     var zygoteRestarts: Int {
         if case .zygote(let zygote) = self { return zygote.restarts }
