@@ -30,7 +30,8 @@ def main(path, out_dir):
             axes = [axes]
         for ax, case in zip(axes, cases):
             case_rows = [r for r in rows if r["case"] == case]
-            labels = [r["metric"].split("(")[-1].rstrip(")") if r["impl"] == "engine" else r["impl"] for r in case_rows]
+            # An engine row's name is in its metric, "metric (name)"; the name may hold parentheses itself.
+            labels = [r["metric"].split(" (", 1)[-1][:-1] if r["impl"] == "engine" else r["impl"] for r in case_rows]
             values = [r["median"] for r in case_rows]
             errors = [[r["median"] - r["min"] for r in case_rows], [r["max"] - r["median"] for r in case_rows]]
             colors = ["#d9480f" if r["impl"] == "engine" else "#868e96" for r in case_rows]

@@ -166,6 +166,8 @@ CASES = {
 
 if __name__ == "__main__":
     sys.path.insert(0, __import__("os").path.dirname(__file__))
-    from peers_pool_async import CASES as MORE_CASES
-    CASES.update(MORE_CASES)
+    from peers_pool_async import CASES as POOL_CASES
+    from peers_start import CASES as START_CASES
+    CASES.update(POOL_CASES)
+    CASES.update(START_CASES)
     print(CASES[sys.argv[1]](sys.argv[2:]))

@@ -8,7 +8,15 @@ struct Bench: ParsableCommand {
         commandName: "multiprocessing-bench",
         abstract: "swift-multiprocessing's engine side by side with its peers.")
 
-    static let allSuites = ["lock", "queue", "latency", "pool", "sleep", "sync-vs-async"]
+    static let allSuites = ["lock", "queue", "latency", "pool", "start", "sleep", "sync-vs-async"]
+
+    /// Registers the bench's targets before anything else runs: in a forkserver or spawned child of
+    /// the bench this runs the requested target and never returns, and the forkserver refuses to
+    /// serve a program that has started a thread before it.
+    static func main() {
+        Spawn.bootstrap(StartTargets.all)
+        main(nil)
+    }
 
     @Option(help: "A suite to run (\(Bench.allSuites.joined(separator: ", "))), or all.")
     var suite: String = "all"
@@ -53,6 +61,7 @@ struct Bench: ParsableCommand {
             case "queue": rows += try QueueSuite(quick: quick, runs: runs).run(python: python)
             case "latency": rows += try LatencySuite(quick: quick, runs: runs).run(python: python)
             case "pool": rows += try PoolSuite(quick: quick, runs: runs).run(python: python)
+            case "start": rows += try StartSuite(quick: quick, runs: runs).run(python: python)
             case "sleep": rows += try SleepSuite(quick: quick, runs: runs).run(python: python)
             case "sync-vs-async": rows += try SyncVsAsyncSuite(quick: quick, runs: runs).run(python: python)
             default: break

@@ -2,14 +2,20 @@
 /// engine's row ("met" or "MISSED") and a line to the report's target list. A ratio here reads as
 /// in the tables: how many times better the engine's figure is than the reference's.
 struct Target {
+    /// What the engine row's median must reach.
+    enum Bound {
+        /// At least `minimum` times better than the `reference` row of `referenceCase` (nil: the
+        /// engine row's case).
+        case ratio(reference: String, minimum: Double, referenceCase: String?)
+        /// At most this value, in the row's unit: a figure that matters by itself, whatever the peers do.
+        case maximum(Double)
+    }
+
     var suite: String
     var caseName: String
     var engine: String
-    var reference: String
-    var minimumRatio: Double
+    var bound: Bound
     var text: String
-    /// The reference's case, when it is not the engine row's.
-    var referenceCase: String? = nil
 
     static let all: [Target] = [
         Target(
@@ -62,31 +68,62 @@ struct Target {
             suite: "sync-vs-async", caseName: "10000 × sleep 10 ms, task memory", engine: "engine EventLoop coroutines",
             reference: "Swift threads (one per task)", minimumRatio: 10,
             text: "10 000 coroutines sleeping 10 ms: memory ≥ 10× less than 10 000 threads"),
+        Target(
+            suite: "start", caseName: "a child process runs its first line",
+            engine: "engine Process, SpawnTarget forkserver", maximum: 2, text: "forkserver worker ready ≤ 2 ms"),
+        Target(
+            suite: "start", caseName: "a child process runs its first line",
+            engine: "engine Process, SpawnTarget forkserver", reference: "Python Process, forkserver",
+            minimumRatio: 10, text: "forkserver worker ready ≥ 10× faster than Python's forkserver"),
     ]
+}
 
-    /// The ratio in this run, or nil when either row is missing.
-    func ratio(in rows: [Row]) -> Double? {
-        guard let e = rows.first(where: { $0.suite == suite && $0.caseName == caseName && $0.impl == engine }),
-            let r = rows.first(where: {
-                $0.suite == suite && $0.caseName == (referenceCase ?? caseName) && $0.impl == reference
-            }),
-            e.median > 0, r.median > 0
-        else { return nil }
-        return e.higherIsBetter ? e.median / r.median : r.median / e.median
+extension Target {
+    /// A target of at least `minimumRatio` times better than the `reference` row.
+    init(
+        suite: String, caseName: String, engine: String, reference: String, minimumRatio: Double, text: String,
+        referenceCase: String? = nil
+    ) {
+        self.init(
+            suite: suite, caseName: caseName, engine: engine,
+            bound: .ratio(reference: reference, minimum: minimumRatio, referenceCase: referenceCase), text: text)
+    }
+
+    /// A target of at most `maximum`, in the engine row's unit.
+    init(suite: String, caseName: String, engine: String, maximum: Double, text: String) {
+        self.init(suite: suite, caseName: caseName, engine: engine, bound: .maximum(maximum), text: text)
+    }
+
+    /// The engine row's figure as the target reads it ("3.20× vs X", "1.23 ms (at most 2 ms)") and
+    /// whether it meets the target; nil when a row it needs is missing from this run.
+    func verdict(in rows: [Row]) -> (shown: String, met: Bool)? {
+        guard let e = row(engine, of: caseName, in: rows), e.median > 0 else { return nil }
+        switch bound {
+        case .ratio(let reference, let minimum, let referenceCase):
+            guard let r = row(reference, of: referenceCase ?? caseName, in: rows), r.median > 0 else { return nil }
+            let x = e.higherIsBetter ? e.median / r.median : r.median / e.median
+            return (String(format: "%.2f×", x) + " vs \(reference)", x >= minimum)
+        case .maximum(let maximum):
+            let (figure, bound) = (String(format: "%.3g", e.median), String(format: "%g", maximum))
+            return ("\(figure) \(e.unit) (at most \(bound) \(e.unit))", e.median <= maximum)
+        }
+    }
+
+    private func row(_ impl: String, of caseName: String, in rows: [Row]) -> Row? {
+        rows.first { $0.suite == suite && $0.caseName == caseName && $0.impl == impl }
     }
 
     /// Adds each target's verdict to its engine row's note; returns one line per target checked.
     static func annotate(_ rows: inout [Row]) -> [String] {
         var lines: [String] = []
         for t in all {
-            guard let x = t.ratio(in: rows) else { continue }
-            let verdict = x >= t.minimumRatio ? "met" : "MISSED"
-            let shown = String(format: "%.2f×", x)
-            lines.append("- \(t.text): \(shown) vs \(t.reference) — \(verdict)")
+            guard let (shown, met) = t.verdict(in: rows) else { continue }
+            let verdict = met ? "met" : "MISSED"
+            lines.append("- \(t.text): \(shown) — \(verdict)")
             if let i = rows.firstIndex(where: {
                 $0.suite == t.suite && $0.caseName == t.caseName && $0.impl == t.engine
             }) {
-                let note = "target: \(shown) vs \(t.reference), \(verdict)"
+                let note = "target: \(shown), \(verdict)"
                 rows[i].note = rows[i].note.isEmpty ? note : rows[i].note + "; " + note
             }
         }

@@ -1,5 +1,4 @@
 import CMultiprocessing
-import FoundationEssentials
 import SystemPackage
 
 #if canImport(Glibc)
@@ -106,10 +105,13 @@ public enum Spawn {
             writeError("Process \(payload.name): no spawn target named \"\(payload.target)\" is registered\n")
             exit(1)
         }
-        let done = Event()
+        // A process-private event: a shared ``Event`` would map an arena into every child. The
+        // task starts on this thread and runs here until it first suspends: a target that never
+        // does (most) runs without starting the concurrency runtime's threads at all.
+        let done = LocalEvent()
         let failure = Locked<String?>(nil)
         let argument = payload.argument
-        Task {
+        Task.immediate {
             do {
                 try await target.runSpawned(argument: argument)
             } catch {
@@ -275,14 +277,15 @@ final class SpawnReferences: @unchecked Sendable {
     var descriptors: [Int32] { found.withLock { Array($0.descriptors) } }
 }
 
-/// The encoding of bootstrap payloads and child arguments (rare, small: JSON is plenty).
+/// The encoding of bootstrap payloads and child arguments: the library's binary coding, whose type
+/// fingerprint also refuses a payload of another type (decoding it is on every child's start path).
 enum SpawnCoding {
     static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
-        Array(try JSONEncoder().encode(value))
+        try BinaryCoding.encode(value)
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        try JSONDecoder().decode(type, from: Data(bytes))
+        try bytes.withUnsafeBytes { buffer throws -> T in try BinaryCoding.decode(type, from: buffer) }
     }
 }
 
