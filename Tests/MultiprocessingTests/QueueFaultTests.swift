@@ -297,4 +297,3 @@ struct QueueFaultTests {
         #expect(throws: QueueError.taskDoneTooManyTimes) { try q.taskDone() }
     }
 }
-
