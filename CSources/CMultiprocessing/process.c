@@ -143,19 +143,33 @@ int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
 
 #ifdef MP_FAULT_INJECTION
 uint32_t mp_fault_armed;
+static uint32_t fault_passes_left; // this process's only: set before arming, read by its passes
 
-void mp_fault_die(void) {
+void mp_fault_pass(void) {
+    if (fault_passes_left > 0) {
+        fault_passes_left--;
+        return;
+    }
     raise(SIGKILL);
     _exit(137); // not reached: SIGKILL cannot be caught
 }
 
-int32_t mp_fault_arm(uint32_t point) {
+int32_t mp_fault_arm_after(uint32_t point, uint32_t passes) {
+    fault_passes_left = passes;
     MP_STORE(&mp_fault_armed, point, MP_RELAXED);
     return 1;
 }
+
+int32_t mp_fault_arm(uint32_t point) { return mp_fault_arm_after(point, 0); }
 #else
 int32_t mp_fault_arm(uint32_t point) {
     (void)point;
+    return 0;
+}
+
+int32_t mp_fault_arm_after(uint32_t point, uint32_t passes) {
+    (void)point;
+    (void)passes;
     return 0;
 }
 #endif

@@ -43,6 +43,20 @@
 // mp_queue_get_begin and mp_queue_get_end), the release store, the unlock, one load of the sleeper
 // count.
 //
+// Streams (a message larger than one record is never lost to a consumer's death): the producer
+// numbers each fragmented message (`stream`, in its FIRST); the consumer that takes a FIRST
+// announces itself in `reader` (stream << 32 | pid, one store) before it consumes anything of it,
+// and once it has consumed the LAST stores the id in `delivered`. The producer's put returns only
+// then. While it streams and while it waits for `delivered`, it checks every OWNER_CHECK_NS
+// whether the announced reader of its stream has died: then what that reader took died with it,
+// and the producer writes an ABORT (a consumer reading it drops what it has and takes the next
+// message) and streams the whole message again under a new id. The next consumer after the dead
+// one drops the stale fragments, the ABORT, and reads the new copy. The message is counted once
+// per FIRST on both sides (`produced`, `consumed`), so the count stays exact. A consumer killed
+// after the LAST was consumed but before `delivered` was stored makes the producer send it again,
+// which is not a duplicate: the dead one never returned it. One killed after `delivered` has
+// the message in its own memory, as after any get.
+//
 // Faults: the next producer after one that left a fragmented message half-written (`streaming`:
 // it died, or gave up at a shutdown) writes ABORT first, within its own deadline; a consumer
 // waiting for the rest of one gives up when the producer lock is free (its producer gave up) or its
@@ -59,6 +73,8 @@ _Static_assert(offsetof(mp_queue_t, producer) == 64, "the producer lock on the s
 _Static_assert(offsetof(mp_queue_t, produced) + sizeof(uint64_t) <= 128, "produced with the producer lock");
 _Static_assert(offsetof(mp_queue_t, head) == 128, "the published consumer line third");
 _Static_assert(offsetof(mp_queue_t, consumed) + sizeof(uint64_t) <= 192, "consumed with head");
+_Static_assert(offsetof(mp_queue_t, delivered) + sizeof(uint32_t) <= 192, "a stream's reader and its arrival with head");
+_Static_assert(offsetof(mp_queue_t, reader) % 8 == 0, "reader is one aligned 64-bit store");
 _Static_assert(offsetof(mp_queue_t, consumer) == 192, "the consumer lock on the fourth line");
 _Static_assert(offsetof(mp_queue_t, assembling) + sizeof(uint32_t) <= 256, "consumer state with its lock");
 _Static_assert(offsetof(mp_queue_t, counting_head) % 8 == 0, "64-bit fields are aligned");

@@ -31,10 +31,16 @@ MP_COLD static mp_status_t begin_locked(mp_queue_t *q, int64_t deadline, const v
             *length = *total = r->size;
             return MP_OK; // the lock stays held until mp_queue_get_end
         }
-        if (r->kind == FIRST) {
-            memcpy(total, r + 1, sizeof *total);
-            *payload = (const uint8_t *)(r + 1) + sizeof *total;
-            *length = r->size - sizeof *total;
+        if (r->kind == FIRST && r->size > sizeof(first_prefix_t)) {
+            first_prefix_t prefix;
+            memcpy(&prefix, r + 1, sizeof prefix);
+            // Announced before anything of it is consumed: its producer resends it if we die after
+            // (see queue.c's "Streams"). Release: pairs with the producer's acquire in reader_died.
+            MP_STORE(&q->reader, prefix.stream << 32 | (uint32_t)mp_process_id(), MP_RELEASE);
+            MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
+            *total = prefix.total;
+            *payload = (const uint8_t *)(r + 1) + sizeof prefix;
+            *length = r->size - sizeof prefix;
             q->assembling = 1;
             return MP_OK; // the lock stays held until mp_queue_get_rest
         }
@@ -105,9 +111,12 @@ static int await_fragment(mp_queue_t *q) {
 
 mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
     record_t *r = peek(q);
-    uint64_t got = r->size - sizeof total;
-    memcpy(dest, (const uint8_t *)(r + 1) + sizeof total, got);
+    first_prefix_t prefix;
+    memcpy(&prefix, r + 1, sizeof prefix);
+    uint64_t got = r->size - sizeof prefix;
+    memcpy(dest, (const uint8_t *)(r + 1) + sizeof prefix, got);
     consume(q, r, 1);
+    MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
     mp_status_t status = MP_OK;
     while (got < total) {
         if (!has_data(q, 0) && !await_fragment(q)) {
@@ -125,7 +134,17 @@ mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
         }
         memcpy((uint8_t *)dest + got, r + 1, r->size);
         got += r->size;
-        consume(q, r, 0);
+        if (got < total) {
+            consume(q, r, 0);
+            MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
+            continue;
+        }
+        // The LAST: handed back, then the message said to have arrived (the producer's put returns
+        // on it), then one wake for both.
+        release_record(q, r->size, 0);
+        MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
+        MP_STORE(&q->delivered, (uint32_t)prefix.stream, MP_RELEASE); // pairs with stream_delivered
+        wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
     }
     q->assembling = 0;
     mp_mutex_unlock(&q->consumer);

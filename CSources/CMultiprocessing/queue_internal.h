@@ -17,6 +17,14 @@ typedef struct {
 } record_t;
 _Static_assert(sizeof(record_t) == 8, "a record header is 8 bytes: payloads and records stay 8-aligned");
 
+/// What a FIRST record's payload starts with: the message's total length and its stream id (the
+/// producer's `stream`; the reader announces it in `reader`, see queue.c's "Streams").
+typedef struct {
+    uint64_t total;
+    uint64_t stream;
+} first_prefix_t;
+_Static_assert(sizeof(first_prefix_t) == 16, "a FIRST's prefix keeps its data 8-aligned");
+
 /// How often a waiter for a lock holder or a fragment's producer checks that it still lives.
 #define OWNER_CHECK_NS (20 * 1000 * 1000)
 /// The largest record payload: below 2^31, a multiple of 8 (see queue.c's header comment).

@@ -64,31 +64,95 @@ static mp_status_t wait_space(mp_queue_t *q, uint64_t need, int slot, int64_t de
                                deadline, MP_QUEUE_SHUTDOWN);
 }
 
-/// A message larger than one record: FIRST (with the total length), then MIDDLEs and a LAST, each
-/// woken under the lock (the consumer reads them while this producer holds it).
-static mp_status_t put_fragments(mp_queue_t *q, const uint8_t *data, uint64_t length, int64_t deadline) {
+/// Whether the consumer that took the FIRST of `stream` (at ring position `first_at`) has died
+/// after consuming it: what it had read died with it. One that died before consuming it took
+/// nothing: the FIRST is still there for the next consumer. Acquire: pairs with the reader's
+/// release store of its announcement, and with the release of `head`.
+static int reader_died(mp_queue_t *q, uint32_t stream, uint64_t first_at) {
+    uint64_t reader = MP_LOAD(&q->reader, MP_ACQUIRE);
+    if ((uint32_t)(reader >> 32) != stream || mp_process_alive((int32_t)(uint32_t)reader)) return 0;
+    return MP_LOAD(&q->head, MP_ACQUIRE) > first_at;
+}
+
+static int stream_delivered(mp_queue_t *q, uint64_t stream) {
+    return MP_LOAD(&q->delivered, MP_ACQUIRE) == (uint32_t)stream; // pairs with the reader's release
+}
+
+enum { STREAM_LOST = -100 }; // the reader of the stream died: send it again
+
+/// Waits for `need` bytes of room while streaming `stream`, forever unless shut down; checks the
+/// stream's reader every OWNER_CHECK_NS. MP_OK, MP_SHUTDOWN, or STREAM_LOST.
+static int stream_space(mp_queue_t *q, uint64_t need, uint32_t stream, uint64_t first_at) {
+    for (;;) {
+        if (fits(q, need)) return MP_OK;
+        mp_status_t status = mp_queue_wait_until(q, &q->space_seq, &q->space_sleepers, fits_any, need,
+                                                 mp_monotonic_ns() + OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN);
+        if (status == MP_OK || status == MP_SHUTDOWN) return status;
+        if (reader_died(q, stream, first_at)) return STREAM_LOST;
+    }
+}
+
+/// Waits until the reader of `stream` has consumed its LAST. A plain shutdown lets it finish (as it
+/// lets a live producer finish, see await_fragment). MP_OK, MP_SHUTDOWN, or STREAM_LOST.
+static int stream_arrival(mp_queue_t *q, uint32_t stream, uint64_t first_at) {
+    for (;;) {
+        mp_status_t status = mp_queue_wait_until(q, &q->space_seq, &q->space_sleepers, stream_delivered, stream,
+                                                 mp_monotonic_ns() + OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN_IMMEDIATE);
+        if (status == MP_OK) return MP_OK;
+        if (status == MP_SHUTDOWN) return stream_delivered(q, stream) ? MP_OK : MP_SHUTDOWN;
+        if (reader_died(q, stream, first_at)) return stream_delivered(q, stream) ? MP_OK : STREAM_LOST;
+    }
+}
+
+/// Streams the message once under a new id: FIRST (total and id), MIDDLEs, a LAST, each woken
+/// under the lock (the consumer reads them while this producer holds it); then waits until it
+/// arrived. Room for the FIRST is there. MP_OK, MP_SHUTDOWN, or STREAM_LOST.
+static int stream_once(mp_queue_t *q, const uint8_t *data, uint64_t length) {
     uint64_t max = max_record(q);
-    uint64_t total = length, first = max - sizeof total;
-    mp_status_t status = wait_space(q, needed(q, max), 1, deadline);
-    if (status != MP_OK) return status;
+    uint32_t stream = q->stream + 1;
+    if (stream == 0) stream = 1; // 0 is never an id: a fresh queue's `delivered` and `reader` hold it
+    q->stream = stream;
+    first_prefix_t prefix = {length, stream};
+    uint64_t first = max - sizeof prefix;
     q->streaming = 1;
-    write_record(q, FIRST, &total, sizeof total, data, first);
+    write_record(q, FIRST, &prefix, sizeof prefix, data, first);
+    uint64_t first_at = q->tail - record_bytes(max); // where the FIRST lies (after a PAD, if one)
     wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
+    // Every FIRST counts a message, as every consumed FIRST does (see queue.c's "Streams").
     MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
     const uint8_t *p = data + first;
     uint64_t left = length - first;
-    while (left > 0 && status == MP_OK) {
+    while (left > 0) {
         uint64_t piece = left < max ? left : max;
-        status = wait_space(q, needed(q, piece), 0, INT64_MAX);
-        if (status == MP_OK) {
-            write_record(q, left == piece ? LAST : MIDDLE, NULL, 0, p, piece);
-            wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
-        }
+        int status = stream_space(q, needed(q, piece), stream, first_at);
+        if (status != MP_OK) return status;
+        write_record(q, left == piece ? LAST : MIDDLE, NULL, 0, p, piece);
+        wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
         p += piece;
         left -= piece;
     }
-    if (status == MP_OK) q->streaming = 0; // else shut down midway: the ABORT path applies
-    return status;
+    q->streaming = 0; // written whole: a producer dying from here on owes no ABORT
+    return stream_arrival(q, stream, first_at);
+}
+
+/// A message larger than one record, streamed until a consumer has read it whole (see queue.c's
+/// "Streams"). Only the wait for the first record's room honours `deadline`: once a consumer may be
+/// reading, the message is finished or abandoned only at a shutdown.
+static mp_status_t put_fragments(mp_queue_t *q, const uint8_t *data, uint64_t length, int64_t deadline) {
+    mp_status_t status = wait_space(q, needed(q, max_record(q)), 1, deadline);
+    if (status != MP_OK) return status;
+    for (;;) {
+        int outcome = stream_once(q, data, length);
+        if (outcome != STREAM_LOST) return (mp_status_t)outcome;
+        // Its reader died: end what is in the ring with an ABORT, then send it all again.
+        q->streaming = 1;
+        // Shut down meanwhile: `streaming` is set, the next put writes the ABORT.
+        if (wait_space(q, needed(q, 0), 0, INT64_MAX) != MP_OK) return MP_SHUTDOWN;
+        write_record(q, ABORT, NULL, 0, NULL, 0);
+        q->streaming = 0;
+        wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
+        if (wait_space(q, needed(q, max_record(q)), 0, INT64_MAX) != MP_OK) return MP_SHUTDOWN;
+    }
 }
 
 /// Every put that is not the straight path: the lock held, then an ABORT owed, a wait for space or a

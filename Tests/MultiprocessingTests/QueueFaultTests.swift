@@ -160,6 +160,126 @@ struct QueueFaultTests {
         #expect(q.count == 0)
     }
 
+    @Test(
+        "a consumer killed at every step of a streamed message: the next consumer gets it whole, once",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func consumerKilledAtEveryStreamStep() throws {
+        // 20 000 bytes through a 4 KiB ring: a FIRST and about 20 fragments. The steps are the
+        // reader's announcement, then each record consumed, the LAST before its arrival is said;
+        // 24 steps is a few more than that, so a few consumers live through their message.
+        let message = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        // 1 000 rounds; fewer under the sanitizers, which slow every fork by an order of magnitude.
+        let rounds =
+            getenv("MP_STREAM_FAULT_ROUNDS").flatMap { Int(String(cString: $0)) }
+            ?? (runningUnderSanitizer ? 96 : 1_000)
+        let steps = 24
+        let q = try Queue<[UInt8]>(capacity: 4096)
+        var killed = 0
+        for round in 0..<rounds {
+            let producer = Thread { try q.put(message) }
+            try producer.start()
+            let step = UInt32(round % steps)
+            let consumer = Process {
+                _ = mp_fault_arm_after(MP_FAULT_QUEUE_STREAM, step)
+                let got = try q.get(timeout: .seconds(20))
+                exit(got == message ? 0 : 3)
+            }
+            try consumer.start()
+            #expect(try consumer.join(timeout: .seconds(20)))
+            if consumer.exitCode != 0 {
+                #expect(consumer.exitCode == -SIGKILL)
+                killed += 1
+                #expect(try q.get(timeout: .seconds(20)) == message, "round \(round): the message is whole")
+            }
+            #expect(try producer.join(timeout: .seconds(20)), "round \(round): the put returned")
+            #expect(throws: QueueError.empty) { try q.getNowait() }  // and it came once
+            #expect(q.count == 0)
+        }
+        #expect(killed > rounds * 3 / 4)  // the fault points were passed: most consumers died
+    }
+
+    @Test(
+        "2 000 streamed messages, consumers SIGKILLed at random points of their streams: none lost, none doubled",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func randomConsumerKills() throws {
+        let count = runningUnderSanitizer ? 300 : 2_000
+        let lives = runningUnderSanitizer ? 40 : 200
+        /// Message `i`: 3 000 to 12 000 bytes (3 to 12 records of a 4 KiB ring), its id first.
+        @Sendable func message(_ i: Int) -> [UInt8] {
+            let size = 3_000 + (i &* 7_919) % 9_000
+            var bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+            withUnsafeBytes(of: Int32(i)) { for k in 0..<4 { bytes[k] = $0[k] } }
+            return bytes
+        }
+        let q = try Queue<[UInt8]>(capacity: 4096)
+        let seen = try SharedCounters(count: lives * count)  // a row per consumer's life
+        let producer = Thread { for i in 0..<count { try q.put(message(i)) } }
+        try producer.start()
+        var random = SplitMix(seed: 0x5EED)
+        var life = 0
+        func consumer(dieAfter passes: UInt32?) throws -> Process {
+            let row = life
+            life += 1
+            let p = Process {
+                if let passes { _ = mp_fault_arm_after(MP_FAULT_QUEUE_STREAM, passes) }
+                while let m = try? q.get(timeout: .seconds(2)) {
+                    let id = m.withUnsafeBytes { Int($0.loadUnaligned(as: Int32.self)) }
+                    guard id >= 0 && id < count && m == message(id) else { exit(3) }  // torn or foreign
+                    seen[row * count + id] += 1
+                }
+                exit(0)
+            }
+            try p.start()
+            return p
+        }
+        var running = [try consumer(dieAfter: UInt32(random.next() % 300)), try consumer(dieAfter: 7)]
+        while life < lives - 1 {
+            for (k, p) in running.enumerated() where try p.join(timeout: .milliseconds(5)) {
+                #expect(p.exitCode == -SIGKILL || p.exitCode == 0, "a consumer saw a torn message")
+                running[k] = try consumer(dieAfter: UInt32(random.next() % 300))
+                if life == lives - 1 { break }
+            }
+            if try producer.join(timeout: .zero) { break }
+        }
+        running.append(try consumer(dieAfter: nil))  // one that lives: it drains what is left
+        #expect(try producer.join(timeout: .seconds(120)))
+        for p in running where try !p.join(timeout: .seconds(60)) {
+            try p.kill()
+            Issue.record("a consumer did not finish")
+        }
+        var lost = 0
+        var doubled = 0
+        for id in 0..<count {
+            let n = (0..<life).reduce(0) { $0 + seen[$1 * count + id] }
+            if n == 0 { lost += 1 }
+            if n > 1 { doubled += 1 }
+        }
+        #expect(lost == 0)
+        #expect(doubled == 0)
+        #expect(life > 10, "consumers were killed along the way")
+        #expect(q.count == 0)
+    }
+
+    @Test("32 MiB through a 64 KiB ring, its consumer SIGKILLed while it streams: the next one gets it")
+    func consumerKilledMidStream() throws {
+        let big = (0..<(32 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) }
+        let q = try Queue<[UInt8]>(capacity: 64 << 10, maxMessageSize: 64 << 20)
+        let producer = Thread { try q.put(big) }
+        try producer.start()
+        let consumer = Process { _ = try q.get(timeout: .seconds(20)) }
+        try consumer.start()
+        let pid = try #require(consumer.pid)
+        // Killed 5 ms after it announced itself as the message's reader: in the middle of the stream.
+        #expect(eventually { UInt32(truncatingIfNeeded: q.q.pointee.reader) == UInt32(bitPattern: pid) })
+        try sleep(for: .milliseconds(5))
+        try consumer.kill()
+        #expect(try consumer.join(timeout: .seconds(20)))
+        #expect(try q.get(timeout: .seconds(20)) == big)
+        #expect(try producer.join(timeout: .seconds(20)))
+        #expect(throws: QueueError.empty) { try q.getNowait() }
+        #expect(q.count == 0)
+    }
+
     @Test("JoinableQueue.shutdown(immediate:) discards what is left and marks its tasks done")
     func joinableImmediateShutdown() throws {
         let q = try JoinableQueue<Int>()

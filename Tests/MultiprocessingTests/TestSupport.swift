@@ -42,6 +42,9 @@ func runInChild(_ body: @escaping () throws -> Void) throws -> Int32? {
 /// Whether this test process runs under ThreadSanitizer (its runtime is linked in).
 let runningUnderThreadSanitizer = dlsym(nil, "__tsan_init") != nil
 
+/// Whether this test process runs under ThreadSanitizer or AddressSanitizer.
+let runningUnderSanitizer = runningUnderThreadSanitizer || dlsym(nil, "__asan_init") != nil
+
 /// Runs `body` in a forked child and returns its exit code. A child still running after `timeout`
 /// is killed (its code is then -SIGKILL), so a hang fails the test instead of hanging the suite.
 func runInChild(timeout: Duration, _ body: @escaping () throws -> Void) throws -> Int32? {

@@ -269,7 +269,8 @@ typedef struct mp_queue {
     uint64_t head_cache;     // the producer's last view of `head`
     uint64_t consumed_cache; // the producer's last view of `consumed`
     uint32_t streaming;      // a fragmented message is half-written
-    uint32_t producer_pad[9];
+    uint32_t stream;         // the id of the last fragmented message started (in its FIRST)
+    uint32_t producer_pad[8];
     // Producer line, private (changed under `producer` on every put; nobody else polls it).
     mp_mutex_t producer;
     uint64_t produced;       // messages started; relaxed-stored
@@ -277,7 +278,9 @@ typedef struct mp_queue {
     // Consumer line, published: what a producer waiting for space polls.
     uint64_t head;           // bytes consumed, release-stored
     uint64_t consumed;       // messages taken; release-stored
-    uint64_t consumer_pad[6];
+    uint64_t reader;         // stream id << 32 | pid of the consumer that took that FIRST; release-stored
+    uint32_t delivered;      // the id of the last fragmented message read whole; release-stored
+    uint32_t consumer_pad[9];
     // Consumer line, private (changed under `consumer`).
     mp_mutex_t consumer;
     uint64_t tail_cache;     // the consumer's last view of `tail`
@@ -547,11 +550,17 @@ int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_reque
 
 /// Between a queue consumer counting a message as taken and handing its bytes back to producers.
 #define MP_FAULT_QUEUE_COUNTED 1u
+/// A consumer of a fragmented message: after it took the FIRST (before consuming it), and after
+/// each record of the message it consumed (the LAST included, before it says the message arrived).
+#define MP_FAULT_QUEUE_STREAM 2u
 
 /// Arms a fault point: the calling process SIGKILLs itself the next time it passes `point` (0
 /// disarms). Returns 1, or 0 in builds without fault injection (release), where it does nothing.
 /// A forked child inherits the armed point; arm it in the process that must die.
 int32_t mp_fault_arm(uint32_t point);
+
+/// Arms `point` to fire on its pass number `passes + 1` (0: the next pass, as mp_fault_arm).
+int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 
 // MARK: - Pool claims
 
