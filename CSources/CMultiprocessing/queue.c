@@ -45,17 +45,18 @@
 //
 // Streams (a message larger than one record is never lost to a consumer's death): the producer
 // numbers each fragmented message (`stream`, in its FIRST); the consumer that takes a FIRST
-// announces itself in `reader` (stream << 32 | pid, one store) before it consumes anything of it,
-// and once it has consumed the LAST stores the id in `delivered`. The producer's put returns only
-// then. While it streams and while it waits for `delivered`, it checks every OWNER_CHECK_NS
-// whether the announced reader of its stream has died: then what that reader took died with it,
-// and the producer writes an ABORT (a consumer reading it drops what it has and takes the next
-// message) and streams the whole message again under a new id. The next consumer after the dead
-// one drops the stale fragments, the ABORT, and reads the new copy. The message is counted once
-// per FIRST on both sides (`produced`, `consumed`), so the count stays exact. A consumer killed
-// after the LAST was consumed but before `delivered` was stored makes the producer send it again,
-// which is not a duplicate: the dead one never returned it. One killed after `delivered` has
-// the message in its own memory, as after any get.
+// announces itself in `reader` (stream << 32 | pid, one store) before it reads it, and reads the
+// message's records ahead of `head`, handing them back (head, and the count) only once it has the
+// whole message: one killed midway leaves it whole in the ring. Only when it must wait for records
+// not yet written does it hand back what it has read, after storing the id in `released` (seq_cst,
+// full barrier, then a last look at `tail`; the producer stores `tail` for the LAST, full barrier,
+// then reads `released`: one sees the other). The producer's put then waits until the reader
+// stores the id in `delivered`. While it streams and while it waits, it checks every
+// OWNER_CHECK_NS whether the announced reader of its stream has died after handing part of it
+// back: then what it took died with it, and the producer writes an ABORT (a consumer reading it
+// drops what it has and takes the next message) and streams the whole message again under a new
+// id. The next consumer drops the stale fragments and the ABORT, and reads the new copy. Each
+// FIRST is counted once on each side (`produced`, `consumed`), so the count stays exact.
 //
 // Faults: the next producer after one that left a fragmented message half-written (`streaming`:
 // it died, or gave up at a shutdown) writes ABORT first, within its own deadline; a consumer

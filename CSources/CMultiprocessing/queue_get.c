@@ -109,23 +109,53 @@ static int await_fragment(mp_queue_t *q) {
     }
 }
 
+/// Hands back the records of the message being read, from `head` (its FIRST) to `pos`; counts the
+/// message the first time (count_taken announces it, so a consumer that dies between the count
+/// and the head's move is not counted twice).
+static void hand_back(mp_queue_t *q, uint64_t pos, int *counted) {
+    if (!*counted) {
+        count_taken(q);
+        *counted = 1;
+    }
+    MP_STORE(&q->head, pos, MP_RELEASE); // pairs with the producer's acquire of head
+}
+
 mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
+    // Read ahead of `head` and hand the records back only once the message is whole, so that a
+    // consumer killed midway leaves the message where it was. Only when it must wait for more
+    // does it hand back what it has read (the producer may need the room), after saying so in
+    // `released`; the producer then sees its put through (see queue.c's "Streams").
     record_t *r = peek(q);
     first_prefix_t prefix;
     memcpy(&prefix, r + 1, sizeof prefix);
+    uint32_t stream = (uint32_t)prefix.stream;
     uint64_t got = r->size - sizeof prefix;
     memcpy(dest, (const uint8_t *)(r + 1) + sizeof prefix, got);
-    consume(q, r, 1);
+    uint64_t pos = q->head + record_bytes(r->size);
+    int counted = 0;
     MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
     mp_status_t status = MP_OK;
     while (got < total) {
-        if (!has_data(q, 0) && !await_fragment(q)) {
-            status = MP_ABORTED;
-            break;
+        if (q->tail_cache == pos) q->tail_cache = MP_LOAD(&q->tail, MP_ACQUIRE); // pairs with the put's release
+        if (q->tail_cache == pos) {
+            // Seq_cst store, full barrier, then tail: against the producer's tail store, full barrier,
+            // then `released` (stream_once). One of the two sees the other's store.
+            MP_STORE(&q->released, stream, MP_SEQ_CST);
+            mp_full_barrier();
+            q->tail_cache = MP_LOAD(&q->tail, MP_ACQUIRE);
+            if (q->tail_cache == pos) {
+                hand_back(q, pos, &counted);
+                wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
+                MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
+                if (!await_fragment(q)) {
+                    status = MP_ABORTED;
+                    break;
+                }
+            }
         }
-        r = peek(q);
+        r = (record_t *)(ring(q) + (pos & (q->capacity - 1)));
         if (r->kind == PAD) {
-            consume(q, r, 0);
+            pos += record_bytes(r->size);
             continue;
         }
         if ((r->kind != MIDDLE && r->kind != LAST) || got + r->size > total) {
@@ -134,18 +164,15 @@ mp_status_t mp_queue_get_rest(mp_queue_t *q, void *dest, uint64_t total) {
         }
         memcpy((uint8_t *)dest + got, r + 1, r->size);
         got += r->size;
-        if (got < total) {
-            consume(q, r, 0);
-            MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
-            continue;
-        }
-        // The LAST: handed back, then the message said to have arrived (the producer's put returns
-        // on it), then one wake for both.
-        release_record(q, r->size, 0);
+        pos += record_bytes(r->size);
         MP_FAULT_POINT(MP_FAULT_QUEUE_STREAM);
-        MP_STORE(&q->delivered, (uint32_t)prefix.stream, MP_RELEASE); // pairs with stream_delivered
-        wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
     }
+    // What was read is handed back, whole message or aborted one (the record that ended an
+    // aborted one stays, for the next get to drop).
+    hand_back(q, pos, &counted);
+    // Handed back whole: the message is this consumer's, as a whole one is after get_end.
+    if (status == MP_OK) MP_STORE(&q->delivered, stream, MP_RELEASE); // pairs with stream_delivered
+    wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
     q->assembling = 0;
     mp_mutex_unlock(&q->consumer);
     return status;

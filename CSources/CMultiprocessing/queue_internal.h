@@ -133,18 +133,20 @@ static inline record_t *peek(mp_queue_t *q) {
 /// real head + 1 of another message: heads are multiples of 8). A message whose announcement is
 /// complete and whose count has landed (`consumed == counting_value`) was counted already. Stores
 /// are plain: only the consumer-lock holder reads or writes these.
-static inline void release_record(mp_queue_t *q, uint32_t size, int taken) {
-    if (taken) {
-        uint64_t mark = q->head + 1;
-        if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
-            // counted by a consumer that died before it could release the message
-        } else {
-            q->counting_value = q->consumed + 1;
-            q->counting_head = mark;
-            MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
-        }
-        MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
+static inline void count_taken(mp_queue_t *q) {
+    uint64_t mark = q->head + 1;
+    if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
+        // counted by a consumer that died before it could release the message
+    } else {
+        q->counting_value = q->consumed + 1;
+        q->counting_head = mark;
+        MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
     }
+    MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
+}
+
+static inline void release_record(mp_queue_t *q, uint32_t size, int taken) {
+    if (taken) count_taken(q);
     MP_STORE(&q->head, q->head + record_bytes(size), MP_RELEASE);
 }
 

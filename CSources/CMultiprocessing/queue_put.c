@@ -132,6 +132,11 @@ static int stream_once(mp_queue_t *q, const uint8_t *data, uint64_t length) {
         left -= piece;
     }
     q->streaming = 0; // written whole: a producer dying from here on owes no ABORT
+    // A reader that has handed nothing back leaves the message whole in the ring if it dies, as a
+    // whole one: the put returns (and a thread that puts and then gets it itself does not wait for
+    // itself). One that began to hand it back is seen through. The full barrier of the LAST's
+    // wake orders its publication before this load (see mp_queue_get_rest).
+    if (MP_LOAD(&q->released, MP_SEQ_CST) != stream) return MP_OK;
     return stream_arrival(q, stream, first_at);
 }
 

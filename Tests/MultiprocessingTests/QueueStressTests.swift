@@ -37,9 +37,20 @@ struct QueueStressTests {
         }
         for c in consumerProcesses { try c.start() }
         for p in producerProcesses { try p.start() }
-        for p in producerProcesses { try p.join(); #expect(p.exitCode == 0) }
-        for _ in 0..<consumers { try q.put(stop) }
-        for c in consumerProcesses { try c.join(); #expect(c.exitCode == 0) }
+        // Every wait has a deadline: a stall fails the test (and is killed) instead of the suite.
+        for p in producerProcesses {
+            #expect(try p.join(timeout: .seconds(900)), "producer \(p.pid ?? 0) did not finish")
+            #expect(p.exitCode == 0)
+        }
+        for _ in 0..<consumers { try q.put(stop, timeout: .seconds(60)) }
+        for c in consumerProcesses {
+            #expect(try c.join(timeout: .seconds(120)), "consumer \(c.pid ?? 0) did not finish")
+            #expect(c.exitCode == 0)
+        }
+        for p in producerProcesses + consumerProcesses where p.exitCode == nil {
+            try p.kill()
+            try p.join()
+        }
         return stats
     }
 

@@ -280,7 +280,8 @@ typedef struct mp_queue {
     uint64_t consumed;       // messages taken; release-stored
     uint64_t reader;         // stream id << 32 | pid of the consumer that took that FIRST; release-stored
     uint32_t delivered;      // the id of the last fragmented message read whole; release-stored
-    uint32_t consumer_pad[9];
+    uint32_t released;       // the id of a fragmented message its reader began to hand back early
+    uint32_t consumer_pad[8];
     // Consumer line, private (changed under `consumer`).
     mp_mutex_t consumer;
     uint64_t tail_cache;     // the consumer's last view of `tail`
@@ -550,8 +551,9 @@ int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_reque
 
 /// Between a queue consumer counting a message as taken and handing its bytes back to producers.
 #define MP_FAULT_QUEUE_COUNTED 1u
-/// A consumer of a fragmented message: after it took the FIRST (before consuming it), and after
-/// each record of the message it consumed (the LAST included, before it says the message arrived).
+/// A consumer of a fragmented message: after it announced itself as its reader, after it read the
+/// FIRST, after each record it read (the LAST included, before it hands the message back), and
+/// after it handed back part of it to wait for the rest.
 #define MP_FAULT_QUEUE_STREAM 2u
 
 /// Arms a fault point: the calling process SIGKILLs itself the next time it passes `point` (0
