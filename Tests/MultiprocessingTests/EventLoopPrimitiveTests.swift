@@ -134,10 +134,11 @@ struct EventLoopPrimitiveTests {
         try await path.use {
             let lock = Lock()
             let counters = try SharedCounters()
+            // The holder keeps the lock until told to let go (a sleep would race a slow machine).
             let holder = Process {
                 try lock.acquire()
                 counters[0] = 1
-                try sleep(for: .milliseconds(100))
+                _ = eventually { counters[1] == 1 }
                 try lock.release()
             }
             try holder.start()
@@ -145,6 +146,7 @@ struct EventLoopPrimitiveTests {
             let loop = try EventLoop()
             try await onLoop(loop) {
                 #expect(try await lock.acquire(timeout: .milliseconds(1)) == false)
+                counters[1] = 1
                 try await lock.acquire()  // woken by the other process's release
                 try lock.release()
                 let inside = Locked((now: 0, most: 0, total: 0))
