@@ -149,24 +149,22 @@ public final class Connection: @unchecked Sendable, Codable {
     public func close() { end.close() }
 
     private func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer) throws(ConnectionError) {
+        let socket = end.isSocket
         var offset = 0
         while offset < raw.count {
-            let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            // A socket without SIGPIPE (a closed peer is an error here); a simplex pipe through
+            // write(2), with SIGPIPE left as the program set it.
+            let n =
+                socket
+                ? Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                : write(fd, raw.baseAddress! + offset, raw.count - offset)
             if n >= 0 {
                 offset += n
                 continue
             }
             if errno == EINTR { continue }
-            if errno == ENOTSOCK {  // a simplex pipe: write(2), with SIGPIPE left as the program set it
-                let w = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if w >= 0 {
-                    offset += w
-                    continue
-                }
-                if errno == EINTR { continue }
-            }
             if errno == EPIPE || errno == ECONNRESET { throw .endOfFile }
-            throw .system(Errno(rawValue: errno), function: "send")
+            throw .system(Errno(rawValue: errno), function: socket ? "send" : "write")
         }
     }
 
@@ -217,7 +215,15 @@ final class Endpoint: @unchecked Sendable {
     let sendLock = InternalLock()
     let receiveLock = InternalLock()
 
-    fileprivate init(fd: Int32) { state = Locked(fd) }
+    /// A socket (a duplex pipe) or not (a simplex pipe's end): found once, so that a send makes
+    /// one system call, not a failed `send` and then a `write`.
+    let isSocket: Bool
+
+    fileprivate init(fd: Int32) {
+        state = Locked(fd)
+        var info = stat()
+        isSocket = fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK
+    }
 
     var fileDescriptor: Int32 { state.withLock { $0 } }
 
