@@ -9,9 +9,12 @@
 // - "Die with parent" uses PR_SET_PDEATHSIG, then re-checks the parent: if the parent died before
 //   the prctl, the child exits at once rather than being orphaned. PDEATHSIG follows the thread that
 //   forked, so a child forked from a short-lived thread must not be a daemon (documented in Swift).
+// - A spawned child inherits only 0-2 and the descriptors it is given, as Python's spawn: every other
+//   one is closed between fork and exec, whether or not it had O_CLOEXEC.
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -50,6 +53,36 @@ int32_t mp_fork(int die_with_parent) {
     return pid;
 }
 
+static int kept(const int32_t *keep_fds, int32_t nkeep, long fd) {
+    for (int32_t i = 0; i < nkeep; i++) {
+        if (keep_fds[i] == fd) return 1;
+    }
+    return 0;
+}
+
+/// Adds the closing of every descriptor but 0-2 and the kept ones (the highest of which is
+/// `highest`): those above it with one closefrom, those below it one by one, as open now (one
+/// opened by another thread meanwhile may still reach the child, if it lacks O_CLOEXEC).
+static int close_all_but(posix_spawn_file_actions_t *actions, const int32_t *keep_fds, int32_t nkeep,
+                         int highest) {
+    int rc = 0;
+    if (highest > 2) {
+        DIR *dir = opendir("/proc/self/fd");
+        if (dir == NULL) return errno;
+        int own = dirfd(dir);
+        struct dirent *entry;
+        while (rc == 0 && (entry = readdir(dir)) != NULL) {
+            char *end = NULL;
+            long fd = strtol(entry->d_name, &end, 10);
+            if (end == entry->d_name || *end != 0 || fd < 3 || fd >= highest || fd == own) continue;
+            if (!kept(keep_fds, nkeep, fd)) rc = posix_spawn_file_actions_addclose(actions, (int)fd);
+        }
+        closedir(dir);
+    }
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(actions, highest + 1);
+    return rc;
+}
+
 int32_t mp_spawn(const char *path, char *const *argv, char *const *envp, const int32_t *keep_fds,
                  int32_t nkeep) {
     posix_spawn_file_actions_t actions;
@@ -57,9 +90,12 @@ int32_t mp_spawn(const char *path, char *const *argv, char *const *envp, const i
     int rc = posix_spawn_file_actions_init(&actions);
     if (rc != 0) return -rc;
     // dup2 onto itself clears FD_CLOEXEC in the child (POSIX 2024, glibc >= 2.29): the fd survives exec.
+    int highest = 2;
     for (int32_t i = 0; i < nkeep && rc == 0; i++) {
         rc = posix_spawn_file_actions_adddup2(&actions, keep_fds[i], keep_fds[i]);
+        if (keep_fds[i] > highest) highest = keep_fds[i];
     }
+    if (rc == 0) rc = close_all_but(&actions, keep_fds, nkeep, highest);
     if (rc == 0) rc = posix_spawnattr_init(&attr);
     if (rc != 0) {
         posix_spawn_file_actions_destroy(&actions);

@@ -161,11 +161,22 @@ public enum TestTargets {
         }
     }
 
+    /// For each descriptor number in slots 0..<3: whether it is open here on the file whose inode is
+    /// in slots 3..<6 (1 in slots 6..<9: a descriptor the parent did not hand over reached it); 1 in
+    /// slot 9 once done.
+    public static let inheritedDescriptors = SpawnTarget<ReportJob>("inheritedDescriptors") { job in
+        for i in 0..<3 {
+            var info = stat()
+            job[6 + i] = fstat(Int32(job[i]), &info) == 0 && Int(info.st_ino) == job[3 + i] ? 1 : 0
+        }
+        job[9] = 1
+    }
+
     /// A process pool's work function for the stress tests: twice the input.
     public static let twice = PoolWorker<Int, Int>("twice") { $0 &* 2 }
 
     public static let all: [any SpawnEntry] = [
-        twice, PoolHazard.target, createRegion,
+        twice, PoolHazard.target, createRegion, inheritedDescriptors,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
     ]
 }

@@ -102,4 +102,36 @@ struct SpawnTests {
         #expect(try p.join(timeout: .seconds(60)))
         #expect(p.exitCode == 0)
     }
+
+    @Test("a spawned or forkserver child sees only the descriptors it was given, not ones without O_CLOEXEC")
+    func onlyGivenDescriptors() throws {
+        useTestHelper()
+        var pipeEnds: [Int32] = [-1, -1]
+        #expect(pipe(&pipeEnds) == 0)  // no O_CLOEXEC, as a plain pipe() in a user's program
+        let path = "/tmp/mp-descriptors-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let file = open(path, O_CREAT | O_RDWR, 0o600)  // nor here
+        unlink(path)
+        defer {
+            close(pipeEnds[0])
+            close(pipeEnds[1])
+            close(file)
+        }
+        let job = ReportJob(memory: try SharedMemory(size: 128))
+        for (i, fd) in [pipeEnds[0], pipeEnds[1], file].enumerated() {
+            var info = stat()
+            #expect(fstat(fd, &info) == 0)
+            job[i] = Int(fd)
+            job[3 + i] = Int(info.st_ino)
+        }
+        for method in [Process.StartMethod.spawn, .forkserver] {
+            job[9] = 0
+            let child = Process(
+                name: "descriptors", target: TestTargets.inheritedDescriptors, argument: job, startMethod: method)
+            try child.start()
+            #expect(try child.join(timeout: .seconds(60)))
+            #expect(child.exitCode == 0)
+            #expect(job[9] == 1, "\(method): the child ran")
+            #expect(job[6] == 0 && job[7] == 0 && job[8] == 0, "\(method): a descriptor it was not given reached it")
+        }
+    }
 }
