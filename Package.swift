@@ -59,7 +59,7 @@ let package = Package(
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
         .target(
             name: "MultiprocessingTestTargets",
-            dependencies: ["Multiprocessing"],
+            dependencies: ["Multiprocessing", "CMultiprocessing"],
             path: "Tests/MultiprocessingTestTargets"
         ),
         .executableTarget(

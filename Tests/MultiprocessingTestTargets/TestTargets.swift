@@ -1,4 +1,5 @@
 // Spawn targets shared by the test suite (parent side) and its helper executable (child side).
+import CMultiprocessing
 import Multiprocessing
 
 #if canImport(Glibc)
@@ -73,7 +74,55 @@ public struct ReportJob: Codable, Sendable {
     }
 }
 
+/// What a consumer of the queue fault tests' streamed messages is given. It runs as a forkserver
+/// child: one forked from a thread of the busy test runner could inherit a held runtime lock.
+public struct StreamConsumerJob: Codable, Sendable {
+    public var queue: Queue<[UInt8]>
+    /// One Int per (row, message id): how often this consumer got it; slot 0 in `single` mode.
+    public var seen: SharedMemory
+    public var row: Int
+    public var count: Int
+    /// The fault point's passes before it dies (nil: it lives).
+    public var dieAfter: UInt32?
+    /// Takes one message, which must be ``StreamedMessages/block``: seen[0] is 1 if it was.
+    public var single: Bool
+    public init(queue: Queue<[UInt8]>, seen: SharedMemory, row: Int, count: Int, dieAfter: UInt32?, single: Bool) {
+        (self.queue, self.seen, self.row, self.count, self.dieAfter, self.single) =
+            (queue, seen, row, count, dieAfter, single)
+    }
+}
+
+/// The streamed messages of the queue fault tests, the same in the test and its consumers.
+public enum StreamedMessages {
+    /// Message `i`: 3 000 to 12 000 bytes (3 to 12 records of a 4 KiB ring), its id first.
+    public static func message(_ i: Int) -> [UInt8] {
+        let size = 3_000 + (i &* 7_919) % 9_000
+        var bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+        withUnsafeBytes(of: Int32(i)) { for k in 0..<4 { bytes[k] = $0[k] } }
+        return bytes
+    }
+
+    /// 20 000 bytes: a FIRST and about 20 fragments through a 4 KiB ring.
+    public static let block = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+}
+
 public enum TestTargets {
+    /// Consumes streamed messages (see ``StreamConsumerJob``), armed to die at a fault point of the
+    /// stream; exits 3 on a torn or foreign message.
+    public static let streamConsumer = SpawnTarget<StreamConsumerJob>("streamConsumer") { job in
+        if let passes = job.dieAfter { _ = mp_fault_arm_after(MP_FAULT_QUEUE_STREAM, passes) }
+        let seen = job.seen.buffer.baseAddress!.assumingMemoryBound(to: Int.self)
+        if job.single {
+            seen[0] = try job.queue.get(timeout: .seconds(20)) == StreamedMessages.block ? 1 : 3
+            return
+        }
+        while let m = try? job.queue.get(timeout: .seconds(2)) {
+            let id = m.withUnsafeBytes { Int($0.loadUnaligned(as: Int32.self)) }
+            guard id >= 0 && id < job.count && m == StreamedMessages.message(id) else { exit(3) }
+            seen[job.row * job.count + id] += 1
+        }
+    }
+
     /// Reports its pid, its parent's pid, its name's length and whether async code runs, then exits.
     public static let report = SpawnTarget<ReportJob>("report") { job in
         job[0] = Int(getpid())
@@ -176,7 +225,7 @@ public enum TestTargets {
     public static let twice = PoolWorker<Int, Int>("twice") { $0 &* 2 }
 
     public static let all: [any SpawnEntry] = [
-        twice, PoolHazard.target, createRegion, inheritedDescriptors,
+        twice, PoolHazard.target, createRegion, inheritedDescriptors, streamConsumer,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
     ]
 }

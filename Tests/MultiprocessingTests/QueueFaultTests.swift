@@ -1,4 +1,5 @@
 import CMultiprocessing
+import MultiprocessingTestTargets
 import Testing
 
 @testable import Multiprocessing
@@ -164,29 +165,35 @@ struct QueueFaultTests {
         "a consumer killed at every step of a streamed message: the next consumer gets it whole, once",
         .enabled(if: mp_fault_arm(0) == 1))
     func consumerKilledAtEveryStreamStep() throws {
+        useTestHelper()
         // 20 000 bytes through a 4 KiB ring: a FIRST and about 20 fragments. The steps are the
-        // reader's announcement, then each record consumed, the LAST before its arrival is said;
-        // 24 steps is a few more than that, so a few consumers live through their message.
-        let message = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-        // 1 000 rounds; fewer under the sanitizers, which slow every fork by an order of magnitude.
+        // reader's announcement, reading the FIRST, each record read, and handing back part of it
+        // to wait; 24 steps is a few more than that, so a few consumers live through their message.
+        let message = StreamedMessages.block
+        // 1 000 rounds; fewer under the sanitizers, which slow every process start a lot.
         let rounds =
             getenv("MP_STREAM_FAULT_ROUNDS").flatMap { Int(String(cString: $0)) }
             ?? (runningUnderSanitizer ? 96 : 1_000)
         let steps = 24
         let q = try Queue<[UInt8]>(capacity: 4096)
+        let seen = try SharedMemory(size: 64)
         var killed = 0
         for round in 0..<rounds {
             let producer = Thread { try q.put(message) }
             try producer.start()
-            let step = UInt32(round % steps)
-            let consumer = Process {
-                _ = mp_fault_arm_after(MP_FAULT_QUEUE_STREAM, step)
-                let got = try q.get(timeout: .seconds(20))
-                exit(got == message ? 0 : 3)
-            }
+            seen.buffer.storeBytes(of: 0, as: Int.self)
+            let job = StreamConsumerJob(
+                queue: q, seen: seen, row: 0, count: 1, dieAfter: UInt32(round % steps), single: true)
+            let consumer = Process(name: "stream-consumer", target: TestTargets.streamConsumer, argument: job)
             try consumer.start()
-            #expect(try consumer.join(timeout: .seconds(20)))
-            if consumer.exitCode != 0 {
+            if try !consumer.join(timeout: .seconds(30)) {
+                Issue.record("round \(round): the consumer did not finish")
+                try consumer.kill()
+                try consumer.join()
+            }
+            if consumer.exitCode == 0 {
+                #expect(seen.buffer.load(as: Int.self) == 1, "round \(round): the consumer got it whole")
+            } else {
                 #expect(consumer.exitCode == -SIGKILL)
                 killed += 1
                 #expect(try q.get(timeout: .seconds(20)) == message, "round \(round): the message is whole")
@@ -202,38 +209,25 @@ struct QueueFaultTests {
         "2 000 streamed messages, consumers SIGKILLed at random points of their streams: none lost, none doubled",
         .enabled(if: mp_fault_arm(0) == 1))
     func randomConsumerKills() throws {
+        useTestHelper()
         let count = runningUnderSanitizer ? 300 : 2_000
         let lives = runningUnderSanitizer ? 40 : 200
-        /// Message `i`: 3 000 to 12 000 bytes (3 to 12 records of a 4 KiB ring), its id first.
-        @Sendable func message(_ i: Int) -> [UInt8] {
-            let size = 3_000 + (i &* 7_919) % 9_000
-            var bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) }
-            withUnsafeBytes(of: Int32(i)) { for k in 0..<4 { bytes[k] = $0[k] } }
-            return bytes
-        }
         let q = try Queue<[UInt8]>(capacity: 4096)
-        let seen = try SharedCounters(count: lives * count)  // a row per consumer's life
-        let producer = Thread { for i in 0..<count { try q.put(message(i)) } }
+        let seen = try SharedMemory(size: lives * count * MemoryLayout<Int>.stride)  // a row per life
+        let producer = Thread { for i in 0..<count { try q.put(StreamedMessages.message(i)) } }
         try producer.start()
         var random = SplitMix(seed: 0x5EED)
         var life = 0
         func consumer(dieAfter passes: UInt32?) throws -> Process {
-            let row = life
+            let job = StreamConsumerJob(queue: q, seen: seen, row: life, count: count, dieAfter: passes, single: false)
             life += 1
-            let p = Process {
-                if let passes { _ = mp_fault_arm_after(MP_FAULT_QUEUE_STREAM, passes) }
-                while let m = try? q.get(timeout: .seconds(2)) {
-                    let id = m.withUnsafeBytes { Int($0.loadUnaligned(as: Int32.self)) }
-                    guard id >= 0 && id < count && m == message(id) else { exit(3) }  // torn or foreign
-                    seen[row * count + id] += 1
-                }
-                exit(0)
-            }
+            let p = Process(name: "stream-consumer", target: TestTargets.streamConsumer, argument: job)
             try p.start()
             return p
         }
         var running = [try consumer(dieAfter: UInt32(random.next() % 300)), try consumer(dieAfter: 7)]
-        while life < lives - 1 {
+        let end = ContinuousClock.now + .seconds(600)  // a stall fails the test, not the suite
+        while life < lives - 1 && ContinuousClock.now < end {
             for (k, p) in running.enumerated() where try p.join(timeout: .milliseconds(5)) {
                 #expect(p.exitCode == -SIGKILL || p.exitCode == 0, "a consumer saw a torn message")
                 running[k] = try consumer(dieAfter: UInt32(random.next() % 300))
@@ -245,12 +239,14 @@ struct QueueFaultTests {
         #expect(try producer.join(timeout: .seconds(120)))
         for p in running where try !p.join(timeout: .seconds(60)) {
             try p.kill()
+            try p.join()
             Issue.record("a consumer did not finish")
         }
+        let counts = seen.buffer.bindMemory(to: Int.self)
         var lost = 0
         var doubled = 0
         for id in 0..<count {
-            let n = (0..<life).reduce(0) { $0 + seen[$1 * count + id] }
+            let n = (0..<life).reduce(0) { $0 + counts[$1 * count + id] }
             if n == 0 { lost += 1 }
             if n > 1 { doubled += 1 }
         }

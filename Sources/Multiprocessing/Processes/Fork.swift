@@ -130,13 +130,14 @@ extension Fork {
     ///
     /// Each lock is taken by making metadata this process has never made: an array, a dictionary,
     /// a set, an optional, a tuple, a function type and a metatype of ``ZygoteProbe``, which only
-    /// this function instantiates (and only in a zygote, so it is new in every one), and a
-    /// conformance lookup that misses the cache. Never call it in a process that forks zygotes:
+    /// this function instantiates (and only in a zygote, so it is new in every one), a conformance
+    /// lookup that misses the cache, and a lazy global's first initialisation. Never call it in a process that forks zygotes:
     /// the probe's metadata would be made there, and found again without a lock in every zygote.
     static func proveRuntimeLocksFree() {
         var seen = 0
         seen &+= probeSharedCaches(ZygoteProbe<Int>.self)
         seen &+= probeSharedCaches(ZygoteProbe<ZygoteProbe<UInt8>>.self)
+        seen &+= ZygoteProbeOnce.value  // a first `swift_once`, for the lock that onces may share
         if seen == 42 { writeError("") }  // keeps the work from being dropped
     }
 
@@ -149,6 +150,11 @@ extension Fork {
         let conforms = T.self is any CustomStringConvertible.Type
         return made.count + (conforms ? 1 : 0)
     }
+}
+
+/// Only ``Fork/proveRuntimeLocksFree()`` reads it: its first read runs a `swift_once`.
+private enum ZygoteProbeOnce {
+    static let value = Int(mp_process_id() & 1)
 }
 
 /// Only ``Fork/proveRuntimeLocksFree()`` instantiates it.
