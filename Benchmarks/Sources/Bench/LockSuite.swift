@@ -200,6 +200,14 @@ func runProbe(_ name: String, iterations: Int) throws {
         try consumer.start()
         for i in 0..<iterations { try q.put(i) }
         try consumer.join()
+    case "start-child", "start-child-fork":
+        // For perf and strace: forkserver (or fork) children one after another, the mean printed.
+        let ms = try meanFirstLine(iterations) { writer in
+            name == "start-child"
+                ? Multiprocessing.Process(target: StartTargets.ready, argument: writer)
+                : Multiprocessing.Process { try writer.sendBytes([1]) }
+        }
+        print(String(format: "%.3f ms per child", ms))
     default:
         throw BenchError.peer("unknown probe \(name)")
     }

@@ -92,7 +92,7 @@ private func meanFirstResult(_ count: Int, _ makePool: () throws -> ProcessPool<
 
 /// Mean ms from `start()` to the child's first byte on a pipe, over `count` children one after
 /// another; `makeChild` is given the pipe's sending end. Joining each child is off the clock.
-private func meanFirstLine(_ count: Int, _ makeChild: (Connection) -> Multiprocessing.Process) throws -> Double {
+func meanFirstLine(_ count: Int, _ makeChild: (Connection) -> Multiprocessing.Process) throws -> Double {
     let (reader, writer) = try Pipe.make(duplex: false)
     defer {
         reader.close()

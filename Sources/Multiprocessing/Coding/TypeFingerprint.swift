@@ -3,8 +3,9 @@ import Synchronization
 /// The 32-bit fingerprint of a type's name that starts every ``BinaryCoding`` message, so that a
 /// message read as another type fails at once instead of being misread.
 ///
-/// The name is `String(reflecting:)` with the load addresses of private and local types removed
-/// (they differ between a parent and a spawned child). Computing it takes microseconds, so each
+/// The name is the qualified type name (`String(reflecting:)` prints the same) with the load
+/// addresses of private and local types removed (they differ between a parent and a spawned child).
+/// Computing it takes microseconds, so each
 /// type's fingerprint is computed once and kept in a lock-free table: a lock here could be held
 /// by another thread at `fork` and never released in the child.
 enum TypeFingerprint {
@@ -26,10 +27,13 @@ enum TypeFingerprint {
         return hash
     }
 
-    /// `String(reflecting:)` without `at $<address>` in the contexts of private and local types.
+    /// The qualified name without `at $<address>` in the contexts of private and local types.
+    /// `_typeName` prints it directly; `String(reflecting:)` would first try the metatype against
+    /// three printing protocols, each a conformance lookup that scans every loaded image the first
+    /// time (a tenth of a millisecond in a forkserver child, where every cache starts cold).
     static func portableName<T>(_ type: T.Type) -> String {
         let marker = "(unknown context at $"
-        var rest = Substring(String(reflecting: type))
+        var rest = Substring(_typeName(type, qualified: true))
         var name = ""
         while let range = rest.firstRange(of: marker) {
             name += rest[..<range.lowerBound]

@@ -207,6 +207,25 @@ public final class Connection: @unchecked Sendable, Codable {
     }
 }
 
+extension Connection {
+    /// In the forkserver, before it serves (``Fork/prepareServer(for:)``): a connection decoded and a
+    /// message sent and received through a pipe of its own, so that a child handed a connection
+    /// (the commonest argument) finds this code's metadata and witness tables already made.
+    static func prepareChildren() {
+        Endpoints.prepare()
+        guard let (reader, writer) = try? Pipe.make(duplex: false) else { return }
+        defer {
+            reader.close()
+            writer.close()
+        }
+        guard let bytes = try? SpawnCoding.encode(writer),
+            let decoded = try? SpawnCoding.decode(Connection.self, from: bytes)
+        else { return }
+        try? decoded.sendBytes([1])
+        _ = try? reader.receiveBytes()
+    }
+}
+
 /// One open descriptor of this process and the locks that keep its messages whole, shared by every
 /// ``Connection`` object that stands for it. It closes the descriptor at ``close()``, or when the
 /// last of those objects goes.
@@ -247,6 +266,16 @@ enum Endpoints {
         weak var end: Endpoint?
     }
     private static let table = Locked<[Int32: Entry]>([:])
+
+    /// Runs the table's lazy initialiser and makes the metadata of an insertion (before a fork:
+    /// see ``Fork``), with an end that owns no descriptor.
+    static func prepare() {
+        let none = Endpoint(fd: -1)
+        table.withLock { table in
+            table[-1] = Entry(end: none)
+            table[-1] = nil
+        }
+    }
 
     static func adopt(_ fd: Int32) -> Endpoint {
         table.withLock { table in

@@ -42,6 +42,16 @@ enum Fork {
         ForkServer.forgetInherited()
     }
 
+    /// How a forked child ends (over a closure, or from the forkserver), as Python's do: the
+    /// children it started itself are finished (daemons terminated, the others joined), stdio is
+    /// flushed, and it `_exit`s. The atexit handlers and library destructors it would otherwise run
+    /// are its parent's or its server's; running them all again in every child also costs about a
+    /// millisecond, on the CPU its parent is waiting for.
+    static func exitChild(_ code: Int32) -> Never {
+        Children.finishAtExit()
+        mp_exit_child(code)
+    }
+
     /// Forks on the calling thread. In the child, resets it as `process` (``Process/current``) and
     /// runs `body`, which must not return. Returns the child's pid, or -errno.
     static func child(as process: Process, daemon: Bool, _ body: () -> Never) -> Int32 {
@@ -149,6 +159,35 @@ extension Fork {
         ]
         let conforms = T.self is any CustomStringConvertible.Type
         return made.count + (conforms ? 1 : 0)
+    }
+}
+
+extension Fork {
+    /// In the forkserver, before it serves (Python's `set_forkserver_preload`, done for the library's
+    /// own code): the one-time work that each child would otherwise repeat, since a child starts
+    /// with the server's caches. Lazy globals a child reads, the metadata and conformance lookups
+    /// of decoding a child's payload, and what each registered entry needs (its types'
+    /// fingerprints, a pool worker's loop). Work done here costs once; the same work in a child is
+    /// most of its start (conformance lookups scan every loaded image, and each page the runtime
+    /// writes to is copied).
+    static func prepareServer(for targets: [any SpawnEntry]) {
+        prepare()
+        Connection.prepareChildren()
+        let sample = ChildPayload(
+            target: "", argument: [0], name: "", daemon: false, dieWithParent: false, parentPID: 0,
+            regions: [RegionDescriptor(id: 0, fd: -1, size: 0)], tracker: -1)
+        if let bytes = try? SpawnCoding.encode(BootstrapPayload.child(sample)) {
+            _ = try? SpawnCoding.decode(BootstrapPayload.self, from: bytes)
+        }
+        // The library's types that children are handed most (locks and the like decode a handle).
+        let handle = SharedHandle(region: 0, slot: 0, generation: 0, kind: 0)
+        if let bytes = try? SpawnCoding.encode(handle) { _ = try? SpawnCoding.decode(SharedHandle.self, from: bytes) }
+        let made =
+            Spawn.childMetadata + Condition.decodingMetadata + SharedMemory.decodingMetadata
+        if made.isEmpty { writeError("") }  // keeps the work from being dropped
+        for case let entry as any ChildPreparing in targets {
+            entry.prepareChildren()
+        }
     }
 }
 

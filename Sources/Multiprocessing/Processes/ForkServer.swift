@@ -101,6 +101,7 @@ enum ForkServer {
         var name = [CChar](repeating: 0, count: 16)
         mp_get_thread_name(&name)
         mp_set_thread_name("mp-forkserver")
+        Fork.prepareServer(for: targets)
         var request = mp_server_request_t()
         let served = mp_server_serve(setup.socket, setup.client, 1, &request)
         if served != 0 {
@@ -119,7 +120,7 @@ enum ForkServer {
             mp_exit_child(1)
         }
         Glibc.close(fd)
-        Spawn.runChild(payload, targets: targets)
+        Spawn.runChild(payload, targets: targets, forked: true)
     }
 }
 

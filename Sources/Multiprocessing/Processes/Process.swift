@@ -209,10 +209,10 @@ open class Process: @unchecked Sendable {
         }
         do {
             try run()
-            mp_exit_child(0)
+            Fork.exitChild(0)
         } catch {
             writeError("Process \(name): \(error)\n")
-            mp_exit_child(1)
+            Fork.exitChild(1)
         }
     }
 

@@ -37,6 +37,18 @@ public struct SpawnTarget<Argument: Codable & Sendable>: Sendable, SpawnEntry {
     }
 }
 
+extension SpawnTarget: ChildPreparing {
+    func prepareChildren() {
+        _ = TypeFingerprint.of(Argument.self)
+    }
+}
+
+/// An entry that does, once in the forkserver, the one-time work each of its children would
+/// otherwise repeat (see ``Fork/prepareServer(for:)``).
+protocol ChildPreparing {
+    func prepareChildren()
+}
+
 /// A registered entry point of a child process, whatever its argument type.
 public protocol SpawnEntry: Sendable {
     var name: String { get }
@@ -81,7 +93,7 @@ public enum Spawn {
             exit(1)
         }
         switch payload {
-        case .child(let child): runChild(child, targets: targets)
+        case .child(let child): runChild(child, targets: targets, forked: false)
         case .forkServer(let setup): ForkServer.serve(setup, targets: targets)
         }
     }
@@ -90,20 +102,29 @@ public enum Spawn {
     /// must not start children of its own (they would start it again, without end).
     static var bootstrapPending: Bool { getenv(environmentKey) != nil }
 
-    /// Runs the target a child was started for, then exits the process.
-    static func runChild(_ payload: ChildPayload, targets: [any SpawnEntry]) -> Never {
+    /// The metadata ``runChild(_:targets:)`` makes, made ahead in the forkserver.
+    static let childMetadata: [Any.Type] = [Locked<String?>.self, TaskPriority?.self, Task<Void, Never>.self]
+
+    /// Runs the target a child was started for, then exits the process: as a program does when it
+    /// was spawned, as a forked child does (``Fork/exitChild(_:)``) when the forkserver `forked` it.
+    static func runChild(_ payload: ChildPayload, targets: [any SpawnEntry], forked: Bool) -> Never {
+        func end(_ code: Int32) -> Never {
+            if forked { Fork.exitChild(code) }
+            mp_flush_stdio()
+            exit(code)
+        }
         if payload.dieWithParent { mp_die_with_parent(payload.parentPID) }
         if let tracker = payload.tracker { ResourceTracker.adopt(descriptor: tracker) }
         do {
             try RegionRegistry.adopt(payload.regions)
         } catch {
             writeError("Process \(payload.name): its shared memory could not be mapped: \(error)\n")
-            exit(1)
+            end(1)
         }
         CurrentProcess.setStarted(name: payload.name, parentPID: payload.parentPID)
         guard let target = targets.first(where: { $0.name == payload.target }) else {
             writeError("Process \(payload.name): no spawn target named \"\(payload.target)\" is registered\n")
-            exit(1)
+            end(1)
         }
         // A process-private event: a shared ``Event`` would map an arena into every child. The
         // task starts on this thread and runs here until it first suspends: a target that never
@@ -122,11 +143,9 @@ public enum Spawn {
         done.wait()
         if let message = failure.withLock({ $0 }) {
             writeError(message)
-            mp_flush_stdio()
-            exit(1)
+            end(1)
         }
-        mp_flush_stdio()
-        exit(0)
+        end(0)
     }
 
     /// Parent side of the spawn start method: the executable started with `payload` (a memfd
@@ -145,18 +164,23 @@ public enum Spawn {
         return pid
     }
 
-    /// Reads the whole payload behind `fd` (a memfd, read from offset 0).
+    /// Reads the whole payload behind `fd` (a memfd, read from offset 0), in one read of its size
+    /// (a child pays for every page it touches: no zeroed 64 KiB buffer).
     static func readAll(_ fd: Int32) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var offset: off_t = 0
-        while true {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-            offset += off_t(n)
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_size > 0 else { return [] }
+        let size = Int(status.st_size)
+        return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            count = 0
+            while count < size {
+                let n = pread(fd, buffer.baseAddress! + count, size - count, off_t(count))
+                if n > 0 {
+                    count += n
+                } else if n == 0 || errno != EINTR {
+                    break  // shorter than it said: what was read is decoded, and checked there
+                }
+            }
         }
-        return bytes
     }
 
     private static func currentEnvironment() -> [String] {

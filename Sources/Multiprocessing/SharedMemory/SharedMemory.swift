@@ -138,6 +138,8 @@ public final class SharedMemory: @unchecked Sendable, Codable {
     }
 
     private enum CodingKeys: String, CodingKey { case name, region }
+    /// The metadata decoding one makes, made ahead in the forkserver (``Fork/prepareServer(for:)``).
+    static let decodingMetadata: [Any.Type] = [KeyedDecodingContainer<CodingKeys>.self]
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)

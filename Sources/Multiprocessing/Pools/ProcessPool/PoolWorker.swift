@@ -31,6 +31,15 @@ public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>:
     }
 }
 
+extension PoolWorker: ChildPreparing {
+    func prepareChildren() {
+        _ = TypeFingerprint.of(PoolWorkerArgument.self)
+        _ = (TypeFingerprint.of(Input.self), TypeFingerprint.of([Input].self))
+        _ = (TypeFingerprint.of(Output.self), TypeFingerprint.of([Output].self))
+        WorkerLoop<Input, Output>.warmUp()
+    }
+}
+
 struct PoolWorkerArgument: Codable, Sendable {
     var channels: PoolChannels.Handle
     var index: Int
