@@ -202,9 +202,7 @@ int32_t mp_server_await_hello(int32_t sock, int32_t server_pidfd, int64_t deadli
     return 0;
 }
 
-int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_request_t *request,
-                       const int32_t *fds, uint32_t count, int64_t deadline_ns, int32_t *pidfd) {
-    *pidfd = -1;
+int32_t mp_server_send_fork(int32_t sock, const mp_server_request_t *request, const int32_t *fds, uint32_t count) {
     if (count > MP_SERVER_MAX_FDS || (count > 0 && fds == NULL)) return -EINVAL;
     struct iovec iov = {.iov_base = (void *)request, .iov_len = sizeof *request};
     union {
@@ -223,9 +221,13 @@ int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_reque
         memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
     }
     for (;;) {
-        if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) break;
+        if (sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return 0;
         if (errno != EINTR) return -errno;
     }
+}
+
+int32_t mp_server_await_fork(int32_t sock, int32_t server_pidfd, int64_t deadline_ns, int32_t *pidfd) {
+    *pidfd = -1;
     int rc = wait_answer(sock, server_pidfd, deadline_ns);
     if (rc < 0) return rc;
     mp_server_reply_t reply;
@@ -244,6 +246,14 @@ int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_reque
     if (rc == 0) return -EPROTO; // a child without its pidfd: never sent by the server
     *pidfd = received[0];
     return reply.pid;
+}
+
+int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_request_t *request,
+                       const int32_t *fds, uint32_t count, int64_t deadline_ns, int32_t *pidfd) {
+    *pidfd = -1;
+    int rc = mp_server_send_fork(sock, request, fds, count);
+    if (rc < 0) return rc;
+    return mp_server_await_fork(sock, server_pidfd, deadline_ns, pidfd);
 }
 
 // MARK: - Server

@@ -4,6 +4,14 @@
 // -errno (or NULL with *error) rather than touching errno's thread-local state across the boundary.
 // A named region starts with an mp_region_header_t that its creator fills before anyone else can
 // attach (the object is created O_EXCL, mode 0600); attachers check magic, version and sizes.
+//
+// Anonymous regions (memfds) are sealed against shrinking and growing once sized: a process that
+// truncated one would make every access past the new end fault (SIGBUS) in every process mapping
+// it. A bootstrap payload is sealed against every change once written. A child accepts a region or
+// a payload descriptor only if it carries those seals (mp_memfd_check): an ordinary file, a pipe,
+// a named region or an unsealed memfd is not something a parent of this library handed it. Named
+// regions cannot be sealed (another process attaches them by name): their truncation is a
+// documented hazard (NamedSharedMemory.md).
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -15,15 +23,51 @@
 _Static_assert(sizeof(mp_region_header_t) == MP_REGION_HEADER_SIZE, "region header is 64 bytes");
 _Static_assert(offsetof(mp_region_header_t, magic) == 0, "magic leads the header");
 
+#define REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+#define PAYLOAD_SEALS (F_SEAL_WRITE | REGION_SEALS)
+
 int32_t mp_memfd_create(const char *name, uint64_t size) {
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) return -errno;
-    if (ftruncate(fd, (off_t)size) != 0) {
+    if (ftruncate(fd, (off_t)size) != 0 || fcntl(fd, F_ADD_SEALS, REGION_SEALS) != 0) {
         int err = errno;
         close(fd);
         return -err;
     }
     return fd;
+}
+
+int32_t mp_memfd_create_sealed(const char *name, const void *bytes, uint64_t count) {
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return -errno;
+    uint64_t done = 0;
+    while (done < count) {
+        ssize_t n = pwrite(fd, (const uint8_t *)bytes + done, (size_t)(count - done), (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            close(fd);
+            return -err;
+        }
+        done += (uint64_t)n;
+    }
+    if (fcntl(fd, F_ADD_SEALS, PAYLOAD_SEALS) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int64_t mp_memfd_check(int32_t fd, uint64_t size, int32_t immutable) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0) return errno == EINVAL ? -EPERM : -errno; // not a memfd: nothing of ours
+    int want = immutable ? PAYLOAD_SEALS : REGION_SEALS;
+    if ((seals & want) != want) return -EPERM;
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size < size) return -EINVAL;
+    return (int64_t)st.st_size;
 }
 
 int32_t mp_shm_create(const char *name, uint64_t size) {
@@ -49,6 +93,12 @@ int64_t mp_fd_size(int32_t fd) {
     struct stat st;
     if (fstat(fd, &st) != 0) return -errno;
     return (int64_t)st.st_size;
+}
+
+int32_t mp_fd_private_to_owner(int32_t fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    return S_ISREG(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077) == 0 ? 0 : -EPERM;
 }
 
 int32_t mp_fd_identity(int32_t fd, uint64_t *device, uint64_t *inode) {

@@ -208,6 +208,10 @@ func runProbe(_ name: String, iterations: Int) throws {
                 : Multiprocessing.Process { try writer.sendBytes([1]) }
         }
         print(String(format: "%.3f ms per child", ms))
+    case "start-pool":
+        // For perf: forkserver pools of 2 one after another, creation to first result, the mean printed.
+        let ms = try meanFirstResult(iterations) { try ProcessPool(processes: 2, worker: StartTargets.doubler) }
+        print(String(format: "%.3f ms per pool", ms))
     default:
         throw BenchError.peer("unknown probe \(name)")
     }

@@ -76,7 +76,7 @@ struct StartSuite {
 
 /// Mean ms from making a pool to its first `apply` result, over `count` pools one after another.
 /// Closing and joining each pool is off the clock: the case is how soon a new pool does work.
-private func meanFirstResult(_ count: Int, _ makePool: () throws -> ProcessPool<Int, Int>) throws -> Double {
+func meanFirstResult(_ count: Int, _ makePool: () throws -> ProcessPool<Int, Int>) throws -> Double {
     var elapsed: UInt64 = 0
     for _ in 0..<count {
         let start = now()

@@ -373,14 +373,24 @@ typedef struct mp_region_header {
 #define MP_REGION_VERSION 1u
 #define MP_REGION_HEADER_SIZE 64u
 
-/// memfd_create + ftruncate. Returns the descriptor (close-on-exec) or -errno.
+/// memfd_create + ftruncate, then sealed against shrinking and growing (see shm.c). Returns the
+/// descriptor (close-on-exec) or -errno.
 int32_t mp_memfd_create(const char *_Nonnull name, uint64_t size);
+/// A memfd holding the `count` bytes at `bytes`, sealed against every change (a bootstrap
+/// payload). Returns the descriptor (close-on-exec) or -errno.
+int32_t mp_memfd_create_sealed(const char *_Nonnull name, const void *_Nullable bytes, uint64_t count);
+/// Whether `fd` is a memfd made by mp_memfd_create (or, when `immutable`, mp_memfd_create_sealed)
+/// of at least `size` bytes: its size, or -EPERM (not such a memfd), -EINVAL (smaller), -errno.
+int64_t mp_memfd_check(int32_t fd, uint64_t size, int32_t immutable);
 /// shm_open(O_CREAT|O_EXCL, 0600) + ftruncate. Returns the descriptor or -errno.
 int32_t mp_shm_create(const char *_Nonnull name, uint64_t size);
 /// shm_open(O_RDWR). Returns the descriptor or -errno.
 int32_t mp_shm_open(const char *_Nonnull name);
 /// shm_unlink. Returns 0 or -errno.
 int32_t mp_shm_unlink(const char *_Nonnull name);
+/// 0 if `fd` is a regular file owned by this process's effective user that no one else may open
+/// (no group or other permission bits); -EPERM if not, or -errno.
+int32_t mp_fd_private_to_owner(int32_t fd);
 /// Size of the object behind `fd`, or -errno.
 int64_t mp_fd_size(int32_t fd);
 /// The device and inode of the file behind `fd` (what tells a named object from a later one of the
@@ -542,10 +552,16 @@ int32_t mp_server_goodbye(int32_t sock);
 /// declares, or the server refuses it), and waits until
 /// `deadline_ns` for the answer. Returns the child's pid with its pidfd in `*pidfd`, or -errno
 /// (ECONNRESET/EPIPE: the server is gone; ETIMEDOUT: no answer in time, the server is then unusable).
-/// One request at a time per socket: the caller serialises.
+/// One exchange at a time per socket: the caller serialises.
 int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_request_t *_Nonnull request,
                        const int32_t *_Nullable fds, uint32_t count, int64_t deadline_ns,
                        int32_t *_Nonnull pidfd);
+/// Client side, the two halves of mp_server_fork, for several requests in flight: the server
+/// answers them in the order they were sent. Sends one request (0 or -errno)...
+int32_t mp_server_send_fork(int32_t sock, const mp_server_request_t *_Nonnull request, const int32_t *_Nullable fds,
+                            uint32_t count);
+/// ...and awaits the next answer: a pid (its pidfd in `*pidfd`) or -errno, as mp_server_fork.
+int32_t mp_server_await_fork(int32_t sock, int32_t server_pidfd, int64_t deadline_ns, int32_t *_Nonnull pidfd);
 
 // MARK: - Fault injection (tests)
 

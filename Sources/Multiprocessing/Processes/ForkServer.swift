@@ -27,17 +27,33 @@ enum ForkServer {
     static func start(_ launch: borrowing ChildLaunch, daemon: Bool) throws(ProcessError) -> (
         pid: Int32, pidfd: Int32
     ) {
-        var failure = ProcessError.forkServerFailed("no fork server")
-        for _ in 0..<2 {
-            let server = try current()
-            do {
-                return try server.fork(tag: 0, daemon: daemon, descriptors: launch.descriptors)
-            } catch {
-                if server.isUsable { throw error }  // the request failed, not the server
-                failure = error
+        try startMany([ForkServerConnection.Request(daemon: daemon, descriptors: launch.descriptors)])[0].get()
+    }
+
+    /// Starts several children in one exchange with this process's server (see
+    /// ``ForkServerConnection/forkMany(_:)``): each one's pid and pidfd, or its error. Those that
+    /// failed because the server died are asked again, once, of a new server.
+    static func startMany(_ requests: [ForkServerConnection.Request]) -> [Result<
+        (pid: Int32, pidfd: Int32), ProcessError
+    >] {
+        var results = [Result<(pid: Int32, pidfd: Int32), ProcessError>](
+            repeating: .failure(.forkServerFailed("no fork server")), count: requests.count)
+        var pending = Array(requests.indices)
+        for _ in 0..<2 where !pending.isEmpty {
+            let server: ForkServerConnection
+            do { server = try current() } catch {
+                for i in pending { results[i] = .failure(error) }
+                break
             }
+            let answers = server.forkMany(pending.map { requests[$0] })
+            var again: [Int] = []
+            for (i, answer) in zip(pending, answers) {
+                results[i] = answer
+                if case .failure = answer, !server.isUsable { again.append(i) }  // the server failed, not the request
+            }
+            pending = again
         }
-        throw failure
+        return results
     }
 
     /// The server of this process, started if there is none that works.
@@ -114,7 +130,8 @@ enum ForkServer {
         mp_set_thread_name(name)  // a child: named as a spawned one would be
         let fd = mp_server_request_fd(&request, request.fd_count &- 1)  // the payload comes last
         guard fd >= 0,
-            case .child(let payload) = try? SpawnCoding.decode(BootstrapPayload.self, from: Spawn.readAll(fd))
+            let bytes = Spawn.readPayload(fd),
+            case .child(let payload) = try? SpawnCoding.decode(BootstrapPayload.self, from: bytes)
         else {
             writeError("multiprocessing forkserver: a child's request could not be read\n")
             mp_exit_child(1)
@@ -203,31 +220,77 @@ final class ForkServerConnection: @unchecked Sendable {
     /// Whether requests can go through: ours, and the server has not failed.
     var isUsable: Bool { isOwned && lock.withLock { !broken && !closed } }
 
-    /// Asks for one child, handing it `descriptors` under the same numbers. `tag` reaches the child
-    /// (a zygote's worker reads its index there). Throws ``ProcessError/forkServerFailed(_:)`` when the
-    /// server is gone or broken (it is then unusable), ``ProcessError/system(_:function:)`` when
-    /// the server could not fork (it goes on).
+    /// One child to ask for: `tag` reaches the child (a zygote's worker reads its index there);
+    /// `descriptors` are handed to it under the same numbers.
+    struct Request {
+        var tag: UInt64 = 0
+        var daemon: Bool
+        var descriptors: [Int32] = []
+    }
+
+    /// Asks for one child. Throws ``ProcessError/forkServerFailed(_:)`` when the server is gone or
+    /// broken (it is then unusable), ``ProcessError/system(_:function:)`` when the server could not
+    /// fork (it goes on).
     func fork(tag: UInt64, daemon: Bool, descriptors: [Int32]) throws(ProcessError) -> (pid: Int32, pidfd: Int32) {
-        var request = mp_server_request_t()
-        mp_server_request_init(&request, tag, daemon ? 1 : 0)
-        for fd in descriptors where mp_server_request_add_fd(&request, fd) != 0 {
-            throw .argumentEncoding("a child can be given at most \(MP_SERVER_MAX_FDS) descriptors")
+        try forkMany([Request(tag: tag, daemon: daemon, descriptors: descriptors)])[0].get()
+    }
+
+    /// Asks for several children in one exchange (a pool's workers): the requests of a window are
+    /// all sent before the first answer is awaited, so the server forks them back to back instead
+    /// of waiting for this process between two. Each request gets its own answer, in order, and its
+    /// own result, as ``fork(tag:daemon:descriptors:)`` would give it. Windows of 32 keep both
+    /// queues of the socket short: a client that sent more than the server's queue holds while the
+    /// server waits to queue an answer the client has not read would wait forever.
+    func forkMany(_ requests: [Request]) -> [Result<(pid: Int32, pidfd: Int32), ProcessError>] {
+        var results = [Result<(pid: Int32, pidfd: Int32), ProcessError>](
+            repeating: .failure(.forkServerFailed("the \(name) is not running")), count: requests.count)
+        var messages = [mp_server_request_t](repeating: mp_server_request_t(), count: requests.count)
+        var valid = [Bool](repeating: true, count: requests.count)
+        for (i, request) in requests.enumerated() {
+            mp_server_request_init(&messages[i], request.tag, request.daemon ? 1 : 0)
+            for fd in request.descriptors where mp_server_request_add_fd(&messages[i], fd) != 0 {
+                let limit = MP_SERVER_MAX_FDS
+                results[i] = .failure(.argumentEncoding("a child can be given at most \(limit) descriptors"))
+                valid[i] = false
+                break
+            }
         }
-        return try lock.withLock { () throws(ProcessError) -> (pid: Int32, pidfd: Int32) in
-            guard isOwned, !broken, !closed else { throw .forkServerFailed("the \(name) is not running") }
-            var pidfd: Int32 = -1
-            let deadline = mp_monotonic_ns() + Self.answerLimit
-            let pid = descriptors.withUnsafeBufferPointer { fds in
-                mp_server_fork(socket, serverPidfd, &request, fds.baseAddress, UInt32(fds.count), deadline, &pidfd)
+        lock.withLock {
+            var window = 0
+            while window < requests.count && isOwned && !broken && !closed {
+                let end = min(window + 32, requests.count)
+                let deadline = mp_monotonic_ns() + Self.answerLimit
+                var sent: [Int] = []
+                for i in window..<end where valid[i] {
+                    let rc = requests[i].descriptors.withUnsafeBufferPointer { fds in
+                        mp_server_send_fork(socket, &messages[i], fds.baseAddress, UInt32(fds.count))
+                    }
+                    if rc != 0 {
+                        results[i] = .failure(failure(rc))
+                        break  // the socket refused: what was sent is still answered below
+                    }
+                    sent.append(i)
+                }
+                for i in sent {
+                    var pidfd: Int32 = -1
+                    let pid = mp_server_await_fork(socket, serverPidfd, deadline, &pidfd)
+                    results[i] = pid > 0 ? .success((pid, pidfd)) : .failure(failure(pid))
+                }
+                window = end
             }
-            if pid > 0 { return (pid, pidfd) }
-            switch -pid {
-            case EAGAIN, ENOMEM, EMFILE, ENFILE:
-                throw .system(Errno(rawValue: -pid), function: "clone")
-            default:  // gone (ECONNRESET, EPIPE), mute (ETIMEDOUT) or confused (EPROTO, EINVAL)
-                broken = true
-                throw .forkServerFailed("the \(name) (pid \(serverPID)) failed: \(Errno(rawValue: -pid))")
-            }
+        }
+        return results
+    }
+
+    /// The error for a failed request's -errno; marks the connection broken unless only that fork
+    /// failed (the server goes on). Called under `lock`.
+    private func failure(_ rc: Int32) -> ProcessError {
+        switch -rc {
+        case EAGAIN, ENOMEM, EMFILE, ENFILE:
+            return .system(Errno(rawValue: -rc), function: "clone")
+        default:  // gone (ECONNRESET, EPIPE), mute (ETIMEDOUT) or confused (EPROTO, EINVAL)
+            broken = true
+            return .forkServerFailed("the \(name) (pid \(serverPID)) failed: \(Errno(rawValue: -rc))")
         }
     }
 

@@ -177,6 +177,52 @@ open class Process: @unchecked Sendable {
         Children.add(self)
     }
 
+    /// Starts `processes` as `start()` would, one after another, except that those over the
+    /// forkserver go to the server in one exchange (``ForkServer/startMany(_:)``: it forks them
+    /// back to back). Each one's error, nil for those that started (a pool's first workers).
+    static func startAll(_ processes: [Process]) -> [ProcessError?] {
+        var errors = [ProcessError?](repeating: nil, count: processes.count)
+        var batch: [(index: Int, launch: PreparedLaunch)] = []
+        for (i, process) in processes.enumerated() {
+            guard case .registered(let request, .forkserver) = process.target, !Spawn.bootstrapPending else {
+                do { try process.start() } catch { errors[i] = error }
+                continue
+            }
+            do {
+                try process.state.withLock { (s: inout State) throws(ProcessError) in
+                    if s.started { throw .alreadyStarted }
+                    s.started = true
+                }
+                let launch = try ChildLaunch(request, name: process.name, daemon: process.daemon, spawned: false)
+                batch.append((i, PreparedLaunch(launch)))
+            } catch {
+                if error != .alreadyStarted { process.state.withLock { $0.started = false } }
+                errors[i] = error
+            }
+        }
+        guard !batch.isEmpty else { return errors }
+        Children.reapFinished()
+        let answers = ForkServer.startMany(
+            batch.map { i, launch in
+                ForkServerConnection.Request(daemon: processes[i].daemon, descriptors: launch.descriptors)
+            })
+        for ((i, _), answer) in zip(batch, answers) {
+            let process = processes[i]
+            switch answer {
+            case .success(let (pid, pidfd)):
+                process.state.withLock {
+                    $0.pid = pid
+                    $0.pidfd = pidfd
+                }
+                Children.add(process)
+            case .failure(let error):
+                process.state.withLock { $0.started = false }
+                errors[i] = error
+            }
+        }
+        return errors  // the launches close their payloads here: every child has its own copy
+    }
+
     /// Starts the child by its start method: its pid and pidfd.
     private func launch() throws(ProcessError) -> (pid: Int32, pidfd: Int32) {
         switch target {

@@ -84,10 +84,16 @@ public enum Spawn {
     public static func bootstrap(_ targets: [any SpawnEntry]) {
         guard let value = getenv(environmentKey), let fd = Int32(String(cString: value)) else { return }
         unsetenv(environmentKey)  // our own children are not started by our parent
+        guard let bytes = readPayload(fd) else {
+            writeError(
+                "multiprocessing bootstrap refused: descriptor \(fd) is not a payload a parent process made "
+                    + "(a sealed memfd)\n")
+            exit(1)
+        }
+        close(fd)
         let payload: BootstrapPayload
         do {
-            payload = try SpawnCoding.decode(BootstrapPayload.self, from: readAll(fd))
-            close(fd)
+            payload = try SpawnCoding.decode(BootstrapPayload.self, from: bytes)
         } catch {
             writeError("multiprocessing bootstrap failed: \(error)\n")
             exit(1)
@@ -164,12 +170,18 @@ public enum Spawn {
         return pid
     }
 
-    /// Reads the whole payload behind `fd` (a memfd, read from offset 0), in one read of its size
-    /// (a child pays for every page it touches: no zeroed 64 KiB buffer).
-    static func readAll(_ fd: Int32) -> [UInt8] {
-        var status = stat()
-        guard fstat(fd, &status) == 0, status.st_size > 0 else { return [] }
-        let size = Int(status.st_size)
+    /// The largest bootstrap payload a child reads.
+    static let maximumPayload = 1 << 30
+
+    /// Reads the whole payload behind `fd`, in one read of its size (a child pays for every page it
+    /// touches: no zeroed 64 KiB buffer). Nil unless `fd` is what a parent made
+    /// (``ChildLaunch/memfd(holding:)``: a memfd sealed against every change) and at most
+    /// ``maximumPayload`` bytes: the environment variable that names it can be set by anyone, and
+    /// the bytes are then trusted as much as the parent that wrote them.
+    static func readPayload(_ fd: Int32) -> [UInt8]? {
+        let checked = mp_memfd_check(fd, 0, 1)
+        guard checked > 0, checked <= maximumPayload else { return nil }
+        let size = Int(checked)
         return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
             count = 0
             while count < size {
@@ -217,6 +229,13 @@ enum BootstrapPayload: Codable {
     case forkServer(ForkServerSetup)
 }
 
+/// A ``ChildLaunch`` held by reference, for a batch of them (``Process/startAll(_:)``).
+final class PreparedLaunch {
+    let launch: ChildLaunch
+    init(_ launch: consuming ChildLaunch) { self.launch = launch }
+    var descriptors: [Int32] { launch.descriptors }
+}
+
 /// A registered target and its argument, encoded when the child starts.
 struct TargetRequest {
     var target: String
@@ -262,16 +281,13 @@ struct ChildLaunch: ~Copyable {
         descriptors = regions.map(\.fd) + references.descriptors + (tracker.map { [$0] } ?? []) + [fd]
     }
 
-    /// A memfd (close-on-exec) holding `bytes` from offset 0.
+    /// A memfd (close-on-exec) holding `bytes` from offset 0, sealed against every change: a child
+    /// reads only such a payload (``Spawn/readPayload(_:)``).
     static func memfd(holding bytes: [UInt8]) throws(ProcessError) -> Int32 {
-        let fd = mp_memfd_create("multiprocessing-bootstrap", 0)
-        guard fd >= 0 else { throw .system(Errno(rawValue: -fd), function: "memfd_create") }
-        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        guard written == bytes.count else {
-            let error = Errno(rawValue: errno)
-            close(fd)
-            throw .system(error, function: "pwrite")
+        let fd = bytes.withUnsafeBytes {
+            mp_memfd_create_sealed("multiprocessing-bootstrap", $0.baseAddress, UInt64($0.count))
         }
+        guard fd >= 0 else { throw .system(Errno(rawValue: -fd), function: "memfd_create") }
         return fd
     }
 

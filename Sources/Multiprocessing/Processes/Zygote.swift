@@ -129,6 +129,11 @@ final class Zygote: @unchecked Sendable {
         try connection.fork(tag: tag, daemon: true, descriptors: [])
     }
 
+    /// Forks a daemon child for each tag, back to back (see ``ForkServerConnection/forkMany(_:)``).
+    func forkMany(tags: [UInt64]) -> [Result<(pid: Int32, pidfd: Int32), ProcessError>] {
+        connection.forkMany(tags.map { ForkServerConnection.Request(tag: $0, daemon: true) })
+    }
+
     /// Ends the zygote (its children live on) and reaps it.
     func close() { connection.close() }
 }

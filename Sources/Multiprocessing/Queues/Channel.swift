@@ -1,6 +1,10 @@
 import CMultiprocessing
 import SystemPackage
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The shared-memory channel under every queue: one region holding the C `mp_queue_t` header and
 /// its ring. Found by region id in a spawned child (the region is handed over at spawn).
 final class Channel: @unchecked Sendable {
@@ -8,7 +12,9 @@ final class Channel: @unchecked Sendable {
     let queue: UnsafeMutablePointer<mp_queue_t>
 
     static let minimumCapacity = 4096
-    static let maximumCapacity = 1 << 40
+    /// 4 GiB, or the machine's memory if it has less: a larger ring would only fail later, at a
+    /// page fault, in whichever process touched it first.
+    static let maximumCapacity = min(1 << 32, Int(sysconf(Int32(_SC_PHYS_PAGES))) &* Int(sysconf(Int32(_SC_PAGESIZE))))
 
     init(capacity: Int, maxMessages: Int) throws(QueueError) {
         guard capacity >= Channel.minimumCapacity, capacity <= Channel.maximumCapacity else {

@@ -14,7 +14,8 @@ public enum QueueError: Error, Equatable, Sendable {
     case messageTooLarge(size: Int, limit: Int)
     /// A `maxSize` of zero or less (pass nil for an unbounded queue).
     case invalidMaxSize(Int)
-    /// A ring capacity below 4096 bytes or above 2^40, or a message limit below 1.
+    /// A ring capacity below 4096 bytes, or above 4 GiB or the machine's memory; or a message
+    /// limit below 1.
     case invalidCapacity(Int)
     /// A message could not be decoded as the queue's element type (a message of another type?).
     /// It was consumed; the messages after it are intact.

@@ -92,8 +92,12 @@ enum RegionRegistry {
     private static let adopted = Locked<[Region]>([])
 
     /// In a spawned child: maps the parent's regions under their ids.
+    /// Maps the regions a child was handed. Each descriptor must be a memfd made by
+    /// ``Region/anonymous(size:label:)`` (sealed against shrinking and growing) of at least its
+    /// stated size: anything else, mapped, could make an access fault (SIGBUS).
     static func adopt(_ descriptors: [RegionDescriptor]) throws(SharedMemoryError) {
         for d in descriptors {
+            guard d.size > 0, mp_memfd_check(d.fd, UInt64(d.size), 0) >= 0 else { throw .invalidDescriptor(d.fd) }
             let region = try Region(id: d.id, fd: d.fd, size: d.size)
             register(region)
             adopted.withLock { $0.append(region) }

@@ -11,10 +11,11 @@ import SystemPackage
 ///   spawned children by descriptor (pass the object in the child's arguments: it is `Codable`).
 /// - Named (`SharedMemory(create:size:)` / `SharedMemory(attach:)`): a POSIX shared-memory object
 ///   in `/dev/shm`, created exclusively with mode 0600 and a header (magic, version, size) that
-///   ``init(attach:)`` checks, so attaching to something that is not ours is a typed error. The
-///   creating object owns the name: it unlinks it in ``unlink()``, when it is deinitialized, or at
-///   exit, whichever comes first, in the creating process only (a forked child's copy leaves the
-///   name alone unless it calls ``unlink()``).
+///   ``init(attach:allowingOtherOwners:)`` checks, with the owner and the mode, so attaching to
+///   something that is not ours is a typed error. The creating object owns the name: it unlinks
+///   it in ``unlink()``, when it is deinitialized, or at exit, whichever comes first, in the
+///   creating process only (a forked child's copy leaves the name alone unless it calls
+///   ``unlink()``).
 ///
 /// A creator that cannot clean up (killed by SIGKILL, or a forked child, which exits without
 /// running deinitializers) leaves the name to the program's resource tracker: a small process that
@@ -73,12 +74,19 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         ResourceTracker.register(path: path, descriptor: region.fd)
     }
 
-    /// Attaches to the existing named region `name`, checking that it is one of ours.
-    public init(attach name: String) throws(SharedMemoryError) {
+    /// Attaches to the existing named region `name`, checking that it is one of ours: by default
+    /// it must also be owned by this process's user and closed to everyone else (mode 0600, as
+    /// ``init(create:size:)`` makes it), since another user who can write it can corrupt what this
+    /// process reads there; `allowingOtherOwners` lifts that check (``SharedMemoryError/untrusted(_:)``).
+    public init(attach name: String, allowingOtherOwners: Bool = false) throws(SharedMemoryError) {
         let path = try SharedMemory.path(for: name)
         let result = mp_shm_open(path)
         if result == -ENOENT { throw .notFound(name) }
         let fd = try checked(result, "shm_open")
+        if !allowingOtherOwners && mp_fd_private_to_owner(fd) != 0 {
+            close(fd)
+            throw .untrusted(name)
+        }
         let actual = mp_fd_size(fd)
         guard actual >= 0 else {
             close(fd)

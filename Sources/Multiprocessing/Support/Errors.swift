@@ -42,6 +42,12 @@ public enum SharedMemoryError: Error, Equatable, Sendable {
     case unknownRegion(UInt64)
     /// A handle names a freed or different object.
     case staleHandle
+    /// A descriptor handed to a child as a region is not one: not a memfd of this library (sealed
+    /// against shrinking and growing) of at least its stated size.
+    case invalidDescriptor(Int32)
+    /// A named region that another user owns, or that others than its owner may open: attaching it
+    /// is refused unless asked for (``SharedMemory/init(attach:allowingOtherOwners:)``).
+    case untrusted(String)
     /// The operating system refused; `function` names the call.
     case system(Errno, function: String)
 }

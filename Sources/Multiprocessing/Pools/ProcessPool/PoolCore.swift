@@ -218,12 +218,9 @@ final class PoolCore: @unchecked Sendable {
 
     private func resultLoop() {
         delivery.adoptCurrent()
-        for index in 0..<processes {
-            if let error = startWorker(index) {
-                state.withLock { $0.startFailure = error }
-                breakPool(error)
-                break
-            }
+        if let error = startFirstWorkers() {
+            state.withLock { $0.startFailure = error }
+            breakPool(error)
         }
         started.set()
         while !finishIfDone() {
@@ -296,17 +293,36 @@ final class PoolCore: @unchecked Sendable {
     /// Tests: every worker started from now on hangs before it is ready.
     func stallEveryWorkerForTesting() { stallEveryWorker.store(true, ordering: .relaxed) }
 
+    /// Starts the pool's workers together (the launcher forks them back to back); the first error.
+    private func startFirstWorkers() -> PoolError? {
+        let indices = (0..<processes).map { index in
+            (index, stallNextWorker.exchange(false, ordering: .relaxed) || stallEveryWorker.load(ordering: .relaxed))
+        }
+        var firstError: PoolError?
+        for ((index, _), result) in zip(indices, launcher.startAll(indices, channels: channels)) {
+            switch result {
+            case .success(let process): adopt(process, index: index)
+            case .failure(let error): firstError = firstError ?? PoolError(starting: error)
+            }
+        }
+        return firstError
+    }
+
+    private func adopt(_ process: Process, index: Int) {
+        state.withLock { s in
+            s.workers[index] = process
+            s.live += 1
+        }
+        watcher.watch(process, index: index)  // its exit notice comes after this, on this thread
+    }
+
     private func startWorker(_ index: Int) -> PoolError? {
         let stall = stallNextWorker.exchange(false, ordering: .relaxed) || stallEveryWorker.load(ordering: .relaxed)
         let process: Process
         do { process = try launcher.start(index: index, channels: channels, stall: stall) } catch {
             return PoolError(starting: error)
         }
-        state.withLock { s in
-            s.workers[index] = process
-            s.live += 1
-        }
-        watcher.watch(process, index: index)  // its exit notice comes after this, on this thread
+        adopt(process, index: index)
         return nil
     }
 

@@ -20,17 +20,41 @@ enum WorkerLauncher: Sendable {
             let tag = ZygoteWorker(index: index, serial: nextWorkerSerial(), stall: stall)
             let (pid, pidfd) = try zygote.fork(tag: tag.rawValue)
             return Process(child: pid, pidfd: pidfd, name: tag.name, daemon: true)
-        case .registered(let name, let startMethod, let maxTasks):
-            let prefix = startMethod == .spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker"
-            // The body is never run here: the child finds the registered worker by its name.
-            let target = SpawnTarget<PoolWorkerArgument>(name) { _ in }
-            let argument = PoolWorkerArgument(channels: channels.handle, index: index, maxTasks: maxTasks)
-            let worker = Process(
-                name: "\(prefix)-\(nextWorkerSerial())", daemon: true, target: target, argument: argument,
-                startMethod: startMethod)
+        case .registered:
+            let worker = registeredWorker(index: index, channels: channels)
             try worker.start()
             return worker
         }
+    }
+
+    /// Starts the workers at `indices` together (a pool's first ones), each as ``start(index:channels:stall:)``
+    /// would, except that the zygote or the forkserver forks them back to back, without waiting
+    /// for this process between two. Each one's process or error, in order.
+    func startAll(_ indices: [(index: Int, stall: Bool)], channels: PoolChannels) -> [Result<Process, ProcessError>] {
+        switch self {
+        case .zygote(let zygote):
+            let tags = indices.map { ZygoteWorker(index: $0.index, serial: nextWorkerSerial(), stall: $0.stall) }
+            return zip(tags, zygote.forkMany(tags: tags.map(\.rawValue))).map { tag, answer in
+                answer.map { Process(child: $0.pid, pidfd: $0.pidfd, name: tag.name, daemon: true) }
+            }
+        case .registered:
+            let workers = indices.map { registeredWorker(index: $0.index, channels: channels) }
+            return zip(workers, Process.startAll(workers)).map { worker, error in
+                error.map { .failure($0) } ?? .success(worker)
+            }
+        }
+    }
+
+    /// A worker over a registered ``PoolWorker``, not started. The body is never run here: the child
+    /// finds the registered worker by its name.
+    private func registeredWorker(index: Int, channels: PoolChannels) -> Process {
+        guard case .registered(let name, let startMethod, let maxTasks) = self else { preconditionFailure() }
+        let prefix = startMethod == .spawn ? "SpawnPoolWorker" : "ForkServerPoolWorker"
+        let target = SpawnTarget<PoolWorkerArgument>(name) { _ in }
+        let argument = PoolWorkerArgument(channels: channels.handle, index: index, maxTasks: maxTasks)
+        return Process(
+            name: "\(prefix)-\(nextWorkerSerial())", daemon: true, target: target, argument: argument,
+            startMethod: startMethod)
     }
 
     /// The zygote's pid, when the workers come from one.
