@@ -65,6 +65,26 @@
 // next consumer after a dead one drops stale MIDDLE/LAST fragments (their message died with the
 // consumer that had taken its start), and does not count again a message the dead one had counted
 // but not released (`counting_head`/`counting_value`, see release_record in queue_internal.h).
+//
+// Trust (every byte of the region can be written by any process that maps it, in or out of turn):
+// - Each process works through its own mp_queue_view_t: the ring's place and capacity, the message
+//   limits and the futex scope are fixed when it makes or attaches the queue (the capacity read
+//   once and checked against its mapping), never read from the shared header again. Offsets into
+//   the ring are `pos & (capacity - 8)`: 8-aligned and inside the ring whatever `pos` holds.
+// - A consumer copies each record's header before use and checks it (read_record): the positions
+//   8-aligned and at most a ring apart, the record published and before the ring's end, a known
+//   kind with a size its kind allows (a FIRST or a MIDDLE is one full record, a PAD fills the ring
+//   to its end, an ABORT is empty), a FIRST's total above its record and within the view's message
+//   limit, a fragment within its message's total. Only the copies are used; a payload's bytes are
+//   the message, whatever they hold (the decoder checks them). A violation is MP_CORRUPTED, with
+//   nothing written outside the region and the caller's buffer of `total` bytes, and the view then
+//   refuses every later call.
+// - A producer's writes stay in the ring by the same masks; positions more than a ring apart leave
+//   it no room (it waits until its deadline rather than overwrite). A consumer that drops PADs and
+//   stale records past its deadline drops at most a ring's worth (capacity / 8 records).
+// - Not bounded by a deadline, by design: a fragmented put waits for its reader and a reader for
+//   the rest of its message while the other side lives (see "Streams"); a peer that fakes the other
+//   side can hold them until a shutdown.
 #define _GNU_SOURCE
 #include "queue_internal.h"
 
@@ -84,7 +104,25 @@ _Static_assert(offsetof(mp_queue_t, unfinished) == 320, "JoinableQueue counters 
 
 uint64_t mp_queue_size(uint64_t capacity) { return MP_QUEUE_HEADER_SIZE + capacity; }
 
-uint64_t mp_queue_max_record(const mp_queue_t *q) { return max_record(q); }
+uint64_t mp_queue_max_record(const mp_queue_view_t *v) { return max_record(v); }
+
+int32_t mp_queue_view_attach(mp_queue_view_t *view, mp_queue_t *q, uint64_t mapped, uint64_t max_message,
+                             int shared) {
+    // Read once: from here on only the view's copies count.
+    uint64_t capacity = MP_LOAD(&q->capacity, MP_ACQUIRE); // pairs with mp_queue_init's release fence
+    uint32_t max_messages = MP_LOAD(&q->max_messages, MP_RELAXED);
+    if (capacity < 4096 || (capacity & (capacity - 1)) != 0 || capacity > mapped ||
+        mapped - capacity != MP_QUEUE_HEADER_SIZE)
+        return -EINVAL;
+    memset(view, 0, sizeof *view);
+    view->header = q;
+    view->ring = (uint8_t *)q + MP_QUEUE_HEADER_SIZE;
+    view->capacity = capacity;
+    view->max_message = max_message;
+    view->max_messages = max_messages;
+    view->shared = shared ? 1 : 0;
+    return 0;
+}
 
 void mp_queue_init(mp_queue_t *q, uint64_t capacity, uint32_t max_messages, int shared) {
     memset(q, 0, sizeof *q);
@@ -98,15 +136,16 @@ void mp_queue_init(mp_queue_t *q, uint64_t capacity, uint32_t max_messages, int 
     __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
-mp_status_t mp_queue_wait_until(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers,
-                                int (*ready)(mp_queue_t *, uint64_t), uint64_t arg, int64_t deadline,
+mp_status_t mp_queue_wait_until(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers,
+                                int (*ready)(mp_queue_view_t *, uint64_t), uint64_t arg, int64_t deadline,
                                 uint32_t stop_at) {
+    mp_queue_t *q = v->header;
     // Spin by time, not by count: a consumer that parks while its producer is merely between two
     // puts makes every later put pay a FUTEX_WAKE, which slows the producer, which makes the consumer
     // park again (a stable slow mode). SPIN_NS covers a producer's gap between messages.
     int64_t spin_until = 0; // the clock is read only once a short spin has not been enough
     for (uint32_t spin = 1;; spin++) {
-        if (ready(q, arg)) return MP_OK;
+        if (ready(v, arg)) return MP_OK;
         if (MP_LOAD(&q->shutdown, MP_RELAXED) >= stop_at) return MP_SHUTDOWN;
         mp_cpu_relax();
         if ((spin & 63) == 0) {
@@ -119,18 +158,19 @@ mp_status_t mp_queue_wait_until(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers
         uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
         MP_ADD(sleepers, 1, MP_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST); // the re-check below must not pass the increment
-        int ok = ready(q, arg);
+        int ok = ready(v, arg);
         int down = MP_LOAD(&q->shutdown, MP_SEQ_CST) >= stop_at;
         if (ok || down || mp_monotonic_ns() >= deadline) {
             MP_SUB(sleepers, 1, MP_RELAXED);
             return ok ? MP_OK : down ? MP_SHUTDOWN : MP_TIMED_OUT;
         }
-        mp_futex_wait(seq, observed, deadline, (int)q->shared);
+        mp_futex_wait(seq, observed, deadline, (int)v->shared);
         MP_SUB(sleepers, 1, MP_RELAXED);
     }
 }
 
-int32_t mp_queue_count(const mp_queue_t *q) {
+int32_t mp_queue_count(const mp_queue_view_t *v) {
+    const mp_queue_t *q = v->header;
     uint64_t consumed = MP_LOAD(&q->consumed, MP_RELAXED);
     uint64_t produced = MP_LOAD(&q->produced, MP_RELAXED);
     uint64_t n = produced > consumed ? produced - consumed : 0; // consumed may be briefly ahead
@@ -142,65 +182,76 @@ int32_t mp_queue_count(const mp_queue_t *q) {
 /// in the producers' order (producer, then consumer): every waiting put and get has been woken and
 /// gives up, and a put that takes the producer lock after this sees the shutdown and publishes
 /// nothing. Only complete messages are counted: a half-written one's put failed and undid its task.
-static void discard_rest(mp_queue_t *q) {
+static void discard_rest(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
     mp_mutex_lock(&q->producer, MP_FOREVER); // a dead holder's half-written message goes below
     q->streaming = 0;
     if (mp_mutex_lock(&q->consumer, MP_FOREVER) == MP_OWNER_DIED) q->assembling = 0;
     uint64_t complete = 0;
     int open = 0; // inside a fragmented message whose FIRST was seen here
-    while (has_data(q, 0)) {
-        record_t *r = peek(q);
-        switch (r->kind) {
+    // At most as many records as the ring holds: both locks are ours, so only a peer writing out of
+    // turn could add more. A record that fails its check ends the discard (and the queue, here).
+    for (uint64_t n = 0; n <= v->capacity / sizeof(record_t) && has_data(v, 0); n++) {
+        record_t r;
+        if (!read_record(v, q->head, q->head, q->tail_cache, &r)) {
+            corrupted(v);
+            break;
+        }
+        switch (r.kind) {
         case WHOLE: complete++; open = 0; break;
         case FIRST: open = 1; break;
         case LAST: complete += (uint64_t)open; open = 0; break;
         case ABORT: open = 0; break;
         default: break; // PAD, MIDDLE
         }
-        consume(q, r, r->kind == WHOLE || r->kind == FIRST);
+        consume(v, &r, r.kind == WHOLE || r.kind == FIRST);
     }
-    while (complete-- > 0 && mp_queue_task_done(q) == MP_OK) {}
+    while (complete-- > 0 && mp_queue_task_done(v) == MP_OK) {}
     mp_mutex_unlock(&q->consumer);
     mp_mutex_unlock(&q->producer);
 }
 
-void mp_queue_shutdown(mp_queue_t *q, int immediate) {
+void mp_queue_shutdown(mp_queue_view_t *v, int immediate) {
+    mp_queue_t *q = v->header;
     uint32_t level = immediate ? MP_QUEUE_SHUTDOWN_IMMEDIATE : MP_QUEUE_SHUTDOWN;
     uint32_t current = MP_LOAD(&q->shutdown, MP_RELAXED);
     // The level only rises: a plain shutdown after an immediate one changes nothing.
     while (current < level && !MP_CAS(&q->shutdown, &current, level, MP_SEQ_CST, MP_RELAXED)) continue;
     MP_ADD(&q->data_seq, 1, MP_RELEASE);
     MP_ADD(&q->space_seq, 1, MP_RELEASE);
-    mp_futex_wake(&q->data_seq, INT_MAX, (int)q->shared);
-    mp_futex_wake(&q->space_seq, INT_MAX, (int)q->shared);
-    if (immediate) discard_rest(q);
+    mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
+    mp_futex_wake(&q->space_seq, INT_MAX, (int)v->shared);
+    if (immediate) discard_rest(v);
 }
 
 // MARK: - JoinableQueue
 
-void mp_queue_task_add(mp_queue_t *q) { MP_ADD(&q->unfinished, 1, MP_RELAXED); }
+void mp_queue_task_add(mp_queue_view_t *v) { MP_ADD(&v->header->unfinished, 1, MP_RELAXED); }
 
-void mp_queue_task_undo(mp_queue_t *q) {
+void mp_queue_task_undo(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
     if (MP_SUB(&q->unfinished, 1, MP_SEQ_CST) == 1 && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0)
-        mp_futex_wake(&q->unfinished, INT_MAX, (int)q->shared);
+        mp_futex_wake(&q->unfinished, INT_MAX, (int)v->shared);
 }
 
-mp_status_t mp_queue_task_done(mp_queue_t *q) {
-    uint32_t v = MP_LOAD(&q->unfinished, MP_RELAXED);
+mp_status_t mp_queue_task_done(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
+    uint32_t n = MP_LOAD(&q->unfinished, MP_RELAXED);
     do {
-        if (v == 0) return MP_OVERFLOW;
-    } while (!MP_CAS(&q->unfinished, &v, v - 1, MP_SEQ_CST, MP_RELAXED));
-    if (v == 1 && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0) mp_futex_wake(&q->unfinished, INT_MAX, (int)q->shared);
+        if (n == 0) return MP_OVERFLOW;
+    } while (!MP_CAS(&q->unfinished, &n, n - 1, MP_SEQ_CST, MP_RELAXED));
+    if (n == 1 && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0) mp_futex_wake(&q->unfinished, INT_MAX, (int)v->shared);
     return MP_OK;
 }
 
-mp_status_t mp_queue_join(mp_queue_t *q, int64_t deadline) {
+mp_status_t mp_queue_join(mp_queue_view_t *v, int64_t deadline) {
+    mp_queue_t *q = v->header;
     for (;;) {
-        uint32_t v = MP_LOAD(&q->unfinished, MP_ACQUIRE);
-        if (v == 0) return MP_OK;
+        uint32_t n = MP_LOAD(&q->unfinished, MP_ACQUIRE);
+        if (n == 0) return MP_OK;
         MP_ADD(&q->join_sleepers, 1, MP_SEQ_CST);
-        v = MP_LOAD(&q->unfinished, MP_SEQ_CST);
-        int timed_out = v != 0 && mp_futex_wait(&q->unfinished, v, deadline, (int)q->shared) == ETIMEDOUT;
+        n = MP_LOAD(&q->unfinished, MP_SEQ_CST);
+        int timed_out = n != 0 && mp_futex_wait(&q->unfinished, n, deadline, (int)v->shared) == ETIMEDOUT;
         MP_SUB(&q->join_sleepers, 1, MP_RELAXED);
         if (timed_out && MP_LOAD(&q->unfinished, MP_ACQUIRE) != 0) return MP_TIMED_OUT;
     }

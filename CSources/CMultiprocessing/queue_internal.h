@@ -33,7 +33,10 @@ _Static_assert(MAX_PAYLOAD + sizeof(record_t) <= UINT32_MAX, "record and PAD siz
 /// How long a reader or writer spins before it parks (see mp_queue_wait_until).
 #define SPIN_NS (50 * 1000)
 
-static inline uint8_t *ring(mp_queue_t *q) { return (uint8_t *)q + MP_QUEUE_HEADER_SIZE; }
+static inline uint8_t *ring(mp_queue_view_t *v) { return v->ring; }
+/// A position's record in the ring: always 8-aligned and at least 8 bytes before the end, whatever
+/// the position (positions live in shared memory; see queue.c's "Trust").
+static inline uint64_t offset_of(const mp_queue_view_t *v, uint64_t pos) { return pos & (v->capacity - 8); }
 static inline uint64_t padded(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 static inline uint64_t record_bytes(uint64_t payload) { return sizeof(record_t) + padded(payload); }
 
@@ -62,8 +65,8 @@ static inline void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n) {
 #undef MP_MOVE_PAIR
 }
 
-static inline uint64_t max_record(const mp_queue_t *q) {
-    uint64_t quarter = q->capacity / 4 - sizeof(record_t);
+static inline uint64_t max_record(const mp_queue_view_t *v) {
+    uint64_t quarter = v->capacity / 4 - sizeof(record_t);
     return quarter < MAX_PAYLOAD ? quarter : MAX_PAYLOAD;
 }
 
@@ -89,39 +92,64 @@ static inline mp_status_t lock_by(mp_mutex_t *m, int64_t deadline) {
 /// Bumps `seq` and wakes its sleepers if `sleepers` says there are any. The caller has ordered its
 /// publishing store before this read of `sleepers` (a full barrier), pairing with the sleeper's
 /// seq_cst increment and fence before its re-check (mp_queue_wait_until, uring_queue.c).
-static inline void wake_sleepers(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers) {
+static inline void wake_sleepers(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers) {
     if (MP_UNLIKELY(MP_LOAD(sleepers, MP_RELAXED) > 0)) {
         MP_ADD(seq, 1, MP_RELEASE);
-        mp_futex_wake(seq, INT_MAX, (int)q->shared);
+        mp_futex_wake(seq, INT_MAX, (int)v->shared);
     }
 }
 
 /// Wakes with a barrier of its own: for a publisher that still holds its lock.
-static inline void wake_if_sleeping(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers) {
+static inline void wake_if_sleeping(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers) {
     mp_full_barrier();
-    wake_sleepers(q, seq, sleepers);
+    wake_sleepers(v, seq, sleepers);
 }
 
 /// Releases `lock`, then wakes the sleepers of `seq`: the unlock's swap is the barrier that orders
 /// the publishing store before the read of `sleepers` (mp_barrier_after_rmw), so a put or get that
 /// published under the lock pays one locked instruction, not two.
-static inline void unlock_and_wake(mp_queue_t *q, mp_mutex_t *lock, uint32_t *seq, uint32_t *sleepers) {
+static inline void unlock_and_wake(mp_queue_view_t *v, mp_mutex_t *lock, uint32_t *seq, uint32_t *sleepers) {
     mp_mutex_unlock(lock);
     mp_barrier_after_rmw();
-    wake_sleepers(q, seq, sleepers);
+    wake_sleepers(v, seq, sleepers);
 }
 
 // MARK: - Consumer steps (under `consumer`)
 
-static inline int has_data(mp_queue_t *q, uint64_t unused) {
+static inline int has_data(mp_queue_view_t *v, uint64_t unused) {
+    mp_queue_t *q = v->header;
     (void)unused;
     if (q->tail_cache != q->head) return 1;
     q->tail_cache = MP_LOAD(&q->tail, MP_ACQUIRE); // pairs with the producer's release of tail
     return q->tail_cache != q->head;
 }
 
-static inline record_t *peek(mp_queue_t *q) {
-    return (record_t *)(ring(q) + (q->head & (q->capacity - 1)));
+/// Marks the queue unusable in this process: its shared state broke a check (queue.c's "Trust").
+static inline mp_status_t corrupted(mp_queue_view_t *v) {
+    v->corrupted = 1;
+    return MP_CORRUPTED;
+}
+
+/// Copies the header of the record at `pos` into `*out` and checks it against what a producer can
+/// have written there, given the published span [head, tail): 1 if it could have, 0 if not. Only the
+/// copy counts from here on (the ring's bytes may change under us), and every size the caller uses
+/// comes from it. A payload's bytes are not checked: they are the message, whatever they hold.
+static inline int read_record(const mp_queue_view_t *v, uint64_t pos, uint64_t head, uint64_t tail, record_t *out) {
+    uint64_t offset = offset_of(v, pos);
+    memcpy(out, v->ring + offset, sizeof *out);
+    if (((head | tail | pos) & 7) != 0 || tail - head > v->capacity || pos - head >= tail - head) return 0;
+    uint64_t bytes = record_bytes(out->size);
+    if (bytes > tail - pos || bytes > v->capacity - offset) return 0; // published, and before the end
+    uint64_t max = max_record(v);
+    switch (out->kind) {
+    case WHOLE: return out->size <= max && out->size <= v->max_message;
+    case FIRST: return out->size == max; // stream_once writes a full record (its total: the caller)
+    case MIDDLE: return out->size == max;
+    case LAST: return out->size > 0 && out->size <= max;
+    case PAD: return bytes == v->capacity - offset; // fills the ring to its end
+    case ABORT: return out->size == 0;
+    default: return 0;
+    }
 }
 
 /// Hands a record's bytes back to the producer (and a message slot with them, when `taken`); the
@@ -133,7 +161,8 @@ static inline record_t *peek(mp_queue_t *q) {
 /// real head + 1 of another message: heads are multiples of 8). A message whose announcement is
 /// complete and whose count has landed (`consumed == counting_value`) was counted already. Stores
 /// are plain: only the consumer-lock holder reads or writes these.
-static inline void count_taken(mp_queue_t *q) {
+static inline void count_taken(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
     uint64_t mark = q->head + 1;
     if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
         // counted by a consumer that died before it could release the message
@@ -145,22 +174,25 @@ static inline void count_taken(mp_queue_t *q) {
     MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
 }
 
-static inline void release_record(mp_queue_t *q, uint32_t size, int taken) {
-    if (taken) count_taken(q);
+/// Moves `head` past a record of `size` payload bytes (a size read_record checked).
+static inline void release_record(mp_queue_view_t *v, uint32_t size, int taken) {
+    mp_queue_t *q = v->header;
+    if (taken) count_taken(v);
     MP_STORE(&q->head, q->head + record_bytes(size), MP_RELEASE);
 }
 
 /// release_record, then wakes at once (for a consumer that goes on under its lock).
-static inline void consume(mp_queue_t *q, const record_t *r, int taken) {
-    release_record(q, r->size, taken);
-    wake_if_sleeping(q, &q->space_seq, &q->space_sleepers);
+static inline void consume(mp_queue_view_t *v, const record_t *r, int taken) {
+    mp_queue_t *q = v->header;
+    release_record(v, r->size, taken);
+    wake_if_sleeping(v, &q->space_seq, &q->space_sleepers);
 }
 
-/// Spins briefly, then sleeps on `seq` until `ready(q, arg)` holds, the deadline passes, or the
+/// Spins briefly, then sleeps on `seq` until `ready(v, arg)` holds, the deadline passes, or the
 /// shutdown level reaches `stop_at` (MP_QUEUE_SHUTDOWN, or MP_QUEUE_SHUTDOWN_IMMEDIATE for a wait
 /// that a plain shutdown must not end). queue.c.
 __attribute__((visibility("hidden"))) mp_status_t
-mp_queue_wait_until(mp_queue_t *q, uint32_t *seq, uint32_t *sleepers, int (*ready)(mp_queue_t *, uint64_t),
+mp_queue_wait_until(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers, int (*ready)(mp_queue_view_t *, uint64_t),
                     uint64_t arg, int64_t deadline, uint32_t stop_at);
 
 #endif

@@ -10,57 +10,73 @@
 #include "queue_internal.h"
 
 /// Bytes a record of `payload` bytes needs at the current tail, PAD included.
-static inline uint64_t needed(const mp_queue_t *q, uint64_t payload) {
-    uint64_t offset = q->tail & (q->capacity - 1);
+static inline uint64_t needed(const mp_queue_view_t *v, uint64_t payload) {
+    const mp_queue_t *q = v->header;
+    uint64_t offset = offset_of(v, q->tail);
     uint64_t size = record_bytes(payload);
-    return offset + size > q->capacity ? (q->capacity - offset) + size : size;
+    return offset + size > v->capacity ? (v->capacity - offset) + size : size;
 }
 
-static inline int fits(mp_queue_t *q, uint64_t need) {
-    if (q->capacity - (q->tail - q->head_cache) >= need) return 1;
+/// Whether `need` bytes are free between `head` and `tail`. Positions a peer has garbled (more than
+/// a ring apart) leave no room: the put waits, and fails at its deadline, rather than overwrite
+/// what may be unread.
+static inline int room_between(const mp_queue_view_t *v, uint64_t head, uint64_t tail, uint64_t need) {
+    uint64_t used = tail - head;
+    return used <= v->capacity && v->capacity - used >= need;
+}
+
+static inline int fits(mp_queue_view_t *v, uint64_t need) {
+    mp_queue_t *q = v->header;
+    if (room_between(v, q->head_cache, q->tail, need)) return 1;
     q->head_cache = MP_LOAD(&q->head, MP_ACQUIRE); // pairs with the consumer's release of head
-    return q->capacity - (q->tail - q->head_cache) >= need;
+    return room_between(v, q->head_cache, q->tail, need);
 }
 
 /// Signed: `consumed` may run one ahead of `produced` for a moment (see mp_queue_put), or for good
 /// after a producer died between publishing and counting.
-static inline int64_t in_flight(const mp_queue_t *q) { return (int64_t)(q->produced - q->consumed_cache); }
-
-static inline int has_slot(mp_queue_t *q) {
-    if (!q->max_messages || in_flight(q) < (int64_t)q->max_messages) return 1;
-    q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE); // pairs with the consumer's release
-    return in_flight(q) < (int64_t)q->max_messages;
+static inline int64_t in_flight(const mp_queue_view_t *v) {
+    const mp_queue_t *q = v->header;
+    return (int64_t)(q->produced - q->consumed_cache);
 }
 
-static int fits_any(mp_queue_t *q, uint64_t need) { return fits(q, need); }
+static inline int has_slot(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
+    if (!v->max_messages || in_flight(v) < (int64_t)v->max_messages) return 1;
+    q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE); // pairs with the consumer's release
+    return in_flight(v) < (int64_t)v->max_messages;
+}
 
-static int slot_and_fits(mp_queue_t *q, uint64_t need) { return has_slot(q) && fits(q, need); }
+static int fits_any(mp_queue_view_t *v, uint64_t need) { return fits(v, need); }
+
+static int slot_and_fits(mp_queue_view_t *v, uint64_t need) { return has_slot(v) && fits(v, need); }
 
 /// Writes one record at the tail (space is known to be there) and publishes it. The caller wakes
 /// the data sleepers.
-static void write_record(mp_queue_t *q, uint32_t kind, const void *prefix, uint64_t prefix_len,
+static void write_record(mp_queue_view_t *v, uint32_t kind, const void *prefix, uint64_t prefix_len,
                          const void *data, uint64_t length) {
+    mp_queue_t *q = v->header;
     uint64_t payload = prefix_len + length;
-    uint64_t offset = q->tail & (q->capacity - 1);
     uint64_t tail = q->tail;
-    if (offset + record_bytes(payload) > q->capacity) {
-        record_t pad = {(uint32_t)(q->capacity - offset - sizeof(record_t)), PAD};
-        memcpy(ring(q) + offset, &pad, sizeof pad);
-        tail += q->capacity - offset;
+    uint64_t offset = offset_of(v, tail); // within the ring whatever `tail` holds
+    if (offset + record_bytes(payload) > v->capacity) {
+        record_t pad = {(uint32_t)(v->capacity - offset - sizeof(record_t)), PAD};
+        memcpy(ring(v) + offset, &pad, sizeof pad);
+        tail += v->capacity - offset;
         offset = 0;
     }
     record_t header = {(uint32_t)payload, kind};
-    memcpy(ring(q) + offset, &header, sizeof header);
-    if (prefix_len) memcpy(ring(q) + offset + sizeof header, prefix, prefix_len);
-    if (length) memcpy(ring(q) + offset + sizeof header + prefix_len, data, length);
+    memcpy(ring(v) + offset, &header, sizeof header);
+    if (prefix_len) memcpy(ring(v) + offset + sizeof header, prefix, prefix_len);
+    if (length) memcpy(ring(v) + offset + sizeof header + prefix_len, data, length);
     // Publishes the bytes above to the consumer. Only the producer writes `tail`, so its own plain
     // reads elsewhere are exact; the write itself must be atomic (the consumer reads concurrently).
     MP_STORE(&q->tail, tail + record_bytes(payload), MP_RELEASE);
 }
 
-static mp_status_t wait_space(mp_queue_t *q, uint64_t need, int slot, int64_t deadline) {
-    if (slot ? slot_and_fits(q, need) : fits(q, need)) return MP_OK; // the common case: no loop
-    return mp_queue_wait_until(q, &q->space_seq, &q->space_sleepers, slot ? slot_and_fits : fits_any, need,
+static mp_status_t wait_space(mp_queue_view_t *v, uint64_t need, int slot, int64_t deadline) {
+    mp_queue_t *q = v->header;
+    if (slot ? slot_and_fits(v, need) : fits(v, need)) return MP_OK; // the common case: no loop
+    return mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, slot ? slot_and_fits : fits_any, need,
                                deadline, MP_QUEUE_SHUTDOWN);
 }
 
@@ -68,13 +84,15 @@ static mp_status_t wait_space(mp_queue_t *q, uint64_t need, int slot, int64_t de
 /// after consuming it: what it had read died with it. One that died before consuming it took
 /// nothing: the FIRST is still there for the next consumer. Acquire: pairs with the reader's
 /// release store of its announcement, and with the release of `head`.
-static int reader_died(mp_queue_t *q, uint32_t stream, uint64_t first_at) {
+static int reader_died(mp_queue_view_t *v, uint32_t stream, uint64_t first_at) {
+    mp_queue_t *q = v->header;
     uint64_t reader = MP_LOAD(&q->reader, MP_ACQUIRE);
     if ((uint32_t)(reader >> 32) != stream || mp_process_alive((int32_t)(uint32_t)reader)) return 0;
     return MP_LOAD(&q->head, MP_ACQUIRE) > first_at;
 }
 
-static int stream_delivered(mp_queue_t *q, uint64_t stream) {
+static int stream_delivered(mp_queue_view_t *v, uint64_t stream) {
+    mp_queue_t *q = v->header;
     return MP_LOAD(&q->delivered, MP_ACQUIRE) == (uint32_t)stream; // pairs with the reader's release
 }
 
@@ -82,52 +100,55 @@ enum { STREAM_LOST = -100 }; // the reader of the stream died: send it again
 
 /// Waits for `need` bytes of room while streaming `stream`, forever unless shut down; checks the
 /// stream's reader every OWNER_CHECK_NS. MP_OK, MP_SHUTDOWN, or STREAM_LOST.
-static int stream_space(mp_queue_t *q, uint64_t need, uint32_t stream, uint64_t first_at) {
+static int stream_space(mp_queue_view_t *v, uint64_t need, uint32_t stream, uint64_t first_at) {
+    mp_queue_t *q = v->header;
     for (;;) {
-        if (fits(q, need)) return MP_OK;
-        mp_status_t status = mp_queue_wait_until(q, &q->space_seq, &q->space_sleepers, fits_any, need,
+        if (fits(v, need)) return MP_OK;
+        mp_status_t status = mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, fits_any, need,
                                                  mp_monotonic_ns() + OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN);
         if (status == MP_OK || status == MP_SHUTDOWN) return status;
-        if (reader_died(q, stream, first_at)) return STREAM_LOST;
+        if (reader_died(v, stream, first_at)) return STREAM_LOST;
     }
 }
 
 /// Waits until the reader of `stream` has consumed its LAST. A plain shutdown lets it finish (as it
 /// lets a live producer finish, see await_fragment). MP_OK, MP_SHUTDOWN, or STREAM_LOST.
-static int stream_arrival(mp_queue_t *q, uint32_t stream, uint64_t first_at) {
+static int stream_arrival(mp_queue_view_t *v, uint32_t stream, uint64_t first_at) {
+    mp_queue_t *q = v->header;
     for (;;) {
-        mp_status_t status = mp_queue_wait_until(q, &q->space_seq, &q->space_sleepers, stream_delivered, stream,
+        mp_status_t status = mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, stream_delivered, stream,
                                                  mp_monotonic_ns() + OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN_IMMEDIATE);
         if (status == MP_OK) return MP_OK;
-        if (status == MP_SHUTDOWN) return stream_delivered(q, stream) ? MP_OK : MP_SHUTDOWN;
-        if (reader_died(q, stream, first_at)) return stream_delivered(q, stream) ? MP_OK : STREAM_LOST;
+        if (status == MP_SHUTDOWN) return stream_delivered(v, stream) ? MP_OK : MP_SHUTDOWN;
+        if (reader_died(v, stream, first_at)) return stream_delivered(v, stream) ? MP_OK : STREAM_LOST;
     }
 }
 
 /// Streams the message once under a new id: FIRST (total and id), MIDDLEs, a LAST, each woken
 /// under the lock (the consumer reads them while this producer holds it); then waits until it
 /// arrived. Room for the FIRST is there. MP_OK, MP_SHUTDOWN, or STREAM_LOST.
-static int stream_once(mp_queue_t *q, const uint8_t *data, uint64_t length) {
-    uint64_t max = max_record(q);
+static int stream_once(mp_queue_view_t *v, const uint8_t *data, uint64_t length) {
+    mp_queue_t *q = v->header;
+    uint64_t max = max_record(v);
     uint32_t stream = q->stream + 1;
     if (stream == 0) stream = 1; // 0 is never an id: a fresh queue's `delivered` and `reader` hold it
     q->stream = stream;
     first_prefix_t prefix = {length, stream};
     uint64_t first = max - sizeof prefix;
     q->streaming = 1;
-    write_record(q, FIRST, &prefix, sizeof prefix, data, first);
+    write_record(v, FIRST, &prefix, sizeof prefix, data, first);
     uint64_t first_at = q->tail - record_bytes(max); // where the FIRST lies (after a PAD, if one)
-    wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
+    wake_if_sleeping(v, &q->data_seq, &q->data_sleepers);
     // Every FIRST counts a message, as every consumed FIRST does (see queue.c's "Streams").
     MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
     const uint8_t *p = data + first;
     uint64_t left = length - first;
     while (left > 0) {
         uint64_t piece = left < max ? left : max;
-        int status = stream_space(q, needed(q, piece), stream, first_at);
+        int status = stream_space(v, needed(v, piece), stream, first_at);
         if (status != MP_OK) return status;
-        write_record(q, left == piece ? LAST : MIDDLE, NULL, 0, p, piece);
-        wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
+        write_record(v, left == piece ? LAST : MIDDLE, NULL, 0, p, piece);
+        wake_if_sleeping(v, &q->data_seq, &q->data_sleepers);
         p += piece;
         left -= piece;
     }
@@ -137,69 +158,74 @@ static int stream_once(mp_queue_t *q, const uint8_t *data, uint64_t length) {
     // itself). One that began to hand it back is seen through. The full barrier of the LAST's
     // wake orders its publication before this load (see mp_queue_get_rest).
     if (MP_LOAD(&q->released, MP_SEQ_CST) != stream) return MP_OK;
-    return stream_arrival(q, stream, first_at);
+    return stream_arrival(v, stream, first_at);
 }
 
 /// A message larger than one record, streamed until a consumer has read it whole (see queue.c's
 /// "Streams"). Only the wait for the first record's room honours `deadline`: once a consumer may be
 /// reading, the message is finished or abandoned only at a shutdown.
-static mp_status_t put_fragments(mp_queue_t *q, const uint8_t *data, uint64_t length, int64_t deadline) {
-    mp_status_t status = wait_space(q, needed(q, max_record(q)), 1, deadline);
+static mp_status_t put_fragments(mp_queue_view_t *v, const uint8_t *data, uint64_t length, int64_t deadline) {
+    mp_queue_t *q = v->header;
+    mp_status_t status = wait_space(v, needed(v, max_record(v)), 1, deadline);
     if (status != MP_OK) return status;
     for (;;) {
-        int outcome = stream_once(q, data, length);
+        int outcome = stream_once(v, data, length);
         if (outcome != STREAM_LOST) return (mp_status_t)outcome;
         // Its reader died: end what is in the ring with an ABORT, then send it all again.
         q->streaming = 1;
         // Shut down meanwhile: `streaming` is set, the next put writes the ABORT.
-        if (wait_space(q, needed(q, 0), 0, INT64_MAX) != MP_OK) return MP_SHUTDOWN;
-        write_record(q, ABORT, NULL, 0, NULL, 0);
+        if (wait_space(v, needed(v, 0), 0, INT64_MAX) != MP_OK) return MP_SHUTDOWN;
+        write_record(v, ABORT, NULL, 0, NULL, 0);
         q->streaming = 0;
-        wake_if_sleeping(q, &q->data_seq, &q->data_sleepers);
-        if (wait_space(q, needed(q, max_record(q)), 0, INT64_MAX) != MP_OK) return MP_SHUTDOWN;
+        wake_if_sleeping(v, &q->data_seq, &q->data_sleepers);
+        if (wait_space(v, needed(v, max_record(v)), 0, INT64_MAX) != MP_OK) return MP_SHUTDOWN;
     }
 }
 
 /// Every put that is not the straight path: the lock held, then an ABORT owed, a wait for space or a
 /// slot, a PAD, or fragments. Releases the lock.
-MP_COLD static mp_status_t put_locked(mp_queue_t *q, const void *data, uint64_t length, int64_t deadline) {
+MP_COLD static mp_status_t put_locked(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
+    mp_queue_t *q = v->header;
     mp_status_t status = MP_OK;
     if (q->streaming) {
         // A producer died or gave up midway through a fragmented message: tell the consumer to drop
         // it. No room within our deadline: put nothing, and leave the ABORT to the next put.
-        status = wait_space(q, needed(q, 0), 0, deadline);
+        status = wait_space(v, needed(v, 0), 0, deadline);
         if (status != MP_OK) {
             mp_mutex_unlock(&q->producer);
             return status;
         }
-        write_record(q, ABORT, NULL, 0, NULL, 0);
+        write_record(v, ABORT, NULL, 0, NULL, 0);
         q->streaming = 0;
     }
-    if (length <= max_record(q)) {
-        status = wait_space(q, needed(q, length), 1, deadline);
+    if (length <= max_record(v)) {
+        status = wait_space(v, needed(v, length), 1, deadline);
         if (status == MP_OK) {
-            write_record(q, WHOLE, NULL, 0, data, length);
+            write_record(v, WHOLE, NULL, 0, data, length);
             // After publishing: a producer killed in between leaves the count one low (harmless),
             // never one high (which would cost a bounded queue a slot for good).
             MP_STORE(&q->produced, q->produced + 1, MP_RELAXED);
         }
     } else {
-        status = put_fragments(q, data, length, deadline);
+        status = put_fragments(v, data, length, deadline);
     }
     // An ABORT or a WHOLE may have been published even when this put failed: wake for it.
-    unlock_and_wake(q, &q->producer, &q->data_seq, &q->data_sleepers);
+    unlock_and_wake(v, &q->producer, &q->data_seq, &q->data_sleepers);
     return status;
 }
 
 /// Takes the producer lock by `deadline`, the slow way; the lock is held on MP_OK.
-MP_COLD static mp_status_t lock_producer(mp_queue_t *q, int64_t deadline) {
+MP_COLD static mp_status_t lock_producer(mp_queue_view_t *v, int64_t deadline) {
+    mp_queue_t *q = v->header;
     if (MP_LOAD(&q->shutdown, MP_RELAXED)) return MP_SHUTDOWN;
     return lock_by(&q->producer, deadline);
 }
 
-mp_status_t mp_queue_put(mp_queue_t *q, const void *data, uint64_t length, int64_t deadline) {
+mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
+    mp_queue_t *q = v->header;
+    if (MP_UNLIKELY(v->corrupted)) return MP_CORRUPTED;
     if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
-        mp_status_t status = lock_producer(q, deadline);
+        mp_status_t status = lock_producer(v, deadline);
         if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
         // MP_OK, or MP_OWNER_DIED: the dead producer's half-written message is `streaming`'s job.
     }
@@ -211,18 +237,18 @@ mp_status_t mp_queue_put(mp_queue_t *q, const void *data, uint64_t length, int64
         return MP_SHUTDOWN;
     }
     // The straight path: a whole message that fits before the end of the ring, a slot and room.
-    uint64_t tail = q->tail, capacity = q->capacity;
-    uint64_t offset = tail & (capacity - 1);
+    uint64_t tail = q->tail, capacity = v->capacity;
+    uint64_t offset = offset_of(v, tail);
     uint64_t size = record_bytes(length);
-    if (MP_UNLIKELY(q->streaming || length > max_record(q) || offset + size > capacity || !has_slot(q) ||
-                    !fits(q, size)))
-        return put_locked(q, data, length, deadline);
-    uint8_t *at = ring(q) + offset;
+    if (MP_UNLIKELY(q->streaming || length > max_record(v) || offset + size > capacity || !has_slot(v) ||
+                    !fits(v, size)))
+        return put_locked(v, data, length, deadline);
+    uint8_t *at = ring(v) + offset;
     record_t header = {(uint32_t)length, WHOLE};
     memcpy(at, &header, sizeof header);
     copy_bytes(at + sizeof header, data, length); // `data` may be NULL only when empty
     MP_STORE(&q->tail, tail + size, MP_RELEASE); // publishes the record (see write_record)
     MP_STORE(&q->produced, q->produced + 1, MP_RELAXED); // after publishing (see put_locked)
-    unlock_and_wake(q, &q->producer, &q->data_seq, &q->data_sleepers);
+    unlock_and_wake(v, &q->producer, &q->data_seq, &q->data_sleepers);
     return MP_OK;
 }

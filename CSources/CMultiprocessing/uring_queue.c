@@ -56,14 +56,15 @@ static mp_status_t wait_for_lock(mp_mutex_t *m, mp_async_wait_t *w) {
 }
 
 /// Registers as a sleeper of `seq` and re-checks `ready`; MP_WAIT if it still does not hold.
-static mp_status_t sleep_unless(mp_queue_t *q, mp_async_wait_t *w, uint32_t *seq, uint32_t *sleepers,
-                                uint32_t target, int (*ready)(mp_queue_t *, uint64_t), uint64_t arg,
+static mp_status_t sleep_unless(mp_queue_view_t *v, mp_async_wait_t *w, uint32_t *seq, uint32_t *sleepers,
+                                uint32_t target, int (*ready)(mp_queue_view_t *, uint64_t), uint64_t arg,
                                 mp_mutex_t *lock) {
+    mp_queue_t *q = v->header;
     uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
     MP_ADD(sleepers, 1, MP_SEQ_CST);
     __atomic_thread_fence(__ATOMIC_SEQ_CST); // the re-check below must not pass the increment
-    if (!ready(q, arg) && mp_mutex_owner(lock) == 0 && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
-        wait_on(w, seq, observed, q->shared, target);
+    if (!ready(v, arg) && mp_mutex_owner(lock) == 0 && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
+        wait_on(w, seq, observed, v->shared, target);
         w->registered = 1;
         w->check_at = 0;
         return MP_WAIT;
@@ -72,28 +73,33 @@ static mp_status_t sleep_unless(mp_queue_t *q, mp_async_wait_t *w, uint32_t *seq
     return MP_OK;
 }
 
-static int has_data(mp_queue_t *q, uint64_t unused) {
+static int has_data(mp_queue_view_t *v, uint64_t unused) {
+    mp_queue_t *q = v->header;
     (void)unused;
     // acquire: pairs with the producer's release of tail (and the consumer's of head)
     return MP_LOAD(&q->tail, MP_ACQUIRE) != MP_LOAD(&q->head, MP_ACQUIRE);
 }
 
-static int room(mp_queue_t *q, uint64_t length) {
-    if (q->max_messages) {
+static int room(mp_queue_view_t *v, uint64_t length) {
+    mp_queue_t *q = v->header;
+    if (v->max_messages) {
         uint64_t consumed = MP_LOAD(&q->consumed, MP_ACQUIRE);
         uint64_t produced = MP_LOAD(&q->produced, MP_RELAXED);
-        if ((int64_t)(produced - consumed) >= (int64_t)q->max_messages) return 0;
+        if ((int64_t)(produced - consumed) >= (int64_t)v->max_messages) return 0;
     }
     uint64_t tail = MP_LOAD(&q->tail, MP_RELAXED);
     uint64_t head = MP_LOAD(&q->head, MP_ACQUIRE); // pairs with the consumer's release of head
-    uint64_t offset = tail & (q->capacity - 1);
+    uint64_t used = tail - head;
+    if (used > v->capacity) return 0; // garbled by a peer: no room, as queue_put.c's fits says
+    uint64_t offset = tail & (v->capacity - 8);
     uint64_t size = 8 + ((length + 7) & ~(uint64_t)7);
-    uint64_t need = offset + size > q->capacity ? (q->capacity - offset) + size : size;
-    return q->capacity - (tail - head) >= need;
+    uint64_t need = offset + size > v->capacity ? (v->capacity - offset) + size : size;
+    return v->capacity - used >= need;
 }
 
-mp_status_t mp_queue_get_async(mp_queue_t *q, mp_async_wait_t *w, const void **payload, uint64_t *length,
+mp_status_t mp_queue_get_async(mp_queue_view_t *v, mp_async_wait_t *w, const void **payload, uint64_t *length,
                                uint64_t *total) {
+    mp_queue_t *q = v->header;
     for (;;) {
         uint32_t down = MP_LOAD(&q->shutdown, MP_ACQUIRE);
         if (down == MP_QUEUE_SHUTDOWN_IMMEDIATE) return MP_SHUTDOWN;
@@ -102,17 +108,18 @@ mp_status_t mp_queue_get_async(mp_queue_t *q, mp_async_wait_t *w, const void **p
             if (s != MP_OK) return s;
             continue;
         }
-        if (!down && !has_data(q, 0)) {
-            mp_status_t s = sleep_unless(q, w, &q->data_seq, &q->data_sleepers, ON_DATA, has_data, 0, &q->consumer);
+        if (!down && !has_data(v, 0)) {
+            mp_status_t s = sleep_unless(v, w, &q->data_seq, &q->data_sleepers, ON_DATA, has_data, 0, &q->consumer);
             if (s != MP_OK) return s;
             continue;
         }
-        mp_status_t s = mp_queue_get_begin(q, 0, payload, length, total);
+        mp_status_t s = mp_queue_get_begin(v, 0, payload, length, total);
         if (s != MP_TIMED_OUT) return s; // else another consumer was quicker: look again
     }
 }
 
-mp_status_t mp_queue_put_async(mp_queue_t *q, mp_async_wait_t *w, const void *data, uint64_t length) {
+mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const void *data, uint64_t length) {
+    mp_queue_t *q = v->header;
     for (;;) {
         if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
         if (mp_mutex_owner(&q->producer) != 0) {
@@ -120,17 +127,18 @@ mp_status_t mp_queue_put_async(mp_queue_t *q, mp_async_wait_t *w, const void *da
             if (s != MP_OK) return s;
             continue;
         }
-        if (!room(q, length)) {
-            mp_status_t s = sleep_unless(q, w, &q->space_seq, &q->space_sleepers, ON_SPACE, room, length, &q->producer);
+        if (!room(v, length)) {
+            mp_status_t s = sleep_unless(v, w, &q->space_seq, &q->space_sleepers, ON_SPACE, room, length, &q->producer);
             if (s != MP_OK) return s;
             continue;
         }
-        mp_status_t s = mp_queue_put(q, data, length, 0);
+        mp_status_t s = mp_queue_put(v, data, length, 0);
         if (s != MP_TIMED_OUT) return s; // else another producer was quicker: look again
     }
 }
 
-void mp_queue_async_after_wait(mp_queue_t *q, mp_async_wait_t *w, int woken) {
+void mp_queue_async_after_wait(mp_queue_view_t *v, mp_async_wait_t *w, int woken) {
+    mp_queue_t *q = v->header;
     if (w->target == ON_LOCK) {
         if (woken) mp_async_wait_forward(w);
     } else if (w->registered) {

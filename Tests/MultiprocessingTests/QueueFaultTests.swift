@@ -96,7 +96,7 @@ struct QueueFaultTests {
         // A consumer waiting on the empty queue holds the consumer lock; kill it.
         let consumer = Process { _ = try q.get() }
         try consumer.start()
-        #expect(eventually { mp_mutex_owner(&q.q.pointee.consumer) == consumer.pid! })
+        #expect(eventually { mp_mutex_owner(&q.channel.header.pointee.consumer) == consumer.pid! })
         try consumer.kill()
         try consumer.join()
         try q.put(1)
@@ -106,7 +106,7 @@ struct QueueFaultTests {
         try q.put(2)
         let producer = Process { try q.put(99) }
         try producer.start()
-        #expect(eventually { mp_mutex_owner(&q.q.pointee.producer) == producer.pid! })
+        #expect(eventually { mp_mutex_owner(&q.channel.header.pointee.producer) == producer.pid! })
         try producer.kill()
         try producer.join()
         #expect(try q.get(timeout: .seconds(5)) == 2)
@@ -116,7 +116,7 @@ struct QueueFaultTests {
         // The same with a timeout shorter than the owner-check period.
         let again = Process { _ = try q.get() }
         try again.start()
-        #expect(eventually { mp_mutex_owner(&q.q.pointee.consumer) == again.pid! })
+        #expect(eventually { mp_mutex_owner(&q.channel.header.pointee.consumer) == again.pid! })
         try again.kill()
         try again.join()
         try q.put(4)
@@ -126,10 +126,10 @@ struct QueueFaultTests {
 
     @Test("a record's u32 size can never overflow, whatever the capacity; too large a ring is a typed error")
     func recordSizeLimit() throws {
-        var header = mp_queue_t()
+        var view = mp_queue_view_t()
         for shift in 12...40 {
-            header.capacity = 1 << UInt64(shift)
-            let max = mp_queue_max_record(&header)
+            view.capacity = 1 << UInt64(shift)
+            let max = mp_queue_max_record(&view)
             #expect(max < 1 << 31, "a ring of 2^\(shift) bytes allows records of \(max) bytes")
             #expect(max % 8 == 0)
         }
@@ -266,7 +266,7 @@ struct QueueFaultTests {
         try consumer.start()
         let pid = try #require(consumer.pid)
         // Killed 5 ms after it announced itself as the message's reader: in the middle of the stream.
-        #expect(eventually { UInt32(truncatingIfNeeded: q.q.pointee.reader) == UInt32(bitPattern: pid) })
+        #expect(eventually { UInt32(truncatingIfNeeded: q.channel.header.pointee.reader) == UInt32(bitPattern: pid) })
         try sleep(for: .milliseconds(5))
         try consumer.kill()
         #expect(try consumer.join(timeout: .seconds(20)))

@@ -37,6 +37,9 @@ typedef int32_t mp_status_t;
 #define MP_SHUTDOWN 7
 /// A message was abandoned midway (its producer died): the caller should read the next one.
 #define MP_ABORTED 8
+/// A queue's shared state broke this process's checks (another process wrote into it out of turn):
+/// the operation did nothing, and the queue refuses every later one in this process.
+#define MP_CORRUPTED 9
 
 /// Wait forever (the `timeout_ns` argument of every blocking call).
 #define MP_FOREVER (-1)
@@ -310,51 +313,73 @@ typedef struct mp_queue {
 #define MP_QUEUE_SHUTDOWN 1u
 #define MP_QUEUE_SHUTDOWN_IMMEDIATE 2u
 
+/// A process's handle on a queue: where the shared header and ring are mapped here, and the bounds
+/// this process fixed when it made or attached the queue. Every operation takes the ring's size,
+/// the message limits and the futex scope from here, never from the shared header, which any
+/// process mapping the queue can write (see queue.c's "Trust"). Process-local memory, owned by the
+/// Swift object that holds the mapping; `held` and `corrupted` change only under the consumer lock.
+typedef struct mp_queue_view {
+    mp_queue_t *_Nullable header;
+    uint8_t *_Nullable ring;
+    uint64_t capacity;      // a power of two >= 4096
+    uint64_t max_message;   // the longest message a get accepts: a longer one is corruption
+    uint64_t held;          // bytes of the record a get holds between begin and end/rest
+    uint32_t max_messages;  // 0: no limit
+    uint32_t shared;        // futexes are process-shared
+    uint32_t corrupted;     // a violation was seen: every later call fails with MP_CORRUPTED
+    uint32_t reserved;
+} mp_queue_view_t;
+
 /// Bytes a queue with a ring of `capacity` bytes occupies (header + ring).
 uint64_t mp_queue_size(uint64_t capacity);
 /// Initialises a queue over `capacity` bytes (a power of two, >= 4096) following the header.
 void mp_queue_init(mp_queue_t *_Nonnull q, uint64_t capacity, uint32_t max_messages, int shared);
+/// Fills `view` for the queue at `q`, mapped here in `mapped` bytes: its capacity and message limit
+/// are read once, here, and must describe a queue that fills the mapping exactly. `max_message`
+/// bounds the messages a get accepts. 0, or -EINVAL (the header does not fit the mapping).
+int32_t mp_queue_view_attach(mp_queue_view_t *_Nonnull view, mp_queue_t *_Nonnull q, uint64_t mapped,
+                             uint64_t max_message, int shared);
 /// The largest message that fits in one record (a quarter of the ring, below 2^31 bytes); larger
 /// ones travel in fragments.
-uint64_t mp_queue_max_record(const mp_queue_t *_Nonnull q);
+uint64_t mp_queue_max_record(const mp_queue_view_t *_Nonnull q);
 
 /// Puts one message of `length` bytes. Waits (up to `deadline_ns`, absolute monotonic; INT64_MAX:
 /// forever; <= now: do not wait) for the producer lock, a free message slot and ring space (and
 /// room to drop a message a dead producer left half-written). A message larger than one record is
 /// streamed in fragments (the deadline covers the first only). MP_OK, MP_TIMED_OUT (nothing was
 /// put), MP_SHUTDOWN.
-mp_status_t mp_queue_put(mp_queue_t *_Nonnull q, const void *_Nullable data, uint64_t length,
+mp_status_t mp_queue_put(mp_queue_view_t *_Nonnull q, const void *_Nullable data, uint64_t length,
                          int64_t deadline_ns);
 
 /// Waits for the next message and holds the consumer lock. On MP_OK: `*payload`/`*length` are the
 /// first record's bytes (in the ring: read them before mp_queue_get_end), and `*total` the whole
 /// message's length (== *length unless fragmented: then call mp_queue_get_rest). MP_TIMED_OUT or
 /// MP_SHUTDOWN (the lock is not held then).
-mp_status_t mp_queue_get_begin(mp_queue_t *_Nonnull q, int64_t deadline_ns,
+mp_status_t mp_queue_get_begin(mp_queue_view_t *_Nonnull q, int64_t deadline_ns,
                                const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
                                uint64_t *_Nonnull total);
 /// Copies the first record into `dest` and the remaining fragments after it, `total` bytes in all,
 /// then releases the consumer lock. MP_OK, or MP_ABORTED (the producer died or gave up midway, or
 /// the queue was shut down immediately: discard).
-mp_status_t mp_queue_get_rest(mp_queue_t *_Nonnull q, void *_Nonnull dest, uint64_t total);
+mp_status_t mp_queue_get_rest(mp_queue_view_t *_Nonnull q, void *_Nonnull dest, uint64_t total);
 /// Consumes a single-record message whose bytes the caller has read; releases the consumer lock.
-void mp_queue_get_end(mp_queue_t *_Nonnull q);
+void mp_queue_get_end(mp_queue_view_t *_Nonnull q);
 
 /// Messages waiting (a snapshot: started by a producer and not yet taken).
-int32_t mp_queue_count(const mp_queue_t *_Nonnull q);
+int32_t mp_queue_count(const mp_queue_view_t *_Nonnull q);
 /// Shuts the queue down (Python 3.13's shutdown): puts fail; gets fail once the queue is empty, or
 /// at once when `immediate`. Wakes every sleeper. An immediate shutdown also discards the messages
 /// left and marks one task done for each (JoinableQueue); it waits for the put or get in progress
 /// to give up (a few microseconds, or a dead holder's owner check).
-void mp_queue_shutdown(mp_queue_t *_Nonnull q, int immediate);
+void mp_queue_shutdown(mp_queue_view_t *_Nonnull q, int immediate);
 
 /// JoinableQueue: one task done. MP_OVERFLOW if none is unfinished.
-mp_status_t mp_queue_task_done(mp_queue_t *_Nonnull q);
+mp_status_t mp_queue_task_done(mp_queue_view_t *_Nonnull q);
 /// JoinableQueue: waits until every put message has been task-done. MP_OK or MP_TIMED_OUT.
-mp_status_t mp_queue_join(mp_queue_t *_Nonnull q, int64_t deadline_ns);
+mp_status_t mp_queue_join(mp_queue_view_t *_Nonnull q, int64_t deadline_ns);
 /// JoinableQueue: counts a put that is about to happen (undone by mp_queue_task_undo on failure).
-void mp_queue_task_add(mp_queue_t *_Nonnull q);
-void mp_queue_task_undo(mp_queue_t *_Nonnull q);
+void mp_queue_task_add(mp_queue_view_t *_Nonnull q);
+void mp_queue_task_undo(mp_queue_view_t *_Nonnull q);
 
 // MARK: - Shared memory
 
@@ -728,7 +753,7 @@ typedef struct mp_async_wait {
 } mp_async_wait_t;
 
 /// Status: not yet. Wait until `word` no longer holds `expected` (or a wake-up), then call again.
-#define MP_WAIT 9
+#define MP_WAIT 10
 
 /// Lock (process-owned mutex) acquire without blocking: MP_OK, MP_OWNER_DIED (acquired; see
 /// mp_mutex_t), or MP_WAIT. Owner liveness is checked on the blocking path's schedule: wait no
@@ -762,15 +787,15 @@ void mp_condition_async_leave(mp_condition_t *_Nonnull c);
 /// Queue get without blocking: MP_OK (as mp_queue_get_begin: the consumer lock is held),
 /// MP_SHUTDOWN, MP_WAIT (for the consumer lock or for data), or MP_OWNER_DIED (the consumer lock's
 /// holder died: take the blocking path, which recovers it).
-mp_status_t mp_queue_get_async(mp_queue_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
+mp_status_t mp_queue_get_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
                                const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
                                uint64_t *_Nonnull total);
 /// Queue put of one record-sized message without blocking: MP_OK, MP_SHUTDOWN, MP_WAIT (for the
 /// producer lock, a slot or ring space), or MP_OWNER_DIED (as for get).
-mp_status_t mp_queue_put_async(mp_queue_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
+mp_status_t mp_queue_put_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
                                const void *_Nullable data, uint64_t length);
 /// After a wait of get or put: undoes the sleeper registration, passes a lock wake-up on.
-void mp_queue_async_after_wait(mp_queue_t *_Nonnull q, mp_async_wait_t *_Nonnull w, int woken);
+void mp_queue_async_after_wait(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w, int woken);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,7 @@ extension Queue {
             switch status {
             case MP_OK: return
             case MP_SHUTDOWN: throw QueueError.shutDown
+            case MP_CORRUPTED: throw QueueError.corrupted
             case MP_OWNER_DIED:
                 // The producer lock's holder died: the blocking put recovers the lock.
                 let slice = min(deadline, deadlineAfter(100_000_000))
@@ -44,6 +45,7 @@ extension Queue {
                 let status = try await toThread { mp_queue_put(queue.value, bytes, UInt64(bytes.count), slice) }
                 if status == MP_OK { return }
                 if status == MP_SHUTDOWN { throw QueueError.shutDown }
+                if status == MP_CORRUPTED { throw QueueError.corrupted }
                 if slice >= deadline { throw QueueError.full }
                 continue
             default: break
@@ -82,6 +84,7 @@ extension Queue {
                 if let whole = try await reassemble(total) { return try whole.withUnsafeBytes { try codec.decode($0) } }
                 continue  // its producer died midway: take the next message
             case MP_SHUTDOWN: throw QueueError.shutDown
+            case MP_CORRUPTED: throw QueueError.corrupted
             case MP_OWNER_DIED:
                 // The consumer lock's holder died: the blocking get recovers the lock.
                 let slice = min(deadline, deadlineAfter(100_000_000))
@@ -110,6 +113,7 @@ extension Queue {
         return try await BlockingPool.shared.run { () -> [UInt8]? in
             var bytes = [UInt8](repeating: 0, count: Int(total))
             let status = bytes.withUnsafeMutableBytes { mp_queue_get_rest(queue.value, $0.baseAddress!, total) }
+            if status == MP_CORRUPTED { throw QueueError.corrupted }
             return status == MP_ABORTED ? nil : bytes
         }
     }

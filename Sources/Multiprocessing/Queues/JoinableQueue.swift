@@ -17,7 +17,7 @@ public final class JoinableQueue<Element: Sendable>: Queue<Element>, @unchecked 
     }
 
     /// Items put and not yet marked done (a snapshot).
-    public var unfinishedTasks: Int { Int(channel.queue.pointee.unfinished) }
+    public var unfinishedTasks: Int { Int(channel.header.pointee.unfinished) }
 
     // Every put counts a task: Queue.send does it when `countsTasks`, which a JoinableQueue sets.
 }

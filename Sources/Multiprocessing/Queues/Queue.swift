@@ -26,7 +26,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     let channel: Channel
     /// The channel's header, kept at hand: the hot path reads no other object.
-    @usableFromInline let q: UnsafeMutablePointer<mp_queue_t>
+    @usableFromInline let q: UnsafeMutablePointer<mp_queue_view_t>
     let codec: ElementCodec<Element>
     /// The elements are copied as they are (`codec` is bitwise): put and get inline a direct copy
     /// between the value and the ring, specialized in the caller's module.
@@ -44,7 +44,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     init(maxSize: Int?, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
         if let maxSize, maxSize < 1 || maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
         guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
-        channel = try Channel(capacity: capacity, maxMessages: maxSize ?? 0)
+        channel = try Channel(capacity: capacity, maxMessages: maxSize ?? 0, maxMessage: maxMessageSize)
         q = channel.queue
         self.codec = codec
         copiesBits = codec.kind == .bitwise
@@ -170,7 +170,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @usableFromInline
     final func putFailed(_ status: mp_status_t) throws(QueueError) -> Never {
         if countsTasks { mp_queue_task_undo(q) }
-        throw status == MP_SHUTDOWN ? .shutDown : .full
+        throw status == MP_SHUTDOWN ? .shutDown : status == MP_CORRUPTED ? .corrupted : .full
     }
 
     @inlinable
@@ -200,6 +200,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         switch status {
         case MP_OK: break
         case MP_SHUTDOWN: throw .shutDown
+        case MP_CORRUPTED: throw .corrupted
         default: throw .empty
         }
         if total == length {
@@ -216,6 +217,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         switch next.status {
         case MP_OK: break
         case MP_SHUTDOWN: throw .shutDown
+        case MP_CORRUPTED: throw .corrupted
         default: throw .empty
         }
         if next.total == UInt64(next.first.count) {
@@ -231,8 +233,10 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     private func receiveRest(_ total: UInt64, deadline: Int64) throws(QueueError) -> Element {
         let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(total), alignment: 16)
         defer { whole.deallocate() }
-        if mp_queue_get_rest(q, whole.baseAddress!, total) == MP_ABORTED {
-            return try receive(deadline: deadline)  // its producer died midway: take the next message
+        switch mp_queue_get_rest(q, whole.baseAddress!, total) {
+        case MP_ABORTED: return try receive(deadline: deadline)  // its producer died midway: take the next message
+        case MP_CORRUPTED: throw .corrupted
+        default: break
         }
         return try codec.decode(UnsafeRawBufferPointer(whole))
     }
@@ -253,11 +257,11 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Resolves a queue handed over by another process.
     public required init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        channel = try Channel(regionID: try c.decode(UInt64.self, forKey: .region))
+        maxMessageSize = try c.decode(Int.self, forKey: .maxMessageSize)
+        channel = try Channel(regionID: try c.decode(UInt64.self, forKey: .region), maxMessage: maxMessageSize)
         q = channel.queue
         countsTasks = Self.self is JoinableQueue<Element>.Type
         maxSize = try c.decodeIfPresent(Int.self, forKey: .maxSize)
-        maxMessageSize = try c.decode(Int.self, forKey: .maxMessageSize)
         let kind = try c.decode(ElementCodec<Element>.Kind.self, forKey: .codec)
         guard let codec = ElementCodecs.make(Element.self, kind) else {
             throw QueueError.decodingFailed("\(Element.self) cannot use the \(kind) encoding of this queue")
@@ -268,7 +272,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 }
 
 /// The start of the next message (non-generic, so that no generic metadata is looked up per get).
-func beginGet(_ q: UnsafeMutablePointer<mp_queue_t>, _ deadline: Int64) -> (
+func beginGet(_ q: UnsafeMutablePointer<mp_queue_view_t>, _ deadline: Int64) -> (
     status: mp_status_t, first: UnsafeRawBufferPointer, total: UInt64
 ) {
     var payload: UnsafeRawPointer? = nil

@@ -10,6 +10,10 @@ public enum QueueError: Error, Equatable, Sendable {
     case closed
     /// The queue was shut down (Python 3.13's `queue.ShutDown`).
     case shutDown
+    /// The queue's shared memory holds what no put of this library writes: another process wrote
+    /// into it out of turn. The operation did nothing; this process refuses every later one on the
+    /// queue (see <doc:TrustBoundaries>).
+    case corrupted
     /// A message larger than the queue's `maxMessageSize`; nothing was put.
     case messageTooLarge(size: Int, limit: Int)
     /// A `maxSize` of zero or less (pass nil for an unbounded queue).

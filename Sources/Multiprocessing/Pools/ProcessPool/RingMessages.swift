@@ -24,7 +24,7 @@ func withMessage<Header>(
 
 /// One message taken from a ring: its bytes stay valid until ``finish()``.
 struct TakenMessage {
-    let q: UnsafeMutablePointer<mp_queue_t>
+    let q: UnsafeMutablePointer<mp_queue_view_t>
     /// The whole message (in the ring, or in `heap` when it came in pieces).
     let bytes: UnsafeRawBufferPointer
     private let heap: UnsafeMutableRawBufferPointer?
@@ -32,7 +32,7 @@ struct TakenMessage {
     /// Waits for the next message (forever when `deadline` is `.max`). Holds the ring's consumer lock
     /// for a single-piece message until ``finish()``. Returns nil when the ring is shut down (or the
     /// deadline passed).
-    static func take(_ q: UnsafeMutablePointer<mp_queue_t>, deadline: Int64 = .max) -> TakenMessage? {
+    static func take(_ q: UnsafeMutablePointer<mp_queue_view_t>, deadline: Int64 = .max) -> TakenMessage? {
         while true {
             let next = beginGet(q, deadline)
             guard next.status == MP_OK else { return nil }
@@ -61,6 +61,6 @@ struct TakenMessage {
 
 /// Puts `message` into `q`, waiting for room; false if the ring was shut down.
 @discardableResult
-func putMessage(_ q: UnsafeMutablePointer<mp_queue_t>, _ message: UnsafeRawBufferPointer) -> Bool {
+func putMessage(_ q: UnsafeMutablePointer<mp_queue_view_t>, _ message: UnsafeRawBufferPointer) -> Bool {
     mp_queue_put(q, message.baseAddress, UInt64(message.count), .max) == MP_OK
 }

@@ -16,7 +16,7 @@ final class TaskFeeder: @unchecked Sendable {
         var stopping = false
     }
 
-    private let q: UnsafeMutablePointer<mp_queue_t>
+    private let q: UnsafeMutablePointer<mp_queue_view_t>
     private let state = Locked(State())
     /// A permit per queued message, and one to stop.
     private let ready = LocalSemaphore()
@@ -24,7 +24,7 @@ final class TaskFeeder: @unchecked Sendable {
     /// Called (on the feeder's thread) for a message the ring refused: it was shut down.
     private let refused: @Sendable (UInt64) -> Void
 
-    init(queue: UnsafeMutablePointer<mp_queue_t>, refused: @escaping @Sendable (UInt64) -> Void) {
+    init(queue: UnsafeMutablePointer<mp_queue_view_t>, refused: @escaping @Sendable (UInt64) -> Void) {
         q = queue
         self.refused = refused
     }
@@ -37,7 +37,7 @@ final class TaskFeeder: @unchecked Sendable {
         if !backlog && UInt64(message.count) <= mp_queue_max_record(q) {
             switch mp_queue_put(q, message.baseAddress, UInt64(message.count), 0) {
             case MP_OK: return true
-            case MP_SHUTDOWN: return false
+            case MP_SHUTDOWN, MP_CORRUPTED: return false
             default: break  // full: the feeder waits for room instead
             }
         }

@@ -2,14 +2,15 @@ import CMultiprocessing
 
 /// The claim protocol of a worker (not generic: no metadata lookups per task).
 final class TaskTaker {
-    let tasks: UnsafeMutablePointer<mp_queue_t>
+    let tasks: UnsafeMutablePointer<mp_queue_view_t>
     let slots: UnsafeMutablePointer<UInt64>
     let slotCount: Int
     let index: Int
     /// Where a task's inputs are copied before the consumer lock is released (reused, grown).
     private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
 
-    init(tasks: UnsafeMutablePointer<mp_queue_t>, slots: UnsafeMutablePointer<UInt64>, slotCount: Int, index: Int) {
+    init(tasks: UnsafeMutablePointer<mp_queue_view_t>, slots: UnsafeMutablePointer<UInt64>, slotCount: Int, index: Int)
+    {
         self.tasks = tasks
         self.slots = slots
         self.slotCount = slotCount

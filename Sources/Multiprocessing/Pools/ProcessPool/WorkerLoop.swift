@@ -8,8 +8,8 @@ import Synchronization
 /// written to this worker's slot) while the worker holds the task ring's consumer lock and before
 /// the message is consumed, so the parent can always tell which task a dead worker had (pool.c).
 struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
-    let tasks: UnsafeMutablePointer<mp_queue_t>
-    let results: UnsafeMutablePointer<mp_queue_t>
+    let tasks: UnsafeMutablePointer<mp_queue_view_t>
+    let results: UnsafeMutablePointer<mp_queue_view_t>
     let slots: UnsafeMutablePointer<UInt64>
     let ready: UnsafeMutablePointer<UInt64>
     let slotCount: Int
