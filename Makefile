@@ -4,7 +4,7 @@ SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
 FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Sources
 
-.PHONY: all deps build test test-sanitize test-tsan test-asan examples bench readme-results lint format docs clean
+.PHONY: all deps build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs clean
 
 all: build
 
@@ -50,6 +50,17 @@ test-tsan: deps
 test-asan: deps
 	$(SANITIZER_ENV) $(SWIFT) test --sanitize=address --scratch-path .build-asan $(SANITIZER_TEST_FLAGS) $(SWIFT_TEST_FLAGS)
 
+# libFuzzer over the bytes other processes write (the decoder, a queue's ring) for FUZZ_TIME
+# seconds, under AddressSanitizer; what it finds lands in .build-fuzz/crashes/. The corpus it grows
+# stays in .build-fuzz/corpus for the next run. Linked with lld: gold fails on libFuzzer's archive.
+FUZZ_TIME ?= 60
+fuzz: deps
+	$(SWIFT) build --scratch-path .build-fuzz --product MultiprocessingFuzz --sanitize=address \
+		-Xswiftc -DFUZZING -Xswiftc -sanitize=fuzzer -Xcc -fsanitize=fuzzer-no-link -Xswiftc -use-ld=lld
+	mkdir -p .build-fuzz/corpus .build-fuzz/crashes
+	$(SANITIZER_ENV) .build-fuzz/debug/MultiprocessingFuzz -max_total_time=$(FUZZ_TIME) -max_len=4200 \
+		-artifact_prefix=.build-fuzz/crashes/ .build-fuzz/corpus
+
 # The seed's programs, each run once.
 examples: deps
 	$(SWIFT) build --product multiprocessing-examples
@@ -71,4 +82,4 @@ format:
 	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
 
 clean:
-	rm -rf .build .build-tsan .build-asan
+	rm -rf .build .build-tsan .build-asan .build-fuzz

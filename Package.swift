@@ -67,6 +67,12 @@ let package = Package(
             dependencies: ["Multiprocessing", "MultiprocessingTestTargets"],
             path: "Tests/MultiprocessingTestHelper"
         ),
+        // `make fuzz`: libFuzzer over the decoder and a queue's ring; a seeded smoke run otherwise.
+        .executableTarget(
+            name: "MultiprocessingFuzz",
+            dependencies: ["Multiprocessing", "CMultiprocessing"],
+            path: "Tests/MultiprocessingFuzz"
+        ),
         .testTarget(
             name: "MultiprocessingTests",
             dependencies: ["Multiprocessing", "MultiprocessingTestTargets", "MultiprocessingTestHelper"],
