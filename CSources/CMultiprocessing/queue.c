@@ -121,6 +121,8 @@ int32_t mp_queue_view_attach(mp_queue_view_t *view, mp_queue_t *q, uint64_t mapp
     view->max_message = max_message;
     view->max_messages = max_messages;
     view->shared = shared ? 1 : 0;
+    uint64_t record = max_record(view);
+    view->max_whole = record < max_message ? record : max_message;
     return 0;
 }
 

@@ -11,7 +11,7 @@
 /// The next message's first record, checked (read_record), the consumer lock held: MP_OK with its
 /// copied header in `*r` and its place in `*at`, MP_CORRUPTED (the lock released), or -1 when
 /// there is none. Positions come from `head` (ours, though a peer can write it) and `tail_cache`.
-static inline int next_record(mp_queue_view_t *v, record_t *r, const uint8_t **at) {
+static inline __attribute__((always_inline)) int next_record(mp_queue_view_t *v, record_t *r, const uint8_t **at) {
     mp_queue_t *q = v->header;
     if (!has_data(v, 0)) return -1;
     uint64_t head = q->head, tail = q->tail_cache;

@@ -130,26 +130,39 @@ static inline mp_status_t corrupted(mp_queue_view_t *v) {
     return MP_CORRUPTED;
 }
 
+/// The size checks of the kinds other than WHOLE (see read_record).
+static inline int record_kind_fits(const mp_queue_view_t *v, const record_t *r, uint64_t offset, uint64_t bytes) {
+    uint64_t max = max_record(v);
+    switch (r->kind) {
+    case FIRST: return r->size == max; // stream_once writes a full record (its total: the caller)
+    case MIDDLE: return r->size == max;
+    case LAST: return r->size > 0 && r->size <= max;
+    case PAD: return bytes == v->capacity - offset; // fills the ring to its end
+    case ABORT: return r->size == 0;
+    default: return 0;
+    }
+}
+
 /// Copies the header of the record at `pos` into `*out` and checks it against what a producer can
 /// have written there, given the published span [head, tail): 1 if it could have, 0 if not. Only the
 /// copy counts from here on (the ring's bytes may change under us), and every size the caller uses
 /// comes from it. A payload's bytes are not checked: they are the message, whatever they hold.
-static inline int read_record(const mp_queue_view_t *v, uint64_t pos, uint64_t head, uint64_t tail, record_t *out) {
+///
+/// Every get's straight path runs it: the span and place checks are combined without branches, a
+/// WHOLE is one compare more (`max_whole`: the smaller of a record's and the view's message limit),
+/// the other kinds go to record_kind_fits.
+static inline __attribute__((always_inline)) int read_record(const mp_queue_view_t *v, uint64_t pos, uint64_t head,
+                                                             uint64_t tail, record_t *out) {
     uint64_t offset = offset_of(v, pos);
     memcpy(out, v->ring + offset, sizeof *out);
-    if (((head | tail | pos) & 7) != 0 || tail - head > v->capacity || pos - head >= tail - head) return 0;
-    uint64_t bytes = record_bytes(out->size);
-    if (bytes > tail - pos || bytes > v->capacity - offset) return 0; // published, and before the end
-    uint64_t max = max_record(v);
-    switch (out->kind) {
-    case WHOLE: return out->size <= max && out->size <= v->max_message;
-    case FIRST: return out->size == max; // stream_once writes a full record (its total: the caller)
-    case MIDDLE: return out->size == max;
-    case LAST: return out->size > 0 && out->size <= max;
-    case PAD: return bytes == v->capacity - offset; // fills the ring to its end
-    case ABORT: return out->size == 0;
-    default: return 0;
-    }
+    uint64_t span = tail - head, at = pos - head, bytes = record_bytes(out->size);
+    // Positions 8-aligned and at most a ring apart, `pos` inside the published span, the record
+    // within it and before the ring's end (`&`, not `&&`: one branch for all).
+    int placed = (((head | tail | pos) & 7) == 0) & (span <= v->capacity) & (at < span) & (bytes <= span - at) &
+                 (bytes <= v->capacity - offset);
+    if (MP_UNLIKELY(!placed)) return 0;
+    if (MP_LIKELY(out->kind == WHOLE)) return out->size <= v->max_whole;
+    return record_kind_fits(v, out, offset, bytes);
 }
 
 /// Hands a record's bytes back to the producer (and a message slot with them, when `taken`); the

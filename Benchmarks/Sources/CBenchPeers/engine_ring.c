@@ -17,7 +17,7 @@
 #define RING_BYTES (1u << 20)
 
 typedef struct {
-    mp_queue_t *queue;
+    mp_queue_view_t *queue;
     int64_t messages;
     uint64_t sum;
     int failed;
@@ -43,9 +43,12 @@ static void *engine_consumer(void *arg) {
 }
 
 double bench_engine_spsc(int64_t messages) {
-    mp_queue_t *q = aligned_alloc(64, mp_queue_size(RING_BYTES));
-    if (q == NULL) return -1;
-    mp_queue_init(q, RING_BYTES, 0, 0);
+    mp_queue_t *header = aligned_alloc(64, mp_queue_size(RING_BYTES));
+    if (header == NULL) return -1;
+    mp_queue_init(header, RING_BYTES, 0, 0);
+    mp_queue_view_t view; // this process's bounds of the queue, as the Swift Channel keeps them
+    mp_queue_view_attach(&view, header, mp_queue_size(RING_BYTES), UINT64_MAX, 0);
+    mp_queue_view_t *q = &view;
     engine_job_t job = {q, messages, 0, 0};
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -58,7 +61,7 @@ double bench_engine_spsc(int64_t messages) {
     }
     pthread_join(thread, NULL);
     clock_gettime(CLOCK_MONOTONIC, &b);
-    free(q);
+    free(header);
     double seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     int exact = !failed && !job.failed && job.sum == (uint64_t)messages * (uint64_t)(messages - 1) / 2;
     return exact ? (double)messages / seconds : -1;

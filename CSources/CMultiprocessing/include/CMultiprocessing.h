@@ -323,6 +323,7 @@ typedef struct mp_queue_view {
     uint8_t *_Nullable ring;
     uint64_t capacity;      // a power of two >= 4096
     uint64_t max_message;   // the longest message a get accepts: a longer one is corruption
+    uint64_t max_whole;     // the longest WHOLE record: max_message, or a record's limit if smaller
     uint64_t held;          // bytes of the record a get holds between begin and end/rest
     uint32_t max_messages;  // 0: no limit
     uint32_t shared;        // futexes are process-shared
