@@ -99,7 +99,7 @@ MP_COLD static mp_status_t lock_consumer(mp_queue_view_t *v, int64_t deadline) {
 mp_status_t mp_queue_get_begin(mp_queue_view_t *v, int64_t deadline, const void **payload, uint64_t *length,
                                uint64_t *total) {
     mp_queue_t *q = v->header;
-    if (MP_UNLIKELY(v->corrupted)) return MP_CORRUPTED;
+    if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
     if (MP_LIKELY(try_lock_fast(&q->consumer))) {
         // The straight path: a whole message is there. Relaxed: as in begin_locked (an immediate
         // shutdown discards under this lock, which we now hold).

@@ -125,8 +125,10 @@ static inline int has_data(mp_queue_view_t *v, uint64_t unused) {
 }
 
 /// Marks the queue unusable in this process: its shared state broke a check (queue.c's "Trust").
+/// Relaxed atomics: the flag is set under the consumer lock and read by every put and get of this
+/// process, on any thread; it orders nothing else.
 static inline mp_status_t corrupted(mp_queue_view_t *v) {
-    v->corrupted = 1;
+    MP_STORE(&v->corrupted, 1, MP_RELAXED);
     return MP_CORRUPTED;
 }
 

@@ -223,7 +223,7 @@ MP_COLD static mp_status_t lock_producer(mp_queue_view_t *v, int64_t deadline) {
 
 mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
     mp_queue_t *q = v->header;
-    if (MP_UNLIKELY(v->corrupted)) return MP_CORRUPTED;
+    if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
     if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
         mp_status_t status = lock_producer(v, deadline);
         if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
