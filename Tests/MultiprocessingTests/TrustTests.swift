@@ -1,5 +1,6 @@
 import CMultiprocessing
 import MultiprocessingTestTargets
+import Synchronization
 import Testing
 
 @testable import Multiprocessing
@@ -102,6 +103,68 @@ struct TrustTests {
     func capacityIsBounded() {
         for capacity in [1 << 40, (1 << 32) + 1, Int.max] {
             #expect(throws: QueueError.invalidCapacity(capacity)) { try Queue<Int>(capacity: capacity) }
+        }
+    }
+
+    @Test("a message over maxMessageSize is refused while it is encoded, never held whole; the queue is intact")
+    func messageSizeIsBoundedWhileEncoding() throws {
+        let q = try Queue<Elements>(maxMessageSize: 4096)
+        try q.put(Elements(count: 100))
+        // A million elements: the encoder stops within one entry of the limit.
+        Elements.encoded.store(0, ordering: .relaxed)
+        let error = #expect(throws: QueueError.self) { try q.put(Elements(count: 1_000_000)) }
+        guard case .messageTooLarge(let size, let limit) = error else {
+            Issue.record("expected messageTooLarge, got \(String(describing: error))")
+            return
+        }
+        #expect(size > 4096 && size < 4096 + 64)
+        #expect(limit == 4096)
+        let encoded = Elements.encoded.load(ordering: .relaxed)
+        #expect(encoded > 4096 / 9 && encoded <= 4096)  // elements of 1–9 bytes, none past the limit
+        // A long string or byte run is refused before it is copied: the size reported is the one
+        // it would have reached.
+        let text = try Queue<String>(maxMessageSize: 4096)
+        #expect(throws: QueueError.messageTooLarge(size: 4 + 1 + 3 + 100_000, limit: 4096)) {
+            try text.put(String(repeating: "x", count: 100_000))
+        }
+        let bytes = try Queue<[UInt8]>(maxMessageSize: 4096)
+        #expect(throws: QueueError.messageTooLarge(size: 4 + 1 + 3 + 100_000, limit: 4096)) {
+            try bytes.put([UInt8](repeating: 1, count: 100_000))
+        }
+        try bytes.put([UInt8](repeating: 2, count: 4089))  // exactly the limit: fingerprint, tag, 2-byte length
+        #expect(throws: QueueError.messageTooLarge(size: 4097, limit: 4096)) {
+            try bytes.put([UInt8](repeating: 2, count: 4090))
+        }
+        #expect(try q.get(timeout: .seconds(5)).count == 100)
+        #expect(try bytes.get(timeout: .seconds(5)).count == 4089)
+        #expect(q.count == 0 && bytes.count == 0 && text.count == 0)
+    }
+}
+
+/// A value that encodes `count` integers one at a time and counts them as it goes (its unused
+/// string keeps it from being `BitwiseCopyable`, so that a queue encodes it rather than copying it).
+private struct Elements: Codable {
+    static let encoded = Atomic<Int>(0)
+    let count: Int
+    var unused = ""
+
+    init(count: Int) { self.count = count }
+
+    init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        var count = 0
+        while !container.isAtEnd {
+            _ = try container.decode(Int.self)
+            count += 1
+        }
+        self.count = count
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.unkeyedContainer()
+        for i in 0..<count {
+            try container.encode(i)
+            Elements.encoded.add(1, ordering: .relaxed)
         }
     }
 }

@@ -6,19 +6,23 @@ extension BinaryCoding {
 
     /// Calls `body` with the encoding of `value`, built on the stack when it is small: no heap
     /// allocation for a small message (a queue's put copies it straight into the ring).
+    ///
+    /// An encoding that would outgrow `limit` bytes throws ``BinaryCodingError/tooLarge(atLeast:limit:)``
+    /// as soon as the encoder sees it (before a string or a byte run that does not fit is copied, or
+    /// at the next entry), so a message over the limit is never held whole.
     static func withEncoding<T: Encodable>(
-        of value: T, _ body: (UnsafeRawBufferPointer) -> Void
+        of value: T, limit: Int = .max, _ body: (UnsafeRawBufferPointer) -> Void
     ) throws(BinaryCodingError) {
         try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { bytes throws(BinaryCodingError) in
             try withUnsafeTemporaryAllocation(of: BinaryWriter.Frame.self, capacity: 16) {
                 frames throws(BinaryCodingError) in
-                var writer = BinaryWriter(bytes: bytes, frames: frames)
+                var writer = BinaryWriter(bytes: bytes, frames: frames, limit: limit)
                 defer { writer.release() }
                 writer.bytes.appendLittleEndian(UInt64(TypeFingerprint.of(T.self)), count: 4)
                 try withUnsafeMutablePointer(to: &writer) { writer throws(BinaryCodingError) in
                     try BinaryEncoder.encodeValue(value, writer)
                 }
-                if let failure = writer.failure { throw failure }
+                if let reason = writer.stopReason { throw reason }
                 body(UnsafeRawBufferPointer(writer.bytes.bytes))
             }
         }

@@ -10,6 +10,9 @@ public enum BinaryCodingError: Error, Equatable, Sendable {
     /// The value cannot be encoded: its `encode(to:)` threw, misused its containers, or it is too
     /// large or too deeply nested.
     case unsupported(String)
+    /// The encoding outgrew the limit its caller set (a queue's ``Queue/maxMessageSize``): the
+    /// encoder stopped when it saw that, at `atLeast` bytes, without holding the whole message.
+    case tooLarge(atLeast: Int, limit: Int)
 }
 
 /// A compact, self-describing binary form of any `Codable` value, for messages that cross process

@@ -39,10 +39,38 @@ struct BinaryWriter {
     var depth = 0
     /// The first misuse seen by a call that cannot throw (`nestedContainer`, `superEncoder`).
     var failure: BinaryCodingError?
+    /// The most bytes the message may take. Once outgrown it is set to 0, so that the one check
+    /// every entry makes (``beginEntry(_:key:elements:)``) stops the encoding: a message over the
+    /// limit is refused after at most one more entry, never held whole.
+    private(set) var limit: Int
+    /// The size the message had reached when it outgrew ``limit`` (0 while it has not).
+    private var outgrown = 0
+    /// ``limit`` as the caller set it.
+    private let requestedLimit: Int
 
-    init(bytes: UnsafeMutableBufferPointer<UInt8>, frames: UnsafeMutableBufferPointer<Frame>) {
+    init(bytes: UnsafeMutableBufferPointer<UInt8>, frames: UnsafeMutableBufferPointer<Frame>, limit: Int = .max) {
         self.bytes = ScratchBuffer(bytes)
         self.frames = ScratchBuffer(frames)
+        self.limit = limit
+        self.requestedLimit = limit
+    }
+
+    /// Why the encoding must stop, if it must: a misuse, or a message over the limit.
+    var stopReason: BinaryCodingError? {
+        if let failure { return failure }
+        if bytes.count > limit { return .tooLarge(atLeast: max(outgrown, bytes.count), limit: requestedLimit) }
+        return nil
+    }
+
+    /// Whether a length and `count` bytes of content fit under the limit; if not, the encoding is
+    /// marked as outgrown (and the caller writes nothing: the output is abandoned).
+    private mutating func fits(lengthAndContent count: Int) -> Bool {
+        let lengthBytes = count < 0x80 ? 1 : (70 - UInt64(count).leadingZeroBitCount) / 7  // LEB128
+        let extra = lengthBytes + count
+        if extra <= limit - bytes.count { return true }
+        outgrown = max(outgrown, bytes.count + extra)
+        limit = min(limit, bytes.count - 1)
+        return false
     }
 
     /// Frees what the buffers allocated; the writer must not be used afterwards.
@@ -75,6 +103,7 @@ struct BinaryWriter {
         guard frame.index >= 0, frame.index < frames.count, frames[frame.index].header == frame.header else {
             throw failure ?? .unsupported("a container was written to after its value was finished")
         }
+        if bytes.count > limit, let reason = stopReason { throw reason }
         if frames.count > frame.index + 1 { try close(downTo: frame.index + 1) }
         if frames[frame.index].pendingSlot >= 0 { settlePendingSlot(frame.index) }
         frames[frame.index].count += elements
@@ -196,6 +225,7 @@ struct BinaryWriter {
 
     /// A key or a string's content: its UTF-8 length, then its UTF-8.
     mutating func writeText(_ text: String) {
+        guard fits(lengthAndContent: text.utf8.count) else { return }
         let written: Void? = text.utf8.withContiguousStorageIfAvailable { utf8 in
             writeLength(utf8.count)
             bytes.append(contentsOf: utf8)
@@ -210,6 +240,7 @@ struct BinaryWriter {
     /// `tag` (``BinaryTag/bytes`` or ``BinaryTag/byteRun``), the length, then the bytes.
     mutating func writeBytes(_ tag: UInt8, _ content: UnsafeRawBufferPointer) {
         bytes.append(tag)
+        guard fits(lengthAndContent: content.count) else { return }
         writeLength(content.count)
         bytes.append(raw: content)
     }

@@ -13,8 +13,7 @@ extension Queue {
         try checkOpen()
         let deadline = try deadline(after: timeout)
         var bytes: [UInt8] = []
-        try codec.withBytes(item) { bytes = Array($0) }
-        if bytes.count > maxMessageSize { throw QueueError.messageTooLarge(size: bytes.count, limit: maxMessageSize) }
+        try codec.withBytes(item, maxMessageSize) { bytes = Array($0) }
         if UInt64(bytes.count) > mp_queue_max_record(q) {
             try await toThread { try self.send(item, deadline: deadline) }
             return

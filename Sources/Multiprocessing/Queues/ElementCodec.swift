@@ -10,15 +10,21 @@ struct ElementCodec<Element> {
     }
 
     let kind: Kind
-    /// Calls `body` with the element's bytes.
-    let withBytes: (Element, (UnsafeRawBufferPointer) -> Void) throws(QueueError) -> Void
+    /// Calls `body` with the element's bytes; throws ``QueueError/messageTooLarge(size:limit:)``
+    /// without calling it when they would be more than the limit (an encoding stops as soon as it
+    /// outgrows the limit, so a message over it is never encoded whole).
+    let withBytes: (Element, _ limit: Int, (UnsafeRawBufferPointer) -> Void) throws(QueueError) -> Void
     /// Rebuilds an element from a message's bytes.
     let decode: (UnsafeRawBufferPointer) throws(QueueError) -> Element
 
     static func bitwise() -> ElementCodec where Element: BitwiseCopyable {
         ElementCodec(
             kind: .bitwise,
-            withBytes: { value, body in withUnsafeBytes(of: value) { body($0) } },
+            withBytes: { value, limit, body throws(QueueError) in
+                let size = MemoryLayout<Element>.size
+                if size > limit { throw .messageTooLarge(size: size, limit: limit) }
+                withUnsafeBytes(of: value) { body($0) }
+            },
             decode: { bytes throws(QueueError) in
                 guard bytes.count == MemoryLayout<Element>.size else {
                     throw .decodingFailed("a message of \(bytes.count) bytes is not a \(Element.self)")
@@ -30,8 +36,9 @@ struct ElementCodec<Element> {
     static func binary() -> ElementCodec where Element: Codable {
         ElementCodec(
             kind: .binary,
-            withBytes: { value, body throws(QueueError) in
-                do { try BinaryCoding.withEncoding(of: value, body) } catch {
+            withBytes: { value, limit, body throws(QueueError) in
+                do throws(BinaryCodingError) { try BinaryCoding.withEncoding(of: value, limit: limit, body) } catch {
+                    if case .tooLarge(let size, let limit) = error { throw .messageTooLarge(size: size, limit: limit) }
                     throw .encodingFailed(String(describing: error))
                 }
             },

@@ -145,23 +145,14 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     final func sendEncoded(_ item: Element, deadline: Int64) throws(QueueError) {
         if countsTasks { mp_queue_task_add(q) }
         var status: mp_status_t = MP_OK
-        var tooLarge = 0
-        let limit = maxMessageSize
         do {
-            try codec.withBytes(item) { bytes in
-                if bytes.count > limit {
-                    tooLarge = bytes.count
-                    return
-                }
+            // The codec refuses a message over the limit before it holds it whole.
+            try codec.withBytes(item, maxMessageSize) { bytes in
                 status = mp_queue_put(q, bytes.baseAddress, UInt64(bytes.count), deadline)
             }
         } catch {
             if countsTasks { mp_queue_task_undo(q) }
             throw error
-        }
-        if tooLarge > 0 {
-            if countsTasks { mp_queue_task_undo(q) }
-            throw .messageTooLarge(size: tooLarge, limit: limit)
         }
         if status != MP_OK { try putFailed(status) }
     }
@@ -298,7 +289,7 @@ enum ElementCodecs {
         let inner = ElementCodec<C>.binary()
         return ElementCodec<Element>(
             kind: .binary,
-            withBytes: { value, body throws(QueueError) in try inner.withBytes(value as! C, body) },
+            withBytes: { value, limit, body throws(QueueError) in try inner.withBytes(value as! C, limit, body) },
             decode: { bytes throws(QueueError) in try inner.decode(bytes) as! Element })
     }
 
@@ -306,7 +297,11 @@ enum ElementCodecs {
         guard _isPOD(type) else { return nil }  // a fixed-size, trivially copyable type
         return ElementCodec<Element>(
             kind: .bitwise,
-            withBytes: { value, body in withUnsafeBytes(of: value) { body($0) } },
+            withBytes: { value, limit, body throws(QueueError) in
+                let size = MemoryLayout<Element>.size
+                if size > limit { throw .messageTooLarge(size: size, limit: limit) }
+                withUnsafeBytes(of: value) { body($0) }
+            },
             decode: { bytes throws(QueueError) in
                 guard bytes.count == MemoryLayout<Element>.size else {
                     throw .decodingFailed("a message of \(bytes.count) bytes is not a \(Element.self)")
