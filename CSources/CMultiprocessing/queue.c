@@ -230,9 +230,16 @@ void mp_queue_shutdown(mp_queue_view_t *v, int immediate) {
 
 void mp_queue_task_add(mp_queue_view_t *v) { MP_ADD(&v->header->unfinished, 1, MP_RELAXED); }
 
-void mp_queue_task_undo(mp_queue_view_t *v) {
+void mp_queue_task_add_many(mp_queue_view_t *v, uint32_t count) {
+    MP_ADD(&v->header->unfinished, count, MP_RELAXED);
+}
+
+void mp_queue_task_undo(mp_queue_view_t *v) { mp_queue_task_undo_many(v, 1); }
+
+void mp_queue_task_undo_many(mp_queue_view_t *v, uint32_t count) {
     mp_queue_t *q = v->header;
-    if (MP_SUB(&q->unfinished, 1, MP_SEQ_CST) == 1 && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0)
+    if (count == 0) return;
+    if (MP_SUB(&q->unfinished, count, MP_SEQ_CST) == count && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0)
         mp_futex_wake(&q->unfinished, INT_MAX, (int)v->shared);
 }
 

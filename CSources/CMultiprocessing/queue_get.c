@@ -128,6 +128,40 @@ void mp_queue_get_end(mp_queue_view_t *v) {
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
 }
 
+int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length) {
+    mp_queue_t *q = v->header;
+    // Each message is counted and released on its own (count_taken's announcement covers one): a
+    // consumer killed midway has taken the ones before, as after a get that returned. The wake-up
+    // check waits for the unlock: one for the whole batch.
+    release_record(v, (uint32_t)v->held, 1);
+    // PADs are dropped on the way; at most a ring's worth, whatever a peer writes.
+    for (uint64_t n = 0; n <= v->capacity / sizeof(record_t); n++) {
+        if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE || !has_data(v, 0)) break;
+        record_t r;
+        uint64_t head = q->head;
+        if (MP_UNLIKELY(!read_record(v, head, head, q->tail_cache, &r))) {
+            corrupted(v); // the messages taken so far are whole; the next call reports it
+            break;
+        }
+        if (r.kind == PAD) {
+            release_record(v, r.size, 0);
+            continue;
+        }
+        if (r.kind != WHOLE) break; // an ABORT or a fragmented message: the single get's job
+        v->held = r.size;
+        *payload = v->ring + offset_of(v, head) + sizeof r;
+        *length = r.size;
+        return 1; // the lock stays held
+    }
+    unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
+    return 0;
+}
+
+void mp_queue_get_leave(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
+    unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers); // the batch before it freed room
+}
+
 /// Whether the producer of the fragmented message being read has stopped writing it: the producer
 /// lock is free (it gave up at a shutdown, or left it to a later put's ABORT) or its owner is dead.
 static int producer_gone(mp_queue_view_t *v) {

@@ -252,3 +252,83 @@ mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, 
     unlock_and_wake(v, &q->producer, &q->data_seq, &q->data_sleepers);
     return MP_OK;
 }
+
+/// Publishes the records written since the last publication (tail first, then the count, as
+/// put_locked) and wakes the consumers once for all of them, the lock still held.
+static void publish_run(mp_queue_view_t *v, uint64_t tail, uint64_t produced) {
+    mp_queue_t *q = v->header;
+    if (tail == q->tail) return;
+    MP_STORE(&q->tail, tail, MP_RELEASE); // publishes every record of the run (see write_record)
+    MP_STORE(&q->produced, produced, MP_RELAXED);
+    wake_if_sleeping(v, &q->data_seq, &q->data_sleepers);
+}
+
+mp_status_t mp_queue_put_batch(mp_queue_view_t *v, const void *data, const uint64_t *lengths, uint64_t size,
+                               uint64_t stride, uint64_t count, int64_t deadline, uint64_t *put) {
+    mp_queue_t *q = v->header;
+    *put = 0;
+    if (count == 0) return MP_OK;
+    if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
+    if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
+        mp_status_t status = lock_producer(v, deadline);
+        if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
+    }
+    if (MP_UNLIKELY(MP_LOAD(&q->shutdown, MP_RELAXED))) { // as mp_queue_put
+        mp_mutex_unlock(&q->producer);
+        return MP_SHUTDOWN;
+    }
+    mp_status_t status = MP_OK;
+    if (MP_UNLIKELY(q->streaming)) { // a dead producer's half-written message: as put_locked
+        status = wait_space(v, needed(v, 0), 0, deadline);
+        if (status != MP_OK) {
+            mp_mutex_unlock(&q->producer);
+            return status;
+        }
+        write_record(v, ABORT, NULL, 0, NULL, 0);
+        q->streaming = 0;
+    }
+    // Records are written ahead of the published tail and published a run at a time: a producer
+    // killed midway leaves the unpublished ones unseen (nothing half-written is ever visible).
+    const uint8_t *p = data;
+    uint64_t i = 0, tail = q->tail, produced = q->produced, capacity = v->capacity, max = max_record(v);
+    while (i < count) {
+        uint64_t length = lengths ? lengths[i] : size;
+        if (length > max) break; // streamed by the caller's mp_queue_put
+        uint64_t bytes = record_bytes(length), offset = offset_of(v, tail);
+        uint64_t need = offset + bytes > capacity ? (capacity - offset) + bytes : bytes;
+        int slot = !v->max_messages || (int64_t)(produced - q->consumed_cache) < (int64_t)v->max_messages;
+        if (!slot || !room_between(v, q->head_cache, tail, need)) {
+            q->head_cache = MP_LOAD(&q->head, MP_ACQUIRE);         // pairs with the consumer's release
+            q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE); // the same, for a message slot
+            slot = !v->max_messages || (int64_t)(produced - q->consumed_cache) < (int64_t)v->max_messages;
+            if (!slot || !room_between(v, q->head_cache, tail, need)) {
+                // Full: let the consumers have the run so far, then wait as a single put does.
+                publish_run(v, tail, produced);
+                status = wait_space(v, need, 1, deadline);
+                if (status != MP_OK) break;
+                continue;
+            }
+        }
+        if (offset + bytes > capacity) {
+            record_t pad = {(uint32_t)(capacity - offset - sizeof(record_t)), PAD};
+            memcpy(ring(v) + offset, &pad, sizeof pad);
+            tail += capacity - offset;
+            offset = 0;
+        }
+        uint8_t *at = ring(v) + offset;
+        record_t header = {(uint32_t)length, WHOLE};
+        memcpy(at, &header, sizeof header);
+        copy_bytes(at + sizeof header, p, length);
+        tail += bytes;
+        produced++;
+        p += lengths ? length : stride;
+        i++;
+    }
+    if (tail != q->tail) {
+        MP_STORE(&q->tail, tail, MP_RELEASE); // publishes the last run (see write_record)
+        MP_STORE(&q->produced, produced, MP_RELAXED);
+    }
+    *put = i;
+    unlock_and_wake(v, &q->producer, &q->data_seq, &q->data_sleepers);
+    return i == count || status == MP_OK ? MP_OK : status;
+}

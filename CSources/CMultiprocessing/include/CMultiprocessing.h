@@ -366,6 +366,29 @@ mp_status_t mp_queue_get_rest(mp_queue_view_t *_Nonnull q, void *_Nonnull dest, 
 /// Consumes a single-record message whose bytes the caller has read; releases the consumer lock.
 void mp_queue_get_end(mp_queue_view_t *_Nonnull q);
 
+/// Puts up to `count` messages in order under one hold of the producer lock, publishing each run
+/// of them with one store of the tail and waking consumers once per run. Message i is `size` bytes
+/// at `data + i * stride` when `lengths` is NULL (a fixed-size element's batch), else `lengths[i]`
+/// bytes, the messages back to back from `data`. Waits for room as mp_queue_put does, until
+/// `deadline_ns` in all. `*put` is how many were put, in order; it stops
+/// early, with MP_OK, before a message larger than one record (the caller puts that one with
+/// mp_queue_put, which streams it). MP_OK, or MP_TIMED_OUT, MP_SHUTDOWN, MP_CORRUPTED once it
+/// could put no more (the `*put` before it are in the queue).
+mp_status_t mp_queue_put_batch(mp_queue_view_t *_Nonnull q, const void *_Nullable data,
+                               const uint64_t *_Nullable lengths, uint64_t size, uint64_t stride, uint64_t count,
+                               int64_t deadline_ns, uint64_t *_Nonnull put);
+/// A batch get's next step, after mp_queue_get_begin or this call gave a single-record message
+/// whose bytes the caller has read: consumes it, then, if the next message is already there and
+/// in a single record, holds it as mp_queue_get_begin does (1: its bytes in `*payload` and
+/// `*length`, the consumer lock still held; end with mp_queue_get_end, this call, or
+/// mp_queue_get_leave). Otherwise releases the lock, waking producers once for the batch, and
+/// returns 0 without waiting (the next message, if any, is left for a single get).
+int mp_queue_get_next(mp_queue_view_t *_Nonnull q, const void *_Nullable *_Nonnull payload,
+                      uint64_t *_Nonnull length);
+/// Ends a batch get without consuming the message held (one the caller cannot take: another
+/// size, or bytes that do not decode, left for the next get to report); releases the lock.
+void mp_queue_get_leave(mp_queue_view_t *_Nonnull q);
+
 /// Messages waiting (a snapshot: started by a producer and not yet taken).
 int32_t mp_queue_count(const mp_queue_view_t *_Nonnull q);
 /// Shuts the queue down (Python 3.13's shutdown): puts fail; gets fail once the queue is empty, or
@@ -381,6 +404,9 @@ mp_status_t mp_queue_join(mp_queue_view_t *_Nonnull q, int64_t deadline_ns);
 /// JoinableQueue: counts a put that is about to happen (undone by mp_queue_task_undo on failure).
 void mp_queue_task_add(mp_queue_view_t *_Nonnull q);
 void mp_queue_task_undo(mp_queue_view_t *_Nonnull q);
+/// The same for `count` puts (a batch).
+void mp_queue_task_add_many(mp_queue_view_t *_Nonnull q, uint32_t count);
+void mp_queue_task_undo_many(mp_queue_view_t *_Nonnull q, uint32_t count);
 
 // MARK: - Shared memory
 
