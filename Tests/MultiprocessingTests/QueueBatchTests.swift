@@ -204,3 +204,60 @@ struct QueueBatchTests {
         #expect(try q.get(max: 5, timeout: .seconds(5)) == [1, 2, 3])
     }
 }
+
+@Suite("Queue batches, async")
+struct QueueBatchAsyncTests {
+    @Test("async put(contentsOf:) and get(max:) on a loop, against a blocking thread, through a small ring")
+    func asyncBatches() async throws {
+        let q = try JoinableQueue<Int>(capacity: 4096)
+        let total = 50_000
+        // A blocking consumer thread; the loop's coroutine puts in batches and waits for room.
+        let consumer = Multiprocessing.Thread {
+            var expected = 0
+            while expected < total {
+                for item in try! q.get(max: 100, timeout: .seconds(30)) {
+                    precondition(item == expected, "got \(item), expected \(expected)")
+                    expected += 1
+                    try! q.taskDone()
+                }
+            }
+        }
+        try consumer.start()
+        let put = try await onLoop {
+            var done = 0
+            while done < total {
+                let n = Swift.min(1 + done % 700, total - done)  // batches larger than the ring
+                done += try await q.put(contentsOf: done..<(done + n), timeout: .seconds(30))
+            }
+            return done
+        }
+        #expect(put == total)
+        #expect(try consumer.join(timeout: .seconds(30)))
+        #expect(try q.join(timeout: .seconds(5)))
+
+        // The other way round: a blocking producer, the coroutine takes batches.
+        let strings = try Queue<String>(capacity: 4096)
+        let producer = Multiprocessing.Thread {
+            for start in stride(from: 0, to: 5_000, by: 50) {
+                precondition(try! strings.put(contentsOf: (start..<(start + 50)).map { "s\($0)" }) == 50)
+            }
+        }
+        try producer.start()
+        let received = try await onLoop {
+            var all: [String] = []
+            while all.count < 5_000 { all += try await strings.get(max: 64, timeout: .seconds(30)) }
+            return all
+        }
+        #expect(received == (0..<5_000).map { "s\($0)" })
+        #expect(try producer.join(timeout: .seconds(30)))
+        let empty = try await onLoop { () async throws -> Bool in
+            do {
+                _ = try await strings.get(max: 4, timeout: .milliseconds(20))
+                return false
+            } catch QueueError.empty {
+                return true
+            }
+        }
+        #expect(empty)
+    }
+}

@@ -68,6 +68,82 @@ extension Queue {
     public func get(timeout: Duration? = nil) async throws -> Element {
         try checkOpen()
         let deadline = try deadline(after: timeout)
+        return try await receiveAsync(deadline: deadline) { bytes in
+            defer { mp_queue_get_end(self.q) }
+            return try self.codec.decode(bytes)
+        } single: {
+            $0
+        }
+    }
+
+    /// Takes up to `max` items, suspending while the queue is empty (up to `timeout`; forever when
+    /// nil): the first as ``get(timeout:)`` does, then the ones already there under the same hold
+    /// of the consumer lock (see the blocking `get(max:timeout:)`).
+    /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
+    /// - Throws: ``QueueError/empty`` after the timeout, ``QueueError`` as the blocking get,
+    ///   `CancellationError`.
+    public func get(max: Int, timeout: Duration? = nil) async throws -> [Element] {
+        try checkOpen()
+        let deadline = try deadline(after: timeout)
+        guard max > 0 else { return [] }
+        return try await receiveAsync(deadline: deadline) { bytes in
+            try self.takeBatch(first: bytes, max: max)
+        } single: {
+            [$0]
+        }
+    }
+
+    /// Puts `items` in order, suspending while the queue is full (up to `timeout` in all; forever
+    /// when nil) without holding a thread: the runs that find room go in as the blocking
+    /// `put(contentsOf:timeout:)` puts them, and where the queue is full the coroutine waits for
+    /// room as ``put(_:timeout:)`` does.
+    /// - Returns: How many items were put: all of them, unless the timeout passed, the queue was
+    ///   shut down or the task was cancelled midway; then the first ones, in order, are in the queue.
+    /// - Throws: When not even the first item could be put, as ``put(_:timeout:)``; an encoding
+    ///   error or ``QueueError/messageTooLarge(size:limit:)`` before anything is put.
+    @discardableResult
+    public func put(contentsOf items: some Sequence<Element>, timeout: Duration? = nil) async throws -> Int {
+        try checkOpen()
+        let deadline = try deadline(after: timeout)
+        let batch = try EncodedBatch(items, for: self)
+        var done = 0
+        while done < batch.count {
+            let (put, status) = putRuns(batch, from: done, deadline: 0)  // what fits now
+            done += put
+            if done == batch.count { break }
+            if status == MP_SHUTDOWN || status == MP_CORRUPTED {
+                if done == 0 { throw Self.putError(status) }
+                return done
+            }
+            // Full, or the producer lock busy: wait for room as a single put does.
+            let joinable = countsTasks
+            if joinable { mp_queue_task_add(q) }
+            do {
+                let bytes = batch.message(at: done)
+                if UInt64(bytes.count) > mp_queue_max_record(q) {
+                    let queue = UnsafeSendable(q)
+                    let status = try await toThread {
+                        bytes.withUnsafeBytes { mp_queue_put(queue.value, $0.baseAddress, UInt64($0.count), deadline) }
+                    }
+                    if status != MP_OK { throw Self.putError(status) }
+                } else {
+                    try await putBytes(bytes, deadline: deadline)
+                }
+            } catch {
+                if joinable { mp_queue_task_undo(q) }
+                if done == 0 { throw error }
+                return done
+            }
+            done += 1
+        }
+        return done
+    }
+
+    /// The async get's loop: `whole` takes a single-record message with the consumer lock held (and
+    /// releases it); `single` wraps an element the other paths produced.
+    private func receiveAsync<R>(
+        deadline: Int64, whole: (UnsafeRawBufferPointer) throws -> R, single: (Element) -> R
+    ) async throws -> R {
         var w = mp_async_wait_t()
         var loop: EventLoop? = nil
         while true {
@@ -76,11 +152,10 @@ extension Queue {
             var total: UInt64 = 0
             switch mp_queue_get_async(q, &w, &payload, &length, &total) {
             case MP_OK:
-                if total == length {
-                    defer { mp_queue_get_end(q) }
-                    return try codec.decode(UnsafeRawBufferPointer(start: payload, count: Int(length)))
+                if total == length { return try whole(UnsafeRawBufferPointer(start: payload, count: Int(length))) }
+                if let whole = try await reassemble(total) {
+                    return single(try whole.withUnsafeBytes { try codec.decode($0) })
                 }
-                if let whole = try await reassemble(total) { return try whole.withUnsafeBytes { try codec.decode($0) } }
                 continue  // its producer died midway: take the next message
             case MP_SHUTDOWN: throw QueueError.shutDown
             case MP_CORRUPTED: throw QueueError.corrupted
@@ -88,7 +163,7 @@ extension Queue {
                 // The consumer lock's holder died: the blocking get recovers the lock.
                 let slice = min(deadline, deadlineAfter(100_000_000))
                 do {
-                    return try await toThread { try self.receive(deadline: slice) }
+                    return single(try await toThread { try self.receive(deadline: slice) })
                 } catch QueueError.empty where slice < deadline {
                     continue
                 }

@@ -22,14 +22,18 @@ extension Queue {
     {
         try checkOpen()
         let deadline = try deadline(after: timeout)
-        let batch = ContiguousArray(items)
-        if batch.isEmpty { return 0 }
-        return copiesBits ? try putBits(batch, deadline: deadline) : try putEncoded(batch, deadline: deadline)
+        let batch = try EncodedBatch(items, for: self)
+        if batch.count == 0 { return 0 }
+        let (done, status) = putRuns(batch, from: 0, deadline: deadline)
+        if done == 0 { throw Self.putError(status) }
+        return done
     }
 
     /// Takes up to `max` items: waits for the first as ``get(timeout:)`` does (up to `timeout`;
     /// forever when nil), then takes the ones already there, without waiting, under the same hold
-    /// of the consumer lock, and wakes producers once (the Disruptor's batch read).
+    /// of the consumer lock, and wakes producers once (the Disruptor's batch read). It stops before
+    /// a message it cannot take (one of another type, reported by the next get) and before one
+    /// that travels in pieces.
     ///
     /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
     /// - Throws: As ``get(timeout:)``: ``QueueError/empty`` when none came in time.
@@ -37,98 +41,29 @@ extension Queue {
         try checkOpen()
         let deadline = try deadline(after: timeout)
         guard max > 0 else { return [] }
-        return copiesBits ? try getBits(max: max, deadline: deadline) : try getDecoded(max: max, deadline: deadline)
-    }
-
-    // MARK: Fixed-size elements: their bytes, straight between the caller's array and the ring
-
-    private func putBits(_ batch: ContiguousArray<Element>, deadline: Int64) throws(QueueError) -> Int {
-        let size = MemoryLayout<Element>.size
-        if size > maxMessageSize { throw .messageTooLarge(size: size, limit: maxMessageSize) }
-        let outcome = batch.withUnsafeBytes { bytes in
-            putAll(count: batch.count) { first, count, put in
-                mp_queue_put_batch(
-                    q, bytes.baseAddress! + first * MemoryLayout<Element>.stride, nil, UInt64(size),
-                    UInt64(MemoryLayout<Element>.stride), UInt64(count), deadline, &put)
-            } single: { index in
-                mp_queue_put(q, bytes.baseAddress! + index * MemoryLayout<Element>.stride, UInt64(size), deadline)
-            }
-        }
-        return try outcome.get()
-    }
-
-    private func getBits(max: Int, deadline: Int64) throws(QueueError) -> [Element] {
-        var payload: UnsafeRawPointer? = nil
-        var length: UInt64 = 0
-        var total: UInt64 = 0
-        let status = mp_queue_get_begin(q, deadline, &payload, &length, &total)
-        let size = UInt64(MemoryLayout<Element>.size)
-        guard status == MP_OK, length == size, total == length, var payload else {
-            // A failure, or a message the single get handles (pieces, another size).
-            return [try receiveOther(status, payload, length: length, total: total, deadline: deadline)]
-        }
-        var items: [Element] = []
-        items.reserveCapacity(Swift.min(max, 64))
-        while true {
-            items.append(payload.loadUnaligned(as: Element.self))  // a trivial type: the bytes are the value
-            if items.count == max {
-                mp_queue_get_end(q)
-                return items
-            }
-            var next: UnsafeRawPointer? = nil
-            guard mp_queue_get_next(q, &next, &length) != 0 else { return items }
-            guard length == size, let next else {
-                mp_queue_get_leave(q)  // another type's message: the next get reports it
-                return items
-            }
-            payload = next
-        }
-    }
-
-    // MARK: Other elements: encoded, back to back
-
-    private func putEncoded(_ batch: ContiguousArray<Element>, deadline: Int64) throws(QueueError) -> Int {
-        var bytes: [UInt8] = []
-        var lengths: [UInt64] = []
-        var offsets: [Int] = []
-        lengths.reserveCapacity(batch.count)
-        offsets.reserveCapacity(batch.count)
-        for item in batch {
-            try codec.withBytes(item, maxMessageSize) { encoded in
-                offsets.append(bytes.count)
-                lengths.append(UInt64(encoded.count))
-                bytes.append(contentsOf: encoded)
-            }
-        }
-        let outcome = bytes.withUnsafeBytes { all in
-            lengths.withUnsafeBufferPointer { lengths in
-                putAll(count: batch.count) { first, count, put in
-                    mp_queue_put_batch(
-                        q, all.baseAddress.map { $0 + offsets[first] }, lengths.baseAddress! + first, 0, 0,
-                        UInt64(count), deadline, &put)
-                } single: { index in
-                    mp_queue_put(q, all.baseAddress.map { $0 + offsets[index] }, lengths[index], deadline)
-                }
-            }
-        }
-        return try outcome.get()
-    }
-
-    private func getDecoded(max: Int, deadline: Int64) throws(QueueError) -> [Element] {
         let next = beginGet(q, deadline)
         guard next.status == MP_OK, next.total == UInt64(next.first.count) else {
-            return [
-                try receiveOther(
-                    next.status, next.first.baseAddress, length: UInt64(next.first.count), total: next.total,
-                    deadline: deadline)
-            ]
+            // A failure, or a message that travels in pieces: the single get's path.
+            let first = try receiveOther(
+                next.status, next.first.baseAddress, length: UInt64(next.first.count), total: next.total,
+                deadline: deadline)
+            return [first]
         }
-        // Each message is decoded where it lies, under the consumer lock, as a single get does.
+        return try takeBatch(first: next.first, max: max)
+    }
+
+    // MARK: Taking
+
+    /// With the consumer lock held on a single-record message (from mp_queue_get_begin or its async
+    /// form): takes it, then up to `max - 1` more that are already there, each read where it lies
+    /// (as a single get does); releases the lock. A first message that does not decode is consumed
+    /// and thrown, as a single get's; a later one is left for the next get to report.
+    final func takeBatch(first bytes: UnsafeRawBufferPointer, max: Int) throws(QueueError) -> [Element] {
         let first: Element
         do {
-            first = try codec.decode(next.first)
+            first = try take(bytes)
         } catch {
-            mp_queue_get_end(q)  // as a single get: the message that does not decode is the error
+            mp_queue_get_end(q)
             throw error
         }
         var items = [first]
@@ -136,9 +71,9 @@ extension Queue {
         while items.count < max {
             var payload: UnsafeRawPointer? = nil
             var length: UInt64 = 0
-            guard mp_queue_get_next(q, &payload, &length) != 0 else { return items }
+            guard mp_queue_get_next(q, &payload, &length) != 0 else { return items }  // the lock is released
             do {
-                items.append(try codec.decode(UnsafeRawBufferPointer(start: payload, count: Int(length))))
+                items.append(try take(UnsafeRawBufferPointer(start: payload, count: Int(length))))
             } catch {
                 mp_queue_get_leave(q)  // left in the queue: the next get reports it
                 return items
@@ -148,35 +83,109 @@ extension Queue {
         return items
     }
 
+    /// One message's element: a fixed-size value loaded where it lies, or decoded.
+    private func take(_ bytes: UnsafeRawBufferPointer) throws(QueueError) -> Element {
+        if copiesBits, bytes.count == MemoryLayout<Element>.size, let base = bytes.baseAddress {
+            return base.loadUnaligned(as: Element.self)  // a trivial type: the bytes are the value
+        }
+        return try codec.decode(bytes)
+    }
+
     // MARK: Putting in runs
 
-    /// Puts `count` messages through `batch` (first index, count, put count → status), sending one
-    /// alone through `single` where `batch` stops before it (a message that travels in pieces).
-    /// Undoes the tasks of a JoinableQueue for the messages not put. The count put, or the error
-    /// when none was.
-    private func putAll(
-        count: Int,
-        batch: (_ first: Int, _ count: Int, _ put: inout UInt64) -> mp_status_t,
-        single: (_ index: Int) -> mp_status_t
-    ) -> Result<Int, QueueError> {
-        var done = 0
+    /// Puts the batch's messages from `start` on in runs (mp_queue_put_batch), sending one alone
+    /// where a run stops before it (a message that travels in pieces). Counts the tasks of a
+    /// JoinableQueue for exactly the messages put. The count put and the status that stopped it.
+    final func putRuns(_ batch: EncodedBatch, from start: Int, deadline: Int64) -> (Int, mp_status_t) {
+        var done = start
         var status: mp_status_t = MP_OK
-        while done < count, status == MP_OK {
-            let chunk = Swift.min(count - done, Int(Int32.max))
-            if countsTasks { mp_queue_task_add_many(q, UInt32(chunk)) }  // before they are visible
-            var put: UInt64 = 0
-            status = batch(done, chunk, &put)
-            var finished = Int(put)
-            if status == MP_OK, finished < chunk {
-                status = single(done + finished)  // larger than one record: streamed alone
-                if status == MP_OK { finished += 1 }
+        batch.withPointers { data, lengths in
+            while done < batch.count, status == MP_OK {
+                let chunk = Swift.min(batch.count - done, Int(Int32.max))
+                if countsTasks { mp_queue_task_add_many(q, UInt32(chunk)) }  // before they are visible
+                var put: UInt64 = 0
+                status = mp_queue_put_batch(
+                    q, data.map { $0 + batch.offset(of: done) }, lengths.map { $0 + done }, UInt64(batch.size),
+                    UInt64(batch.stride), UInt64(chunk), deadline, &put)
+                var finished = Int(put)
+                if status == MP_OK, finished < chunk {
+                    // Larger than one record: streamed alone.
+                    let index = done + finished
+                    status = mp_queue_put(
+                        q, data.map { $0 + batch.offset(of: index) }, batch.length(of: index), deadline)
+                    if status == MP_OK { finished += 1 }
+                }
+                if countsTasks { mp_queue_task_undo_many(q, UInt32(chunk - finished)) }
+                done += finished
             }
-            if countsTasks { mp_queue_task_undo_many(q, UInt32(chunk - finished)) }
-            done += finished
         }
-        if done == 0 {
-            return .failure(status == MP_SHUTDOWN ? .shutDown : status == MP_CORRUPTED ? .corrupted : .full)
+        return (done - start, status)
+    }
+
+    static func putError(_ status: mp_status_t) -> QueueError {
+        status == MP_SHUTDOWN ? .shutDown : status == MP_CORRUPTED ? .corrupted : .full
+    }
+}
+
+/// A batch's messages, encoded before any is put: fixed-size elements as the array of their values
+/// (each message `size` bytes, `stride` apart), others encoded back to back with their lengths.
+struct EncodedBatch {
+    let count: Int
+    let size: Int
+    let stride: Int
+    private let bytes: [UInt8]
+    private let lengths: [UInt64]
+    private let offsets: [Int]
+
+    init<Element>(_ items: some Sequence<Element>, for queue: Queue<Element>) throws(QueueError) {
+        var bytes: [UInt8] = []
+        var lengths: [UInt64] = []
+        var offsets: [Int] = []
+        var count = 0
+        if queue.copiesBits {
+            let size = MemoryLayout<Element>.size
+            if size > queue.maxMessageSize { throw .messageTooLarge(size: size, limit: queue.maxMessageSize) }
+            let values = ContiguousArray(items)
+            bytes = values.withUnsafeBytes { [UInt8]($0) }
+            count = values.count
+            self.size = size
+            self.stride = MemoryLayout<Element>.stride
+        } else {
+            for item in items {
+                try queue.codec.withBytes(item, queue.maxMessageSize) { encoded in
+                    offsets.append(bytes.count)
+                    lengths.append(UInt64(encoded.count))
+                    bytes.append(contentsOf: encoded)
+                }
+                count += 1
+            }
+            self.size = 0
+            self.stride = 0
         }
-        return .success(done)
+        self.count = count
+        self.bytes = bytes
+        self.lengths = lengths
+        self.offsets = offsets
+    }
+
+    /// Where message `index` starts in the batch's bytes.
+    func offset(of index: Int) -> Int { lengths.isEmpty ? index * stride : offsets[index] }
+
+    /// Message `index`'s length.
+    func length(of index: Int) -> UInt64 { lengths.isEmpty ? UInt64(size) : lengths[index] }
+
+    /// Message `index`'s bytes, on their own.
+    func message(at index: Int) -> [UInt8] {
+        let start = offset(of: index)
+        return Array(bytes[start..<(start + Int(length(of: index)))])
+    }
+
+    /// The bytes, and the lengths (nil for fixed-size messages), for the C calls.
+    func withPointers<R>(_ body: (UnsafeRawPointer?, UnsafePointer<UInt64>?) -> R) -> R {
+        bytes.withUnsafeBytes { data in
+            lengths.withUnsafeBufferPointer { lengths in
+                body(data.baseAddress, lengths.isEmpty ? nil : lengths.baseAddress)
+            }
+        }
     }
 }
