@@ -102,7 +102,9 @@ _Static_assert(offsetof(mp_queue_t, counting_head) % 8 == 0, "64-bit fields are 
 _Static_assert(offsetof(mp_queue_t, data_seq) == 256, "control line fifth");
 _Static_assert(offsetof(mp_queue_t, unfinished) == 320, "JoinableQueue counters on the sixth line");
 
-uint64_t mp_queue_size(uint64_t capacity) { return MP_QUEUE_HEADER_SIZE + capacity; }
+uint64_t mp_queue_size(uint64_t capacity, uint32_t slot_size) {
+    return MP_QUEUE_HEADER_SIZE + capacity + mp_queue_lanes_bytes(capacity, slot_size);
+}
 
 uint64_t mp_queue_max_record(const mp_queue_view_t *v) { return max_record(v); }
 
@@ -111,8 +113,9 @@ int32_t mp_queue_view_attach(mp_queue_view_t *view, mp_queue_t *q, uint64_t mapp
     // Read once: from here on only the view's copies count.
     uint64_t capacity = MP_LOAD(&q->capacity, MP_ACQUIRE); // pairs with mp_queue_init's release fence
     uint32_t max_messages = MP_LOAD(&q->max_messages, MP_RELAXED);
-    if (capacity < 4096 || (capacity & (capacity - 1)) != 0 || capacity > mapped ||
-        mapped - capacity != MP_QUEUE_HEADER_SIZE)
+    uint32_t slot_size = MP_LOAD(&q->slot_size, MP_RELAXED);
+    if (capacity < 4096 || (capacity & (capacity - 1)) != 0 || capacity > mapped || slot_size > MP_QUEUE_MAX_SLOT ||
+        mapped != mp_queue_size(capacity, slot_size))
         return -EINVAL;
     memset(view, 0, sizeof *view);
     view->header = q;
@@ -123,11 +126,16 @@ int32_t mp_queue_view_attach(mp_queue_view_t *view, mp_queue_t *q, uint64_t mapp
     view->shared = shared ? 1 : 0;
     uint64_t record = max_record(view);
     view->max_whole = record < max_message ? record : max_message;
+    mp_queue_lanes_attach(view, view->ring + capacity, capacity, slot_size);
     return 0;
 }
 
-void mp_queue_init(mp_queue_t *q, uint64_t capacity, uint32_t max_messages, int shared) {
+void mp_queue_init(mp_queue_t *q, uint64_t capacity, uint32_t max_messages, int shared, uint32_t slot_size) {
     memset(q, 0, sizeof *q);
+    if (slot_size > MP_QUEUE_MAX_SLOT || max_messages) slot_size = 0; // a bounded queue counts in the ring
+    // The lanes' header starts empty; their slots need no value.
+    if (slot_size) memset((uint8_t *)q + MP_QUEUE_HEADER_SIZE + capacity, 0, sizeof(struct mp_queue_lanes));
+    q->slot_size = slot_size;
     q->capacity = capacity;
     q->max_messages = max_messages;
     q->shared = shared ? 1 : 0;
@@ -160,13 +168,15 @@ mp_status_t mp_queue_wait_until(mp_queue_view_t *v, uint32_t *seq, uint32_t *sle
         uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
         MP_ADD(sleepers, 1, MP_SEQ_CST);
         __atomic_thread_fence(__ATOMIC_SEQ_CST); // the re-check below must not pass the increment
+        int lanes = v->lanes && seq == &q->data_seq; // lane producers do not fence: see queue_lanes.c
+        if (lanes) lanes_before_sleep(v);
         int ok = ready(v, arg);
         int down = MP_LOAD(&q->shutdown, MP_SEQ_CST) >= stop_at;
         if (ok || down || mp_monotonic_ns() >= deadline) {
             MP_SUB(sleepers, 1, MP_RELAXED);
             return ok ? MP_OK : down ? MP_SHUTDOWN : MP_TIMED_OUT;
         }
-        mp_futex_wait(seq, observed, deadline, (int)v->shared);
+        mp_futex_wait(seq, observed, lanes ? lanes_sleep_cap(v, deadline) : deadline, (int)v->shared);
         MP_SUB(sleepers, 1, MP_RELAXED);
     }
 }
@@ -176,6 +186,7 @@ int32_t mp_queue_count(const mp_queue_view_t *v) {
     uint64_t consumed = MP_LOAD(&q->consumed, MP_RELAXED);
     uint64_t produced = MP_LOAD(&q->produced, MP_RELAXED);
     uint64_t n = produced > consumed ? produced - consumed : 0; // consumed may be briefly ahead
+    if (v->lanes) n += lanes_count((mp_queue_view_t *)v);
     return n > INT32_MAX ? INT32_MAX : (int32_t)n;
 }
 
@@ -209,6 +220,7 @@ static void discard_rest(mp_queue_view_t *v) {
         consume(v, &r, r.kind == WHOLE || r.kind == FIRST);
     }
     while (complete-- > 0 && mp_queue_task_done(v) == MP_OK) {}
+    if (v->lanes) lanes_discard(v);
     mp_mutex_unlock(&q->consumer);
     mp_mutex_unlock(&q->producer);
 }

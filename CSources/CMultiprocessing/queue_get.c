@@ -23,6 +23,27 @@ static inline __attribute__((always_inline)) int next_record(mp_queue_view_t *v,
     return MP_OK;
 }
 
+/// Holds the next message of lane `i` (the consumer lock held), as mp_queue_get_begin holds a record.
+static inline mp_status_t hold_lane(mp_queue_view_t *v, int i, const void **payload, uint64_t *length,
+                                    uint64_t *total) {
+    v->held_lane = i;
+    v->held = v->slot_size;
+    *payload = slot_at(v, (uint32_t)i, lane_at(v, (uint32_t)i)->head);
+    *length = *total = v->slot_size;
+    return MP_OK; // the lock stays held until mp_queue_get_end
+}
+
+/// Consumes the message held (a lane's slot or a single record): `head` moves past it.
+static inline void release_held(mp_queue_view_t *v) {
+    if (v->held_lane >= 0) {
+        mp_lane_t *l = lane_at(v, (uint32_t)v->held_lane);
+        MP_STORE(&l->head, l->head + 1, MP_RELEASE); // the slot has been read (see queue_lanes.c)
+        v->held_lane = -1;
+    } else {
+        release_record(v, (uint32_t)v->held, 1);
+    }
+}
+
 /// With the consumer lock held: waits for the first record of the next message (dropping PADs,
 /// ABORTs and stale fragments on the way). On MP_OK the lock stays held (see mp_queue_get_begin);
 /// otherwise it is released. Each record is checked before use (read_record). Past the deadline it
@@ -34,11 +55,20 @@ MP_COLD static mp_status_t begin_locked(mp_queue_view_t *v, int64_t deadline, co
     uint64_t late = 0;
     for (;;) {
         if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE) break;
+        if (v->lanes) {
+            int lane = lane_pick(v, 1);
+            if (lane >= 0) return hold_lane(v, lane, payload, length, total);
+            if (lane == -2) {
+                mp_mutex_unlock(&q->consumer);
+                return corrupted(v);
+            }
+        }
         if (!has_data(v, 0)) {
+            if (v->lanes && lanes_have_data(v)) continue;
             if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) break; // shut down and drained
-            mp_status_t status = mp_queue_wait_until(v, &q->data_seq, &q->data_sleepers, has_data, 0, deadline,
+            mp_status_t status = mp_queue_wait_until(v, &q->data_seq, &q->data_sleepers, has_any, 0, deadline,
                                                      MP_QUEUE_SHUTDOWN);
-            if (status == MP_SHUTDOWN && has_data(v, 0)) continue; // drain what is left first
+            if (status == MP_SHUTDOWN && has_any(v, 0)) continue; // drain what is left first
             if (status != MP_OK) {
                 mp_mutex_unlock(&q->consumer);
                 return status;
@@ -104,6 +134,14 @@ mp_status_t mp_queue_get_begin(mp_queue_view_t *v, int64_t deadline, const void 
         // The straight path: a whole message is there. Relaxed: as in begin_locked (an immediate
         // shutdown discards under this lock, which we now hold).
         if (MP_LIKELY(MP_LOAD(&q->shutdown, MP_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE)) {
+            if (v->lanes) {
+                int lane = lane_pick_fast(v);
+                if (MP_LIKELY(lane >= 0)) return hold_lane(v, lane, payload, length, total);
+                if (lane == -2) {
+                    mp_mutex_unlock(&q->consumer);
+                    return corrupted(v);
+                }
+            }
             record_t r;
             const uint8_t *at;
             int found = next_record(v, &r, &at);
@@ -124,7 +162,7 @@ mp_status_t mp_queue_get_begin(mp_queue_view_t *v, int64_t deadline, const void 
 
 void mp_queue_get_end(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
-    release_record(v, (uint32_t)v->held, 1);
+    release_held(v);
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
 }
 
@@ -133,10 +171,25 @@ int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length
     // Each message is counted and released on its own (count_taken's announcement covers one): a
     // consumer killed midway has taken the ones before, as after a get that returned. The wake-up
     // check waits for the unlock: one for the whole batch.
-    release_record(v, (uint32_t)v->held, 1);
+    release_held(v);
     // PADs are dropped on the way; at most a ring's worth, whatever a peer writes.
     for (uint64_t n = 0; n <= v->capacity / sizeof(record_t); n++) {
-        if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE || !has_data(v, 0)) break;
+        if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE) break;
+        if (v->lanes) {
+            int lane = lane_pick(v, 1);
+            if (lane >= 0) {
+                const void *at;
+                uint64_t total;
+                hold_lane(v, lane, &at, length, &total);
+                *payload = at;
+                return 1; // the lock stays held
+            }
+            if (lane == -2) {
+                corrupted(v);
+                break;
+            }
+        }
+        if (!has_data(v, 0)) break;
         record_t r;
         uint64_t head = q->head;
         if (MP_UNLIKELY(!read_record(v, head, head, q->tail_cache, &r))) {

@@ -40,10 +40,9 @@ static inline uint64_t offset_of(const mp_queue_view_t *v, uint64_t pos) { retur
 static inline uint64_t padded(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 static inline uint64_t record_bytes(uint64_t payload) { return sizeof(record_t) + padded(payload); }
 
-/// Copies a message's bytes: up to 64 of them (most messages) in two overlapping moves, inline,
-/// rather than through a libc call that costs more than the copy. The ring and the caller's buffer
-/// never overlap; nothing outside [0, n) is read or written.
-static inline void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n) {
+/// Copies up to 64 bytes (most messages) in two overlapping moves, inline and without a call.
+/// Nothing outside [0, n) is read or written; the two buffers never overlap.
+static inline void copy_small(uint8_t *dst, const uint8_t *src, uint64_t n) {
 #define MP_MOVE_PAIR(width)                                                                        \
     do {                                                                                           \
         uint8_t first[width], last[width];                                                         \
@@ -52,8 +51,7 @@ static inline void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n) {
         __builtin_memcpy(dst, first, width);                                                       \
         __builtin_memcpy(dst + n - (width), last, width);                                          \
     } while (0)
-    if (n > 64) memcpy(dst, src, n);
-    else if (n >= 32) MP_MOVE_PAIR(32);
+    if (n >= 32) MP_MOVE_PAIR(32);
     else if (n >= 16) MP_MOVE_PAIR(16);
     else if (n >= 8) MP_MOVE_PAIR(8);
     else if (n >= 4) MP_MOVE_PAIR(4);
@@ -63,6 +61,13 @@ static inline void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n) {
         dst[n - 1] = src[n - 1];
     }
 #undef MP_MOVE_PAIR
+}
+
+/// Copies a message's bytes: up to 64 inline (copy_small), more through memcpy, which then costs
+/// less than the copy.
+static inline void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n) {
+    if (n > 64) memcpy(dst, src, n);
+    else copy_small(dst, src, n);
 }
 
 static inline uint64_t max_record(const mp_queue_view_t *v) {
@@ -201,6 +206,155 @@ static inline void consume(mp_queue_view_t *v, const record_t *r, int taken) {
     mp_queue_t *q = v->header;
     release_record(v, r->size, taken);
     wake_if_sleeping(v, &q->space_seq, &q->space_sleepers);
+}
+
+// MARK: - Lanes (queue_lanes.c)
+
+/// How many lanes a queue has: producer threads beyond this many use the ring.
+#define MP_QUEUE_LANES 8u
+/// Messages a consumer takes from one lane in a row while others wait (then the next lane, and
+/// the ring, get their turn).
+#define LANE_BUDGET 64u
+
+/// One producer thread's single-producer ring of fixed-size slots. Its owner writes `tail` (and
+/// `head_cache`, `owner` when it claims it); consumers, under the queue's consumer lock, write
+/// `head`. Positions count slots and never wrap.
+typedef struct {
+    // Producer line: the one consumers poll.
+    uint64_t tail;       // slots published, release-stored
+    uint64_t head_cache; // the owner's last view of `head`
+    uint32_t owner;      // the owning thread's id; 0: free
+    uint32_t producer_pad[11];
+    // Consumer line.
+    uint64_t head; // slots consumed, release-stored
+    uint64_t consumer_pad[7];
+} mp_lane_t;
+_Static_assert(sizeof(mp_lane_t) == 128, "a lane's header is two cache lines");
+_Static_assert(offsetof(mp_lane_t, head) == 64, "the consumer's line second");
+
+/// The lanes' shared header, after the ring; the slots follow it.
+struct mp_queue_lanes {
+    // Claim line: written when a producer claims a lane (rarely).
+    uint32_t used; // lanes ever claimed: consumers look at [0, used); only grows
+    uint32_t claim_pad[15];
+    // Consumer line (under the consumer lock).
+    uint32_t cursor; // the lane a consumer looks at first
+    uint32_t budget; // takes left from it before the others get a turn
+    uint32_t consumer_pad[14];
+    mp_lane_t lane[MP_QUEUE_LANES];
+};
+_Static_assert(sizeof(struct mp_queue_lanes) == 128 + 128 * MP_QUEUE_LANES, "lanes header layout");
+_Static_assert(offsetof(struct mp_queue_lanes, cursor) == 64, "the consumer's state on its own line");
+_Static_assert(offsetof(struct mp_queue_lanes, lane) % 64 == 0, "lanes start on a cache line");
+
+static inline mp_lane_t *lane_at(mp_queue_view_t *v, uint32_t i) { return &v->lanes->lane[i]; }
+static inline uint8_t *slot_at(mp_queue_view_t *v, uint32_t i, uint64_t pos) {
+    return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * v->slot_stride;
+}
+
+/// The lanes a consumer looks at: what `used` says, never more than there are.
+static inline uint32_t lanes_used(const mp_queue_view_t *v) {
+    uint32_t used = MP_LOAD(&v->lanes->used, MP_ACQUIRE); // pairs with the claim's release
+    return used < MP_QUEUE_LANES ? used : MP_QUEUE_LANES;
+}
+
+/// Messages waiting in lane `i`, or UINT64_MAX when its positions are impossible (written by a
+/// peer: more than a lane apart). Acquire: pairs with the producer's release of `tail`.
+static inline uint64_t lane_waiting(mp_queue_view_t *v, uint32_t i) {
+    mp_lane_t *l = lane_at(v, i);
+    uint64_t n = MP_LOAD(&l->tail, MP_ACQUIRE) - l->head;
+    return n <= v->lane_slots ? n : UINT64_MAX;
+}
+
+/// Under the consumer lock: the lane to take the next message from (its count checked), -1 when
+/// the ring's turn has come or no lane has one, or -2 when a lane's positions are impossible.
+__attribute__((visibility("hidden"))) int lane_pick(mp_queue_view_t *v, int ring_first);
+/// The lanes' bytes for a ring of `capacity` and slots of `slot_size` (0 for none).
+__attribute__((visibility("hidden"))) uint64_t mp_queue_lanes_bytes(uint64_t capacity, uint32_t slot_size);
+/// Fills the view's lane fields for lanes at `after_ring` (held_lane -1 in any case).
+__attribute__((visibility("hidden"))) void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring,
+                                                                 uint64_t capacity, uint32_t slot_size);
+/// Under both locks, an immediate shutdown: drops every lane's messages.
+__attribute__((visibility("hidden"))) void lanes_discard(mp_queue_view_t *v);
+/// Messages in the lanes (a snapshot).
+__attribute__((visibility("hidden"))) uint64_t lanes_count(mp_queue_view_t *v);
+/// Whether any lane has a message (the sleeping consumer's check).
+__attribute__((visibility("hidden"))) int lanes_have_data(mp_queue_view_t *v);
+/// The calling thread's lane in this queue, claimed on its first put: its index, or -1 (the thread
+/// uses the ring: every lane is owned by a live thread, or it has used the ring before).
+__attribute__((visibility("hidden"))) int lane_of_caller(mp_queue_view_t *v, int claim);
+/// A put of one slot-sized message through lane `i` (the caller's), waiting for room until `deadline`.
+__attribute__((visibility("hidden"))) mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data,
+                                                           uint64_t count, uint64_t stride, int64_t deadline,
+                                                           uint64_t *put);
+/// Whether lane `i` has room for a message (the async put's check).
+__attribute__((visibility("hidden"))) int lane_has_room(mp_queue_view_t *v, uint64_t i);
+/// What a sleeping consumer does after announcing itself and before its last look: makes every
+/// lane producer's earlier `tail` store visible to it (see queue_lanes.c's "Sleeping").
+__attribute__((visibility("hidden"))) void lanes_before_sleep(mp_queue_view_t *v);
+/// The longest a consumer may sleep before it looks at the lanes again: forever when lane
+/// producers are fenced by membarrier, else 1 ms (see queue_lanes.c).
+__attribute__((visibility("hidden"))) int64_t lanes_sleep_cap(mp_queue_view_t *v, int64_t deadline);
+
+/// A thread's lane in a queue (queue_lanes.c keeps one per queue it has put to).
+typedef struct {
+    uint64_t view_id;
+    int32_t tid;
+    int32_t lane; // -1: the ring
+} lane_choice_t;
+/// The calling thread's last lane choice, and whether this process's lane puts must fence.
+/// Initial-exec TLS: a plain %fs-relative load, so that a put's straight path makes no call.
+extern __thread lane_choice_t mp_last_lane_choice __attribute__((visibility("hidden"), tls_model("initial-exec")));
+extern uint32_t mp_lanes_fenced __attribute__((visibility("hidden")));
+
+/// lane_of_caller (claiming), with the common case inline: the queue the thread put to last.
+static inline int lane_of_caller_fast(mp_queue_view_t *v) {
+    lane_choice_t *last = &mp_last_lane_choice;
+    if (MP_LIKELY(last->view_id == v->view_id && last->tid == mp_thread_id())) return last->lane;
+    return lane_of_caller(v, 1);
+}
+
+/// After a lane's `tail` store: wakes the consumers if one sleeps (see queue_lanes.c's "Sleeping").
+static inline void wake_consumers(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
+    if (MP_UNLIKELY(mp_lanes_fenced)) mp_full_barrier();
+    else __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
+    wake_sleepers(v, &q->data_seq, &q->data_sleepers);
+}
+
+/// One message through lane `i`: the straight path inline (room known from the cached head, no
+/// shutdown), anything else through lane_put.
+static inline mp_status_t lane_put_one(mp_queue_view_t *v, uint32_t i, const void *data, int64_t deadline) {
+    mp_lane_t *l = lane_at(v, i);
+    uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
+    if (MP_UNLIKELY(tail - l->head_cache >= v->lane_slots || MP_LOAD(&v->header->shutdown, MP_RELAXED))) {
+        uint64_t put;
+        return lane_put(v, i, data, 1, 0, deadline, &put);
+    }
+    copy_bytes(slot_at(v, i, tail), data, v->slot_size);
+    MP_STORE(&l->tail, tail + 1, MP_RELEASE); // publishes the slot (see queue_lanes.c)
+    wake_consumers(v);
+    return MP_OK;
+}
+
+/// Under the consumer lock: lane_pick, with the common case inline: the current lane has a
+/// message and budget left.
+static inline int lane_pick_fast(mp_queue_view_t *v) {
+    struct mp_queue_lanes *a = v->lanes;
+    uint32_t c = a->cursor;
+    if (MP_LIKELY(c < MP_QUEUE_LANES && a->budget - 1 < LANE_BUDGET)) { // budget in [1, LANE_BUDGET]
+        uint64_t n = lane_waiting(v, c);
+        if (MP_LIKELY(n - 1 < v->lane_slots)) { // in [1, lane_slots]
+            a->budget--;
+            return (int)c;
+        }
+    }
+    return lane_pick(v, 1);
+}
+
+/// Whether the ring or a lane has a message (a consumer's wait predicate).
+static inline int has_any(mp_queue_view_t *v, uint64_t unused) {
+    return has_data(v, unused) || (v->lanes && lanes_have_data(v));
 }
 
 /// Spins briefly, then sleeps on `seq` until `ready(v, arg)` holds, the deadline passes, or the

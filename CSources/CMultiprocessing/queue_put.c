@@ -221,9 +221,54 @@ MP_COLD static mp_status_t lock_producer(mp_queue_view_t *v, int64_t deadline) {
     return lock_by(&q->producer, deadline);
 }
 
-mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
+static __attribute__((noinline)) mp_status_t put_in_ring(mp_queue_view_t *v, const void *data, uint64_t length,
+                                                         int64_t deadline);
+
+/// Every put but a lane's straight path: claims the thread's lane, waits for room, or uses the ring.
+static __attribute__((noinline)) mp_status_t put_slow(mp_queue_view_t *v, const void *data, uint64_t length,
+                                                      int64_t deadline) {
+    if (v->lanes && length == v->slot_size) {
+        int lane = lane_of_caller(v, 1);
+        uint64_t put;
+        if (lane >= 0) return lane_put(v, (uint32_t)lane, data, 1, 0, deadline, &put);
+    }
+    return put_in_ring(v, data, length, deadline);
+}
+
+/// A lane put's wake-up, out of line (someone sleeps): see wake_sleepers.
+static __attribute__((noinline)) mp_status_t wake_after_lane_put(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
+    MP_ADD(&q->data_seq, 1, MP_RELEASE);
+    mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
+    return MP_OK;
+}
+
+mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
     if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
+    // A lane's straight path (queue_lanes.c): the thread's lane for the queue it put to last, room
+    // by the cached head, no shutdown. No lock and no call: everything else is put_slow's, and the
+    // wake-up a tail call, so that this path needs no stack frame.
+    lane_choice_t *last = &mp_last_lane_choice;
+    if (v->lanes && length == v->slot_size && length <= 64 && last->view_id == v->view_id && last->lane >= 0 &&
+        last->tid == mp_tid_cache && last->tid != 0) {
+        mp_lane_t *l = lane_at(v, (uint32_t)last->lane);
+        uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
+        if (MP_LIKELY(tail - l->head_cache < v->lane_slots && !MP_LOAD(&v->header->shutdown, MP_RELAXED))) {
+            copy_small(slot_at(v, (uint32_t)last->lane, tail), data, length);
+            MP_STORE(&l->tail, tail + 1, MP_RELEASE); // publishes the slot
+            if (MP_UNLIKELY(mp_lanes_fenced)) mp_full_barrier();
+            else __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
+            if (MP_UNLIKELY(MP_LOAD(&v->header->data_sleepers, MP_RELAXED) > 0)) return wake_after_lane_put(v);
+            return MP_OK;
+        }
+    }
+    return put_slow(v, data, length, deadline);
+}
+
+/// mp_queue_put's ring path: the producer lock, one record (or a stream).
+static __attribute__((noinline)) mp_status_t put_in_ring(mp_queue_view_t *v, const void *data, uint64_t length,
+                                                         int64_t deadline) {
+    mp_queue_t *q = v->header;
     if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
         mp_status_t status = lock_producer(v, deadline);
         if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
@@ -269,6 +314,10 @@ mp_status_t mp_queue_put_batch(mp_queue_view_t *v, const void *data, const uint6
     *put = 0;
     if (count == 0) return MP_OK;
     if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
+    if (v->lanes && lengths == NULL && size == v->slot_size) { // one store of the lane's tail for all
+        int lane = lane_of_caller(v, 1);
+        if (lane >= 0) return lane_put(v, (uint32_t)lane, data, count, stride, deadline, put);
+    }
     if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
         mp_status_t status = lock_producer(v, deadline);
         if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;

@@ -20,12 +20,10 @@
 // 8; a record that does not fit before the end of the ring first pads it out). It must never say
 // "no room" when queue.c would find room, or a producer could wait on a queue with space.
 #define _GNU_SOURCE
-#include "internal.h"
+#include "queue_internal.h"
 
 enum { ON_LOCK = 1, ON_DATA = 2, ON_SPACE = 3 };
 
-/// How often a lock waiter checks that the holder still lives (queue.c and mutex.c use the same).
-#define OWNER_CHECK_NS (20 * 1000 * 1000)
 
 static inline void wait_on(mp_async_wait_t *w, uint32_t *word, uint32_t expected, uint32_t shared,
                            uint32_t target) {
@@ -58,29 +56,33 @@ static mp_status_t wait_for_lock(mp_mutex_t *m, mp_async_wait_t *w) {
 /// Registers as a sleeper of `seq` and re-checks `ready`; MP_WAIT if it still does not hold.
 static mp_status_t sleep_unless(mp_queue_view_t *v, mp_async_wait_t *w, uint32_t *seq, uint32_t *sleepers,
                                 uint32_t target, int (*ready)(mp_queue_view_t *, uint64_t), uint64_t arg,
-                                mp_mutex_t *lock) {
+                                mp_mutex_t *lock /* NULL: none to wait for */) {
     mp_queue_t *q = v->header;
     uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
     MP_ADD(sleepers, 1, MP_SEQ_CST);
     __atomic_thread_fence(__ATOMIC_SEQ_CST); // the re-check below must not pass the increment
-    if (!ready(v, arg) && mp_mutex_owner(lock) == 0 && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
+    int lanes = v->lanes && target == ON_DATA; // lane producers do not fence: see queue_lanes.c
+    if (lanes) lanes_before_sleep(v);
+    if (!ready(v, arg) && (lock == NULL || mp_mutex_owner(lock) == 0) && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
         wait_on(w, seq, observed, v->shared, target);
         w->registered = 1;
-        w->check_at = 0;
+        int64_t cap = lanes ? lanes_sleep_cap(v, INT64_MAX) : INT64_MAX;
+        w->check_at = cap == INT64_MAX ? 0 : cap; // a lane producer that may not fence: look again soon
         return MP_WAIT;
     }
     MP_SUB(sleepers, 1, MP_RELAXED);
     return MP_OK;
 }
 
-static int has_data(mp_queue_view_t *v, uint64_t unused) {
+static int anything_to_get(mp_queue_view_t *v, uint64_t unused) {
     mp_queue_t *q = v->header;
     (void)unused;
     // acquire: pairs with the producer's release of tail (and the consumer's of head)
-    return MP_LOAD(&q->tail, MP_ACQUIRE) != MP_LOAD(&q->head, MP_ACQUIRE);
+    if (MP_LOAD(&q->tail, MP_ACQUIRE) != MP_LOAD(&q->head, MP_ACQUIRE)) return 1;
+    return v->lanes && lanes_have_data(v);
 }
 
-static int room(mp_queue_view_t *v, uint64_t length) {
+static int room_to_put(mp_queue_view_t *v, uint64_t length) {
     mp_queue_t *q = v->header;
     if (v->max_messages) {
         uint64_t consumed = MP_LOAD(&q->consumed, MP_ACQUIRE);
@@ -108,8 +110,9 @@ mp_status_t mp_queue_get_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
             if (s != MP_OK) return s;
             continue;
         }
-        if (!down && !has_data(v, 0)) {
-            mp_status_t s = sleep_unless(v, w, &q->data_seq, &q->data_sleepers, ON_DATA, has_data, 0, &q->consumer);
+        if (!down && !anything_to_get(v, 0)) {
+            mp_status_t s =
+                sleep_unless(v, w, &q->data_seq, &q->data_sleepers, ON_DATA, anything_to_get, 0, &q->consumer);
             if (s != MP_OK) return s;
             continue;
         }
@@ -120,6 +123,18 @@ mp_status_t mp_queue_get_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
 
 mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const void *data, uint64_t length) {
     mp_queue_t *q = v->header;
+    int lane = v->lanes && length == v->slot_size ? lane_of_caller(v, 1) : -1;
+    while (lane >= 0) { // the thread's lane (queue_lanes.c): no lock to wait for, only room
+        if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
+        if (!lane_has_room(v, (uint64_t)lane)) {
+            mp_status_t s =
+                sleep_unless(v, w, &q->space_seq, &q->space_sleepers, ON_SPACE, lane_has_room, (uint64_t)lane, NULL);
+            if (s != MP_OK) return s;
+            continue;
+        }
+        mp_status_t s = mp_queue_put(v, data, length, 0);
+        if (s != MP_TIMED_OUT) return s;
+    }
     for (;;) {
         if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
         if (mp_mutex_owner(&q->producer) != 0) {
@@ -127,8 +142,9 @@ mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
             if (s != MP_OK) return s;
             continue;
         }
-        if (!room(v, length)) {
-            mp_status_t s = sleep_unless(v, w, &q->space_seq, &q->space_sleepers, ON_SPACE, room, length, &q->producer);
+        if (!room_to_put(v, length)) {
+            mp_status_t s =
+                sleep_unless(v, w, &q->space_seq, &q->space_sleepers, ON_SPACE, room_to_put, length, &q->producer);
             if (s != MP_OK) return s;
             continue;
         }

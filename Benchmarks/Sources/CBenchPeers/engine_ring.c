@@ -43,11 +43,11 @@ static void *engine_consumer(void *arg) {
 }
 
 double bench_engine_spsc(int64_t messages) {
-    mp_queue_t *header = aligned_alloc(64, mp_queue_size(RING_BYTES));
+    mp_queue_t *header = aligned_alloc(64, mp_queue_size(RING_BYTES, 0));
     if (header == NULL) return -1;
-    mp_queue_init(header, RING_BYTES, 0, 0);
+    mp_queue_init(header, RING_BYTES, 0, 0, 0);
     mp_queue_view_t view; // this process's bounds of the queue, as the Swift Channel keeps them
-    mp_queue_view_attach(&view, header, mp_queue_size(RING_BYTES), UINT64_MAX, 0);
+    mp_queue_view_attach(&view, header, mp_queue_size(RING_BYTES, 0), UINT64_MAX, 0);
     mp_queue_view_t *q = &view;
     engine_job_t job = {q, messages, 0, 0};
     struct timespec a, b;

@@ -48,7 +48,7 @@ typedef int32_t mp_status_t;
 
 /// Caches of the caller's ids: 0 until first asked, cleared in a forked child (futex.c). Read only
 /// through mp_thread_id()/mp_process_id().
-extern __thread int32_t mp_tid_cache;
+extern __thread int32_t mp_tid_cache __attribute__((tls_model("initial-exec")));
 extern int32_t mp_pid_cache;
 int32_t mp_thread_id_slow(void);
 int32_t mp_process_id_slow(void);
@@ -300,7 +300,7 @@ typedef struct mp_queue {
     uint32_t shutdown;     // 0, MP_QUEUE_SHUTDOWN, MP_QUEUE_SHUTDOWN_IMMEDIATE
     uint32_t shared;
     uint32_t max_messages; // 0: no limit
-    uint32_t control_pad;
+    uint32_t slot_size;    // a lane slot's bytes; 0: the queue has no lanes (see queue_lanes.c)
     uint64_t capacity;     // bytes, a power of two
     uint64_t control_pad2[3];
     // JoinableQueue line.
@@ -318,6 +318,9 @@ typedef struct mp_queue {
 /// the message limits and the futex scope from here, never from the shared header, which any
 /// process mapping the queue can write (see queue.c's "Trust"). Process-local memory, owned by the
 /// Swift object that holds the mapping; `held` and `corrupted` change only under the consumer lock.
+/// A queue's lanes (a shared layout private to the C code: queue_internal.h).
+struct mp_queue_lanes;
+
 typedef struct mp_queue_view {
     mp_queue_t *_Nullable header;
     uint8_t *_Nullable ring;
@@ -328,16 +331,30 @@ typedef struct mp_queue_view {
     uint32_t max_messages;  // 0: no limit
     uint32_t shared;        // futexes are process-shared
     uint32_t corrupted;     // a violation was seen: every later call fails with MP_CORRUPTED
-    uint32_t reserved;
+    int32_t held_lane;      // the lane of the message a get holds, or -1 (the ring's)
+    // Lanes (queue_lanes.c), all zero for a queue without them.
+    struct mp_queue_lanes *_Nullable lanes;
+    uint8_t *_Nullable slots;   // lane i's slots start at slots + i * lane_slots * slot_stride
+    uint64_t lane_slots;        // slots per lane, a power of two
+    uint64_t view_id;           // unique in this process: the key of a thread's lane
+    uint32_t slot_size;         // a message in a lane is exactly this long
+    uint32_t slot_stride;       // slot_size rounded up to 8
 } mp_queue_view_t;
 
-/// Bytes a queue with a ring of `capacity` bytes occupies (header + ring).
-uint64_t mp_queue_size(uint64_t capacity);
-/// Initialises a queue over `capacity` bytes (a power of two, >= 4096) following the header.
-void mp_queue_init(mp_queue_t *_Nonnull q, uint64_t capacity, uint32_t max_messages, int shared);
-/// Fills `view` for the queue at `q`, mapped here in `mapped` bytes: its capacity and message limit
-/// are read once, here, and must describe a queue that fills the mapping exactly. `max_message`
-/// bounds the messages a get accepts. 0, or -EINVAL (the header does not fit the mapping).
+/// The most bytes a lane's slot holds: fixed-size elements up to this size travel in lanes.
+#define MP_QUEUE_MAX_SLOT 512u
+
+/// Bytes a queue with a ring of `capacity` bytes occupies: header, ring, and the lanes of
+/// `slot_size`-byte slots (0: no lanes).
+uint64_t mp_queue_size(uint64_t capacity, uint32_t slot_size);
+/// Initialises a queue over `capacity` bytes (a power of two, >= 4096) following the header, with
+/// lanes of `slot_size`-byte slots after the ring (0: none; at most MP_QUEUE_MAX_SLOT).
+void mp_queue_init(mp_queue_t *_Nonnull q, uint64_t capacity, uint32_t max_messages, int shared,
+                   uint32_t slot_size);
+/// Fills `view` for the queue at `q`, mapped here in `mapped` bytes: its capacity, message limit
+/// and slot size are read once, here, and must describe a queue (ring and lanes) that fills the
+/// mapping exactly. `max_message` bounds the messages a get accepts. 0, or -EINVAL (the header
+/// does not fit the mapping).
 int32_t mp_queue_view_attach(mp_queue_view_t *_Nonnull view, mp_queue_t *_Nonnull q, uint64_t mapped,
                              uint64_t max_message, int shared);
 /// The largest message that fits in one record (a quarter of the ring, below 2^31 bytes); larger

@@ -23,20 +23,24 @@ final class Channel: @unchecked Sendable {
 
     /// A new channel whose ring holds at least `capacity` bytes. A get accepts messages of up to
     /// `maxMessage` bytes (and never more than the machine's memory): a longer one announced in the
-    /// ring is corruption, and nothing is allocated for it.
-    init(capacity: Int, maxMessages: Int, maxMessage: Int = .max) throws(QueueError) {
+    /// ring is corruption, and nothing is allocated for it. With a `slotSize` (1 to
+    /// `MP_QUEUE_MAX_SLOT` bytes, an unbounded channel) the channel also has lanes: each producer
+    /// thread puts messages of exactly that size into a lock-free lane of its own (queue_lanes.c).
+    init(capacity: Int, maxMessages: Int, maxMessage: Int = .max, slotSize: Int = 0) throws(QueueError) {
         guard capacity >= Channel.minimumCapacity, capacity <= Channel.maximumCapacity else {
             throw .invalidCapacity(capacity)
         }
         var ring = Channel.minimumCapacity
         while ring < capacity { ring <<= 1 }  // a power of two: offsets are masks
+        let slot = maxMessages == 0 && (1...Int(MP_QUEUE_MAX_SLOT)).contains(slotSize) ? UInt32(slotSize) : 0
         do {
-            region = try Region.anonymous(size: Int(mp_queue_size(UInt64(ring))), label: "multiprocessing-queue")
+            region = try Region.anonymous(
+                size: Int(mp_queue_size(UInt64(ring), slot)), label: "multiprocessing-queue")
         } catch {
             throw .system(error.errno ?? .noMemory, function: "memfd_create")
         }
         let header = region.base.assumingMemoryBound(to: mp_queue_t.self)
-        mp_queue_init(header, UInt64(ring), UInt32(maxMessages), 1)
+        mp_queue_init(header, UInt64(ring), UInt32(maxMessages), 1, slot)
         queue = Channel.view(of: header, mapped: region.size, maxMessage: maxMessage)!
     }
 

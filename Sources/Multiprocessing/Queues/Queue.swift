@@ -44,11 +44,18 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     init(maxSize: Int?, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
         if let maxSize, maxSize < 1 || maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
         guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
-        channel = try Channel(capacity: capacity, maxMessages: maxSize ?? 0, maxMessage: maxMessageSize)
+        let joinable = Self.self is JoinableQueue<Element>.Type
+        // Lanes for an unbounded queue of fixed-size values: each producer thread puts into a
+        // lock-free lane of its own (see <doc:QueueInternals>). A bounded queue counts its messages
+        // and a JoinableQueue its tasks in the ring, under its lock.
+        let size = MemoryLayout<Element>.size
+        let slot = codec.kind == .bitwise && maxSize == nil && !joinable && size <= maxMessageSize ? size : 0
+        channel = try Channel(
+            capacity: capacity, maxMessages: maxSize ?? 0, maxMessage: maxMessageSize, slotSize: slot)
         q = channel.queue
         self.codec = codec
         copiesBits = codec.kind == .bitwise
-        countsTasks = Self.self is JoinableQueue<Element>.Type
+        countsTasks = joinable
         self.maxSize = maxSize
         self.maxMessageSize = maxMessageSize
     }

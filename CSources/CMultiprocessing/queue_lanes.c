@@ -1,0 +1,297 @@
+// Lanes: a queue's lock-free single-producer rings, one per producer thread, for fixed-size elements.
+//
+// Layout: after the ring, the lanes' header (struct mp_queue_lanes: a claim line with `used`, a
+// consumer line with `cursor` and `budget`, then MP_QUEUE_LANES lane headers of two lines each:
+// the producer's `tail`, `head_cache`, `owner`; the consumers' `head`), then each lane's slots:
+// `lane_slots` (a power of two) slots of `slot_stride` bytes. A queue has lanes when it is made
+// with a slot size (Queue does so for an unbounded queue of a fixed-size BitwiseCopyable element
+// of at most MP_QUEUE_MAX_SLOT bytes); a message of exactly that size from a thread that owns a
+// lane goes into it, and every other message into the ring, as before.
+//
+// Who writes what:
+// - A lane's owner (one thread, in any process) writes its slots in [tail, head + lane_slots),
+//   then `tail` (release: publishes them), and `head_cache`. No lock, no locked instruction: the
+//   put's fast path is a copy, a store, and one load of `data_sleepers`.
+// - Consumers, one at a time under the queue's consumer lock (the ring's), read a slot after an
+//   acquire load of `tail` and then store `head` (release: the producer's acquire load of `head`
+//   pairs with it before it overwrites the slot). `cursor` and `budget` choose the lane: a
+//   consumer stays on a lane for LANE_BUDGET messages while it has some, then moves on, and the
+//   ring gets a turn each time, so no producer starves another.
+// - Claiming: a thread's first put to the queue claims a free lane (CAS of `owner` from 0 to its
+//   thread id, then `used` raised, release), or one whose owner has died (its messages stay,
+//   before the new owner's), or none: it then uses the ring, for good, so that its messages keep
+//   their order. Each thread remembers its choice per queue (a per-thread table keyed by the view's
+//   process-unique id and the thread id, so a forked child, whose thread ids differ, chooses anew).
+//   A dead producer's lane is thus drained by the consumers and reused by the next producer that
+//   finds no free lane. Thread ids are per pid namespace: every process must share one.
+//
+// Per-producer FIFO holds: a producer's messages are in one lane (or in the ring), in order.
+// Between producers there is no order, as between the puts of two threads on the ring.
+//
+// A producer killed before its `tail` store leaves nothing visible; a consumer killed while it
+// holds a slot (between mp_queue_get_begin and mp_queue_get_end) has not moved `head`, and the
+// next consumer, taking the consumer lock over from it, reads the same message.
+//
+// Sleeping: a consumer with nothing to read announces itself in `data_sleepers` (seq_cst), then
+// looks at every lane and the ring once more before it sleeps on `data_seq`; a producer, after its
+// `tail` store, reads `data_sleepers` and wakes only if it is non-zero. The producer pays no fence
+// for this (x86 could otherwise let its load pass its store): the sleeper issues
+// membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) between its announcement and its last look, which
+// makes every running thread of every registered process (each process registers when one of its
+// threads claims a lane) execute a full barrier, so either the sleeper sees the producer's `tail`
+// or the producer sees the sleeper. A process where membarrier cannot be used (a kernel or seccomp
+// filter that refuses it) fences its own lane puts instead, and its consumers sleep at most 1 ms at
+// a time (a lane producer elsewhere may not fence). TSan builds always fence (TSan does not model
+// membarrier). A producer waiting for room in its lane sleeps on `space_seq` as a ring producer
+// does: the consumer reads `space_sleepers` after its unlock's swap, a full barrier.
+//
+// Trust (see queue.c): `used`, `cursor`, `budget` are clamped where read; a slot's place is
+// `pos & (lane_slots - 1)` whatever a position holds; a consumer that finds a lane's positions
+// more than a lane apart reports MP_CORRUPTED; a producer that finds them so waits for room, and
+// fails at its deadline. The slot size, the slot count and the lanes' place come from the view.
+#define _GNU_SOURCE
+#include "queue_internal.h"
+
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// MARK: - Geometry
+
+/// Slots per lane: the ring's bytes spread over the lanes, a power of two, at least 64.
+static uint64_t slots_per_lane(uint64_t capacity, uint32_t stride) {
+    uint64_t want = capacity / MP_QUEUE_LANES / stride, slots = 64;
+    while (slots * 2 <= want) slots *= 2;
+    return slots;
+}
+
+static uint32_t stride_of(uint32_t slot_size) { return (slot_size + 7) & ~7u; }
+
+uint64_t mp_queue_lanes_bytes(uint64_t capacity, uint32_t slot_size) {
+    if (slot_size == 0) return 0;
+    uint32_t stride = stride_of(slot_size);
+    return sizeof(struct mp_queue_lanes) + MP_QUEUE_LANES * slots_per_lane(capacity, stride) * stride;
+}
+
+void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring, uint64_t capacity, uint32_t slot_size) {
+    view->held_lane = -1;
+    if (slot_size == 0) return;
+    static uint64_t next_view_id; // process-local, never reused: a thread's table is keyed by it
+    view->lanes = (struct mp_queue_lanes *)after_ring;
+    view->slot_size = slot_size;
+    view->slot_stride = stride_of(slot_size);
+    view->lane_slots = slots_per_lane(capacity, view->slot_stride);
+    view->slots = after_ring + sizeof(struct mp_queue_lanes);
+    view->view_id = MP_ADD(&next_view_id, 1, MP_RELAXED) + 1;
+}
+
+// MARK: - Fences
+
+/// This process's membarrier state: 0 unknown, 1 registered (lane puts need no fence), 2 unusable
+/// (lane puts fence; consumers cap their sleeps). Set once per process (a forked child, whose
+/// registration is not inherited, registers again: `fence_pid`).
+static uint32_t fence_state;
+static int32_t fence_pid;
+
+static uint32_t membarrier_state(void) {
+    int32_t pid = mp_process_id();
+    if (MP_LOAD(&fence_pid, MP_ACQUIRE) == pid) return MP_LOAD(&fence_state, MP_RELAXED);
+    uint32_t state = 2;
+#ifndef MP_TSAN
+    long query = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (query > 0 && (query & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0)
+        state = 1;
+#endif
+    MP_STORE(&fence_state, state, MP_RELAXED);
+    MP_STORE(&fence_pid, pid, MP_RELEASE);
+    return state;
+}
+
+uint32_t mp_lanes_fenced = 1;
+
+void lanes_before_sleep(mp_queue_view_t *v) {
+    (void)v;
+    if (membarrier_state() != 1) return; // lanes_sleep_cap bounds the sleep instead
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) MP_STORE(&fence_state, 2, MP_RELAXED);
+}
+
+int64_t lanes_sleep_cap(mp_queue_view_t *v, int64_t deadline) {
+    (void)v;
+    if (membarrier_state() == 1) return deadline;
+    int64_t cap = mp_monotonic_ns() + 1000 * 1000;
+    return cap < deadline ? cap : deadline;
+}
+
+// MARK: - Claiming
+
+/// The calling thread's choices, one per queue it has put to (never evicted: forgetting a ring
+/// choice could let the thread take a lane later and overtake its own messages in the ring), and
+/// the last one used (read inline by every put: lane_of_caller_fast).
+static __thread lane_choice_t *choices;
+static __thread uint32_t choice_count, choice_capacity;
+__thread lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-exec")));
+#define last_choice mp_last_lane_choice
+
+static void mark_used(struct mp_queue_lanes *a, uint32_t i) {
+    uint32_t used = MP_LOAD(&a->used, MP_RELAXED);
+    // Release: the claim (and the new owner's `head_cache`) before consumers look at the lane.
+    while (used < i + 1 && !MP_CAS(&a->used, &used, i + 1, MP_RELEASE, MP_RELAXED)) continue;
+}
+
+/// Takes lane `i` for thread `tid`: its view of the consumers' `head` starts where they are.
+static int took(mp_queue_view_t *v, uint32_t i) {
+    mp_lane_t *l = lane_at(v, i);
+    l->head_cache = MP_LOAD(&l->head, MP_ACQUIRE);
+    mark_used(v->lanes, i);
+    return (int)i;
+}
+
+static int claim(mp_queue_view_t *v, int32_t tid) {
+    mp_lanes_fenced = membarrier_state() != 1;
+    struct mp_queue_lanes *a = v->lanes;
+    for (uint32_t i = 0; i < MP_QUEUE_LANES; i++) // one a dead thread of the same id owned
+        if (MP_LOAD(&a->lane[i].owner, MP_ACQUIRE) == (uint32_t)tid) return took(v, i);
+    for (uint32_t i = 0; i < MP_QUEUE_LANES; i++) {
+        uint32_t free = 0;
+        if (MP_CAS(&a->lane[i].owner, &free, (uint32_t)tid, MP_ACQ_REL, MP_RELAXED)) return took(v, i);
+    }
+    for (uint32_t i = 0; i < MP_QUEUE_LANES; i++) { // all taken: one whose owner has died
+        uint32_t owner = MP_LOAD(&a->lane[i].owner, MP_ACQUIRE);
+        if (owner != 0 && !mp_thread_alive((int32_t)(owner & MP_MUTEX_TID_MASK)) &&
+            MP_CAS(&a->lane[i].owner, &owner, (uint32_t)tid, MP_ACQ_REL, MP_RELAXED))
+            return took(v, i);
+    }
+    return -1;
+}
+
+MP_COLD int lane_of_caller(mp_queue_view_t *v, int may_claim) {
+    int32_t tid = mp_thread_id();
+    if (MP_LIKELY(last_choice.view_id == v->view_id && last_choice.tid == tid)) return last_choice.lane;
+    for (uint32_t k = 0; k < choice_count; k++) {
+        if (choices[k].view_id == v->view_id && choices[k].tid == tid) {
+            last_choice = choices[k];
+            return last_choice.lane;
+        }
+    }
+    if (!may_claim) return -1;
+    lane_choice_t choice = {v->view_id, tid, claim(v, tid)};
+    if (choice_count == choice_capacity) {
+        uint32_t capacity = choice_capacity ? 2 * choice_capacity : 8;
+        lane_choice_t *grown = realloc(choices, capacity * sizeof *grown);
+        if (grown == NULL) return choice.lane; // not remembered: claim() finds an owned lane again
+        choices = grown;
+        choice_capacity = capacity;
+    }
+    choices[choice_count++] = choice;
+    last_choice = choice;
+    return choice.lane;
+}
+
+// MARK: - Putting
+
+static inline uint64_t lane_room(mp_queue_view_t *v, mp_lane_t *l, uint64_t tail) {
+    uint64_t used = tail - l->head_cache;
+    if (used < v->lane_slots) return v->lane_slots - used;
+    l->head_cache = MP_LOAD(&l->head, MP_ACQUIRE); // pairs with the consumer's release of head
+    used = tail - l->head_cache;
+    return used < v->lane_slots ? v->lane_slots - used : 0; // positions a lane apart or garbled: none
+}
+
+int lane_has_room(mp_queue_view_t *v, uint64_t i) {
+    mp_lane_t *l = lane_at(v, (uint32_t)i);
+    return lane_room(v, l, MP_LOAD(&l->tail, MP_RELAXED)) > 0;
+}
+
+MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, uint64_t count, uint64_t stride,
+                             int64_t deadline, uint64_t *put) {
+    mp_queue_t *q = v->header;
+    mp_lane_t *l = lane_at(v, i);
+    const uint8_t *p = data;
+    uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
+    uint64_t done = 0;
+    mp_status_t status = MP_OK;
+    while (done < count) {
+        // Relaxed: a put that overlaps a shutdown may land; an immediate one discards what it finds.
+        if (MP_UNLIKELY(MP_LOAD(&q->shutdown, MP_RELAXED))) {
+            status = MP_SHUTDOWN;
+            break;
+        }
+        uint64_t room = lane_room(v, l, tail);
+        if (MP_UNLIKELY(room == 0)) {
+            if (tail != MP_LOAD(&l->tail, MP_RELAXED)) { // the consumers may be waiting for these
+                MP_STORE(&l->tail, tail, MP_RELEASE);
+                wake_consumers(v);
+            }
+            status = mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, lane_has_room, i, deadline,
+                                         MP_QUEUE_SHUTDOWN);
+            if (status != MP_OK) break;
+            continue;
+        }
+        uint64_t n = count - done < room ? count - done : room;
+        for (uint64_t k = 0; k < n; k++, p += stride) copy_bytes(slot_at(v, i, tail + k), p, v->slot_size);
+        tail += n;
+        done += n;
+    }
+    if (tail != MP_LOAD(&l->tail, MP_RELAXED)) {
+        MP_STORE(&l->tail, tail, MP_RELEASE); // publishes the slots written (see "Who writes what")
+        wake_consumers(v);
+    }
+    *put = done;
+    return done == count ? MP_OK : status;
+}
+
+// MARK: - Taking (under the consumer lock)
+
+int lanes_have_data(mp_queue_view_t *v) {
+    uint32_t used = lanes_used(v);
+    for (uint32_t i = 0; i < used; i++)
+        if (lane_waiting(v, i) != 0) return 1; // garbled positions count: the get reports them
+    return 0;
+}
+
+MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
+    struct mp_queue_lanes *a = v->lanes;
+    uint32_t used = lanes_used(v);
+    if (used == 0) return -1;
+    uint32_t c = a->cursor < used ? a->cursor : 0;
+    if (a->budget == 0 || a->budget > LANE_BUDGET) { // the lane's turn is over: the ring's, then the next
+        a->budget = LANE_BUDGET;
+        c = c + 1 < used ? c + 1 : 0;
+        a->cursor = c;
+        if (ring_first && has_data(v, 0)) return -1;
+    }
+    for (uint32_t k = 0; k < used; k++) {
+        uint32_t i = c + k < used ? c + k : c + k - used;
+        uint64_t n = lane_waiting(v, i);
+        if (n == 0) continue;
+        if (n == UINT64_MAX) return -2;
+        if (i != c) {
+            a->cursor = i;
+            a->budget = LANE_BUDGET;
+        }
+        a->budget--;
+        return (int)i;
+    }
+    return -1;
+}
+
+void lanes_discard(mp_queue_view_t *v) {
+    uint32_t used = lanes_used(v);
+    for (uint32_t i = 0; i < used; i++) {
+        mp_lane_t *l = lane_at(v, i);
+        MP_STORE(&l->head, MP_LOAD(&l->tail, MP_ACQUIRE), MP_RELEASE);
+    }
+}
+
+uint64_t lanes_count(mp_queue_view_t *v) {
+    uint64_t n = 0;
+    uint32_t used = lanes_used(v);
+    for (uint32_t i = 0; i < used; i++) {
+        mp_lane_t *l = lane_at(v, i);
+        uint64_t waiting = MP_LOAD(&l->tail, MP_RELAXED) - MP_LOAD(&l->head, MP_RELAXED);
+        if (waiting <= v->lane_slots) n += waiting; // a snapshot; garbled positions count nothing
+    }
+    return n;
+}
