@@ -1,0 +1,49 @@
+import Foundation
+import Multiprocessing
+
+/// Counts the system calls of one run of this program in probe mode (nil without strace).
+func countSyscalls(probe: String, iterations: Int) -> Int? {
+    let out = shell(
+        "strace -f -c -o /dev/stdout '\(benchExecutable())' --probe \(probe) --probe-iterations \(iterations)"
+            + " 2>/dev/null")
+    guard let total = out.split(separator: "\n").last(where: { $0.contains("total") }) else { return nil }
+    let fields = total.split(separator: " ", omittingEmptySubsequences: true)
+    // "100.00    0.000123          1       123         4 total": calls is the 4th column.
+    return fields.count >= 4 ? Int(fields[3]) : nil
+}
+
+/// The probes: `iterations` operations of one kind and nothing else, for strace, valgrind and perf
+/// to measure from outside (`--probe NAME --probe-iterations N`).
+func runProbe(_ name: String, iterations: Int) throws {
+    switch name {
+    case "lock":
+        let lock = Lock()
+        for _ in 0..<iterations { try lock.acquire(); try lock.release() }
+    case "queue":
+        let q = try Queue<Int>()
+        for i in 0..<iterations {
+            try q.put(i)
+            _ = try q.get()
+        }
+    case "spsc":
+        let q = try Queue<Int>()
+        let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }
+        try consumer.start()
+        for i in 0..<iterations { try q.put(i) }
+        try consumer.join()
+    case "start-child", "start-child-fork":
+        // For perf and strace: forkserver (or fork) children one after another, the mean printed.
+        let ms = try meanFirstLine(iterations) { writer in
+            name == "start-child"
+                ? Multiprocessing.Process(target: StartTargets.ready, argument: writer)
+                : Multiprocessing.Process { try writer.sendBytes([1]) }
+        }
+        print(String(format: "%.3f ms per child", ms))
+    case "start-pool":
+        // For perf: forkserver pools of 2 one after another, creation to first result, the mean printed.
+        let ms = try meanFirstResult(iterations) { try ProcessPool(processes: 2, worker: StartTargets.doubler) }
+        print(String(format: "%.3f ms per pool", ms))
+    default:
+        throw BenchError.peer("unknown probe \(name)")
+    }
+}
