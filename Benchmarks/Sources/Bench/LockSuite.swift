@@ -12,12 +12,14 @@ struct LockSuite {
 
     var uncontendedIterations: Int { quick ? 200_000 : 5_000_000 }
     var contendedIterations: Int { quick ? 50_000 : 1_000_000 }
+    /// Contended figures scatter most (who wins the lock is the scheduler's call): more runs.
+    var contendedRuns: Int { quick ? runs : max(runs, 15) }
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
         rows += try uncontended(python: python).run(runs: runs)
-        rows += try threadsContended(python: python).run(runs: runs)
-        rows += try processesContended(python: python).run(runs: runs)
+        rows += try threadsContended(python: python).run(runs: contendedRuns)
+        rows += try processesContended(python: python).run(runs: contendedRuns)
         rows += try syscalls()
         return rows
     }
@@ -65,7 +67,7 @@ struct LockSuite {
         return contest
     }
 
-    /// Two threads each doing `n` acquire, increment, release: total pairs per second.
+    /// Two threads pinned apart, each doing `n` acquire, increment, release: total pairs per second.
     private func threadsContended(python: PythonPeers) throws -> Contest {
         let n = contendedIterations
         var contest = Contest(
@@ -73,9 +75,7 @@ struct LockSuite {
             higherIsBetter: true)
         func twoThreads(_ body: @escaping @Sendable () -> Void) throws -> Double {
             let start = now()
-            let threads = (0..<2).map { _ in Multiprocessing.Thread { body() } }
-            for t in threads { try t.start() }
-            for t in threads { try t.join() }
+            try onTwoPinnedThreads { _ in body() }
             return Double(2 * n) / (Double(now() - start) / 1e9)
         }
         let counter = Counter()
@@ -105,7 +105,8 @@ struct LockSuite {
         return contest
     }
 
-    /// Two forked processes each doing `n` acquire, increment, release on a lock in shared memory.
+    /// Two forked processes pinned apart, each doing `n` acquire, increment, release on a lock in
+    /// shared memory.
     private func processesContended(python: PythonPeers) throws -> Contest {
         let n = contendedIterations
         var contest = Contest(
@@ -116,7 +117,7 @@ struct LockSuite {
         func twoProcesses(_ body: @escaping () -> Void) throws -> Double {
             counter.pointee = 0
             let start = now()
-            let children = (0..<2).map { _ in Multiprocessing.Process { body() } }
+            let children = (0..<2).map { side in Multiprocessing.Process { pinned(to: side) { body() } } }
             for c in children { try c.start() }
             for c in children { try c.join() }
             let elapsed = Double(now() - start) / 1e9

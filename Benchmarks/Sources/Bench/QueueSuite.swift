@@ -33,13 +33,15 @@ struct QueueSuite {
     var peerMessages: Int { quick ? 50_000 : 500_000 }
     var pythonThreadMessages: Int { quick ? 20_000 : 200_000 }
     var pythonProcessMessages: Int { quick ? 10_000 : 100_000 }
+    /// Contended figures (2×2 threads) scatter most: more runs.
+    var contendedRuns: Int { quick ? runs : max(runs, 15) }
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
         var spsc = try spsc8()
         spsc8Peers(&spsc, python: python)
         rows += try spsc.run(runs: runs)
-        rows += try mpmc(python: python).run(runs: runs)
+        rows += try mpmc(python: python).run(runs: contendedRuns)
         for size in [64, 4096, 65536] {
             let r = try spscBytes(size).run(runs: runs)
             rows += r + bandwidthRows(r, bytes: size)
@@ -55,15 +57,19 @@ struct QueueSuite {
         return rows
     }
 
-    /// Moves `n` values from a producer thread to a consumer thread; messages per second.
+    /// Moves `n` values from a producer thread (this one) to a consumer thread, pinned apart;
+    /// messages per second.
     func threadPair(
         _ n: Int, produce: @escaping @Sendable (Int) throws -> Void, consume: @escaping @Sendable () throws -> Void
     ) throws -> Double {
         let start = now()
-        let consumer = Multiprocessing.Thread { for _ in 0..<n { try consume() } }
+        let consumer = Multiprocessing.Thread { try pinned(to: 1) { for _ in 0..<n { try consume() } } }
         try consumer.start()
-        for i in 0..<n { try produce(i) }
-        try consumer.join()
+        // After the start: the consumer would inherit this thread's pinning.
+        try pinned(to: 0) {
+            for i in 0..<n { try produce(i) }
+            try consumer.join()
+        }
         return Double(n) / (Double(now() - start) / 1e9)
     }
 
