@@ -1,3 +1,4 @@
+import CBenchPeers
 import Foundation
 import Multiprocessing
 
@@ -19,12 +20,19 @@ func runProbe(_ name: String, iterations: Int) throws {
     case "lock":
         let lock = Lock()
         for _ in 0..<iterations { try lock.acquire(); try lock.release() }
+    case "pthread-mutex":
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        bench_pthread_mutex_loop(bench_pthread_mutex_init(memory, 0), Int64(iterations))
     case "queue":
         let q = try Queue<Int>()
         for i in 0..<iterations {
             try q.put(i)
             _ = try q.get()
         }
+    case "ring-c":
+        guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
+    case "reference-ring":
+        bench_reference_put_get(Int64(iterations))
     case "spsc":
         let q = try Queue<Int>()
         let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }

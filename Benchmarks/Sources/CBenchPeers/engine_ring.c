@@ -4,7 +4,8 @@
 //
 // Invariants: one producer thread and one consumer thread; the queue lives in this process's heap
 // (process-private futexes), is initialised before the consumer starts and freed after it is joined.
-// The two threads are pinned apart (affinity.c).
+// The two threads are pinned apart (affinity.c); bench_engine_put_get runs both sides on one
+// thread, in turn, for callgrind's instruction count.
 #define _GNU_SOURCE
 #include "CBenchPeers.h"
 
@@ -79,4 +80,25 @@ double bench_engine_spsc(int64_t messages) {
     double seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     int exact = !failed && !job.failed && job.sum == (uint64_t)messages * (uint64_t)(messages - 1) / 2;
     return exact ? (double)messages / seconds : -1;
+}
+
+int bench_engine_put_get(int64_t iterations) {
+    mp_queue_view_t view;
+    mp_queue_t *header = engine_queue_create(&view);
+    if (header == NULL) return -1;
+    uint64_t sum = 0;
+    int failed = 0;
+    for (int64_t i = 0; i < iterations && !failed; i++) {
+        uint64_t value = (uint64_t)i;
+        const void *payload = NULL;
+        uint64_t length = 0, total = 0;
+        failed = mp_queue_put(&view, &value, sizeof value, INT64_MAX) != MP_OK ||
+                 mp_queue_get_begin(&view, INT64_MAX, &payload, &length, &total) != MP_OK || length != 8;
+        if (failed) break;
+        memcpy(&value, payload, sizeof value);
+        mp_queue_get_end(&view);
+        sum += value;
+    }
+    free(header);
+    return failed || sum != (uint64_t)iterations * (uint64_t)(iterations - 1) / 2 ? -1 : 0;
 }

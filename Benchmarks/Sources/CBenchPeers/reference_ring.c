@@ -5,7 +5,8 @@
 // `head` and its cache of `tail`. A slot is published by the release store of `tail` and handed
 // back by the release store of `head`; each side loads the other's index with acquire, and only
 // when its cached copy says the ring is full (producer) or empty (consumer).
-// The two threads are pinned apart (affinity.c).
+// The two threads are pinned apart (affinity.c); bench_reference_put_get runs both sides on one
+// thread, in turn, for callgrind's instruction count.
 #define _GNU_SOURCE
 #include "CBenchPeers.h"
 
@@ -81,4 +82,16 @@ double bench_reference_spsc(int64_t messages) {
     free(r);
     double seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     return job.sum == (uint64_t)messages * (uint64_t)(messages - 1) / 2 ? (double)messages / seconds : -1;
+}
+
+void bench_reference_put_get(int64_t iterations) {
+    ring_t *r = ring_create();
+    if (r == NULL) return;
+    uint64_t head = 0, tail = 0, sum = 0;
+    for (int64_t i = 0; i < iterations; i++) {
+        ring_push(r, &tail, (uint64_t)i);
+        sum += ring_pop(r, &head);
+    }
+    free(r);
+    __asm__ volatile("" : : "r"(sum));  // keeps the loop: the sum is otherwise unused
 }

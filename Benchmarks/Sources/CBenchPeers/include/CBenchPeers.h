@@ -31,6 +31,11 @@ double bench_reference_spsc(int64_t messages);
 double bench_engine_spsc(int64_t messages);
 /// The two threads of both contests above are pinned apart (bench_pin_thread, slots 0 and 1).
 
+/// One thread, `iterations` times a push then a pop of the reference ring: for instruction counts.
+void bench_reference_put_get(int64_t iterations);
+/// One thread, `iterations` times mp_queue_put then mp_queue_get_begin/end: 0, or -1 on a lost value.
+int bench_engine_put_get(int64_t iterations);
+
 /// `samples` sleeps of `duration_ns` as raw io_uring timeouts (liburing, one ring, no Swift between
 /// submit and wait); each overshoot in ns goes to `overshoot_ns`. 0, or a negative errno.
 int bench_uring_timeout_overshoot(int64_t duration_ns, int64_t samples, int64_t *overshoot_ns);
