@@ -5,7 +5,8 @@ import Multiprocessing
 import Synchronization
 
 /// The lock suite: uncontended acquire+release, two threads contended, two processes contended,
-/// and the system calls an uncontended pair makes (which must be zero).
+/// the system calls an uncontended pair makes (which must be zero) and the futex calls of
+/// contended pairs.
 struct LockSuite {
     let quick: Bool
     let runs: Int
@@ -21,6 +22,7 @@ struct LockSuite {
         rows += try threadsContended(python: python).run(runs: contendedRuns)
         rows += try processesContended(python: python).run(runs: contendedRuns)
         rows += try syscalls()
+        rows += futexCalls()
         return rows
     }
 

@@ -2,10 +2,12 @@ import CBenchPeers
 import Foundation
 import Multiprocessing
 
-/// Counts the system calls of one run of this program in probe mode (nil without strace).
-func countSyscalls(probe: String, iterations: Int) -> Int? {
+/// Counts the system calls (only those named in `trace`, e.g. "futex", when given) of one run of
+/// this program in probe mode; nil without strace.
+func countSyscalls(probe: String, iterations: Int, trace: String? = nil) -> Int? {
+    let filter = trace.map { "-e trace=\($0) " } ?? ""
     let out = shell(
-        "strace -f -c -o /dev/stdout '\(benchExecutable())' --probe \(probe) --probe-iterations \(iterations)"
+        "strace -f -c \(filter)-o /dev/stdout '\(benchExecutable())' --probe \(probe) --probe-iterations \(iterations)"
             + " 2>/dev/null")
     guard let total = out.split(separator: "\n").last(where: { $0.contains("total") }) else { return nil }
     let fields = total.split(separator: " ", omittingEmptySubsequences: true)
@@ -23,6 +25,26 @@ func runProbe(_ name: String, iterations: Int) throws {
     case "pthread-mutex":
         let memory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
         bench_pthread_mutex_loop(bench_pthread_mutex_init(memory, 0), Int64(iterations))
+    case "lock-contended":
+        // Two threads pinned apart, each doing `iterations` acquire, increment, release.
+        let lock = Lock()
+        let counter = Counter()
+        try onTwoPinnedThreads { _ in
+            for _ in 0..<iterations { try! lock.acquire(); counter.value &+= 1; try! lock.release() }
+        }
+        guard counter.value == 2 * iterations else { throw BenchError.peer("lost increments: \(counter.value)") }
+    case "pthread-contended":
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        let mutex = PointerBox(pointer: bench_pthread_mutex_init(memory, 0))
+        let counter = Counter()
+        try onTwoPinnedThreads { _ in
+            for _ in 0..<iterations {
+                bench_pthread_mutex_lock(mutex.pointer)
+                counter.value &+= 1
+                bench_pthread_mutex_unlock(mutex.pointer)
+            }
+        }
+        guard counter.value == 2 * iterations else { throw BenchError.peer("lost increments: \(counter.value)") }
     case "queue":
         let q = try Queue<Int>()
         for i in 0..<iterations {
