@@ -55,6 +55,8 @@ func runProbe(_ name: String, iterations: Int) throws {
         guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
     case "reference-ring":
         bench_reference_put_get(Int64(iterations))
+    case "vyukov-ring":
+        bench_vyukov_put_get(Int64(iterations))
     case "spsc":
         let q = try Queue<Int>()
         let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }

@@ -21,8 +21,9 @@ struct Record64: Codable, Sendable {
     static let bytes = [UInt8](repeating: 42, count: 32)
 }
 
-/// The queue suite: SPSC between threads, cross-process queues and pipes, against a plain C ring
-/// and Python's queues; and the syscalls a put+get makes with nobody asleep (must be zero).
+/// The queue suite: SPSC between threads, cross-process queues and pipes, against a plain C ring,
+/// a C Vyukov MPMC ring and Python's queues; and the syscalls a put+get makes with nobody asleep
+/// (must be zero).
 struct QueueSuite {
     let quick: Bool
     let runs: Int
@@ -81,6 +82,7 @@ struct QueueSuite {
         contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
         contest.add("engine ring (from C)") { try checked(bench_engine_spsc(Int64(n)), "engine ring") }
         contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
+        contest.add("C Vyukov MPMC ring, 1×1") { try checked(bench_vyukov_ring(1, 1, Int64(n)), "Vyukov ring") }
         return contest
     }
 

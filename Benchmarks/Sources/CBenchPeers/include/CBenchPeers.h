@@ -36,6 +36,14 @@ void bench_reference_put_get(int64_t iterations);
 /// One thread, `iterations` times mp_queue_put then mp_queue_get_begin/end: 0, or -1 on a lost value.
 int bench_engine_put_get(int64_t iterations);
 
+/// Dmitry Vyukov's bounded MPMC ring of 8-byte values, blocking through a futex eventcount:
+/// `producers` threads put `messages` values in all, `consumers` threads get them (each side's
+/// count must divide `messages`, at most 8 threads a side). Messages per second, or -1 if a value
+/// was lost. One producer and one consumer are pinned apart, as the SPSC contests are.
+double bench_vyukov_ring(int producers, int consumers, int64_t messages);
+/// One thread, `iterations` times a put then a get of the Vyukov ring: for instruction counts.
+void bench_vyukov_put_get(int64_t iterations);
+
 /// `samples` sleeps of `duration_ns` as raw io_uring timeouts (liburing, one ring, no Swift between
 /// submit and wait); each overshoot in ns goes to `overshoot_ns`. 0, or a negative errno.
 int bench_uring_timeout_overshoot(int64_t duration_ns, int64_t samples, int64_t *overshoot_ns);
