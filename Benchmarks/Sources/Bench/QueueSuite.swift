@@ -1,4 +1,5 @@
 import CBenchPeers
+import CxxBenchPeers
 import Foundation
 import Multiprocessing
 
@@ -22,8 +23,8 @@ struct Record64: Codable, Sendable {
 }
 
 /// The queue suite: SPSC between threads, cross-process queues and pipes, against a plain C ring,
-/// a C Vyukov MPMC ring and Python's queues; and the syscalls a put+get makes with nobody asleep
-/// (must be zero).
+/// a C Vyukov MPMC ring, Boost's message_queue and Python's queues; and the syscalls a put+get
+/// makes with nobody asleep (must be zero).
 struct QueueSuite {
     let quick: Bool
     let runs: Int
@@ -47,7 +48,7 @@ struct QueueSuite {
             let r = try spscBytes(size).run(runs: runs)
             rows += r + bandwidthRows(r, bytes: size)
         }
-        rows += try crossProcess(python: python).run(runs: runs)
+        rows += try crossProcess(python: python).run(runs: runs) + boostUnavailable()
         rows += try crossProcessCodable(python: python).run(runs: runs)
         rows += try pipes(python: python).run(runs: runs)
         for contest in try crossProcess4K(python: python) {
@@ -127,7 +128,26 @@ struct QueueSuite {
         let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "64"]) }
         contest.add("Python multiprocessing.SimpleQueue") { try python.measure("mp-simplequeue", [String(pn), "64"]) }
+        if bench_boost_available() == 1 {
+            // Its capacity in messages as the engine queue's maxSize; a mutex and two conditions per message.
+            contest.add(Self.boostQueue) {
+                try checked(bench_boost_message_queue(Int64(n / 2), 64, 65536), "Boost message_queue")
+            }
+        }
         return contest
+    }
+
+    static let boostQueue = "Boost.Interprocess message_queue"
+
+    /// The Boost row of a build without Boost's headers: it says so rather than leaving the row out.
+    private func boostUnavailable() -> [Row] {
+        guard bench_boost_available() == 0 else { return [] }
+        return [
+            Row(
+                suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", impl: Self.boostQueue,
+                metric: "throughput", unit: "msg/s", samples: [], higherIsBetter: true,
+                note: "no Boost: make deps installs libboost-dev")
+        ]
     }
 
     private func crossProcessCodable(python: PythonPeers) throws -> Contest {
