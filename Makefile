@@ -18,6 +18,11 @@ deps:
 	@command -v strace >/dev/null || { echo "make deps: installing strace (the benchmark counts syscalls with it)"; \
 		$(SUDO) apt-get install -y -qq strace >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq strace >/dev/null; } || true; }
+	@command -v valgrind >/dev/null || { echo "make deps: installing valgrind (the benchmark counts instructions with callgrind)"; \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq valgrind >/dev/null; } || true; }
+	@[ -f /usr/include/boost/interprocess/ipc/message_queue.hpp ] || { \
+		echo "make deps: installing libboost-dev (Boost.Interprocess message_queue, a cross-process queue peer)"; \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libboost-dev >/dev/null; } || true; }
 	@command -v python3 >/dev/null || { echo "make deps: python3 is required for the Python peer benchmarks"; exit 1; }
 	@python3 -c 'import matplotlib' 2>/dev/null || { echo "make deps: installing matplotlib (the benchmark's charts)"; \
 		python3 -m pip install --quiet matplotlib >/dev/null 2>&1 || echo "make deps: no matplotlib: charts will be skipped"; }

@@ -47,6 +47,7 @@ let package = Package(
             dependencies: [
                 "Multiprocessing",
                 "CBenchPeers",
+                "CxxBenchPeers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -56,6 +57,10 @@ let package = Package(
         .target(
             name: "CBenchPeers", dependencies: ["CMultiprocessing"], path: "Benchmarks/Sources/CBenchPeers",
             linkerSettings: [.linkedLibrary("uring")]),
+        // Peers that are C++ libraries (Boost.Interprocess message_queue) behind a C header; the bench's only.
+        .target(
+            name: "CxxBenchPeers", path: "Benchmarks/Sources/CxxBenchPeers",
+            linkerSettings: [.linkedLibrary("rt"), .linkedLibrary("pthread")]),
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
         .target(
             name: "MultiprocessingTestTargets",

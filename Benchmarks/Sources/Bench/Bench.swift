@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
         commandName: "multiprocessing-bench",
         abstract: "swift-multiprocessing's engine side by side with its peers.")
 
-    static let allSuites = ["lock", "queue", "latency", "pool", "start", "sleep", "sync-vs-async"]
+    static let allSuites = ["lock", "queue", "instructions", "latency", "pool", "start", "sleep", "sync-vs-async"]
 
     /// Registers the bench's targets before anything else runs: in a forkserver or spawned child of
     /// the bench this runs the requested target and never returns, and the forkserver refuses to
@@ -59,6 +59,7 @@ struct Bench: ParsableCommand {
             switch name {
             case "lock": rows += try LockSuite(quick: quick, runs: runs).run(python: python)
             case "queue": rows += try QueueSuite(quick: quick, runs: runs).run(python: python)
+            case "instructions": rows += InstructionSuite().run()
             case "latency": rows += try LatencySuite(quick: quick, runs: runs).run(python: python)
             case "pool": rows += try PoolSuite(quick: quick, runs: runs).run(python: python)
             case "start": rows += try StartSuite(quick: quick, runs: runs).run(python: python)

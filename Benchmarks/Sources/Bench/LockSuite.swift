@@ -5,20 +5,24 @@ import Multiprocessing
 import Synchronization
 
 /// The lock suite: uncontended acquire+release, two threads contended, two processes contended,
-/// and the system calls an uncontended pair makes (which must be zero).
+/// the system calls an uncontended pair makes (which must be zero) and the futex calls of
+/// contended pairs.
 struct LockSuite {
     let quick: Bool
     let runs: Int
 
     var uncontendedIterations: Int { quick ? 200_000 : 5_000_000 }
     var contendedIterations: Int { quick ? 50_000 : 1_000_000 }
+    /// Contended figures scatter most (who wins the lock is the scheduler's call): more runs.
+    var contendedRuns: Int { quick ? runs : max(runs, 15) }
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
         rows += try uncontended(python: python).run(runs: runs)
-        rows += try threadsContended(python: python).run(runs: runs)
-        rows += try processesContended(python: python).run(runs: runs)
+        rows += try threadsContended(python: python).run(runs: contendedRuns)
+        rows += try processesContended(python: python).run(runs: contendedRuns)
         rows += try syscalls()
+        rows += futexCalls()
         return rows
     }
 
@@ -65,7 +69,7 @@ struct LockSuite {
         return contest
     }
 
-    /// Two threads each doing `n` acquire, increment, release: total pairs per second.
+    /// Two threads pinned apart, each doing `n` acquire, increment, release: total pairs per second.
     private func threadsContended(python: PythonPeers) throws -> Contest {
         let n = contendedIterations
         var contest = Contest(
@@ -73,9 +77,7 @@ struct LockSuite {
             higherIsBetter: true)
         func twoThreads(_ body: @escaping @Sendable () -> Void) throws -> Double {
             let start = now()
-            let threads = (0..<2).map { _ in Multiprocessing.Thread { body() } }
-            for t in threads { try t.start() }
-            for t in threads { try t.join() }
+            try onTwoPinnedThreads { _ in body() }
             return Double(2 * n) / (Double(now() - start) / 1e9)
         }
         let counter = Counter()
@@ -105,7 +107,8 @@ struct LockSuite {
         return contest
     }
 
-    /// Two forked processes each doing `n` acquire, increment, release on a lock in shared memory.
+    /// Two forked processes pinned apart, each doing `n` acquire, increment, release on a lock in
+    /// shared memory.
     private func processesContended(python: PythonPeers) throws -> Contest {
         let n = contendedIterations
         var contest = Contest(
@@ -116,7 +119,7 @@ struct LockSuite {
         func twoProcesses(_ body: @escaping () -> Void) throws -> Double {
             counter.pointee = 0
             let start = now()
-            let children = (0..<2).map { _ in Multiprocessing.Process { body() } }
+            let children = (0..<2).map { side in Multiprocessing.Process { pinned(to: side) { body() } } }
             for c in children { try c.start() }
             for c in children { try c.join() }
             let elapsed = Double(now() - start) / 1e9
@@ -166,54 +169,6 @@ struct LockSuite {
                 unit: "calls", samples: [perPair], higherIsBetter: false,
                 note: perPair == 0 ? "target 0: met" : "target 0: MISSED")
         ]
-    }
-}
-
-/// Counts the system calls of one run of this program in probe mode (nil without strace).
-func countSyscalls(probe: String, iterations: Int) -> Int? {
-    let exe =
-        CommandLine.arguments[0].hasPrefix("/")
-        ? CommandLine.arguments[0] : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0]
-    let out = shell(
-        "strace -f -c -o /dev/stdout '\(exe)' --probe \(probe) --probe-iterations \(iterations) 2>/dev/null")
-    guard let total = out.split(separator: "\n").last(where: { $0.contains("total") }) else { return nil }
-    let fields = total.split(separator: " ", omittingEmptySubsequences: true)
-    // "100.00    0.000123          1       123         4 total": calls is the 4th column.
-    return fields.count >= 4 ? Int(fields[3]) : nil
-}
-
-/// The probe: `iterations` uncontended pairs and nothing else, for strace to count.
-func runProbe(_ name: String, iterations: Int) throws {
-    switch name {
-    case "lock":
-        let lock = Lock()
-        for _ in 0..<iterations { try lock.acquire(); try lock.release() }
-    case "queue":
-        let q = try Queue<Int>()
-        for i in 0..<iterations {
-            try q.put(i)
-            _ = try q.get()
-        }
-    case "spsc":
-        let q = try Queue<Int>()
-        let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }
-        try consumer.start()
-        for i in 0..<iterations { try q.put(i) }
-        try consumer.join()
-    case "start-child", "start-child-fork":
-        // For perf and strace: forkserver (or fork) children one after another, the mean printed.
-        let ms = try meanFirstLine(iterations) { writer in
-            name == "start-child"
-                ? Multiprocessing.Process(target: StartTargets.ready, argument: writer)
-                : Multiprocessing.Process { try writer.sendBytes([1]) }
-        }
-        print(String(format: "%.3f ms per child", ms))
-    case "start-pool":
-        // For perf: forkserver pools of 2 one after another, creation to first result, the mean printed.
-        let ms = try meanFirstResult(iterations) { try ProcessPool(processes: 2, worker: StartTargets.doubler) }
-        print(String(format: "%.3f ms per pool", ms))
-    default:
-        throw BenchError.peer("unknown probe \(name)")
     }
 }
 

@@ -1,3 +1,4 @@
+import CBenchPeers
 import Dispatch
 import Foundation
 import Multiprocessing
@@ -40,6 +41,8 @@ extension QueueSuite {
         contest.add("Python queue.Queue") { try python.measure("thread-queue", [String(pn), "1", "1"]) }
     }
 
+    static let vyukovRing = "C Vyukov MPMC ring (futex eventcount)"
+
     /// Two producer threads and two consumer threads on one queue.
     func mpmc(python: PythonPeers) throws -> Contest {
         let n = threadMessages / 2 * 2
@@ -55,6 +58,12 @@ extension QueueSuite {
             for t in threads { try t.start() }
             for t in threads { _ = try t.join() }
             return Double(n) / (Double(now() - start) / 1e9)
+        }
+        // The fair peer: a C MPMC ring that sleeps on a futex as the engine does, rather than spins.
+        contest.add(Self.vyukovRing) {
+            let rate = bench_vyukov_ring(2, 2, Int64(n))
+            guard rate > 0 else { throw BenchError.peer("Vyukov ring lost messages") }
+            return rate
         }
         let pn = pythonThreadMessages
         contest.add("Python queue.Queue") { try python.measure("thread-queue", [String(pn), "2", "2"]) }

@@ -1,4 +1,5 @@
 import CBenchPeers
+import CxxBenchPeers
 import Foundation
 import Multiprocessing
 
@@ -21,8 +22,9 @@ struct Record64: Codable, Sendable {
     static let bytes = [UInt8](repeating: 42, count: 32)
 }
 
-/// The queue suite: SPSC between threads, cross-process queues and pipes, against a plain C ring
-/// and Python's queues; and the syscalls a put+get makes with nobody asleep (must be zero).
+/// The queue suite: SPSC between threads, cross-process queues and pipes, against a plain C ring,
+/// a C Vyukov MPMC ring, Boost's message_queue and Python's queues; and the syscalls a put+get
+/// makes with nobody asleep (must be zero).
 struct QueueSuite {
     let quick: Bool
     let runs: Int
@@ -33,18 +35,20 @@ struct QueueSuite {
     var peerMessages: Int { quick ? 50_000 : 500_000 }
     var pythonThreadMessages: Int { quick ? 20_000 : 200_000 }
     var pythonProcessMessages: Int { quick ? 10_000 : 100_000 }
+    /// Contended figures (2×2 threads) scatter most: more runs.
+    var contendedRuns: Int { quick ? runs : max(runs, 15) }
 
     func run(python: PythonPeers) throws -> [Row] {
         var rows: [Row] = []
         var spsc = try spsc8()
         spsc8Peers(&spsc, python: python)
         rows += try spsc.run(runs: runs)
-        rows += try mpmc(python: python).run(runs: runs)
+        rows += try mpmc(python: python).run(runs: contendedRuns)
         for size in [64, 4096, 65536] {
             let r = try spscBytes(size).run(runs: runs)
             rows += r + bandwidthRows(r, bytes: size)
         }
-        rows += try crossProcess(python: python).run(runs: runs)
+        rows += try crossProcess(python: python).run(runs: runs) + boostUnavailable()
         rows += try crossProcessCodable(python: python).run(runs: runs)
         rows += try pipes(python: python).run(runs: runs)
         for contest in try crossProcess4K(python: python) {
@@ -55,15 +59,19 @@ struct QueueSuite {
         return rows
     }
 
-    /// Moves `n` values from a producer thread to a consumer thread; messages per second.
+    /// Moves `n` values from a producer thread (this one) to a consumer thread, pinned apart;
+    /// messages per second.
     func threadPair(
         _ n: Int, produce: @escaping @Sendable (Int) throws -> Void, consume: @escaping @Sendable () throws -> Void
     ) throws -> Double {
         let start = now()
-        let consumer = Multiprocessing.Thread { for _ in 0..<n { try consume() } }
+        let consumer = Multiprocessing.Thread { try pinned(to: 1) { for _ in 0..<n { try consume() } } }
         try consumer.start()
-        for i in 0..<n { try produce(i) }
-        try consumer.join()
+        // After the start: the consumer would inherit this thread's pinning.
+        try pinned(to: 0) {
+            for i in 0..<n { try produce(i) }
+            try consumer.join()
+        }
         return Double(n) / (Double(now() - start) / 1e9)
     }
 
@@ -75,6 +83,7 @@ struct QueueSuite {
         contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
         contest.add("engine ring (from C)") { try checked(bench_engine_spsc(Int64(n)), "engine ring") }
         contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
+        contest.add("C Vyukov MPMC ring, 1×1") { try checked(bench_vyukov_ring(1, 1, Int64(n)), "Vyukov ring") }
         return contest
     }
 
@@ -119,7 +128,26 @@ struct QueueSuite {
         let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "64"]) }
         contest.add("Python multiprocessing.SimpleQueue") { try python.measure("mp-simplequeue", [String(pn), "64"]) }
+        if bench_boost_available() == 1 {
+            // Its capacity in messages as the engine queue's maxSize; a mutex and two conditions per message.
+            contest.add(Self.boostQueue) {
+                try checked(bench_boost_message_queue(Int64(n / 2), 64, 65536), "Boost message_queue")
+            }
+        }
         return contest
+    }
+
+    static let boostQueue = "Boost.Interprocess message_queue"
+
+    /// The Boost row of a build without Boost's headers: it says so rather than leaving the row out.
+    private func boostUnavailable() -> [Row] {
+        guard bench_boost_available() == 0 else { return [] }
+        return [
+            Row(
+                suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", impl: Self.boostQueue,
+                metric: "throughput", unit: "msg/s", samples: [], higherIsBetter: true,
+                note: "no Boost: make deps installs libboost-dev")
+        ]
     }
 
     private func crossProcessCodable(python: PythonPeers) throws -> Contest {

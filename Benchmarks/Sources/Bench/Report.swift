@@ -26,9 +26,12 @@ struct Report {
                     ratio = String(format: "%.2f×", x)
                 }
                 let range = r.samples.count > 1 ? "\(format(r.min)) – \(format(r.max))" : ""
-                let note = r.note.isEmpty ? "" : " (\(r.note))"
-                lines.append(
-                    "| \(c) | \(r.impl)\(note) | \(format(r.median)) \(r.unit) | \(range) | \(ratio) |")
+                // A row this run could not measure says why in place of its figure: "n/a (no valgrind)".
+                let measured = !r.samples.isEmpty
+                let note = r.note.isEmpty || !measured ? "" : " (\(r.note))"
+                let median =
+                    measured ? "\(format(r.median)) \(r.unit)" : "n/a" + (r.note.isEmpty ? "" : " (\(r.note))")
+                lines.append("| \(c) | \(r.impl)\(note) | \(median) | \(range) | \(ratio) |")
             }
         }
         return lines.joined(separator: "\n")

@@ -39,6 +39,13 @@ struct Target {
             reference: "Python multiprocessing.Queue", minimumRatio: 100,
             text: "cross-process Queue, 64 B fixed-size ≥ 100× multiprocessing.Queue"),
         Target(
+            suite: "queue", caseName: "MPMC 8 B, 2×2 threads", engine: "engine Queue<Int>",
+            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads ≥ 1.0× the Vyukov ring"),
+        Target(
+            suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: "engine Queue<Fixed64>",
+            reference: QueueSuite.boostQueue, minimumRatio: 5,
+            text: "cross-process 64 B fixed-size ≥ 5× Boost message_queue"),
+        Target(
             suite: "queue", caseName: "cross-process Queue, Codable ~64 B", engine: "engine Queue<Record64>",
             reference: "Python multiprocessing.Queue", minimumRatio: 10,
             text: "cross-process Queue, Codable ≥ 10× multiprocessing.Queue"),

@@ -4,6 +4,8 @@
 //
 // Invariants: one producer thread and one consumer thread; the queue lives in this process's heap
 // (process-private futexes), is initialised before the consumer starts and freed after it is joined.
+// The two threads are pinned apart (affinity.c); bench_engine_put_get runs both sides on one
+// thread, in turn, for callgrind's instruction count.
 #define _GNU_SOURCE
 #include "CBenchPeers.h"
 
@@ -25,6 +27,8 @@ typedef struct {
 
 static void *engine_consumer(void *arg) {
     engine_job_t *job = arg;
+    bench_cpu_set_t saved;
+    bench_pin_thread(1, &saved);  // a thread of its own: it ends pinned
     uint64_t sum = 0;
     for (int64_t i = 0; i < job->messages; i++) {
         const void *payload = NULL;
@@ -42,18 +46,28 @@ static void *engine_consumer(void *arg) {
     return NULL;
 }
 
-double bench_engine_spsc(int64_t messages) {
+// A process-private queue of RING_BYTES in the heap, attached through `view`; NULL if out of memory.
+static mp_queue_t *engine_queue_create(mp_queue_view_t *view) {
     mp_queue_t *header = aligned_alloc(64, mp_queue_size(RING_BYTES, 0));
-    if (header == NULL) return -1;
+    if (header == NULL) return NULL;
     mp_queue_init(header, RING_BYTES, 0, 0, 0);
-    mp_queue_view_t view; // this process's bounds of the queue, as the Swift Channel keeps them
-    mp_queue_view_attach(&view, header, mp_queue_size(RING_BYTES, 0), UINT64_MAX, 0);
+    // This process's bounds of the queue, as the Swift Channel keeps them.
+    mp_queue_view_attach(view, header, mp_queue_size(RING_BYTES, 0), UINT64_MAX, 0);
+    return header;
+}
+
+double bench_engine_spsc(int64_t messages) {
+    mp_queue_view_t view;
+    mp_queue_t *header = engine_queue_create(&view);
+    if (header == NULL) return -1;
     mp_queue_view_t *q = &view;
     engine_job_t job = {q, messages, 0, 0};
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     pthread_t thread;
     pthread_create(&thread, NULL, engine_consumer, &job);
+    bench_cpu_set_t saved;
+    bench_pin_thread(0, &saved);  // after the start: a new thread inherits its creator's CPUs
     int failed = 0;
     for (int64_t i = 0; i < messages && !failed; i++) {
         uint64_t value = (uint64_t)i;
@@ -61,8 +75,30 @@ double bench_engine_spsc(int64_t messages) {
     }
     pthread_join(thread, NULL);
     clock_gettime(CLOCK_MONOTONIC, &b);
+    bench_unpin_thread(&saved);
     free(header);
     double seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     int exact = !failed && !job.failed && job.sum == (uint64_t)messages * (uint64_t)(messages - 1) / 2;
     return exact ? (double)messages / seconds : -1;
+}
+
+int bench_engine_put_get(int64_t iterations) {
+    mp_queue_view_t view;
+    mp_queue_t *header = engine_queue_create(&view);
+    if (header == NULL) return -1;
+    uint64_t sum = 0;
+    int failed = 0;
+    for (int64_t i = 0; i < iterations && !failed; i++) {
+        uint64_t value = (uint64_t)i;
+        const void *payload = NULL;
+        uint64_t length = 0, total = 0;
+        failed = mp_queue_put(&view, &value, sizeof value, INT64_MAX) != MP_OK ||
+                 mp_queue_get_begin(&view, INT64_MAX, &payload, &length, &total) != MP_OK || length != 8;
+        if (failed) break;
+        memcpy(&value, payload, sizeof value);
+        mp_queue_get_end(&view);
+        sum += value;
+    }
+    free(header);
+    return failed || sum != (uint64_t)iterations * (uint64_t)(iterations - 1) / 2 ? -1 : 0;
 }

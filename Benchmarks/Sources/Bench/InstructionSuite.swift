@@ -1,0 +1,70 @@
+import Foundation
+
+/// The instructions suite: instructions per operation, counted by callgrind. Unlike a time, the
+/// count is the same whatever else the machine does, so it is the figure to compare between
+/// commits. Each row runs its probe (Probes.swift) under `valgrind --tool=callgrind` for N and 2N
+/// operations and reports (Ir(2N) − Ir(N)) / N: the start-up cost cancels out.
+struct InstructionSuite {
+    /// One row of the table: its case and implementation, and the probe that runs the operation.
+    struct Entry {
+        var caseName: String
+        var impl: String
+        var probe: String
+        init(_ caseName: String, _ impl: String, probe: String) {
+            (self.caseName, self.impl, self.probe) = (caseName, impl, probe)
+        }
+    }
+
+    /// The rows: a new row is one line here (and its probe in runProbe).
+    static let entries: [Entry] = [
+        Entry("Queue put+get, 8 B, 1 thread", "engine Queue<Int>", probe: "queue"),
+        Entry("Queue put+get, 8 B, 1 thread", "engine ring (from C)", probe: "ring-c"),
+        Entry("Queue put+get, 8 B, 1 thread", "C reference SPSC ring", probe: "reference-ring"),
+        Entry("Queue put+get, 8 B, 1 thread", "C Vyukov MPMC ring", probe: "vyukov-ring"),
+        Entry("Lock acquire+release, uncontended, 1 thread", "engine Lock", probe: "lock"),
+        Entry("Lock acquire+release, uncontended, 1 thread", "pthread_mutex_t", probe: "pthread-mutex"),
+    ]
+
+    /// N: large enough that the loop dwarfs the noise of start-up (which cancels anyway), small
+    /// enough that callgrind's ~50× slowdown keeps a probe near a second.
+    static let iterations = 100_000
+
+    func run() -> [Row] {
+        guard !shell("command -v valgrind").isEmpty else { return Self.unavailable("no valgrind") }
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("multiprocessing-bench-callgrind-\(getpid())").path
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // valgrind 3.19 (Debian 12) cannot read the DWARF 5 that Swift emits: count a copy without it.
+        let binary = directory + "/bench-nodebug"
+        _ = shell("strip --strip-debug -o '\(binary)' '\(benchExecutable())' 2>&1")
+        guard FileManager.default.isExecutableFile(atPath: binary) else { return Self.unavailable("strip failed") }
+        return Self.entries.map { entry in
+            let n = Self.iterations
+            guard let once = instructions(binary, entry.probe, n, directory),
+                let twice = instructions(binary, entry.probe, 2 * n, directory)
+            else { return Self.row(entry, samples: [], note: "callgrind failed") }
+            return Self.row(entry, samples: [Double(twice - once) / Double(n)])
+        }
+    }
+
+    /// The total instructions (Ir) of one run of `probe` at `n` under callgrind; nil if it failed.
+    private func instructions(_ binary: String, _ probe: String, _ n: Int, _ directory: String) -> Int? {
+        let out = "\(directory)/\(probe)-\(n).callgrind"
+        let status = shell(
+            "valgrind --tool=callgrind --callgrind-out-file='\(out)' '\(binary)' --probe \(probe)"
+                + " --probe-iterations \(n) >/dev/null 2>&1; echo $?")
+        guard status == "0", let text = try? String(contentsOfFile: out, encoding: .utf8) else { return nil }
+        // The out file's "summary: 56376152" (older valgrinds) or "totals: 56376152" line.
+        let total = text.split(separator: "\n").first { $0.hasPrefix("summary:") || $0.hasPrefix("totals:") }
+        return total.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) }
+    }
+
+    private static func row(_ entry: Entry, samples: [Double], note: String = "") -> Row {
+        Row(
+            suite: "instructions", caseName: entry.caseName, impl: entry.impl, metric: "instructions per operation",
+            unit: "instr", samples: samples, higherIsBetter: false, note: note)
+    }
+
+    private static func unavailable(_ why: String) -> [Row] { entries.map { row($0, samples: [], note: why) } }
+}

@@ -1,0 +1,81 @@
+import CBenchPeers
+import Foundation
+import Multiprocessing
+
+/// Counts the system calls (only those named in `trace`, e.g. "futex", when given) of one run of
+/// this program in probe mode; nil without strace.
+func countSyscalls(probe: String, iterations: Int, trace: String? = nil) -> Int? {
+    let filter = trace.map { "-e trace=\($0) " } ?? ""
+    let out = shell(
+        "strace -f -c \(filter)-o /dev/stdout '\(benchExecutable())' --probe \(probe) --probe-iterations \(iterations)"
+            + " 2>/dev/null")
+    guard let total = out.split(separator: "\n").last(where: { $0.contains("total") }) else { return nil }
+    let fields = total.split(separator: " ", omittingEmptySubsequences: true)
+    // "100.00    0.000123          1       123         4 total": calls is the 4th column.
+    return fields.count >= 4 ? Int(fields[3]) : nil
+}
+
+/// The probes: `iterations` operations of one kind and nothing else, for strace, valgrind and perf
+/// to measure from outside (`--probe NAME --probe-iterations N`).
+func runProbe(_ name: String, iterations: Int) throws {
+    switch name {
+    case "lock":
+        let lock = Lock()
+        for _ in 0..<iterations { try lock.acquire(); try lock.release() }
+    case "pthread-mutex":
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        bench_pthread_mutex_loop(bench_pthread_mutex_init(memory, 0), Int64(iterations))
+    case "lock-contended":
+        // Two threads pinned apart, each doing `iterations` acquire, increment, release.
+        let lock = Lock()
+        let counter = Counter()
+        try onTwoPinnedThreads { _ in
+            for _ in 0..<iterations { try! lock.acquire(); counter.value &+= 1; try! lock.release() }
+        }
+        guard counter.value == 2 * iterations else { throw BenchError.peer("lost increments: \(counter.value)") }
+    case "pthread-contended":
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        let mutex = PointerBox(pointer: bench_pthread_mutex_init(memory, 0))
+        let counter = Counter()
+        try onTwoPinnedThreads { _ in
+            for _ in 0..<iterations {
+                bench_pthread_mutex_lock(mutex.pointer)
+                counter.value &+= 1
+                bench_pthread_mutex_unlock(mutex.pointer)
+            }
+        }
+        guard counter.value == 2 * iterations else { throw BenchError.peer("lost increments: \(counter.value)") }
+    case "queue":
+        let q = try Queue<Int>()
+        for i in 0..<iterations {
+            try q.put(i)
+            _ = try q.get()
+        }
+    case "ring-c":
+        guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
+    case "reference-ring":
+        bench_reference_put_get(Int64(iterations))
+    case "vyukov-ring":
+        bench_vyukov_put_get(Int64(iterations))
+    case "spsc":
+        let q = try Queue<Int>()
+        let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }
+        try consumer.start()
+        for i in 0..<iterations { try q.put(i) }
+        try consumer.join()
+    case "start-child", "start-child-fork":
+        // For perf and strace: forkserver (or fork) children one after another, the mean printed.
+        let ms = try meanFirstLine(iterations) { writer in
+            name == "start-child"
+                ? Multiprocessing.Process(target: StartTargets.ready, argument: writer)
+                : Multiprocessing.Process { try writer.sendBytes([1]) }
+        }
+        print(String(format: "%.3f ms per child", ms))
+    case "start-pool":
+        // For perf: forkserver pools of 2 one after another, creation to first result, the mean printed.
+        let ms = try meanFirstResult(iterations) { try ProcessPool(processes: 2, worker: StartTargets.doubler) }
+        print(String(format: "%.3f ms per pool", ms))
+    default:
+        throw BenchError.peer("unknown probe \(name)")
+    }
+}
