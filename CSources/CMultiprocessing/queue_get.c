@@ -176,7 +176,7 @@ int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length
     for (uint64_t n = 0; n <= v->capacity / sizeof(record_t); n++) {
         if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE) break;
         if (v->lanes) {
-            int lane = lane_pick(v, 1);
+            int lane = lane_pick_fast(v);
             if (lane >= 0) {
                 const void *at;
                 uint64_t total;
@@ -208,6 +208,53 @@ int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length
     }
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
     return 0;
+}
+
+uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, uint64_t stride, uint64_t max) {
+    mp_queue_t *q = v->header;
+    release_held(v);
+    uint8_t *out = buffer;
+    uint64_t got = 0;
+    while (got < max && MP_LOAD(&q->shutdown, MP_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE) {
+        if (v->lanes && v->slot_size == size) {
+            int lane = lane_pick_fast(v);
+            if (lane == -2) {
+                corrupted(v);
+                break;
+            }
+            if (lane >= 0) {
+                // A run of the lane's slots, within the lane's turn: one store of `head` for all.
+                mp_lane_t *l = lane_at(v, (uint32_t)lane);
+                struct mp_queue_lanes *a = v->lanes;
+                uint64_t head = l->head, n = lane_waiting(v, (uint32_t)lane); // checked by the pick
+                uint64_t turn = (uint64_t)a->budget + 1;                      // the pick took one
+                if (n > turn) n = turn;
+                if (n > max - got) n = max - got;
+                for (uint64_t k = 0; k < n; k++) copy_small(out + (got + k) * stride, slot_at(v, (uint32_t)lane, head + k), size);
+                a->budget -= (uint32_t)(n - 1);
+                MP_STORE(&l->head, head + n, MP_RELEASE); // the slots have been read
+                got += n;
+                continue;
+            }
+        }
+        if (!has_data(v, 0)) break;
+        record_t r;
+        uint64_t head = q->head;
+        if (MP_UNLIKELY(!read_record(v, head, head, q->tail_cache, &r))) {
+            corrupted(v);
+            break;
+        }
+        if (r.kind == PAD) {
+            release_record(v, r.size, 0);
+            continue;
+        }
+        if (r.kind != WHOLE || r.size != size) break; // left for a single get (pieces, another type)
+        copy_bytes(out + got * stride, v->ring + offset_of(v, head) + sizeof r, size);
+        release_record(v, r.size, 1);
+        got++;
+    }
+    unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
+    return got;
 }
 
 void mp_queue_get_leave(mp_queue_view_t *v) {

@@ -51,6 +51,20 @@ func runProbe(_ name: String, iterations: Int) throws {
             try q.put(i)
             _ = try q.get()
         }
+    case "queue-ring":
+        let q = try Queue<Int>(maxSize: 1 << 20)  // bounded: no lanes, every message through the ring
+        for i in 0..<iterations {
+            try q.put(i)
+            _ = try q.get()
+        }
+    case "queue-batch64", "queue-ring-batch64":
+        // `iterations` messages, 64 to a batch each way.
+        let q = try name == "queue-batch64" ? Queue<Int>() : Queue<Int>(maxSize: 1 << 20)
+        let batch = Array(0..<64)
+        for _ in 0..<(iterations / 64) {
+            try q.put(contentsOf: batch)
+            guard try q.get(max: 64).count == 64 else { throw BenchError.peer("a batch came back short") }
+        }
     case "ring-c":
         guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
     case "reference-ring":

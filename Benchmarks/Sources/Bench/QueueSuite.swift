@@ -75,12 +75,25 @@ struct QueueSuite {
         return Double(n) / (Double(now() - start) / 1e9)
     }
 
+    static let batchesOf64 = "engine Queue<Int>, batches of 64"
+
     private func spsc8() throws -> Contest {
         let n = threadMessages
         var contest = Contest(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", metric: "throughput", unit: "msg/s", higherIsBetter: true)
         let q = try Queue<Int>(capacity: 1 << 20)
         contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
+        let batches = try Queue<Int>(capacity: 1 << 20)
+        let batch = Array(0..<64)
+        contest.add(Self.batchesOf64) {
+            // `n` messages each way, 64 to a put(contentsOf:) and up to 64 to a get(max:).
+            try threadPair(
+                n / 64, produce: { _ in try batches.put(contentsOf: batch) },
+                consume: {
+                    var got = 0
+                    while got < 64 { got += try batches.get(max: 64 - got).count }
+                }) * 64
+        }
         contest.add("engine ring (from C)") { try checked(bench_engine_spsc(Int64(n)), "engine ring") }
         contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
         contest.add("C Vyukov MPMC ring, 1×1") { try checked(bench_vyukov_ring(1, 1, Int64(n)), "Vyukov ring") }

@@ -402,6 +402,14 @@ mp_status_t mp_queue_put_batch(mp_queue_view_t *_Nonnull q, const void *_Nullabl
 /// returns 0 without waiting (the next message, if any, is left for a single get).
 int mp_queue_get_next(mp_queue_view_t *_Nonnull q, const void *_Nullable *_Nonnull payload,
                       uint64_t *_Nonnull length);
+/// A batch get of fixed-size values, after mp_queue_get_begin gave a single-record message of
+/// `size` bytes that the caller has read: consumes it, then copies up to `max` more messages of
+/// exactly `size` bytes that are already there to `buffer + i * stride` (runs of a lane's slots
+/// with one store of its head), and releases the consumer lock, waking producers once. It stops,
+/// without waiting, before anything else (a message of another size, or in pieces). Returns how
+/// many it copied.
+uint64_t mp_queue_get_copies(mp_queue_view_t *_Nonnull q, void *_Nonnull buffer, uint64_t size, uint64_t stride,
+                             uint64_t max);
 /// Ends a batch get without consuming the message held (one the caller cannot take: another
 /// size, or bytes that do not decode, left for the next get to report); releases the lock.
 void mp_queue_get_leave(mp_queue_view_t *_Nonnull q);

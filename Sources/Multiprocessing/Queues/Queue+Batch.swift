@@ -16,12 +16,46 @@ extension Queue {
     ///   when not even the first item could be put; ``QueueError/closed``, an encoding error,
     ///   ``QueueError/messageTooLarge(size:limit:)`` or ``QueueError/negativeTimeout(_:)`` before
     ///   anything is put.
-    @discardableResult
+    @inlinable @discardableResult
     public final func put(contentsOf items: some Sequence<Element>, timeout: Duration? = nil) throws(QueueError)
         -> Int
     {
         try checkOpen()
         let deadline = try deadline(after: timeout)
+        if copiesBits, !countsTasks, MemoryLayout<Element>.size <= maxMessageSize {
+            // Fixed-size values in contiguous storage (an Array): their bytes go straight to the ring.
+            if let outcome = items.withContiguousStorageIfAvailable({ putBits($0, deadline: deadline) }) {
+                return try outcome.get()
+            }
+        }
+        return try putEncoded(items, deadline: deadline)
+    }
+
+    /// The values' own bytes, `stride` apart, put in runs (a single put for one that travels in pieces).
+    @inlinable
+    final func putBits(_ values: UnsafeBufferPointer<Element>, deadline: Int64) -> Result<Int, QueueError> {
+        guard let base = values.baseAddress else { return .success(0) }
+        let size = UInt64(MemoryLayout<Element>.size)
+        let stride = MemoryLayout<Element>.stride
+        var done = 0
+        var status: mp_status_t = MP_OK
+        while done < values.count, status == MP_OK {
+            let chunk = Swift.min(values.count - done, Int(Int32.max))
+            var put: UInt64 = 0
+            status = mp_queue_put_batch(
+                q, UnsafeRawPointer(base + done), nil, size, UInt64(stride), UInt64(chunk), deadline, &put)
+            done += Int(put)
+            if status == MP_OK, Int(put) < chunk {
+                status = mp_queue_put(q, UnsafeRawPointer(base + done), size, deadline)  // streamed alone
+                if status == MP_OK { done += 1 }
+            }
+        }
+        return done == 0 && status != MP_OK ? .failure(Self.putError(status)) : .success(done)
+    }
+
+    /// Encodes the batch first, then puts it in runs.
+    @usableFromInline
+    final func putEncoded(_ items: some Sequence<Element>, deadline: Int64) throws(QueueError) -> Int {
         let batch = try EncodedBatch(items, for: self)
         if batch.count == 0 { return 0 }
         let (done, status) = putRuns(batch, from: 0, deadline: deadline)
@@ -37,10 +71,46 @@ extension Queue {
     ///
     /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
     /// - Throws: As ``get(timeout:)``: ``QueueError/empty`` when none came in time.
+    @inlinable
     public final func get(max: Int, timeout: Duration? = nil) throws(QueueError) -> [Element] {
         try checkOpen()
         let deadline = try deadline(after: timeout)
         guard max > 0 else { return [] }
+        return copiesBits ? try getBits(max: max, deadline: deadline) : try getDecoded(max: max, deadline: deadline)
+    }
+
+    /// Fixed-size values, each loaded where it lies (specialized in the caller, as the single get).
+    @inlinable
+    final func getBits(max: Int, deadline: Int64) throws(QueueError) -> [Element] {
+        var payload: UnsafeRawPointer? = nil
+        var length: UInt64 = 0
+        var total: UInt64 = 0
+        let status = mp_queue_get_begin(q, deadline, &payload, &length, &total)
+        let size = UInt64(MemoryLayout<Element>.size)
+        guard status == MP_OK, length == size, total == size, let at = payload else {
+            // A failure, or a message the single get handles (pieces, another size).
+            return [try receiveOther(status, payload, length: length, total: total, deadline: deadline)]
+        }
+        let first = at.loadUnaligned(as: Element.self)  // a trivial type: the bytes are the value
+        // Room for what is there now (the count only grows while we hold the consumer lock).
+        let room = Swift.min(max, 1 + Int(mp_queue_count(q)))
+        return [Element](unsafeUninitializedCapacity: room) { buffer, count in
+            buffer.initializeElement(at: 0, to: first)
+            count = 1
+            if room == 1 {
+                mp_queue_get_end(q)
+                return
+            }
+            count += Int(
+                mp_queue_get_copies(
+                    q, UnsafeMutableRawPointer(buffer.baseAddress! + 1), size, UInt64(MemoryLayout<Element>.stride),
+                    UInt64(room - 1)))
+        }
+    }
+
+    /// Other elements: decoded where they lie, as a single get decodes.
+    @usableFromInline
+    final func getDecoded(max: Int, deadline: Int64) throws(QueueError) -> [Element] {
         let next = beginGet(q, deadline)
         guard next.status == MP_OK, next.total == UInt64(next.first.count) else {
             // A failure, or a message that travels in pieces: the single get's path.
@@ -122,6 +192,7 @@ extension Queue {
         return (done - start, status)
     }
 
+    @usableFromInline
     static func putError(_ status: mp_status_t) -> QueueError {
         status == MP_SHUTDOWN ? .shutDown : status == MP_CORRUPTED ? .corrupted : .full
     }
