@@ -226,8 +226,9 @@ typedef struct {
     uint32_t owner;      // the owning thread's id; 0: free
     uint32_t producer_pad[11];
     // Consumer line.
-    uint64_t head; // slots consumed, release-stored
-    uint64_t consumer_pad[7];
+    uint64_t head;       // slots consumed, release-stored
+    uint64_t tail_cache; // the consumers' last view of `tail`
+    uint64_t consumer_pad[6];
 } mp_lane_t;
 _Static_assert(sizeof(mp_lane_t) == 128, "a lane's header is two cache lines");
 _Static_assert(offsetof(mp_lane_t, head) == 64, "the consumer's line second");
@@ -258,11 +259,17 @@ static inline uint32_t lanes_used(const mp_queue_view_t *v) {
     return used < MP_QUEUE_LANES ? used : MP_QUEUE_LANES;
 }
 
-/// Messages waiting in lane `i`, or UINT64_MAX when its positions are impossible (written by a
-/// peer: more than a lane apart). Acquire: pairs with the producer's release of `tail`.
+/// Under the consumer lock: messages waiting in lane `i`, or UINT64_MAX when its positions are
+/// impossible (written by a peer: more than a lane apart). The producer's line is read only when
+/// the consumers' cached view of `tail` has been used up, so that a consumer that keeps up with
+/// its producer does not pull the producer's line over on every get. Acquire: pairs with the
+/// producer's release of `tail` (a cached view was acquired by this or an earlier lock holder).
 static inline uint64_t lane_waiting(mp_queue_view_t *v, uint32_t i) {
     mp_lane_t *l = lane_at(v, i);
-    uint64_t n = MP_LOAD(&l->tail, MP_ACQUIRE) - l->head;
+    uint64_t n = l->tail_cache - l->head;
+    if (n - 1 < v->lane_slots) return n; // in [1, lane_slots]
+    l->tail_cache = MP_LOAD(&l->tail, MP_ACQUIRE);
+    n = l->tail_cache - l->head;
     return n <= v->lane_slots ? n : UINT64_MAX;
 }
 

@@ -245,9 +245,14 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
 // MARK: - Taking (under the consumer lock)
 
 int lanes_have_data(mp_queue_view_t *v) {
+    // Reads only: a coroutine asks without the consumer lock (uring_queue.c).
     uint32_t used = lanes_used(v);
-    for (uint32_t i = 0; i < used; i++)
-        if (lane_waiting(v, i) != 0) return 1; // garbled positions count: the get reports them
+    for (uint32_t i = 0; i < used; i++) {
+        mp_lane_t *l = lane_at(v, i);
+        // Acquire: pairs with the producer's release of tail. Garbled positions count as data:
+        // the get that follows reports them.
+        if (MP_LOAD(&l->tail, MP_ACQUIRE) != MP_LOAD(&l->head, MP_RELAXED)) return 1;
+    }
     return 0;
 }
 
