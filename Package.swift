@@ -20,7 +20,8 @@ let package = Package(
             name: "CMultiprocessing",
             path: "CSources/CMultiprocessing",
             // Debug builds (the tests') can make a process die at a named point: see mp_fault_arm.
-            cSettings: [.define("MP_FAULT_INJECTION", .when(configuration: .debug))],
+            // sys/, sync/, queue/ and loop/ include the target's internal.h from its root.
+            cSettings: [.define("MP_FAULT_INJECTION", .when(configuration: .debug)), .headerSearchPath(".")],
             linkerSettings: [.linkedLibrary("uring")]
         ),
         // The facade users import.

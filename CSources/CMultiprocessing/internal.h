@@ -35,6 +35,11 @@ _Static_assert(__atomic_always_lock_free(sizeof(uint64_t), 0), "64-bit counters 
 /// How many times a waiter re-reads a word before parking (loads only, with a pause hint).
 #define MP_SPIN_LIMIT 100
 
+/// How often a waiter checks that the holder of what it waits for still lives (a Lock's owner, a
+/// queue lock's holder, a fragment's producer or reader): every wait of the library, blocking or
+/// awaited, uses this one period (OwnerDeath.md promises a death noticed within 100 ms).
+#define MP_OWNER_CHECK_NS (20 * 1000 * 1000)
+
 static inline void mp_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -102,5 +107,16 @@ static inline int64_t mp_deadline_after(int64_t timeout_ns) {
 int mp_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns, int shared);
 /// Wakes up to `count` sleepers on `word`.
 void mp_futex_wake(uint32_t *word, uint32_t count, int shared);
+
+/// See mutex.c: a coroutine's wait for a process-owned mutex to come free (the queues' locks).
+__attribute__((visibility("hidden"))) mp_status_t mp_mutex_await_free(mp_mutex_t *m, mp_async_wait_t *w);
+
+/// Fills an async wait's word: what a coroutine waits on (the loop's IORING_OP_FUTEX_WAIT) while
+/// it holds `expected`. Each primitive's file says which word and value (see mp_async_wait_t).
+static inline void mp_async_wait_on(mp_async_wait_t *w, uint32_t *word, uint32_t expected, uint32_t shared) {
+    w->word = word;
+    w->expected = expected;
+    w->shared = shared;
+}
 
 #endif

@@ -109,6 +109,14 @@ mp_status_t mp_mutex_try_contended(mp_mutex_t *_Nonnull m, uint32_t id);
 /// Wakes one sleeper of `m` (the unlock found the WAITERS bit).
 void mp_mutex_wake_one(mp_mutex_t *_Nonnull m);
 
+/// The lock's fast path, the one place its word goes from free to held without a wait: one CAS
+/// 0 -> `id` (acquire: pairs with the unlock's release swap). 1 if taken. The queues call it with
+/// the caller's pid (their locks are process-owned).
+static inline int mp_mutex_try_fast(mp_mutex_t *_Nonnull m, uint32_t id) {
+    uint32_t expected = 0;
+    return __atomic_compare_exchange_n(&m->word, &expected, id, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
 /// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
 /// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). Every
 /// acquire that would fail checks the owner's liveness at least once (a few syscalls, only when the
@@ -116,10 +124,7 @@ void mp_mutex_wake_one(mp_mutex_t *_Nonnull m);
 /// inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
 static inline mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns) {
     uint32_t id = (uint32_t)((m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_id() : mp_thread_id());
-    uint32_t expected = 0;
-    if (__builtin_expect(__atomic_compare_exchange_n(&m->word, &expected, id, 0, __ATOMIC_ACQUIRE,
-                                                     __ATOMIC_RELAXED), 1))
-        return MP_OK;
+    if (__builtin_expect(mp_mutex_try_fast(m, id), 1)) return MP_OK;
     if (timeout_ns == 0) return mp_mutex_try_contended(m, id);
     return mp_mutex_lock_contended(m, id, timeout_ns);
 }
@@ -661,7 +666,7 @@ int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 
 /// A worker of a process pool records, in its own 8-byte slot of a shared array, the id of the
 /// task it takes, while it holds the task queue's consumer lock and before it consumes the message
-/// (see pool.c). Release store: pairs with the acquire loads of mp_pool_claimed and of the parent.
+/// (see queue/pool_claims.c). Release store: pairs with the acquire loads of mp_pool_claimed and of the parent.
 void mp_pool_claim(uint64_t *_Nonnull slot, uint64_t task);
 /// The task id in `slot` (acquire), 0 if none was ever taken.
 uint64_t mp_pool_slot(const uint64_t *_Nonnull slot);
@@ -790,7 +795,7 @@ int32_t mp_socket_port(int32_t fd, int peer);
 /// close(2). 0 or -errno.
 int32_t mp_close(int32_t fd);
 
-// MARK: - Awaiting the shared primitives (uring_waits.c, uring_queue.c)
+// MARK: - Awaiting the shared primitives (each in its own file: sync/*.c, queue/queue_async.c)
 
 /// The state of one coroutine waiting on a shared primitive: which futex word to wait on and the
 /// value it was seen to hold, and whether the waiter is counted among the primitive's sleepers

@@ -2,7 +2,7 @@ import CMultiprocessing
 
 /// The shared memory of one process pool: the task ring (parent to workers), the result ring
 /// (workers, the watcher and the pool to the result thread), one claim slot per worker (the id
-/// of the task it took last, see pool.c), and one ready word per worker (its pid, once it is past
+/// of the task it took last, see pool_claims.c), and one ready word per worker (its pid, once it is past
 /// its start-up). All three are memfd regions: nothing appears in /dev/shm,
 /// and the memory goes away with the last process that maps it.
 final class PoolChannels: @unchecked Sendable {

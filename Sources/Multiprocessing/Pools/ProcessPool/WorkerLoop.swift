@@ -6,7 +6,7 @@ import Synchronization
 ///
 /// Plain blocking code: a forked child cannot use Swift concurrency. Every task is claimed (its id
 /// written to this worker's slot) while the worker holds the task ring's consumer lock and before
-/// the message is consumed, so the parent can always tell which task a dead worker had (pool.c).
+/// the message is consumed, so the parent can always tell which task a dead worker had (pool_claims.c).
 struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
     let tasks: UnsafeMutablePointer<mp_queue_view_t>
     let results: UnsafeMutablePointer<mp_queue_view_t>

@@ -52,3 +52,29 @@ mp_status_t mp_event_wait(mp_event_t *e, int64_t timeout_ns) {
     MP_SUB(&e->waiters, 1, MP_RELAXED);
     return status;
 }
+
+// MARK: - Awaiting (a coroutine): the waiter counts itself in `waiters` (seq_cst), then re-reads
+// the word; the setter changes the word, then reads `waiters`.
+
+mp_status_t mp_event_wait_async(mp_event_t *e, mp_async_wait_t *w) {
+    if (!w->registered) {
+        uint32_t seen = MP_LOAD(&e->word, MP_ACQUIRE); // pairs with set's seq_cst CAS
+        if (seen & 1) return MP_OK;
+        MP_ADD(&e->waiters, 1, MP_SEQ_CST);
+        w->registered = 1;
+        mp_async_wait_on(w, &e->word, seen, e->shared);
+    }
+    // Any change of the word since the first look is a set (only set changes the count bits).
+    if (MP_LOAD(&e->word, MP_SEQ_CST) != w->expected) {
+        MP_SUB(&e->waiters, 1, MP_RELAXED);
+        w->registered = 0;
+        return MP_OK;
+    }
+    return MP_WAIT;
+}
+
+void mp_event_async_leave(mp_event_t *e, mp_async_wait_t *w) {
+    if (!w->registered) return;
+    MP_SUB(&e->waiters, 1, MP_RELAXED);
+    w->registered = 0;
+}

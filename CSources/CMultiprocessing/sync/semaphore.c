@@ -67,3 +67,28 @@ mp_status_t mp_semaphore_release(mp_semaphore_t *s, uint32_t n) {
 }
 
 uint32_t mp_semaphore_value(const mp_semaphore_t *s) { return MP_LOAD(&s->value, MP_RELAXED); }
+
+// MARK: - Awaiting (a coroutine): the waiter counts itself in `waiters` (seq_cst), then re-reads
+// the value; the registration holds across waits until it takes a permit or leaves.
+
+mp_status_t mp_semaphore_acquire_async(mp_semaphore_t *s, mp_async_wait_t *w) {
+    if (!w->registered) {
+        if (try_take(s, MP_ACQUIRE)) return MP_OK;
+        MP_ADD(&s->waiters, 1, MP_SEQ_CST); // before re-reading value: pairs with release's read
+        w->registered = 1;
+    }
+    if (MP_LOAD(&s->value, MP_SEQ_CST) > 0 && try_take(s, MP_ACQUIRE)) {
+        MP_SUB(&s->waiters, 1, MP_RELAXED);
+        w->registered = 0;
+        return MP_OK;
+    }
+    mp_async_wait_on(w, &s->value, 0, s->shared);
+    return MP_WAIT;
+}
+
+void mp_semaphore_async_leave(mp_semaphore_t *s, mp_async_wait_t *w, int woken) {
+    if (!w->registered) return;
+    MP_SUB(&s->waiters, 1, MP_SEQ_CST);
+    w->registered = 0;
+    if (woken && MP_LOAD(&s->value, MP_SEQ_CST) > 0) mp_futex_wake(&s->value, 1, (int)s->shared);
+}

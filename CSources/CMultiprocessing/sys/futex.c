@@ -156,3 +156,15 @@ int mp_process_alive(int32_t pid) {
     close(fd);
     return !(rc == 1 && (p.revents & (POLLIN | POLLHUP))); // readable: the process has exited
 }
+
+// MARK: - Async waits (the word a coroutine waits on; see mp_async_wait_t)
+
+_Static_assert(sizeof(mp_async_wait_t) == 32, "mp_async_wait_t is kept by Swift between calls");
+
+int32_t mp_async_wait_blocking(const mp_async_wait_t *w, int64_t deadline_ns) {
+    return mp_futex_wait(w->word, w->expected, deadline_ns, (int)w->shared) == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
+void mp_async_wait_forward(const mp_async_wait_t *w) {
+    if (w->word != NULL) mp_futex_wake(w->word, 1, (int)w->shared);
+}

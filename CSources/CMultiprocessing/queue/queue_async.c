@@ -24,33 +24,10 @@
 
 enum { ON_LOCK = 1, ON_DATA = 2, ON_SPACE = 3 };
 
-
 static inline void wait_on(mp_async_wait_t *w, uint32_t *word, uint32_t expected, uint32_t shared,
                            uint32_t target) {
-    w->word = word;
-    w->expected = expected;
-    w->shared = shared;
+    mp_async_wait_on(w, word, expected, shared);
     w->target = target;
-}
-
-/// Flags a held lock for sleepers and reports it: MP_WAIT, MP_OWNER_DIED (its holder is dead), or
-/// MP_OK when it is free again (look again).
-static mp_status_t wait_for_lock(mp_mutex_t *m, mp_async_wait_t *w) {
-    uint32_t v = MP_LOAD(&m->word, MP_RELAXED);
-    if (v == 0) return MP_OK;
-    if (!(v & MP_MUTEX_WAITERS)) {
-        uint32_t flagged = v | MP_MUTEX_WAITERS;
-        if (!MP_CAS(&m->word, &v, flagged, MP_RELAXED, MP_RELAXED)) return MP_OK;
-        v = flagged;
-    }
-    int64_t now = mp_monotonic_ns();
-    if (w->check_at == 0) w->check_at = now + OWNER_CHECK_NS;
-    if (now >= w->check_at) {
-        w->check_at = now + OWNER_CHECK_NS;
-        if (!mp_process_alive((int32_t)(v & MP_MUTEX_TID_MASK))) return MP_OWNER_DIED;
-    }
-    wait_on(w, &m->word, v, m->flags & MP_MUTEX_SHARED, ON_LOCK);
-    return MP_WAIT;
 }
 
 /// Registers as a sleeper of `seq` and re-checks `ready`; MP_WAIT if it still does not hold.
@@ -93,8 +70,8 @@ static int room_to_put(mp_queue_view_t *v, uint64_t length) {
     uint64_t head = MP_LOAD(&q->head, MP_ACQUIRE); // pairs with the consumer's release of head
     uint64_t used = tail - head;
     if (used > v->capacity) return 0; // garbled by a peer: no room, as queue_put.c's fits says
-    uint64_t offset = tail & (v->capacity - 8);
-    uint64_t size = 8 + ((length + 7) & ~(uint64_t)7);
+    uint64_t offset = offset_of(v, tail);
+    uint64_t size = record_bytes(length);
     uint64_t need = offset + size > v->capacity ? (v->capacity - offset) + size : size;
     return v->capacity - used >= need;
 }
@@ -106,7 +83,8 @@ mp_status_t mp_queue_get_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
         uint32_t down = MP_LOAD(&q->shutdown, MP_ACQUIRE);
         if (down == MP_QUEUE_SHUTDOWN_IMMEDIATE) return MP_SHUTDOWN;
         if (mp_mutex_owner(&q->consumer) != 0) {
-            mp_status_t s = wait_for_lock(&q->consumer, w);
+            mp_status_t s = mp_mutex_await_free(&q->consumer, w);
+            if (s == MP_WAIT) w->target = ON_LOCK;
             if (s != MP_OK) return s;
             continue;
         }
@@ -138,7 +116,8 @@ mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
     for (;;) {
         if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
         if (mp_mutex_owner(&q->producer) != 0) {
-            mp_status_t s = wait_for_lock(&q->producer, w);
+            mp_status_t s = mp_mutex_await_free(&q->producer, w);
+            if (s == MP_WAIT) w->target = ON_LOCK;
             if (s != MP_OK) return s;
             continue;
         }

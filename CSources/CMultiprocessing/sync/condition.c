@@ -67,3 +67,43 @@ void mp_condition_notify(mp_condition_t *c, uint32_t n) {
     MP_ADD(&c->seq, 1, MP_RELAXED); // under the mutex; sleepers rely on the futex compare
     mp_futex_wake(&c->seq, n > INT_MAX ? INT_MAX : n, (int)c->shared);
 }
+
+// MARK: - Awaiting (a coroutine, over a Lock): joins `waiters` and reads `seq` under the lock,
+// releases it, waits while `seq` is unchanged, re-acquires the lock, and returns only by taking a
+// token.
+
+mp_status_t mp_condition_wait_async_begin(mp_condition_t *c, mp_mutex_t *m, mp_async_wait_t *w) {
+    if (mp_mutex_owner(m) == 0) return MP_NOT_HELD;
+    c->waiters++; // under the mutex, as condition.c
+    w->registered = 1;
+    mp_async_wait_on(w, &c->seq, MP_LOAD(&c->seq, MP_RELAXED), c->shared);
+    mp_mutex_unlock(m);
+    return MP_WAIT;
+}
+
+int mp_condition_async_notified(const mp_condition_t *c, const mp_async_wait_t *w) {
+    return MP_LOAD(&c->seq, MP_RELAXED) != w->expected;
+}
+
+mp_status_t mp_condition_wait_async_end(mp_condition_t *c, mp_mutex_t *m, mp_async_wait_t *w, int timed_out) {
+    if (c->tokens > 0) {
+        c->tokens--;
+        c->waiters--;
+        w->registered = 0;
+        return MP_OK;
+    }
+    if (timed_out) {
+        c->waiters--;
+        w->registered = 0;
+        return MP_TIMED_OUT;
+    }
+    // Woken by a notify whose tokens others took: wait for the next one, as condition.c does.
+    mp_async_wait_on(w, &c->seq, MP_LOAD(&c->seq, MP_RELAXED), c->shared);
+    mp_mutex_unlock(m);
+    return MP_WAIT;
+}
+
+void mp_condition_async_leave(mp_condition_t *c) {
+    c->waiters--;
+    if (c->tokens > c->waiters) c->tokens = c->waiters; // a token granted to us has no one to go to
+}

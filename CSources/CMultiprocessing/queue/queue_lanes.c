@@ -245,7 +245,7 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
 // MARK: - Taking (under the consumer lock)
 
 int lanes_have_data(mp_queue_view_t *v) {
-    // Reads only: a coroutine asks without the consumer lock (uring_queue.c).
+    // Reads only: a coroutine asks without the consumer lock (queue_async.c).
     uint32_t used = lanes_used(v);
     for (uint32_t i = 0; i < used; i++) {
         mp_lane_t *l = lane_at(v, i);

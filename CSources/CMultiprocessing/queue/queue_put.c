@@ -99,13 +99,13 @@ static int stream_delivered(mp_queue_view_t *v, uint64_t stream) {
 enum { STREAM_LOST = -100 }; // the reader of the stream died: send it again
 
 /// Waits for `need` bytes of room while streaming `stream`, forever unless shut down; checks the
-/// stream's reader every OWNER_CHECK_NS. MP_OK, MP_SHUTDOWN, or STREAM_LOST.
+/// stream's reader every MP_OWNER_CHECK_NS. MP_OK, MP_SHUTDOWN, or STREAM_LOST.
 static int stream_space(mp_queue_view_t *v, uint64_t need, uint32_t stream, uint64_t first_at) {
     mp_queue_t *q = v->header;
     for (;;) {
         if (fits(v, need)) return MP_OK;
         mp_status_t status = mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, fits_any, need,
-                                                 mp_monotonic_ns() + OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN);
+                                                 mp_monotonic_ns() + MP_OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN);
         if (status == MP_OK || status == MP_SHUTDOWN) return status;
         if (reader_died(v, stream, first_at)) return STREAM_LOST;
     }
@@ -117,7 +117,7 @@ static int stream_arrival(mp_queue_view_t *v, uint32_t stream, uint64_t first_at
     mp_queue_t *q = v->header;
     for (;;) {
         mp_status_t status = mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, stream_delivered, stream,
-                                                 mp_monotonic_ns() + OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN_IMMEDIATE);
+                                                 mp_monotonic_ns() + MP_OWNER_CHECK_NS, MP_QUEUE_SHUTDOWN_IMMEDIATE);
         if (status == MP_OK) return MP_OK;
         if (status == MP_SHUTDOWN) return stream_delivered(v, stream) ? MP_OK : MP_SHUTDOWN;
         if (reader_died(v, stream, first_at)) return stream_delivered(v, stream) ? MP_OK : STREAM_LOST;

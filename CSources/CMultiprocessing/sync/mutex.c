@@ -13,12 +13,12 @@
 // owner keeps the word's line between hand-offs. A thread that had to sleep takes the lock with the
 // WAITERS bit set, since it cannot know whether others still sleep (one spare wake at worst).
 //
-// Owner death: a blocked acquirer checks, every OWNER_CHECK_NS on a fixed schedule (signals that
+// Owner death: a blocked acquirer checks, every MP_OWNER_CHECK_NS on a fixed schedule (signals that
 // interrupt its sleep do not postpone the check), whether the owner still exists: a pidfd (thread
 // pidfd for thread owners, kernel >= 6.9) polls readable once its process or thread has exited,
 // zombie included. If the owner is gone, the acquirer CASes the word from the dead owner's value to
 // its own id (only one can win), records the dead id in `dead_owner` and reports MP_OWNER_DIED: it
-// holds the lock and should repair the data. A death is noticed within OWNER_CHECK_NS plus a few
+// holds the lock and should repair the data. A death is noticed within MP_OWNER_CHECK_NS plus a few
 // syscalls, with no cost while the lock is uncontended and nothing registered with the kernel.
 // A try that finds the lock taken, and a timed acquire whose time runs out before its first
 // scheduled check, check once before giving up, so a dead holder never makes them fail for good.
@@ -36,8 +36,6 @@ _Static_assert(sizeof(mp_mutex_t) == 16, "mp_mutex_t layout is shared between pr
 _Static_assert(offsetof(mp_mutex_t, word) == 0, "the futex word leads the struct");
 _Static_assert((MP_MUTEX_WAITERS & MP_MUTEX_TID_MASK) == 0, "id and flag bits must not overlap");
 
-/// How often a sleeper checks that the owner still lives (the issue allows 100 ms to notice).
-#define OWNER_CHECK_NS (20 * 1000 * 1000)
 /// Rounds of the back-off spin before sleeping (see mp_mutex_lock_contended).
 #define SPIN_ROUNDS 7
 
@@ -81,7 +79,7 @@ MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t 
         if (w & MP_MUTEX_WAITERS) break; // others already sleep: spinning would only jump the queue
     }
     int64_t deadline = mp_deadline_after(timeout_ns);
-    int64_t next_check = mp_monotonic_ns() + OWNER_CHECK_NS;
+    int64_t next_check = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
     int checked = 0;
     for (;;) {
         w = MP_LOAD(&m->word, MP_RELAXED);
@@ -97,7 +95,7 @@ MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t 
         int64_t now = mp_monotonic_ns();
         if (now >= next_check || (now >= deadline && !checked)) {
             if (take_from_dead_owner(m, w, id)) return MP_OWNER_DIED;
-            next_check = now + OWNER_CHECK_NS;
+            next_check = now + MP_OWNER_CHECK_NS;
             checked = 1;
             continue; // the check took time: re-read the word before sleeping
         }
@@ -152,4 +150,59 @@ mp_status_t mp_rmutex_lock_depth(mp_mutex_t *m, uint32_t depth) {
     mp_status_t status = mp_mutex_lock(m, MP_FOREVER);
     m->depth = depth;
     return status;
+}
+
+// MARK: - Awaiting (a coroutine: take it now, or say which word to wait on; see internal.h's
+// mp_async_wait_on). The waiter sets MP_MUTEX_WAITERS before it sleeps and, once it has slept,
+// takes the lock with the bit set (others may still sleep), as the blocking path does; the
+// owner's liveness is checked every MP_OWNER_CHECK_NS by waiting no later than `check_at`.
+
+mp_status_t mp_mutex_lock_async(mp_mutex_t *m, mp_async_wait_t *w) {
+    // A coroutine moves between threads, so only a process-owned mutex (Lock) can be awaited.
+    uint32_t id = (uint32_t)mp_process_id();
+    uint32_t mark = w->registered ? MP_MUTEX_WAITERS : 0; // slept: others may sleep too
+    for (;;) {
+        uint32_t v = MP_LOAD(&m->word, MP_RELAXED);
+        if (v == 0) {
+            // acquire: pairs with the release swap of the unlock
+            if (MP_CAS(&m->word, &v, id | mark, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
+            continue;
+        }
+        if (!(v & MP_MUTEX_WAITERS)) {
+            uint32_t flagged = v | MP_MUTEX_WAITERS;
+            if (!MP_CAS(&m->word, &v, flagged, MP_RELAXED, MP_RELAXED)) continue;
+            v = flagged;
+        }
+        int64_t now = mp_monotonic_ns();
+        if (w->check_at == 0) w->check_at = now + MP_OWNER_CHECK_NS;
+        if (now >= w->check_at) {
+            w->check_at = now + MP_OWNER_CHECK_NS;
+            if (take_from_dead_owner(m, v, id)) return MP_OWNER_DIED;
+            continue; // the check took time: re-read the word before waiting
+        }
+        mp_async_wait_on(w, &m->word, v, m->flags & MP_MUTEX_SHARED);
+        w->registered = 1;
+        return MP_WAIT;
+    }
+}
+
+/// A queue's coroutine waiting for a process-owned lock to come free (it then takes it with its own
+/// try): flags the held lock for sleepers and reports it: MP_WAIT, MP_OWNER_DIED (its holder is
+/// dead), or MP_OK when it is free again (look again).
+mp_status_t mp_mutex_await_free(mp_mutex_t *m, mp_async_wait_t *w) {
+    uint32_t v = MP_LOAD(&m->word, MP_RELAXED);
+    if (v == 0) return MP_OK;
+    if (!(v & MP_MUTEX_WAITERS)) {
+        uint32_t flagged = v | MP_MUTEX_WAITERS;
+        if (!MP_CAS(&m->word, &v, flagged, MP_RELAXED, MP_RELAXED)) return MP_OK;
+        v = flagged;
+    }
+    int64_t now = mp_monotonic_ns();
+    if (w->check_at == 0) w->check_at = now + MP_OWNER_CHECK_NS;
+    if (now >= w->check_at) {
+        w->check_at = now + MP_OWNER_CHECK_NS;
+        if (!mp_process_alive((int32_t)(v & MP_MUTEX_TID_MASK))) return MP_OWNER_DIED;
+    }
+    mp_async_wait_on(w, &m->word, v, m->flags & MP_MUTEX_SHARED);
+    return MP_WAIT;
 }

@@ -273,12 +273,12 @@ static int producer_gone(mp_queue_view_t *v) {
 }
 
 /// Waits for the next fragment of the message being read; 0 if it will never come. Checks the
-/// producer every OWNER_CHECK_NS; a plain shutdown lets a live producer finish (and the wait stays
+/// producer every MP_OWNER_CHECK_NS; a plain shutdown lets a live producer finish (and the wait stays
 /// asleep meanwhile), an immediate one ends the wait.
 static int await_fragment(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
     for (;;) {
-        int64_t check_at = mp_monotonic_ns() + OWNER_CHECK_NS;
+        int64_t check_at = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
         mp_status_t status = mp_queue_wait_until(v, &q->data_seq, &q->data_sleepers, has_data, 0, check_at,
                                                  MP_QUEUE_SHUTDOWN_IMMEDIATE);
         if (status == MP_OK) return 1;

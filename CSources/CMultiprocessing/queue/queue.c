@@ -37,8 +37,9 @@
 // syscall. Shutdown bumps both words and wakes everyone.
 //
 // Files: queue.c (this: layout, sleeping, count, shutdown, JoinableQueue), queue_put.c (the
-// producer side), queue_get.c (the consumer side), queue_internal.h (the record format and the
-// steps they share). Put and get of a single-record message take one straight path each: the lock's
+// producer side), queue_get.c (the consumer side), queue_lanes.c (the lanes of fixed-size slots),
+// queue_async.c (awaiting from a coroutine), queue_internal.h (the record format and the steps
+// they share). Put and get of a single-record message take one straight path each: the lock's
 // CAS, cached indices, one copy (a get's caller reads the record where it lies, between
 // mp_queue_get_begin and mp_queue_get_end), the release store, the unlock, one load of the sleeper
 // count.
@@ -52,7 +53,7 @@
 // full barrier, then a last look at `tail`; the producer stores `tail` for the LAST, full barrier,
 // then reads `released`: one sees the other). The producer's put then waits until the reader
 // stores the id in `delivered`. While it streams and while it waits, it checks every
-// OWNER_CHECK_NS whether the announced reader of its stream has died after handing part of it
+// MP_OWNER_CHECK_NS whether the announced reader of its stream has died after handing part of it
 // back: then what it took died with it, and the producer writes an ABORT (a consumer reading it
 // drops what it has and takes the next message) and streams the whole message again under a new
 // id. The next consumer drops the stale fragments and the ABORT, and reads the new copy. Each

@@ -25,8 +25,6 @@ typedef struct {
 } first_prefix_t;
 _Static_assert(sizeof(first_prefix_t) == 16, "a FIRST's prefix keeps its data 8-aligned");
 
-/// How often a waiter for a lock holder or a fragment's producer checks that it still lives.
-#define OWNER_CHECK_NS (20 * 1000 * 1000)
 /// The largest record payload: below 2^31, a multiple of 8 (see queue.c's header comment).
 #define MAX_PAYLOAD (((uint64_t)1 << 31) - 8)
 _Static_assert(MAX_PAYLOAD + sizeof(record_t) <= UINT32_MAX, "record and PAD sizes fit in a u32");
@@ -81,12 +79,8 @@ static inline int64_t relative(int64_t deadline) {
     return left > 0 ? left : 0;
 }
 
-/// The queue's locks are process-owned (mp_queue_init): the lock fast path, one CAS with the
-/// caller's pid (acquire: pairs with the unlock's release swap), as mp_mutex_lock's.
-static inline int try_lock_fast(mp_mutex_t *m) {
-    uint32_t expected = 0;
-    return MP_CAS(&m->word, &expected, (uint32_t)mp_process_id(), MP_ACQUIRE, MP_RELAXED);
-}
+/// The queue's locks are process-owned (mp_queue_init): the mutex's fast path with the caller's pid.
+static inline int try_lock_fast(mp_mutex_t *m) { return mp_mutex_try_fast(m, (uint32_t)mp_process_id()); }
 
 /// The slow part of taking a queue lock by an absolute deadline; MP_TIMED_OUT for a busy try.
 static inline mp_status_t lock_by(mp_mutex_t *m, int64_t deadline) {
@@ -96,7 +90,7 @@ static inline mp_status_t lock_by(mp_mutex_t *m, int64_t deadline) {
 
 /// Bumps `seq` and wakes its sleepers if `sleepers` says there are any. The caller has ordered its
 /// publishing store before this read of `sleepers` (a full barrier), pairing with the sleeper's
-/// seq_cst increment and fence before its re-check (mp_queue_wait_until, uring_queue.c).
+/// seq_cst increment and fence before its re-check (mp_queue_wait_until, queue_async.c).
 static inline void wake_sleepers(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers) {
     if (MP_UNLIKELY(MP_LOAD(sleepers, MP_RELAXED) > 0)) {
         MP_ADD(seq, 1, MP_RELEASE);
