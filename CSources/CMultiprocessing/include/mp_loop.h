@@ -1,0 +1,133 @@
+// The io_uring event loop: the ring, timeouts and IO, sockets (loop/).
+// Part of CMultiprocessing.h (see it for the rules every header here follows).
+#ifndef MP_LOOP_H
+#define MP_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_sync.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - io_uring
+
+/// Whether io_uring works here, and whether it has IORING_OP_FUTEX_WAIT (bit 1).
+/// 0: no io_uring; 1: io_uring; 3: io_uring with futex operations.
+int32_t mp_uring_probe(void);
+
+// MARK: - Event loop ring (uring.c, uring_ops.c)
+
+/// One io_uring, its wake-up eventfd and the per-slot storage that timeouts need until they are
+/// submitted. Opaque: only the loop's own thread touches the ring; any thread may call
+/// mp_loop_wake.
+typedef struct mp_loop mp_loop_t;
+
+/// One completion, copied out of the ring.
+typedef struct mp_completion {
+    uint64_t user_data;
+    int32_t result;
+    uint32_t flags;
+} mp_completion_t;
+
+/// user_data the loop reserves: operations use their object's address, which is never 0 or 1.
+/// Completions of linked timeouts and cancel requests carry MP_LOOP_IGNORED and are dropped.
+#define MP_LOOP_IGNORED 0u
+/// The eventfd read that wakes a parked loop.
+#define MP_LOOP_WAKE 1u
+/// Bit 0 of mp_loop_features: IORING_OP_FUTEX_WAIT works (kernel >= 6.7).
+#define MP_LOOP_FUTEX 1u
+
+/// Creates a ring with `entries` submission slots (completion queue 16x that) and arms the wake-up
+/// read. NULL and `*error` (an errno) on failure.
+mp_loop_t *_Nullable mp_loop_create(uint32_t entries, int32_t *_Nonnull error);
+/// On the thread that will drive the ring, before anything else: it becomes the ring's single
+/// issuer where the kernel supports that. 0 or -errno.
+int32_t mp_loop_start(mp_loop_t *_Nonnull loop);
+/// Closes the ring (the kernel cancels what is still in flight) and the eventfd.
+void mp_loop_destroy(mp_loop_t *_Nonnull loop);
+/// MP_LOOP_FUTEX when the kernel runs futex waits in the ring.
+uint32_t mp_loop_features(const mp_loop_t *_Nonnull loop);
+/// Submits the queued entries; when `wait`, sleeps until at least one completion is there.
+/// 0, or -errno for a broken ring (EINTR and a busy completion queue read as 0).
+int32_t mp_loop_enter(mp_loop_t *_Nonnull loop, int wait);
+/// Copies up to `max` completions into `out` and marks them seen; returns how many.
+uint32_t mp_loop_reap(mp_loop_t *_Nonnull loop, mp_completion_t *_Nonnull out, uint32_t max);
+/// The loop thread, before it sleeps (1, then it re-checks its inbox) and after (0).
+void mp_loop_set_parked(mp_loop_t *_Nonnull loop, int parked);
+/// Any thread, after queueing work for the loop: wakes it if it is parked (one eventfd write, by
+/// whoever clears the parked flag first).
+void mp_loop_wake(mp_loop_t *_Nonnull loop);
+/// Re-arms the eventfd read after its completion (MP_LOOP_WAKE). 0 or -EBUSY (queue full).
+int32_t mp_loop_arm_wake(mp_loop_t *_Nonnull loop);
+/// The Swift object driving the ring on the calling thread, or NULL off any loop thread.
+void *_Nullable mp_loop_current(void);
+/// Whether this library was built with ThreadSanitizer (see LoopOperation.swift's handoff).
+int mp_built_with_tsan(void);
+void mp_loop_set_current(void *_Nullable owner);
+
+// Each of these queues one operation (two for a deadline) and returns 0, or -EBUSY when the
+// submission queue is full even after a flush (reap completions, then try again). Buffers, paths
+// and addresses must stay valid until the operation's completion. Deadlines are absolute
+// CLOCK_MONOTONIC nanoseconds; INT64_MAX means none.
+
+/// IORING_OP_TIMEOUT, absolute: completes with -ETIME at `deadline_ns`, -ECANCELED if cancelled.
+int32_t mp_loop_timeout(mp_loop_t *_Nonnull loop, uint64_t user_data, int64_t deadline_ns);
+/// IORING_OP_ASYNC_CANCEL of the operation `target` (its completion is MP_LOOP_IGNORED).
+int32_t mp_loop_cancel(mp_loop_t *_Nonnull loop, uint64_t target);
+/// Cancels every operation in flight (shutting down).
+int32_t mp_loop_cancel_all(mp_loop_t *_Nonnull loop);
+/// IORING_OP_FUTEX_WAIT: sleeps while `*word == expected` (the kernel compares). Completes with 0
+/// when woken, -EAGAIN if the word already differs, -ECANCELED when cancelled or when the linked
+/// deadline passes first. `shared`: 0 only for a word no other process maps.
+int32_t mp_loop_futex_wait(mp_loop_t *_Nonnull loop, uint64_t user_data, uint32_t *_Nonnull word,
+                           uint32_t expected, int shared, int64_t deadline_ns);
+/// read(2)/pread(2): `offset` -1 reads at (and advances) the file position.
+int32_t mp_loop_read(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, void *_Nonnull buffer,
+                     uint32_t length, int64_t offset);
+int32_t mp_loop_write(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd,
+                      const void *_Nonnull buffer, uint32_t length, int64_t offset);
+/// openat(AT_FDCWD, path, flags | O_CLOEXEC, mode): completes with the descriptor.
+int32_t mp_loop_open(mp_loop_t *_Nonnull loop, uint64_t user_data, const char *_Nonnull path,
+                     int32_t flags, uint32_t mode);
+int32_t mp_loop_close(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd);
+int32_t mp_loop_fsync(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, int datasync);
+/// accept4(SOCK_CLOEXEC): completes with the connection's descriptor.
+int32_t mp_loop_accept(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd);
+int32_t mp_loop_connect(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd,
+                        const void *_Nonnull address, uint32_t length);
+/// send(MSG_NOSIGNAL): a closed peer is -EPIPE, never SIGPIPE.
+int32_t mp_loop_send(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd,
+                     const void *_Nonnull buffer, uint32_t length);
+int32_t mp_loop_recv(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, void *_Nonnull buffer,
+                     uint32_t length);
+
+// MARK: - Sockets (uring_net.c)
+
+/// Room for any socket address (struct sockaddr_storage).
+#define MP_ADDRESS_SIZE 128u
+
+/// Resolves `host` (an IPv4 or IPv6 literal; a name too unless `numeric_only`) and `port` into
+/// `address` (MP_ADDRESS_SIZE bytes) and `*length`. 0, or a getaddrinfo error (EAI_*, negative).
+int32_t mp_resolve(const char *_Nonnull host, uint16_t port, int numeric_only, void *_Nonnull address,
+                   uint32_t *_Nonnull length);
+/// The text of a getaddrinfo error.
+const char *_Nonnull mp_resolve_error(int32_t code);
+/// A TCP socket (close-on-exec) bound to `address` with SO_REUSEADDR, listening. fd or -errno.
+int32_t mp_tcp_listen(const void *_Nonnull address, uint32_t length, int32_t backlog);
+/// An unconnected TCP socket (close-on-exec) of `address`'s family. fd or -errno.
+int32_t mp_tcp_socket(const void *_Nonnull address);
+/// Sets TCP_NODELAY (small writes leave at once). 0 or -errno.
+int32_t mp_tcp_nodelay(int32_t fd);
+/// The local (`peer` 0) or remote port of a socket, or -errno.
+int32_t mp_socket_port(int32_t fd, int peer);
+/// close(2). 0 or -errno.
+int32_t mp_close(int32_t fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

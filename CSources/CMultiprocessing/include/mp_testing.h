@@ -1,0 +1,36 @@
+// What only the test suite calls: fault injection points (debug builds).
+// Part of CMultiprocessing.h (see it for the rules every header here follows).
+#ifndef MP_TESTING_H
+#define MP_TESTING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Fault injection (tests)
+
+/// Between a queue consumer counting a message as taken and handing its bytes back to producers.
+#define MP_FAULT_QUEUE_COUNTED 1u
+/// A consumer of a fragmented message: after it announced itself as its reader, after it read the
+/// FIRST, after each record it read (the LAST included, before it hands the message back), and
+/// after it handed back part of it to wait for the rest.
+#define MP_FAULT_QUEUE_STREAM 2u
+
+/// Arms a fault point: the calling process SIGKILLs itself the next time it passes `point` (0
+/// disarms). Returns 1, or 0 in builds without fault injection (release), where it does nothing.
+/// A forked child inherits the armed point; arm it in the process that must die.
+int32_t mp_fault_arm(uint32_t point);
+
+/// Arms `point` to fire on its pass number `passes + 1` (0: the next pass, as mp_fault_arm).
+int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
