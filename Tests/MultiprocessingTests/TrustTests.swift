@@ -106,6 +106,21 @@ struct TrustTests {
         }
     }
 
+    @Test("an arena's free-list head written by another process is checked before it is used")
+    func arenaIndexesAreChecked() throws {
+        let (arena, slot) = Arenas.allocate(kind: .lock)
+        arena.free(slot)
+        let header = arena.region.base.assumingMemoryBound(to: mp_arena_header_t.self)
+        header.pointee.free_head = 0xFFFF_FFF0  // far outside the region
+        let (again, fresh) = Arenas.allocate(kind: .lock)
+        #expect(again === arena && fresh.index > 0 && Int(fresh.index) < arena.region.size / Arena.slotSize)
+        #expect(header.pointee.free_head == 0)
+        let lock = Lock()  // the primitives go on working
+        try lock.acquire()
+        try lock.release()
+        again.free(fresh)
+    }
+
     @Test("a message over maxMessageSize is refused while it is encoded, never held whole; the queue is intact")
     func messageSizeIsBoundedWhileEncoding() throws {
         let q = try Queue<Elements>(maxMessageSize: 4096)

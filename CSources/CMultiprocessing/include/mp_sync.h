@@ -75,6 +75,33 @@ static inline mp_status_t mp_mutex_unlock(mp_mutex_t *_Nonnull m) {
 /// The owner's tid, or 0 when free (a snapshot).
 int32_t mp_mutex_owner(const mp_mutex_t *_Nonnull m);
 
+// MARK: - Arena (the shared slots the primitives live in)
+
+/// The arena the synchronization primitives are allocated from (Arena.swift holds the policy):
+/// slot 0 is this header, every other slot an mp_arena_slot_t, one cache line each. Every field is
+/// changed only under `guard` (a process-shared, process-owned mp_mutex_t); any process mapping
+/// the arena can write them, so a reader checks an index against its own slot count first.
+typedef struct mp_arena_header {
+    mp_mutex_t guard;
+    uint32_t magic;       // MP_ARENA_MAGIC once initialised
+    uint32_t next_unused; // the first slot never handed out
+    uint32_t free_head;   // the first freed slot (0: none), chained through next_free
+    uint32_t slot_count;  // slots in the region, header included
+    uint32_t pad[8];
+} mp_arena_header_t;
+
+/// One primitive's slot: what it is, which incarnation (bumped when freed, so stale handles fail),
+/// the process that made it (only that one may free it), the free chain, and the primitive itself.
+typedef struct mp_arena_slot {
+    uint32_t kind;
+    uint32_t generation;
+    uint32_t creator;
+    uint32_t next_free;
+    uint8_t payload[48];
+} mp_arena_slot_t;
+
+#define MP_ARENA_MAGIC 0x41524e41u /* "ANRA" */
+
 // MARK: - Private lock (the library's own bookkeeping)
 
 /// Forks between the program's start and this process (bumped in each forked child; futex.c).

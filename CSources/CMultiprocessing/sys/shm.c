@@ -21,6 +21,11 @@
 #include <unistd.h>
 
 _Static_assert(sizeof(mp_region_header_t) == MP_REGION_HEADER_SIZE, "region header is 64 bytes");
+_Static_assert(sizeof(mp_arena_header_t) == 64, "the arena's header fills slot 0");
+_Static_assert(offsetof(mp_arena_header_t, guard) == 0, "the arena's guard leads its header");
+_Static_assert(sizeof(mp_arena_slot_t) == 64, "an arena slot is one cache line");
+_Static_assert(offsetof(mp_arena_slot_t, payload) == 16, "a primitive starts 16 bytes into its slot");
+_Static_assert(sizeof(((mp_arena_slot_t *)0)->payload) >= 48, "the largest primitive fits a slot's payload");
 _Static_assert(offsetof(mp_region_header_t, magic) == 0, "magic leads the header");
 
 #define REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)

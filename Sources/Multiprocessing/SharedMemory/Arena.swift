@@ -4,33 +4,30 @@ import CMultiprocessing
 /// `Lock()` works across threads and across forked and spawned processes, as Python's
 /// `multiprocessing.Lock` does.
 ///
-/// Layout of an arena region (all fields plain integers, changed only under `guard`):
-///
-///     slot 0:   guard mp_mutex_t | magic | next unused slot | free-list head | slot count
-///     slot i:   kind | generation | creator pid | next free | payload (48 bytes)
+/// Layout of an arena region: the C `mp_arena_header_t` in slot 0 (its guard mutex, a magic
+/// number, the next unused slot, the free-list head, the slot count), then `mp_arena_slot_t`s (kind,
+/// generation, creator pid, next free, a 48-byte payload), all plain integers changed only under
+/// the guard.
 ///
 /// Slots are one cache line each, so two primitives never share a line. The allocation policy lives
 /// here in Swift; the guard is the C futex mutex (process-shared), so a forked child may allocate
 /// from an inherited arena while its parent does too. A slot is freed only by the process that
 /// created it (a forked child's copy of the object must not free the parent's lock); freeing bumps
-/// the generation, which makes stale handles detectable.
+/// the generation, which makes stale handles detectable. Every index read from the region is
+/// checked against this process's own slot count before use: another process can write anything
+/// there, and a bad index must not make this one write outside the region.
 final class Arena: @unchecked Sendable {
-    static let slotSize = 64
-    static let payloadOffset = 16
+    static let slotSize = MemoryLayout<mp_arena_slot_t>.size
+    static let payloadOffset = MemoryLayout<mp_arena_slot_t>.offset(of: \.payload)!
     static let payloadSize = slotSize - payloadOffset
     static let regionSize = 4 << 20
-    static let magic: UInt32 = 0x4152_4e41  // "ANRA"
 
     let region: Region
     private let capacity: UInt32
 
-    private var guardWord: UnsafeMutablePointer<mp_mutex_t> {
-        region.base.assumingMemoryBound(to: mp_mutex_t.self)
+    private var header: UnsafeMutablePointer<mp_arena_header_t> {
+        region.base.assumingMemoryBound(to: mp_arena_header_t.self)
     }
-    private var fields: UnsafeMutablePointer<UInt32> {
-        (region.base + MemoryLayout<mp_mutex_t>.size).assumingMemoryBound(to: UInt32.self)
-    }
-    // fields[0] magic, [1] next unused slot, [2] free-list head (0: empty), [3] slot count
 
     private init(region: Region) {
         self.region = region
@@ -40,11 +37,11 @@ final class Arena: @unchecked Sendable {
     static func create() throws(SharedMemoryError) -> Arena {
         let region = try Region.anonymous(size: regionSize, label: "multiprocessing-arena")
         let arena = Arena(region: region)
-        mp_mutex_init(arena.guardWord, MP_MUTEX_SHARED | MP_MUTEX_PROCESS_OWNED)
-        arena.fields[0] = magic
-        arena.fields[1] = 1
-        arena.fields[2] = 0
-        arena.fields[3] = arena.capacity
+        mp_mutex_init(&arena.header.pointee.guard, MP_MUTEX_SHARED | MP_MUTEX_PROCESS_OWNED)
+        arena.header.pointee.magic = MP_ARENA_MAGIC
+        arena.header.pointee.next_unused = 1
+        arena.header.pointee.free_head = 0
+        arena.header.pointee.slot_count = arena.capacity
         return arena
     }
 
@@ -52,7 +49,7 @@ final class Arena: @unchecked Sendable {
     static func existing(in region: Region) -> Arena? {
         guard region.size >= slotSize else { return nil }
         let arena = Arena(region: region)
-        return arena.fields[0] == magic ? arena : nil
+        return arena.header.pointee.magic == MP_ARENA_MAGIC ? arena : nil
     }
 
     struct Slot {
@@ -60,8 +57,9 @@ final class Arena: @unchecked Sendable {
         let generation: UInt32
     }
 
-    private func header(_ index: UInt32) -> UnsafeMutablePointer<UInt32> {
-        (region.base + Int(index) * Arena.slotSize).assumingMemoryBound(to: UInt32.self)
+    /// Slot `index`, which the caller has checked is in 1..<capacity.
+    private func slot(_ index: UInt32) -> UnsafeMutablePointer<mp_arena_slot_t> {
+        (region.base + Int(index) * Arena.slotSize).assumingMemoryBound(to: mp_arena_slot_t.self)
     }
 
     func payload(_ index: UInt32) -> UnsafeMutableRawPointer {
@@ -71,33 +69,37 @@ final class Arena: @unchecked Sendable {
     /// A zeroed slot of `kind`, or nil when the arena is full.
     func allocate(kind: SharedKind) -> Slot? {
         withGuard { () -> Slot? in
-            var index = fields[2]
-            if index != 0 {
-                fields[2] = header(index)[3]
-            } else if fields[1] < capacity {
-                index = fields[1]
-                fields[1] += 1
+            var index = header.pointee.free_head
+            if index != 0, index < capacity {
+                header.pointee.free_head = slot(index).pointee.next_free
+            } else if header.pointee.next_unused >= 1, header.pointee.next_unused < capacity {
+                // (A free-list head outside the arena was written by another process: ignored.)
+                if index != 0 { header.pointee.free_head = 0 }
+                index = header.pointee.next_unused
+                header.pointee.next_unused += 1
             } else {
                 return nil
             }
-            let h = header(index)
-            h[0] = kind.rawValue
-            h[2] = UInt32(bitPattern: mp_process_id())
-            h[3] = 0
+            let s = slot(index)
+            s.pointee.kind = kind.rawValue
+            s.pointee.creator = UInt32(bitPattern: mp_process_id())
+            s.pointee.next_free = 0
             payload(index).initializeMemory(as: UInt8.self, repeating: 0, count: Arena.payloadSize)
-            return Slot(index: index, generation: h[1])
+            return Slot(index: index, generation: s.pointee.generation)
         }
     }
 
     /// Returns a slot to the free list, if the calling process created it.
-    func free(_ slot: Slot) {
+    func free(_ freed: Slot) {
+        guard freed.index > 0, freed.index < capacity else { return }
         withGuard {
-            let h = header(slot.index)
-            guard h[1] == slot.generation, h[2] == UInt32(bitPattern: mp_process_id()) else { return }
-            h[0] = 0
-            h[1] &+= 1
-            h[3] = fields[2]
-            fields[2] = slot.index
+            let s = slot(freed.index)
+            guard s.pointee.generation == freed.generation, s.pointee.creator == UInt32(bitPattern: mp_process_id())
+            else { return }
+            s.pointee.kind = 0
+            s.pointee.generation &+= 1
+            s.pointee.next_free = header.pointee.free_head
+            header.pointee.free_head = freed.index
         }
     }
 
@@ -105,13 +107,14 @@ final class Arena: @unchecked Sendable {
     func validate(index: UInt32, generation: UInt32, kind: SharedKind) -> Bool {
         guard index > 0, index < capacity else { return false }
         return withGuard {
-            let h = header(index)
-            return h[0] == kind.rawValue && h[1] == generation
+            let s = slot(index)
+            return s.pointee.kind == kind.rawValue && s.pointee.generation == generation
         }
     }
 
     private func withGuard<R>(_ body: () -> R) -> R {
         // The guard covers a few integer stores; if its holder died, the state it left is usable.
+        let guardWord = UnsafeMutableRawPointer(header).assumingMemoryBound(to: mp_mutex_t.self)
         _ = mp_mutex_lock(guardWord, Int64(MP_FOREVER))
         defer { _ = mp_mutex_unlock(guardWord) }
         return body()
