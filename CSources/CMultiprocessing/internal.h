@@ -95,12 +95,6 @@ void mp_fault_pass(void);
 #define MP_FAULT_POINT(point) ((void)0)
 #endif
 
-/// An absolute monotonic deadline in ns; INT64_MAX for "forever".
-static inline int64_t mp_deadline_after(int64_t timeout_ns) {
-    if (timeout_ns < 0) return INT64_MAX;
-    int64_t now = mp_monotonic_ns();
-    return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
-}
 
 /// Sleeps while `*word == expected`, until woken or `deadline_ns` (absolute, monotonic).
 /// Returns 0 (woken, or value changed: EAGAIN), or ETIMEDOUT. EINTR reads as a spurious wake-up.

@@ -36,8 +36,11 @@ typedef int32_t mp_status_t;
 /// the operation did nothing, and the queue refuses every later one in this process.
 #define MP_CORRUPTED 9
 
-/// Wait forever (the `timeout_ns` argument of every blocking call).
-#define MP_FOREVER (-1)
+/// Every blocking call takes an absolute deadline on the monotonic clock (mp_monotonic_ns), in
+/// nanoseconds: MP_FOREVER never passes, MP_NOW (or any deadline already past) means "do not
+/// wait": try once.
+#define MP_FOREVER 0x7fffffffffffffffLL
+#define MP_NOW 0
 
 // MARK: - Time
 

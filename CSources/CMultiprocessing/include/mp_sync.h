@@ -37,8 +37,8 @@ typedef struct mp_mutex {
 
 void mp_mutex_init(mp_mutex_t *_Nonnull m, uint32_t flags);
 /// The contended part of mp_mutex_lock (spin, then sleep; owner-death checks).
-mp_status_t mp_mutex_lock_contended(mp_mutex_t *_Nonnull m, uint32_t id, int64_t timeout_ns);
-/// The failed fast path of a try (`timeout_ns` 0): takes the lock if it has come free, or over from
+mp_status_t mp_mutex_lock_contended(mp_mutex_t *_Nonnull m, uint32_t id, int64_t deadline_ns);
+/// The failed fast path of a try (a deadline of MP_NOW): takes the lock if it has come free, or over from
 /// an owner that has died (MP_OWNER_DIED), else MP_BUSY.
 mp_status_t mp_mutex_try_contended(mp_mutex_t *_Nonnull m, uint32_t id);
 /// Wakes one sleeper of `m` (the unlock found the WAITERS bit).
@@ -52,16 +52,16 @@ static inline int mp_mutex_try_fast(mp_mutex_t *_Nonnull m, uint32_t id) {
     return __atomic_compare_exchange_n(&m->word, &expected, id, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
-/// Acquires. `timeout_ns`: 0 = try once, `MP_FOREVER`, or a relative time on the monotonic clock.
+/// Acquires by `deadline_ns` (MP_NOW: try once; MP_FOREVER; see mp_base.h).
 /// Returns MP_OK, MP_BUSY (try), MP_TIMED_OUT or MP_OWNER_DIED (acquired; the owner died). Every
 /// acquire that would fail checks the owner's liveness at least once (a few syscalls, only when the
 /// lock is taken), so a dead owner is taken over by tries and short timeouts too. The fast path is
 /// inline here (one CAS, acquire: pairs with the unlock's release swap); see mutex.c.
-static inline mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns) {
+static inline mp_status_t mp_mutex_lock(mp_mutex_t *_Nonnull m, int64_t deadline_ns) {
     uint32_t id = (uint32_t)((m->flags & MP_MUTEX_PROCESS_OWNED) ? mp_process_id() : mp_thread_id());
     if (__builtin_expect(mp_mutex_try_fast(m, id), 1)) return MP_OK;
-    if (timeout_ns == 0) return mp_mutex_try_contended(m, id);
-    return mp_mutex_lock_contended(m, id, timeout_ns);
+    if (deadline_ns == MP_NOW) return mp_mutex_try_contended(m, id);
+    return mp_mutex_lock_contended(m, id, deadline_ns);
 }
 
 /// Releases: one swap to 0 (release), and a wake only if someone sleeps. Any thread may release a
@@ -133,7 +133,7 @@ static inline void mp_private_lock_lock(mp_private_lock_t *_Nonnull l) {
 static inline void mp_private_lock_unlock(mp_private_lock_t *_Nonnull l) { (void)mp_mutex_unlock(&l->mutex); }
 
 /// Recursive acquire: the owner re-enters by counting. MP_OVERFLOW past 2^31-1 levels.
-mp_status_t mp_rmutex_lock(mp_mutex_t *_Nonnull m, int64_t timeout_ns);
+mp_status_t mp_rmutex_lock(mp_mutex_t *_Nonnull m, int64_t deadline_ns);
 /// Recursive release: MP_NOT_HELD unless the calling thread owns it.
 mp_status_t mp_rmutex_unlock(mp_mutex_t *_Nonnull m);
 /// Releases every level at once (Condition.wait), returning the depth to restore, 0 if not owned.
@@ -156,7 +156,7 @@ typedef struct mp_semaphore {
 #define MP_SEMAPHORE_MAX 0x7fffffffu
 
 void mp_semaphore_init(mp_semaphore_t *_Nonnull s, uint32_t value, uint32_t limit, int shared);
-mp_status_t mp_semaphore_acquire(mp_semaphore_t *_Nonnull s, int64_t timeout_ns);
+mp_status_t mp_semaphore_acquire(mp_semaphore_t *_Nonnull s, int64_t deadline_ns);
 /// Adds `n`; MP_OVERFLOW (and no change) if that passes `limit`.
 mp_status_t mp_semaphore_release(mp_semaphore_t *_Nonnull s, uint32_t n);
 uint32_t mp_semaphore_value(const mp_semaphore_t *_Nonnull s);
@@ -179,7 +179,7 @@ void mp_condition_init(mp_condition_t *_Nonnull c, int shared);
 /// Returns MP_OK, MP_TIMED_OUT, MP_NOT_HELD (caller did not hold `m`), or MP_OWNER_DIED (from the
 /// re-acquire; the lock is held).
 mp_status_t mp_condition_wait(mp_condition_t *_Nonnull c, mp_mutex_t *_Nonnull m, int recursive,
-                              int64_t timeout_ns);
+                              int64_t deadline_ns);
 /// Wakes up to `n` waiters; the caller holds the mutex.
 void mp_condition_notify(mp_condition_t *_Nonnull c, uint32_t n);
 
@@ -199,7 +199,7 @@ void mp_event_set(mp_event_t *_Nonnull e);
 void mp_event_clear(mp_event_t *_Nonnull e);
 int mp_event_is_set(const mp_event_t *_Nonnull e);
 /// MP_OK once set (or set while waiting), MP_TIMED_OUT otherwise.
-mp_status_t mp_event_wait(mp_event_t *_Nonnull e, int64_t timeout_ns);
+mp_status_t mp_event_wait(mp_event_t *_Nonnull e, int64_t deadline_ns);
 
 // MARK: - Barrier
 
@@ -220,7 +220,7 @@ typedef struct mp_barrier {
 void mp_barrier_init(mp_barrier_t *_Nonnull b, uint32_t parties, int shared);
 /// Waits for all parties. On MP_OK `*index` is this caller's arrival index (0..parties-1).
 /// MP_BROKEN if the barrier is or becomes broken or reset; a timeout breaks it (MP_TIMED_OUT).
-mp_status_t mp_barrier_wait(mp_barrier_t *_Nonnull b, int64_t timeout_ns, uint32_t *_Nonnull index);
+mp_status_t mp_barrier_wait(mp_barrier_t *_Nonnull b, int64_t deadline_ns, uint32_t *_Nonnull index);
 void mp_barrier_reset(mp_barrier_t *_Nonnull b);
 void mp_barrier_abort(mp_barrier_t *_Nonnull b);
 int mp_barrier_is_broken(mp_barrier_t *_Nonnull b);

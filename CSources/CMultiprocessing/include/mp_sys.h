@@ -156,9 +156,9 @@ int32_t mp_wait_child(int32_t pid, int32_t pidfd, int nohang, int32_t *_Nonnull 
 /// A pidfd for the child `pid` (close-on-exec), or -errno. It polls readable once the child exits.
 int32_t mp_pidfd_open(int32_t pid);
 
-/// Waits up to `timeout_ns` (MP_FOREVER: no limit) for `fd` to be readable: 1 readable, 0 timed
+/// Waits until `deadline_ns` (MP_FOREVER: no limit) for `fd` to be readable: 1 readable, 0 timed
 /// out, -errno on failure. EINTR is retried with the remaining time.
-int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns);
+int32_t mp_poll_readable(int32_t fd, int64_t deadline_ns);
 
 /// pipe2(O_CLOEXEC): fds[0] reads, fds[1] writes. 0 or -errno.
 int32_t mp_pipe(int32_t *_Nonnull fds);

@@ -73,18 +73,16 @@ static inline uint64_t max_record(const mp_queue_view_t *v) {
     return quarter < MAX_PAYLOAD ? quarter : MAX_PAYLOAD;
 }
 
-static inline int64_t relative(int64_t deadline) {
-    if (deadline == INT64_MAX) return MP_FOREVER;
-    int64_t left = deadline - mp_monotonic_ns();
-    return left > 0 ? left : 0;
-}
+
 
 /// The queue's locks are process-owned (mp_queue_init): the mutex's fast path with the caller's pid.
 static inline int try_lock_fast(mp_mutex_t *m) { return mp_mutex_try_fast(m, (uint32_t)mp_process_id()); }
 
 /// The slow part of taking a queue lock by an absolute deadline; MP_TIMED_OUT for a busy try.
 static inline mp_status_t lock_by(mp_mutex_t *m, int64_t deadline) {
-    mp_status_t status = mp_mutex_lock(m, relative(deadline));
+    // A deadline that has passed is a try: no spin, one owner check (as mp_mutex_lock's MP_NOW).
+    if (deadline != MP_FOREVER && deadline <= mp_monotonic_ns()) deadline = MP_NOW;
+    mp_status_t status = mp_mutex_lock(m, deadline);
     return status == MP_BUSY ? MP_TIMED_OUT : status;
 }
 

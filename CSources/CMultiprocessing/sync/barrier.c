@@ -53,8 +53,7 @@ static int await_change(mp_barrier_t *b, int64_t deadline) {
     return timed_out;
 }
 
-mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t timeout_ns, uint32_t *index) {
-    int64_t deadline = mp_deadline_after(timeout_ns);
+mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
     while (b->state == DRAINING) {
         if (await_change(b, deadline) && b->state == DRAINING) {

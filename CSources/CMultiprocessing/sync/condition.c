@@ -26,10 +26,9 @@ void mp_condition_init(mp_condition_t *c, int shared) {
     MP_STORE(&c->seq, 0, MP_RELEASE);
 }
 
-mp_status_t mp_condition_wait(mp_condition_t *c, mp_mutex_t *m, int recursive, int64_t timeout_ns) {
+mp_status_t mp_condition_wait(mp_condition_t *c, mp_mutex_t *m, int recursive, int64_t deadline) {
     int held = recursive ? mp_mutex_owner(m) == mp_thread_id() && m->depth > 0 : mp_mutex_owner(m) != 0;
     if (!held) return MP_NOT_HELD;
-    int64_t deadline = mp_deadline_after(timeout_ns);
     int owner_died = 0;
     mp_status_t status;
     c->waiters++;

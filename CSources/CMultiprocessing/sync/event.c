@@ -36,11 +36,10 @@ void mp_event_clear(mp_event_t *e) { __atomic_fetch_and(&e->word, ~1u, MP_RELEAS
 
 int mp_event_is_set(const mp_event_t *e) { return (int)(MP_LOAD(&e->word, MP_ACQUIRE) & 1); }
 
-mp_status_t mp_event_wait(mp_event_t *e, int64_t timeout_ns) {
+mp_status_t mp_event_wait(mp_event_t *e, int64_t deadline) {
     uint32_t seen = MP_LOAD(&e->word, MP_ACQUIRE);
     if (seen & 1) return MP_OK;
-    if (timeout_ns == 0) return MP_TIMED_OUT;
-    int64_t deadline = mp_deadline_after(timeout_ns);
+    if (deadline == MP_NOW) return MP_TIMED_OUT;
     MP_ADD(&e->waiters, 1, MP_SEQ_CST);
     mp_status_t status = MP_OK;
     while (MP_LOAD(&e->word, MP_SEQ_CST) == seen) {

@@ -63,7 +63,7 @@ static int take_from_dead_owner(mp_mutex_t *m, uint32_t seen, uint32_t id) {
     return 1;
 }
 
-MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t timeout_ns) {
+MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t deadline) {
     // Spin with exponential back-off before sleeping: each round waits twice as long as the last
     // before it reads the word again. A spinner that read the word on every pause kept pulling the
     // line from the owner's core, so each unlock and re-lock paid a cross-core transfer (2 threads
@@ -78,7 +78,6 @@ MP_COLD mp_status_t mp_mutex_lock_contended(mp_mutex_t *m, uint32_t id, int64_t 
         if (w == 0 && MP_CAS(&m->word, &w, id, MP_ACQUIRE, MP_RELAXED)) return MP_OK;
         if (w & MP_MUTEX_WAITERS) break; // others already sleep: spinning would only jump the queue
     }
-    int64_t deadline = mp_deadline_after(timeout_ns);
     int64_t next_check = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
     int checked = 0;
     for (;;) {
@@ -121,13 +120,13 @@ static inline int owned_by_caller(const mp_mutex_t *m) {
     return (MP_LOAD(&m->word, MP_RELAXED) & MP_MUTEX_TID_MASK) == (uint32_t)mp_thread_id();
 }
 
-mp_status_t mp_rmutex_lock(mp_mutex_t *m, int64_t timeout_ns) {
+mp_status_t mp_rmutex_lock(mp_mutex_t *m, int64_t deadline) {
     if (owned_by_caller(m)) {
         if (m->depth >= INT32_MAX) return MP_OVERFLOW;
         m->depth++;
         return MP_OK;
     }
-    mp_status_t status = mp_mutex_lock(m, timeout_ns);
+    mp_status_t status = mp_mutex_lock(m, deadline);
     if (status == MP_OK || status == MP_OWNER_DIED) m->depth = 1;
     return status;
 }

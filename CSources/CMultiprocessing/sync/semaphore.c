@@ -31,12 +31,11 @@ static inline int try_take(mp_semaphore_t *s, int order) {
     return 0;
 }
 
-MP_COLD static mp_status_t acquire_contended(mp_semaphore_t *s, int64_t timeout_ns) {
+MP_COLD static mp_status_t acquire_contended(mp_semaphore_t *s, int64_t deadline) {
     for (int spin = 0; spin < MP_SPIN_LIMIT; spin++) {
         if (MP_LOAD(&s->value, MP_RELAXED) > 0 && try_take(s, MP_ACQUIRE)) return MP_OK;
         mp_cpu_relax();
     }
-    int64_t deadline = mp_deadline_after(timeout_ns);
     MP_ADD(&s->waiters, 1, MP_SEQ_CST); // before re-reading value: pairs with release's read
     mp_status_t status = MP_OK;
     for (;;) {
@@ -50,10 +49,10 @@ MP_COLD static mp_status_t acquire_contended(mp_semaphore_t *s, int64_t timeout_
     return status;
 }
 
-mp_status_t mp_semaphore_acquire(mp_semaphore_t *s, int64_t timeout_ns) {
+mp_status_t mp_semaphore_acquire(mp_semaphore_t *s, int64_t deadline) {
     if (MP_LIKELY(try_take(s, MP_ACQUIRE))) return MP_OK;
-    if (timeout_ns == 0) return MP_BUSY;
-    return acquire_contended(s, timeout_ns);
+    if (deadline == MP_NOW) return MP_BUSY;
+    return acquire_contended(s, deadline);
 }
 
 mp_status_t mp_semaphore_release(mp_semaphore_t *s, uint32_t n) {

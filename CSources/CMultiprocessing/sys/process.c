@@ -157,8 +157,7 @@ int32_t mp_pidfd_open(int32_t pid) {
     return fd < 0 ? -errno : fd;
 }
 
-int32_t mp_poll_readable(int32_t fd, int64_t timeout_ns) {
-    int64_t deadline = mp_deadline_after(timeout_ns);
+int32_t mp_poll_readable(int32_t fd, int64_t deadline) {
     for (;;) {
         struct timespec ts, *tsp = NULL;
         if (deadline != INT64_MAX) {

@@ -34,16 +34,3 @@ func sleep(untilMonotonic deadline: Int64) async throws {
     _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, deadline) }
 }
 
-/// The monotonic time `ns` from now, saturating at "never".
-@inline(__always)
-func deadlineAfter(_ ns: Int64) -> Int64 {
-    let now = mp_monotonic_ns()
-    return ns > .max - now ? .max : now + ns
-}
-
-/// An absolute deadline for `timeout` (nil: none).
-func absoluteDeadline(_ timeout: Duration?) throws(SyncError) -> Int64 {
-    guard let timeout else { return .max }
-    let ns = try timeoutNanoseconds(timeout)
-    return ns == Int64(MP_FOREVER) ? .max : deadlineAfter(ns)
-}

@@ -140,7 +140,7 @@ public final class Connection: @unchecked Sendable, Codable {
         if let timeout {
             do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
         }
-        let rc = mp_poll_readable(fd, ns)
+        let rc = mp_poll_readable(fd, monotonicDeadline(afterNanoseconds: ns))
         if rc < 0 { throw .system(Errno(rawValue: -rc), function: "ppoll") }
         return rc == 1
     }

@@ -274,7 +274,7 @@ open class Process: @unchecked Sendable {
             do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
         }
         if pidfd < 0 { return waitPolling(until: monotonicDeadline(afterNanoseconds: ns)) }
-        let rc = mp_poll_readable(pidfd, ns)
+        let rc = mp_poll_readable(pidfd, monotonicDeadline(afterNanoseconds: ns))
         if rc == 0 { return state.withLock { $0.exitCode != nil } }
         if rc < 0 {
             if state.withLock({ $0.exitCode != nil }) { return true }  // another joiner reaped it and closed the pidfd

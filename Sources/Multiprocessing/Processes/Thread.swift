@@ -104,11 +104,11 @@ public final class Thread: @unchecked Sendable {
         let (started, handle) = state.withLock { ($0.started, $0.handle) }
         guard started, let handle else { throw .notStarted }
         if pthread_equal(handle, pthread_self()) != 0 { throw .joinSelf }
-        var ns = Int64(MP_FOREVER)
+        var deadline = Int64(MP_FOREVER)
         if let timeout {
-            do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
+            do { deadline = try absoluteDeadline(timeout) } catch { throw .negativeTimeout(timeout) }
         }
-        guard mp_event_wait(finished, ns) == MP_OK else { return false }
+        guard mp_event_wait(finished, deadline) == MP_OK else { return false }
         let mustJoin = state.withLock { s -> Bool in
             defer { s.joined = true }
             return !s.joined

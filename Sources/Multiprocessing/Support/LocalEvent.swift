@@ -27,6 +27,6 @@ final class LocalEvent: @unchecked Sendable {
     /// Waits until the flag is set or `deadline` (monotonic ns, `.max` for none) passes. True if it
     /// was set, even if cleared again before this thread woke.
     func wait(deadline: Int64) -> Bool {
-        mp_event_wait(event, nanoseconds(until: deadline)) == MP_OK
+        mp_event_wait(event, deadline) == MP_OK
     }
 }

@@ -24,6 +24,6 @@ final class LocalSemaphore: @unchecked Sendable {
 
     /// Takes a permit, waiting until `deadline` (monotonic ns, `.max` for none); false if none came.
     func acquire(deadline: Int64) -> Bool {
-        mp_semaphore_acquire(semaphore, nanoseconds(until: deadline)) == MP_OK
+        mp_semaphore_acquire(semaphore, deadline) == MP_OK
     }
 }

@@ -35,6 +35,6 @@ final class ReadyLatch: ManagedBuffer<mp_event_t, mp_mutex_t> {
 
     /// Waits until it is ready or `deadline` (monotonic ns, `.max` for none) passes; true if ready.
     func wait(deadline: Int64) -> Bool {
-        withUnsafeMutablePointerToHeader { mp_event_wait($0, nanoseconds(until: deadline)) == MP_OK }
+        withUnsafeMutablePointerToHeader { mp_event_wait($0, deadline) == MP_OK }
     }
 }

@@ -34,13 +34,15 @@ func monotonicDeadline(afterNanoseconds ns: Int64) -> Int64 {
     return ns > .max - now ? .max : now + ns
 }
 
-/// The relative timeout the C waits take for an absolute monotonic `deadline`: `MP_FOREVER` for
-/// `.max`, 0 (one last check) once it has passed.
-@inline(__always)
-func nanoseconds(until deadline: Int64) -> Int64 {
-    if deadline == .max { return Int64(MP_FOREVER) }
-    return max(0, deadline - mp_monotonic_ns())
+/// An absolute monotonic deadline for `timeout` (nil: none), the form every C wait takes.
+func absoluteDeadline(_ timeout: Duration?) throws(SyncError) -> Int64 {
+    guard let timeout else { return .max }
+    return monotonicDeadline(afterNanoseconds: try timeoutNanoseconds(timeout))
 }
+
+/// The monotonic time `ns` from now, saturating at "never".
+@inline(__always)
+func deadlineAfter(_ ns: Int64) -> Int64 { monotonicDeadline(afterNanoseconds: ns) }
 
 extension Duration {
     /// The duration in seconds as a Double (for printing and arithmetic in examples).

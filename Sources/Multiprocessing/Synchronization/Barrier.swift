@@ -39,7 +39,7 @@ public final class Barrier: @unchecked Sendable, Codable {
     /// breaks the barrier for everyone (as Python does).
     public func wait(timeout: Duration) throws(SyncError) -> Int? {
         var index: UInt32 = 0
-        guard try acquired(mp_barrier_wait(barrier, try timeoutNanoseconds(timeout), &index)) else { return nil }
+        guard try acquired(mp_barrier_wait(barrier, try absoluteDeadline(timeout), &index)) else { return nil }
         return Int(index)
     }
 

@@ -88,8 +88,7 @@ public final class Condition: @unchecked Sendable, Codable {
     /// Returns false if the timeout expired.
     @discardableResult
     public func wait(timeout: Duration? = nil) throws(SyncError) -> Bool {
-        let ns = try timeout.map { d throws(SyncError) in try timeoutNanoseconds(d) } ?? Int64(MP_FOREVER)
-        return try acquired(mp_condition_wait(condition, mutex, recursive, ns), mutex)
+        return try acquired(mp_condition_wait(condition, mutex, recursive, try absoluteDeadline(timeout)), mutex)
     }
 
     /// Waits until `predicate` holds (checked with the lock held), or `timeout` passes.

@@ -36,13 +36,13 @@ public final class Lock: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout` for the lock; returns whether it was acquired.
     public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_mutex_lock(mutex, timeoutNanoseconds(timeout)), mutex)
+        try acquired(mp_mutex_lock(mutex, absoluteDeadline(timeout)), mutex)
     }
 
     /// Acquires the lock if it is free; never blocks. A lock whose holder has died is taken over:
     /// ``SyncError/ownerDied(owner:)`` is thrown with the lock held, as by ``acquire()``.
     public func tryAcquire() throws(SyncError) -> Bool {
-        try acquired(mp_mutex_lock(mutex, 0), mutex)
+        try acquired(mp_mutex_lock(mutex, Int64(MP_NOW)), mutex)
     }
 
     /// Releases the lock. Throws ``SyncError/notHeld`` if it is not locked.
@@ -99,13 +99,13 @@ public final class RLock: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout`; returns whether the lock was acquired.
     public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_rmutex_lock(mutex, timeoutNanoseconds(timeout)), mutex)
+        try acquired(mp_rmutex_lock(mutex, absoluteDeadline(timeout)), mutex)
     }
 
     /// Acquires if free or already owned; never blocks. Takes over from a dead owner like
     /// ``Lock/tryAcquire()``.
     public func tryAcquire() throws(SyncError) -> Bool {
-        try acquired(mp_rmutex_lock(mutex, 0), mutex)
+        try acquired(mp_rmutex_lock(mutex, Int64(MP_NOW)), mutex)
     }
 
     /// Releases one level. Throws ``SyncError/notHeld`` unless the calling thread owns the lock.

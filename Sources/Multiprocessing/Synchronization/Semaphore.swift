@@ -30,11 +30,11 @@ public class Semaphore: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout` for a permit; returns whether one was taken.
     public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_semaphore_acquire(semaphore, timeoutNanoseconds(timeout)))
+        try acquired(mp_semaphore_acquire(semaphore, absoluteDeadline(timeout)))
     }
 
     /// Takes a permit if one is free; never blocks.
-    public func tryAcquire() -> Bool { mp_semaphore_acquire(semaphore, 0) == MP_OK }
+    public func tryAcquire() -> Bool { mp_semaphore_acquire(semaphore, Int64(MP_NOW)) == MP_OK }
 
     /// Gives back `n` permits, waking up to `n` waiters. Throws ``SyncError/overflow`` (changing
     /// nothing) past ``maximumValue`` or a ``BoundedSemaphore``'s initial value, and
