@@ -33,4 +33,3 @@ func sleep(untilMonotonic deadline: Int64) async throws {
     let loop = try EventLoop.forCurrentContext()
     _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, deadline) }
 }
-

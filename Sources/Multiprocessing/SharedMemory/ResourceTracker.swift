@@ -158,7 +158,9 @@ enum ResourceTracker {
         c.socket = -1
         if c.tracker > 0 {
             // Its end of the socket is closed, so it is exiting: give it a moment to finish.
-            if c.trackerPidfd >= 0 { _ = mp_poll_readable(c.trackerPidfd, monotonicDeadline(afterNanoseconds: 1_000_000_000)) }
+            if c.trackerPidfd >= 0 {
+                _ = mp_poll_readable(c.trackerPidfd, monotonicDeadline(afterNanoseconds: 1_000_000_000))
+            }
             var code: Int32 = 0
             _ = mp_wait_child(c.tracker, c.trackerPidfd, 1, &code)
         }
