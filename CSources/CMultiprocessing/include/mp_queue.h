@@ -75,23 +75,28 @@ typedef struct mp_queue {
 struct mp_queue_lanes;
 
 typedef struct mp_queue_view {
+    // Read by every put and get, written only when the view is filled (or `corrupted`, once).
     mp_queue_t *_Nullable header;
     uint8_t *_Nullable ring;
     uint64_t capacity;      // a power of two >= 4096
     uint64_t max_message;   // the longest message a get accepts: a longer one is corruption
     uint64_t max_whole;     // the longest WHOLE record: max_message, or a record's limit if smaller
-    uint64_t held;          // bytes of the record a get holds between begin and end/rest
     uint32_t max_messages;  // 0: no limit
     uint32_t shared;        // futexes are process-shared
     uint32_t corrupted;     // a violation was seen: every later call fails with MP_CORRUPTED
-    int32_t held_lane;      // the lane of the message a get holds, or -1 (the ring's)
-    // Lanes (queue_lanes.c), all zero for a queue without them.
+    uint32_t slot_size;     // lanes (queue_lanes.c), all zero without them: a lane message's length
     struct mp_queue_lanes *_Nullable lanes;
     uint8_t *_Nullable slots;   // lane i's slots start at slots + i * lane_slots * slot_stride
     uint64_t lane_slots;        // slots per lane, a power of two
     uint64_t view_id;           // unique in this process: the key of a thread's lane
-    uint32_t slot_size;         // a message in a lane is exactly this long
     uint32_t slot_stride;       // slot_size rounded up to 8
+    uint32_t reader_pad[17];
+    // Written by every get (under the consumer lock), on a cache line of their own: the producer
+    // threads of this process read the fields above on every put, and a line they share with
+    // these would travel between the cores on every message.
+    uint64_t held;          // bytes of the record a get holds between begin and end/rest
+    int32_t held_lane;      // the lane of the message a get holds, or -1 (the ring's)
+    uint32_t consumer_pad[13];
 } mp_queue_view_t;
 
 /// The most bytes a lane's slot holds: fixed-size elements up to this size travel in lanes.

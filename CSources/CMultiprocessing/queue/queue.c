@@ -90,6 +90,9 @@
 #include "queue_internal.h"
 
 _Static_assert(sizeof(mp_queue_t) == MP_QUEUE_HEADER_SIZE, "mp_queue_t is 384 bytes");
+_Static_assert(offsetof(mp_queue_view_t, held) - offsetof(mp_queue_view_t, slot_stride) >= 64,
+               "a get's fields are a cache line away from what puts read");
+_Static_assert(sizeof(mp_queue_view_t) - offsetof(mp_queue_view_t, held) >= 64, "and nothing follows them on their line");
 _Static_assert(offsetof(mp_queue_t, tail) == 0, "the published producer line first");
 _Static_assert(offsetof(mp_queue_t, producer) == 64, "the producer lock on the second line");
 _Static_assert(offsetof(mp_queue_t, produced) + sizeof(uint64_t) <= 128, "produced with the producer lock");
