@@ -135,6 +135,10 @@ struct QueueBatchTests {
                 }
             }
         }
+        // What the children run, run here first: a closure child forked beside the parallel suite's
+        // threads must find the generic code it calls already instantiated (the fork hazard).
+        try q.put(contentsOf: (0..<3).map { 1 << 40 | $0 })
+        #expect(try q.get(max: 64, timeout: .seconds(5)).count == 3)
         for c in consumerProcesses { try c.start() }
         for p in producers { try p.start() }
         for p in producers {
@@ -170,6 +174,8 @@ struct QueueBatchTests {
     @Test("producers SIGKILLed while putting batches: what arrives is each producer's items in order, no gap")
     func killedProducers() throws {
         let q = try Queue<Int>(capacity: 8192)
+        try q.put(contentsOf: [0])  // instantiated here first (see processes())
+        _ = try q.get(max: 64, timeout: .seconds(5))
         for round in 0..<8 {
             let victim = Process {
                 var s = 0

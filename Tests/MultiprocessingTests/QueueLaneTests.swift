@@ -24,7 +24,8 @@ struct QueueLaneTests {
         let threadProducers = 12
         let processes = 4
         let producers = threadProducers + processes * 2
-        let q = try Queue<Int>(capacity: 1 << 16)  // lanes of 1024 slots: every lane wraps many times
+        // Lanes of 1024 slots: every lane wraps many times.
+        let q = try Queue<Int>(capacity: 1 << 16, ordering: .perProducer)
         let tally = try Tally(producers: producers, consumers: 2)
         let consumerProcess = Process { Self.consume(q, tally, consumer: 1) }
         let consumerThread = Thread { Self.consume(q, tally, consumer: 0) }
@@ -76,7 +77,7 @@ struct QueueLaneTests {
 
     @Test("a ninth producer uses the ring for good; consumers take turns between lanes and the ring")
     func ninthProducerUsesTheRingForGood() throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         let release = Flag()
         let holders = (1...8).map { p in
@@ -108,7 +109,7 @@ struct QueueLaneTests {
 
     @Test("lanes of producers that exited or were SIGKILLed mid-put are drained, then taken over; nothing lost")
     func deadOwnersLanesAreTakenOver() throws {
-        let q = try Queue<Int>(capacity: 1 << 16)  // lanes of 1024 slots
+        let q = try Queue<Int>(capacity: 1 << 16, ordering: .perProducer)  // lanes of 1024 slots
         let lanes = try #require(LaneHeaders(q))
         let progress = try SharedCounters(count: 3)  // what each SIGKILLed producer knows it has put
         // Three producers put as fast as they can while a consumer drains; each is killed mid-flight.
@@ -196,7 +197,7 @@ struct QueueLaneTests {
 
     @Test("a thread that exited leaves its lane to the next thread of this process, after its leftovers")
     func exitedThreadsLaneIsReused() throws {
-        let q = try Queue<Int>(capacity: 4096)  // lanes of 64 slots
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)  // lanes of 64 slots
         let lanes = try #require(LaneHeaders(q))
         let first = (0..<8).map { p in Thread { for s in 0..<50 { try q.put(tag(p, s)) } } }
         for thread in first { try thread.start() }
@@ -225,7 +226,7 @@ struct QueueLaneTests {
 
     @Test("a child forked from a thread that owns a lane takes a lane of its own; both sequences arrive whole")
     func forkedChildTakesItsOwnLane() throws {
-        let q = try Queue<Int>(capacity: 1 << 16)
+        let q = try Queue<Int>(capacity: 1 << 16, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         let arrivals = Arrivals()
         let done = Flag()
@@ -271,7 +272,7 @@ struct QueueLaneTests {
 
     @Test("a consumer asleep on an empty lane queue is woken by a thread's lane put, 200 times in a row")
     func sleeperWokenByThread() throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let acks = try SharedCounters(count: 2)
         let producer = Thread { Self.putToSleeper(q, acks) }
         try producer.start()
@@ -282,7 +283,7 @@ struct QueueLaneTests {
 
     @Test("a consumer asleep on an empty lane queue is woken by another process's lane put, 200 times in a row")
     func sleeperWokenByProcess() throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let acks = try SharedCounters(count: 2)
         let producer = Process { Self.putToSleeper(q, acks) }
         try producer.start()
@@ -298,7 +299,7 @@ struct QueueLaneTests {
 
     @Test("an async get asleep on an event loop is woken by a thread's lane put, 200 times in a row")
     func asyncSleeperWoken() async throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let acks = try SharedCounters(count: 2)
         let producer = Thread { Self.putToSleeper(q, acks) }
         try producer.start()
@@ -376,7 +377,7 @@ struct QueueLaneTests {
             ("head 2^40", { @Sendable lanes, lane in lanes.setHead(lane, 1 << 40) }),
         ] as [(String, @Sendable (LaneHeaders, Int) -> Void)])
     func impossiblePositions(_ name: String, write: @escaping @Sendable (LaneHeaders, Int) -> Void) throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         for i in 0..<3 { try q.put(i) }
         let lane = try #require(lanes.owners.firstIndex(of: UInt32(mp_thread_id())))
@@ -388,7 +389,7 @@ struct QueueLaneTests {
 
     @Test("a lane's tail moved ahead within a lane: the gets return values, then the queue goes on")
     func plausibleTail() throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         for i in 0..<3 { try q.put(i) }
         let lane = try #require(lanes.owners.firstIndex(of: UInt32(mp_thread_id())))
@@ -405,7 +406,7 @@ struct QueueLaneTests {
         "a producer whose lane's head is garbled waits for room and fails with full at its deadline, overwriting nothing",
         arguments: [1 << 40, 65, UInt64.max] as [UInt64])
     func garbledHeadStopsProducer(_ head: UInt64) throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         #expect(lanes.slots == 64)
         for i in 0..<64 { try q.put(i) }
@@ -424,7 +425,7 @@ struct QueueLaneTests {
 
     @Test("garbled used, cursor and budget are clamped: every item arrives, in order")
     func garbledConsumerState() throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         for s in 0..<10 { try q.put(tag(0, s)) }
         let other = Thread { for s in 0..<10 { try q.put(tag(1, s)) } }
@@ -444,7 +445,7 @@ struct QueueLaneTests {
 
     @Test("every lane owned by a live thread id a peer wrote: a new producer uses the ring, in order")
     func garbledOwners() throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         let live = UInt32(getpid())  // this process's main thread: alive for the whole test
         #expect(try runInChild(timeout: .seconds(20)) { for i in 0..<8 { lanes.setOwner(i, live) } } == 0)
@@ -463,7 +464,7 @@ struct QueueLaneTests {
         let rounds = runningUnderSanitizer ? 100 : 300
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<rounds {
-            let q = try Queue<Int>(capacity: 4096)
+            let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
             let lanes = try #require(LaneHeaders(q))
             for s in 0..<40 { try q.put(s) }
             let other = Thread { for s in 0..<40 { _ = try? q.put(s, timeout: .milliseconds(20)) } }
@@ -501,13 +502,15 @@ struct QueueLaneTests {
 
     @Test("bounded, joinable, encoded and oversized queues have no lanes and still keep each producer's order")
     func queuesWithoutLanes() throws {
-        #expect(hasLanes(try Queue<Int>()))
-        #expect(hasLanes(try Queue<Block512>()))
+        #expect(hasLanes(try Queue<Int>(ordering: .perProducer)))
+        #expect(!hasLanes(try Queue<Int>()))  // causal, the default: the ring
+        #expect(try Queue<Int>().copiesBits && Queue<Int>(ordering: .perProducer).copiesBits)  // never encoded
+        #expect(hasLanes(try Queue<Block512>(ordering: .perProducer)))
         #expect(!hasLanes(try Queue<Int>(maxSize: 10)))
         #expect(!hasLanes(try JoinableQueue<Int>()))
         #expect(!hasLanes(try Queue<String>()))
-        #expect(!hasLanes(try Queue<Block576>()))
-        #expect(!hasLanes(try Queue<Int>(maxMessageSize: 4)))
+        #expect(!hasLanes(try Queue<Block576>(ordering: .perProducer)))
+        #expect(!hasLanes(try Queue<Int>(maxMessageSize: 4, ordering: .perProducer)))
 
         let bounded = try Queue<Odd13>(maxSize: 10)
         try expectRoundTrip(bounded, producers: 3, perProducer: 500, make: Odd13.init, read: { $0.read })
@@ -525,10 +528,12 @@ struct QueueLaneTests {
     @Test("elements of 1, 13 and 512 bytes travel in lanes whole, each producer's in order")
     func laneElementSizes() throws {
         try expectRoundTrip(
-            try Queue<Odd13>(capacity: 4096), producers: 3, perProducer: 2000, make: Odd13.init, read: { $0.read })
+            try Queue<Odd13>(capacity: 4096, ordering: .perProducer), producers: 3, perProducer: 2000, make: Odd13.init,
+            read: { $0.read })
         try expectRoundTrip(
-            try Queue<Block512>(), producers: 3, perProducer: 2000, make: Block512.init, read: { $0.read })
-        let bytes = try Queue<UInt8>(capacity: 4096)
+            try Queue<Block512>(ordering: .perProducer), producers: 3, perProducer: 2000, make: Block512.init,
+            read: { $0.read })
+        let bytes = try Queue<UInt8>(capacity: 4096, ordering: .perProducer)
         #expect(hasLanes(bytes))
         let producer = Thread {
             for i in 0..<1000 { try bytes.put(UInt8(truncatingIfNeeded: i), timeout: .seconds(10)) }
@@ -541,7 +546,8 @@ struct QueueLaneTests {
     @Test("a Queue<Int> handed to a spawned child: the child's puts go through a lane of its own")
     func spawnedChildUsesALane() throws {
         useTestHelper()
-        let job = QueueJob(input: try Queue<Int>(), output: try Queue<Int>())
+        let job = QueueJob(
+            input: try Queue<Int>(ordering: .perProducer), output: try Queue<Int>(ordering: .perProducer))
         let child = Process(spawn: TestTargets.doubler, argument: job)
         try child.start()
         for i in 0..<1000 { try job.input.put(i) }
@@ -559,7 +565,7 @@ struct QueueLaneTests {
 
     @Test("a Queue<Int> decoded in a forked child: the child's puts go through a lane of its own, in order")
     func decodedInForkedChild() throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let encoded = try SpawnCoding.encode(q)
         try q.put(tag(0, 0))
         let child = Process {
@@ -578,7 +584,7 @@ struct QueueLaneTests {
 
     @Test("put(contentsOf:) through a lane: a run that fills the lane is published, the rest waits; order kept")
     func batchesThroughALane() throws {
-        let q = try Queue<Int>(capacity: 4096)  // 64 slots a lane
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)  // 64 slots a lane
         #expect(try q.put(contentsOf: 0..<100, timeout: .milliseconds(100)) == 64)
         #expect(q.count == 64)
         #expect(throws: QueueError.full) { try q.put(contentsOf: [1, 2], timeout: .milliseconds(20)) }
@@ -604,7 +610,7 @@ struct QueueLaneTests {
 
     @Test("count includes the messages in lanes and in the ring")
     func countIncludesLanes() throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let release = Flag()
         let threads = (1...8).map { p in
             Thread {
@@ -626,7 +632,7 @@ struct QueueLaneTests {
 
     @Test("an immediate shutdown discards the lanes' messages: count drops to 0, gets and puts throw shutDown")
     func immediateShutdownDiscardsLanes() throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let lanes = try #require(LaneHeaders(q))
         let threads = (1...3).map { p in Thread { for s in 0..<50 { try q.put(tag(p, s)) } } }
         for thread in threads { try thread.start() }
@@ -654,7 +660,7 @@ struct QueueLaneTests {
 
     @Test("a plain shutdown lets the lanes drain first; an immediate one wakes a sleeping consumer")
     func shutdownAndLanes() throws {
-        let q = try Queue<Int>(capacity: 4096)
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
         let threads = (1...3).map { p in Thread { for s in 0..<50 { try q.put(tag(p, s)) } } }
         for thread in threads { try thread.start() }
         for thread in threads { #expect(try thread.join(timeout: .seconds(10))) }
@@ -665,7 +671,7 @@ struct QueueLaneTests {
         expectSequences(arrivals, [1: 50, 2: 50, 3: 50])
         #expect(throws: QueueError.shutDown) { try q.get(timeout: .seconds(5)) }
 
-        let empty = try Queue<Int>()
+        let empty = try Queue<Int>(ordering: .perProducer)
         let outcome = try SharedCounters(count: 1)
         let sleeper = Thread {
             do {
@@ -693,7 +699,7 @@ struct QueueLaneTests {
     func causallyOrderedPutsArriveInOrder(_ fromProcess: Bool) throws {
         // Python's pattern: join the producers, then put one sentinel per consumer. On the ring a
         // put that begins after another returned is read after it; here the producers' items are in
-        // their lanes and the sentinel in this thread's.
+        // their lanes and the sentinel in this thread's: only the default (causal) ordering keeps it.
         let q = try Queue<Int>()
         let body: @Sendable () throws -> Void = { for s in 0..<100 { try q.put(tag(1, s)) } }
         if fromProcess {
@@ -711,7 +717,7 @@ struct QueueLaneTests {
 
     @Test("a thread that put through the ring keeps to it through a second handle of the same queue")
     func secondHandleKeepsTheRingChoice() throws {
-        let q = try Queue<Int>()
+        let q = try Queue<Int>(ordering: .perProducer)
         let handle = try SpawnCoding.decode(Queue<Int>.self, from: try SpawnCoding.encode(q))  // another view
         let release = Flags(count: 8)
         let holders = (1...8).map { p in
@@ -733,18 +739,28 @@ struct QueueLaneTests {
         expectSequences(try drain(q), expected)
     }
 
-    @Test("a batch get that leaves a lane message of another size does not misplace the next ring get")
+    @Test("batch gets through a handle of another size meet a lane message: a typed error, nothing misplaced")
     func batchLeaveThenRingGet() throws {
-        let wide = try Queue<Int>()  // lanes of 8-byte slots
+        let wide = try Queue<Int>(ordering: .perProducer)  // lanes of 8-byte slots
         let narrow = try FoundationJSON.decode(Queue<Int32>.self, try FoundationJSON.encode(wide))
         try wide.put(7)  // this thread's lane
         try narrow.put(100)  // 4 bytes: the ring
         try narrow.put(200)
-        #expect(try narrow.get(max: 10, timeout: .seconds(5)) == [100])  // stops before the 8-byte 7, leaving it
-        #expect(try wide.get(timeout: .seconds(5)) == 7)
-        #expect(try narrow.get(timeout: .seconds(5)) == 200)
-        #expect(throws: QueueError.empty) { try narrow.get(timeout: .milliseconds(50)) }
-        #expect(wide.count == 0)
+        var received: [Int32] = []
+        var failures = 0
+        for _ in 0..<10 {
+            do {
+                received += try narrow.get(max: 10, timeout: .milliseconds(200))
+            } catch QueueError.decodingFailed {
+                failures += 1  // the 8-byte 7, reported once
+            } catch {
+                #expect(error == .empty, "\(error)")  // never .corrupted
+                break
+            }
+        }
+        #expect(received == [100, 200])
+        #expect(failures == 1)
+        #expect(wide.count == 0 && narrow.count == 0)
     }
 
     // MARK: Found on the way (Process, not lanes)

@@ -18,11 +18,9 @@ struct InstructionSuite {
     /// The rows: a new row is one line here (and its probe in runProbe).
     static let entries: [Entry] = [
         Entry("Queue put+get, 8 B, 1 thread", "engine Queue<Int>", probe: "queue"),
-        Entry("Queue put+get, 8 B, 1 thread", "engine Queue<Int>, bounded (the locked ring)", probe: "queue-ring"),
+        Entry("Queue put+get, 8 B, 1 thread", QueueSuite.lanes, probe: "queue-lanes"),
         Entry("Queue put+get, 8 B, batches of 64, per message", "engine Queue<Int>", probe: "queue-batch64"),
-        Entry(
-            "Queue put+get, 8 B, batches of 64, per message", "engine Queue<Int>, bounded (the locked ring)",
-            probe: "queue-ring-batch64"),
+        Entry("Queue put+get, 8 B, batches of 64, per message", QueueSuite.lanes, probe: "queue-lanes-batch64"),
         Entry("Queue put+get, 8 B, 1 thread", "engine ring (from C)", probe: "ring-c"),
         Entry("Queue put+get, 8 B, 1 thread", "C reference SPSC ring", probe: "reference-ring"),
         Entry("Queue put+get, 8 B, 1 thread", "C Vyukov MPMC ring", probe: "vyukov-ring"),

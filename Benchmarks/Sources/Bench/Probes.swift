@@ -51,15 +51,15 @@ func runProbe(_ name: String, iterations: Int) throws {
             try q.put(i)
             _ = try q.get()
         }
-    case "queue-ring":
-        let q = try Queue<Int>(maxSize: 1 << 20)  // bounded: no lanes, every message through the ring
+    case "queue-lanes":
+        let q = try Queue<Int>(ordering: .perProducer)  // this thread's lane
         for i in 0..<iterations {
             try q.put(i)
             _ = try q.get()
         }
-    case "queue-batch64", "queue-ring-batch64":
+    case "queue-batch64", "queue-lanes-batch64":
         // `iterations` messages, 64 to a batch each way.
-        let q = try name == "queue-batch64" ? Queue<Int>() : Queue<Int>(maxSize: 1 << 20)
+        let q = try Queue<Int>(ordering: name == "queue-batch64" ? .causal : .perProducer)
         let batch = Array(0..<64)
         for _ in 0..<(iterations / 64) {
             try q.put(contentsOf: batch)

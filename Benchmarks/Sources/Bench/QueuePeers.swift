@@ -49,15 +49,17 @@ extension QueueSuite {
         var contest = Contest(
             suite: "queue", caseName: "MPMC 8 B, 2×2 threads", metric: "throughput", unit: "msg/s",
             higherIsBetter: true)
-        let q = try Queue<Int>(capacity: 1 << 20)
-        contest.add("engine Queue<Int>") {
-            let start = now()
-            let threads =
-                (0..<2).map { _ in Multiprocessing.Thread { for i in 0..<(n / 2) { try q.put(i) } } }
-                + (0..<2).map { _ in Multiprocessing.Thread { for _ in 0..<(n / 2) { _ = try q.get() } } }
-            for t in threads { try t.start() }
-            for t in threads { _ = try t.join() }
-            return Double(n) / (Double(now() - start) / 1e9)
+        for ordering in [QueueOrdering.causal, .perProducer] {
+            let q = try Queue<Int>(capacity: 1 << 20, ordering: ordering)
+            contest.add(ordering == .causal ? "engine Queue<Int>" : QueueSuite.lanes) {
+                let start = now()
+                let threads =
+                    (0..<2).map { _ in Multiprocessing.Thread { for i in 0..<(n / 2) { try q.put(i) } } }
+                    + (0..<2).map { _ in Multiprocessing.Thread { for _ in 0..<(n / 2) { _ = try q.get() } } }
+                for t in threads { try t.start() }
+                for t in threads { _ = try t.join() }
+                return Double(n) / (Double(now() - start) / 1e9)
+            }
         }
         // The fair peer: a C MPMC ring that sleeps on a futex as the engine does, rather than spins.
         contest.add(Self.vyukovRing) {

@@ -76,6 +76,9 @@ struct QueueSuite {
     }
 
     static let batchesOf64 = "engine Queue<Int>, batches of 64"
+    static let lanes = "engine Queue<Int>, per-producer lanes"
+    static let lanesBatchesOf64 = "engine Queue<Int>, per-producer lanes, batches of 64"
+    static let lanesFixed64 = "engine Queue<Fixed64>, per-producer lanes"
 
     private func spsc8() throws -> Contest {
         let n = threadMessages
@@ -83,16 +86,20 @@ struct QueueSuite {
             suite: "queue", caseName: "SPSC 8 B, 2 threads", metric: "throughput", unit: "msg/s", higherIsBetter: true)
         let q = try Queue<Int>(capacity: 1 << 20)
         contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
-        let batches = try Queue<Int>(capacity: 1 << 20)
+        let lanes = try Queue<Int>(capacity: 1 << 20, ordering: .perProducer)
+        contest.add(Self.lanes) { try threadPair(n, produce: { try lanes.put($0) }, consume: { _ = try lanes.get() }) }
         let batch = Array(0..<64)
-        contest.add(Self.batchesOf64) {
-            // `n` messages each way, 64 to a put(contentsOf:) and up to 64 to a get(max:).
-            try threadPair(
-                n / 64, produce: { _ in try batches.put(contentsOf: batch) },
-                consume: {
-                    var got = 0
-                    while got < 64 { got += try batches.get(max: 64 - got).count }
-                }) * 64
+        for ordering in [QueueOrdering.causal, .perProducer] {
+            let batches = try Queue<Int>(capacity: 1 << 20, ordering: ordering)
+            contest.add(ordering == .causal ? Self.batchesOf64 : Self.lanesBatchesOf64) {
+                // `n` messages each way, 64 to a put(contentsOf:) and up to 64 to a get(max:).
+                try threadPair(
+                    n / 64, produce: { _ in try batches.put(contentsOf: batch) },
+                    consume: {
+                        var got = 0
+                        while got < 64 { got += try batches.get(max: 64 - got).count }
+                    }) * 64
+            }
         }
         contest.add("engine ring (from C)") { try checked(bench_engine_spsc(Int64(n)), "engine ring") }
         contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
@@ -138,6 +145,8 @@ struct QueueSuite {
             higherIsBetter: true)
         let q = try Queue<Fixed64>(maxSize: 65536)
         contest.add("engine Queue<Fixed64>") { try processPair(q, n, Fixed64.init) }
+        let lanes = try Queue<Fixed64>(ordering: .perProducer)
+        contest.add(Self.lanesFixed64) { try processPair(lanes, n, Fixed64.init) }
         let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "64"]) }
         contest.add("Python multiprocessing.SimpleQueue") { try python.measure("mp-simplequeue", [String(pn), "64"]) }

@@ -39,6 +39,25 @@ struct Target {
             reference: "C reference SPSC ring", minimumRatio: 1,
             text: "Queue<Int> SPSC 8 B in batches of 64 ≥ 1.0× the C ring (per message)"),
         Target(
+            suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: QueueSuite.lanes,
+            reference: "C reference SPSC ring", minimumRatio: 0.5,
+            text: "Queue<Int> on lanes, SPSC 8 B ≥ 0.5× the C ring"),
+        Target(
+            suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: QueueSuite.lanesBatchesOf64,
+            reference: "C reference SPSC ring", minimumRatio: 1,
+            text: "Queue<Int> on lanes, SPSC 8 B in batches of 64 ≥ 1.0× the C ring (per message)"),
+        Target(
+            suite: "queue", caseName: "MPMC 8 B, 2×2 threads", engine: QueueSuite.lanes,
+            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads on lanes ≥ 1.0× the Vyukov ring"),
+        Target(
+            suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: QueueSuite.lanesFixed64,
+            reference: "Python multiprocessing.Queue", minimumRatio: 100,
+            text: "cross-process Queue on lanes, 64 B fixed-size ≥ 100× multiprocessing.Queue"),
+        Target(
+            suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: QueueSuite.lanesFixed64,
+            reference: QueueSuite.boostQueue, minimumRatio: 5,
+            text: "cross-process 64 B fixed-size on lanes ≥ 5× Boost message_queue"),
+        Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: "engine Queue<Fixed64>",
             reference: "Python multiprocessing.Queue", minimumRatio: 100,
             text: "cross-process Queue, 64 B fixed-size ≥ 100× multiprocessing.Queue"),

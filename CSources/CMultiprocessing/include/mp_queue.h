@@ -88,7 +88,7 @@ typedef struct mp_queue_view {
     struct mp_queue_lanes *_Nullable lanes;
     uint8_t *_Nullable slots;   // lane i's slots start at slots + i * lane_slots * slot_stride
     uint64_t lane_slots;        // slots per lane, a power of two
-    uint64_t view_id;           // unique in this process: the key of a thread's lane
+    uint64_t queue_id;          // the queue's id, read once here: the key of a thread's lane choice
     uint32_t slot_stride;       // slot_size rounded up to 8
     uint32_t reader_pad[17];
     // Written by every get (under the consumer lock), on a cache line of their own: the producer

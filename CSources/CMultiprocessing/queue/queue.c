@@ -137,8 +137,14 @@ int32_t mp_queue_view_attach(mp_queue_view_t *view, mp_queue_t *q, uint64_t mapp
 void mp_queue_init(mp_queue_t *q, uint64_t capacity, uint32_t max_messages, int shared, uint32_t slot_size) {
     memset(q, 0, sizeof *q);
     if (slot_size > MP_QUEUE_MAX_SLOT || max_messages) slot_size = 0; // a bounded queue counts in the ring
-    // The lanes' header starts empty; their slots need no value.
-    if (slot_size) memset((uint8_t *)q + MP_QUEUE_HEADER_SIZE + capacity, 0, sizeof(struct mp_queue_lanes));
+    // The lanes' header starts empty, with an id no other queue has; their slots need no value.
+    if (slot_size) {
+        struct mp_queue_lanes *lanes = (struct mp_queue_lanes *)((uint8_t *)q + MP_QUEUE_HEADER_SIZE + capacity);
+        memset(lanes, 0, sizeof *lanes);
+        static uint64_t made; // queues made by this process
+        uint64_t n = MP_ADD(&made, 1, MP_RELAXED) + 1;
+        lanes->queue_id = ((uint64_t)mp_process_id() << 40) ^ ((uint64_t)mp_monotonic_ns() << 8) ^ n;
+    }
     q->slot_size = slot_size;
     q->capacity = capacity;
     q->max_messages = max_messages;

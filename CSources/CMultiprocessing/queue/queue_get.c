@@ -259,6 +259,7 @@ uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, ui
 
 void mp_queue_get_leave(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
+    v->held_lane = -1; // the message stays where it is, for the next get (a ring get must not move a lane)
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers); // the batch before it freed room
 }
 

@@ -228,8 +228,10 @@ _Static_assert(offsetof(mp_lane_t, head) == 64, "the consumer's line second");
 /// The lanes' shared header, after the ring; the slots follow it.
 struct mp_queue_lanes {
     // Claim line: written when a producer claims a lane (rarely).
-    uint32_t used; // lanes ever claimed: consumers look at [0, used); only grows
-    uint32_t claim_pad[15];
+    uint32_t used;     // lanes ever claimed: consumers look at [0, used); only grows
+    uint32_t claim_pad0;
+    uint64_t queue_id; // set once at creation: a thread's lane choice is keyed by it (queue_lanes.c)
+    uint32_t claim_pad[12];
     // Consumer line (under the consumer lock).
     uint32_t cursor; // the lane a consumer looks at first
     uint32_t budget; // takes left from it before the others get a turn
@@ -297,7 +299,7 @@ __attribute__((visibility("hidden"))) int64_t lanes_sleep_cap(mp_queue_view_t *v
 
 /// A thread's lane in a queue (queue_lanes.c keeps one per queue it has put to).
 typedef struct {
-    uint64_t view_id;
+    uint64_t queue_id;
     int32_t tid;
     int32_t lane; // -1: the ring
 } lane_choice_t;
@@ -309,7 +311,7 @@ extern uint32_t mp_lanes_fenced __attribute__((visibility("hidden")));
 /// lane_of_caller (claiming), with the common case inline: the queue the thread put to last.
 static inline int lane_of_caller_fast(mp_queue_view_t *v) {
     lane_choice_t *last = &mp_last_lane_choice;
-    if (MP_LIKELY(last->view_id == v->view_id && last->tid == mp_thread_id())) return last->lane;
+    if (MP_LIKELY(last->queue_id == v->queue_id && last->tid == mp_thread_id())) return last->lane;
     return lane_of_caller(v, 1);
 }
 

@@ -20,8 +20,10 @@
 // - Claiming: a thread's first put to the queue claims a free lane (CAS of `owner` from 0 to its
 //   thread id, then `used` raised, release), or one whose owner has died (its messages stay,
 //   before the new owner's), or none: it then uses the ring, for good, so that its messages keep
-//   their order. Each thread remembers its choice per queue (a per-thread table keyed by the view's
-//   process-unique id and the thread id, so a forked child, whose thread ids differ, chooses anew).
+//   their order. Each thread remembers its choice per queue (a per-thread table keyed by the queue's
+//   id, set at creation, so every handle of one queue in a process shares the choice, and by the
+//   thread id, so a forked child, whose thread ids differ, chooses anew). The table is not trimmed:
+//   a thread keeps 16 bytes for each lane queue it ever put to.
 //   A dead producer's lane is thus drained by the consumers and reused by the next producer that
 //   finds no free lane. Thread ids are per pid namespace: every process must share one.
 //
@@ -77,13 +79,12 @@ uint64_t mp_queue_lanes_bytes(uint64_t capacity, uint32_t slot_size) {
 void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring, uint64_t capacity, uint32_t slot_size) {
     view->held_lane = -1;
     if (slot_size == 0) return;
-    static uint64_t next_view_id; // process-local, never reused: a thread's table is keyed by it
     view->lanes = (struct mp_queue_lanes *)after_ring;
+    view->queue_id = MP_LOAD(&view->lanes->queue_id, MP_RELAXED); // read once (see "Trust")
     view->slot_size = slot_size;
     view->slot_stride = stride_of(slot_size);
     view->lane_slots = slots_per_lane(capacity, view->slot_stride);
     view->slots = after_ring + sizeof(struct mp_queue_lanes);
-    view->view_id = MP_ADD(&next_view_id, 1, MP_RELAXED) + 1;
 }
 
 // MARK: - Fences
@@ -168,15 +169,15 @@ static int claim(mp_queue_view_t *v, int32_t tid) {
 
 MP_COLD int lane_of_caller(mp_queue_view_t *v, int may_claim) {
     int32_t tid = mp_thread_id();
-    if (MP_LIKELY(last_choice.view_id == v->view_id && last_choice.tid == tid)) return last_choice.lane;
+    if (MP_LIKELY(last_choice.queue_id == v->queue_id && last_choice.tid == tid)) return last_choice.lane;
     for (uint32_t k = 0; k < choice_count; k++) {
-        if (choices[k].view_id == v->view_id && choices[k].tid == tid) {
+        if (choices[k].queue_id == v->queue_id && choices[k].tid == tid) {
             last_choice = choices[k];
             return last_choice.lane;
         }
     }
     if (!may_claim) return -1;
-    lane_choice_t choice = {v->view_id, tid, claim(v, tid)};
+    lane_choice_t choice = {v->queue_id, tid, claim(v, tid)};
     if (choice_count == choice_capacity) {
         uint32_t capacity = choice_capacity ? 2 * choice_capacity : 8;
         lane_choice_t *grown = realloc(choices, capacity * sizeof *grown);

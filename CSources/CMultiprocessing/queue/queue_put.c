@@ -249,7 +249,7 @@ mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, 
     // by the cached head, no shutdown. No lock and no call: everything else is put_slow's, and the
     // wake-up a tail call, so that this path needs no stack frame.
     lane_choice_t *last = &mp_last_lane_choice;
-    if (v->lanes && length == v->slot_size && length <= 64 && last->view_id == v->view_id && last->lane >= 0 &&
+    if (v->lanes && length == v->slot_size && length <= 64 && last->queue_id == v->queue_id && last->lane >= 0 &&
         last->tid == mp_tid_cache && last->tid != 0) {
         mp_lane_t *l = lane_at(v, (uint32_t)last->lane);
         uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it

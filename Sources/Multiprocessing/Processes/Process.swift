@@ -266,13 +266,19 @@ open class Process: @unchecked Sendable {
     @discardableResult
     public func join(timeout: Duration? = nil) throws(ProcessError) -> Bool {
         if case .current = target { throw .joinSelf }
-        let (started, pidfd, done) = state.withLock { ($0.started, $0.pidfd, $0.exitCode != nil) }
-        guard started else { throw .notStarted }
-        if done { return true }
         var ns = Int64(MP_FOREVER)
         if let timeout {
             do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
         }
+        // A copy of the pidfd, made under the lock: the state's own may be closed meanwhile (the
+        // child reaped by another joiner, or by a start() on another thread), and its number
+        // reused for another child's, which the poll would then watch instead.
+        let (started, pidfd, done) = state.withLock { s in
+            (s.started, s.exitCode == nil && s.pidfd >= 0 ? fcntl(s.pidfd, F_DUPFD_CLOEXEC, 0) : -1, s.exitCode != nil)
+        }
+        defer { if pidfd >= 0 { Glibc.close(pidfd) } }
+        guard started else { throw .notStarted }
+        if done { return true }
         if pidfd < 0 { return waitPolling(until: monotonicDeadline(afterNanoseconds: ns)) }
         let rc = mp_poll_readable(pidfd, monotonicDeadline(afterNanoseconds: ns))
         if rc == 0 { return state.withLock { $0.exitCode != nil } }

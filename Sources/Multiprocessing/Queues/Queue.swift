@@ -41,15 +41,19 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Closed in this process (a plain flag read on every put and get: an atomic, not a lock).
     @usableFromInline let closedHere = Atomic<Bool>(false)
 
-    init(maxSize: Int?, capacity: Int, maxMessageSize: Int, codec: ElementCodec<Element>) throws(QueueError) {
+    init(
+        maxSize: Int?, capacity: Int, maxMessageSize: Int, ordering: QueueOrdering = .causal,
+        codec: ElementCodec<Element>
+    ) throws(QueueError) {
         if let maxSize, maxSize < 1 || maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
         guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
         let joinable = Self.self is JoinableQueue<Element>.Type
-        // Lanes for an unbounded queue of fixed-size values: each producer thread puts into a
-        // lock-free lane of its own (see <doc:QueueInternals>). A bounded queue counts its messages
-        // and a JoinableQueue its tasks in the ring, under its lock.
+        // Lanes, when asked for, for an unbounded queue of fixed-size values: each producer thread
+        // puts into a lock-free lane of its own (see <doc:QueueInternals>). A bounded queue counts
+        // its messages and a JoinableQueue its tasks in the ring, under its lock.
         let size = MemoryLayout<Element>.size
-        let slot = codec.kind == .bitwise && maxSize == nil && !joinable && size <= maxMessageSize ? size : 0
+        let lanes = ordering == .perProducer && codec.kind == .bitwise && maxSize == nil && !joinable
+        let slot = lanes && size <= maxMessageSize ? size : 0
         channel = try Channel(
             capacity: capacity, maxMessages: maxSize ?? 0, maxMessage: maxMessageSize, slotSize: slot)
         q = channel.queue
@@ -62,24 +66,37 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     /// A queue of `Codable` elements, at most `maxSize` of them (nil: unbounded; zero or less is
     /// ``QueueError/invalidMaxSize(_:)``). `capacity` is the ring's size in bytes.
+    ///
+    /// `ordering` is accepted for symmetry with the fixed-size initializers (which it must match
+    /// in shape, so that the most constrained one is chosen); an encoded queue is always
+    /// ``QueueOrdering/causal``.
     public convenience init(
-        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize,
+        ordering: QueueOrdering = .causal
     ) throws(QueueError) where Element: Codable {
         try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .binary())
     }
 
-    /// A queue of fixed-size values, copied as they are (the fast path).
+    /// A queue of fixed-size values, copied as they are (the fast path). With
+    /// `ordering: .perProducer` an unbounded queue of values up to 512 bytes gives each producer
+    /// thread a lock-free lane of its own (see ``QueueOrdering``).
     public convenience init(
-        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize,
+        ordering: QueueOrdering = .causal
     ) throws(QueueError) where Element: BitwiseCopyable {
-        try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .bitwise())
+        try self.init(
+            maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, ordering: ordering, codec: .bitwise())
     }
 
-    /// A queue of fixed-size values, copied as they are (the fast path).
+    /// A queue of fixed-size values, copied as they are (the fast path). With
+    /// `ordering: .perProducer` an unbounded queue of values up to 512 bytes gives each producer
+    /// thread a lock-free lane of its own (see ``QueueOrdering``).
     public convenience init(
-        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize
+        maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize,
+        ordering: QueueOrdering = .causal
     ) throws(QueueError) where Element: BitwiseCopyable & Codable {
-        try self.init(maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, codec: .bitwise())
+        try self.init(
+            maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, ordering: ordering, codec: .bitwise())
     }
 
     /// Puts `item`, waiting while the queue is full (up to `timeout`; forever when nil).
