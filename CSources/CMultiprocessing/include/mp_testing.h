@@ -29,6 +29,10 @@ int32_t mp_fault_arm(uint32_t point);
 /// Arms `point` to fire on its pass number `passes + 1` (0: the next pass, as mp_fault_arm).
 int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 
+/// 1 in a ThreadSanitizer build of the C target: tests that fork closure children from several
+/// threads at once (TSan's own locks are not fork-safe there) run only in the other builds.
+int32_t mp_built_with_thread_sanitizer(void);
+
 #ifdef __cplusplus
 }
 #endif

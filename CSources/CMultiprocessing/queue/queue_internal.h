@@ -318,7 +318,7 @@ static inline int lane_of_caller_fast(mp_queue_view_t *v) {
 /// After a lane's `tail` store: wakes the consumers if one sleeps (see queue_lanes.c's "Sleeping").
 static inline void wake_consumers(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
-    if (MP_UNLIKELY(mp_lanes_fenced)) mp_full_barrier();
+    if (MP_UNLIKELY(MP_LOAD(&mp_lanes_fenced, MP_RELAXED))) mp_full_barrier();
     else __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
     wake_sleepers(v, &q->data_seq, &q->data_sleepers);
 }

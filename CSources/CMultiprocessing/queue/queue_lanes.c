@@ -150,7 +150,7 @@ static int took(mp_queue_view_t *v, uint32_t i) {
 }
 
 static int claim(mp_queue_view_t *v, int32_t tid) {
-    mp_lanes_fenced = membarrier_state() != 1;
+    MP_STORE(&mp_lanes_fenced, membarrier_state() != 1, MP_RELAXED); // read by every lane put, on any thread
     struct mp_queue_lanes *a = v->lanes;
     for (uint32_t i = 0; i < MP_QUEUE_LANES; i++) // one a dead thread of the same id owned
         if (MP_LOAD(&a->lane[i].owner, MP_ACQUIRE) == (uint32_t)tid) return took(v, i);

@@ -256,7 +256,7 @@ mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, 
         if (MP_LIKELY(tail - l->head_cache < v->lane_slots && !MP_LOAD(&v->header->shutdown, MP_RELAXED))) {
             copy_small(slot_at(v, (uint32_t)last->lane, tail), data, length);
             MP_STORE(&l->tail, tail + 1, MP_RELEASE); // publishes the slot
-            if (MP_UNLIKELY(mp_lanes_fenced)) mp_full_barrier();
+            if (MP_UNLIKELY(MP_LOAD(&mp_lanes_fenced, MP_RELAXED))) mp_full_barrier();
             else __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
             if (MP_UNLIKELY(MP_LOAD(&v->header->data_sleepers, MP_RELAXED) > 0)) return wake_after_lane_put(v);
             return MP_OK;

@@ -216,3 +216,11 @@ int32_t mp_pipe(int32_t *fds) {
     fds[1] = pair[1];
     return 0;
 }
+
+int32_t mp_built_with_thread_sanitizer(void) {
+#ifdef MP_TSAN
+    return 1;
+#else
+    return 0;
+#endif
+}
