@@ -49,6 +49,13 @@ struct QueueLaneTests {
         let children = (0..<processes).map { k in
             Process {
                 let first = threadProducers + 2 * k
+                // ThreadSanitizer cannot start threads in a child forked from a threaded process:
+                // there the child's two producers take turns on its main thread.
+                if mp_built_with_thread_sanitizer() != 0 {
+                    putter(first)
+                    putter(first + 1)
+                    return
+                }
                 for thread in try startProducers(first..<(first + 2)) {
                     if try !thread.join(timeout: .seconds(60)) { tally.fail() }
                 }
