@@ -65,14 +65,19 @@ func runProbe(_ name: String, iterations: Int) throws {
             try q.put(contentsOf: batch)
             guard try q.get(max: 64).count == 64 else { throw BenchError.peer("a batch came back short") }
         }
+    case "cross-process-64", "cross-process-64-lanes":
+        // The cross-process 64 B row's loop: a forked producer, this process consuming.
+        let q = try Queue<Fixed64>(ordering: name == "cross-process-64" ? .causal : .perProducer)
+        let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Fixed64.init)
+        print(String(format: "%.2f M msg/s", rate / 1e6))
     case "ring-c":
         guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
     case "reference-ring":
         bench_reference_put_get(Int64(iterations))
     case "vyukov-ring":
         bench_vyukov_put_get(Int64(iterations))
-    case "spsc":
-        let q = try Queue<Int>()
+    case "spsc", "spsc-lanes":
+        let q = try Queue<Int>(ordering: name == "spsc" ? .causal : .perProducer)
         let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }
         try consumer.start()
         for i in 0..<iterations { try q.put(i) }

@@ -200,6 +200,28 @@ static inline uint64_t lane_room(mp_queue_view_t *v, mp_lane_t *l, uint64_t tail
     return used < v->lane_slots ? v->lane_slots - used : 0; // positions a lane apart or garbled: none
 }
 
+/// Rounds of lane_refill's back-off (the longest waits 2^(REFILL_ROUNDS - 1) pauses).
+#define REFILL_ROUNDS 10
+
+/// A full lane: waits, briefly, for a run of room rather than for one slot. A producer that takes
+/// each slot the moment a consumer frees it reads the consumers' line on every put, while they
+/// write it on every get, and the two cores trade that line once per message (SPSC 8 B with the
+/// producer ahead: 26 M msg/s; the consumers alone drain at over 80 M). Backing off between reads
+/// (as the Lock's spin does), it lets the consumers free a run, then fills it from its cached
+/// `head_cache` without touching their line. Bounded by rounds, not by the clock: after about a
+/// thousand pauses it goes on with whatever room there is (the outcome of the put is unchanged,
+/// only when its slot is written), and with none the caller's wait takes over as before.
+static uint64_t lane_refill(mp_queue_view_t *v, mp_lane_t *l, uint64_t tail) {
+    uint64_t want = v->lane_slots / 4 < 256 ? v->lane_slots / 4 : 256;
+    uint64_t room = 0;
+    for (int round = 0; round < REFILL_ROUNDS; round++) {
+        for (int pause = 0; pause < (1 << round); pause++) mp_cpu_relax();
+        room = lane_room(v, l, tail);
+        if (room >= want) break;
+    }
+    return room;
+}
+
 int lane_has_room(mp_queue_view_t *v, uint64_t i) {
     mp_lane_t *l = lane_at(v, (uint32_t)i);
     return lane_room(v, l, MP_LOAD(&l->tail, MP_RELAXED)) > 0;
@@ -220,6 +242,13 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
             break;
         }
         uint64_t room = lane_room(v, l, tail);
+        if (MP_UNLIKELY(room == 0)) {
+            if (tail != MP_LOAD(&l->tail, MP_RELAXED)) { // the consumers may be waiting for these
+                MP_STORE(&l->tail, tail, MP_RELEASE);
+                wake_consumers(v);
+            }
+            room = lane_refill(v, l, tail);
+        }
         if (MP_UNLIKELY(room == 0)) {
             if (tail != MP_LOAD(&l->tail, MP_RELAXED)) { // the consumers may be waiting for these
                 MP_STORE(&l->tail, tail, MP_RELEASE);

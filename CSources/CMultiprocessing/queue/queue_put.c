@@ -73,9 +73,37 @@ static void write_record(mp_queue_view_t *v, uint32_t kind, const void *prefix, 
     MP_STORE(&q->tail, tail + record_bytes(payload), MP_RELEASE);
 }
 
+/// Rounds of refill's back-off (the longest waits 2^(REFILL_ROUNDS - 1) pauses).
+#define REFILL_ROUNDS 10
+
+/// A full ring: waits, briefly, for a run of room (a quarter of the ring, at most 4 KiB more than
+/// `need`, and as many message slots) rather than for the one record. A producer that goes on the
+/// moment a consumer frees one record reads the consumers' line on every put while they write it on
+/// every get, and the two cores trade that line once per message. Backing off between reads (as the
+/// Lock's spin does) lets the consumers free a run, which the producer then fills from its cached
+/// `head_cache` (queue_lanes.c's lane_refill, the same for a lane). Bounded by rounds, not by the
+/// clock: after about a thousand pauses it takes whatever room there is; the put's outcome is
+/// unchanged, only when it is written. 1 if the put can go on.
+static int refill(mp_queue_view_t *v, uint64_t need, int slot) {
+    mp_queue_t *q = v->header;
+    uint64_t extra = v->capacity / 4 < 4096 ? v->capacity / 4 : 4096;
+    uint64_t want = need + extra <= v->capacity ? need + extra : need;
+    int64_t extra_slots = v->max_messages / 4 < 64 ? (int64_t)(v->max_messages / 4) : 64;
+    for (int round = 0; round < REFILL_ROUNDS; round++) {
+        for (int pause = 0; pause < (1 << round); pause++) mp_cpu_relax();
+        if (MP_LOAD(&q->shutdown, MP_RELAXED)) return 0; // the caller's wait reports it
+        q->head_cache = MP_LOAD(&q->head, MP_ACQUIRE);         // pairs with the consumer's release
+        q->consumed_cache = MP_LOAD(&q->consumed, MP_ACQUIRE); // the same, for a message slot
+        int slots = !slot || !v->max_messages || in_flight(v) + extra_slots < (int64_t)v->max_messages;
+        if (slots && room_between(v, q->head_cache, q->tail, want)) return 1;
+    }
+    return slot ? slot_and_fits(v, need) : fits(v, need);
+}
+
 static mp_status_t wait_space(mp_queue_view_t *v, uint64_t need, int slot, int64_t deadline) {
     mp_queue_t *q = v->header;
     if (slot ? slot_and_fits(v, need) : fits(v, need)) return MP_OK; // the common case: no loop
+    if (refill(v, need, slot)) return MP_OK;
     return mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, slot ? slot_and_fits : fits_any, need,
                                deadline, MP_QUEUE_SHUTDOWN);
 }
