@@ -290,7 +290,8 @@ mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, 
             return MP_OK;
         }
     }
-    return put_slow(v, data, length, deadline);
+    // A queue without lanes goes straight to the ring (put_slow would only ask again).
+    return v->lanes ? put_slow(v, data, length, deadline) : put_in_ring(v, data, length, deadline);
 }
 
 /// mp_queue_put's ring path: the producer lock, one record (or a stream).
