@@ -102,22 +102,29 @@ struct LockTests {
     @Test("RLock re-enters, counts levels, and only its owner releases it")
     func rlockRecursion() throws {
         let rlock = RLock()
+        #expect(rlock.recursionCount == 0)
         try rlock.acquire()
         try rlock.acquire()
         #expect(try rlock.tryAcquire())
         #expect(rlock.isOwnedByCurrentThread)
+        #expect(rlock.recursionCount == 3)
         let other = Thread { () throws in
+            #expect(rlock.recursionCount == 0)  // not the owner: nothing held here
             #expect(throws: SyncError.notHeld) { try rlock.release() }
             #expect(try !rlock.acquire(timeout: .milliseconds(20)))
         }
         try other.start()
-        try other.join()
+        #expect(try other.join(timeout: .seconds(10)))
         try rlock.release()
         try rlock.release()
         #expect(rlock.isOwnedByCurrentThread)
+        #expect(rlock.recursionCount == 1)
         try rlock.release()
         #expect(!rlock.isOwnedByCurrentThread)
+        #expect(rlock.recursionCount == 0)
         #expect(throws: SyncError.notHeld) { try rlock.release() }
+        try rlock.withLock { try rlock.withLock { #expect(rlock.recursionCount == 2) } }
+        #expect(rlock.recursionCount == 0)
     }
 
     @Test("RLock between processes")

@@ -48,9 +48,17 @@ struct QueueTests {
 
     @Test("bad input: maxSize, capacity, timeouts, a closed queue, an oversized message")
     func badInput() throws {
-        #expect(throws: QueueError.invalidMaxSize(-1)) { try Queue<Int>(maxSize: -1) }
-        #expect(throws: QueueError.invalidMaxSize(0)) { try Queue<String>(maxSize: 0) }
-        #expect(throws: QueueError.invalidMaxSize(0)) { try JoinableQueue<Int>(maxSize: 0) }
+        // Zero or less is unbounded, as Python's Queue(maxsize=0): more than any bound fits.
+        for size in [0, -1, Int.min] {
+            let unbounded = try Queue<Int>(maxSize: size)
+            #expect(unbounded.maxSize == nil)
+            #expect(!unbounded.isFull)
+            for i in 0..<3000 { try unbounded.putNowait(i) }
+            #expect(try (0..<3000).map { _ in try unbounded.getNowait() } == Array(0..<3000))
+        }
+        #expect(try Queue<String>(maxSize: 0).maxSize == nil)
+        #expect(try JoinableQueue<Int>(maxSize: -5).maxSize == nil)
+        #expect(throws: QueueError.invalidMaxSize(Int(Int32.max) + 1)) { try Queue<Int>(maxSize: Int(Int32.max) + 1) }
         #expect(try Queue<Int>().maxSize == nil)
         #expect(throws: QueueError.invalidCapacity(100)) { try Queue<Int>(capacity: 100) }
         #expect(throws: QueueError.invalidCapacity(0)) { try Queue<String>(maxMessageSize: 0) }

@@ -1,4 +1,5 @@
 import Multiprocessing
+import Synchronization
 import Testing
 
 @Suite("Semaphore and BoundedSemaphore")
@@ -253,5 +254,125 @@ struct BarrierTests {
         try resetWaiter.join()
         #expect(!b.isBroken)
         #expect(throws: SyncError.negativeTimeout(.seconds(-1))) { try b.wait(timeout: .seconds(-1)) }
+    }
+
+    @Test("the action runs once per pass, in the last to arrive, before anyone passes (threads)")
+    func actionBetweenThreads() throws {
+        let rounds = 200
+        let parties = 3
+        let state = Mutex<(actions: Int, lastIndexRan: Int, early: Int)>((0, 0, 0))
+        let barrier = try Barrier(
+            parties: parties,
+            action: {
+                state.withLock { $0.actions += 1 }
+            }, timeout: .seconds(30))
+        let threads = (0..<parties).map { _ in
+            Thread {
+                for round in 1...rounds {
+                    let index = try barrier.wait()
+                    // Everyone passes only after this round's action has run.
+                    state.withLock {
+                        // This round's first action has run, its second cannot have (we have not arrived).
+                        if $0.actions != 2 * round - 1 { $0.early += 1 }
+                        if index == parties - 1 { $0.lastIndexRan += 1 }
+                    }
+                    // Nobody may run ahead into the next round's action before all have looked.
+                    try barrier.wait()
+                }
+            }
+        }
+        for t in threads { try t.start() }
+        for t in threads { #expect(try t.join(timeout: .seconds(60))) }
+        let final = state.withLock { $0 }
+        #expect(final.actions == 2 * rounds)  // two passes a round
+        #expect(final.early == 0)
+        #expect(final.lastIndexRan == rounds)  // each pass has exactly one last arrival
+    }
+
+    @Test("the action runs once per pass across forked processes, in the releasing party's process")
+    func actionAcrossProcesses() throws {
+        let rounds = 40
+        let counters = try SharedCounters(count: 8)  // [0]: actions run, [1]: passes seen early
+        let guardLock = Lock()
+        let barrier = try Barrier(
+            parties: 3, action: { try guardLock.withLock { counters[0] += 1 } }, timeout: .seconds(30))
+        let children = (0..<3).map { _ in
+            Process {
+                for round in 1...rounds {
+                    try barrier.wait()
+                    try guardLock.withLock { if counters[0] != 2 * round - 1 { counters[1] += 1 } }
+                    _ = try barrier.wait(timeout: .seconds(30))  // the round's second pass (its action runs too)
+                }
+            }
+        }
+        for c in children { try c.start() }
+        for c in children {
+            #expect(try c.join(timeout: .seconds(60)))
+            #expect(c.exitCode == 0)
+        }
+        for c in children where c.exitCode == nil { try c.kill() }
+        // The second wait of each round runs the action too: two per round, never fewer or more.
+        #expect(counters[0] == 2 * rounds)
+        #expect(counters[1] == 0)
+    }
+
+    @Test("an action that throws breaks the barrier: its runner is told why, the others that it broke")
+    func actionThrows() throws {
+        struct Refused: Error {}
+        let barrier = try Barrier(parties: 2, action: { throw Refused() })
+        let other = Thread {
+            #expect(throws: SyncError.brokenBarrier) { try barrier.wait(timeout: .seconds(30)) }
+        }
+        try other.start()
+        #expect(eventually(timeout: .seconds(10)) { barrier.waiting == 1 })
+        #expect(throws: SyncError.barrierActionFailed(String(describing: Refused()))) { try barrier.wait() }
+        #expect(try other.join(timeout: .seconds(10)))
+        #expect(barrier.isBroken)
+        barrier.reset()
+        #expect(!barrier.isBroken)
+    }
+
+    @Test("the action may look at its barrier and abort it; another handle carries its own action")
+    func actionSeesItsBarrier() throws {
+        let seen = Mutex<[Int]>([])
+        let plain = try Barrier(parties: 2)
+        let withAction = Barrier(sharing: plain, action: { seen.withLock { $0.append(plain.waiting) } })
+        let other = Thread { () throws in _ = try plain.wait(timeout: .seconds(30)) }  // no action in this handle
+        try other.start()
+        #expect(eventually(timeout: .seconds(10)) { plain.waiting == 1 })
+        #expect(try withAction.wait() == 1)  // the last to arrive, with the action
+        #expect(try other.join(timeout: .seconds(10)))
+        #expect(seen.withLock { $0 } == [2])  // both counted while it ran, as Python's n_waiting
+
+        let aborting = Barrier(sharing: plain, action: { plain.abort() })
+        let loser = Thread { #expect(throws: SyncError.brokenBarrier) { try plain.wait(timeout: .seconds(30)) } }
+        try loser.start()
+        #expect(eventually(timeout: .seconds(10)) { plain.waiting == 1 })
+        #expect(throws: SyncError.brokenBarrier) { try aborting.wait() }
+        #expect(try loser.join(timeout: .seconds(10)))
+        #expect(plain.isBroken)
+    }
+
+    @Test("a default timeout breaks the barrier in wait(), travels with the handle, and a negative one is refused")
+    func defaultTimeout() throws {
+        #expect(throws: SyncError.negativeTimeout(.milliseconds(-1))) {
+            try Barrier(parties: 2, timeout: .milliseconds(-1))
+        }
+        let b = try Barrier(parties: 2, timeout: .milliseconds(30))
+        #expect(b.timeout == .milliseconds(30))
+        #expect(try Barrier(parties: 2).timeout == nil)
+        #expect(throws: SyncError.brokenBarrier) { try b.wait() }  // nobody else came in 30 ms
+        #expect(b.isBroken)
+        b.reset()
+        // An explicit timeout replaces the default.
+        let t = Thread { () throws in #expect(try b.wait(timeout: .seconds(30)) != nil) }
+        try t.start()
+        #expect(eventually(timeout: .seconds(10)) { b.waiting == 1 })
+        try sleep(for: .milliseconds(60))  // past the default: the waiter's own timeout holds
+        #expect(try b.wait() == 1)
+        #expect(try t.join(timeout: .seconds(10)))
+        let decoded = try FoundationJSON.decode(Barrier.self, try FoundationJSON.encode(b))
+        #expect(decoded.timeout == .milliseconds(30))
+        #expect(decoded.parties == 2)
     }
 }

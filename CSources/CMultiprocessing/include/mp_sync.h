@@ -138,6 +138,8 @@ mp_status_t mp_rmutex_lock(mp_mutex_t *_Nonnull m, int64_t deadline_ns);
 mp_status_t mp_rmutex_unlock(mp_mutex_t *_Nonnull m);
 /// Releases every level at once (Condition.wait), returning the depth to restore, 0 if not owned.
 uint32_t mp_rmutex_unlock_all(mp_mutex_t *_Nonnull m);
+/// How many levels the calling thread holds (0 unless it owns the lock).
+uint32_t mp_rmutex_depth(const mp_mutex_t *_Nonnull m);
 /// Re-acquires after `mp_rmutex_unlock_all`, restoring `depth` levels.
 mp_status_t mp_rmutex_lock_depth(mp_mutex_t *_Nonnull m, uint32_t depth);
 
@@ -214,13 +216,21 @@ typedef struct mp_barrier {
     uint32_t seq;
     uint32_t shared;
     uint32_t cycle;
-    uint32_t reserved[2];
+    uint64_t default_timeout_ns; // a wait without a timeout of its own uses this; 0: none (set once)
 } mp_barrier_t;
 
-void mp_barrier_init(mp_barrier_t *_Nonnull b, uint32_t parties, int shared);
+/// The action a barrier's releasing party runs (see mp_barrier_wait): 0 to let the parties pass,
+/// anything else to break the barrier.
+typedef int32_t (*mp_barrier_action_t)(void *_Nullable context);
+
+void mp_barrier_init(mp_barrier_t *_Nonnull b, uint32_t parties, int shared, uint64_t default_timeout_ns);
 /// Waits for all parties. On MP_OK `*index` is this caller's arrival index (0..parties-1).
 /// MP_BROKEN if the barrier is or becomes broken or reset; a timeout breaks it (MP_TIMED_OUT).
-mp_status_t mp_barrier_wait(mp_barrier_t *_Nonnull b, int64_t deadline_ns, uint32_t *_Nonnull index);
+/// The last to arrive runs `action(context)` (when not NULL) before anyone is released, under the
+/// barrier's guard, as Python does under its condition's lock; a nonzero result breaks the
+/// barrier, and that caller gets MP_BROKEN too.
+mp_status_t mp_barrier_wait(mp_barrier_t *_Nonnull b, int64_t deadline_ns, uint32_t *_Nonnull index,
+                            mp_barrier_action_t _Nullable action, void *_Nullable context);
 void mp_barrier_reset(mp_barrier_t *_Nonnull b);
 void mp_barrier_abort(mp_barrier_t *_Nonnull b);
 int mp_barrier_is_broken(mp_barrier_t *_Nonnull b);

@@ -1,8 +1,10 @@
 // Barrier across threads and processes: Python's threading.Barrier semantics, in shared memory.
 //
 // Invariants (all fields but `seq` change only under `guard`):
-// - `state`: FILLING (parties arrive), DRAINING (all arrived, waiters leaving; new arrivals wait
-//   for the last to leave), BROKEN (abort() or a waiter's timeout; sticky until reset()).
+// - `state`: FILLING (parties arrive), RELEASING (all arrived; the last runs the action, outside
+//   the guard, and nobody passes yet), DRAINING (all arrived, waiters leaving; new arrivals wait
+//   for the last to leave), BROKEN (abort(), a waiter's timeout or a failed action; sticky until
+//   reset()).
 // - `count` is the number of callers inside wait() for the current `cycle`. The last one out of
 //   DRAINING turns the barrier back to FILLING, so one cycle's leavers never mix with the next's.
 // - `cycle` is bumped by reset(), which also empties the barrier: waiters of an older cycle leave
@@ -18,17 +20,19 @@
 #include <limits.h>
 
 _Static_assert(sizeof(mp_barrier_t) == 48, "mp_barrier_t layout is shared between processes");
+_Static_assert(offsetof(mp_barrier_t, default_timeout_ns) % 8 == 0, "the default timeout is one aligned word");
 _Static_assert(offsetof(mp_barrier_t, guard) == 0, "the guard's futex word leads the struct");
 
-enum { FILLING = 0, DRAINING = 1, BROKEN = -2 };
+enum { FILLING = 0, DRAINING = 1, RELEASING = 2, BROKEN = -2 };
 
-void mp_barrier_init(mp_barrier_t *b, uint32_t parties, int shared) {
+void mp_barrier_init(mp_barrier_t *b, uint32_t parties, int shared, uint64_t default_timeout_ns) {
     mp_mutex_init(&b->guard, (shared ? MP_MUTEX_SHARED : 0) | MP_MUTEX_PROCESS_OWNED);
     b->parties = parties;
     b->count = 0;
     b->state = FILLING;
     b->shared = shared ? 1 : 0;
     b->cycle = 0;
+    b->default_timeout_ns = default_timeout_ns;
     MP_STORE(&b->seq, 0, MP_RELEASE);
 }
 
@@ -53,10 +57,11 @@ static int await_change(mp_barrier_t *b, int64_t deadline) {
     return timed_out;
 }
 
-mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index) {
+mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, mp_barrier_action_t action,
+                            void *context) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    while (b->state == DRAINING) {
-        if (await_change(b, deadline) && b->state == DRAINING) {
+    while (b->state == DRAINING || b->state == RELEASING) { // the last cycle leaving, or its action
+        if (await_change(b, deadline) && (b->state == DRAINING || b->state == RELEASING)) {
             mp_mutex_unlock(&b->guard);
             return MP_TIMED_OUT; // the previous cycle has not drained (a dead party?): reset() frees it
         }
@@ -69,11 +74,30 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index) 
     mp_status_t status = MP_OK;
     *index = b->count++;
     if (*index + 1 == b->parties) {
-        b->state = DRAINING;
+        if (action != NULL) {
+            // The action runs before anyone passes, outside the guard (it may ask the barrier how
+            // many wait, or abort it). The others keep waiting meanwhile; one whose deadline
+            // passes breaks the barrier as in FILLING, so a releasing process killed in the
+            // action costs the others their timeouts, or a reset(), never a hang with deadlines.
+            b->state = RELEASING;
+            mp_mutex_unlock(&b->guard);
+            int32_t failed = action(context);
+            mp_mutex_lock(&b->guard, MP_FOREVER);
+            if (b->cycle != cycle || b->state != RELEASING) {
+                status = MP_BROKEN; // reset, aborted or timed out meanwhile: nobody passes
+            } else if (failed) {
+                b->state = BROKEN;
+                status = MP_BROKEN;
+            } else {
+                b->state = DRAINING;
+            }
+        } else {
+            b->state = DRAINING;
+        }
         changed(b);
     } else {
-        while (b->state == FILLING && b->cycle == cycle) {
-            if (await_change(b, deadline) && b->state == FILLING && b->cycle == cycle) {
+        while ((b->state == FILLING || b->state == RELEASING) && b->cycle == cycle) {
+            if (await_change(b, deadline) && (b->state == FILLING || b->state == RELEASING) && b->cycle == cycle) {
                 b->state = BROKEN;
                 changed(b);
                 status = MP_TIMED_OUT;
@@ -115,7 +139,7 @@ int mp_barrier_is_broken(mp_barrier_t *b) {
 
 uint32_t mp_barrier_waiting(mp_barrier_t *b) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    uint32_t n = b->state == FILLING ? b->count : 0;
+    uint32_t n = b->state == FILLING || b->state == RELEASING ? b->count : 0; // as Python's n_waiting
     mp_mutex_unlock(&b->guard);
     return n;
 }

@@ -145,6 +145,11 @@ uint32_t mp_rmutex_unlock_all(mp_mutex_t *m) {
     return depth;
 }
 
+uint32_t mp_rmutex_depth(const mp_mutex_t *m) {
+    // Only the owner writes `depth`, and only the owner's word holds its tid: exact for the owner.
+    return owned_by_caller(m) ? m->depth : 0;
+}
+
 mp_status_t mp_rmutex_lock_depth(mp_mutex_t *m, uint32_t depth) {
     mp_status_t status = mp_mutex_lock(m, MP_FOREVER);
     m->depth = depth;

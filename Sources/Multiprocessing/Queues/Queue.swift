@@ -45,7 +45,9 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         maxSize: Int?, capacity: Int, maxMessageSize: Int, ordering: QueueOrdering = .causal,
         codec: ElementCodec<Element>
     ) throws(QueueError) {
-        if let maxSize, maxSize < 1 || maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
+        // Zero or less is unbounded, as Python's `Queue(maxsize=0)`; stored as nil.
+        let maxSize = maxSize.flatMap { $0 > 0 ? $0 : nil }
+        if let maxSize, maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
         guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
         let joinable = Self.self is JoinableQueue<Element>.Type
         // Lanes, when asked for, for an unbounded queue of fixed-size values: each producer thread
@@ -64,8 +66,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         self.maxMessageSize = maxMessageSize
     }
 
-    /// A queue of `Codable` elements, at most `maxSize` of them (nil: unbounded; zero or less is
-    /// ``QueueError/invalidMaxSize(_:)``). `capacity` is the ring's size in bytes.
+    /// A queue of `Codable` elements, at most `maxSize` of them (nil, zero or less: unbounded, as
+    /// in Python; more than `Int32.max` is ``QueueError/invalidMaxSize(_:)``). `capacity` is the ring's size in bytes.
     ///
     /// `ordering` is accepted for symmetry with the fixed-size initializers (which it must match
     /// in shape, so that the most constrained one is chosen); an encoded queue is always

@@ -16,7 +16,7 @@ public enum QueueError: Error, Equatable, Sendable {
     case corrupted
     /// A message larger than the queue's `maxMessageSize`; nothing was put.
     case messageTooLarge(size: Int, limit: Int)
-    /// A `maxSize` of zero or less (pass nil for an unbounded queue).
+    /// A `maxSize` above `Int32.max` (nil, zero or less make an unbounded queue, as in Python).
     case invalidMaxSize(Int)
     /// A ring capacity below 4096 bytes, or above 4 GiB or the machine's memory; or a message
     /// limit below 1.

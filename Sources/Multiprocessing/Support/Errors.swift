@@ -17,8 +17,12 @@ public enum SyncError: Error, Equatable, Sendable {
     case overflow
     /// `Barrier(parties:)` with fewer than one party.
     case invalidParties(Int)
-    /// The barrier was aborted, reset while the caller waited, or a waiter timed out.
+    /// The barrier was aborted, reset while the caller waited, a waiter timed out, or the
+    /// barrier's action threw in another party.
     case brokenBarrier
+    /// The barrier's action, run by this caller as the last to arrive, threw (described here);
+    /// the barrier is broken.
+    case barrierActionFailed(String)
 }
 
 /// Errors of shared-memory regions and of the handles that name objects in them.

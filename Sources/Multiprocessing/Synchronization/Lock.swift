@@ -116,6 +116,11 @@ public final class RLock: @unchecked Sendable, Codable {
     /// Whether the calling thread owns the lock.
     public var isOwnedByCurrentThread: Bool { mp_mutex_owner(mutex) == mp_thread_id() }
 
+    /// How many times the calling thread holds the lock: each ``acquire()`` adds one, each
+    /// ``release()`` takes one away; 0 when another thread (or process) owns it, or nobody does
+    /// (Python's `RLock._recursion_count()`).
+    public var recursionCount: Int { Int(mp_rmutex_depth(mutex)) }
+
     /// Runs `body` holding the lock; see ``Lock/withLock(_:)`` for a dead previous owner.
     public func withLock<R>(_ body: () throws -> R) throws -> R {
         do {
