@@ -17,6 +17,18 @@ public struct CounterJob: Codable, Sendable {
     }
 }
 
+/// A shared value and array that a child adds to `iterations` times (SharedValueTests).
+public struct SharedTallyJob: Codable, Sendable {
+    public var total: SharedValue<Int>
+    public var cells: SharedArray<Double>
+    public var iterations: Int
+    public init(total: SharedValue<Int>, cells: SharedArray<Double>, iterations: Int) {
+        self.total = total
+        self.cells = cells
+        self.iterations = iterations
+    }
+}
+
 public struct EventJob: Codable, Sendable {
     public var event: Event
     public var reply: Event
@@ -173,6 +185,16 @@ public enum TestTargets {
         }
     }
 
+    /// Adds 1 to a SharedValue and to each cell of a SharedArray, `iterations` times, under their locks.
+    public static let sharedTally = SpawnTarget<SharedTallyJob>("sharedTally") { job in
+        for _ in 0..<job.iterations {
+            job.total.withLock { $0 += 1 }
+            job.cells.withLock { cells in
+                for i in cells.indices { cells[i] += 1 }
+            }
+        }
+    }
+
     /// Proves the child is a full Swift process: awaits, then answers through a shared Event.
     public static let asyncEcho = SpawnTarget<EventJob>("asyncEcho") { job in
         try await Task.sleep(for: .milliseconds(10))
@@ -227,5 +249,6 @@ public enum TestTargets {
     public static let all: [any SpawnEntry] = [
         twice, PoolHazard.target, createRegion, inheritedDescriptors, streamConsumer,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
+        sharedTally,
     ]
 }
