@@ -28,6 +28,31 @@ struct PipeTests {
         #expect(child.exitCode == 0)
     }
 
+    @Test("out of descriptors: Pipe.make says so with the system's own error (EMFILE), both kinds")
+    func outOfDescriptors() throws {
+        // In a child: lowering this process's descriptor limit would starve the rest of the suite.
+        let child = Process {
+            var limit = rlimit()
+            getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            let saved = limit
+            limit.rlim_cur = 3  // stdin, stdout, stderr: not one more
+            guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { exit(3) }
+            defer { _ = withUnsafePointer(to: saved) { setrlimit(Int32(RLIMIT_NOFILE.rawValue), $0) } }
+            for duplex in [true, false] {
+                let made = Result { () throws(ConnectionError) in try Pipe.make(duplex: duplex) }
+                guard case .failure(let error) = made else { exit(4) }
+                guard error == .system(.tooManyOpenFiles, function: duplex ? "socketpair" : "pipe2") else { exit(5) }
+            }
+        }
+        try child.start()
+        #expect(try child.join(timeout: .seconds(20)))
+        #expect(child.exitCode == 0)
+        if child.exitCode == nil {
+            try child.kill()
+            try child.join()
+        }
+    }
+
     @Test("simplex: the first end receives, the second sends; misuse is a typed error")
     func simplex() throws {
         let (reader, writer) = try Pipe.make(duplex: false)

@@ -162,6 +162,8 @@ int32_t mp_poll_readable(int32_t fd, int64_t deadline_ns);
 
 /// pipe2(O_CLOEXEC): fds[0] reads, fds[1] writes. 0 or -errno.
 int32_t mp_pipe(int32_t *_Nonnull fds);
+/// socketpair(AF_UNIX, SOCK_STREAM, close-on-exec): two connected ends (a duplex Pipe). 0 or -errno.
+int32_t mp_stream_socketpair(int32_t *_Nonnull fds);
 
 /// Sends `signal` to `pid`; 0 or -errno.
 int32_t mp_signal(int32_t pid, int32_t signal);

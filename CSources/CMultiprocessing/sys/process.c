@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -208,6 +209,14 @@ int32_t mp_fault_arm_after(uint32_t point, uint32_t passes) {
     return 0;
 }
 #endif
+
+int32_t mp_stream_socketpair(int32_t *fds) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return -errno;
+    fds[0] = pair[0];
+    fds[1] = pair[1];
+    return 0;
+}
 
 int32_t mp_pipe(int32_t *fds) {
     int pair[2];

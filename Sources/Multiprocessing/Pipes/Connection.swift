@@ -32,11 +32,9 @@ public enum Pipe {
     /// Simplex: the first end only receives and the second only sends, as in Python.
     public static func make(duplex: Bool = true) throws(ConnectionError) -> (Connection, Connection) {
         var fds: [Int32] = [-1, -1]
-        let rc =
-            duplex
-            ? socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
-            : mp_pipe(&fds)
-        guard rc == 0 else { throw .system(Errno(rawValue: errno), function: duplex ? "socketpair" : "pipe2") }
+        // Both return 0 or -errno (the global errno may belong to another call by then).
+        let rc = duplex ? mp_stream_socketpair(&fds) : mp_pipe(&fds)
+        guard rc == 0 else { throw .system(Errno(rawValue: -rc), function: duplex ? "socketpair" : "pipe2") }
         return (
             Connection(fd: fds[0], readable: true, writable: duplex),
             Connection(fd: fds[1], readable: duplex, writable: true)
