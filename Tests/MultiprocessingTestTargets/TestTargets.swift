@@ -68,7 +68,8 @@ public struct PoolAnswer: Codable, Sendable, Equatable {
     public var pid: Int32
 }
 
-public enum PoolJobError: Error {
+/// Codable: a process pool hands it back to the caller as itself.
+public enum PoolJobError: Error, Codable, Equatable {
     case refused(String)
 }
 

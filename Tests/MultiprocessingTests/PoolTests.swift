@@ -6,6 +6,12 @@ import Testing
     import Glibc
 #endif
 
+/// A Codable task error: a process pool hands it back as itself.
+struct Refusal: Error, Codable, Equatable {
+    var word: String
+    var code: Int
+}
+
 struct Shouted: Error, CustomStringConvertible {
     var word: String
     var description: String { "shouted \(word)" }
@@ -122,6 +128,28 @@ struct ProcessPoolTests {
         pool.terminate()
     }
 
+    @Test("a Codable error comes back as itself: apply, get, map, imap, the error callback")
+    func codableTaskErrors() async throws {
+        let pool = try ProcessPool(processes: 2) { (word: String) -> Int in
+            if word.hasPrefix("!") { throw Refusal(word: word, code: word.count) }
+            return word.count
+        }
+        #expect(throws: Refusal(word: "!stop", code: 5)) { try pool.apply("!stop") }
+        #expect(throws: Refusal(word: "!no", code: 3)) { try pool.applyAsync("!no").get(timeout: patience) }
+        #expect(throws: Refusal(word: "!b", code: 2)) { try pool.map(["a", "!b", "cc"], chunkSize: 1) }
+        #expect(throws: Refusal(word: "!b", code: 2)) { try pool.map(["a", "!b", "cc"]) }  // in a chunk
+        let outcomes = Array(pool.imap(["a", "!x"]))
+        #expect(throws: Refusal(word: "!x", code: 2)) { try outcomes[1].get() }
+        await #expect(throws: Refusal(word: "!y", code: 2)) { for try await _ in pool.imap(["!y"]) {} }
+        let seen = CallbackLog<String>()
+        let handle = pool.applyAsync("!cb", errorCallback: { seen.record(String(describing: $0 as? Refusal)) })
+        _ = try? handle.get(timeout: patience)
+        #expect(eventually { seen.values.count == 1 })
+        #expect(seen.values == [String(describing: Refusal(word: "!cb", code: 3) as Refusal?)])
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+
     @Test("a thrown error comes back as that task's error, with its type and message")
     func taskErrors() async throws {
         let pool = try ProcessPool(processes: 2) { (word: String) -> Int in
@@ -132,7 +160,7 @@ struct ProcessPoolTests {
         #expect(throws: PoolError.self) { try bad.get(timeout: patience) }
         #expect(bad.isReady && !bad.isSuccessful)
         var caught: PoolError?
-        do { _ = try pool.apply("!stop") } catch { caught = error }
+        do { _ = try pool.apply("!stop") } catch { caught = error as? PoolError }  // Shouted is not Codable
         if case .taskFailed(let type, let message) = caught {
             #expect(type.hasSuffix("Shouted"))
             #expect(message == "shouted !stop")
@@ -265,7 +293,8 @@ struct ProcessPoolTests {
         let workers = Set(pool.workerPIDs)
         #expect(Set(answers.map(\.pid)).isSubset(of: workers))
         for pid in workers { #expect(procStat(pid)?.parent == getpid()) }
-        #expect(throws: PoolError.self) { try pool.apply(PoolJob(text: "no", times: 1, fail: true)) }
+        // The worker's Codable error comes back as itself, under every start method (exec'd ones too).
+        #expect(throws: PoolJobError.refused("no")) { try pool.apply(PoolJob(text: "no", times: 1, fail: true)) }
         pool.close()
         #expect(try pool.join(timeout: patience))
         #expect(pool.watchdogReplacements == 0)

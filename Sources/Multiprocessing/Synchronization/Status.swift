@@ -10,8 +10,15 @@ func acquired(_ status: mp_status_t, _ mutex: UnsafeMutablePointer<mp_mutex_t>? 
     case MP_OVERFLOW: throw .overflow
     case MP_NOT_HELD: throw .notHeld
     case MP_BROKEN: throw .brokenBarrier
-    default: throw .ownerDied(owner: mutex.map { Int32(bitPattern: $0.pointee.dead_owner) } ?? 0)
+    case MP_OWNER_DIED: throw .ownerDied(owner: mutex.map { Int32(bitPattern: $0.pointee.dead_owner) } ?? 0)
+    default: unexpected(status)
     }
+}
+
+/// A status the lock family's C calls never return (a shutdown, an abort, corruption belong to
+/// queues): a bug in this library, not an outcome to report as something else.
+func unexpected(_ status: mp_status_t, function: StaticString = #function) -> Never {
+    preconditionFailure("\(function): unexpected status \(status) from the C layer")
 }
 
 @inline(__always)
@@ -19,6 +26,7 @@ func released(_ status: mp_status_t) throws(SyncError) {
     switch status {
     case MP_OK: return
     case MP_OVERFLOW: throw .overflow
-    default: throw .notHeld
+    case MP_NOT_HELD: throw .notHeld
+    default: unexpected(status)
     }
 }

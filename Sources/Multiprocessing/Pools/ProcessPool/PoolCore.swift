@@ -242,7 +242,7 @@ final class PoolCore: @unchecked Sendable {
                     message.finish()
                 }
             case .failure:
-                let error = Self.failure(payload).poolError
+                let error = Self.failure(payload).error
                 message.finish()
                 failTask(header.id, error)
             case .initializerFailed:

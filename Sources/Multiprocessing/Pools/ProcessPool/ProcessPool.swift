@@ -21,7 +21,8 @@ import CMultiprocessing
 /// A pool never hangs on a dead worker: a worker killed by a signal, crashed, or exited in the middle
 /// of a task fails that task only, with ``PoolError/workerDied(pid:reason:)`` naming its pid and
 /// signal; a replacement starts and every other task completes. An error thrown by the work
-/// function comes back as ``PoolError/taskFailed(type:message:)``.
+/// function comes back as itself when its type is `Codable` (as Python re-raises the worker's
+/// exception), otherwise as ``PoolError/taskFailed(type:message:)`` with its type and description.
 ///
 /// Callbacks run in the parent, on the pool's one result thread, in completion order (as in
 /// Python); a callback must not wait for another result of the same pool (that throws
@@ -149,9 +150,10 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
 
     // MARK: Tasks
 
-    /// Runs `work(input)` in a worker and waits for the result (Python's `apply`).
-    public func apply(_ input: Input) throws(PoolError) -> Output {
-        do { return try applyAsync(input).get() } catch { throw PoolError(error) }
+    /// Runs `work(input)` in a worker and waits for the result (Python's `apply`). Throws the
+    /// work function's own error when it is `Codable` (see <doc:Pools>), otherwise a ``PoolError``.
+    public func apply(_ input: Input) throws -> Output {
+        try applyAsync(input).get()
     }
 
     /// Submits `work(input)` and returns at once (Python's `apply_async`). `callback` gets the
@@ -172,9 +174,9 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
 
     /// Runs `work` on every input, `chunkSize` inputs per task (about four tasks per worker when
     /// nil), and returns the outputs in input order (Python's `map`). Throws the first task error.
-    public func map<S: Sequence>(_ items: S, chunkSize: Int? = nil) throws(PoolError) -> [Output]
+    public func map<S: Sequence>(_ items: S, chunkSize: Int? = nil) throws -> [Output]
     where S.Element == Input {
-        do { return try mapAsync(items, chunkSize: chunkSize).get() } catch { throw PoolError(error) }
+        try mapAsync(items, chunkSize: chunkSize).get()
     }
 
     /// ``map(_:chunkSize:)`` without waiting (Python's `map_async`): the handle's value is every

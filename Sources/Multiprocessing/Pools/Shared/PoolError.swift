@@ -21,7 +21,8 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
     case workerDied(pid: Int32, reason: WorkerExit)
     /// The pool was terminated before the task finished.
     case terminated
-    /// The work function threw in a worker process: the error's type and its description.
+    /// The work function threw in a worker process an error that is not `Codable` (a `Codable`
+    /// one comes back as itself): the error's type and its description.
     case taskFailed(type: String, message: String)
     /// A worker's initializer threw: the pool cannot run tasks, every pending one fails with this.
     case initializerFailed(type: String, message: String)
