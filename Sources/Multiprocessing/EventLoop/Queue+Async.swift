@@ -18,8 +18,8 @@ extension Queue {
             try await toThread { try self.send(item, deadline: deadline) }
             return
         }
-        let joinable = self is JoinableQueue<Element>
-        if joinable { mp_queue_task_add(q) }  // before the item is visible, as JoinableQueue.send
+        let joinable = countsTasks
+        if joinable { mp_queue_task_add(q) }  // before the item is visible, as send does
         do {
             try await putBytes(bytes, deadline: deadline)
         } catch {

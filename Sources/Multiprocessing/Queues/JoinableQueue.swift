@@ -19,7 +19,8 @@ public final class JoinableQueue<Element: Sendable>: Queue<Element>, @unchecked 
     /// Items put and not yet marked done (a snapshot).
     public var unfinishedTasks: Int { Int(channel.header.pointee.unfinished) }
 
-    // Every put counts a task: Queue.send does it when `countsTasks`, which a JoinableQueue sets.
+    /// Every put counts a task: Queue.send does it when `countsTasks`.
+    override class var isJoinable: Bool { true }
 }
 
 /// An unbounded queue with only `put`, `get`, `isEmpty` and `close` (Python's `SimpleQueue`),

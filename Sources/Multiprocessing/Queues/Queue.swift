@@ -34,6 +34,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// A JoinableQueue: every put counts a task (before the item is visible, so that a fast
     /// `taskDone` finds it) and a failed put undoes it.
     @usableFromInline let countsTasks: Bool
+    /// Whether this kind of queue counts a task per put (``JoinableQueue`` does): read once, at init.
+    class var isJoinable: Bool { false }
     /// The most messages the queue holds; nil for unbounded (up to the ring's bytes).
     public let maxSize: Int?
     /// The largest message accepted, in bytes.
@@ -49,7 +51,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         let maxSize = maxSize.flatMap { $0 > 0 ? $0 : nil }
         if let maxSize, maxSize > Int(Int32.max) { throw .invalidMaxSize(maxSize) }
         guard maxMessageSize >= 1 else { throw .invalidCapacity(maxMessageSize) }
-        let joinable = Self.self is JoinableQueue<Element>.Type
+        let joinable = Self.isJoinable
         // Lanes, when asked for, for an unbounded queue of fixed-size values: each producer thread
         // puts into a lock-free lane of its own (see <doc:QueueInternals>). A bounded queue counts
         // its messages and a JoinableQueue its tasks in the ring, under its lock.
@@ -277,7 +279,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         maxMessageSize = try c.decode(Int.self, forKey: .maxMessageSize)
         channel = try Channel(regionID: try c.decode(UInt64.self, forKey: .region), maxMessage: maxMessageSize)
         q = channel.queue
-        countsTasks = Self.self is JoinableQueue<Element>.Type
+        countsTasks = Self.isJoinable
         maxSize = try c.decodeIfPresent(Int.self, forKey: .maxSize)
         let kind = try c.decode(ElementCodec<Element>.Kind.self, forKey: .codec)
         guard let codec = ElementCodecs.make(Element.self, kind) else {
