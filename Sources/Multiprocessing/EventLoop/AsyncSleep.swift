@@ -11,16 +11,16 @@ import CMultiprocessing
 /// - Throws: ``SyncError/negativeTimeout(_:)`` for a negative duration, `CancellationError`,
 ///   ``EventLoopError``.
 public func sleep(for duration: Duration) async throws {
-    let ns = try timeoutNanoseconds(duration)
-    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : deadlineAfter(ns))
+    let ns = try Deadline.nanoseconds(duration, SyncError.self)
+    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns))
 }
 
 /// Suspends the calling coroutine until `deadline`; at once (after one turn of the loop) if it
 /// has passed. See `sleep(for:)`.
 public func sleep(until deadline: ContinuousClock.Instant) async throws {
     let left = deadline - ContinuousClock.now
-    let ns = left <= .zero ? 0 : (try timeoutNanoseconds(left))
-    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : deadlineAfter(ns))
+    let ns = left <= .zero ? 0 : (try Deadline.nanoseconds(left, SyncError.self))
+    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns))
 }
 
 func sleep(untilMonotonic deadline: Int64) async throws {

@@ -12,7 +12,7 @@ extension Condition {
     @discardableResult
     public func wait(timeout: Duration? = nil) async throws -> Bool {
         let lock = try awaitableLock()
-        let deadline = try absoluteDeadline(timeout)
+        let deadline = try Deadline.after(timeout, SyncError.self)
         let loop = try EventLoop.forCurrentContext()
         var w = mp_async_wait_t()
         if mp_condition_wait_async_begin(condition, lock.mutex, &w) == MP_NOT_HELD { throw SyncError.notHeld }
@@ -43,7 +43,7 @@ extension Condition {
     /// the predicate's last value.
     @discardableResult
     public func wait(for predicate: () throws -> Bool, timeout: Duration? = nil) async throws -> Bool {
-        let deadline = try absoluteDeadline(timeout)
+        let deadline = try Deadline.after(timeout, SyncError.self)
         var result = try predicate()
         while !result {
             var remaining: Duration? = nil

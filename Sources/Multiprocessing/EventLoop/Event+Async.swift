@@ -11,7 +11,7 @@ extension Event {
 
     /// Suspends up to `timeout`; returns true if the event was set (even if cleared again since).
     public func wait(timeout: Duration) async throws -> Bool {
-        try await wait(until: absoluteDeadline(timeout))
+        try await wait(until: Deadline.after(timeout, SyncError.self))
     }
 
     func wait(until deadline: Int64) async throws -> Bool {

@@ -40,7 +40,7 @@ extension EventLoop {
     /// The fallback: a blocking futex wait on a helper thread, in slices of at most 10 ms so that
     /// a cancellation is seen within one. Correct, not scalable (a thread per waiter).
     private func blockingWait(_ w: mp_async_wait_t, until limit: Int64, cancellable: Bool) async -> WaitOutcome {
-        let slice = min(limit, deadlineAfter(10_000_000))
+        let slice = min(limit, Deadline.after(nanoseconds: 10_000_000))
         let wait = UnsafeSendable(w)
         let rc =
             (try? await BlockingPool.shared.run {

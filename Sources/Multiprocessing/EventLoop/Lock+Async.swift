@@ -14,7 +14,7 @@ extension Lock {
 
     /// Suspends up to `timeout` for the lock; returns whether it was acquired.
     public func acquire(timeout: Duration) async throws -> Bool {
-        try await acquire(until: absoluteDeadline(timeout))
+        try await acquire(until: Deadline.after(timeout, SyncError.self))
     }
 
     func acquire(until deadline: Int64, cancellable: Bool = true) async throws -> Bool {

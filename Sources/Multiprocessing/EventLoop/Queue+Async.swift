@@ -11,7 +11,7 @@ extension Queue {
     ///   `CancellationError`.
     public func put(_ item: Element, timeout: Duration? = nil) async throws {
         try checkOpen()
-        let deadline = try deadline(after: timeout)
+        let deadline = try Deadline.after(timeout, QueueError.self)
         var bytes: [UInt8] = []
         try codec.withBytes(item, maxMessageSize) { bytes = Array($0) }
         if UInt64(bytes.count) > mp_queue_max_record(q) {
@@ -39,7 +39,7 @@ extension Queue {
             case MP_CORRUPTED: throw QueueError.corrupted
             case MP_OWNER_DIED:
                 // The producer lock's holder died: the blocking put recovers the lock.
-                let slice = min(deadline, deadlineAfter(100_000_000))
+                let slice = min(deadline, Deadline.after(nanoseconds: 100_000_000))
                 let queue = UnsafeSendable(q)
                 let status = try await toThread { mp_queue_put(queue.value, bytes, UInt64(bytes.count), slice) }
                 if status == MP_OK { return }
@@ -67,7 +67,7 @@ extension Queue {
     ///   `CancellationError`.
     public func get(timeout: Duration? = nil) async throws -> Element {
         try checkOpen()
-        let deadline = try deadline(after: timeout)
+        let deadline = try Deadline.after(timeout, QueueError.self)
         return try await receiveAsync(deadline: deadline) { bytes in
             defer { mp_queue_get_end(self.q) }
             return try self.codec.decode(bytes)
@@ -84,7 +84,7 @@ extension Queue {
     ///   `CancellationError`.
     public func get(max: Int, timeout: Duration? = nil) async throws -> [Element] {
         try checkOpen()
-        let deadline = try deadline(after: timeout)
+        let deadline = try Deadline.after(timeout, QueueError.self)
         guard max > 0 else { return [] }
         return try await receiveAsync(deadline: deadline) { bytes in
             try self.takeBatch(first: bytes, max: max)
@@ -104,7 +104,7 @@ extension Queue {
     @discardableResult
     public func put(contentsOf items: some Sequence<Element>, timeout: Duration? = nil) async throws -> Int {
         try checkOpen()
-        let deadline = try deadline(after: timeout)
+        let deadline = try Deadline.after(timeout, QueueError.self)
         let batch = try EncodedBatch(items, for: self)
         var done = 0
         while done < batch.count {
@@ -161,7 +161,7 @@ extension Queue {
             case MP_CORRUPTED: throw QueueError.corrupted
             case MP_OWNER_DIED:
                 // The consumer lock's holder died: the blocking get recovers the lock.
-                let slice = min(deadline, deadlineAfter(100_000_000))
+                let slice = min(deadline, Deadline.after(nanoseconds: 100_000_000))
                 do {
                     return single(try await toThread { try self.receive(deadline: slice) })
                 } catch QueueError.empty where slice < deadline {

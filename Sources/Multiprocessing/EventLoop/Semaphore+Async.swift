@@ -9,7 +9,7 @@ extension Semaphore {
 
     /// Suspends up to `timeout` for a permit; returns whether one was taken.
     public func acquire(timeout: Duration) async throws -> Bool {
-        try await acquire(until: absoluteDeadline(timeout))
+        try await acquire(until: Deadline.after(timeout, SyncError.self))
     }
 
     func acquire(until deadline: Int64) async throws -> Bool {

@@ -18,7 +18,7 @@ public struct TimeoutError: Error, Equatable, Sendable {
 public func withTimeout<T: Sendable>(
     _ timeout: Duration, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    let deadline = try absoluteDeadline(timeout)
+    let deadline = try Deadline.after(timeout, SyncError.self)
     return try await withThrowingTaskGroup(of: TimeoutOutcome<T>.self) { group in
         group.addTask { .value(try await body()) }
         group.addTask {

@@ -60,7 +60,7 @@ final class BlockingPool: @unchecked Sendable {
     private func worker() {
         while true {
             state.withLock { $0.idle += 1 }
-            let woken = ready.acquire(deadline: monotonicDeadline(afterNanoseconds: BlockingPool.idleNanoseconds))
+            let woken = ready.acquire(deadline: Deadline.after(nanoseconds: BlockingPool.idleNanoseconds))
             let job = state.withLock { s -> (@Sendable () -> Void)? in
                 s.idle -= 1
                 let job = s.queue.popFirst()

@@ -134,11 +134,7 @@ public final class Connection: @unchecked Sendable, Codable {
     public func poll(timeout: Duration? = .zero) throws(ConnectionError) -> Bool {
         guard readable else { throw .wrongDirection }
         let fd = try descriptor()
-        var ns = Int64(MP_FOREVER)
-        if let timeout {
-            do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
-        }
-        let rc = mp_poll_readable(fd, monotonicDeadline(afterNanoseconds: ns))
+        let rc = mp_poll_readable(fd, try Deadline.after(timeout, ConnectionError.self))
         if rc < 0 { throw .system(Errno(rawValue: -rc), function: "ppoll") }
         return rc == 1
     }

@@ -320,7 +320,7 @@ final class ForkServerConnection: @unchecked Sendable {
             if serverPidfd >= 0 { Glibc.close(serverPidfd) }
             return
         }
-        if serverPidfd >= 0 && mp_poll_readable(serverPidfd, monotonicDeadline(afterNanoseconds: 1_000_000_000)) == 0 {
+        if serverPidfd >= 0 && mp_poll_readable(serverPidfd, Deadline.after(nanoseconds: 1_000_000_000)) == 0 {
             _ = mp_pidfd_signal(serverPidfd, SIGKILL)
         }
         var code: Int32 = 0

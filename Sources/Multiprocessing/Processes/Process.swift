@@ -266,10 +266,7 @@ open class Process: @unchecked Sendable {
     @discardableResult
     public func join(timeout: Duration? = nil) throws(ProcessError) -> Bool {
         if case .current = target { throw .joinSelf }
-        var ns = Int64(MP_FOREVER)
-        if let timeout {
-            do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
-        }
+        let deadline = try Deadline.after(timeout, ProcessError.self)
         // A copy of the pidfd, made under the lock: the state's own may be closed meanwhile (the
         // child reaped by another joiner, or by a start() on another thread), and its number
         // reused for another child's, which the poll would then watch instead.
@@ -279,8 +276,8 @@ open class Process: @unchecked Sendable {
         defer { if pidfd >= 0 { Glibc.close(pidfd) } }
         guard started else { throw .notStarted }
         if done { return true }
-        if pidfd < 0 { return waitPolling(until: monotonicDeadline(afterNanoseconds: ns)) }
-        let rc = mp_poll_readable(pidfd, monotonicDeadline(afterNanoseconds: ns))
+        if pidfd < 0 { return waitPolling(until: deadline) }
+        let rc = mp_poll_readable(pidfd, deadline)
         if rc == 0 { return state.withLock { $0.exitCode != nil } }
         if rc < 0 {
             if state.withLock({ $0.exitCode != nil }) { return true }  // another joiner reaped it and closed the pidfd

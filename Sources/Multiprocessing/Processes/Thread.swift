@@ -104,10 +104,7 @@ public final class Thread: @unchecked Sendable {
         let (started, handle) = state.withLock { ($0.started, $0.handle) }
         guard started, let handle else { throw .notStarted }
         if pthread_equal(handle, pthread_self()) != 0 { throw .joinSelf }
-        var deadline = Int64(MP_FOREVER)
-        if let timeout {
-            do { deadline = try absoluteDeadline(timeout) } catch { throw .negativeTimeout(timeout) }
-        }
+        let deadline = try Deadline.after(timeout, ProcessError.self)
         guard mp_event_wait(finished, deadline) == MP_OK else { return false }
         let mustJoin = state.withLock { s -> Bool in
             defer { s.joined = true }

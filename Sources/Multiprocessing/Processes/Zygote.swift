@@ -111,7 +111,7 @@ final class Zygote: @unchecked Sendable {
             throw .system(Errno(rawValue: -pid), function: "fork")
         }
         // The hello, or the zygote's end, makes the socket readable.
-        if mp_poll_readable(clientEnd, monotonicDeadline(afterNanoseconds: readyWithin)) == 0 {
+        if mp_poll_readable(clientEnd, Deadline.after(nanoseconds: readyWithin)) == 0 {
             _ = mp_signal(pid, SIGKILL)
             var code: Int32 = 0
             _ = mp_wait_child(pid, -1, 0, &code)

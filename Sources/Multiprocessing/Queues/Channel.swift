@@ -83,17 +83,3 @@ extension SharedMemoryError {
         return nil
     }
 }
-
-/// An absolute monotonic deadline for the C calls: forever for nil, now for `.zero`.
-@inlinable
-func deadline(after timeout: Duration?) throws(QueueError) -> Int64 {
-    guard let timeout else { return .max }
-    return try deadline(afterTimeout: timeout)
-}
-
-@usableFromInline
-func deadline(afterTimeout timeout: Duration) throws(QueueError) -> Int64 {
-    let ns: Int64
-    do { ns = try timeoutNanoseconds(timeout) } catch { throw .negativeTimeout(timeout) }
-    return monotonicDeadline(afterNanoseconds: ns)
-}

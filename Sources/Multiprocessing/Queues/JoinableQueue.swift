@@ -13,7 +13,7 @@ public final class JoinableQueue<Element: Sendable>: Queue<Element>, @unchecked 
     /// Returns false if the timeout passed first.
     @discardableResult
     public func join(timeout: Duration? = nil) throws(QueueError) -> Bool {
-        mp_queue_join(channel.queue, try deadline(after: timeout)) == MP_OK
+        mp_queue_join(channel.queue, try Deadline.after(timeout, QueueError.self)) == MP_OK
     }
 
     /// Items put and not yet marked done (a snapshot).

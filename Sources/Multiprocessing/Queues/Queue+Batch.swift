@@ -21,7 +21,7 @@ extension Queue {
         -> Int
     {
         try checkOpen()
-        let deadline = try deadline(after: timeout)
+        let deadline = try Deadline.after(timeout, QueueError.self)
         if copiesBits, !countsTasks, MemoryLayout<Element>.size <= maxMessageSize {
             // Fixed-size values in contiguous storage (an Array): their bytes go straight to the ring.
             if let outcome = items.withContiguousStorageIfAvailable({ putBits($0, deadline: deadline) }) {
@@ -74,7 +74,7 @@ extension Queue {
     @inlinable
     public final func get(max: Int, timeout: Duration? = nil) throws(QueueError) -> [Element] {
         try checkOpen()
-        let deadline = try deadline(after: timeout)
+        let deadline = try Deadline.after(timeout, QueueError.self)
         guard max > 0 else { return [] }
         return copiesBits ? try getBits(max: max, deadline: deadline) : try getDecoded(max: max, deadline: deadline)
     }

@@ -108,7 +108,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @inlinable
     public final func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
         try checkOpen()
-        try send(item, deadline: try deadline(after: timeout))
+        try send(item, deadline: try Deadline.after(timeout, QueueError.self))
     }
 
     /// Puts `item` if there is room at once; throws ``QueueError/full`` otherwise.
@@ -123,7 +123,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @inlinable
     public final func get(timeout: Duration? = nil) throws(QueueError) -> Element {
         try checkOpen()
-        return try receive(deadline: try deadline(after: timeout))
+        return try receive(deadline: try Deadline.after(timeout, QueueError.self))
     }
 
     /// Takes the next item if there is one; throws ``QueueError/empty`` otherwise.

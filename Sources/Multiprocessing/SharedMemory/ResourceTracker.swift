@@ -159,7 +159,7 @@ enum ResourceTracker {
         if c.tracker > 0 {
             // Its end of the socket is closed, so it is exiting: give it a moment to finish.
             if c.trackerPidfd >= 0 {
-                _ = mp_poll_readable(c.trackerPidfd, monotonicDeadline(afterNanoseconds: 1_000_000_000))
+                _ = mp_poll_readable(c.trackerPidfd, Deadline.after(nanoseconds: 1_000_000_000))
             }
             var code: Int32 = 0
             _ = mp_wait_child(c.tracker, c.trackerPidfd, 1, &code)

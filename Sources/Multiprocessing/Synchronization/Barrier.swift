@@ -34,7 +34,7 @@ public final class Barrier: @unchecked Sendable, Codable {
     {
         guard parties >= 1, parties <= Int(Int32.max) else { throw .invalidParties(parties) }
         let defaultTimeout = try timeout.map { (t) throws(SyncError) -> UInt64 in
-            UInt64(max(1, try timeoutNanoseconds(t)))
+            UInt64(max(1, try Deadline.nanoseconds(t, SyncError.self)))
         }
         object = SharedObject(kind: .barrier)
         barrier = object.pointer(to: mp_barrier_t.self)
@@ -73,7 +73,7 @@ public final class Barrier: @unchecked Sendable, Codable {
     @discardableResult
     public func wait() throws(SyncError) -> Int {
         let ns = barrier.pointee.default_timeout_ns
-        let deadline = ns == 0 ? Int64(MP_FOREVER) : deadlineAfter(Int64(clamping: ns))
+        let deadline = ns == 0 ? Int64(MP_FOREVER) : Deadline.after(nanoseconds: Int64(clamping: ns))
         guard let index = try pass(deadline) else { throw .brokenBarrier }  // timed out: broken
         return index
     }
@@ -81,7 +81,7 @@ public final class Barrier: @unchecked Sendable, Codable {
     /// Waits up to `timeout` (instead of the default). Returns the arrival index, or nil if the
     /// timeout passed, which breaks the barrier for everyone (as Python does).
     public func wait(timeout: Duration) throws(SyncError) -> Int? {
-        try pass(try absoluteDeadline(timeout))
+        try pass(try Deadline.after(timeout, SyncError.self))
     }
 
     /// One wait, by `deadline`: the index, nil on a timeout, or the error.

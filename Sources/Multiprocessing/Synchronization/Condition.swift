@@ -88,23 +88,20 @@ public final class Condition: @unchecked Sendable, Codable {
     /// Returns false if the timeout expired.
     @discardableResult
     public func wait(timeout: Duration? = nil) throws(SyncError) -> Bool {
-        return try acquired(mp_condition_wait(condition, mutex, recursive, try absoluteDeadline(timeout)), mutex)
+        let deadline = try Deadline.after(timeout, SyncError.self)
+        return try acquired(mp_condition_wait(condition, mutex, recursive, deadline), mutex)
     }
 
     /// Waits until `predicate` holds (checked with the lock held), or `timeout` passes.
     /// Returns the predicate's last value.
     @discardableResult
     public func wait(for predicate: () throws -> Bool, timeout: Duration? = nil) throws -> Bool {
-        let deadline = try timeout.map { d throws(SyncError) in mp_monotonic_ns() &+ (try timeoutNanoseconds(d)) }
+        // One deadline for every wait (saturating: a huge timeout is never, not a wrapped past).
+        let deadline = try Deadline.after(timeout, SyncError.self)
         var result = try predicate()
         while !result {
-            var remaining: Duration? = nil
-            if let deadline {
-                let left = deadline - mp_monotonic_ns()
-                if left <= 0 { break }
-                remaining = .nanoseconds(left)
-            }
-            try wait(timeout: remaining)
+            if deadline != .max && deadline <= mp_monotonic_ns() { break }
+            _ = try acquired(mp_condition_wait(condition, mutex, recursive, deadline), mutex)
             result = try predicate()
         }
         return result

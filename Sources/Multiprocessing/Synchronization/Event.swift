@@ -27,7 +27,7 @@ public final class Event: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout`; returns true if the event was set (even if cleared again since).
     public func wait(timeout: Duration) throws(SyncError) -> Bool {
-        mp_event_wait(event, try absoluteDeadline(timeout)) == MP_OK
+        mp_event_wait(event, try Deadline.after(timeout, SyncError.self)) == MP_OK
     }
 
     public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }

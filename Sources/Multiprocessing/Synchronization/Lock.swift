@@ -36,7 +36,7 @@ public final class Lock: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout` for the lock; returns whether it was acquired.
     public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_mutex_lock(mutex, absoluteDeadline(timeout)), mutex)
+        try acquired(mp_mutex_lock(mutex, Deadline.after(timeout, SyncError.self)), mutex)
     }
 
     /// Acquires the lock if it is free; never blocks. A lock whose holder has died is taken over:
@@ -99,7 +99,7 @@ public final class RLock: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout`; returns whether the lock was acquired.
     public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_rmutex_lock(mutex, absoluteDeadline(timeout)), mutex)
+        try acquired(mp_rmutex_lock(mutex, Deadline.after(timeout, SyncError.self)), mutex)
     }
 
     /// Acquires if free or already owned; never blocks. Takes over from a dead owner like

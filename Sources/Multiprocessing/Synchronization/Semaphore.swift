@@ -30,7 +30,7 @@ public class Semaphore: @unchecked Sendable, Codable {
 
     /// Waits up to `timeout` for a permit; returns whether one was taken.
     public func acquire(timeout: Duration) throws(SyncError) -> Bool {
-        try acquired(mp_semaphore_acquire(semaphore, absoluteDeadline(timeout)))
+        try acquired(mp_semaphore_acquire(semaphore, Deadline.after(timeout, SyncError.self)))
     }
 
     /// Takes a permit if one is free; never blocks.

@@ -184,7 +184,7 @@ final class PoolCore: @unchecked Sendable {
         let phase = state.withLock { $0.phase }
         if phase == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
-        let deadline = try poolDeadline(after: timeout)
+        let deadline = try Deadline.after(timeout, PoolError.self)
         guard idle.wait(deadline: deadline) else { return false }
         let stop = state.withLock { s -> Bool in
             guard s.phase == .closed else { return false }

@@ -58,7 +58,7 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     public func wait(timeout: Duration? = nil) throws(PoolError) -> Bool {
         if isReady { return true }
         if delivery.isCurrent { throw .calledFromCallback }
-        let deadline = try poolDeadline(after: timeout)
+        let deadline = try Deadline.after(timeout, PoolError.self)
         if timeout != .zero && spinUntilReady(before: deadline) { return true }
         return latch.wait(deadline: deadline)
     }

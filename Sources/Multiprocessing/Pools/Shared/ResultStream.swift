@@ -103,7 +103,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
 
     /// The next element, waiting up to `timeout` (forever when nil); nil at the end.
     func next(timeout: Duration?) throws(PoolError) -> Result<Output, any Error>? {
-        let deadline = try poolDeadline(after: timeout)
+        let deadline = try Deadline.after(timeout, PoolError.self)
         while true {
             if let element = poll() { return element }
             if delivery?.isCurrent == true { throw .calledFromCallback }

@@ -132,7 +132,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     func join(timeout: Duration?) throws(PoolError) -> Bool {
         if state.withLock({ $0.phase }) == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
-        let deadline = try poolDeadline(after: timeout)
+        let deadline = try Deadline.after(timeout, PoolError.self)
         guard idle.wait(deadline: deadline) else { return false }
         stopWorkers()
         return stopped.wait(deadline: deadline)
