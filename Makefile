@@ -83,6 +83,10 @@ bench: deps
 readme-results:
 	python3 Benchmarks/readme_results.py
 
+# The DocC catalog (swift-docc-plugin), every warning an error; the archive lands in .build/plugins/.
+docs: deps
+	$(SWIFT) package generate-documentation --target Multiprocessing --warnings-as-errors
+
 lint:
 	$(SWIFT) format lint --strict --recursive $(FORMAT_PATHS)
 

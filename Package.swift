@@ -13,7 +13,9 @@ let package = Package(
     ],
     // Only what the library needs: the benchmark's dependencies live in Benchmarks/Package.swift.
     dependencies: [
-        .package(url: "https://github.com/apple/swift-system", from: "1.8.1")
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // `make docs` only: a plugin no target uses, so SwiftPM does not resolve it for the library's users.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Mechanisms: shared memory, futex words, fork/spawn, io_uring. No policy.
