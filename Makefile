@@ -2,9 +2,10 @@
 SWIFT ?= swift
 SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
-FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources
+FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources Scripts
 
-.PHONY: all deps build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs clean
+.PHONY: all deps build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
+	snippets clean
 
 all: build
 
@@ -87,6 +88,10 @@ readme-results:
 docs: deps
 	$(SWIFT) package generate-documentation --target Multiprocessing --warnings-as-errors
 
+# Every Swift block of README.md and of the DocC catalog compiles (a scratch package in .build-snippets/).
+snippets: deps
+	python3 Scripts/check-snippets $(SWIFT)
+
 lint:
 	$(SWIFT) format lint --strict --recursive $(FORMAT_PATHS)
 
@@ -94,4 +99,4 @@ format:
 	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
 
 clean:
-	rm -rf .build .build-tsan .build-asan .build-fuzz $(BENCH_BUILD)
+	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD)
