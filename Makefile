@@ -2,9 +2,10 @@
 SWIFT ?= swift
 SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
-FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Sources
+FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources Scripts
 
-.PHONY: all deps build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs clean
+.PHONY: all deps build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
+	snippets clean
 
 all: build
 
@@ -72,13 +73,24 @@ examples: deps
 	$(SWIFT) run --skip-build multiprocessing-examples all
 
 # The main job: every suite side by side with its peers (ARGS="--suite lock --quick --json out.json").
+# The benchmark is a package of its own (Benchmarks/Package.swift, its own .build): its dependencies stay
+# off the library's graph. It runs from here, so its paths (bench-results/) are the repository's.
+BENCH_BUILD := Benchmarks/.build
 bench: deps
-	$(SWIFT) build -c release --product multiprocessing-bench
-	.build/release/multiprocessing-bench $(ARGS)
+	$(SWIFT) build -c release --package-path Benchmarks --product multiprocessing-bench
+	$(BENCH_BUILD)/release/multiprocessing-bench $(ARGS)
 
 # Copies bench-results/latest.md (the last full `make bench`) into the README's results section.
 readme-results:
 	python3 Benchmarks/readme_results.py
+
+# The DocC catalog (swift-docc-plugin), every warning an error; the archive lands in .build/plugins/.
+docs: deps
+	$(SWIFT) package generate-documentation --target Multiprocessing --warnings-as-errors
+
+# Every Swift block of README.md and of the DocC catalog compiles (a scratch package in .build-snippets/).
+snippets: deps
+	python3 Scripts/check-snippets $(SWIFT)
 
 lint:
 	$(SWIFT) format lint --strict --recursive $(FORMAT_PATHS)
@@ -87,4 +99,4 @@ format:
 	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
 
 clean:
-	rm -rf .build .build-tsan .build-asan .build-fuzz
+	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD)

@@ -6,13 +6,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Multiprocessing", targets: ["Multiprocessing"]),
+        // The C engine, vended for the benchmark package (Benchmarks/) alone: its C peers drive the ring
+        // through mp_* with no Swift between them. Users import Multiprocessing.
+        .library(name: "CMultiprocessing", targets: ["CMultiprocessing"]),
         .executable(name: "multiprocessing-examples", targets: ["MultiprocessingExamples"]),
-        .executable(name: "multiprocessing-bench", targets: ["MultiprocessingBench"]),
     ],
+    // Only what the library needs: the benchmark's dependencies live in Benchmarks/Package.swift.
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // `make docs` only: a plugin no target uses, so SwiftPM does not resolve it for the library's users.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Mechanisms: shared memory, futex words, fork/spawn, io_uring. No policy.
@@ -36,32 +39,9 @@ let package = Package(
         // The seed's programs, runnable: `swift run multiprocessing-examples <name>`.
         .executableTarget(
             name: "MultiprocessingExamples",
-            dependencies: [
-                "Multiprocessing",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
+            dependencies: ["Multiprocessing"],
             path: "Examples"
         ),
-        // `make bench`: the engine side by side with its peers (built in release).
-        .executableTarget(
-            name: "MultiprocessingBench",
-            dependencies: [
-                "Multiprocessing",
-                "CBenchPeers",
-                "CxxBenchPeers",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ],
-            path: "Benchmarks/Sources/Bench"
-        ),
-        // Peers that must be C to be fair (pthread calls with no Swift between them).
-        .target(
-            name: "CBenchPeers", dependencies: ["CMultiprocessing"], path: "Benchmarks/Sources/CBenchPeers",
-            linkerSettings: [.linkedLibrary("uring")]),
-        // Peers that are C++ libraries (Boost.Interprocess message_queue) behind a C header; the bench's only.
-        .target(
-            name: "CxxBenchPeers", path: "Benchmarks/Sources/CxxBenchPeers",
-            linkerSettings: [.linkedLibrary("rt"), .linkedLibrary("pthread")]),
         // Spawned children of the test suite: the test runner cannot re-exec itself as a child.
         .target(
             name: "MultiprocessingTestTargets",

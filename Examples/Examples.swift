@@ -1,5 +1,4 @@
 // The seed's programs, in Swift: `swift run multiprocessing-examples <name>` (or `all`).
-import ArgumentParser
 import Multiprocessing
 
 #if canImport(Glibc)
@@ -21,30 +20,41 @@ let spawnedCounter = SpawnTarget<CountArguments>("spawned-counter") { args in
 }
 
 @main
-struct Examples: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "multiprocessing-examples",
-        abstract: "The seed's programs for processes, threads, locks, queues, pools and coroutines.")
-
-    @Argument(
-        help: """
-            processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer | \
-            pool | pool-blocking | pool-queue | pool-map | coroutine | gather | echo | all \
-            (pool-throughput: measured separately)
-            """)
-    var name: String = "all"
+enum Examples {
+    static let usage = """
+        usage: multiprocessing-examples [<name>]   (default: all)
+          processes | my-process | threads | lock | deadlock | spawn | queue | download | producer-consumer |
+          pool | pool-blocking | pool-queue | pool-map | coroutine | gather | echo | all
+          (pool-throughput: measured separately)
+        """
 
     static func main() {
         Spawn.bootstrap(spawnedCounter)  // first thing: in a spawned child this runs the target
+        // One optional argument: parsed by hand, so the examples need nothing beyond the library.
+        let arguments = CommandLine.arguments.dropFirst()
+        if arguments.contains(where: { $0 == "-h" || $0 == "--help" }) {
+            print(usage)
+            return
+        }
+        guard arguments.count <= 1 else {
+            printError("error: one example name at most\n\(usage)")
+            exit(64)  // EX_USAGE
+        }
         do {
-            var command = try parseAsRoot()  // `--help` parses as a help command, not as Examples
-            try command.run()
+            try run(arguments.first ?? "all")
         } catch {
-            exit(withError: error)
+            printError("error: \(error)")
+            exit(1)
         }
     }
 
-    mutating func run() throws {
+    /// One line on stderr (Glibc's `stderr` is a global var, which Swift 6 will not read from here).
+    static func printError(_ text: String) {
+        var line = text + "\n"
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+
+    static func run(_ name: String) throws {
         let all: [(String, () throws -> Void)] = [
             ("processes", processes), ("my-process", myProcess), ("threads", threads),
             ("lock", lockList), ("deadlock", deadlock), ("spawn", spawn),
@@ -55,7 +65,10 @@ struct Examples: ParsableCommand {
         ]
         let measures: [(String, () throws -> Void)] = [("pool-throughput", poolThroughput)]
         let chosen = name == "all" ? all : (all + measures).filter { $0.0 == name }
-        guard !chosen.isEmpty else { throw ValidationError("unknown example \(name)") }
+        guard !chosen.isEmpty else {
+            printError("error: unknown example \(name)\n\(usage)")
+            exit(64)
+        }
         for (title, program) in chosen {
             print("===== \(title) =====")
             try program()
