@@ -2,7 +2,7 @@
 /// `asyncio.gather`). The first error cancels the others, waits for them, and is rethrown.
 ///
 /// ```swift
-/// let (a, b) = try await gather({ try await fetch(1) }, { try await fetch(2) })
+/// let (a, b) = try await gather({ @Sendable in try await fetch(1) }, { @Sendable in try await fetch(2) })
 /// ```
 ///
 /// The children are child tasks: they run on the caller's event loop (they inherit its executor

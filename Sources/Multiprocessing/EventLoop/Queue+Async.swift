@@ -77,7 +77,7 @@ extension Queue {
     }
 
     /// Takes up to `max` items, suspending while the queue is empty (up to `timeout`; forever when
-    /// nil): the first as ``get(timeout:)`` does, then the ones already there under the same hold
+    /// nil): the first as ``get(timeout:)-2955o`` does, then the ones already there under the same hold
     /// of the consumer lock (see the blocking `get(max:timeout:)`).
     /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
     /// - Throws: ``QueueError/empty`` after the timeout, ``QueueError`` as the blocking get,
@@ -96,10 +96,10 @@ extension Queue {
     /// Puts `items` in order, suspending while the queue is full (up to `timeout` in all; forever
     /// when nil) without holding a thread: the runs that find room go in as the blocking
     /// `put(contentsOf:timeout:)` puts them, and where the queue is full the coroutine waits for
-    /// room as ``put(_:timeout:)`` does.
+    /// room as ``put(_:timeout:)-9pq3n`` does.
     /// - Returns: How many items were put: all of them, unless the timeout passed, the queue was
     ///   shut down or the task was cancelled midway; then the first ones, in order, are in the queue.
-    /// - Throws: When not even the first item could be put, as ``put(_:timeout:)``; an encoding
+    /// - Throws: When not even the first item could be put, as ``put(_:timeout:)-9pq3n``; an encoding
     ///   error or ``QueueError/messageTooLarge(size:limit:)`` before anything is put.
     @discardableResult
     public func put(contentsOf items: some Sequence<Element>, timeout: Duration? = nil) async throws -> Int {

@@ -114,7 +114,7 @@ public final class Thread: @unchecked Sendable {
         return true
     }
 
-    /// The calling thread's OS name: what ``Thread(name:target:)`` gave it (first 15 bytes).
+    /// The calling thread's OS name: what ``Thread/init(name:target:)`` gave it (first 15 bytes).
     public static var currentName: String {
         var buffer = [CChar](repeating: 0, count: 32)
         mp_get_thread_name(&buffer)

@@ -5,7 +5,7 @@ extension Queue {
     /// Puts `items` in order, many at a time: each run of messages that finds room is written under
     /// one hold of the producer lock and published with one store, and consumers are woken once per
     /// run (DPDK's bulk enqueue). Waits while the queue is full, up to `timeout` in all (forever
-    /// when nil), as ``put(_:timeout:)`` does.
+    /// when nil), as ``put(_:timeout:)-yl1l`` does.
     ///
     /// Every item is encoded before any is put, so an item that cannot be encoded (or is larger
     /// than ``maxMessageSize``) throws and puts nothing.
@@ -63,14 +63,14 @@ extension Queue {
         return done
     }
 
-    /// Takes up to `max` items: waits for the first as ``get(timeout:)`` does (up to `timeout`;
+    /// Takes up to `max` items: waits for the first as ``get(timeout:)-4ik9f`` does (up to `timeout`;
     /// forever when nil), then takes the ones already there, without waiting, under the same hold
     /// of the consumer lock, and wakes producers once (the Disruptor's batch read). It stops before
     /// a message it cannot take (one of another type, reported by the next get) and before one
     /// that travels in pieces.
     ///
     /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
-    /// - Throws: As ``get(timeout:)``: ``QueueError/empty`` when none came in time.
+    /// - Throws: As ``get(timeout:)-4ik9f``: ``QueueError/empty`` when none came in time.
     @inlinable
     public final func get(max: Int, timeout: Duration? = nil) throws(QueueError) -> [Element] {
         try checkOpen()

@@ -24,6 +24,7 @@ public final class Barrier: @unchecked Sendable, Codable {
     /// ``SyncError/negativeTimeout(_:)`` for a negative `timeout`.
     ///
     /// - Parameters:
+    ///   - parties: How many must call ``wait()`` before any of them passes.
     ///   - action: Run by the last party to arrive, before the others are released. If it throws,
     ///     the barrier breaks: that party's wait throws ``SyncError/barrierActionFailed(_:)``, the
     ///     others' ``SyncError/brokenBarrier``.

@@ -5,7 +5,7 @@ import CMultiprocessing
 ///
 /// Hold the lock to `wait`, `notify` or `notifyAll` (else ``SyncError/notHeld``). `wait` releases
 /// the lock, sleeps until notified or timed out, and re-acquires it; wake-ups may be spurious, so
-/// loop on a predicate, or use ``wait(for:timeout:)``.
+/// loop on a predicate, or use ``wait(for:timeout:)-17osm``.
 public final class Condition: @unchecked Sendable, Codable {
     /// The lock a condition waits with.
     public enum Guard: Sendable {

@@ -40,7 +40,7 @@ public final class Lock: @unchecked Sendable, Codable {
     }
 
     /// Acquires the lock if it is free; never blocks. A lock whose holder has died is taken over:
-    /// ``SyncError/ownerDied(owner:)`` is thrown with the lock held, as by ``acquire()``.
+    /// ``SyncError/ownerDied(owner:)`` is thrown with the lock held, as by ``acquire()-1vtaf``.
     public func tryAcquire() throws(SyncError) -> Bool {
         try acquired(mp_mutex_lock(mutex, Int64(MP_NOW)), mutex)
     }

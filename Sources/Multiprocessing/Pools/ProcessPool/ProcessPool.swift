@@ -61,6 +61,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     /// ``init(processes:maxTasksPerChild:startMethod:worker:)``.
     ///
     /// - Parameters:
+    ///   - processes: how many workers: ``cpuCount`` when nil.
     ///   - initializer: runs once in each worker before its first task. If it throws, the pool
     ///     cannot work: every task fails with ``PoolError/initializerFailed(type:message:)``.
     ///   - maxTasksPerChild: a worker exits after this many tasks (a chunk of `map` is one task)

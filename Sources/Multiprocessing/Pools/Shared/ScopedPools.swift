@@ -25,7 +25,7 @@ public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendabl
 }
 
 /// Runs `body` with a new ``ProcessPool`` over a registered ``PoolWorker``; then closes and joins
-/// it, or terminates it if `body` throws (see ``withProcessPool(processes:initializer:maxTasksPerChild:work:_:)``).
+/// it, or terminates it if `body` throws (see ``withProcessPool(processes:initializer:maxTasksPerChild:work:_:)-5z5l2``).
 public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendable, Result>(
     processes: Int? = nil, maxTasksPerChild: Int? = nil, startMethod: Process.StartMethod = .forkserver,
     worker: PoolWorker<Input, Output>,
@@ -47,7 +47,7 @@ public func withThreadPool<Result>(threads: Int? = nil, _ body: (ThreadPool) thr
     return try scoped(pool, close: pool.close, join: { try pool.join() }, terminate: pool.terminate, body)
 }
 
-/// The async form of ``withProcessPool(processes:initializer:maxTasksPerChild:work:_:)``: `body`
+/// The async form of ``withProcessPool(processes:initializer:maxTasksPerChild:work:_:)-5z5l2``: `body`
 /// may suspend, and the final join waits on a helper thread (see ``toThread(_:)``), not on the
 /// caller's. A cancelled task's `body` decides what to do; if it throws, the pool is terminated.
 public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendable, Result>(
@@ -60,7 +60,7 @@ public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendabl
     return try await scoped(pool, close: pool.close, join: { try pool.join() }, terminate: pool.terminate, body)
 }
 
-/// The async form of ``withProcessPool(processes:maxTasksPerChild:startMethod:worker:_:)``.
+/// The async form of ``withProcessPool(processes:maxTasksPerChild:startMethod:worker:_:)-5ay4c``.
 public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendable, Result>(
     processes: Int? = nil, maxTasksPerChild: Int? = nil, startMethod: Process.StartMethod = .forkserver,
     worker: PoolWorker<Input, Output>,
@@ -71,7 +71,7 @@ public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendabl
     return try await scoped(pool, close: pool.close, join: { try pool.join() }, terminate: pool.terminate, body)
 }
 
-/// The async form of ``withThreadPool(threads:_:)``.
+/// The async form of ``withThreadPool(threads:_:)-68cys``.
 public func withThreadPool<Result>(threads: Int? = nil, _ body: (ThreadPool) async throws -> Result)
     async throws -> Result
 {
