@@ -16,7 +16,7 @@ struct ScopedPoolTests {
     @Test("withProcessPool: the result of the body; tasks submitted without waiting still finish; workers gone")
     func processPoolReturns() throws {
         let done = try SharedCounters(count: 1)
-        let workers = Mutex<[Int32]>([])
+        let workers = Guarded<[Int32]>([])
         let squares = try withProcessPool(processes: 2, work: { (n: Int) -> Int in n * n }) { pool in
             workers.withLock { $0 = pool.workerPIDs }
             // Not waited for here: the scope's join lets them finish.
@@ -31,8 +31,8 @@ struct ScopedPoolTests {
 
     @Test("withProcessPool: a body that throws terminates the pool: unfinished tasks fail, workers are gone")
     func processPoolThrows() throws {
-        let pending = Mutex<AsyncResult<Int>?>(nil)
-        let workers = Mutex<[Int32]>([])
+        let pending = Guarded<AsyncResult<Int>?>(nil)
+        let workers = Guarded<[Int32]>([])
         #expect(throws: Stop.self) {
             try withProcessPool(
                 processes: 1,

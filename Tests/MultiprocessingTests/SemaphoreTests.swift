@@ -260,7 +260,7 @@ struct BarrierTests {
     func actionBetweenThreads() throws {
         let rounds = 200
         let parties = 3
-        let state = Mutex<(actions: Int, lastIndexRan: Int, early: Int)>((0, 0, 0))
+        let state = Guarded<(actions: Int, lastIndexRan: Int, early: Int)>((0, 0, 0))
         let barrier = try Barrier(
             parties: parties,
             action: {
@@ -334,7 +334,7 @@ struct BarrierTests {
 
     @Test("the action may look at its barrier and abort it; another handle carries its own action")
     func actionSeesItsBarrier() throws {
-        let seen = Mutex<[Int]>([])
+        let seen = Guarded<[Int]>([])
         let plain = try Barrier(parties: 2)
         let withAction = Barrier(sharing: plain, action: { seen.withLock { $0.append(plain.waiting) } })
         let other = Thread { () throws in _ = try plain.wait(timeout: .seconds(30)) }  // no action in this handle

@@ -15,6 +15,19 @@ final class SharedCounters: @unchecked Sendable {
     }
 }
 
+/// A value shared between test threads under the library's own Lock: ThreadSanitizer sees its
+/// atomics, where it cannot see Synchronization.Mutex's futex (and reports its users as racing).
+final class Guarded<Value>: @unchecked Sendable {
+    private let lock = Lock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        try! lock.acquire()
+        defer { try! lock.release() }
+        return try body(&value)
+    }
+}
+
 /// Points spawn at the helper executable that sits next to the test bundle.
 func useTestHelper() {
     var buffer = [CChar](repeating: 0, count: 4096)
