@@ -70,6 +70,11 @@ func runProbe(_ name: String, iterations: Int) throws {
         let q = try Queue<Fixed64>(ordering: name == "cross-process-64" ? .causal : .perProducer)
         let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Fixed64.init)
         print(String(format: "%.2f M msg/s", rate / 1e6))
+    case "cross-process-codable":
+        // The cross-process Codable row's loop (Record64, about 64 bytes encoded).
+        let q = try Queue<Record64>()
+        let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Record64.init)
+        print(String(format: "%.2f M msg/s", rate / 1e6))
     case "ring-c":
         guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
     case "reference-ring":
