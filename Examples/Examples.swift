@@ -79,22 +79,23 @@ enum Examples {
 // MARK: - Process creation with two tasks
 
 func task1(_ s: Double, _ name: Int) {
-    for _ in 0..<4 {
+    for _ in 0..<2 {
         try? sleep(for: .seconds(s))
         print("这是任务1", Process.current.pid ?? 0, Process.current.parentPID, name)
     }
 }
 
 func task2(_ s: Double, _ name: Int) {
-    for _ in 0..<2 {
+    for _ in 0..<4 {
         try? sleep(for: .seconds(s))
         print("这是任务2", Process.current.pid ?? 0, Process.current.parentPID, name)
     }
 }
 
 func processes() throws {
-    let p1 = Process(name: "任务1") { task1(0.5, 1) }
-    let p2 = Process(name: "任务2") { task2(1, 2) }
+    // As the seed: each task sleeps 2 s before each line; task 2 prints four times, every 2 s.
+    let p1 = Process(name: "任务1") { task1(2, 1) }
+    let p2 = Process(name: "任务2") { task2(2, 2) }
     try p1.start()
     print(p1.name, "parent:", getpid(), getppid())
     try p2.start()
@@ -129,11 +130,25 @@ func download(_ what: String) {
     }
 }
 
+func listenMusic() {
+    for i in 1...3 {
+        print("正在听音乐 \(i)/3 on thread", Thread.currentName)
+        try? sleep(for: .milliseconds(150))
+    }
+}
+
 func threads() throws {
-    let t1 = Thread(name: "1") { download("音乐") }
-    let t2 = Thread(name: "2") { download("电影") }
+    // As the seed: a download thread, a listen_music thread, and the main thread's own loop.
+    let t1 = Thread(name: "aa") { download("音乐") }
+    let t2 = Thread(name: "bb") { listenMusic() }
     try t1.start()
     try t2.start()
+    var n = 1
+    while t1.isAlive || t2.isAlive {  // the seed's `while True`, ended when both threads are
+        print("main loop", n)
+        try sleep(for: .milliseconds(100))
+        n += 1
+    }
     try t1.join()
     try t2.join()
     print("both done; alive:", t1.isAlive, t2.isAlive)
@@ -174,25 +189,26 @@ func lockList() throws {
 func deadlock() throws {
     let lockA = Lock()
     let lockB = Lock()
+    // As the seed: thread 1 waits for B with no timeout; thread 2 waits for A at most 5 s, then
+    // gives up and releases B, which is what lets thread 1 go on.
     let first = Thread(name: "first") {
         try lockA.acquire()
         print("first: got A")
         try sleep(for: .milliseconds(100))
-        if try lockB.acquire(timeout: .seconds(5)) {
-            print("first: got B")
-            try lockB.release()
-        }
+        try lockB.acquire()  // no timeout: waits until thread 2 gives B up
+        print("first: got B")
+        try lockB.release()
         try lockA.release()
     }
     let second = Thread(name: "second") {
         try lockB.acquire()
         print("second: got B")
         try sleep(for: .milliseconds(100))
-        if try lockA.acquire(timeout: .seconds(1)) {
+        if try lockA.acquire(timeout: .seconds(5)) {
             print("second: got A")
             try lockA.release()
         } else {
-            print("second: gave up A after 1 s: releasing B breaks the deadlock")
+            print("second: gave up A after 5 s: releasing B breaks the deadlock")
         }
         try lockB.release()
     }
@@ -217,9 +233,14 @@ func spawn() throws {
 func queueProgram() throws {
     let q = try Queue<String>(maxSize: 5)
     for item in ["A", "B", "C", "D", "E"] { try q.put(item) }
-    print("full:", q.isFull, "count:", q.count)
-    do {
+    print("count:", q.count)
+    if !q.isFull {  // the seed's `if not q.full()`
         try q.put("F", timeout: .seconds(3))
+    } else {
+        print("队列已满！")
+    }
+    do {
+        try q.put("F", timeout: .seconds(3))  // and a timed put on the full queue: full after 3 s
     } catch QueueError.full {
         print("put F: the queue stayed full for 3 s")
     }
@@ -227,7 +248,7 @@ func queueProgram() throws {
     print("empty:", q.isEmpty)
 }
 
-// MARK: - download/getfile: two processes, the reader ends when get(timeout: 5) expires
+// MARK: - download/getfile: download first, then getfile, which ends when get(timeout: 5) expires
 
 func downloadAndGetfile() throws {
     let q = try Queue<String>(maxSize: 5)
@@ -249,9 +270,10 @@ func downloadAndGetfile() throws {
             }
         }
     }
+    // As the seed: the download runs to its end before getfile starts.
     try download.start()
-    try getfile.start()
     try download.join()
+    try getfile.start()
     try getfile.join()
 }
 

@@ -5,10 +5,12 @@ import Multiprocessing
     import Glibc
 #endif
 
-// MARK: - Non-blocking pool: five tasks with applyAsync, close, join, "over" last
+// MARK: - Non-blocking pool: Pool(3), five tasks with applyAsync, close, join, "over" last
 
 func nonBlockingPool() throws {
-    let pool = try ProcessPool(processes: 5) { (task: String) -> String in
+    // As the seed: three workers for five tasks, each announcing its start in the worker.
+    let pool = try ProcessPool(processes: 3) { (task: String) -> String in
+        print("开始做任务啦!", task, "pid", Process.current.pid ?? 0)
         let start = ContinuousClock.now
         try sleep(for: .seconds(Double.random(in: 0..<2)))
         return "\(task) 用时 \(twoDecimals((ContinuousClock.now - start).seconds)) s, pid \(Process.current.pid ?? 0)"
