@@ -82,6 +82,8 @@ struct Machine: Codable {
     var swift: String
     var python: String
     var date: String
+    /// The commit measured (`git rev-parse HEAD`, with "+dirty" for uncommitted changes); "?" outside git.
+    var commit: String
 
     static func read() -> Machine {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
@@ -91,7 +93,14 @@ struct Machine: Codable {
         return Machine(
             cpus: cpuCount, cpuModel: model, kernel: shell("uname -r"),
             swift: shell("swift --version 2>/dev/null | head -1"), python: shell("python3 --version 2>&1"),
-            date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"))
+            date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"),
+            commit: Machine.commit())
+    }
+
+    static func commit() -> String {
+        let head = shell("git rev-parse HEAD 2>/dev/null")
+        guard !head.isEmpty else { return "?" }
+        return head + (shell("git status --porcelain --untracked-files=no 2>/dev/null").isEmpty ? "" : "+dirty")
     }
 }
 

@@ -14,7 +14,7 @@ struct Report {
         var cases: [String] = []
         for r in suiteRows where !cases.contains(r.caseName) { cases.append(r.caseName) }
         var lines: [String] = []
-        lines.append("| case | implementation | median | min – max | engine vs this |")
+        lines.append("| case | implementation | median | min – max | this library, compared with this row |")
         lines.append("|---|---|---:|---:|---:|")
         for c in cases {
             let caseRows = suiteRows.filter { $0.caseName == c }
@@ -23,7 +23,7 @@ struct Report {
                 var ratio = ""
                 if let engine, !r.impl.hasPrefix("engine"), r.median > 0, engine.median > 0 {
                     let x = r.higherIsBetter ? engine.median / r.median : r.median / engine.median
-                    ratio = String(format: "%.2f×", x)
+                    ratio = ratioInWords(x, unit: r.unit)
                 }
                 let range = r.samples.count > 1 ? "\(format(r.min)) – \(format(r.max))" : ""
                 // A row this run could not measure says why in place of its figure: "n/a (no valgrind)".
@@ -55,8 +55,12 @@ struct Report {
     func markdown() -> String {
         var text = "# Benchmark results\n\n"
         text += "Measured \(machine.date) on \(machine.cpus) × \(machine.cpuModel), Linux \(machine.kernel), "
-        text += "\(machine.swift), \(machine.python). Median of the runs; \"engine vs this\" > 1 means the "
-        text += "engine is that many times better than the peer in that row.\n"
+        text += "\(machine.swift), \(machine.python), commit \(machine.commit.prefix(12)). Median of the runs. "
+        text += "Rows named \"engine …\" are this library (its C engine under the Swift API); the last column "
+        text += "says how this library's first row of the case compares with each other row, in words "
+        text += "(\"2.10× faster\", \"1.85× slower\"; for memory \"less\"/\"more\", for instruction counts "
+        text += "\"fewer\"/\"more\"). \"Task memory\" is the resident memory a run adds per 10 000 tasks, "
+        text += "beyond the program's own.\n"
         if !targets.isEmpty { text += "\n## Targets\n\n" + targets.joined(separator: "\n") + "\n" }
         for suite in suites { text += "\n## \(suite)\n\n" + table(for: suite) + "\n" }
         return text
@@ -78,8 +82,7 @@ struct Report {
     func json() throws -> Data {
         let results = rows.map { r in
             JSONRow(
-                suite: r.suite, case: r.caseName, impl: r.impl.hasPrefix("engine") ? "engine" : r.impl,
-                metric: r.metric + (r.impl.hasPrefix("engine") ? " (\(r.impl))" : ""), unit: r.unit,
+                suite: r.suite, case: r.caseName, impl: r.impl, metric: r.metric, unit: r.unit,
                 median: r.median.isNaN ? nil : r.median, min: r.min.isNaN ? nil : r.min,
                 max: r.max.isNaN ? nil : r.max, runs: r.samples.count, samples: r.samples,
                 note: r.note.isEmpty ? nil : r.note)
@@ -88,4 +91,12 @@ struct Report {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try encoder.encode(JSONFile(machine: machine, results: results))
     }
+}
+
+/// How many times better this library's figure is (`x`), in words: "2.62× faster" or "1.85× slower"
+/// (for memory "less"/"more", for instruction counts "fewer"/"more"), never a bare ratio below 1.
+func ratioInWords(_ x: Double, unit: String) -> String {
+    let (better, worse) =
+        unit == "instr" ? ("fewer", "more") : unit.hasSuffix("iB") ? ("less", "more") : ("faster", "slower")
+    return x >= 1 ? String(format: "%.2f× %@", x, better) : String(format: "%.2f× %@", 1 / x, worse)
 }

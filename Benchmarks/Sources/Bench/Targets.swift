@@ -20,91 +20,91 @@ struct Target {
     static let all: [Target] = [
         Target(
             suite: "lock", caseName: "uncontended acquire+release", engine: "engine Lock", reference: "pthread_mutex_t",
-            minimumRatio: 1 / 1.2, text: "Lock uncontended ≤ 1.2× pthread_mutex_t"),
+            minimumRatio: 1 / 1.2, text: "Lock uncontended: at most 1.2× slower than pthread_mutex_t"),
         Target(
             suite: "lock", caseName: "2 threads contended", engine: "engine Lock", reference: "pthread_mutex_t",
-            minimumRatio: 1, text: "Lock contended (2 threads) ≥ 1.0× pthread_mutex_t"),
+            minimumRatio: 1, text: "Lock contended (2 threads): at least as fast as pthread_mutex_t"),
         Target(
             suite: "lock", caseName: "2 processes contended", engine: "engine Lock",
             reference: "pthread_mutex_t (process-shared)", minimumRatio: 1,
-            text: "Lock contended (2 processes) ≥ 1.0× pthread_mutex_t"),
+            text: "Lock contended (2 processes): at least as fast as pthread_mutex_t"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: "engine ring (from C)",
-            reference: "C reference SPSC ring", minimumRatio: 0.7, text: "engine ring SPSC 8 B ≥ 0.7× the C ring"),
+            reference: "C reference SPSC ring", minimumRatio: 0.7, text: "engine ring SPSC 8 B: at most 1.43× slower than the C ring"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: "engine Queue<Int>",
-            reference: "C reference SPSC ring", minimumRatio: 0.5, text: "Queue<Int> SPSC 8 B ≥ 0.5× the C ring"),
+            reference: "C reference SPSC ring", minimumRatio: 0.5, text: "Queue<Int> SPSC 8 B: at most 2× slower than the C ring"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: QueueSuite.batchesOf64,
             reference: "C reference SPSC ring", minimumRatio: 1,
-            text: "Queue<Int> SPSC 8 B in batches of 64 ≥ 1.0× the C ring (per message)"),
+            text: "Queue<Int> SPSC 8 B in batches of 64: at least as fast as the C ring (per message)"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: QueueSuite.lanes,
             reference: "C reference SPSC ring", minimumRatio: 0.5,
-            text: "Queue<Int> on lanes, SPSC 8 B ≥ 0.5× the C ring"),
+            text: "Queue<Int> on lanes, SPSC 8 B: at most 2× slower than the C ring"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: QueueSuite.lanesBatchesOf64,
             reference: "C reference SPSC ring", minimumRatio: 1,
-            text: "Queue<Int> on lanes, SPSC 8 B in batches of 64 ≥ 1.0× the C ring (per message)"),
+            text: "Queue<Int> on lanes, SPSC 8 B in batches of 64: at least as fast as the C ring (per message)"),
         Target(
             suite: "queue", caseName: "MPMC 8 B, 2×2 threads", engine: QueueSuite.lanes,
-            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads on lanes ≥ 1.0× the Vyukov ring"),
+            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads on lanes: at least as fast as the Vyukov ring"),
         Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: QueueSuite.lanesFixed64,
             reference: "Python multiprocessing.Queue", minimumRatio: 100,
-            text: "cross-process Queue on lanes, 64 B fixed-size ≥ 100× multiprocessing.Queue"),
+            text: "cross-process Queue on lanes, 64 B fixed-size: at least 100× faster than multiprocessing.Queue"),
         Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: QueueSuite.lanesFixed64,
             reference: QueueSuite.boostQueue, minimumRatio: 5,
-            text: "cross-process 64 B fixed-size on lanes ≥ 5× Boost message_queue"),
+            text: "cross-process 64 B fixed-size on lanes: at least 5× faster than Boost message_queue"),
         Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: "engine Queue<Fixed64>",
             reference: "Python multiprocessing.Queue", minimumRatio: 100,
-            text: "cross-process Queue, 64 B fixed-size ≥ 100× multiprocessing.Queue"),
+            text: "cross-process Queue, 64 B fixed-size: at least 100× faster than multiprocessing.Queue"),
         Target(
             suite: "queue", caseName: "MPMC 8 B, 2×2 threads", engine: "engine Queue<Int>",
-            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads ≥ 1.0× the Vyukov ring"),
+            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads: at least as fast as the Vyukov ring"),
         Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: "engine Queue<Fixed64>",
             reference: QueueSuite.boostQueue, minimumRatio: 5,
-            text: "cross-process 64 B fixed-size ≥ 5× Boost message_queue"),
+            text: "cross-process 64 B fixed-size: at least 5× faster than Boost message_queue"),
         Target(
             suite: "queue", caseName: "cross-process Queue, Codable ~64 B", engine: "engine Queue<Record64>",
             reference: "Python multiprocessing.Queue", minimumRatio: 15,
-            text: "cross-process Queue, Codable ≥ 15× multiprocessing.Queue"),
+            text: "cross-process Queue, Codable: at least 15× faster than multiprocessing.Queue"),
         Target(
             suite: "latency", caseName: "round trip p50, processes, Queue", engine: "engine Queue, 2 processes",
             reference: "engine Queue, 2 threads", minimumRatio: 0.5,
-            text: "cross-process round trip ≤ 2× the thread ping-pong (p50)", referenceCase: "round trip p50, threads"),
+            text: "cross-process round trip: at most 2× slower than the thread ping-pong (p50)", referenceCase: "round trip p50, threads"),
         Target(
             suite: "pool", caseName: "applyAsync, trivial tasks", engine: "engine ProcessPool.applyAsync",
             reference: "Python Pool.apply_async", minimumRatio: 20,
-            text: "ProcessPool.applyAsync ≥ 20× Pool.apply_async"),
+            text: "ProcessPool.applyAsync: at least 20× faster than Pool.apply_async"),
         Target(
             suite: "pool", caseName: "map, trivial tasks", engine: "engine ProcessPool.map",
-            reference: "Python Pool.map", minimumRatio: 2, text: "ProcessPool.map ≥ 2× Pool.map"),
+            reference: "Python Pool.map", minimumRatio: 2, text: "ProcessPool.map: at least 2× faster than Pool.map"),
         Target(
             suite: "sleep", caseName: "1 ms sleep, overshoot p50", engine: "engine sleep (EventLoop, io_uring)",
             reference: "raw C io_uring timeout", minimumRatio: 1 / 1.2,
-            text: "sleep 1 ms p50 overshoot ≤ 1.2× a raw io_uring timeout's"),
+            text: "sleep 1 ms p50 overshoot: at most 1.2× a raw io_uring timeout's"),
         Target(
             suite: "sleep", caseName: "1 ms sleep, overshoot p50", engine: "engine sleep (EventLoop, io_uring)",
-            reference: "Task.sleep", minimumRatio: 2, text: "sleep 1 ms p50 overshoot ≥ 2× better than Task.sleep"),
+            reference: "Task.sleep", minimumRatio: 2, text: "sleep 1 ms p50 overshoot: at least 2× smaller than Task.sleep's"),
         Target(
             suite: "sync-vs-async", caseName: "10000 × sleep 10 ms, wall time", engine: "engine EventLoop coroutines",
             reference: "Swift default executor (Tasks)", minimumRatio: 1,
-            text: "10 000 coroutines sleeping 10 ms: wall time ≤ Swift's default executor"),
+            text: "10 000 coroutines sleeping 10 ms: wall time at most the default executor's"),
         Target(
             suite: "sync-vs-async", caseName: "10000 × sleep 10 ms, task memory", engine: "engine EventLoop coroutines",
             reference: "Swift threads (one per task)", minimumRatio: 10,
-            text: "10 000 coroutines sleeping 10 ms: memory ≥ 10× less than 10 000 threads"),
+            text: "10 000 coroutines sleeping 10 ms: at least 10× less memory than 10 000 threads"),
         Target(
             suite: "start", caseName: "a child process runs its first line",
-            engine: "engine Process, SpawnTarget forkserver", maximum: 2, text: "forkserver worker ready ≤ 2 ms"),
+            engine: "engine Process, SpawnTarget forkserver", maximum: 2, text: "forkserver worker ready within 2 ms"),
         Target(
             suite: "start", caseName: "a child process runs its first line",
             engine: "engine Process, SpawnTarget forkserver", reference: "Python Process, forkserver",
-            minimumRatio: 10, text: "forkserver worker ready ≥ 10× faster than Python's forkserver"),
+            minimumRatio: 10, text: "forkserver worker ready at least 10× faster than Python's forkserver"),
     ]
 }
 
@@ -124,7 +124,7 @@ extension Target {
         self.init(suite: suite, caseName: caseName, engine: engine, bound: .maximum(maximum), text: text)
     }
 
-    /// The engine row's figure as the target reads it ("3.20× vs X", "1.23 ms (at most 2 ms)") and
+    /// The engine row's figure as the target reads it ("3.20× faster than X", "1.23 ms (at most 2 ms)") and
     /// whether it meets the target; nil when a row it needs is missing from this run.
     func verdict(in rows: [Row]) -> (shown: String, met: Bool)? {
         guard let e = row(engine, of: caseName, in: rows), e.median > 0 else { return nil }
@@ -132,7 +132,7 @@ extension Target {
         case .ratio(let reference, let minimum, let referenceCase):
             guard let r = row(reference, of: referenceCase ?? caseName, in: rows), r.median > 0 else { return nil }
             let x = e.higherIsBetter ? e.median / r.median : r.median / e.median
-            return (String(format: "%.2f×", x) + " vs \(reference)", x >= minimum)
+            return (ratioInWords(x, unit: e.unit) + " than \(reference)", x >= minimum)
         case .maximum(let maximum):
             let (figure, bound) = (String(format: "%.3g", e.median), String(format: "%g", maximum))
             return ("\(figure) \(e.unit) (at most \(bound) \(e.unit))", e.median <= maximum)
