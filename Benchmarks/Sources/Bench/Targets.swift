@@ -30,10 +30,12 @@ struct Target {
             text: "Lock contended (2 processes): at least as fast as pthread_mutex_t"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: "engine ring (from C)",
-            reference: "C reference SPSC ring", minimumRatio: 0.7, text: "engine ring SPSC 8 B: at most 1.43× slower than the C ring"),
+            reference: "C reference SPSC ring", minimumRatio: 0.7,
+            text: "engine ring SPSC 8 B: at most 1.43× slower than the C ring"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: "engine Queue<Int>",
-            reference: "C reference SPSC ring", minimumRatio: 0.5, text: "Queue<Int> SPSC 8 B: at most 2× slower than the C ring"),
+            reference: "C reference SPSC ring", minimumRatio: 0.5,
+            text: "Queue<Int> SPSC 8 B: at most 2× slower than the C ring"),
         Target(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", engine: QueueSuite.batchesOf64,
             reference: "C reference SPSC ring", minimumRatio: 1,
@@ -48,7 +50,8 @@ struct Target {
             text: "Queue<Int> on lanes, SPSC 8 B in batches of 64: at least as fast as the C ring (per message)"),
         Target(
             suite: "queue", caseName: "MPMC 8 B, 2×2 threads", engine: QueueSuite.lanes,
-            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads on lanes: at least as fast as the Vyukov ring"),
+            reference: QueueSuite.vyukovRing, minimumRatio: 1,
+            text: "MPMC 2×2 threads on lanes: at least as fast as the Vyukov ring"),
         Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: QueueSuite.lanesFixed64,
             reference: "Python multiprocessing.Queue", minimumRatio: 100,
@@ -63,7 +66,8 @@ struct Target {
             text: "cross-process Queue, 64 B fixed-size: at least 100× faster than multiprocessing.Queue"),
         Target(
             suite: "queue", caseName: "MPMC 8 B, 2×2 threads", engine: "engine Queue<Int>",
-            reference: QueueSuite.vyukovRing, minimumRatio: 1, text: "MPMC 2×2 threads: at least as fast as the Vyukov ring"),
+            reference: QueueSuite.vyukovRing, minimumRatio: 1,
+            text: "MPMC 2×2 threads: at least as fast as the Vyukov ring"),
         Target(
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", engine: "engine Queue<Fixed64>",
             reference: QueueSuite.boostQueue, minimumRatio: 5,
@@ -75,7 +79,8 @@ struct Target {
         Target(
             suite: "latency", caseName: "round trip p50, processes, Queue", engine: "engine Queue, 2 processes",
             reference: "engine Queue, 2 threads", minimumRatio: 0.5,
-            text: "cross-process round trip: at most 2× slower than the thread ping-pong (p50)", referenceCase: "round trip p50, threads"),
+            text: "cross-process round trip: at most 2× slower than the thread ping-pong (p50)",
+            referenceCase: "round trip p50, threads"),
         Target(
             suite: "pool", caseName: "applyAsync, trivial tasks", engine: "engine ProcessPool.applyAsync",
             reference: "Python Pool.apply_async", minimumRatio: 20,
@@ -89,7 +94,8 @@ struct Target {
             text: "sleep 1 ms p50 overshoot: at most 1.2× a raw io_uring timeout's"),
         Target(
             suite: "sleep", caseName: "1 ms sleep, overshoot p50", engine: "engine sleep (EventLoop, io_uring)",
-            reference: "Task.sleep", minimumRatio: 2, text: "sleep 1 ms p50 overshoot: at least 2× smaller than Task.sleep's"),
+            reference: "Task.sleep", minimumRatio: 2,
+            text: "sleep 1 ms p50 overshoot: at least 2× smaller than Task.sleep's"),
         Target(
             suite: "sync-vs-async", caseName: "10000 × sleep 10 ms, wall time", engine: "engine EventLoop coroutines",
             reference: "Swift default executor (Tasks)", minimumRatio: 1,
