@@ -75,6 +75,9 @@ func runProbe(_ name: String, iterations: Int) throws {
         let q = try Queue<Record64>()
         let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Record64.init)
         print(String(format: "%.2f M msg/s", rate / 1e6))
+    case "engine-spsc":
+        // The "engine ring (from C)" row's contest: two pinned C threads over the engine's ring.
+        print(String(format: "%.2f M msg/s", bench_engine_spsc(Int64(iterations)) / 1e6))
     case "ring-c":
         guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
     case "reference-ring":
