@@ -182,6 +182,68 @@ struct LockTests {
         #expect(holder.exitCode == -SIGKILL)
     }
 
+    @Test(
+        "withLock(recoveringFrom:) hands the lock and the dead owner to recover, then runs the body",
+        arguments: [false, true])
+    func withLockRecovers(recursive: Bool) throws {
+        let lock = Lock()
+        let rlock = RLock()
+        let shared = try SharedCounters(count: 2)  // [0]: a value the holder leaves half-updated
+        let ready = Event()
+        let holder = Process {
+            let hold = {
+                shared[0] = -1; ready.set(); while true { try sleep(for: .seconds(1)) }
+            }
+            if recursive { try rlock.withLock(hold) } else { try lock.withLock(hold) }
+        }
+        try holder.start()
+        #expect(try ready.wait(timeout: .seconds(20)))
+        let holderPID = holder.pid!
+        try holder.kill()
+        #expect(try holder.join(timeout: .seconds(20)))
+        var told: Int32? = nil
+        let recover: (Int32) throws -> Void = { owner in
+            told = owner
+            #expect(recursive ? rlock.isOwnedByCurrentThread : lock.isLocked)  // under the lock
+            shared[0] = 0  // repaired
+        }
+        let seen =
+            try recursive
+            ? rlock.withLock(recoveringFrom: recover) { shared[0] }
+            : lock.withLock(recoveringFrom: recover) { shared[0] }
+        #expect(told == holderPID)
+        #expect(seen == 0)  // the body ran after the repair
+        #expect(recursive ? !rlock.isOwnedByCurrentThread : !lock.isLocked)  // released after
+        // Once recovered, later calls neither recover nor throw.
+        told = nil
+        #expect(
+            try
+                (recursive
+                ? rlock.withLock(recoveringFrom: recover) { 1 } : lock.withLock(recoveringFrom: recover) { 1 }) == 1)
+        #expect(told == nil)
+    }
+
+    @Test("withLock without recover: a dead owner is thrown, the body does not run, the lock is free after")
+    func withLockThrowsOwnerDied() throws {
+        let lock = Lock()
+        let ready = Event()
+        let holder = Process {
+            try lock.acquire()
+            ready.set()
+            while true { try sleep(for: .seconds(1)) }
+        }
+        try holder.start()
+        #expect(try ready.wait(timeout: .seconds(20)))
+        let holderPID = holder.pid!
+        try holder.kill()
+        #expect(try holder.join(timeout: .seconds(20)))
+        var ran = false
+        #expect(throws: SyncError.ownerDied(owner: holderPID)) { try lock.withLock { ran = true } }
+        #expect(!ran)
+        #expect(!lock.isLocked)
+        #expect(try lock.withLock { 7 } == 7)
+    }
+
     @Test("owner death while others sleep on the lock: exactly one is told, all get through")
     func ownerDeathWithSleepers() throws {
         let lock = Lock()

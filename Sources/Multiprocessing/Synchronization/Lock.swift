@@ -53,15 +53,28 @@ public final class Lock: @unchecked Sendable, Codable {
     /// Whether some thread or process holds the lock (Python's `locked()`), a snapshot.
     public var isLocked: Bool { mp_mutex_owner(mutex) != 0 }
 
-    /// Runs `body` holding the lock. If the previous holder died, throws
-    /// ``SyncError/ownerDied(owner:)`` without running `body`, the lock released: catch it to
-    /// repair the shared state (under the lock), then go on.
-    public func withLock<R>(_ body: () throws -> R) throws -> R {
+    /// Runs `body` holding the lock.
+    ///
+    /// A previous holder that died holding the lock may have left what it protects half-updated.
+    /// With `recover`, this caller keeps the lock and is told: `recover(deadOwner)` runs first,
+    /// under the lock, to put the state right, and then `body` (Rust's poisoned mutex hands its
+    /// guard along the same way). Without it, ``SyncError/ownerDied(owner:)`` is thrown, `body`
+    /// does not run, and the lock is released for the next caller.
+    public func withLock<R>(
+        recoveringFrom recover: ((_ deadOwner: Int32) throws -> Void)? = nil, _ body: () throws -> R
+    )
+        throws -> R
+    {
         do {
             try acquire()
         } catch {
-            try? release()
-            throw error
+            guard case .ownerDied(let owner) = error, let recover else {
+                try? release()
+                throw error
+            }
+            defer { _ = mp_mutex_unlock(mutex) }
+            try recover(owner)
+            return try body()
         }
         defer { _ = mp_mutex_unlock(mutex) }
         return try body()
@@ -121,13 +134,23 @@ public final class RLock: @unchecked Sendable, Codable {
     /// (Python's `RLock._recursion_count()`).
     public var recursionCount: Int { Int(mp_rmutex_depth(mutex)) }
 
-    /// Runs `body` holding the lock; see ``Lock/withLock(_:)`` for a dead previous owner.
-    public func withLock<R>(_ body: () throws -> R) throws -> R {
+    /// Runs `body` holding the lock; `recover` as in ``Lock/withLock(recoveringFrom:_:)`` (`deadOwner`
+    /// is the dead owner's thread id).
+    public func withLock<R>(
+        recoveringFrom recover: ((_ deadOwner: Int32) throws -> Void)? = nil, _ body: () throws -> R
+    )
+        throws -> R
+    {
         do {
             try acquire()
         } catch {
-            try? release()
-            throw error
+            guard case .ownerDied(let owner) = error, let recover else {
+                try? release()
+                throw error
+            }
+            defer { _ = mp_rmutex_unlock(mutex) }
+            try recover(owner)
+            return try body()
         }
         defer { _ = mp_rmutex_unlock(mutex) }
         return try body()
