@@ -44,7 +44,7 @@ struct EventLoopIOTests {
         let path = scratchPath("file-errors")
         defer { unlink(path) }
         try await onLoop {
-            await #expect(throws: IOError.system(.noSuchFileOrDirectory, operation: "open")) {
+            await #expect(throws: IOError.system(.noSuchFileOrDirectory, function: "open")) {
                 try await File.open("/nonexistent/multiprocessing/file")
             }
             let file = try await File.open(path, .readWrite, options: [.create])
@@ -56,7 +56,7 @@ struct EventLoopIOTests {
 
             // A number no descriptor has (tests run in parallel: a closed low number is soon reused).
             let stale = File(descriptor: 1 << 20)
-            await #expect(throws: IOError.system(.badFileDescriptor, operation: "read")) {
+            await #expect(throws: IOError.system(.badFileDescriptor, function: "read")) {
                 try await stale.read(upTo: 1)
             }
             _ = stale.descriptor.take()  // it is not ours to close again
@@ -107,7 +107,7 @@ struct EventLoopIOTests {
             let listener = try await TCPListener.listen()
             let port = listener.port
             try await listener.close()
-            await #expect(throws: IOError.system(.connectionRefused, operation: "connect")) {
+            await #expect(throws: IOError.system(.connectionRefused, function: "connect")) {
                 try await TCPConnection.connect(host: "127.0.0.1", port: port)
             }
             await #expect(throws: IOError.closed) { try await listener.accept() }

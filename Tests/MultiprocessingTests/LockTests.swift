@@ -244,6 +244,80 @@ struct LockTests {
         #expect(try lock.withLock { 7 } == 7)
     }
 
+    private enum Repair: Error, Equatable { case failed, bodyFailed }
+
+    @Test("withLock's error types: SyncError for a body that throws nothing, the body's own with a recovery")
+    func withLockTypedErrors() throws {
+        let lock = Lock()
+        let rlock = RLock()
+        let condition = Condition(lock: rlock)
+        var count = 0
+        // Checked by the compiler: each `catch` binds the exact error type.
+        do { try lock.withLock { count += 1 } } catch { let _: SyncError = error }
+        do { try rlock.withLock { count += 1 } } catch { let _: SyncError = error }
+        do { try condition.withLock { count += 1 } } catch { let _: SyncError = error }
+        #expect(count == 3)
+        // With a recovery, only the body's (or the recovery's) error comes out, and the lock is
+        // released after it.
+        let failing: () throws(Repair) -> Int = { () throws(Repair) -> Int in throw .bodyFailed }
+        let noRepair: (Int32) throws(Repair) -> Void = { (_: Int32) throws(Repair) in }
+        do {
+            _ = try lock.withLock(recoveringFrom: noRepair, failing)
+            Issue.record("no error")
+        } catch {
+            let typed: Repair = error
+            #expect(typed == .bodyFailed)
+        }
+        #expect(!lock.isLocked)
+        do {
+            _ = try rlock.withLock(recoveringFrom: noRepair, failing)
+            Issue.record("no error")
+        } catch {
+            let typed: Repair = error
+            #expect(typed == .bodyFailed)
+        }
+        #expect(rlock.recursionCount == 0)
+        // A body throwing some other error: it comes out as itself through the untyped form.
+        #expect(throws: Repair.failed) { try lock.withLock { () throws -> Void in throw Repair.failed } }
+        #expect(!lock.isLocked)
+    }
+
+    @Test("withLock(recoveringFrom:) with a typed recovery that fails: its error, the body not run, the lock released")
+    func withLockRecoveryFails() throws {
+        let lock = Lock()
+        let ready = Event()
+        let holder = Process {
+            try lock.acquire()
+            ready.set()
+            while true { try sleep(for: .seconds(1)) }
+        }
+        try holder.start()
+        #expect(try ready.wait(timeout: .seconds(20)))
+        let holderPID = holder.pid!
+        try holder.kill()
+        #expect(try holder.join(timeout: .seconds(20)))
+        var told: Int32? = nil
+        var ran = false
+        let recover: (Int32) throws(Repair) -> Void = { (owner: Int32) throws(Repair) in
+            told = owner
+            throw .failed
+        }
+        do {
+            try lock.withLock(recoveringFrom: recover) { () throws(Repair) in ran = true }
+            Issue.record("no error")
+        } catch {
+            let typed: Repair = error
+            #expect(typed == .failed)
+        }
+        #expect(told == holderPID)
+        #expect(!ran)
+        #expect(!lock.isLocked)
+        // The death was reported once: the next holder is not told again.
+        told = nil
+        try lock.withLock(recoveringFrom: recover) { () throws(Repair) in ran = true }
+        #expect(told == nil && ran)
+    }
+
     @Test("owner death while others sleep on the lock: exactly one is told, all get through")
     func ownerDeathWithSleepers() throws {
         let lock = Lock()

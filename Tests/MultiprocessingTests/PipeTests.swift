@@ -68,7 +68,7 @@ struct PipeTests {
     func edges() throws {
         let (a, b) = try Pipe.make()
         #expect(try !a.poll(timeout: .milliseconds(10)))
-        #expect(throws: ConnectionError.timedOut) { _ = try a.receive(Int.self, timeout: .milliseconds(10)) }
+        #expect(throws: ConnectionError.timeout) { _ = try a.receive(Int.self, timeout: .milliseconds(10)) }
         #expect(throws: ConnectionError.negativeTimeout(.seconds(-1))) { try a.poll(timeout: .seconds(-1)) }
         let big = [UInt8]((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0) })
         let sender = Thread { try b.sendBytes(big) }

@@ -4,6 +4,26 @@ import Testing
 
 @Suite("Semaphore and BoundedSemaphore")
 struct SemaphoreTests {
+    private enum Failure: Error, Equatable { case inBody }
+
+    @Test("withPermit throws exactly the body's error type, and gives the permit back on the way out")
+    func withPermitTyped() throws {
+        let s = try Semaphore(value: 1)
+        do {
+            try s.withPermit { () throws(Failure) in
+                #expect(s.value == 0)
+                throw .inBody
+            }
+            Issue.record("no error")
+        } catch {
+            let typed: Failure = error  // checked by the compiler
+            #expect(typed == .inBody)
+        }
+        #expect(s.value == 1)
+        #expect(s.withPermit { s.value } == 0)  // a body that throws nothing needs no try
+        #expect(s.value == 1)
+    }
+
     @Test("counts permits; tryAcquire and timeouts")
     func counting() throws {
         let s = try Semaphore(value: 2)

@@ -3,8 +3,8 @@ import SystemPackage
 
 /// Errors of the event loop's file and socket operations.
 public enum IOError: Error, Equatable, Sendable {
-    /// The kernel refused: `operation` names the call (`"open"`, `"read"`, `"connect"`...).
-    case system(Errno, operation: String)
+    /// The kernel refused: `function` names the call (`"open"`, `"read"`, `"connect"`...).
+    case system(Errno, function: String)
     /// The file or socket was closed by this program before the call.
     case closed
     /// `host` could not be resolved; `reason` is the resolver's.
@@ -16,7 +16,7 @@ public enum IOError: Error, Equatable, Sendable {
 /// A result of the ring as a count, or the errno it carries as an error.
 @inline(__always)
 func ioCount(_ result: Int32, _ operation: String) throws(IOError) -> Int {
-    if result < 0 { throw .system(Errno(rawValue: -result), operation: operation) }
+    if result < 0 { throw .system(Errno(rawValue: -result), function: operation) }
     return Int(result)
 }
 

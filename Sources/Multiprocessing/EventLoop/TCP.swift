@@ -41,7 +41,7 @@ public final class TCPListener: @unchecked Sendable {
 /// A TCP connection whose sends and receives go through the event loop's io_uring.
 ///
 /// Small writes leave at once (TCP_NODELAY). A send to a peer that has gone throws
-/// ``IOError/system(_:operation:)`` with `.brokenPipe` or `.connectionReset` (never SIGPIPE).
+/// ``IOError/system(_:function:)`` with `.brokenPipe` or `.connectionReset` (never SIGPIPE).
 public final class TCPConnection: @unchecked Sendable {
     let descriptor: Descriptor
 
@@ -51,7 +51,7 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Connects to `host` (an address or a name) and `port`.
-    /// - Throws: ``IOError/system(_:operation:)`` with `.connectionRefused` when nobody listens.
+    /// - Throws: ``IOError/system(_:function:)`` with `.connectionRefused` when nobody listens.
     public static func connect(host: String, port: UInt16) async throws -> TCPConnection {
         let address = try await SocketAddress.resolve(host, port)
         let fd = Int32(try address.withPointer { p throws(IOError) in try ioCount(mp_tcp_socket(p), "socket") })

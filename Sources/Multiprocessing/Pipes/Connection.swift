@@ -11,8 +11,8 @@ public enum ConnectionError: Error, Equatable, Sendable {
     case closed
     /// The other end was closed: nothing more will arrive (Python's `EOFError`).
     case endOfFile
-    /// `receive(timeout:)` found nothing in time.
-    case timedOut
+    /// `receive(timeout:)` found nothing in time (one name for one meaning: ``PoolError/timeout``).
+    case timeout
     /// A timeout below zero.
     case negativeTimeout(Duration)
     /// A message over 4 GiB - 1 bytes.
@@ -93,9 +93,9 @@ public final class Connection: @unchecked Sendable, Codable {
         }
     }
 
-    /// Receives the next value, waiting up to `timeout`; throws ``ConnectionError/timedOut``.
+    /// Receives the next value, waiting up to `timeout`; throws ``ConnectionError/timeout``.
     public func receive<T: Decodable>(_ type: T.Type = T.self, timeout: Duration) throws(ConnectionError) -> T {
-        guard try poll(timeout: timeout) else { throw .timedOut }
+        guard try poll(timeout: timeout) else { throw .timeout }
         return try receive(type)
     }
 
@@ -148,32 +148,31 @@ public final class Connection: @unchecked Sendable, Codable {
         while offset < raw.count {
             // A socket without SIGPIPE (a closed peer is an error here); a simplex pipe through
             // write(2), with SIGPIPE left as the program set it.
-            let n =
-                socket
-                ? Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                : write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n >= 0 {
-                offset += n
-                continue
+            do {
+                offset += try systemCall {
+                    socket
+                        ? Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                        : write(fd, raw.baseAddress! + offset, raw.count - offset)
+                }
+            } catch {
+                if error == .brokenPipe || error == .connectionReset { throw .endOfFile }
+                throw .system(error, function: socket ? "send" : "write")
             }
-            if errno == EINTR { continue }
-            if errno == EPIPE || errno == ECONNRESET { throw .endOfFile }
-            throw .system(Errno(rawValue: errno), function: socket ? "send" : "write")
         }
     }
 
     private func readAll(_ fd: Int32, _ raw: UnsafeMutableRawBufferPointer) throws(ConnectionError) {
         var offset = 0
         while offset < raw.count {
-            let n = read(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n > 0 {
-                offset += n
-                continue
+            let n: Int
+            do {
+                n = try systemCall { read(fd, raw.baseAddress! + offset, raw.count - offset) }
+            } catch {
+                if error == .connectionReset { throw .endOfFile }
+                throw .system(error, function: "read")
             }
             if n == 0 { throw .endOfFile }
-            if errno == EINTR { continue }
-            if errno == ECONNRESET { throw .endOfFile }
-            throw .system(Errno(rawValue: errno), function: "read")
+            offset += n
         }
     }
 
@@ -194,7 +193,7 @@ public final class Connection: @unchecked Sendable, Codable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let fd = try c.decode(Int32.self, forKey: .fd)
-        guard fcntl(fd, F_GETFD) >= 0 else { throw ConnectionError.closed }
+        guard (try? systemCall { fcntl(fd, F_GETFD) }) != nil else { throw ConnectionError.closed }
         readable = try c.decode(Bool.self, forKey: .readable)
         writable = try c.decode(Bool.self, forKey: .writable)
         end = Endpoints.adopt(fd)
@@ -247,7 +246,7 @@ final class Endpoint: @unchecked Sendable {
         }
         guard fd >= 0 else { return }
         Endpoints.forget(fd, self)  // first: once closed, the number may be handed out again
-        _ = Glibc.close(fd)
+        closeDescriptor(fd)
     }
 
     deinit { close() }

@@ -66,7 +66,8 @@ enum Fork {
     }
 }
 
-/// Writes `text` to stderr, unbuffered (usable in a child about to `_exit`).
+/// Writes `text` to stderr, unbuffered (usable in a child about to `_exit`): one raw write, outside
+/// the `systemCall` funnel on purpose, since a failure has nowhere to be reported.
 func writeError(_ text: String) {
     var text = text
     text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
@@ -125,7 +126,7 @@ enum Children {
     static func forgetAfterFork() {
         list.withLock { children in
             for child in children {
-                child.state.withLock { if $0.pidfd >= 0 { close($0.pidfd); $0.pidfd = -1 } }
+                child.state.withLock { if $0.pidfd >= 0 { closeDescriptor($0.pidfd); $0.pidfd = -1 } }
             }
             children = []
         }

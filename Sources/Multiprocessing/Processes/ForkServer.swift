@@ -99,12 +99,12 @@ enum ForkServer {
                 throw ProcessError.argumentEncoding(String(describing: error))
             }
             let payload = try ChildLaunch.memfd(holding: bytes)
-            defer { Glibc.close(payload) }
+            defer { closeDescriptor(payload) }
             pid = try Spawn.start(payload: payload, keeping: [serverEnd, payload], executable: executable)
-            Glibc.close(serverEnd)  // the server has its own
+            closeDescriptor(serverEnd)  // the server has its own
         } catch {
-            Glibc.close(clientEnd)
-            Glibc.close(serverEnd)
+            closeDescriptor(clientEnd)
+            closeDescriptor(serverEnd)
             throw error
         }
         return try ForkServerConnection(socket: clientEnd, server: pid, name: "forkserver")
@@ -113,7 +113,8 @@ enum ForkServer {
     /// In the forkserver (from `Spawn.bootstrap`): serves requests until the client ends, then
     /// exits; in each child, runs its target and exits.
     static func serve(_ setup: ForkServerSetup, targets: [any SpawnEntry]) -> Never {
-        _ = fcntl(setup.socket, F_SETFD, FD_CLOEXEC)  // kept across our exec only: not for our own children
+        // Kept across our exec only: not for our own children.
+        _ = try? systemCall { fcntl(setup.socket, F_SETFD, FD_CLOEXEC) }
         var name = [CChar](repeating: 0, count: 16)
         mp_get_thread_name(&name)
         mp_set_thread_name("mp-forkserver")
@@ -136,7 +137,7 @@ enum ForkServer {
             writeError("multiprocessing forkserver: a child's request could not be read\n")
             mp_exit_child(1)
         }
-        Glibc.close(fd)
+        closeDescriptor(fd)
         Spawn.runChild(payload, targets: targets, forked: true)
     }
 }
@@ -300,7 +301,7 @@ final class ForkServerConnection: @unchecked Sendable {
             var pidfd: Int32 = -1
             let pid = mp_server_fork(
                 socket, serverPidfd, &request, nil, 0, mp_monotonic_ns() + Self.answerLimit, &pidfd)
-            if pidfd >= 0 { Glibc.close(pidfd) }
+            if pidfd >= 0 { closeDescriptor(pidfd) }
             return pid
         }
     }
@@ -315,9 +316,9 @@ final class ForkServerConnection: @unchecked Sendable {
         }
         guard first else { return }
         if isOwned { _ = mp_server_goodbye(socket) }  // leave our children alone
-        Glibc.close(socket)
+        closeDescriptor(socket)
         guard isOwned else {
-            if serverPidfd >= 0 { Glibc.close(serverPidfd) }
+            if serverPidfd >= 0 { closeDescriptor(serverPidfd) }
             return
         }
         if serverPidfd >= 0 && mp_poll_readable(serverPidfd, Deadline.after(nanoseconds: 1_000_000_000)) == 0 {
@@ -325,6 +326,6 @@ final class ForkServerConnection: @unchecked Sendable {
         }
         var code: Int32 = 0
         _ = mp_wait_child(serverPID, serverPidfd, 0, &code)
-        if serverPidfd >= 0 { Glibc.close(serverPidfd) }
+        if serverPidfd >= 0 { closeDescriptor(serverPidfd) }
     }
 }

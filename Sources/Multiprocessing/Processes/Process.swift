@@ -271,9 +271,12 @@ open class Process: @unchecked Sendable {
         // child reaped by another joiner, or by a start() on another thread), and its number
         // reused for another child's, which the poll would then watch instead.
         let (started, pidfd, done) = state.withLock { s in
-            (s.started, s.exitCode == nil && s.pidfd >= 0 ? fcntl(s.pidfd, F_DUPFD_CLOEXEC, 0) : -1, s.exitCode != nil)
+            (
+                s.started, s.exitCode == nil && s.pidfd >= 0 ? (try? duplicateDescriptor(s.pidfd)) ?? -1 : -1,
+                s.exitCode != nil
+            )
         }
-        defer { if pidfd >= 0 { Glibc.close(pidfd) } }
+        defer { if pidfd >= 0 { closeDescriptor(pidfd) } }
         guard started else { throw .notStarted }
         if done { return true }
         if pidfd < 0 { return waitPolling(until: deadline) }
@@ -335,7 +338,7 @@ open class Process: @unchecked Sendable {
                 return
             }
             if s.pidfd >= 0 {
-                close(s.pidfd)
+                closeDescriptor(s.pidfd)
                 s.pidfd = -1
             }
         }
@@ -360,6 +363,6 @@ open class Process: @unchecked Sendable {
     }
 
     deinit {
-        state.withLock { if $0.pidfd >= 0 { close($0.pidfd) } }
+        state.withLock { if $0.pidfd >= 0 { closeDescriptor($0.pidfd) } }
     }
 }

@@ -90,7 +90,7 @@ public enum Spawn {
                     + "(a sealed memfd)\n")
             exit(1)
         }
-        close(fd)
+        closeDescriptor(fd)
         let payload: BootstrapPayload
         do {
             payload = try SpawnCoding.decode(BootstrapPayload.self, from: bytes)
@@ -185,12 +185,9 @@ public enum Spawn {
         return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
             count = 0
             while count < size {
-                let n = pread(fd, buffer.baseAddress! + count, size - count, off_t(count))
-                if n > 0 {
-                    count += n
-                } else if n == 0 || errno != EINTR {
-                    break  // shorter than it said: what was read is decoded, and checked there
-                }
+                let n = (try? systemCall { pread(fd, buffer.baseAddress! + count, size - count, off_t(count)) }) ?? 0
+                if n == 0 { break }  // shorter than it said: what was read is decoded, and checked there
+                count += n
             }
         }
     }
@@ -291,7 +288,7 @@ struct ChildLaunch: ~Copyable {
         return fd
     }
 
-    deinit { close(payload) }
+    deinit { closeDescriptor(payload) }
 }
 
 /// What an argument being encoded for a child refers to: the regions that its queues, shared

@@ -93,7 +93,7 @@ final class Zygote: @unchecked Sendable {
         if pid == 0 {
             // The zygote: prove the runtime's shared locks free, warm up, then C, which returns
             // only in a new child.
-            Glibc.close(clientEnd)
+            closeDescriptor(clientEnd)
             Fork.resetChild()
             setThreadName("ForkPoolZygote")
             while stall { pause() }
@@ -105,9 +105,9 @@ final class Zygote: @unchecked Sendable {
             Fork.resetChild()
             child(request.tag)
         }
-        Glibc.close(serverEnd)
+        closeDescriptor(serverEnd)
         guard pid > 0 else {
-            Glibc.close(clientEnd)
+            closeDescriptor(clientEnd)
             throw .system(Errno(rawValue: -pid), function: "fork")
         }
         // The hello, or the zygote's end, makes the socket readable.
@@ -115,7 +115,7 @@ final class Zygote: @unchecked Sendable {
             _ = mp_signal(pid, SIGKILL)
             var code: Int32 = 0
             _ = mp_wait_child(pid, -1, 0, &code)
-            Glibc.close(clientEnd)
+            closeDescriptor(clientEnd)
             return nil
         }
         return try ForkServerConnection(socket: clientEnd, server: pid, name: "zygote")

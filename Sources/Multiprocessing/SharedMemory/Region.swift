@@ -20,7 +20,7 @@ final class Region: @unchecked Sendable {
     init(id: UInt64, fd: Int32, size: Int) throws(SharedMemoryError) {
         var error: Int32 = 0
         guard let base = mp_map_shared(fd, UInt64(size), &error) else {
-            close(fd)
+            closeDescriptor(fd)
             throw .system(Errno(rawValue: error), function: "mmap")
         }
         self.id = id
@@ -41,7 +41,7 @@ final class Region: @unchecked Sendable {
     deinit {
         RegionRegistry.unregister(id: id)
         _ = mp_unmap(base, UInt64(size))
-        close(fd)
+        closeDescriptor(fd)
     }
 }
 

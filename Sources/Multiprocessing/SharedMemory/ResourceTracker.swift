@@ -92,7 +92,7 @@ enum ResourceTracker {
             if usable && c.socket < 0 {
                 c.socket = descriptor
             } else if descriptor != c.socket {
-                close(descriptor)
+                closeDescriptor(descriptor)
             }
         }
     }
@@ -118,7 +118,7 @@ enum ResourceTracker {
     private static func adoptIfForked(_ c: inout Client) {
         let pid = mp_process_id()
         guard c.owner != pid else { return }
-        if c.trackerPidfd >= 0 { close(c.trackerPidfd) }
+        if c.trackerPidfd >= 0 { closeDescriptor(c.trackerPidfd) }
         c = Client(owner: pid, socket: c.socket)
     }
 
@@ -154,7 +154,7 @@ enum ResourceTracker {
 
     /// Drops the socket of a tracker that has gone, and reaps the tracker if this process started it.
     private static func forgetTracker(_ c: inout Client, closing: Bool) {
-        if closing { close(c.socket) }
+        if closing { closeDescriptor(c.socket) }
         c.socket = -1
         if c.tracker > 0 {
             // Its end of the socket is closed, so it is exiting: give it a moment to finish.
@@ -164,7 +164,7 @@ enum ResourceTracker {
             var code: Int32 = 0
             _ = mp_wait_child(c.tracker, c.trackerPidfd, 1, &code)
         }
-        if c.trackerPidfd >= 0 { close(c.trackerPidfd) }
+        if c.trackerPidfd >= 0 { closeDescriptor(c.trackerPidfd) }
         c.tracker = 0
         c.trackerPidfd = -1
     }

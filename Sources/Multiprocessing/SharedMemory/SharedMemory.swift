@@ -84,16 +84,16 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         if result == -ENOENT { throw .notFound(name) }
         let fd = try checked(result, "shm_open")
         if !allowingOtherOwners && mp_fd_private_to_owner(fd) != 0 {
-            close(fd)
+            closeDescriptor(fd)
             throw .untrusted(name)
         }
         let actual = mp_fd_size(fd)
         guard actual >= 0 else {
-            close(fd)
+            closeDescriptor(fd)
             throw .system(Errno(rawValue: Int32(-actual)), function: "fstat")
         }
         guard actual >= Int64(MP_REGION_HEADER_SIZE) else {
-            close(fd)
+            closeDescriptor(fd)
             throw .tooSmall(name: name, size: Int(actual))
         }
         let mapped = try Region(id: RegionRegistry.newID(), fd: fd, size: Int(actual))

@@ -76,12 +76,26 @@ public final class Condition: @unchecked Sendable, Codable {
         }
     }
 
-    /// Runs `body` holding the underlying lock.
+    /// Runs `body` holding the underlying lock, as `Lock.withLock(_:)`.
+    public func withLock<R>(_ body: () throws(SyncError) -> R) throws(SyncError) -> R {
+        try mutex.withHeld(
+            recursive: recursive != 0, afterOwnerDeath: { owner throws(SyncError) in throw .ownerDied(owner: owner) },
+            body)
+    }
+
+    /// Runs `body` holding the underlying lock. Throws what `body` throws, or
+    /// ``SyncError/ownerDied(owner:)`` without running it.
     public func withLock<R>(_ body: () throws -> R) throws -> R {
-        switch lock {
-        case .lock(let l): try l.withLock(body)
-        case .rlock(let r): try r.withLock(body)
-        }
+        try mutex.withHeld(
+            recursive: recursive != 0, afterOwnerDeath: { owner in throw SyncError.ownerDied(owner: owner) }, body)
+    }
+
+    /// Runs `body` holding the underlying lock, after `recover(deadOwner)` if its previous holder
+    /// died holding it, as ``Lock/withLock(recoveringFrom:_:)``.
+    public func withLock<R, E: Error>(
+        recoveringFrom recover: (_ deadOwner: Int32) throws(E) -> Void, _ body: () throws(E) -> R
+    ) throws(E) -> R {
+        try mutex.withHeld(recursive: recursive != 0, afterOwnerDeath: recover, body)
     }
 
     /// Releases the lock, waits until notified (or `timeout` passes), re-acquires the lock.

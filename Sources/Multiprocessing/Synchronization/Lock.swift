@@ -53,31 +53,34 @@ public final class Lock: @unchecked Sendable, Codable {
     /// Whether some thread or process holds the lock (Python's `locked()`), a snapshot.
     public var isLocked: Bool { mp_mutex_owner(mutex) != 0 }
 
-    /// Runs `body` holding the lock.
+    /// Runs `body` holding the lock, and releases it however `body` ends.
     ///
-    /// A previous holder that died holding the lock may have left what it protects half-updated.
-    /// With `recover`, this caller keeps the lock and is told: `recover(deadOwner)` runs first,
-    /// under the lock, to put the state right, and then `body` (Rust's poisoned mutex hands its
-    /// guard along the same way). Without it, ``SyncError/ownerDied(owner:)`` is thrown, `body`
-    /// does not run, and the lock is released for the next caller.
-    public func withLock<R>(
-        recoveringFrom recover: ((_ deadOwner: Int32) throws -> Void)? = nil, _ body: () throws -> R
-    )
-        throws -> R
-    {
-        do {
-            try acquire()
-        } catch {
-            guard case .ownerDied(let owner) = error, let recover else {
-                try? release()
-                throw error
-            }
-            defer { _ = mp_mutex_unlock(mutex) }
-            try recover(owner)
-            return try body()
-        }
-        defer { _ = mp_mutex_unlock(mutex) }
-        return try body()
+    /// If the previous holder died holding the lock, ``SyncError/ownerDied(owner:)`` is thrown,
+    /// `body` does not run, and the lock is released for the next caller. To repair what the dead
+    /// holder left half-updated, use ``withLock(recoveringFrom:_:)``.
+    ///
+    /// This form is chosen for a body that throws nothing (or only ``SyncError``): its one error
+    /// type is ``SyncError``.
+    public func withLock<R>(_ body: () throws(SyncError) -> R) throws(SyncError) -> R {
+        try mutex.withHeld(
+            recursive: false, afterOwnerDeath: { owner throws(SyncError) in throw .ownerDied(owner: owner) }, body)
+    }
+
+    /// Runs `body` holding the lock, and releases it however `body` ends. Throws what `body` throws,
+    /// or ``SyncError/ownerDied(owner:)`` without running it (as the typed form above).
+    public func withLock<R>(_ body: () throws -> R) throws -> R {
+        try mutex.withHeld(
+            recursive: false, afterOwnerDeath: { owner in throw SyncError.ownerDied(owner: owner) }, body)
+    }
+
+    /// Runs `body` holding the lock; if the previous holder died holding it, runs
+    /// `recover(deadOwner)` first, under the lock, to put right what it left half-updated (Rust's
+    /// poisoned mutex hands its guard along the same way). Throws only what `recover` or `body`
+    /// throws: with a recovery, acquiring cannot fail.
+    public func withLock<R, E: Error>(
+        recoveringFrom recover: (_ deadOwner: Int32) throws(E) -> Void, _ body: () throws(E) -> R
+    ) throws(E) -> R {
+        try mutex.withHeld(recursive: false, afterOwnerDeath: recover, body)
     }
 
     public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
@@ -134,26 +137,25 @@ public final class RLock: @unchecked Sendable, Codable {
     /// (Python's `RLock._recursion_count()`).
     public var recursionCount: Int { Int(mp_rmutex_depth(mutex)) }
 
-    /// Runs `body` holding the lock; `recover` as in ``Lock/withLock(recoveringFrom:_:)`` (`deadOwner`
-    /// is the dead owner's thread id).
-    public func withLock<R>(
-        recoveringFrom recover: ((_ deadOwner: Int32) throws -> Void)? = nil, _ body: () throws -> R
-    )
-        throws -> R
-    {
-        do {
-            try acquire()
-        } catch {
-            guard case .ownerDied(let owner) = error, let recover else {
-                try? release()
-                throw error
-            }
-            defer { _ = mp_rmutex_unlock(mutex) }
-            try recover(owner)
-            return try body()
-        }
-        defer { _ = mp_rmutex_unlock(mutex) }
-        return try body()
+    /// Runs `body` holding the lock (once more, if the caller already owns it), and releases that
+    /// level however `body` ends; a dead owner as in `Lock.withLock(_:)`.
+    public func withLock<R>(_ body: () throws(SyncError) -> R) throws(SyncError) -> R {
+        try mutex.withHeld(
+            recursive: true, afterOwnerDeath: { owner throws(SyncError) in throw .ownerDied(owner: owner) }, body)
+    }
+
+    /// Runs `body` holding the lock. Throws what `body` throws, or ``SyncError/ownerDied(owner:)``
+    /// without running it.
+    public func withLock<R>(_ body: () throws -> R) throws -> R {
+        try mutex.withHeld(recursive: true, afterOwnerDeath: { owner in throw SyncError.ownerDied(owner: owner) }, body)
+    }
+
+    /// Runs `body` holding the lock, after `recover(deadOwner)` if the previous owner died holding
+    /// it, as ``Lock/withLock(recoveringFrom:_:)`` (`deadOwner` is the dead owner's thread id).
+    public func withLock<R, E: Error>(
+        recoveringFrom recover: (_ deadOwner: Int32) throws(E) -> Void, _ body: () throws(E) -> R
+    ) throws(E) -> R {
+        try mutex.withHeld(recursive: true, afterOwnerDeath: recover, body)
     }
 
     public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
@@ -161,5 +163,25 @@ public final class RLock: @unchecked Sendable, Codable {
     public init(from decoder: any Decoder) throws {
         object = try SharedObject.decode(.rlock, from: decoder)
         mutex = object.pointer(to: mp_mutex_t.self)
+    }
+}
+
+extension UnsafeMutablePointer<mp_mutex_t> {
+    /// The one `withLock` of ``Lock`` and ``RLock``: takes the mutex (waiting forever), runs
+    /// `afterOwnerDeath` when the holder before died with it (which throws, or repairs), then
+    /// `body`, and releases the mutex on every way out. A forever wait ends only in the lock or in
+    /// an owner's death: every other status is this library's bug.
+    @inline(__always)
+    func withHeld<R, E: Error>(
+        recursive: Bool, afterOwnerDeath: (_ deadOwner: Int32) throws(E) -> Void, _ body: () throws(E) -> R
+    ) throws(E) -> R {
+        let status = recursive ? mp_rmutex_lock(self, Int64(MP_FOREVER)) : mp_mutex_lock(self, Int64(MP_FOREVER))
+        switch status {
+        case MP_OK, MP_OWNER_DIED: break
+        default: unexpected(status)
+        }
+        defer { _ = recursive ? mp_rmutex_unlock(self) : mp_mutex_unlock(self) }
+        if status == MP_OWNER_DIED { try afterOwnerDeath(Int32(bitPattern: pointee.dead_owner)) }
+        return try body()
     }
 }

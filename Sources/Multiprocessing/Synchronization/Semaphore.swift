@@ -23,7 +23,9 @@ public class Semaphore: @unchecked Sendable, Codable {
         mp_semaphore_init(semaphore, UInt32(value), UInt32(limit), 1)
     }
 
-    /// Blocks until a permit is taken.
+    /// Blocks until a permit is taken. It does not throw because it cannot fail: a semaphore has
+    /// no owner whose death it could report, unlike ``Lock/acquire()-1vtaf`` (in this library a call
+    /// throws exactly when it can fail; ``acquire(timeout:)-3zkx1`` can, with a negative timeout).
     public func acquire() {
         _ = mp_semaphore_acquire(semaphore, Int64(MP_FOREVER))
     }
@@ -48,8 +50,9 @@ public class Semaphore: @unchecked Sendable, Codable {
     /// The number of free permits (a snapshot; Python's `get_value()`).
     public var value: Int { Int(mp_semaphore_value(semaphore)) }
 
-    /// Runs `body` holding a permit.
-    public func withPermit<R>(_ body: () throws -> R) rethrows -> R {
+    /// Runs `body` holding a permit, and gives it back however `body` ends. Throws only what `body`
+    /// throws: taking a permit cannot fail (a semaphore has no owner that could die).
+    public func withPermit<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         acquire()
         defer { _ = mp_semaphore_release(semaphore, 1) }
         return try body()

@@ -56,13 +56,13 @@ final class WorkerWatcher: @unchecked Sendable {
         guard rc == 0 else { throw .system(.init(rawValue: -rc), function: "pipe2") }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        for fd in fds { _ = try? systemCall { fcntl(fd, F_SETFL, O_NONBLOCK) } }  // a pipe has no other status flag
         self.report = report
     }
 
     deinit {
-        close(wakeRead)
-        close(wakeWrite)
+        closeDescriptor(wakeRead)
+        closeDescriptor(wakeWrite)
     }
 
     /// Starts the watching thread (it holds this watcher until ``stop()``).
@@ -77,7 +77,7 @@ final class WorkerWatcher: @unchecked Sendable {
     /// Watches `process` (started, not yet reaped by this watcher) as the worker at `index`.
     func watch(_ process: Process, index: Int) {
         // Our own descriptor: the Process object closes its pidfd when anyone reaps it.
-        let fd = process.state.withLock { $0.pidfd >= 0 ? dup($0.pidfd) : -1 }
+        let fd = process.state.withLock { $0.pidfd >= 0 ? (try? duplicateDescriptor($0.pidfd)) ?? -1 : -1 }
         if fd < 0 {
             // Already reaped (or no pidfd): wait for it on a thread of its own.
             let report = self.report
@@ -102,7 +102,7 @@ final class WorkerWatcher: @unchecked Sendable {
 
     private func wake() {
         var one: UInt8 = 1
-        _ = write(wakeWrite, &one, 1)  // a full pipe is as good as a write: the thread is awake
+        _ = try? systemCall { write(wakeWrite, &one, 1) }  // a full pipe is as good as a write: the thread is awake
     }
 
     private func loop() {
@@ -112,15 +112,18 @@ final class WorkerWatcher: @unchecked Sendable {
             if current.isEmpty && stopping.load(ordering: .acquiring) { return }
             var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
             fds += current.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            let rc = poll(&fds, nfds_t(fds.count), pollTimeout(current))
-            if rc < 0 { continue }  // EINTR
+            // A signal ends the poll early: the loop looks again with a recomputed timeout.
+            guard
+                (try? systemCall(retryingInterrupts: false) { poll(&fds, nfds_t(fds.count), pollTimeout(current)) })
+                    != nil
+            else { continue }
             if fds[0].revents != 0 {
                 var buffer = [UInt8](repeating: 0, count: 64)
-                while read(wakeRead, &buffer, buffer.count) > 0 {}
+                while ((try? systemCall { read(wakeRead, &buffer, buffer.count) }) ?? 0) > 0 {}
             }
             for (i, entry) in current.enumerated() where fds[i + 1].revents != 0 {
                 watched.withLock { list in list.removeAll { $0.fd == entry.fd } }
-                close(entry.fd)
+                closeDescriptor(entry.fd)
                 entry.process.reapIfExited()
                 if entry.process.exitCode == nil { _ = try? entry.process.join() }  // exited: this returns at once
                 report(entry.index, entry.process.pid ?? 0, entry.process.exitCode ?? -1)
