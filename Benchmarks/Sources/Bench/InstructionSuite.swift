@@ -24,6 +24,7 @@ struct InstructionSuite {
         Entry("Queue put+get, 8 B, 1 thread", "engine ring (from C)", probe: "ring-c"),
         Entry("Queue put+get, 8 B, 1 thread", "C reference SPSC ring", probe: "reference-ring"),
         Entry("Queue put+get, 8 B, 1 thread", "C Vyukov MPMC ring", probe: "vyukov-ring"),
+        Entry("Queue put+get, Record64 (Codable), 1 thread", "engine Queue<Record64>", probe: "queue-codable"),
         Entry("Lock acquire+release, uncontended, 1 thread", "engine Lock", probe: "lock"),
         Entry("Lock acquire+release, uncontended, 1 thread", "pthread_mutex_t", probe: "pthread-mutex"),
     ]

@@ -75,6 +75,13 @@ func runProbe(_ name: String, iterations: Int) throws {
         let q = try Queue<Record64>()
         let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Record64.init)
         print(String(format: "%.2f M msg/s", rate / 1e6))
+    case "queue-codable":
+        // The Codable row's per-message work without a second process: encode, ring, decode.
+        let q = try Queue<Record64>()
+        for i in 0..<iterations {
+            try q.put(Record64(i))
+            guard try q.get().sequence == i else { throw BenchError.peer("a Record64 came back changed") }
+        }
     case "engine-spsc":
         // The "engine ring (from C)" row's contest: two pinned C threads over the engine's ring.
         print(String(format: "%.2f M msg/s", bench_engine_spsc(Int64(iterations)) / 1e6))

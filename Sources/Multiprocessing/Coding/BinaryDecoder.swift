@@ -39,8 +39,7 @@ struct BinaryDecoder: Decoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         let content = try reader.pointee.keyedContent(at: offset, end: end)
-        return KeyedDecodingContainer(
-            BinaryKeyedDecodingContainer<Key>(entries: .init(reader: reader, content: content)))
+        return BinaryKeyedDecodingContainer<Key>.make(BinaryKeyedEntries(reader: reader, content: content))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
@@ -76,7 +75,11 @@ struct BinaryDecoder: Decoder {
             throw .invalidData("values nested more than \(BinaryCoding.maximumDepth) deep")
         }
         reader.pointee.depth += 1
-        defer { reader.pointee.depth -= 1 }
+        let loans = reader.pointee.loans.last
+        defer {
+            reader.pointee.loans.end(downTo: loans)
+            reader.pointee.depth -= 1
+        }
         do {
             return try T(from: BinaryDecoder(reader: reader, offset: offset, end: end))
         } catch let error as BinaryCodingError {

@@ -49,7 +49,7 @@ struct BinaryEncoder: Encoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
         let frame = writer.pointee.openContainer(BinaryTag.keyed, at: start, level: level)
-        return KeyedEncodingContainer(BinaryKeyedEncodingContainer<Key>(writer: writer, frame: frame))
+        return BinaryKeyedEncodingContainer<Key>.make(BinaryKeyedOutput(writer: writer, frame: frame))
     }
 
     func unkeyedContainer() -> any UnkeyedEncodingContainer {
@@ -94,7 +94,9 @@ struct BinaryEncoder: Encoder {
         defer { writer.pointee.depth -= 1 }
         let start = writer.pointee.bytes.count
         let level = writer.pointee.frames.count
+        let loans = writer.pointee.loans.last
         do {
+            defer { writer.pointee.loans.end(downTo: loans) }
             try value.encode(to: BinaryEncoder(writer: writer, start: start, level: level))
         } catch let error as BinaryCodingError {
             throw error

@@ -1,14 +1,44 @@
 /// A keyed container being written: entries of key and value, in the order they are encoded.
 struct BinaryKeyedEncodingContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
-    let writer: UnsafeMutablePointer<BinaryWriter>
-    let frame: BinaryWriter.FrameReference
+    /// Where it writes: that of the current loan for a lent container (see ``LentContainer``).
+    private let source: Source
+
+    enum Source {
+        case lent(UnsafeMutablePointer<BinaryKeyedOutput>)
+        case own(BinaryKeyedOutput)
+    }
+
+    private var output: BinaryKeyedOutput {
+        switch source {
+        case .lent(let output): output.pointee
+        case .own(let output): output
+        }
+    }
+
+    private var writer: UnsafeMutablePointer<BinaryWriter> { output.writer }
+    private var frame: BinaryWriter.FrameReference { output.frame }
+
+    /// The container that writes to `output`: the one lent for `Key` if it is free, else a new one.
+    static func make(_ output: BinaryKeyedOutput) -> KeyedEncodingContainer<Key> {
+        let lent = lentContainer(Key.self, in: lentContainers) {
+            let state = UnsafeMutablePointer<BinaryKeyedOutput>.allocate(capacity: 1)
+            state.initialize(to: output)
+            return LentContainer(state: state, container: KeyedEncodingContainer(Self(source: .lent(state))))
+        }
+        if output.writer.pointee.loans.take(lent) {
+            lent.state.pointee = output
+            return lent.lend()
+        }
+        return KeyedEncodingContainer(Self(source: .own(output)))
+    }
 
     var codingPath: [any CodingKey] { [] }
 
     /// Writes the key of a new entry; the caller writes its value next.
     private func entry(_ key: Key) throws(BinaryCodingError) -> UnsafeMutablePointer<BinaryWriter> {
-        try writer.pointee.beginEntry(frame, key: key.stringValue)
-        return writer
+        let output = output
+        try output.writer.pointee.beginEntry(output.frame, key: key.stringValue)
+        return output.writer
     }
 
     mutating func encodeNil(forKey key: Key) throws { try entry(key).pointee.writeNil() }
@@ -40,7 +70,7 @@ struct BinaryKeyedEncodingContainer<Key: CodingKey>: KeyedEncodingContainerProto
         keyedBy keyType: NestedKey.Type, forKey key: Key
     ) -> KeyedEncodingContainer<NestedKey> {
         let frame = writer.pointee.openNested(BinaryTag.keyed, in: frame, key: key.stringValue)
-        return KeyedEncodingContainer(BinaryKeyedEncodingContainer<NestedKey>(writer: writer, frame: frame))
+        return BinaryKeyedEncodingContainer<NestedKey>.make(BinaryKeyedOutput(writer: writer, frame: frame))
     }
 
     mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
@@ -55,6 +85,15 @@ struct BinaryKeyedEncodingContainer<Key: CodingKey>: KeyedEncodingContainerProto
         writer.pointee.superEncoder(writer, in: frame, key: key.stringValue)
     }
 }
+
+/// Where a keyed container writes: the output, and the container's frame in it.
+struct BinaryKeyedOutput {
+    let writer: UnsafeMutablePointer<BinaryWriter>
+    let frame: BinaryWriter.FrameReference
+}
+
+/// The keyed encoding containers lent out, by key type.
+private let lentContainers = TypeTable()
 
 /// An unkeyed container being written: its elements, in order.
 struct BinaryUnkeyedEncodingContainer: UnkeyedEncodingContainer {
@@ -109,7 +148,7 @@ struct BinaryUnkeyedEncodingContainer: UnkeyedEncodingContainer {
         NestedKey
     > {
         let frame = writer.pointee.openNested(BinaryTag.keyed, in: frame, key: nil)
-        return KeyedEncodingContainer(BinaryKeyedEncodingContainer<NestedKey>(writer: writer, frame: frame))
+        return BinaryKeyedEncodingContainer<NestedKey>.make(BinaryKeyedOutput(writer: writer, frame: frame))
     }
 
     mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {

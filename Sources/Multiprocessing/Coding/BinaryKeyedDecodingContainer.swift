@@ -4,7 +4,35 @@
 /// compiled for an unknown `Key` (the caller's `CodingKeys`), which would leave every helper they
 /// call unspecialized as well.
 struct BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
-    let entries: BinaryKeyedEntries
+    /// The entries: those of the current loan for a lent container (see ``LentContainer``).
+    private let source: Source
+
+    enum Source {
+        case lent(UnsafeMutablePointer<BinaryKeyedEntries>)
+        case own(BinaryKeyedEntries)
+    }
+
+    private var entries: BinaryKeyedEntries {
+        switch source {
+        case .lent(let entries): entries.pointee
+        case .own(let entries): entries
+        }
+    }
+
+    /// The container of the keyed container value whose entries are `entries`: the one lent for
+    /// `Key` if it is free, else a new one.
+    static func make(_ entries: BinaryKeyedEntries) -> KeyedDecodingContainer<Key> {
+        let lent = lentContainer(Key.self, in: lentContainers) {
+            let state = UnsafeMutablePointer<BinaryKeyedEntries>.allocate(capacity: 1)
+            state.initialize(to: entries)
+            return LentContainer(state: state, container: KeyedDecodingContainer(Self(source: .lent(state))))
+        }
+        if entries.reader.pointee.loans.take(lent) {
+            lent.state.pointee = entries
+            return lent.lend()
+        }
+        return KeyedDecodingContainer(Self(source: .own(entries)))
+    }
 
     var codingPath: [any CodingKey] { [] }
     var allKeys: [Key] { entries.names().compactMap(Key.init(stringValue:)) }
@@ -97,3 +125,6 @@ struct BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProto
     func superDecoder() throws -> any Decoder { entries.decoder(try entries.read("super")) }
     func superDecoder(forKey key: Key) throws -> any Decoder { entries.decoder(try read(key)) }
 }
+
+/// The keyed decoding containers lent out, by key type.
+private let lentContainers = TypeTable()

@@ -31,6 +31,7 @@ struct BinaryKeyedEntries {
     // MARK: Finding entries
 
     /// The entry at `offset`: where its key's UTF-8 and its value are.
+    @inline(__always)
     private func entry(at offset: Int) throws(BinaryCodingError) -> (key: Range<Int>, value: Range<Int>) {
         var start = offset
         let length = try reader.pointee.length(at: &start, end: content.upperBound)
@@ -40,12 +41,25 @@ struct BinaryKeyedEntries {
 
     /// The value stored under `name`, or nil. The hint is left at its entry, for the read to come.
     func find(_ name: String) throws(BinaryCodingError) -> Range<Int>? {
+        if let value = try hinted(name) { return value }
+        return try search(name)
+    }
+
+    /// The value under `name` if the hinted entry holds it (the first entry when the hint is for
+    /// another container): the common case, kept short.
+    @inline(__always)
+    private func hinted(_ name: String) throws(BinaryCodingError) -> Range<Int>? {
         let hint = reader.pointee.hint(for: content.lowerBound)
-        if hint.pointee.container == content.lowerBound, hint.pointee.next < content.upperBound {
-            let entry = try entry(at: hint.pointee.next)
-            if matches(entry.key, name) { return entry.value }
-        }
-        if !reader.pointee.tables.isEmpty, let table = reader.pointee.tables[content.lowerBound] {
+        let next = hint.pointee.container == content.lowerBound ? hint.pointee.next : content.lowerBound
+        guard next < content.upperBound else { return nil }
+        let entry = try entry(at: next)
+        return matches(entry.key, name) ? entry.value : nil
+    }
+
+    /// The value under `name` found by scanning the entries (or the key table, once there is one).
+    private func search(_ name: String) throws(BinaryCodingError) -> Range<Int>? {
+        let hint = reader.pointee.hint(for: content.lowerBound)
+        if let table = reader.pointee.tables?[content.lowerBound] {
             guard let offset = table[name] else { return nil }
             hint.pointee = BinaryReader.KeyHint(container: content.lowerBound, next: offset)
             return try entry(at: offset).value
@@ -66,13 +80,15 @@ struct BinaryKeyedEntries {
     }
 
     /// Whether the key stored at `key` is `name`: lengths first (O(1) for a native string), then
-    /// one memcmp, not a byte-by-byte walk of two collections.
+    /// the bytes, not a byte-by-byte walk of two collections.
+    @inline(__always)
     private func matches(_ key: Range<Int>, _ name: String) -> Bool {
-        let stored = reader.pointee.bytes(key)
-        guard name.utf8.count == stored.count else { return false }
-        guard let base = stored.baseAddress else { return true }
-        return name.utf8.withContiguousStorageIfAvailable { memcmp(base, $0.baseAddress!, stored.count) == 0 }
-            ?? stored.elementsEqual(name.utf8)
+        let count = key.count
+        guard name.utf8.count == count else { return false }
+        guard count > 0 else { return true }
+        let stored = reader.pointee.base + key.lowerBound
+        let equal = name.utf8.withContiguousStorageIfAvailable { bytesEqual(stored, $0.baseAddress!, count) }
+        return equal ?? UnsafeRawBufferPointer(start: stored, count: count).elementsEqual(name.utf8)
     }
 
     /// Indexes every key of this container (the first entry wins if a key repeats).
@@ -85,14 +101,22 @@ struct BinaryKeyedEntries {
             if table[name] == nil { table[name] = offset }
             offset = entry.value.upperBound
         }
-        reader.pointee.tables[content.lowerBound] = table
+        reader.pointee.tables = reader.pointee.tables ?? [:]
+        reader.pointee.tables?[content.lowerBound] = table
     }
 
     // MARK: Reading entries
 
     /// The value under `name`, which the caller reads now.
+    @inline(__always)
     func read(_ name: String) throws(BinaryCodingError) -> Range<Int> {
-        guard let value = try find(name) else { throw .invalidData("no value for the key \"\(name)\"") }
+        guard let value = try hinted(name) else { return try readSearched(name) }
+        markRead(value)
+        return value
+    }
+
+    private func readSearched(_ name: String) throws(BinaryCodingError) -> Range<Int> {
+        guard let value = try search(name) else { throw .invalidData("no value for the key \"\(name)\"") }
         markRead(value)
         return value
     }
@@ -113,6 +137,7 @@ struct BinaryKeyedEntries {
     }
 
     /// Moves the hint past `value`: the next key asked for is probably the next entry's.
+    @inline(__always)
     private func markRead(_ value: Range<Int>) {
         reader.pointee.hint(for: content.lowerBound).pointee = .init(
             container: content.lowerBound, next: value.upperBound)
@@ -144,5 +169,24 @@ struct BinaryKeyedEntries {
 
     func decoder(_ value: Range<Int>) -> BinaryDecoder {
         BinaryDecoder(reader: reader, offset: value.lowerBound, end: value.upperBound)
+    }
+}
+
+/// Whether `count` bytes at `a` and `b` are equal. Keys are short: for up to 16 bytes, two loads
+/// a side (overlapping) cost less than the call to `memcmp`.
+@inline(__always)
+private func bytesEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ count: Int) -> Bool {
+    func same<T: FixedWidthInteger>(_: T.Type) -> Bool {
+        let tail = count - MemoryLayout<T>.size
+        return a.loadUnaligned(as: T.self) == b.loadUnaligned(as: T.self)
+            && a.loadUnaligned(fromByteOffset: tail, as: T.self) == b.loadUnaligned(fromByteOffset: tail, as: T.self)
+    }
+    switch count {
+    case 0: return true
+    case 1: return a.load(as: UInt8.self) == b.load(as: UInt8.self)
+    case 2..<4: return same(UInt16.self)
+    case 4..<8: return same(UInt32.self)
+    case 8...16: return same(UInt64.self)
+    default: return memcmp(a, b, count) == 0
     }
 }

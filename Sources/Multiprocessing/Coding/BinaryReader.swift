@@ -37,8 +37,11 @@ struct BinaryReader {
     let hints: UnsafeMutablePointer<KeyHint>
     /// Values being decoded, to refuse nesting deeper than ``BinaryCoding/maximumDepth``.
     var depth = 0
+    /// The lent containers out, which a value returns when it is finished.
+    var loans = ContainerLoans()
     /// Key tables of large keyed containers read out of order (by container offset): key to entry.
-    var tables: [Int: [String: Int]] = [:]
+    /// Nil until the first (most messages need none, and an empty dictionary costs a release).
+    var tables: [Int: [String: Int]]?
 
     init(base: UnsafeRawPointer, count: Int, hints: UnsafeMutablePointer<KeyHint>) {
         self.base = base
@@ -60,7 +63,20 @@ struct BinaryReader {
     }
 
     /// The end of the value that starts at `offset`, in constant time.
+    @inline(__always)
     func skip(at offset: Int, end: Int) throws(BinaryCodingError) -> Int {
+        // Inline for integers (most values), a call for the rest.
+        guard offset < end else { throw .truncated }
+        let tag = base.load(fromByteOffset: offset, as: UInt8.self)
+        let signedBytes = tag &- BinaryTag.signed
+        let integerBytes = signedBytes <= 16 ? signedBytes : tag &- BinaryTag.unsigned
+        guard integerBytes <= 16 else { return try skipOther(at: offset, end: end) }
+        let next = offset + 1 + Int(integerBytes)
+        guard next <= end else { throw .truncated }
+        return next
+    }
+
+    private func skipOther(at offset: Int, end: Int) throws(BinaryCodingError) -> Int {
         let tag = try tag(at: offset, end: end)
         var next = offset + 1
         switch tag {
@@ -130,12 +146,10 @@ struct BinaryReader {
         UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
     }
 
-    /// A copy of the bytes `range` of the input (one `memcpy`).
+    /// A copy of the bytes `range` of the input (one `memcpy`). Not `init(unsafeUninitializedCapacity:)`,
+    /// which allocates through an unspecialized generic (a metadata look-up per array).
     func byteArray(_ range: Range<Int>) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: range.count) { buffer, count in
-            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes(range))
-            count = range.count
-        }
+        [UInt8](bytes(range))
     }
 
     func mismatch(_ expected: String, _ tag: UInt8) -> BinaryCodingError {

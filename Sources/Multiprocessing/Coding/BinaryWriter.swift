@@ -37,6 +37,8 @@ struct BinaryWriter {
     var frames: ScratchBuffer<Frame>
     /// Values being encoded, to refuse nesting deeper than ``BinaryCoding/maximumDepth``.
     var depth = 0
+    /// The lent containers out, which a value returns when it is finished.
+    var loans = ContainerLoans()
     /// The first misuse seen by a call that cannot throw (`nestedContainer`, `superEncoder`).
     var failure: BinaryCodingError?
     /// The most bytes the message may take. Once outgrown it is set to 0, so that the one check
@@ -64,13 +66,18 @@ struct BinaryWriter {
 
     /// Whether a length and `count` bytes of content fit under the limit; if not, the encoding is
     /// marked as outgrown (and the caller writes nothing: the output is abandoned).
+    @inline(__always)
     private mutating func fits(lengthAndContent count: Int) -> Bool {
         let lengthBytes = count < 0x80 ? 1 : (70 - UInt64(count).leadingZeroBitCount) / 7  // LEB128
         let extra = lengthBytes + count
         if extra <= limit - bytes.count { return true }
-        outgrown = max(outgrown, bytes.count + extra)
-        limit = min(limit, bytes.count - 1)
+        outgrow(to: bytes.count + extra)
         return false
+    }
+
+    private mutating func outgrow(to size: Int) {
+        outgrown = max(outgrown, size)
+        limit = min(limit, bytes.count - 1)
     }
 
     /// Frees what the buffers allocated; the writer must not be used afterwards.
@@ -99,6 +106,7 @@ struct BinaryWriter {
 
     /// Starts the next entry of `frame` (of `elements` elements), with its key if `frame` is keyed:
     /// closes the containers opened inside `frame` since its last entry.
+    @inline(__always)
     mutating func beginEntry(_ frame: FrameReference, key: String?, elements: Int = 1) throws(BinaryCodingError) {
         guard frame.index >= 0, frame.index < frames.count, frames[frame.index].header == frame.header else {
             throw failure ?? .unsupported("a container was written to after its value was finished")
@@ -228,7 +236,7 @@ struct BinaryWriter {
         guard fits(lengthAndContent: text.utf8.count) else { return }
         let written: Void? = text.utf8.withContiguousStorageIfAvailable { utf8 in
             writeLength(utf8.count)
-            bytes.append(contentsOf: utf8)
+            bytes.append(short: utf8)
         }
         if written == nil {
             let utf8 = Array(text.utf8)

@@ -43,7 +43,11 @@ struct ScratchBuffer<Element: BitwiseCopyable> {
     mutating func append(contentsOf elements: UnsafeBufferPointer<Element>) {
         guard let source = elements.baseAddress else { return }
         if capacity - count < elements.count { grow(elements.count) }
-        (base + count).initialize(from: source, count: elements.count)
+        if elements.count < 4 {  // a short key: no call to `memcpy`
+            for index in 0..<elements.count { (base + count + index).initialize(to: source[index]) }
+        } else {
+            (base + count).initialize(from: source, count: elements.count)
+        }
         count += elements.count
     }
 
@@ -76,6 +80,27 @@ extension ScratchBuffer where Element == UInt8 {
         if capacity - count < raw.count { grow(raw.count) }
         UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: raw.count)
         count += raw.count
+    }
+
+    /// Bytes of a key or a short string: up to 16 in two loads and two stores (overlapping), as
+    /// the call to `memcpy` would cost more than the copy.
+    @inline(__always)
+    mutating func append(short source: UnsafeBufferPointer<UInt8>) {
+        let length = source.count
+        guard length >= 4, length <= 16, let from = source.baseAddress else {
+            return append(contentsOf: source)
+        }
+        if capacity - count < length { grow(length) }
+        let to = UnsafeMutableRawPointer(base + count)
+        func copy<T: FixedWidthInteger>(_: T.Type) {
+            let tail = length - MemoryLayout<T>.size
+            let head = UnsafeRawPointer(from).loadUnaligned(as: T.self)
+            let last = UnsafeRawPointer(from).loadUnaligned(fromByteOffset: tail, as: T.self)
+            to.storeBytes(of: head, as: T.self)
+            to.storeBytes(of: last, toByteOffset: tail, as: T.self)
+        }
+        if length >= 8 { copy(UInt64.self) } else { copy(UInt32.self) }
+        count += length
     }
 
     /// The low `count` bytes of `value`, least significant first, in a single store.
