@@ -239,7 +239,7 @@ struct QueueBatchAsyncTests {
         }
         #expect(put == total)
         #expect(try consumer.join(timeout: .seconds(30)))
-        #expect(try q.join(timeout: .seconds(5)))
+        #expect(try await q.join(timeout: .seconds(5)))  // the async join, on the shared loop
 
         // The other way round: a blocking producer, the coroutine takes batches.
         let strings = try Queue<String>(capacity: 4096)

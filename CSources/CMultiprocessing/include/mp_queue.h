@@ -203,18 +203,26 @@ uint64_t mp_pool_slot(const uint64_t *_Nonnull slot);
 /// claimed was left there by a worker that died before consuming it.
 int mp_pool_claimed(const uint64_t *_Nonnull slots, uint32_t count, uint64_t task);
 
+// MARK: - Awaiting (queue_async.c; the join: queue.c). Never blocks, never spins: the caller waits
+// on `w` through its event loop.
+
 /// Queue get without blocking: MP_OK (as mp_queue_get_begin: the consumer lock is held),
-/// MP_SHUTDOWN, MP_WAIT (for the consumer lock or for data), or MP_OWNER_DIED (the consumer lock's
-/// holder died: take the blocking path, which recovers it).
+/// MP_SHUTDOWN, MP_CORRUPTED, MP_WAIT (for the consumer lock or for data), or MP_OWNER_DIED (the
+/// consumer lock's holder died: take the blocking path, which recovers it).
 mp_status_t mp_queue_get_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
                                const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
                                uint64_t *_Nonnull total);
-/// Queue put of one record-sized message without blocking: MP_OK, MP_SHUTDOWN, MP_WAIT (for the
-/// producer lock, a slot or ring space), or MP_OWNER_DIED (as for get).
+/// Queue put of one record-sized message without blocking: MP_OK, MP_SHUTDOWN, MP_CORRUPTED,
+/// MP_WAIT (for the producer lock, a slot or ring space), or MP_OWNER_DIED (as for get).
 mp_status_t mp_queue_put_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
                                const void *_Nullable data, uint64_t length);
 /// After a wait of get or put: undoes the sleeper registration, passes a lock wake-up on.
 void mp_queue_async_after_wait(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w, int woken);
+/// JoinableQueue join without blocking (queue.c): MP_OK once no task is unfinished, else MP_WAIT
+/// (the caller is counted among the joiners: wait on `w`, then call again, or leave).
+mp_status_t mp_queue_join_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w);
+/// A joiner that gives up (timeout, cancellation) leaves the joiners; harmless when not counted.
+void mp_queue_join_async_leave(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w);
 
 #ifdef __cplusplus
 }

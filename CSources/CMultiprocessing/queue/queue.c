@@ -34,12 +34,18 @@
 // The same holds for `space_seq`/`space_sleepers` (ring bytes or a message slot). The barrier is
 // the lock release's atomic swap when the publisher checks after unlocking (a whole message), an
 // explicit one when it goes on under its lock (fragments). With nobody asleep, put and get make no
-// syscall. Shutdown bumps both words and wakes everyone.
+// syscall. Shutdown bumps both words and wakes everyone. A wait by a passed deadline (MP_NOW) is
+// one look, never a spin: nowait calls, and the try steps of coroutines, which then sleep through
+// their event loop (io_uring futex wait) on the same words, announced as the blocking sleepers are
+// (announce_sleeper), so that the loop's thread runs its other coroutines meanwhile.
+// JoinableQueue: `unfinished` is itself the futex word of join(); the task_done that brings it to
+// 0 wakes it when `join_sleepers` says someone (blocking or awaiting) is announced.
 //
-// Files: queue.c (this: layout, sleeping, count, shutdown, JoinableQueue), queue_put.c (the
-// producer side), queue_get.c (the consumer side), queue_lanes.c (the lanes of fixed-size slots),
-// queue_async.c (awaiting from a coroutine), queue_internal.h (the record format and the steps
-// they share). Put and get of a single-record message take one straight path each: the lock's
+// Files: queue.c (this: layout, sleeping, count, shutdown, JoinableQueue and its join, blocking
+// and awaited), queue_put.c (the producer side), queue_get.c (the consumer side), queue_lanes.c
+// (the lanes of fixed-size slots), queue_async.c (awaiting get and put from a coroutine, through
+// the sides' try steps, which never wait and never spin), queue_internal.h (the record format and
+// the steps they share). Put and get of a single-record message take one straight path each: the lock's
 // CAS, cached indices, one copy (a get's caller reads the record where it lies, between
 // mp_queue_get_begin and mp_queue_get_end), the release store, the unlock, one load of the sleeper
 // count.
@@ -168,6 +174,13 @@ mp_status_t mp_queue_wait_until(mp_queue_view_t *v, uint32_t *seq, uint32_t *sle
     // from the producer (or consumer) writing it on every message, so that both ran at the speed of
     // that line's transfers (cross-process 64 B on lanes, the consumer waiting: 4-18 M msg/s, most of
     // its time in lanes_have_data). Capped low: a waiter still sees a message within ~1 µs.
+    // A passed deadline is one look (mp_base.h's MP_NOW): a nowait call returns at once, and a
+    // coroutine's try (queue_async.c) never holds its loop thread for the spin (nor, before it
+    // released it, the lock it took: the other consumers' or producers' turn).
+    if (deadline_passed(deadline)) {
+        if (ready(v, arg)) return MP_OK;
+        return MP_LOAD(&q->shutdown, MP_RELAXED) >= stop_at ? MP_SHUTDOWN : MP_TIMED_OUT;
+    }
     int64_t spin_until = 0; // the clock is read only once a short spin has not been enough
     uint32_t backoff = 1;
     for (uint32_t spin = 1;; spin++) {
@@ -177,16 +190,13 @@ mp_status_t mp_queue_wait_until(mp_queue_view_t *v, uint32_t *seq, uint32_t *sle
         if (backoff < SPIN_BACKOFF_MAX) backoff *= 2;
         if ((spin & 7) == 0) {
             int64_t now = mp_monotonic_ns();
-            if (spin_until == 0) spin_until = now + SPIN_NS;
+            if (spin_until == 0) spin_until = deadline - now < SPIN_NS ? deadline : now + SPIN_NS; // not past it
             else if (now >= spin_until) break;
         }
     }
     for (;;) {
-        uint32_t observed = MP_LOAD(seq, MP_ACQUIRE);
-        MP_ADD(sleepers, 1, MP_SEQ_CST);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST); // the re-check below must not pass the increment
-        int lanes = v->lanes && seq == &q->data_seq; // lane producers do not fence: see queue_lanes.c
-        if (lanes) lanes_before_sleep(v);
+        uint32_t observed = announce_sleeper(v, seq, sleepers);
+        int lanes = v->lanes && seq == &q->data_seq;
         int ok = ready(v, arg);
         int down = MP_LOAD(&q->shutdown, MP_SEQ_CST) >= stop_at;
         if (ok || down || mp_monotonic_ns() >= deadline) {
@@ -282,15 +292,44 @@ mp_status_t mp_queue_task_done(mp_queue_view_t *v) {
     return MP_OK;
 }
 
+/// A joiner's announcement: counts it in `join_sleepers`, then reads `unfinished` (both seq_cst,
+/// pairing with the last task_done's seq_cst decrement and its read of `join_sleepers`: either this
+/// read sees 0, or that one sees the joiner and wakes the word). Returns the count to sleep on (0:
+/// done); the joiner leaves `join_sleepers` after it slept or looked (join_leave).
+static uint32_t join_announce(mp_queue_t *q) {
+    MP_ADD(&q->join_sleepers, 1, MP_SEQ_CST);
+    return MP_LOAD(&q->unfinished, MP_SEQ_CST);
+}
+
+static void join_leave(mp_queue_t *q) { MP_SUB(&q->join_sleepers, 1, MP_RELAXED); }
+
 mp_status_t mp_queue_join(mp_queue_view_t *v, int64_t deadline) {
     mp_queue_t *q = v->header;
     for (;;) {
         uint32_t n = MP_LOAD(&q->unfinished, MP_ACQUIRE);
         if (n == 0) return MP_OK;
-        MP_ADD(&q->join_sleepers, 1, MP_SEQ_CST);
-        n = MP_LOAD(&q->unfinished, MP_SEQ_CST);
+        n = join_announce(q);
         int timed_out = n != 0 && mp_futex_wait(&q->unfinished, n, deadline, (int)v->shared) == ETIMEDOUT;
-        MP_SUB(&q->join_sleepers, 1, MP_RELAXED);
+        join_leave(q);
         if (timed_out && MP_LOAD(&q->unfinished, MP_ACQUIRE) != 0) return MP_TIMED_OUT;
     }
+}
+
+mp_status_t mp_queue_join_async(mp_queue_view_t *v, mp_async_wait_t *w) {
+    mp_queue_t *q = v->header;
+    mp_queue_join_async_leave(v, w); // the last wait's announcement: the look below announces anew
+    if (MP_LOAD(&q->unfinished, MP_ACQUIRE) == 0) return MP_OK; // acquire: the tasks' work happened before
+    uint32_t n = join_announce(q);
+    if (n == 0) {
+        join_leave(q);
+        return MP_OK;
+    }
+    mp_async_wait_on(w, &q->unfinished, n, v->shared);
+    w->registered = 1;
+    return MP_WAIT;
+}
+
+void mp_queue_join_async_leave(mp_queue_view_t *v, mp_async_wait_t *w) {
+    if (w->registered) join_leave(v->header);
+    w->registered = 0;
 }

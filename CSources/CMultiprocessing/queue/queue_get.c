@@ -126,38 +126,51 @@ MP_COLD static mp_status_t lock_consumer(mp_queue_view_t *v, int64_t deadline) {
     return status;
 }
 
+/// mp_queue_get_begin once its fast CAS took the consumer lock: the straight path (a whole message
+/// is there), else begin_locked.
+static inline __attribute__((always_inline)) mp_status_t begin_taken(mp_queue_view_t *v, int64_t deadline,
+                                                                     const void **payload, uint64_t *length,
+                                                                     uint64_t *total) {
+    mp_queue_t *q = v->header;
+    // Relaxed: as in begin_locked (an immediate shutdown discards under this lock, which we hold).
+    if (MP_LIKELY(MP_LOAD(&q->shutdown, MP_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE)) {
+        if (v->lanes) {
+            int lane = lane_pick_fast(v);
+            if (MP_LIKELY(lane >= 0)) return hold_lane(v, lane, payload, length, total);
+            if (lane == -2) {
+                mp_mutex_unlock(&q->consumer);
+                return corrupted(v);
+            }
+        }
+        record_t r;
+        const uint8_t *at;
+        int found = next_record(v, &r, &at);
+        if (MP_LIKELY(found == MP_OK && r.kind == WHOLE)) {
+            v->held = r.size;
+            *payload = at + sizeof r;
+            *length = *total = r.size;
+            return MP_OK; // the lock stays held until mp_queue_get_end
+        }
+        if (found == MP_CORRUPTED) return MP_CORRUPTED;
+    }
+    return begin_locked(v, deadline, payload, length, total);
+}
+
 mp_status_t mp_queue_get_begin(mp_queue_view_t *v, int64_t deadline, const void **payload, uint64_t *length,
                                uint64_t *total) {
     mp_queue_t *q = v->header;
     if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
-    if (MP_LIKELY(try_lock_fast(&q->consumer))) {
-        // The straight path: a whole message is there. Relaxed: as in begin_locked (an immediate
-        // shutdown discards under this lock, which we now hold).
-        if (MP_LIKELY(MP_LOAD(&q->shutdown, MP_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE)) {
-            if (v->lanes) {
-                int lane = lane_pick_fast(v);
-                if (MP_LIKELY(lane >= 0)) return hold_lane(v, lane, payload, length, total);
-                if (lane == -2) {
-                    mp_mutex_unlock(&q->consumer);
-                    return corrupted(v);
-                }
-            }
-            record_t r;
-            const uint8_t *at;
-            int found = next_record(v, &r, &at);
-            if (MP_LIKELY(found == MP_OK && r.kind == WHOLE)) {
-                v->held = r.size;
-                *payload = at + sizeof r;
-                *length = *total = r.size;
-                return MP_OK; // the lock stays held until mp_queue_get_end
-            }
-            if (found == MP_CORRUPTED) return MP_CORRUPTED;
-        }
-    } else {
-        mp_status_t status = lock_consumer(v, deadline);
-        if (status != MP_OK) return status;
-    }
+    if (MP_LIKELY(try_lock_fast(&q->consumer))) return begin_taken(v, deadline, payload, length, total);
+    mp_status_t status = lock_consumer(v, deadline);
+    if (status != MP_OK) return status;
     return begin_locked(v, deadline, payload, length, total);
+}
+
+mp_status_t queue_get_try(mp_queue_view_t *v, const void **payload, uint64_t *length, uint64_t *total) {
+    mp_queue_t *q = v->header;
+    if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
+    if (!try_lock_fast(&q->consumer)) return MP_BUSY;
+    return begin_taken(v, MP_NOW, payload, length, total); // every wait in it one look
 }
 
 void mp_queue_get_end(mp_queue_view_t *v) {

@@ -77,6 +77,13 @@ static inline uint64_t max_record(const mp_queue_view_t *v) {
 
 
 
+/// Whether `deadline` has passed: MP_NOW, or any deadline before now (mp_base.h). A wait by such a
+/// deadline is one look: no spin, no refill, no sleep (a nowait call, and a coroutine's try, which
+/// must not hold its loop thread: queue_async.c).
+static inline int deadline_passed(int64_t deadline) {
+    return deadline != MP_FOREVER && (deadline == MP_NOW || deadline <= mp_monotonic_ns());
+}
+
 /// The queue's locks are process-owned (mp_queue_init): the mutex's fast path with the caller's pid.
 static inline int try_lock_fast(mp_mutex_t *m) { return mp_mutex_try_fast(m, (uint32_t)mp_process_id()); }
 
@@ -355,6 +362,18 @@ static inline int lane_pick_fast(mp_queue_view_t *v) {
     return lane_pick(v, 1);
 }
 
+/// A sleeper's half of the pairing (queue.c's "Sleeping"): reads `seq`, counts itself in `sleepers`
+/// (seq_cst) and fences, so that its next look at the queue sees a publication or the publisher
+/// sees it (a data sleeper also makes the lanes' unfenced stores visible: queue_lanes.c). Returns
+/// the value of `seq` to sleep on; the caller takes itself off `sleepers` after it slept or looked.
+static inline uint32_t announce_sleeper(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers) {
+    uint32_t observed = MP_LOAD(seq, MP_ACQUIRE); // pairs with the publisher's release bump
+    MP_ADD(sleepers, 1, MP_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); // the look that follows must not pass the increment
+    if (v->lanes && seq == &v->header->data_seq) lanes_before_sleep(v); // lane producers do not fence
+    return observed;
+}
+
 /// Whether the ring or a lane has a message (a consumer's wait predicate).
 static inline int has_any(mp_queue_view_t *v, uint64_t unused) {
     return has_data(v, unused) || (v->lanes && lanes_have_data(v));
@@ -362,9 +381,30 @@ static inline int has_any(mp_queue_view_t *v, uint64_t unused) {
 
 /// Spins briefly, then sleeps on `seq` until `ready(v, arg)` holds, the deadline passes, or the
 /// shutdown level reaches `stop_at` (MP_QUEUE_SHUTDOWN, or MP_QUEUE_SHUTDOWN_IMMEDIATE for a wait
-/// that a plain shutdown must not end). queue.c.
+/// that a plain shutdown must not end). A passed deadline (deadline_passed) is one look; the spin
+/// never outlasts the deadline. queue.c.
 __attribute__((visibility("hidden"))) mp_status_t
 mp_queue_wait_until(mp_queue_view_t *v, uint32_t *seq, uint32_t *sleepers, int (*ready)(mp_queue_view_t *, uint64_t),
                     uint64_t arg, int64_t deadline, uint32_t stop_at);
+
+// MARK: - A coroutine's steps (queue_async.c): never wait, never spin
+
+/// mp_queue_get_begin for a coroutine: the consumer lock by its CAS alone (MP_BUSY when held: the
+/// caller awaits the lock word, whose owner mp_mutex_await_free checks on a schedule, so a lost
+/// race costs no owner check), then the message there, by a passed deadline: MP_OK (held, as
+/// mp_queue_get_begin), MP_TIMED_OUT (none after all: the lock released), MP_SHUTDOWN,
+/// MP_CORRUPTED. queue_get.c.
+__attribute__((visibility("hidden"))) mp_status_t queue_get_try(mp_queue_view_t *v, const void **payload,
+                                                                uint64_t *length, uint64_t *total);
+/// mp_queue_put of one record-sized message into the ring for a coroutine: the producer lock by its
+/// CAS alone (MP_BUSY when held, as queue_get_try), then what the put needs first (the ABORT a dead
+/// producer's stream owes, or the record's room and message slot), checked with the put's own
+/// predicates under the lock: with none, the caller is announced in `space_sleepers`
+/// (announce_sleeper, `*observed` the `space_seq` to sleep on), the lock released, and MP_WAIT
+/// returned; the caller takes itself off after its sleep. Else the put by a passed deadline:
+/// MP_OK, or MP_TIMED_OUT (a racing consumer-side change: look again), MP_SHUTDOWN, MP_CORRUPTED.
+/// queue_put.c.
+__attribute__((visibility("hidden"))) mp_status_t queue_put_try(mp_queue_view_t *v, const void *data,
+                                                                uint64_t length, uint32_t *observed);
 
 #endif

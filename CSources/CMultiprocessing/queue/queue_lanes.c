@@ -247,7 +247,7 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
                 MP_STORE(&l->tail, tail, MP_RELEASE);
                 wake_consumers(v);
             }
-            room = lane_refill(v, l, tail);
+            if (!deadline_passed(deadline)) room = lane_refill(v, l, tail); // else one look: no back-off
         }
         if (MP_UNLIKELY(room == 0)) {
             if (tail != MP_LOAD(&l->tail, MP_RELAXED)) { // the consumers may be waiting for these

@@ -103,7 +103,8 @@ static int refill(mp_queue_view_t *v, uint64_t need, int slot) {
 static mp_status_t wait_space(mp_queue_view_t *v, uint64_t need, int slot, int64_t deadline) {
     mp_queue_t *q = v->header;
     if (slot ? slot_and_fits(v, need) : fits(v, need)) return MP_OK; // the common case: no loop
-    if (refill(v, need, slot)) return MP_OK;
+    // A passed deadline is one look (mp_queue_wait_until's), with no refill's back-off before it.
+    if (!deadline_passed(deadline) && refill(v, need, slot)) return MP_OK;
     return mp_queue_wait_until(v, &q->space_seq, &q->space_sleepers, slot ? slot_and_fits : fits_any, need,
                                deadline, MP_QUEUE_SHUTDOWN);
 }
@@ -294,15 +295,10 @@ mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, 
     return v->lanes ? put_slow(v, data, length, deadline) : put_in_ring(v, data, length, deadline);
 }
 
-/// mp_queue_put's ring path: the producer lock, one record (or a stream).
-static __attribute__((noinline)) mp_status_t put_in_ring(mp_queue_view_t *v, const void *data, uint64_t length,
-                                                         int64_t deadline) {
+/// The ring put with the producer lock held (by its fast CAS or the slow way); releases it.
+static inline __attribute__((always_inline)) mp_status_t put_held(mp_queue_view_t *v, const void *data,
+                                                                  uint64_t length, int64_t deadline) {
     mp_queue_t *q = v->header;
-    if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
-        mp_status_t status = lock_producer(v, deadline);
-        if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
-        // MP_OK, or MP_OWNER_DIED: the dead producer's half-written message is `streaming`'s job.
-    }
     // Shut down before or while we took the lock: an immediate shutdown discards the ring's messages
     // under this lock, so nothing may be published behind it. Relaxed: the flag was stored before
     // the discard took the lock, whose release we acquired.
@@ -325,6 +321,43 @@ static __attribute__((noinline)) mp_status_t put_in_ring(mp_queue_view_t *v, con
     MP_STORE(&q->produced, q->produced + 1, MP_RELAXED); // after publishing (see put_locked)
     unlock_and_wake(v, &q->producer, &q->data_seq, &q->data_sleepers);
     return MP_OK;
+}
+
+/// mp_queue_put's ring path: the producer lock, one record (or a stream).
+static __attribute__((noinline)) mp_status_t put_in_ring(mp_queue_view_t *v, const void *data, uint64_t length,
+                                                         int64_t deadline) {
+    mp_queue_t *q = v->header;
+    if (MP_UNLIKELY(!try_lock_fast(&q->producer))) {
+        mp_status_t status = lock_producer(v, deadline);
+        if (status == MP_TIMED_OUT || status == MP_SHUTDOWN) return status;
+        // MP_OK, or MP_OWNER_DIED: the dead producer's half-written message is `streaming`'s job.
+    }
+    return put_held(v, data, length, deadline);
+}
+
+/// Whether the put of a `length`-byte message can go on now: room (and a message slot) for its
+/// record, or, when a dead producer's stream owes an ABORT first, room for that.
+static int put_can_go_on(mp_queue_view_t *v, uint64_t length) {
+    mp_queue_t *q = v->header;
+    return q->streaming ? fits(v, needed(v, 0)) : slot_and_fits(v, needed(v, length));
+}
+
+mp_status_t queue_put_try(mp_queue_view_t *v, const void *data, uint64_t length, uint32_t *observed) {
+    mp_queue_t *q = v->header;
+    if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
+    if (MP_LOAD(&q->shutdown, MP_RELAXED)) return MP_SHUTDOWN;
+    if (!try_lock_fast(&q->producer)) return MP_BUSY;
+    if (!put_can_go_on(v, length)) {
+        // Announced while the lock still holds `tail` where the predicate saw it: a consumer that
+        // frees room after the look below reads the announcement (queue.c's "Sleeping").
+        *observed = announce_sleeper(v, &q->space_seq, &q->space_sleepers);
+        if (!put_can_go_on(v, length) && !MP_LOAD(&q->shutdown, MP_SEQ_CST)) {
+            mp_mutex_unlock(&q->producer); // nothing published: no data sleeper to wake
+            return MP_WAIT;
+        }
+        MP_SUB(&q->space_sleepers, 1, MP_RELAXED);
+    }
+    return put_held(v, data, length, MP_NOW); // every wait in it one look
 }
 
 /// Publishes the records written since the last publication (tail first, then the count, as

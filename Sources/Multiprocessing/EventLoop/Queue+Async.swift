@@ -193,6 +193,32 @@ extension Queue {
     }
 }
 
+extension JoinableQueue {
+    /// Suspends until every item put has been marked done (up to `timeout`; forever when nil),
+    /// without holding a thread: the coroutine waits on the queue's count of unfinished tasks
+    /// through the event loop, so the ``taskDone()`` that finishes the last task, in any thread or
+    /// process, wakes it, and the loop runs its other coroutines meanwhile. In async code this
+    /// overload is chosen over the blocking `join(timeout:)`.
+    /// - Returns: Whether every task was done; false if the timeout passed first.
+    /// - Throws: ``QueueError/negativeTimeout(_:)``, `CancellationError`, ``EventLoopError``.
+    @discardableResult
+    public func join(timeout: Duration? = nil) async throws -> Bool {
+        try await join(until: Deadline.after(timeout, QueueError.self))
+    }
+
+    func join(until deadline: Int64) async throws -> Bool {
+        var w = mp_async_wait_t()
+        defer { mp_queue_join_async_leave(q, &w) }  // a timeout or a cancellation leaves the joiners
+        var loop: EventLoop? = nil
+        while true {
+            if mp_queue_join_async(q, &w) == MP_OK { return true }
+            if mp_monotonic_ns() >= deadline { return false }
+            if loop == nil { loop = try EventLoop.forCurrentContext() }
+            if let error = await loop!.waitOnWord(w, until: deadline).error { throw error }
+        }
+    }
+}
+
 extension SimpleQueue {
     /// Puts `item` (see `Queue.put(_:timeout:)`).
     public func put(_ item: Element) async throws { try await queue.put(item, timeout: nil) }

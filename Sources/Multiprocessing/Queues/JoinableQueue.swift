@@ -1,7 +1,8 @@
 import CMultiprocessing
 
 /// A ``Queue`` that counts unfinished tasks (Python's `JoinableQueue`): every `put` adds one, every
-/// ``taskDone()`` removes one, and ``join(timeout:)`` waits until none is left, across processes.
+/// ``taskDone()`` removes one, and `join(timeout:)` waits until none is left, across processes. In
+/// async code, `try await join()` suspends instead, on the event loop, holding no thread.
 public final class JoinableQueue<Element: Sendable>: Queue<Element>, @unchecked Sendable {
     /// Marks one item taken with `get` as processed. Throws ``QueueError/taskDoneTooManyTimes``
     /// if called more times than items were put.
@@ -9,8 +10,9 @@ public final class JoinableQueue<Element: Sendable>: Queue<Element>, @unchecked 
         if mp_queue_task_done(channel.queue) != MP_OK { throw .taskDoneTooManyTimes }
     }
 
-    /// Waits until every item put has been marked done (up to `timeout`; forever when nil).
-    /// Returns false if the timeout passed first.
+    /// Waits until every item put has been marked done (up to `timeout`; forever when nil),
+    /// blocking the calling thread. Returns false if the timeout passed first. The async overload
+    /// (chosen in async code) suspends instead.
     @discardableResult
     public func join(timeout: Duration? = nil) throws(QueueError) -> Bool {
         mp_queue_join(channel.queue, try Deadline.after(timeout, QueueError.self)) == MP_OK
