@@ -3,9 +3,9 @@ import Testing
 
 @testable import Multiprocessing
 
-/// Makes `loop`'s precise sleeps poll for their whole last millisecond (the largest margin): a
-/// sleep that short never arms a timer, so every check below happens while it polls.
-private func pollWholeMillisecond(_ loop: EventLoop) {
+/// Gives `loop` the largest margin (250 µs): a precise sleep shorter than that arms no timer, so
+/// every check below happens while it polls.
+private func pollAtOnce(_ loop: EventLoop) {
     for _ in 0..<64 { loop.wakeLatency.record(WakeLatency.maximumMargin) }
     #expect(loop.wakeLatency.margin == WakeLatency.maximumMargin)
 }
@@ -32,26 +32,31 @@ struct PreciseSleepTests {
         try await onLoop(limit: .seconds(60)) { try await offLoop.value }
     }
 
-    @Test("the wake-up margin is learned from the samples and stays within its bounds")
+    @Test("the wake-up margin settles near the samples' 97th percentile, within its bounds")
     func marginBounds() {
         let latency = WakeLatency()
-        for _ in 0..<200 { latency.record(30_000) }
-        #expect(abs(latency.margin - 30_000) < 2_000)  // steady samples: the deviation fades
-        for _ in 0..<200 { latency.record(.max) }
+        // 98 % of the wake-ups take 20 µs, 2 % are preempted for a tick: the ticks do not count.
+        for i in 0..<5_000 { latency.record(i % 50 == 0 ? 4_000_000 : 20_000) }
+        #expect(latency.margin > 15_000 && latency.margin < 30_000)
+        for _ in 0..<5_000 { latency.record(30_000) }
+        #expect(abs(latency.margin - 30_000) < 5_000)
+        for _ in 0..<200 { latency.record(4_000_000) }  // preempted, not woken late: ignored
+        #expect(abs(latency.margin - 30_000) < 5_000)
+        for _ in 0..<200 { latency.record(WakeLatency.maximumMargin) }
         #expect(latency.margin == WakeLatency.maximumMargin)
-        for _ in 0..<200 { latency.record(-5) }
+        for _ in 0..<20_000 { latency.record(-5) }
         #expect(latency.margin == WakeLatency.minimumMargin)
     }
 
     @Test("100 runnable coroutines all run while a precise sleep polls the clock")
     func othersRunWhilePolling() async throws {
         let loop = try EventLoop()
-        pollWholeMillisecond(loop)
+        pollAtOnce(loop)
         let (counted, slept) = try await onLoop(loop) { () async throws -> (Int, Int64) in
             let counter = Locked(0)
             let start = mp_monotonic_ns()
             let sleeper = Task(executorPreference: loop) { () async throws -> Int in
-                try await sleep(for: .microseconds(800), tolerance: .zero)
+                try await sleep(for: .microseconds(200), tolerance: .zero)
                 return counter.withLock { $0 }
             }
             // Queued behind the sleeper's first turn: a poll that did not yield would finish first.
@@ -64,7 +69,7 @@ struct PreciseSleepTests {
             return (counted, slept)
         }
         #expect(counted == 100)
-        #expect(slept >= 800_000)
+        #expect(slept >= 200_000)
     }
 
     @Test("cancelling a precise sleep ends it, before its timer and while it polls")
@@ -78,23 +83,22 @@ struct PreciseSleepTests {
             await #expect(throws: CancellationError.self) { try await far.value }
         }
         let polling = try EventLoop()
-        pollWholeMillisecond(polling)
+        pollAtOnce(polling)
         try await onLoop(polling) {
             // Cancelled between two polls by a coroutine of the same loop.
             let sleeper = Task(executorPreference: polling) {
-                let start = mp_monotonic_ns()
                 do {
-                    try await sleep(for: .microseconds(900), tolerance: .zero)
+                    try await sleep(for: .microseconds(200), tolerance: .zero)
                 } catch {
-                    return (error is CancellationError, mp_monotonic_ns() - start)
+                    return error is CancellationError
                 }
-                return (false, mp_monotonic_ns() - start)
+                return false
             }
+            // Queued behind the sleeper's first turn; the sleeper checks for cancellation at each
+            // poll before it reads the clock, so it throws however late it runs again.
             let canceller = Task(executorPreference: polling) { sleeper.cancel() }
             await canceller.value
-            let (cancelled, after) = await sleeper.value
-            #expect(cancelled)
-            #expect(after < 900_000)
+            #expect(await sleeper.value)
             // Already cancelled before it starts.
             let early = Task(executorPreference: polling) {
                 withUnsafeCurrentTask { $0?.cancel() }

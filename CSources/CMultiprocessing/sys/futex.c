@@ -108,7 +108,7 @@ int64_t mp_monotonic_ns(void) {
 int32_t mp_sleep_until(int64_t deadline_ns) {
     struct timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
     // A caller's thread (not the library's) sleeps without slack too, and gets its own value back:
-    // two prctl calls (< 1 µs) against the 50 µs of default slack they save.
+    // three prctl calls (about a microsecond) against the up to 50 µs of default slack they save.
     int saved = precise_timers ? -1 : prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     if (saved > 1) prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     int rc;

@@ -23,8 +23,8 @@ public func sleep(until deadline: ContinuousClock.Instant) async throws {
     try await sleep(untilMonotonic: monotonic(deadline))
 }
 
-/// Suspends the calling coroutine for `duration` and wakes it at most `tolerance` late, however
-/// long the machine takes to wake a sleeping thread (`Clock.sleep(for:tolerance:)`'s meaning).
+/// Suspends the calling coroutine for `duration`, to wake at most `tolerance` late rather than
+/// after the machine's wake-up latency (`Clock.sleep(for:tolerance:)`'s meaning of tolerance).
 ///
 /// ```swift
 /// try await sleep(for: .milliseconds(1), tolerance: .zero)  // wakes within microseconds
@@ -35,8 +35,9 @@ public func sleep(until deadline: ContinuousClock.Instant) async throws {
 /// timer is armed that much early, and the coroutine then polls the monotonic clock (vDSO, no
 /// system call) until the deadline, once per turn of its loop: the loop's other coroutines and
 /// completions run between polls, and it does not sleep in the kernel meanwhile. The polling
-/// lasts at most the learned latency (never more than 1 ms) and costs that much CPU per sleep.
-/// A `nil` tolerance, or one above the latency, is the plain timer of `sleep(for:)`.
+/// lasts at most the learned latency (never more than 250 µs) and costs that much CPU per sleep.
+/// A `nil` tolerance, or one above the latency, is the plain timer of `sleep(for:)`. A thread that
+/// waits for a CPU (a machine busier than its cores) still wakes late: no margin covers that.
 ///
 /// It never returns before the deadline. Called off any loop, the timer runs on the shared loop
 /// and the polling on the caller's executor.
@@ -93,34 +94,35 @@ func sleep(untilMonotonic deadline: Int64, tolerance: Duration?) async throws {
     } while mp_monotonic_ns() < deadline
 }
 
-/// How late a loop's timers wake its coroutine (timer expiry to the coroutine running again), learned
-/// from its precise sleeps as TCP learns its retransmission timeout (RFC 6298): a smoothed mean
-/// and mean deviation, the margin their sum with four deviations. Any thread may record (a sleep
-/// off any loop polls on its own executor); a race loses one sample, which only slows the learning.
+/// How late a loop's timers wake its coroutine (timer expiry to the coroutine running again): an
+/// estimate of the 99th percentile, which precise sleeps use as their margin. A sample above the
+/// estimate raises it by an eighth, one below lowers it by an eighth of 1/99 of that, so it settles
+/// where 1 % of the samples lie above it, however far above (a frugal streaming quantile). A
+/// sample above `maximumMargin` is not a wake-up but a preemption (the thread waited for a CPU, a
+/// scheduler tick of 4 ms here) or a long job of the loop: no margin covers it, and counting it
+/// would lengthen the polling, whose CPU time makes the next preemption likelier. Any thread may
+/// record (a sleep off any loop polls on its own executor); a race loses one sample.
 final class WakeLatency: Sendable {
-    /// Before any sample: about this VM's wake-up of a halted vCPU at the 99th percentile.
-    static let initialMean: Int64 = 50_000
-    static let initialDeviation: Int64 = 15_000
-    /// Bounds of the margin: the polling of one sleep lasts at most `maximumMargin`.
+    /// Before any sample: about the 99th percentile of this VM's wake-up of a halted vCPU.
+    static let initialMargin: Int64 = 100_000
+    /// Bounds of the margin: the polling of one sleep lasts at most `maximumMargin`, a few times the
+    /// exit latency of a deep C-state or a halted vCPU's.
     static let minimumMargin: Int64 = 5_000
-    static let maximumMargin: Int64 = 1_000_000
+    static let maximumMargin: Int64 = 250_000
+    /// The percentile tracked, as the share of samples above it: 1 in 100.
+    private static let above: Int64 = 1
 
-    private let mean = Atomic<Int64>(initialMean)
-    private let deviation = Atomic<Int64>(initialDeviation)
+    private let estimate = Atomic<Int64>(initialMargin)
 
     /// How long before its deadline a precise sleep arms its timer.
-    var margin: Int64 {
-        let m = mean.load(ordering: .relaxed) + 4 * deviation.load(ordering: .relaxed)
-        return Swift.min(Swift.max(m, Self.minimumMargin), Self.maximumMargin)
-    }
+    var margin: Int64 { estimate.load(ordering: .relaxed) }
 
-    /// One wake-up `ns` after its timer's expiry. A sample above the maximum margin (the thread was
-    /// preempted, or the loop ran a long job) is clipped: polling could not have covered it anyway.
+    /// One wake-up `ns` after its timer's expiry.
     func record(_ ns: Int64) {
-        let sample = Swift.min(Swift.max(ns, 0), Self.maximumMargin)
-        let m = mean.load(ordering: .relaxed)
-        let d = deviation.load(ordering: .relaxed)
-        deviation.store(d + (abs(sample - m) - d) / 4, ordering: .relaxed)
-        mean.store(m + (sample - m) / 8, ordering: .relaxed)
+        if ns > Self.maximumMargin { return }
+        let q = estimate.load(ordering: .relaxed)
+        let step = q / 8
+        let next = ns > q ? q + step : q - step * Self.above / (100 - Self.above)
+        estimate.store(Swift.min(Swift.max(next, Self.minimumMargin), Self.maximumMargin), ordering: .relaxed)
     }
 }
