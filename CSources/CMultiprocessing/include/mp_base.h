@@ -46,7 +46,8 @@ typedef int32_t mp_status_t;
 
 /// The monotonic clock in nanoseconds.
 int64_t mp_monotonic_ns(void);
-/// Sleeps on the monotonic clock until `deadline_ns`; 0, or -errno (EINTR is retried).
+/// Sleeps on the monotonic clock until `deadline_ns`, with a timer slack of 1 ns (the caller's
+/// slack is restored afterwards); 0, or -errno (EINTR is retried).
 int32_t mp_sleep_until(int64_t deadline_ns);
 
 #ifdef __cplusplus

@@ -33,6 +33,9 @@ int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 /// threads at once (TSan's own locks are not fork-safe there) run only in the other builds.
 int32_t mp_built_with_thread_sanitizer(void);
 
+/// The calling thread's timer slack in nanoseconds (PR_GET_TIMERSLACK).
+int64_t mp_timer_slack_ns(void);
+
 #ifdef __cplusplus
 }
 #endif

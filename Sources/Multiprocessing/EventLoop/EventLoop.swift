@@ -47,6 +47,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     let ring: OpaquePointer
     /// IORING_OP_FUTEX_WAIT works here (kernel >= 6.7); else shared primitives are awaited on helper threads.
     let supportsFutexWait: Bool
+    /// How late this loop's timers wake their coroutine; precise sleeps arm that much early.
+    let wakeLatency = WakeLatency()
     private let inbox = Locked(Inbox())
     private let finished = LocalEvent()
     private let thread = Locked<Thread?>(nil)
