@@ -10,8 +10,10 @@ struct InstructionSuite {
         var caseName: String
         var impl: String
         var probe: String
-        init(_ caseName: String, _ impl: String, probe: String) {
-            (self.caseName, self.impl, self.probe) = (caseName, impl, probe)
+        /// N for this row (tasks cost far more than queue operations: fewer keep callgrind quick).
+        var iterations: Int
+        init(_ caseName: String, _ impl: String, probe: String, iterations: Int = InstructionSuite.iterations) {
+            (self.caseName, self.impl, self.probe, self.iterations) = (caseName, impl, probe, iterations)
         }
     }
 
@@ -27,7 +29,13 @@ struct InstructionSuite {
         Entry("Queue put+get, Record64 (Codable), 1 thread", "engine Queue<Record64>", probe: "queue-codable"),
         Entry("Lock acquire+release, uncontended, 1 thread", "engine Lock", probe: "lock"),
         Entry("Lock acquire+release, uncontended, 1 thread", "pthread_mutex_t", probe: "pthread-mutex"),
+        // The sync-vs-async suite's sleep workload, per task: creating it, its 10 ms sleep, its end
+        // (every instruction of the process, the loop's thread and the runtime's included).
+        Entry(sleepingTask, "engine EventLoop coroutines", probe: "sva-eventloop-sleep", iterations: 2_000),
+        Entry(sleepingTask, "Swift default executor (Tasks)", probe: "sva-tasks-sleep", iterations: 2_000),
     ]
+
+    static let sleepingTask = "a task that sleeps 10 ms, per task"
 
     /// N: large enough that the loop dwarfs the noise of start-up (which cancels anyway), small
     /// enough that callgrind's ~50× slowdown keeps a probe near a second.
@@ -44,7 +52,7 @@ struct InstructionSuite {
         _ = shell("strip --strip-debug -o '\(binary)' '\(benchExecutable())' 2>&1")
         guard FileManager.default.isExecutableFile(atPath: binary) else { return Self.unavailable("strip failed") }
         return Self.entries.map { entry in
-            let n = Self.iterations
+            let n = entry.iterations
             guard let once = instructions(binary, entry.probe, n, directory),
                 let twice = instructions(binary, entry.probe, 2 * n, directory)
             else { return Self.row(entry, samples: [], note: "callgrind failed") }

@@ -17,6 +17,7 @@ struct mp_loop {
     uint32_t features;
     int disabled; // created with IORING_SETUP_R_DISABLED, not yet started
     int taskrun_flag; // created with IORING_SETUP_TASKRUN_FLAG (see mp_loop_enter)
+    int under_valgrind; // waits in slices and yields (see mp_loop_enter)
     uint64_t wake_value; // the eventfd read's buffer
 };
 

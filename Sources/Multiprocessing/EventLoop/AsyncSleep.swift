@@ -12,14 +12,14 @@ import Synchronization
 ///
 /// - Throws: ``SyncError/negativeTimeout(_:)`` for a negative duration, `CancellationError`,
 ///   ``EventLoopError``.
-public func sleep(for duration: Duration) async throws {
+nonisolated(nonsending) public func sleep(for duration: Duration) async throws {
     let ns = try Deadline.nanoseconds(duration, SyncError.self)
     try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns))
 }
 
 /// Suspends the calling coroutine until `deadline`; at once (after one turn of the loop) if it
 /// has passed. See `sleep(for:)`.
-public func sleep(until deadline: ContinuousClock.Instant) async throws {
+nonisolated(nonsending) public func sleep(until deadline: ContinuousClock.Instant) async throws {
     try await sleep(untilMonotonic: monotonic(deadline))
 }
 
@@ -44,7 +44,7 @@ public func sleep(until deadline: ContinuousClock.Instant) async throws {
 ///
 /// - Throws: ``SyncError/negativeTimeout(_:)`` for a negative duration or tolerance,
 ///   `CancellationError` (also while polling), ``EventLoopError``.
-public func sleep(for duration: Duration, tolerance: Duration?) async throws {
+nonisolated(nonsending) public func sleep(for duration: Duration, tolerance: Duration?) async throws {
     let ns = try Deadline.nanoseconds(duration, SyncError.self)
     let deadline = ns == Int64(MP_FOREVER) ? Int64.max : Deadline.after(nanoseconds: ns)
     try await sleep(untilMonotonic: deadline, tolerance: tolerance)
@@ -52,7 +52,7 @@ public func sleep(for duration: Duration, tolerance: Duration?) async throws {
 
 /// Suspends the calling coroutine until `deadline`, waking at most `tolerance` late. See
 /// ``sleep(for:tolerance:)``.
-public func sleep(until deadline: ContinuousClock.Instant, tolerance: Duration?) async throws {
+nonisolated(nonsending) public func sleep(until deadline: ContinuousClock.Instant, tolerance: Duration?) async throws {
     try await sleep(untilMonotonic: monotonic(deadline), tolerance: tolerance)
 }
 
@@ -64,7 +64,7 @@ private func monotonic(_ deadline: ContinuousClock.Instant) throws(SyncError) ->
     return ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns)
 }
 
-func sleep(untilMonotonic deadline: Int64) async throws {
+nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64) async throws {
     if deadline <= mp_monotonic_ns() {
         // Already due: only yield (as asyncio.sleep(0) does); a timer would cost a kernel round trip.
         try Task.checkCancellation()
@@ -75,7 +75,7 @@ func sleep(untilMonotonic deadline: Int64) async throws {
     _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, deadline) }
 }
 
-func sleep(untilMonotonic deadline: Int64, tolerance: Duration?) async throws {
+nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64, tolerance: Duration?) async throws {
     let slack = try tolerance.map { d throws(SyncError) in try Deadline.nanoseconds(d, SyncError.self) }
     let loop = try EventLoop.forCurrentContext()
     // How early to arm the timer: the wake-up latency not covered by the tolerance.

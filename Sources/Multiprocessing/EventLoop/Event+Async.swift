@@ -5,16 +5,16 @@ extension Event {
     /// process wakes every waiting coroutine. In async code this overload is chosen over the
     /// blocking ``wait()``.
     /// - Throws: `CancellationError`, ``EventLoopError``.
-    public func wait() async throws {
+    nonisolated(nonsending) public func wait() async throws {
         _ = try await wait(until: .max)
     }
 
     /// Suspends up to `timeout`; returns true if the event was set (even if cleared again since).
-    public func wait(timeout: Duration) async throws -> Bool {
+    nonisolated(nonsending) public func wait(timeout: Duration) async throws -> Bool {
         try await wait(until: Deadline.after(timeout, SyncError.self))
     }
 
-    func wait(until deadline: Int64) async throws -> Bool {
+    nonisolated(nonsending) func wait(until deadline: Int64) async throws -> Bool {
         if mp_event_is_set(event) != 0 { return true }
         var w = mp_async_wait_t()
         let loop = try EventLoop.forCurrentContext()

@@ -39,19 +39,21 @@ public final class File: @unchecked Sendable {
 
     /// Reads up to `count` bytes at the file position, fewer only at the end of the file (an
     /// empty array there).
-    public func read(upTo count: Int) async throws -> [UInt8] {
+    nonisolated(nonsending) public func read(upTo count: Int) async throws -> [UInt8] {
         try await read(upTo: count, offset: -1)
     }
 
     /// Reads up to `count` bytes at `offset` (pread), fewer only at the end of the file.
-    public func read(upTo count: Int, at offset: Int64) async throws -> [UInt8] {
+    nonisolated(nonsending) public func read(upTo count: Int, at offset: Int64) async throws -> [UInt8] {
         guard offset >= 0 else { throw IOError.invalidArgument("offset \(offset)") }
         return try await read(upTo: count, offset: offset)
     }
 
     /// One read(2) into `buffer` at `offset` (nil: the file position): the count read, 0 at the
     /// end. `buffer` must stay valid until this returns (it does while the caller awaits).
-    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64? = nil) async throws -> Int {
+    nonisolated(nonsending) public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64? = nil)
+        async throws -> Int
+    {
         let fd = try descriptor.get()
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
         let target = UnsafeSendable(base)
@@ -61,7 +63,7 @@ public final class File: @unchecked Sendable {
             await loop.perform { ring, ud in mp_loop_read(ring, ud, fd, target.value, length, offset ?? -1) }, "read")
     }
 
-    private func read(upTo count: Int, offset: Int64) async throws -> [UInt8] {
+    nonisolated(nonsending) private func read(upTo count: Int, offset: Int64) async throws -> [UInt8] {
         guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
@@ -80,17 +82,17 @@ public final class File: @unchecked Sendable {
     }
 
     /// Writes all of `bytes` at the file position.
-    public func write(_ bytes: [UInt8]) async throws {
+    nonisolated(nonsending) public func write(_ bytes: [UInt8]) async throws {
         try await write(bytes, offset: -1)
     }
 
     /// Writes all of `bytes` at `offset` (pwrite).
-    public func write(_ bytes: [UInt8], at offset: Int64) async throws {
+    nonisolated(nonsending) public func write(_ bytes: [UInt8], at offset: Int64) async throws {
         guard offset >= 0 else { throw IOError.invalidArgument("offset \(offset)") }
         try await write(bytes, offset: offset)
     }
 
-    private func write(_ bytes: [UInt8], offset: Int64) async throws {
+    nonisolated(nonsending) private func write(_ bytes: [UInt8], offset: Int64) async throws {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         let buffer = IOBuffer(copying: bytes)
@@ -107,12 +109,12 @@ public final class File: @unchecked Sendable {
 
     /// Flushes the file's data and metadata to the device (fsync); only its data with `dataOnly`
     /// (fdatasync).
-    public func sync(dataOnly: Bool = false) async throws {
+    nonisolated(nonsending) public func sync(dataOnly: Bool = false) async throws {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         _ = try ioCount(await loop.perform { ring, ud in mp_loop_fsync(ring, ud, fd, dataOnly ? 1 : 0) }, "fsync")
     }
 
     /// Closes the file. Throws ``IOError/closed`` if it already was.
-    public func close() async throws { try await descriptor.close() }
+    nonisolated(nonsending) public func close() async throws { try await descriptor.close() }
 }

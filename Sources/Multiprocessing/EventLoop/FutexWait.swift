@@ -18,7 +18,9 @@ extension EventLoop {
     /// Suspends until the word `w` names no longer holds `w.expected`, a waker wakes it, or
     /// `deadline` (or the owner check `w.check_at`) passes: IORING_OP_FUTEX_WAIT, so one loop
     /// thread serves any number of waiters, and a waker in another process wakes them.
-    func waitOnWord(_ w: mp_async_wait_t, until deadline: Int64, cancellable: Bool = true) async -> WaitOutcome {
+    nonisolated(nonsending) func waitOnWord(_ w: mp_async_wait_t, until deadline: Int64, cancellable: Bool = true) async
+        -> WaitOutcome
+    {
         let limit = w.check_at != 0 ? min(deadline, w.check_at) : deadline
         if cancellable && Task.isCancelled { return .cancelled }
         if !supportsFutexWait || EventLoop.futexFallback.withLock({ $0 }) {
@@ -39,7 +41,9 @@ extension EventLoop {
 
     /// The fallback: a blocking futex wait on a helper thread, in slices of at most 10 ms so that
     /// a cancellation is seen within one. Correct, not scalable (a thread per waiter).
-    private func blockingWait(_ w: mp_async_wait_t, until limit: Int64, cancellable: Bool) async -> WaitOutcome {
+    nonisolated(nonsending) private func blockingWait(_ w: mp_async_wait_t, until limit: Int64, cancellable: Bool) async
+        -> WaitOutcome
+    {
         let slice = min(limit, Deadline.after(nanoseconds: 10_000_000))
         let wait = UnsafeSendable(w)
         let rc =

@@ -68,7 +68,7 @@ final class Descriptor: @unchecked Sendable {
     }
 
     /// Closes through the ring. Throws ``IOError/closed`` on a second call.
-    func close() async throws {
+    nonisolated(nonsending) func close() async throws {
         guard let fd = take() else { throw IOError.closed }
         let loop = try EventLoop.forCurrentContext()
         _ = try ioCount(await loop.perform(cancellable: false) { ring, ud in mp_loop_close(ring, ud, fd) }, "close")

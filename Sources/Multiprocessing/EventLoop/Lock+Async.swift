@@ -8,16 +8,16 @@ extension Lock {
     /// The lock is held by the process (as with the blocking form), so the coroutine may release
     /// it from any thread after it resumes.
     /// - Throws: ``SyncError/ownerDied(owner:)`` (the lock is held), `CancellationError`.
-    public func acquire() async throws {
+    nonisolated(nonsending) public func acquire() async throws {
         _ = try await acquire(until: .max)
     }
 
     /// Suspends up to `timeout` for the lock; returns whether it was acquired.
-    public func acquire(timeout: Duration) async throws -> Bool {
+    nonisolated(nonsending) public func acquire(timeout: Duration) async throws -> Bool {
         try await acquire(until: Deadline.after(timeout, SyncError.self))
     }
 
-    func acquire(until deadline: Int64, cancellable: Bool = true) async throws -> Bool {
+    nonisolated(nonsending) func acquire(until deadline: Int64, cancellable: Bool = true) async throws -> Bool {
         var w = mp_async_wait_t()
         var loop: EventLoop? = nil
         while true {

@@ -9,7 +9,7 @@ extension Queue {
     /// path on a helper thread.
     /// - Throws: ``QueueError/full`` after the timeout, ``QueueError`` as the blocking put,
     ///   `CancellationError`.
-    public func put(_ item: Element, timeout: Duration? = nil) async throws {
+    nonisolated(nonsending) public func put(_ item: Element, timeout: Duration? = nil) async throws {
         try checkOpen()
         let deadline = try Deadline.after(timeout, QueueError.self)
         var bytes: [UInt8] = []
@@ -28,7 +28,7 @@ extension Queue {
         }
     }
 
-    private func putBytes(_ bytes: [UInt8], deadline: Int64) async throws {
+    nonisolated(nonsending) private func putBytes(_ bytes: [UInt8], deadline: Int64) async throws {
         var w = mp_async_wait_t()
         var loop: EventLoop? = nil
         while true {
@@ -65,7 +65,7 @@ extension Queue {
     /// async code this overload is chosen over the blocking `get(timeout:)`.
     /// - Throws: ``QueueError/empty`` after the timeout, ``QueueError`` as the blocking get,
     ///   `CancellationError`.
-    public func get(timeout: Duration? = nil) async throws -> Element {
+    nonisolated(nonsending) public func get(timeout: Duration? = nil) async throws -> Element {
         try checkOpen()
         let deadline = try Deadline.after(timeout, QueueError.self)
         return try await receiveAsync(deadline: deadline) { bytes in
@@ -82,7 +82,7 @@ extension Queue {
     /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
     /// - Throws: ``QueueError/empty`` after the timeout, ``QueueError`` as the blocking get,
     ///   `CancellationError`.
-    public func get(max: Int, timeout: Duration? = nil) async throws -> [Element] {
+    nonisolated(nonsending) public func get(max: Int, timeout: Duration? = nil) async throws -> [Element] {
         try checkOpen()
         let deadline = try Deadline.after(timeout, QueueError.self)
         guard max > 0 else { return [] }
@@ -102,7 +102,9 @@ extension Queue {
     /// - Throws: When not even the first item could be put, as ``put(_:timeout:)-9pq3n``; an encoding
     ///   error or ``QueueError/messageTooLarge(size:limit:)`` before anything is put.
     @discardableResult
-    public func put(contentsOf items: some Sequence<Element>, timeout: Duration? = nil) async throws -> Int {
+    nonisolated(nonsending) public func put(contentsOf items: some Sequence<Element>, timeout: Duration? = nil)
+        async throws -> Int
+    {
         try checkOpen()
         let deadline = try Deadline.after(timeout, QueueError.self)
         let batch = try EncodedBatch(items, for: self)
@@ -182,7 +184,7 @@ extension Queue {
 
     /// The rest of a message that came in pieces, copied on a helper thread (its producer may
     /// still be streaming it). Not cancellable: the consumer lock is held until it is done.
-    private func reassemble(_ total: UInt64) async throws -> [UInt8]? {
+    nonisolated(nonsending) private func reassemble(_ total: UInt64) async throws -> [UInt8]? {
         let queue = UnsafeSendable(q)
         return try await BlockingPool.shared.run { () -> [UInt8]? in
             var bytes = [UInt8](repeating: 0, count: Int(total))
@@ -202,11 +204,11 @@ extension JoinableQueue {
     /// - Returns: Whether every task was done; false if the timeout passed first.
     /// - Throws: ``QueueError/negativeTimeout(_:)``, `CancellationError`, ``EventLoopError``.
     @discardableResult
-    public func join(timeout: Duration? = nil) async throws -> Bool {
+    nonisolated(nonsending) public func join(timeout: Duration? = nil) async throws -> Bool {
         try await join(until: Deadline.after(timeout, QueueError.self))
     }
 
-    func join(until deadline: Int64) async throws -> Bool {
+    nonisolated(nonsending) func join(until deadline: Int64) async throws -> Bool {
         var w = mp_async_wait_t()
         defer { mp_queue_join_async_leave(q, &w) }  // a timeout or a cancellation leaves the joiners
         var loop: EventLoop? = nil
@@ -221,11 +223,13 @@ extension JoinableQueue {
 
 extension SimpleQueue {
     /// Puts `item` (see `Queue.put(_:timeout:)`).
-    public func put(_ item: Element) async throws { try await queue.put(item, timeout: nil) }
+    nonisolated(nonsending) public func put(_ item: Element) async throws { try await queue.put(item, timeout: nil) }
 
     /// Takes the next item, suspending while there is none (see `Queue.get(timeout:)`).
-    public func get() async throws -> Element { try await queue.get(timeout: nil) }
+    nonisolated(nonsending) public func get() async throws -> Element { try await queue.get(timeout: nil) }
 
     /// Takes the next item, suspending up to `timeout`; throws ``QueueError/empty`` after it.
-    public func get(timeout: Duration) async throws -> Element { try await queue.get(timeout: timeout) }
+    nonisolated(nonsending) public func get(timeout: Duration) async throws -> Element {
+        try await queue.get(timeout: timeout)
+    }
 }

@@ -3,16 +3,16 @@ import CMultiprocessing
 extension Semaphore {
     /// Suspends until a permit is taken, without holding a thread (see `Lock.acquire()`).
     /// - Throws: `CancellationError`, ``EventLoopError``.
-    public func acquire() async throws {
+    nonisolated(nonsending) public func acquire() async throws {
         _ = try await acquire(until: .max)
     }
 
     /// Suspends up to `timeout` for a permit; returns whether one was taken.
-    public func acquire(timeout: Duration) async throws -> Bool {
+    nonisolated(nonsending) public func acquire(timeout: Duration) async throws -> Bool {
         try await acquire(until: Deadline.after(timeout, SyncError.self))
     }
 
-    func acquire(until deadline: Int64) async throws -> Bool {
+    nonisolated(nonsending) func acquire(until deadline: Int64) async throws -> Bool {
         var w = mp_async_wait_t()
         var loop: EventLoop? = nil
         while true {

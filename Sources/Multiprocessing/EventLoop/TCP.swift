@@ -18,7 +18,8 @@ public final class TCPListener: @unchecked Sendable {
     }
 
     /// Listens on `host` (an IPv4 or IPv6 address, or a name) and `port` (0: any free one).
-    public static func listen(host: String = "127.0.0.1", port: UInt16 = 0, backlog: Int = 128) async throws
+    nonisolated(nonsending) public static func listen(host: String = "127.0.0.1", port: UInt16 = 0, backlog: Int = 128)
+        async throws
         -> TCPListener
     {
         let address = try await SocketAddress.resolve(host, port)
@@ -27,7 +28,7 @@ public final class TCPListener: @unchecked Sendable {
     }
 
     /// Waits for the next connection.
-    public func accept() async throws -> TCPConnection {
+    nonisolated(nonsending) public func accept() async throws -> TCPConnection {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         let accepted = try ioCount(await loop.perform { ring, ud in mp_loop_accept(ring, ud, fd) }, "accept")
@@ -35,7 +36,7 @@ public final class TCPListener: @unchecked Sendable {
     }
 
     /// Stops listening. Throws ``IOError/closed`` if it already did.
-    public func close() async throws { try await descriptor.close() }
+    nonisolated(nonsending) public func close() async throws { try await descriptor.close() }
 }
 
 /// A TCP connection whose sends and receives go through the event loop's io_uring.
@@ -52,7 +53,7 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Connects to `host` (an address or a name) and `port`.
     /// - Throws: ``IOError/system(_:function:)`` with `.connectionRefused` when nobody listens.
-    public static func connect(host: String, port: UInt16) async throws -> TCPConnection {
+    nonisolated(nonsending) public static func connect(host: String, port: UInt16) async throws -> TCPConnection {
         let address = try await SocketAddress.resolve(host, port)
         let fd = Int32(try address.withPointer { p throws(IOError) in try ioCount(mp_tcp_socket(p), "socket") })
         let connection = TCPConnection(fd: fd)
@@ -60,8 +61,7 @@ public final class TCPConnection: @unchecked Sendable {
         let storage = address.storage
         _ = try ioCount(
             await loop.perform { ring, ud in mp_loop_connect(ring, ud, fd, storage.base, address.length) }, "connect")
-        _ = mp_tcp_nodelay(fd)
-        return connection
+        return connection  // TCP_NODELAY, set on the socket before the connect, holds after it
     }
 
     /// The local port.
@@ -70,7 +70,7 @@ public final class TCPConnection: @unchecked Sendable {
     public var remotePort: UInt16? { descriptor.value.flatMap { fd in UInt16(exactly: mp_socket_port(fd, 1)) } }
 
     /// Sends all of `bytes`.
-    public func send(_ bytes: [UInt8]) async throws {
+    nonisolated(nonsending) public func send(_ bytes: [UInt8]) async throws {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         let buffer = IOBuffer(copying: bytes)
@@ -85,7 +85,7 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Receives what has arrived, up to `maxBytes` (waiting for at least one byte); an empty array
     /// once the peer has closed its side.
-    public func receive(upTo maxBytes: Int = 65536) async throws -> [UInt8] {
+    nonisolated(nonsending) public func receive(upTo maxBytes: Int = 65536) async throws -> [UInt8] {
         guard maxBytes > 0 else { throw IOError.invalidArgument("maxBytes \(maxBytes)") }
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
@@ -96,7 +96,7 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Receives exactly `count` bytes; nil if the peer closes first.
-    public func receive(exactly count: Int) async throws -> [UInt8]? {
+    nonisolated(nonsending) public func receive(exactly count: Int) async throws -> [UInt8]? {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(count)
         while bytes.count < count {
@@ -108,7 +108,7 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Closes the connection. Throws ``IOError/closed`` if it already was.
-    public func close() async throws { try await descriptor.close() }
+    nonisolated(nonsending) public func close() async throws { try await descriptor.close() }
 }
 
 /// A resolved socket address, in memory that stays put while a connect is in flight.
@@ -121,7 +121,7 @@ struct SocketAddress: Sendable {
     }
 
     /// A numeric address at once; a name on a helper thread (getaddrinfo blocks).
-    static func resolve(_ host: String, _ port: UInt16) async throws -> SocketAddress {
+    nonisolated(nonsending) static func resolve(_ host: String, _ port: UInt16) async throws -> SocketAddress {
         if let numeric = try? lookUp(host, port, numericOnly: true) { return numeric }
         return try await toThread { () throws(IOError) -> SocketAddress in try lookUp(host, port, numericOnly: false) }
     }

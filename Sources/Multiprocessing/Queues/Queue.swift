@@ -148,7 +148,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Shuts the queue down for every process (Python 3.13's `shutdown`): puts throw
     /// ``QueueError/shutDown`` at once; gets throw it once the queue is empty, or at once when
     /// `immediate`. Every blocked put and get wakes up. An immediate shutdown also discards the
-    /// items left, marking each one's task done (for ``JoinableQueue/join(timeout:)``); it waits for
+    /// items left, marking each one's task done (for ``JoinableQueue/join(timeout:)-8wuf9``); it waits for
     /// a put or get in progress to give up first (microseconds).
     public func shutdown(immediate: Bool = false) { mp_queue_shutdown(q, immediate ? 1 : 0) }
 
