@@ -277,6 +277,11 @@ struct LockTests {
             #expect(typed == .bodyFailed)
         }
         #expect(rlock.recursionCount == 0)
+        // An unannotated body with a `try` is inferred to throw `any Error`: the untyped form, and
+        // its error comes out as itself.
+        let repairFails = { () throws(Repair) in throw Repair.failed }
+        #expect(throws: Repair.failed) { try lock.withLock { try repairFails() } }
+        #expect(!lock.isLocked)
         // A body throwing some other error: it comes out as itself through the untyped form.
         #expect(throws: Repair.failed) { try lock.withLock { () throws -> Void in throw Repair.failed } }
         #expect(!lock.isLocked)

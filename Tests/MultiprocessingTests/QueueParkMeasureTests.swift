@@ -64,6 +64,7 @@ struct QueueParkMeasureTests {
     @Test("two loops' coroutines contend for a forked producer's items: every item once; CPU of each loop thread")
     func contendedLoops() async throws {
         let queue = try Queue<Int>(maxSize: 64)
+        try warmForForkedChildren(queue)
         let total = 40_000, getters = 8
         let producer = Process {
             for i in 0..<total {

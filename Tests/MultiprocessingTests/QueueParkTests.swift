@@ -39,6 +39,7 @@ struct QueueParkTests {
         arguments: ParkQueueKind.allCases)
     func waitersLetTheLoopRun(kind: ParkQueueKind) async throws {
         let queue = try kind.make()
+        try warmForForkedChildren(queue)
         let gate = try SharedCounters()
         let total = 2000, getters = 8
         let producer = Process {
@@ -99,6 +100,7 @@ struct QueueParkTests {
         arguments: ParkQueueKind.allCases)
     func coroutinesAndAProcess(kind: ParkQueueKind) async throws {
         let queue = try kind.make()
+        try warmForForkedChildren(queue)
         let producers = 12, perProducer = 400, consumers = 12
         let processItems = 3000
         let base = producers * perProducer  // the process's items follow the coroutines'
@@ -167,6 +169,7 @@ struct QueueParkTests {
     func asyncJoin(path: WaitPath) async throws {
         try await path.use {
             let queue = try JoinableQueue<Int>()
+            try warmForForkedChildren(queue)
             let gate = try SharedCounters()
             let items = 300
             let worker = Process {
@@ -243,6 +246,7 @@ struct QueueParkTests {
         arguments: Kill.allCases)
     func consumerKilled(kill: Kill) async throws {
         let queue = try Queue<Int>(maxSize: 32)
+        try warmForForkedChildren(queue)
         let total = 3000, getters = 8
         let taken = try SharedCounters()
         let loop = try EventLoop(name: "park-kill")

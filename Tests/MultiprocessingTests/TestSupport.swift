@@ -93,3 +93,21 @@ func cpuTicks(_ pid: Int32) -> Int {
     guard fields.count > 13, let user = Int(fields[11]), let system = Int(fields[12]) else { return 0 }
     return user + system
 }
+
+/// Runs here, once, what a forked closure child of a queue test runs: a put and a get with and
+/// without a timeout (and a task done), and a look at shared counters. A child forked beside the
+/// parallel suite's threads must find the generic code it calls already instantiated: a Swift
+/// runtime lock another thread held at the fork is held forever in the child (the fork hazard).
+func warmForForkedChildren(_ queue: Queue<Int>) throws {
+    try queue.put(-9)
+    try queue.put(-9, timeout: .seconds(5))
+    _ = try queue.get()
+    _ = try queue.get(timeout: .seconds(5))
+    if let joinable = queue as? JoinableQueue<Int> {
+        try joinable.taskDone()
+        try joinable.taskDone()
+    }
+    let counters = try SharedCounters()
+    counters[0] += 1
+    _ = eventually(timeout: .zero) { counters[0] == 1 }
+}

@@ -25,7 +25,10 @@ import SystemPackage
 ///
 /// The async operations of this module (`sleep(for:)`, ``File``, ``TCPConnection``, the `await`
 /// forms of ``Lock``, ``Event``, ``Queue``...) run on the loop of the calling thread, and on a
-/// shared loop when called from anywhere else.
+/// shared loop when called from anywhere else. They are `nonisolated(nonsending)`: they run on the
+/// caller's executor, so one called from an actor that is not the loop's (the main actor, say) uses
+/// the shared loop even inside `withTaskExecutorPreference(loop)`; call them from the loop's own
+/// tasks to use its ring.
 public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
     enum Work {
         /// A task that prefers this loop (`withTaskExecutorPreference`, `Task(executorPreference:)`).

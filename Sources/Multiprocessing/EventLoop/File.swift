@@ -24,7 +24,7 @@ public final class File: @unchecked Sendable {
     public var fileDescriptor: Int32? { descriptor.value }
 
     /// Opens `path` (close-on-exec). `permissions` apply when `options` has `.create`.
-    public static func open(
+    nonisolated(nonsending) public static func open(
         _ path: String, _ mode: FileDescriptor.AccessMode = .readOnly, options: FileDescriptor.OpenOptions = [],
         permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]
     ) async throws -> File {

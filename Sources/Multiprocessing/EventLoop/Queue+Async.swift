@@ -143,7 +143,7 @@ extension Queue {
 
     /// The async get's loop: `whole` takes a single-record message with the consumer lock held (and
     /// releases it); `single` wraps an element the other paths produced.
-    private func receiveAsync<R>(
+    nonisolated(nonsending) private func receiveAsync<R>(
         deadline: Int64, whole: (UnsafeRawBufferPointer) throws -> R, single: (Element) -> R
     ) async throws -> R {
         var w = mp_async_wait_t()

@@ -13,6 +13,9 @@ public enum ConnectionError: Error, Equatable, Sendable {
     case endOfFile
     /// `receive(timeout:)` found nothing in time (one name for one meaning: ``PoolError/timeout``).
     case timeout
+    /// The earlier name of ``timeout``.
+    @available(*, deprecated, renamed: "timeout")
+    public static var timedOut: ConnectionError { .timeout }
     /// A timeout below zero.
     case negativeTimeout(Duration)
     /// A message over 4 GiB - 1 bytes.

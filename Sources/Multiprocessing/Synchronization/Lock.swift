@@ -59,8 +59,9 @@ public final class Lock: @unchecked Sendable, Codable {
     /// `body` does not run, and the lock is released for the next caller. To repair what the dead
     /// holder left half-updated, use ``withLock(recoveringFrom:_:)``.
     ///
-    /// This form is chosen for a body that throws nothing (or only ``SyncError``): its one error
-    /// type is ``SyncError``.
+    /// This form is chosen for a body that throws nothing, or one annotated
+    /// `() throws(SyncError) in`: its one error type is ``SyncError``. (Swift infers `any Error`
+    /// for an unannotated closure that contains `try`, which takes the untyped form below.)
     public func withLock<R>(_ body: () throws(SyncError) -> R) throws(SyncError) -> R {
         try mutex.withHeld(
             recursive: false, afterOwnerDeath: { owner throws(SyncError) in throw .ownerDied(owner: owner) }, body)
