@@ -64,7 +64,7 @@ struct QueueParkMeasureTests {
     @Test(
         "two loops' coroutines contend for a forked producer's items: every item once; CPU of each loop thread",
         .disabled(
-            "intermittent beside busy suites: about once in three full runs a getter waited 60 s for an item; a lost wake-up and a forked producer stuck at start are not yet told apart (the failure message now says which)"
+            "intermittent beside busy suites (about one full run in three): the forked producer fills the queue to its 64 items and no coroutine getter wakes within 60 s, a lost wake-up (or a consumer lock left held) in the async get path still to be found"
         ))
     func contendedLoops() async throws {
         let queue = try Queue<Int>(maxSize: 64)
