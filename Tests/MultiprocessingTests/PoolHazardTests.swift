@@ -17,16 +17,22 @@ struct PoolHazardTests {
     @Test(
         "pool lifecycles while 8 threads make new generic metadata and allocate: no hang, no watchdog replacement",
         arguments: PoolHazardJob.Kind.allCases)
-    func lifecyclesBesideBusyThreads(kind: PoolHazardJob.Kind) throws {
+    func lifecyclesBesideBusyThreads(kind: PoolHazardJob.Kind) async throws {
         useTestHelper()
         // A program of its own: its busy threads must not reach this runner's other tests.
         let job = PoolHazardJob(kind: kind, lifecycles: hazardLifecycles, report: try SharedMemory(size: 64))
         let program = Process(
             name: "pool-hazard-\(kind)", target: PoolHazard.target, argument: job, startMethod: .spawn)
         try program.start()
-        if try !program.join(timeout: .seconds(1200)) {  // a hang fails the test, not the suite
-            try program.kill()
-            try program.join()
+        // Joined on a helper thread: a join that blocked this test's thread for its minutes would hold
+        // one of the cooperative pool's two threads here, and both cases both, starving every test that
+        // awaits (a coroutine test's task group could not start its loops while its forked producer's
+        // puts timed out).
+        try await toThread {
+            if try !program.join(timeout: .seconds(1200)) {  // a hang fails the test, not the suite
+                try program.kill()
+                try program.join()
+            }
         }
         #expect(program.exitCode == 0)
         #expect(job[0] == hazardLifecycles, "lifecycles done")

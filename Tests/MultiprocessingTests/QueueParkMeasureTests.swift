@@ -61,18 +61,13 @@ struct QueueParkMeasureTests {
         return (getNs, putNs, full)
     }
 
-    @Test(
-        "two loops' coroutines contend for a forked producer's items: every item once; CPU of each loop thread",
-        .disabled(
-            "intermittent beside busy suites (about one full run in three): the forked producer fills the queue to its 64 items and no coroutine getter wakes within 60 s, a lost wake-up (or a consumer lock left held) in the async get path still to be found"
-        ))
+    @Test("two loops' coroutines contend for a forked producer's items: every item once; CPU of each loop thread")
     func contendedLoops() async throws {
         let queue = try Queue<Int>(maxSize: 64)
         try warmForForkedChildren(queue)
         let total = 40_000, getters = 8
         let put = try SharedCounters()  // how far the producer got, for a failure's message
         let producer = Process {
-            put[0] = -1  // started
             for i in 0..<total {
                 try queue.put(i, timeout: .seconds(60))
                 put[0] = i + 1
@@ -85,43 +80,42 @@ struct QueueParkMeasureTests {
                 Issue.record("the producer (alive: \(producer.isAlive)) put \(put[0]) of \(total) items")
             }
         }
-        let wall = ContinuousClock.now
-        try producer.start()
         let loops = [try EventLoop(name: "park-a"), try EventLoop(name: "park-b")]
-        let results = try await withThrowingTaskGroup(of: ([Int], Int64).self) { group in
-            for loop in loops {
-                group.addTask {
-                    try await onLoop(loop, limit: .seconds(120)) { () async throws -> ([Int], Int64) in
-                        let start = threadCPUNanoseconds()
-                        let tasks = (0..<getters).map { _ in
-                            Task(executorPreference: loop) { () async throws -> [Int] in
-                                var mine: [Int] = []
-                                while true {
-                                    let x = try await queue.get(timeout: .seconds(60))
-                                    if x < 0 { return mine }
-                                    mine.append(x)
-                                }
-                            }
-                        }
-                        var all: [Int] = []
-                        for task in tasks { all += try await task.value }
-                        return (all, threadCPUNanoseconds() - start)
+        defer { for loop in loops { loop.shutdown() } }
+        let cpuBefore = try await loops.asyncMap(loopThreadCPU)
+        let wall = ContinuousClock.now
+        // The getters are tasks of their loops, made here, and the producer starts once they exist: from
+        // then on nothing waits for Swift's cooperative pool, whose two threads other tests may hold for
+        // minutes with blocking calls (a task group's children, which this test used to start its loops
+        // with, then did not run, and the producer's puts timed out with no getter yet).
+        let tasks = loops.map { loop in
+            (0..<getters).map { _ in
+                Task(executorPreference: loop) { () async throws -> [Int] in
+                    var mine: [Int] = []
+                    while true {
+                        let x = try await queue.get(timeout: .seconds(60))
+                        if x < 0 { return mine }
+                        mine.append(x)
                     }
                 }
             }
-            var results: [([Int], Int64)] = []
-            for try await result in group { results.append(result) }
-            return results
+        }
+        try producer.start()
+        var perLoop: [[Int]] = []
+        for loopTasks in tasks {
+            var mine: [Int] = []
+            for task in loopTasks { mine += try await task.value }
+            perLoop.append(mine)
         }
         let elapsed = ContinuousClock.now - wall
+        let cpu = zip(try await loops.asyncMap(loopThreadCPU), cpuBefore).map { $0 - $1 }
         #expect(try producer.join(timeout: .seconds(60)))
-        let all = results.flatMap { $0.0 }
+        let all = perLoop.flatMap { $0 }
         #expect(all.count == total)
         #expect(all.sorted() == Array(0..<total))
-        let cpu = results.map { $0.1 / 1_000_000 }
-        let perItem = results.map { $0.0.isEmpty ? 0 : $0.1 / Int64($0.0.count) }
+        let perItem = zip(cpu, perLoop).map { $1.isEmpty ? 0 : $0 / Int64($1.count) }
         print(
-            "park-measure: contended: items per loop \(results.map { $0.0.count }), loop thread CPU \(cpu) ms, per item \(perItem) ns, wall \(elapsed)"
+            "park-measure: contended: items per loop \(perLoop.map(\.count)), loop thread CPU \(cpu.map { $0 / 1_000_000 }) ms, per item \(perItem) ns, wall \(elapsed)"
         )
     }
 
@@ -176,5 +170,18 @@ struct QueueParkMeasureTests {
         print(
             "park-measure: puts and gets: items per loop \(results.map { $0.0.count }), loop thread CPU \(cpu) ms, wall \(elapsed)"
         )
+    }
+}
+
+/// The CPU time `loop`'s thread has used so far, read on that thread.
+private func loopThreadCPU(_ loop: EventLoop) async throws -> Int64 {
+    try await Task(executorPreference: loop) { threadCPUNanoseconds() }.value
+}
+
+extension Array {
+    fileprivate func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
     }
 }
