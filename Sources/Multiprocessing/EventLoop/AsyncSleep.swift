@@ -64,6 +64,7 @@ private func monotonic(_ deadline: ContinuousClock.Instant) throws(SyncError) ->
     return ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns)
 }
 
+@inline(__always)
 nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64) async throws {
     if deadline <= mp_monotonic_ns() {
         // Already due: only yield (as asyncio.sleep(0) does); a timer would cost a kernel round trip.
@@ -72,7 +73,7 @@ nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64) async throws 
         return try Task.checkCancellation()
     }
     let loop = try EventLoop.forCurrentContext()
-    _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, deadline) }
+    _ = try await loop.perform(LoopOperation(timeoutAt: deadline))
 }
 
 nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64, tolerance: Duration?) async throws {
@@ -84,7 +85,7 @@ nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64, tolerance: Du
     try Task.checkCancellation()
     let early = deadline - lead
     if early > mp_monotonic_ns() {
-        _ = try await loop.perform { ring, userData in mp_loop_timeout(ring, userData, early) }
+        _ = try await loop.perform(LoopOperation(timeoutAt: early))
         loop.wakeLatency.record(mp_monotonic_ns() - early)
     }
     // The last stretch: one clock read per turn of the loop, whose other jobs run in between.

@@ -16,14 +16,30 @@ final class LoopOperation: @unchecked Sendable {
     /// The result of an operation refused or cut short because its loop shut down.
     static let shutDownResult = Int32.min
 
-    let prepare: Prepare
+    /// What the operation queues: a closure, or a timer, which needs no closure context (a sleep
+    /// is the commonest operation, and its context was an allocation of its own).
+    enum Entry {
+        case prepared(Prepare)
+        case timeout(deadline: Int64)
+    }
+
+    let entry: Entry
     private var continuation: UnsafeContinuation<Int32, Never>?
     // Touched only by the loop's thread (and read by the awaiter after it resumed).
     var submitted = false
     var cancelRequested = false
     private(set) var finished = false
 
-    init(_ prepare: @escaping Prepare) { self.prepare = prepare }
+    init(_ prepare: @escaping Prepare) { entry = .prepared(prepare) }
+    init(timeoutAt deadline: Int64) { entry = .timeout(deadline: deadline) }
+
+    /// Queues the operation on `ring` with `userData`: 0, or -errno (-EBUSY: queue full).
+    func prepare(_ ring: OpaquePointer, _ userData: UInt64) -> Int32 {
+        switch entry {
+        case .prepared(let prepare): prepare(ring, userData)
+        case .timeout(let deadline): mp_loop_timeout(ring, userData, deadline)
+        }
+    }
 
     var address: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
     var userData: UInt64 { UInt64(UInt(bitPattern: address)) }
@@ -36,6 +52,7 @@ final class LoopOperation: @unchecked Sendable {
         Handoff.resume { c?.resume(returning: result) }
     }
 
+    @inline(__always)
     nonisolated(nonsending) func submitAndWait(on loop: EventLoop, cancellable: Bool) async -> Int32 {
         defer { Handoff.resumed() }
         if !cancellable {
@@ -44,7 +61,10 @@ final class LoopOperation: @unchecked Sendable {
                 loop.schedule(.submit(self))
             }
         }
-        return await withTaskCancellationHandler {
+        // The form that inherits the caller's executor: `withTaskCancellationHandler(isolation:)`
+        // hops to its `isolation` on the way in and out, and for a loop task each hop is a
+        // preferred-executor look-up under the task's status lock (550 instructions per operation).
+        return await _unsafeInheritExecutor_withTaskCancellationHandler {
             await withUnsafeContinuation { c in
                 continuation = c
                 loop.schedule(.submit(self))
@@ -66,8 +86,15 @@ extension EventLoop {
     nonisolated(nonsending) func perform(
         cancellable: Bool = true, _ prepare: @escaping LoopOperation.Prepare
     ) async throws -> Int32 {
+        try await perform(LoopOperation(prepare), cancellable: cancellable)
+    }
+
+    /// Runs `op` (see the closure form). Inlined, with `submitAndWait`, into its callers: each async
+    /// function is a frame of its own in the task's allocator, and a sleeping task's frames then
+    /// overflowed its first slab.
+    @inline(__always)
+    nonisolated(nonsending) func perform(_ op: LoopOperation, cancellable: Bool = true) async throws -> Int32 {
         if cancellable { try Task.checkCancellation() }
-        let op = LoopOperation(prepare)
         let result = await op.submitAndWait(on: self, cancellable: cancellable)
         if result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
         if result == -ECANCELED && op.cancelRequested { throw CancellationError() }
