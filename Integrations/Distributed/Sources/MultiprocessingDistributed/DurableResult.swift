@@ -1,0 +1,82 @@
+import Multiprocessing
+
+/// The handle of a task in a ``DurableQueue``: its id, and its result once a worker host stores it
+/// (Python's `AsyncResult`, kept in the database: any process may wait on it by id).
+public struct DurableResult<Output: Decodable & Sendable>: Sendable {
+    /// The task's id, its row's primary key.
+    public let id: Int64
+    let queue: DurableQueue
+
+    init(id: Int64, queue: DurableQueue) {
+        self.id = id
+        self.queue = queue
+    }
+
+    /// The task's row now.
+    public func status() async throws(DistributedError) -> TaskStatus { try await queue.status(of: id) }
+
+    /// Whether the task has finished (succeeded or failed for good).
+    public var isReady: Bool {
+        get async throws(DistributedError) { try await status().state.isFinished }
+    }
+
+    /// The task's result, waiting up to `timeout` (forever when nil). Throws
+    /// ``DistributedError/taskFailed(type:message:attempts:)`` when it failed on its last attempt,
+    /// ``DistributedError/timeout`` when it did not finish in time (it goes on).
+    public func get(timeout: Duration? = nil) async throws(DistributedError) -> Output {
+        try await Self.all([self], timeout: timeout)[0]
+    }
+
+    /// The results of `handles`, in order, waiting up to `timeout` (forever when nil) for all; throws
+    /// the first failure found. One query per wake-up for all of them, however many.
+    public static func all(_ handles: [DurableResult], timeout: Duration?) async throws(DistributedError) -> [Output] {
+        guard let queue = handles.first?.queue else { return [] }
+        if let timeout, timeout < .zero { throw .negativeTimeout(timeout) }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        var outputs = [Output?](repeating: nil, count: handles.count)
+        var pending: [Int64: [Int]] = [:]
+        for (index, handle) in handles.enumerated() { pending[handle.id, default: []].append(index) }
+        let bell = Doorbell()
+        queue.watcher.register(bell, for: pending.keys)
+        defer { queue.watcher.unregister(bell, from: handles.map(\.id)) }
+        while true {
+            // Registered before reading: a task finishing after this read rings the bell.
+            let rows = try await translatingErrors { try await queue.store.status(of: Array(pending.keys)) }
+            for (id, indices) in pending {
+                guard let row = rows[id] else { throw .unknownTask(id) }
+                switch row.state {
+                case .succeeded:
+                    let format = try PayloadFormat.of(version: row.payloadVersion)
+                    let output = try format.decode(Output.self, from: row.result ?? [])
+                    for index in indices { outputs[index] = output }
+                    pending[id] = nil
+                case .failed:
+                    throw row.failure
+                case .queued, .running:
+                    continue
+                }
+            }
+            if pending.isEmpty { return outputs.map { $0! } }
+            var wait = queue.pollInterval
+            if let deadline {
+                let left = deadline - .now
+                if left <= .zero { throw .timeout }
+                wait = min(wait, left)
+            }
+            if Task.isCancelled { throw .closed }
+            await bell.wait(upTo: wait)
+        }
+    }
+}
+
+extension TaskStatus {
+    /// The error a waiter on this failed task gets.
+    var failure: DistributedError {
+        let text = error ?? "unknown: no error was recorded"
+        guard let colon = text.firstIndex(of: ":") else {
+            return .taskFailed(type: "Error", message: text, attempts: attempts)
+        }
+        let message = text[text.index(after: colon)...].drop { $0 == " " }
+        return .taskFailed(type: String(text[..<colon]), message: String(message), attempts: attempts)
+    }
+}
