@@ -41,7 +41,15 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
         defer { queue.watcher.unregister(bell, from: handles.map(\.id)) }
         while true {
             // Registered before reading: a task finishing after this read rings the bell.
-            let rows = try await translatingErrors { try await queue.store.status(of: Array(pending.keys)) }
+            let rows: [Int64: TaskStatus]
+            do {
+                rows = try await translatingErrors { try await queue.store.status(of: Array(pending.keys)) }
+            } catch .database(let message) {
+                // The server restarting, or out of reach for a moment: the task is safe in it; ask again.
+                if let deadline, ContinuousClock.now >= deadline { throw .database(message) }
+                try? await Task.sleep(for: queue.pollInterval)
+                continue
+            }
             for (id, indices) in pending {
                 guard let row = rows[id] else { throw .unknownTask(id) }
                 switch row.state {

@@ -69,7 +69,9 @@ struct QueueTests {
                     rolledBack = handle.id
                     throw Rollback()
                 }
-            } catch is Rollback {}
+            } catch let error as PostgresTransactionError {
+                #expect(error.closureError is Rollback)
+            }
             await #expect(throws: DistributedError.unknownTask(rolledBack)) { try await queue.status(of: rolledBack) }
 
             let id = try await client.withTransaction(logger: logger) { connection in
