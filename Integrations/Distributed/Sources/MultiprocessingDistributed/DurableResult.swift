@@ -36,21 +36,28 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
         var outputs = [Output?](repeating: nil, count: handles.count)
         var pending: [Int64: [Int]] = [:]
         for (index, handle) in handles.enumerated() { pending[handle.id, default: []].append(index) }
-        let bell = Doorbell()
-        queue.watcher.register(bell, for: pending.keys)
-        defer { queue.watcher.unregister(bell, from: handles.map(\.id)) }
+        let inbox = ResultWatcher.Inbox()
+        queue.watcher.register(inbox, for: pending.keys)
+        defer { queue.watcher.unregister(inbox, from: handles.map(\.id)) }
+        var lastFullRead = ContinuousClock.now
+        var toRead: Set<Int64>? = nil  // nil: every pending id
         while true {
-            // Registered before reading: a task finishing after this read rings the bell.
+            // Registered before reading: a task finishing after this read is delivered to the inbox.
+            // After a notification only the notified ids are read; all of them at each poll.
+            let ids = toRead.map { Array($0.filter { pending[$0] != nil }) } ?? Array(pending.keys)
+            if toRead == nil { lastFullRead = .now }
             let rows: [Int64: TaskStatus]
             do {
-                rows = try await translatingErrors { try await queue.store.status(of: Array(pending.keys)) }
+                rows = ids.isEmpty ? [:] : try await translatingErrors { try await queue.store.status(of: ids) }
             } catch .database(let message) {
                 // The server restarting, or out of reach for a moment: the task is safe in it; ask again.
                 if let deadline, ContinuousClock.now >= deadline { throw .database(message) }
                 try? await Task.sleep(for: queue.pollInterval)
+                toRead = nil
                 continue
             }
-            for (id, indices) in pending {
+            for id in ids {
+                guard let indices = pending[id] else { continue }
                 guard let row = rows[id] else { throw .unknownTask(id) }
                 switch row.state {
                 case .succeeded:
@@ -72,7 +79,11 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
                 wait = min(wait, left)
             }
             if Task.isCancelled { throw .closed }
-            await bell.wait(upTo: wait)
+            let sinceFull = ContinuousClock.now - lastFullRead
+            if sinceFull < queue.pollInterval {
+                await inbox.bell.wait(upTo: min(wait, queue.pollInterval - sinceFull))
+            }
+            toRead = ContinuousClock.now - lastFullRead >= queue.pollInterval ? nil : inbox.take()
         }
     }
 }

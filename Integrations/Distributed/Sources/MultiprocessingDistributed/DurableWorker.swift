@@ -37,7 +37,9 @@ public final class DurableWorker: Service, Sendable {
         public var pollInterval: Duration = .seconds(1)
         /// How often the host reaps expired leases.
         public var reapInterval: Duration = .seconds(1)
-        /// Tasks claimed beyond the processes, per pool, so that a process never waits for a claim.
+        /// Tasks claimed beyond the processes, per pool, so that a process never waits for a claim
+        /// (`max(8, 4 × processes)` when nil). Short tasks want many; long ones few (0: a claimed task
+        /// never waits here while another host is idle).
         public var prefetch: Int?
         /// The most tasks one claim statement takes.
         public var claimBatch = 256
@@ -124,7 +126,7 @@ public final class DurableWorker: Service, Sendable {
         while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
             var more = false
             for (pool, buffer) in zip(pools, buffers) {
-                let prefetch = configuration.prefetch ?? pool.processes
+                let prefetch = configuration.prefetch ?? max(8, 4 * pool.processes)
                 let want = pool.processes + prefetch - buffer.load
                 // Tops up by batches (half the prefetch at least) unless idle: fewer, larger claims.
                 guard want > 0, want >= max(1, prefetch / 2) || buffer.load == 0 else { continue }

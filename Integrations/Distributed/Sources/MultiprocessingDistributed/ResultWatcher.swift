@@ -3,13 +3,33 @@ import PostgresNIO
 import Synchronization
 
 /// Wakes result waiters when their tasks finish: one `LISTEN mp_done` connection per queue object,
-/// opened on the first wait, whose ids ring the doorbells of those waiting on them.
+/// opened on the first wait, whose ids go to the waiters of those ids.
 final class ResultWatcher: Sendable {
+    /// One waiter's inbox: the ids notified since it last looked, and the bell that wakes it.
+    final class Inbox: Sendable {
+        let bell = Doorbell()
+        private let notified = Mutex((ids: Set<Int64>(), everything: false))
+
+        init() {}
+
+        fileprivate func deliver(_ id: Int64?) {
+            notified.withLock { if let id { $0.ids.insert(id) } else { $0.everything = true } }
+        }
+
+        /// The ids notified since the last call; nil when anything may have finished (listening anew).
+        func take() -> Set<Int64>? {
+            notified.withLock { state in
+                defer { state = ([], false) }
+                return state.everything ? nil : state.ids
+            }
+        }
+    }
+
     private struct State {
         var listener: Task<Void, Never>?
         var closed = false
-        /// The doorbells waiting on each task id.
-        var waiting: [Int64: [ObjectIdentifier: Doorbell]] = [:]
+        /// The inboxes waiting on each task id.
+        var waiting: [Int64: [ObjectIdentifier: Inbox]] = [:]
     }
     private let state = Mutex(State())
     private let client: PostgresClient
@@ -20,10 +40,10 @@ final class ResultWatcher: Sendable {
         self.logger = logger
     }
 
-    /// Rings `bell` when any of `ids` finishes, until ``unregister(_:from:)``.
-    func register(_ bell: Doorbell, for ids: some Sequence<Int64>) {
+    /// Delivers to `inbox` (and rings it) when any of `ids` finishes, until ``unregister(_:from:)``.
+    func register(_ inbox: Inbox, for ids: some Sequence<Int64>) {
         state.withLock { state in
-            for id in ids { state.waiting[id, default: [:]][ObjectIdentifier(bell)] = bell }
+            for id in ids { state.waiting[id, default: [:]][ObjectIdentifier(inbox)] = inbox }
             if state.listener == nil && !state.closed {
                 let client = client
                 let logger = logger
@@ -37,10 +57,10 @@ final class ResultWatcher: Sendable {
         }
     }
 
-    func unregister(_ bell: Doorbell, from ids: some Sequence<Int64>) {
+    func unregister(_ inbox: Inbox, from ids: some Sequence<Int64>) {
         state.withLock { state in
             for id in ids {
-                state.waiting[id]?[ObjectIdentifier(bell)] = nil
+                state.waiting[id]?[ObjectIdentifier(inbox)] = nil
                 if state.waiting[id]?.isEmpty == true { state.waiting[id] = nil }
             }
         }
@@ -48,14 +68,26 @@ final class ResultWatcher: Sendable {
 
     /// A notification's payload: the comma-separated ids that finished ("" after listening anew: all).
     private func finished(_ payload: String) {
-        let bells: [Doorbell] = state.withLock { state in
-            if payload.isEmpty { return state.waiting.values.flatMap(\.values) }
-            return payload.split(separator: ",").flatMap { id in
-                Int64(id).flatMap { state.waiting[$0].map { Array($0.values) } } ?? []
+        var woken: [ObjectIdentifier: Inbox] = [:]
+        state.withLock { state in
+            if payload.isEmpty {
+                for inboxes in state.waiting.values {
+                    for (key, inbox) in inboxes {
+                        inbox.deliver(nil)
+                        woken[key] = inbox
+                    }
+                }
+                return
+            }
+            for part in payload.split(separator: ",") {
+                guard let id = Int64(part), let inboxes = state.waiting[id] else { continue }
+                for (key, inbox) in inboxes {
+                    inbox.deliver(id)
+                    woken[key] = inbox
+                }
             }
         }
-        var rung = Set<ObjectIdentifier>()
-        for bell in bells where rung.insert(ObjectIdentifier(bell)).inserted { bell.ring() }
+        for inbox in woken.values { inbox.bell.ring() }
     }
 
     /// Stops listening.
