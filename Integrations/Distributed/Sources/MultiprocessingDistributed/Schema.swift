@@ -32,60 +32,60 @@ public enum Schema {
     /// (the extended protocol takes one statement a query). Never edit one that shipped: add one.
     static let migrations: [[String]] = [
         [
-        """
-        CREATE TABLE mp_tasks (
-            id bigserial PRIMARY KEY,
-            queue text NOT NULL,
-            worker text NOT NULL,
-            payload_version integer NOT NULL,
-            input bytea NOT NULL,
-            state text NOT NULL DEFAULT 'queued'
-                CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
-            attempts integer NOT NULL DEFAULT 0,
-            max_attempts integer NOT NULL CHECK (max_attempts >= 1),
-            run_after timestamptz NOT NULL DEFAULT now(),
-            lease_until timestamptz,
-            owner text,
-            result bytea,
-            error text,
-            created_at timestamptz NOT NULL DEFAULT now(),
-            finished_at timestamptz
-        )
-        """,
-        "CREATE INDEX mp_tasks_claimable ON mp_tasks (queue, run_after, id) WHERE state = 'queued'",
-        "CREATE INDEX mp_tasks_leases ON mp_tasks (lease_until) WHERE state = 'running'",
+            """
+            CREATE TABLE mp_tasks (
+                id bigserial PRIMARY KEY,
+                queue text NOT NULL,
+                worker text NOT NULL,
+                payload_version integer NOT NULL,
+                input bytea NOT NULL,
+                state text NOT NULL DEFAULT 'queued'
+                    CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+                attempts integer NOT NULL DEFAULT 0,
+                max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+                run_after timestamptz NOT NULL DEFAULT now(),
+                lease_until timestamptz,
+                owner text,
+                result bytea,
+                error text,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                finished_at timestamptz
+            )
+            """,
+            "CREATE INDEX mp_tasks_claimable ON mp_tasks (queue, run_after, id) WHERE state = 'queued'",
+            "CREATE INDEX mp_tasks_leases ON mp_tasks (lease_until) WHERE state = 'running'",
         ],
         [
-        """
-        CREATE FUNCTION mp_tasks_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE
-            q text;
-            ids text;
-        BEGIN
-            FOR q IN SELECT DISTINCT queue FROM mp_new_rows WHERE state = 'queued' LOOP
-                PERFORM pg_notify('mp_queued', q);
-            END LOOP;
-            -- Chunks of 500 ids keep each payload under NOTIFY's 8000-byte limit.
-            FOR ids IN
-                SELECT string_agg(id::text, ',') FROM (
-                    SELECT id, (row_number() OVER ()) / 500 AS chunk FROM mp_new_rows
-                    WHERE state IN ('succeeded', 'failed')
-                ) finished GROUP BY chunk
-            LOOP
-                PERFORM pg_notify('mp_done', ids);
-            END LOOP;
-            RETURN NULL;
-        END
-        $$
-        """,
-        """
-        CREATE TRIGGER mp_tasks_notify_insert AFTER INSERT ON mp_tasks
-            REFERENCING NEW TABLE AS mp_new_rows FOR EACH STATEMENT EXECUTE FUNCTION mp_tasks_notify()
-        """,
-        """
-        CREATE TRIGGER mp_tasks_notify_update AFTER UPDATE ON mp_tasks
-            REFERENCING NEW TABLE AS mp_new_rows FOR EACH STATEMENT EXECUTE FUNCTION mp_tasks_notify()
-        """,
+            """
+            CREATE FUNCTION mp_tasks_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                q text;
+                ids text;
+            BEGIN
+                FOR q IN SELECT DISTINCT queue FROM mp_new_rows WHERE state = 'queued' LOOP
+                    PERFORM pg_notify('mp_queued', q);
+                END LOOP;
+                -- Chunks of 500 ids keep each payload under NOTIFY's 8000-byte limit.
+                FOR ids IN
+                    SELECT string_agg(id::text, ',') FROM (
+                        SELECT id, (row_number() OVER ()) / 500 AS chunk FROM mp_new_rows
+                        WHERE state IN ('succeeded', 'failed')
+                    ) finished GROUP BY chunk
+                LOOP
+                    PERFORM pg_notify('mp_done', ids);
+                END LOOP;
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER mp_tasks_notify_insert AFTER INSERT ON mp_tasks
+                REFERENCING NEW TABLE AS mp_new_rows FOR EACH STATEMENT EXECUTE FUNCTION mp_tasks_notify()
+            """,
+            """
+            CREATE TRIGGER mp_tasks_notify_update AFTER UPDATE ON mp_tasks
+                REFERENCING NEW TABLE AS mp_new_rows FOR EACH STATEMENT EXECUTE FUNCTION mp_tasks_notify()
+            """,
         ],
     ]
 

@@ -10,7 +10,8 @@ import Testing
 @Suite("leases, the reaper and the fence", .enabled(if: hasServer, "MP_PG_SOCKET unset: run make test-distributed"))
 struct LeaseTests {
     /// Claims `queue`'s tasks as `owner`, waiting up to 10 s for one to be claimable.
-    func claim(_ store: TaskStore, _ queue: DurableQueue, _ owner: String, lease: Duration) async throws -> ClaimedTask {
+    func claim(_ store: TaskStore, _ queue: DurableQueue, _ owner: String, lease: Duration) async throws -> ClaimedTask
+    {
         let end = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < end {
             let claimed = try await store.claim(

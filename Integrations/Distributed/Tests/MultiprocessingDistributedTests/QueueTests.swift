@@ -30,7 +30,9 @@ struct QueueTests {
                 #expect(try await handle.isReady)
                 let again = queue.result(of: handle.id, as: Int.self)
                 #expect(try await again.get(timeout: .zero) == 49)
-                #expect(try await queue.map(DemoWorkers.square, 0..<200, timeout: .seconds(60)) == (0..<200).map { $0 * $0 })
+                #expect(
+                    try await queue.map(DemoWorkers.square, 0..<200, timeout: .seconds(60)) == (0..<200).map { $0 * $0 }
+                )
                 var ordered: [Int] = []
                 for try await v in queue.imap(DemoWorkers.square, Array(0..<20)) { ordered.append(v) }
                 #expect(ordered == (0..<20).map { $0 * $0 })
