@@ -1,12 +1,15 @@
 import Synchronization
 
 /// A wake-up that is never lost: ``ring()`` before ``wait(upTo:)`` makes the next wait return at once.
-/// The worker's claim loop and result waiters sleep on one, woken by a notification, a freed slot or
-/// shutdown, with a deadline as the polling fallback.
+/// The worker's claim loop, its completer and result waiters sleep on one, woken by a notification,
+/// a finished task or shutdown, with a deadline as the polling fallback.
 final class Doorbell: Sendable {
     private struct State {
         var rung = false
-        var waiter: CheckedContinuation<Void, Never>?
+        var waiter: (id: UInt64, continuation: CheckedContinuation<Void, Never>)?
+        var nextID: UInt64 = 0
+        /// A wait whose deadline passed or whose task was cancelled before it parked.
+        var expired: UInt64?
     }
     private let state = Mutex(State())
 
@@ -17,7 +20,7 @@ final class Doorbell: Sendable {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
-                return waiter
+                return waiter.continuation
             }
             state.rung = true
             return nil
@@ -26,29 +29,44 @@ final class Doorbell: Sendable {
     }
 
     /// Returns when rung, or after `timeout` (the polling fallback), or when the task is cancelled.
-    /// One waiter at a time.
+    /// One waiter at a time. The deadline ends only its own wait: it never leaves a ring behind.
     func wait(upTo timeout: Duration) async {
-        let timer = Task { [weak self] in
+        let id = state.withLock { state in
+            state.nextID &+= 1
+            return state.nextID
+        }
+        let timer = Task {
             try? await Task.sleep(for: timeout)
-            self?.ring()
+            self.expire(id)
         }
         defer { timer.cancel() }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { state -> Bool in
-                    if state.rung {
+                    if state.rung || state.expired == id {
                         state.rung = false
                         return true
                     }
-                    state.waiter = continuation
+                    state.waiter = (id, continuation)
                     return false
                 }
                 if now { continuation.resume() }
             }
         } onCancel: {
-            ring()
+            expire(id)
         }
-        // A ring from the timer that came after the waker's: not a wake-up for the next wait.
-        state.withLock { $0.rung = false }
+    }
+
+    /// Ends wait `id` if it is still waiting (or before it parks).
+    private func expire(_ id: UInt64) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter, waiter.id == id else {
+                state.expired = id
+                return nil
+            }
+            state.waiter = nil
+            return waiter.continuation
+        }
+        waiter?.resume()
     }
 }

@@ -41,7 +41,15 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
         defer { queue.watcher.unregister(inbox, from: handles.map(\.id)) }
         var lastFullRead = ContinuousClock.now
         var toRead: Set<Int64>? = nil  // nil: every pending id
+        var delivered: [Int64: (version: Int, bytes: [UInt8])] = [:]
         while true {
+            // Results that came with their notification need no read.
+            for (id, result) in delivered {
+                guard let indices = pending.removeValue(forKey: id) else { continue }
+                let output = try PayloadFormat.of(version: result.version).decode(Output.self, from: result.bytes)
+                for index in indices { outputs[index] = output }
+            }
+            if pending.isEmpty { return outputs.map { $0! } }
             // Registered before reading: a task finishing after this read is delivered to the inbox.
             // After a notification only the notified ids are read; all of them at each poll.
             let ids = toRead.map { Array($0.filter { pending[$0] != nil }) } ?? Array(pending.keys)
@@ -83,7 +91,10 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
             if sinceFull < queue.pollInterval {
                 await inbox.bell.wait(upTo: min(wait, queue.pollInterval - sinceFull))
             }
-            toRead = ContinuousClock.now - lastFullRead >= queue.pollInterval ? nil : inbox.take()
+            let notified = inbox.take()
+            delivered = notified.results
+            toRead =
+                notified.everything || ContinuousClock.now - lastFullRead >= queue.pollInterval ? nil : notified.ids
         }
     }
 }

@@ -38,7 +38,7 @@ public final class DurableWorker: Service, Sendable {
         /// How often the host reaps expired leases.
         public var reapInterval: Duration = .seconds(1)
         /// Tasks claimed beyond the processes, per pool, so that a process never waits for a claim
-        /// (`max(8, 4 × processes)` when nil). Short tasks want many; long ones few (0: a claimed task
+        /// (`max(16, 8 × processes)` when nil). Short tasks want many; long ones few (0: a claimed task
         /// never waits here while another host is idle).
         public var prefetch: Int?
         /// The most tasks one claim statement takes.
@@ -103,7 +103,8 @@ public final class DurableWorker: Service, Sendable {
                 background.addTask { await completer.run() }
                 await withDiscardingTaskGroup { work in
                     for (pool, buffer) in zip(pools, buffers) {
-                        for _ in 0..<pool.processes {
+                        // Two runners a process: the next task is in the pool's ring while one runs.
+                        for _ in 0..<(2 * pool.processes) {
                             work.addTask { await self.runTasks(from: buffer, on: pool, completer: completer) }
                         }
                     }
@@ -126,8 +127,8 @@ public final class DurableWorker: Service, Sendable {
         while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
             var more = false
             for (pool, buffer) in zip(pools, buffers) {
-                let prefetch = configuration.prefetch ?? max(8, 4 * pool.processes)
-                let want = pool.processes + prefetch - buffer.load
+                let prefetch = configuration.prefetch ?? max(16, 8 * pool.processes)
+                let want = 2 * pool.processes + prefetch - buffer.load
                 // Tops up by batches (half the prefetch at least) unless idle: fewer, larger claims.
                 guard want > 0, want >= max(1, prefetch / 2) || buffer.load == 0 else { continue }
                 let limit = min(want, configuration.claimBatch)

@@ -8,19 +8,71 @@ final class ResultWatcher: Sendable {
     /// One waiter's inbox: the ids notified since it last looked, and the bell that wakes it.
     final class Inbox: Sendable {
         let bell = Doorbell()
-        private let notified = Mutex((ids: Set<Int64>(), everything: false))
+        private let notified = Mutex(Notified())
 
         init() {}
 
-        fileprivate func deliver(_ id: Int64?) {
-            notified.withLock { if let id { $0.ids.insert(id) } else { $0.everything = true } }
+        fileprivate func deliver(_ entry: FinishedEntry?) {
+            notified.withLock { state in
+                guard let entry else { return state.everything = true }
+                if let result = entry.result {
+                    state.results[entry.id] = result
+                } else {
+                    state.ids.insert(entry.id)
+                }
+            }
         }
 
-        /// The ids notified since the last call; nil when anything may have finished (listening anew).
-        func take() -> Set<Int64>? {
+        /// What was notified since the last call; `everything` when anything may have finished
+        /// (listening anew).
+        func take() -> Notified {
             notified.withLock { state in
-                defer { state = ([], false) }
-                return state.everything ? nil : state.ids
+                defer { state = Notified() }
+                return state
+            }
+        }
+    }
+
+    /// What an inbox holds: ids to read, and results that came with their notification.
+    struct Notified: Sendable {
+        var ids: Set<Int64> = []
+        var results: [Int64: (version: Int, bytes: [UInt8])] = [:]
+        var everything = false
+    }
+
+    /// One entry of an `mp_done` payload: `id`, or `id:version:hex` with the result.
+    struct FinishedEntry {
+        var id: Int64
+        var result: (version: Int, bytes: [UInt8])?
+
+        init?(_ text: Substring) {
+            let parts = text.split(separator: ":", maxSplits: 2)
+            guard let id = Int64(parts[0]) else { return nil }
+            self.id = id
+            if parts.count == 3, let version = Int(parts[1]), let bytes = Self.bytes(hex: parts[2]) {
+                result = (version, bytes)
+            }
+        }
+
+        private static func bytes(hex: Substring) -> [UInt8]? {
+            let digits = Array(hex.utf8)
+            guard digits.count % 2 == 0 else { return nil }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(digits.count / 2)
+            var index = 0
+            while index < digits.count {
+                guard let high = nibble(digits[index]), let low = nibble(digits[index + 1]) else { return nil }
+                bytes.append(high << 4 | low)
+                index += 2
+            }
+            return bytes
+        }
+
+        private static func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            default: nil
             }
         }
     }
@@ -66,7 +118,8 @@ final class ResultWatcher: Sendable {
         }
     }
 
-    /// A notification's payload: the comma-separated ids that finished ("" after listening anew: all).
+    /// A notification's payload: the comma-separated entries of the tasks that finished ("" after
+    /// listening anew: anything may have).
     private func finished(_ payload: String) {
         var woken: [ObjectIdentifier: Inbox] = [:]
         state.withLock { state in
@@ -80,9 +133,9 @@ final class ResultWatcher: Sendable {
                 return
             }
             for part in payload.split(separator: ",") {
-                guard let id = Int64(part), let inboxes = state.waiting[id] else { continue }
+                guard let entry = FinishedEntry(part), let inboxes = state.waiting[entry.id] else { continue }
                 for (key, inbox) in inboxes {
-                    inbox.deliver(id)
+                    inbox.deliver(entry)
                     woken[key] = inbox
                 }
             }

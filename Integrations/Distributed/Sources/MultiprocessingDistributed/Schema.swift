@@ -23,7 +23,8 @@ import PostgresNIO
 /// | `error` | the last failure, as `type: message` |
 ///
 /// Version 2 adds the triggers that `NOTIFY` on commit: `mp_queued` (payload: the queue) when a
-/// task becomes claimable, `mp_done` (payload: comma-separated ids) when one finishes.
+/// task becomes claimable, `mp_done` (payload: comma-separated ids) when one finishes. Version 3
+/// carries a result of up to 64 bytes in its `mp_done` entry (`id:payload_version:hex`).
 public enum Schema {
     /// The newest schema version this library knows.
     public static let version = migrations.count
@@ -86,6 +87,35 @@ public enum Schema {
             CREATE TRIGGER mp_tasks_notify_update AFTER UPDATE ON mp_tasks
                 REFERENCING NEW TABLE AS mp_new_rows FOR EACH STATEMENT EXECUTE FUNCTION mp_tasks_notify()
             """,
+        ],
+        [
+            // Version 3: a small result rides in its notification (`id:version:hex`), so that a
+            // waiter has it without reading the row; a failure or a large result sends the id alone.
+            """
+            CREATE OR REPLACE FUNCTION mp_tasks_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                q text;
+                entries text;
+            BEGIN
+                FOR q IN SELECT DISTINCT queue FROM mp_new_rows WHERE state = 'queued' LOOP
+                    PERFORM pg_notify('mp_queued', q);
+                END LOOP;
+                -- Chunks of 40 entries of at most 160 bytes stay under NOTIFY's 8000-byte limit.
+                FOR entries IN
+                    SELECT string_agg(entry, ',') FROM (
+                        SELECT CASE WHEN state = 'succeeded' AND length(result) <= 64
+                            THEN id || ':' || payload_version || ':' || encode(result, 'hex')
+                            ELSE id::text END AS entry,
+                            (row_number() OVER ()) / 40 AS chunk
+                        FROM mp_new_rows WHERE state IN ('succeeded', 'failed')
+                    ) finished GROUP BY chunk
+                LOOP
+                    PERFORM pg_notify('mp_done', entries);
+                END LOOP;
+                RETURN NULL;
+            END
+            $$
+            """
         ],
     ]
 
