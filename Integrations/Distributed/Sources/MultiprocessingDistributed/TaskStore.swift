@@ -9,6 +9,20 @@ import PostgresNIO
 struct TaskStore: Sendable {
     let client: PostgresClient
     let logger: Logger
+    /// The longest a statement may take, its rows read, before the caller gives up on it (see
+    /// ``withStatementDeadline(_:_:)``).
+    var deadline: Duration = .seconds(10)
+
+    /// Runs `query` and hands its rows to `read`, within ``deadline``.
+    private func run<T: Sendable>(
+        _ query: PostgresQuery, _ read: @escaping @Sendable (PostgresRowSequence) async throws -> T
+    ) async throws -> T {
+        let client = client
+        let logger = logger
+        return try await withStatementDeadline(deadline) {
+            try await read(try await client.query(query, logger: logger))
+        }
+    }
 
     // MARK: Enqueue
 
@@ -43,7 +57,7 @@ struct TaskStore: Sendable {
     func claim(queue: String, workers: [String], owner: String, limit: Int, lease: Duration) async throws
         -> [ClaimedTask]
     {
-        let rows = try await client.query(
+        return try await run(
             """
             WITH picked AS (
                 SELECT id FROM mp_tasks
@@ -57,36 +71,39 @@ struct TaskStore: Sendable {
                 lease_until = now() + make_interval(secs => \(lease.seconds))
             FROM picked WHERE t.id = picked.id
             RETURNING t.id, t.worker, t.payload_version, t.input, t.attempts
-            """, logger: logger)
-        var claimed: [ClaimedTask] = []
-        for try await (id, worker, version, input, attempt) in rows.decode((Int64, String, Int, ByteBuffer, Int).self) {
-            claimed.append(
-                ClaimedTask(
-                    id: id, worker: worker, payloadVersion: version, input: Array(input.readableBytesView),
-                    attempt: attempt))
+            """
+        ) { rows in
+            var claimed: [ClaimedTask] = []
+            for try await (id, worker, version, input, attempt) in rows.decode(
+                (Int64, String, Int, ByteBuffer, Int).self)
+            {
+                claimed.append(
+                    ClaimedTask(
+                        id: id, worker: worker, payloadVersion: version, input: Array(input.readableBytesView),
+                        attempt: attempt))
+            }
+            return claimed.sorted { $0.id < $1.id }
         }
-        return claimed.sorted { $0.id < $1.id }
     }
 
     /// Extends the leases `owner` still holds on these (id, attempt) pairs; returns the ids it still
     /// holds (a missing one was reaped and perhaps claimed by another host: its result will be refused).
     func renew(owner: String, tasks: [(id: Int64, attempt: Int)], lease: Duration) async throws -> Set<Int64> {
         guard !tasks.isEmpty else { return [] }
-        let rows = try await client.query(
+        return try await run(
             """
             UPDATE mp_tasks t SET lease_until = now() + make_interval(secs => \(lease.seconds))
             FROM unnest(\(tasks.map(\.id))::bigint[], \(tasks.map(\.attempt))::integer[]) AS u(id, attempt)
             WHERE t.id = u.id AND t.attempts = u.attempt AND t.owner = \(owner) AND t.state = 'running'
             RETURNING t.id
-            """, logger: logger)
-        return try await Self.ids(in: rows)
+            """, Self.ids(in:))
     }
 
     /// Stores the results of succeeded tasks, fenced: only a row still running under `owner` at the
     /// same attempt takes its result. Returns the ids that were accepted.
     func complete(owner: String, results: [(id: Int64, attempt: Int, result: [UInt8])]) async throws -> Set<Int64> {
         guard !results.isEmpty else { return [] }
-        let rows = try await client.query(
+        return try await run(
             """
             UPDATE mp_tasks t
             SET state = 'succeeded', result = u.result, lease_until = NULL, finished_at = now()
@@ -94,8 +111,7 @@ struct TaskStore: Sendable {
                 \(results.map { ByteBuffer(bytes: $0.result) })::bytea[]) AS u(id, attempt, result)
             WHERE t.id = u.id AND t.attempts = u.attempt AND t.owner = \(owner) AND t.state = 'running'
             RETURNING t.id
-            """, logger: logger)
-        return try await Self.ids(in: rows)
+            """, Self.ids(in:))
     }
 
     /// Records failed runs, fenced as ``complete(owner:results:)``: a retryable failure with attempts
@@ -105,7 +121,7 @@ struct TaskStore: Sendable {
     {
         guard !failures.isEmpty else { return [] }
         let delays = failures.map { retry.delay(afterAttempt: $0.attempt).seconds }
-        let rows = try await client.query(
+        return try await run(
             """
             UPDATE mp_tasks t
             SET state = CASE WHEN u.retryable AND t.attempts < t.max_attempts THEN 'queued' ELSE 'failed' END,
@@ -118,29 +134,27 @@ struct TaskStore: Sendable {
                 \(delays)::float8[]) AS u(id, attempt, error, retryable, delay)
             WHERE t.id = u.id AND t.attempts = u.attempt AND t.owner = \(owner) AND t.state = 'running'
             RETURNING t.id
-            """, logger: logger)
-        return try await Self.ids(in: rows)
+            """, Self.ids(in:))
     }
 
     /// Returns tasks that `owner` claimed but never started to the queue, as if never claimed (a
     /// draining host's prefetched work): their attempt is not counted.
     func release(owner: String, tasks: [(id: Int64, attempt: Int)]) async throws -> Set<Int64> {
         guard !tasks.isEmpty else { return [] }
-        let rows = try await client.query(
+        return try await run(
             """
             UPDATE mp_tasks t
             SET state = 'queued', attempts = t.attempts - 1, owner = NULL, lease_until = NULL
             FROM unnest(\(tasks.map(\.id))::bigint[], \(tasks.map(\.attempt))::integer[]) AS u(id, attempt)
             WHERE t.id = u.id AND t.attempts = u.attempt AND t.owner = \(owner) AND t.state = 'running'
             RETURNING t.id
-            """, logger: logger)
-        return try await Self.ids(in: rows)
+            """, Self.ids(in:))
     }
 
     /// Returns up to `limit` tasks whose lease expired to the queue (after `retry`'s back-off), or
     /// fails them when they used their last attempt. Any host may run it; returns how many it moved.
     func reap(limit: Int, retry: RetryPolicy) async throws -> (requeued: Int, failed: Int) {
-        let rows = try await client.query(
+        return try await run(
             """
             WITH expired AS (
                 SELECT id FROM mp_tasks WHERE state = 'running' AND lease_until < now()
@@ -156,17 +170,19 @@ struct TaskStore: Sendable {
                 finished_at = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE now() END
             FROM expired WHERE t.id = expired.id
             RETURNING t.state
-            """, logger: logger)
-        var requeued = 0
-        var failed = 0
-        for try await state in rows.decode(String.self) {
-            if state == "queued" { requeued += 1 } else { failed += 1 }
+            """
+        ) { rows in
+            var requeued = 0
+            var failed = 0
+            for try await state in rows.decode(String.self) {
+                if state == "queued" { requeued += 1 } else { failed += 1 }
+            }
+            return (requeued, failed)
         }
-        return (requeued, failed)
     }
 
     /// The ids a `RETURNING t.id` statement answered.
-    private static func ids(in rows: PostgresRowSequence) async throws -> Set<Int64> {
+    @Sendable private static func ids(in rows: PostgresRowSequence) async throws -> Set<Int64> {
         var ids = Set<Int64>()
         for try await id in rows.decode(Int64.self) { ids.insert(id) }
         return ids
@@ -176,20 +192,23 @@ struct TaskStore: Sendable {
 
     /// The rows of these tasks (missing ids are absent from the answer).
     func status(of ids: [Int64]) async throws -> [Int64: TaskStatus] {
-        let rows = try await client.query(
+        return try await run(
             """
             SELECT id, state, attempts, max_attempts, owner, error, result, payload_version
             FROM mp_tasks WHERE id = ANY(\(ids))
-            """, logger: logger)
-        var found: [Int64: TaskStatus] = [:]
-        for try await (id, state, attempts, maxAttempts, owner, error, result, version) in rows.decode(
-            (Int64, String, Int, Int, String?, String?, ByteBuffer?, Int).self)
-        {
-            found[id] = TaskStatus(
-                id: id, state: TaskState(rawValue: state) ?? .failed, attempts: attempts, maxAttempts: maxAttempts,
-                owner: owner, error: error, result: result.map { Array($0.readableBytesView) }, payloadVersion: version)
+            """
+        ) { rows in
+            var found: [Int64: TaskStatus] = [:]
+            for try await (id, state, attempts, maxAttempts, owner, error, result, version) in rows.decode(
+                (Int64, String, Int, Int, String?, String?, ByteBuffer?, Int).self)
+            {
+                found[id] = TaskStatus(
+                    id: id, state: TaskState(rawValue: state) ?? .failed, attempts: attempts,
+                    maxAttempts: maxAttempts, owner: owner, error: error,
+                    result: result.map { Array($0.readableBytesView) }, payloadVersion: version)
+            }
+            return found
         }
-        return found
     }
 }
 
