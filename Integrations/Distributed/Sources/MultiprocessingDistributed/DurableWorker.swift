@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Multiprocessing
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
@@ -78,6 +79,16 @@ public final class DurableWorker: Service, Sendable {
         var logger = logger
         logger[metadataKey: "owner"] = "\(owner)"
         self.logger = logger
+    }
+
+    /// A host serving `queue` with one pool: `pool`, which runs `worker` (a pool does not say which
+    /// worker it runs, so both are named).
+    public convenience init<Input, Output>(
+        queue: DurableQueue, worker: PoolWorker<Input, Output>, pool: ProcessPool<Input, Output>,
+        configuration: Configuration = Configuration(), logger: Logger = Logger(label: "mp.distributed.worker")
+    ) {
+        self.init(
+            queue: queue, pools: [HostedPool(worker, pool: pool)], configuration: configuration, logger: logger)
     }
 
     /// What the host did so far.

@@ -13,7 +13,7 @@ public struct HostedPool: Sendable {
     /// A forkserver pool of `processes` workers (``Multiprocessing/cpuCount``, the host's size, when
     /// nil) running `worker`. The program must bootstrap `worker` first thing in `main`
     /// (``Multiprocessing/Spawn/bootstrap(_:)-(SpawnEntry...)``).
-    public init<Input, Output>(_ worker: PoolWorker<Input, Output>, processes: Int? = nil) throws {
+    public init<Input, Output>(_ worker: PoolWorker<Input, Output>, processes: Int? = nil) throws(PoolError) {
         self.init(worker, pool: try ProcessPool(processes: processes, worker: worker))
     }
 

@@ -141,6 +141,21 @@ struct QueueTests {
         }
     }
 
+    @Test func aHostOverAnExistingPoolRunsItsWorker() async throws {
+        try await withDatabase { client in
+            let queue = freshQueue(client)
+            let pool = try ProcessPool(processes: 1, worker: DemoWorkers.square)
+            let worker = DurableWorker(
+                queue: queue, worker: DemoWorkers.square, pool: pool, configuration: testConfiguration())
+            let host = Task { try await worker.run() }
+            let value = try await queue.apply(DemoWorkers.square, 12, timeout: .seconds(30))
+            #expect(value == 144)
+            worker.drain()
+            try await host.value
+            #expect(worker.statistics.completed == 1)
+        }
+    }
+
     @Test func retryDelaysDoubleUpToTheCap() {
         let policy = RetryPolicy(initialDelay: .milliseconds(100), maxDelay: .milliseconds(500))
         #expect((1...5).map { policy.delay(afterAttempt: $0) } == [100, 200, 400, 500, 500].map { .milliseconds($0) })
