@@ -1,3 +1,5 @@
+import PostgresNIO
+
 /// Errors of ``DurableQueue``, ``DurableResult`` and ``DurableWorker``: the package's one error type,
 /// its cases named as the core's ``Multiprocessing/PoolError`` names the same meanings.
 public enum DistributedError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -47,6 +49,11 @@ extension DistributedError {
     /// Any error of the database client, as this package's error (a `DistributedError` stays itself).
     static func wrap(_ error: any Error) -> DistributedError {
         if let own = error as? DistributedError { return own }
+        // A transaction that rolled back because of our own error says so: that error is the answer.
+        if let transaction = error as? PostgresTransactionError, let own = transaction.closureError as? DistributedError
+        {
+            return own
+        }
         return .database(String(reflecting: error))
     }
 }

@@ -21,6 +21,23 @@ struct QueueTests {
         }
     }
 
+    @Test func aSchemaNewerThanTheLibraryIsRefused() async throws {
+        let database = "mp_schema_test_\(UInt32.random(in: 0...UInt32.max))"
+        try await withDatabase(migrated: false) { client in
+            try await client.query("CREATE DATABASE \(unescaped: database)")
+        }
+        try await withDatabase(database, migrated: false) { client in
+            #expect(try await Schema.migrate(client) == 0)
+            try await client.query("INSERT INTO mp_schema (version) VALUES (\(Schema.version + 1))")
+            await #expect(throws: DistributedError.schemaTooNew(found: Schema.version + 1, supported: Schema.version)) {
+                try await Schema.migrate(client)
+            }
+        }
+        try await withDatabase(migrated: false) { client in
+            try await client.query("DROP DATABASE \(unescaped: database)")
+        }
+    }
+
     @Test func applyMapAndImapReturnResultsByHandle() async throws {
         try await withDatabase { client in
             let queue = freshQueue(client)
@@ -154,6 +171,13 @@ struct QueueTests {
             try await host.value
             #expect(worker.statistics.completed == 1)
         }
+    }
+
+    @Test func aNotificationEntryCarriesASmallResult() throws {
+        let entry = try #require(ResultWatcher.FinishedEntry("42:1:3439"))
+        #expect(entry.id == 42 && entry.result?.version == 1 && entry.result?.bytes == Array("49".utf8))
+        #expect(ResultWatcher.FinishedEntry("7")?.result == nil)
+        #expect(ResultWatcher.FinishedEntry("x") == nil)
     }
 
     @Test func retryDelaysDoubleUpToTheCap() {

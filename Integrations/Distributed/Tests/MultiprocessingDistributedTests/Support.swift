@@ -29,17 +29,19 @@ let pointedAtHost: Void = {
 }()
 
 /// Runs `body` with a running client of the test server, the schema migrated.
-func withDatabase<T: Sendable>(_ body: @Sendable (PostgresClient) async throws -> T) async throws -> T {
+func withDatabase<T: Sendable>(
+    _ database: String = "postgres", migrated: Bool = true, _ body: @Sendable (PostgresClient) async throws -> T
+) async throws -> T {
     _ = pointedAtHost
     var configuration = PostgresClient.Configuration(
         unixSocketPath: "\(serverSocket ?? "/tmp")/.s.PGSQL.\(serverPort)", username: "postgres", password: nil,
-        database: "postgres")
+        database: database)
     configuration.options.maximumConnections = 8
     let client = PostgresClient(configuration: configuration)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { await client.run() }
         defer { group.cancelAll() }
-        try await Schema.migrate(client)
+        if migrated { try await Schema.migrate(client) }
         return try await body(client)
     }
 }
