@@ -2,9 +2,10 @@
 SWIFT ?= swift
 SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
-FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources Scripts
+FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources Scripts \
+	Integrations/Distributed/Package.swift Integrations/Distributed/Sources Integrations/Distributed/Tests
 
-.PHONY: all deps build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
+.PHONY: all deps deps-distributed test-distributed bench-distributed build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
 	snippets clean
 
 all: build
@@ -36,6 +37,22 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS)
+	$(MAKE) test-distributed
+
+# The distributed pool (Integrations/Distributed, a package of its own: postgres-nio stays off the
+# library's graph) needs a PostgreSQL server and iproute2 (the multi-host test's namespaces); the
+# benchmark's Python peer is procrastinate.
+deps-distributed:
+	@[ -n "$$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] && command -v psql >/dev/null || { \
+		echo "make deps-distributed: installing postgresql"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+	@command -v ip >/dev/null || { echo "make deps-distributed: installing iproute2"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2 >/dev/null; }
+
+# The package's tests against a private PostgreSQL (temporary folder, unix socket, private port),
+# then the multi-host test in network namespaces (as root); the server is stopped on any exit.
+test-distributed: deps deps-distributed
+	Integrations/Distributed/Scripts/test-distributed $(SWIFT)
 
 # The whole suite under ThreadSanitizer and AddressSanitizer; --sanitize instruments the C target too.
 test-sanitize: test-tsan test-asan
@@ -79,6 +96,16 @@ BENCH_BUILD := Benchmarks/.build
 bench: deps
 	$(SWIFT) build -c release --package-path Benchmarks --product multiprocessing-bench
 	$(BENCH_BUILD)/release/multiprocessing-bench $(ARGS)
+	$(MAKE) bench-distributed QUICK=$(if $(findstring --quick,$(ARGS)),1,)
+
+# The distributed suite: tasks/s and enqueue-to-result latency with 1, 2 and 4 local worker
+# processes, beside procrastinate on the same server, in the same run; rows in
+# bench-results/distributed.{md,json}. Skipped, with a note, when PostgreSQL cannot start. QUICK=1
+# (CI's smoke run) measures the debug build that test-distributed made, with fewer tasks.
+bench-distributed: deps deps-distributed
+	@python3 -c 'import procrastinate' 2>/dev/null || { echo "make bench-distributed: installing procrastinate"; \
+		python3 -m pip install --quiet procrastinate >/dev/null 2>&1 || echo "make bench-distributed: no procrastinate"; }
+	Integrations/Distributed/Scripts/bench-distributed $(SWIFT) $(if $(QUICK),quick,full)
 
 # Copies bench-results/latest.md (the last full `make bench`) into the README's results section.
 readme-results:
@@ -99,4 +126,4 @@ format:
 	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
 
 clean:
-	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD)
+	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD) Integrations/Distributed/.build

@@ -1,0 +1,48 @@
+import Foundation
+import Multiprocessing
+
+/// The pool workers the worker host registers: what the tests and the benchmark run.
+public enum DemoWorkers {
+    /// n², the benchmark's task (the Python peer runs the same).
+    public static let square = PoolWorker<Int, Int>("square") { $0 * $0 }
+
+    /// n² after sleeping `milliseconds`: a task long enough to be caught mid-run.
+    public static let slowSquare = PoolWorker<SlowInput, Int>("slow-square") { input in
+        try sleep(for: .milliseconds(input.milliseconds))
+        return input.value * input.value
+    }
+
+    /// Dies by SIGKILL on its first run (it leaves a marker file at `path`), succeeds on the next:
+    /// a local worker death that must become a retry.
+    public static let crashOnce = PoolWorker<String, String>("crash-once") { path in
+        if !FileManager.default.fileExists(atPath: path) {
+            FileManager.default.createFile(atPath: path, contents: Data())
+            kill(getpid(), SIGKILL)
+        }
+        return "survived"
+    }
+
+    /// Always throws: a task that uses up its attempts.
+    public static let alwaysFails = PoolWorker<Int, Int>("always-fails") { n in
+        throw DemoError.refused(n)
+    }
+
+    /// Every worker, for `Spawn.bootstrap`.
+    public static let all: [any SpawnEntry] = [square, slowSquare, crashOnce, alwaysFails]
+}
+
+/// The input of ``DemoWorkers/slowSquare``.
+public struct SlowInput: Codable, Sendable, Equatable {
+    public var value: Int
+    public var milliseconds: Int
+
+    public init(value: Int, milliseconds: Int) {
+        self.value = value
+        self.milliseconds = milliseconds
+    }
+}
+
+/// The error ``DemoWorkers/alwaysFails`` throws.
+public enum DemoError: Error, Codable, Equatable {
+    case refused(Int)
+}
