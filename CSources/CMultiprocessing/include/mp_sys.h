@@ -50,6 +50,8 @@ int mp_thread_alive(int32_t tid);
 
 /// Whether the process `pid` still runs (a zombie counts as dead), by pidfd.
 int mp_process_alive(int32_t pid);
+/// CPUs in the calling thread's affinity mask (sched_getaffinity), or 0 if it cannot be read.
+int32_t mp_cpu_affinity_count(void);
 
 // MARK: - Shared memory
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -232,4 +233,11 @@ int32_t mp_built_with_thread_sanitizer(void) {
 #else
     return 0;
 #endif
+}
+
+int32_t mp_cpu_affinity_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0; // more CPUs than a cpu_set_t: say nothing
+    return (int32_t)CPU_COUNT(&set);
 }

@@ -52,9 +52,3 @@ extension Duration {
         return Double(s) + Double(atto) / 1e18
     }
 }
-
-/// The number of CPUs this process may run on (Python's `multiprocessing.cpu_count()`).
-public var cpuCount: Int {
-    let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-    return n > 0 ? n : 1
-}
