@@ -15,6 +15,8 @@ protocol TaskReceiver: AnyObject, Sendable {
 struct PendingTask {
     let receiver: any TaskReceiver
     let chunk: Int
+    /// When it was submitted (monotonic ns), for the pool's observer; 0 when there is none.
+    var submitted: Int64 = 0
 
     init(_ receiver: any TaskReceiver, chunk: Int = 0) {
         self.receiver = receiver

@@ -31,6 +31,8 @@ final class PoolCore: @unchecked Sendable {
     private let state: Locked<State>
     private let launcher: WorkerLauncher
     let watcher: WorkerWatcher
+    /// Told of tasks, deaths and replacements (see ``PoolObserver``), from this process's threads.
+    let observer: (any PoolObserver)?
     /// Tests: the next worker started hangs before it is ready.
     private let stallNextWorker: Atomic<Bool>
     private let stallEveryWorker = Atomic<Bool>(false)
@@ -51,11 +53,15 @@ final class PoolCore: @unchecked Sendable {
     init(channels: PoolChannels, launcher: WorkerLauncher, options: PoolOptions = PoolOptions()) throws(PoolError) {
         processes = channels.slotCount
         self.launcher = launcher
+        observer = options.observer
         self.channels = channels
         stallNextWorker = Atomic(options.stallFirstWorker)
         let watcher: WorkerWatcher
         do {
-            watcher = try WorkerWatcher(ready: channels.ready, startupLimit: options.startupLimit) {
+            watcher = try WorkerWatcher(
+                ready: channels.ready, startupLimit: options.startupLimit,
+                stuck: { [observer = options.observer] pid in observer?.workerStuck(pid: pid) }
+            ) {
                 index, pid, code in
                 channels.notify(
                     ResultHeader(
@@ -96,6 +102,8 @@ final class PoolCore: @unchecked Sendable {
     /// Records a pending task and returns its id; nil (and the pending settled) if the pool is not
     /// running.
     private func register(_ pending: PendingTask) -> UInt64? {
+        var pending = pending
+        if observer != nil { pending.submitted = mp_monotonic_ns() }
         let id = state.withLock { s -> Result<UInt64, PoolError> in
             guard s.phase == .running else { return .failure(s.broken ?? .closed) }
             s.nextID += 1
@@ -105,7 +113,9 @@ final class PoolCore: @unchecked Sendable {
             return .success(s.nextID)
         }
         switch id {
-        case .success(let id): return id
+        case .success(let id):
+            observer?.taskSubmitted()
+            return id
         case .failure(let error):
             pending.fail(error)
             return nil
@@ -140,6 +150,7 @@ final class PoolCore: @unchecked Sendable {
     private func abandon(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
         pending.fail(error)
+        observer?.taskFailed(after: elapsed(since: pending.submitted), error: error)
         settled()
     }
 
@@ -201,6 +212,9 @@ final class PoolCore: @unchecked Sendable {
 
     var isFinished: Bool { finished.isSet }
 
+    /// Tasks submitted and not yet settled.
+    var unfinishedTasks: Int { state.withLock { $0.unsettled } }
+
     /// How many zygotes were forked again before one proved itself (see ``Zygote``).
     var zygoteRestarts: Int { launcher.zygoteRestarts }
 
@@ -237,6 +251,7 @@ final class PoolCore: @unchecked Sendable {
                     // Callbacks run here, the message still in the ring.
                     pending.receive(kind: kind, count: Int(header.count), payload: payload)
                     message.finish()
+                    observer?.taskSucceeded(after: elapsed(since: pending.submitted))
                     settled()
                 } else {
                     message.finish()
@@ -270,6 +285,7 @@ final class PoolCore: @unchecked Sendable {
     private func failTask(_ id: UInt64, _ error: any Error) {
         guard let pending = state.withLock({ $0.pending.remove(id) }) else { return }
         pending.fail(error)
+        observer?.taskFailed(after: elapsed(since: pending.submitted), error: error)
         settled()
     }
 
@@ -285,7 +301,10 @@ final class PoolCore: @unchecked Sendable {
             return (failed, s.live == 0)
         }
         let error = terminalError
-        for pending in failed { pending.fail(error) }
+        for pending in failed {
+            pending.fail(error)
+            observer?.taskFailed(after: elapsed(since: pending.submitted), error: error)
+        }
         if !failed.isEmpty { settled(failed.count) }
         return done
     }
@@ -339,8 +358,11 @@ final class PoolCore: @unchecked Sendable {
             let ending = s.phase == .terminated ? (s.broken ?? .terminated) : nil
             return (lost, (s.phase == .running || s.phase == .closed) && s.broken == nil, ending)
         }
+        if replace { observer?.workerDied(pid: pid, exit: WorkerExit(exitCode: exitCode)) }
         if let lost {
-            lost.fail(ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode)))
+            let error = ending ?? PoolError.workerDied(pid: pid, reason: WorkerExit(exitCode: exitCode))
+            lost.fail(error)
+            observer?.taskFailed(after: elapsed(since: lost.submitted), error: error)
             settled()
         }
         guard replace else { return }
@@ -357,16 +379,20 @@ final class PoolCore: @unchecked Sendable {
             writeError("multiprocessing: pool worker \(index) could not be replaced: \(error)\n")
             // No worker left and none can start: fail rather than wait forever.
             if state.withLock({ $0.live == 0 }) { breakPool(error) }
+        } else if let observer, let pid = state.withLock({ $0.workers[index]?.pid }) {
+            observer.workerReplaced(pid: pid)
         }
     }
 
     /// The pool cannot go on: every unfinished task and every later submission fails with `error`.
     private func breakPool(_ error: PoolError) {
-        let workers = state.withLock { s -> [Process] in
-            if s.broken == nil { s.broken = error }
+        let (workers, first) = state.withLock { s -> ([Process], Bool) in
+            let first = s.broken == nil
+            if first { s.broken = error }
             s.phase = .terminated
-            return s.workers.compactMap { $0 }
+            return (s.workers.compactMap { $0 }, first)
         }
+        if first { observer?.poolBroken(error) }
         ending.store(true, ordering: .releasing)
         mp_queue_shutdown(channels.tasks.queue, 1)
         for worker in workers { try? worker.kill() }
@@ -380,6 +406,8 @@ struct PoolOptions: Sendable {
     var startupLimit: Int64 = 10_000_000_000
     /// The first worker hangs before it is ready (as one that inherited a held lock would).
     var stallFirstWorker = false
+    /// Told of the pool's events (the public initializers' `observer`).
+    var observer: (any PoolObserver)? = nil
     /// How many zygotes hang before they prove themselves (as ones that inherited a held lock do).
     var stallingZygotes = 0
     /// How long each zygote has to prove itself, in ns (nil: the growing limits of ``Zygote``).

@@ -58,7 +58,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     /// Swift runtime lock at that instant, the workers can get stuck (the watchdog then replaces
     /// them, and after three in a row the pool fails with ``PoolError/workersCannotStart(_:)``).
     /// In programs with busy threads, prefer a ``PoolWorker`` and the forkserver start method:
-    /// ``init(processes:maxTasksPerChild:startMethod:worker:)``.
+    /// ``init(processes:maxTasksPerChild:startMethod:observer:worker:)``.
     ///
     /// - Parameters:
     ///   - processes: how many workers: ``cpuCount`` when nil.
@@ -66,16 +66,19 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ///     cannot work: every task fails with ``PoolError/initializerFailed(type:message:)``.
     ///   - maxTasksPerChild: a worker exits after this many tasks (a chunk of `map` is one task)
     ///     and a fresh one replaces it, without losing a task. Nil: workers live as long as the pool.
+    ///   - observer: told of tasks, worker deaths and replacements, for logs and metrics (see
+    ///     ``PoolObserver``).
     ///   - work: runs in the worker processes, as plain blocking code (a forked child cannot use
     ///     Swift concurrency).
     /// - Throws: ``PoolError/invalidWorkerCount(_:)``, ``PoolError/invalidMaxTasksPerChild(_:)``, or
     ///   ``PoolError/system(_:function:)`` if the workers cannot start.
     public convenience init(
         processes: Int? = nil, initializer: (@Sendable () throws -> Void)? = nil, maxTasksPerChild: Int? = nil,
-        work: @escaping @Sendable (Input) throws -> Output
+        observer: (any PoolObserver)? = nil, work: @escaping @Sendable (Input) throws -> Output
     ) throws(PoolError) {
-        self.init(
-            core: try ProcessPool.forkingCore(processes, maxTasksPerChild, work, initializer, PoolOptions()))
+        var options = PoolOptions()
+        options.observer = observer
+        self.init(core: try ProcessPool.forkingCore(processes, maxTasksPerChild, work, initializer, options))
     }
 
     /// A pool whose workers run a registered ``PoolWorker``, started with `startMethod`:
@@ -86,14 +89,19 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     /// - ``Process/StartMethod/fork``: forked from the pool's zygote, as the closure initializer does.
     ///
     /// The program must call ``Spawn/bootstrap(_:)-(SpawnEntry...)`` with `worker` first thing in
-    /// `main`, for the forkserver and spawn start methods.
+    /// `main`, for the forkserver and spawn start methods. `observer` is told of the pool's events
+    /// (see ``PoolObserver``).
     public convenience init(
         processes: Int? = nil, maxTasksPerChild: Int? = nil, startMethod: Process.StartMethod = .forkserver,
-        worker: PoolWorker<Input, Output>
+        observer: (any PoolObserver)? = nil, worker: PoolWorker<Input, Output>
     ) throws(PoolError) {
-        self.init(
-            core: try ProcessPool.registeredCore(processes, maxTasksPerChild, startMethod, worker, PoolOptions()))
+        var options = PoolOptions()
+        options.observer = observer
+        self.init(core: try ProcessPool.registeredCore(processes, maxTasksPerChild, startMethod, worker, options))
     }
+
+    /// Tasks submitted and not yet finished (the pool's queue depth and in-flight tasks together).
+    public var unfinishedTasks: Int { core.unfinishedTasks }
 
     init(core: PoolCore) { self.core = core }
 

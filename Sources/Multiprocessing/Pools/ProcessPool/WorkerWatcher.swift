@@ -42,11 +42,12 @@ final class WorkerWatcher: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let stopped = LocalEvent()
     private let report: @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
+    private let onStuck: @Sendable (_ pid: Int32) -> Void
 
     private let ready: UnsafeMutablePointer<UInt64>
 
     init(
-        ready: UnsafeMutablePointer<UInt64>, startupLimit: Int64,
+        ready: UnsafeMutablePointer<UInt64>, startupLimit: Int64, stuck: @escaping @Sendable (_ pid: Int32) -> Void,
         report: @escaping @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
     ) throws(PoolError) {
         self.ready = ready
@@ -58,6 +59,7 @@ final class WorkerWatcher: @unchecked Sendable {
         wakeWrite = fds[1]
         for fd in fds { _ = try? systemCall { fcntl(fd, F_SETFL, O_NONBLOCK) } }  // a pipe has no other status flag
         self.report = report
+        self.onStuck = stuck
     }
 
     deinit {
@@ -172,6 +174,7 @@ final class WorkerWatcher: @unchecked Sendable {
             // Counted before the kill: the pool reads it when the exit comes back through the pidfd.
             stuckInARow.add(1, ordering: .releasing)
             try? entry.process.kill()
+            onStuck(entry.pid)
         }
     }
 }

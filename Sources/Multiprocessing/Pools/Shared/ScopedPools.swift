@@ -13,7 +13,7 @@
 /// }
 /// ```
 ///
-/// The parameters are those of ``ProcessPool/init(processes:initializer:maxTasksPerChild:work:)``.
+/// The parameters are those of ``ProcessPool/init(processes:initializer:maxTasksPerChild:observer:work:)``.
 public func withProcessPool<Input: Codable & Sendable, Output: Codable & Sendable, Result>(
     processes: Int? = nil, initializer: (@Sendable () throws -> Void)? = nil, maxTasksPerChild: Int? = nil,
     work: @escaping @Sendable (Input) throws -> Output,

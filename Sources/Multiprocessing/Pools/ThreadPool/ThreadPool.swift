@@ -19,11 +19,14 @@ public final class ThreadPool: @unchecked Sendable {
     /// The number of worker threads.
     public var threads: Int { core.threads }
 
-    /// A pool of `threads` worker threads (``cpuCount`` when nil). Throws
-    /// ``PoolError/invalidWorkerCount(_:)`` below one.
-    public init(threads: Int? = nil) throws(PoolError) {
-        core = try ThreadPoolCore(threads: threads ?? cpuCount)
+    /// A pool of `threads` worker threads (``cpuCount`` when nil), whose tasks `observer` is told
+    /// of (see ``PoolObserver``). Throws ``PoolError/invalidWorkerCount(_:)`` below one.
+    public init(threads: Int? = nil, observer: (any PoolObserver)? = nil) throws(PoolError) {
+        core = try ThreadPoolCore(threads: threads ?? cpuCount, observer: observer)
     }
+
+    /// Tasks submitted and not yet finished (queued and running).
+    public var unfinishedTasks: Int { core.unfinishedTasks }
 
     deinit { core.terminate() }
 
@@ -46,7 +49,7 @@ public final class ThreadPool: @unchecked Sendable {
             .init(
                 run: {
                     let outcome = Result { try body() }
-                    return { handle.complete(outcome) }
+                    return .init(deliver: { handle.complete(outcome) }, error: outcome.failure)
                 },
                 fail: { error in { handle.complete(.failure(error)) } }))
         return handle
@@ -117,7 +120,7 @@ public final class ThreadPool: @unchecked Sendable {
                 .init(
                     run: {
                         let outcome = Result { try items.map(transform) }
-                        return { sink.deliver(chunk: chunk, outcome) }
+                        return .init(deliver: { sink.deliver(chunk: chunk, outcome) }, error: outcome.failure)
                     },
                     fail: { error in { sink.deliver(chunk: chunk, .failure(error)) } }))
         }
@@ -137,4 +140,12 @@ public final class ThreadPool: @unchecked Sendable {
     /// Fails every task that has not started with ``PoolError/terminated``, lets the running ones
     /// finish, and stops the threads.
     public func terminate() { core.terminate() }
+}
+
+extension Result {
+    /// The error, if this is a failure.
+    fileprivate var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
 }

@@ -1,3 +1,5 @@
+import CMultiprocessing
+
 /// The engine of a ``ThreadPool``: a FIFO of jobs that worker threads take, and one result thread
 /// that runs the jobs' completions (settling handles, calling callbacks) in completion order.
 /// The threads hold this core, not the public pool, so that dropping the pool can stop them.
@@ -5,8 +7,16 @@ final class ThreadPoolCore: @unchecked Sendable {
     /// A job: `run` does the work on a worker thread and returns what the result thread must do;
     /// `fail` makes that for a job that will never run.
     struct Job {
-        let run: () -> (() -> Void)
+        let run: () -> Outcome
         let fail: (PoolError) -> (() -> Void)
+        /// When it was queued (monotonic ns), for the observer; 0 when there is none.
+        var queued: Int64 = 0
+    }
+
+    /// What a job's run hands the result thread: what to do there, and the job's error, if any.
+    struct Outcome {
+        let deliver: () -> Void
+        let error: (any Error)?
     }
 
     enum Phase { case running, closed, terminated }
@@ -16,11 +26,20 @@ final class ThreadPoolCore: @unchecked Sendable {
         var jobs = FIFO<Job>()
         var unsettled = 0
         var stopping = false
-        var completions = FIFO<() -> Void>()
+        var completions = FIFO<Completion>()
         var resultThreadDone = false
     }
 
+    /// A job's result-thread step, with what the observer is told of it.
+    struct Completion {
+        let deliver: () -> Void
+        let queued: Int64
+        /// nil: the job succeeded.
+        let error: (any Error)?
+    }
+
     let threads: Int
+    let observer: (any PoolObserver)?
     let delivery = DeliveryThread()
     private let state = Locked(State())
     /// Counts jobs (and stop tokens) for the worker threads; completions for the result thread.
@@ -31,9 +50,10 @@ final class ThreadPoolCore: @unchecked Sendable {
     private let stopped = LocalEvent()
     private let workersLeft = Locked(0)
 
-    init(threads: Int) throws(PoolError) {
+    init(threads: Int, observer: (any PoolObserver)? = nil) throws(PoolError) {
         guard threads >= 1 else { throw .invalidWorkerCount(threads) }
         self.threads = threads
+        self.observer = observer
         do {
             try Thread(name: "pool-results") { self.resultLoop() }.start()
         } catch {
@@ -58,6 +78,8 @@ final class ThreadPoolCore: @unchecked Sendable {
     /// Queues a job; on a pool that is not running, its failure is delivered at once (on the
     /// calling thread).
     func enqueue(_ job: Job) {
+        var job = job
+        if observer != nil { job.queued = mp_monotonic_ns() }
         let refused = state.withLock { s -> PoolError? in
             guard s.phase == .running else { return s.phase == .terminated ? .terminated : .closed }
             s.jobs.append(job)
@@ -66,6 +88,7 @@ final class ThreadPoolCore: @unchecked Sendable {
             return nil
         }
         if let refused { return job.fail(refused)() }
+        observer?.taskSubmitted()
         jobsReady.release()
     }
 
@@ -74,7 +97,8 @@ final class ThreadPoolCore: @unchecked Sendable {
             jobsReady.acquire()
             // No job for a permit: it was a stop token.
             guard let job = state.withLock({ $0.jobs.popFirst() }) else { break }
-            post(job.run())
+            let outcome = job.run()
+            post(Completion(deliver: outcome.deliver, queued: job.queued, error: outcome.error))
         }
         if workersLeft.withLock({ n in
             n -= 1; return n
@@ -84,7 +108,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     }
 
     /// Hands a completion to the result thread (nil: stop once the queue is drained).
-    private func post(_ completion: (() -> Void)?) {
+    private func post(_ completion: Completion?) {
         state.withLock { s in
             if let completion { s.completions.append(completion) } else { s.resultThreadDone = true }
         }
@@ -95,12 +119,20 @@ final class ThreadPoolCore: @unchecked Sendable {
         delivery.adoptCurrent()
         while true {
             completionsReady.acquire()
-            let (completion, done) = state.withLock { s -> ((() -> Void)?, Bool) in
+            let (completion, done) = state.withLock { s -> (Completion?, Bool) in
                 guard let next = s.completions.popFirst() else { return (nil, s.resultThreadDone) }
                 return (next, false)
             }
             if let completion {
-                completion()
+                completion.deliver()
+                if let observer {
+                    let duration = elapsed(since: completion.queued)
+                    if let error = completion.error {
+                        observer.taskFailed(after: duration, error: error)
+                    } else {
+                        observer.taskSucceeded(after: duration)
+                    }
+                }
                 state.withLock { s in
                     s.unsettled -= 1
                     if s.unsettled == 0 { idle.set() }
@@ -123,7 +155,9 @@ final class ThreadPoolCore: @unchecked Sendable {
             s.phase = .terminated
             return s.jobs.removeAll()
         }
-        for job in dropped { post(job.fail(.terminated)) }
+        for job in dropped {
+            post(Completion(deliver: job.fail(.terminated), queued: job.queued, error: PoolError.terminated))
+        }
         stopWorkers()
         if !delivery.isCurrent { stopped.wait() }
     }
@@ -145,4 +179,7 @@ final class ThreadPoolCore: @unchecked Sendable {
         }
         if first { jobsReady.release(threads) }  // one stop token each
     }
+
+    /// Jobs queued or running, not yet settled.
+    var unfinishedTasks: Int { state.withLock { $0.unsettled } }
 }
