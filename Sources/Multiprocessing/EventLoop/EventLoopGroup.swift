@@ -32,4 +32,11 @@ public final class EventLoopGroup: Sendable {
     public func shutdown() {
         for loop in loops { loop.shutdown() }
     }
+
+    /// ``shutdown()`` from async code: suspends until every loop's thread has ended, rather than
+    /// holding a thread of Swift's cooperative pool (call it from a task that is not on one of
+    /// these loops).
+    public func shutdownGracefully() async throws {
+        try await toThread { self.shutdown() }
+    }
 }

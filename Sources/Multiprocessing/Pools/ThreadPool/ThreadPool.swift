@@ -140,6 +140,23 @@ public final class ThreadPool: @unchecked Sendable {
     /// Fails every task that has not started with ``PoolError/terminated``, lets the running ones
     /// finish, and stops the threads.
     public func terminate() { core.terminate() }
+
+    /// Stops taking tasks and waits for the submitted ones to finish and the workers to end (as
+    /// ``close()`` then ``join(timeout:)``), suspending rather than holding a thread of Swift's
+    /// cooperative pool. If `timeout` passes first, or the calling task is cancelled, the pool is
+    /// terminated (see ``terminate()``): what had not finished fails with ``PoolError/terminated``.
+    /// - Returns: Whether every task finished before the timeout.
+    @discardableResult
+    public func shutdownGracefully(timeout: Duration? = nil) async throws -> Bool {
+        close()
+        let finished = try await withTaskCancellationHandler {
+            try await toThread { try self.join(timeout: timeout) }
+        } onCancel: {
+            self.terminate()
+        }
+        if !finished { terminate() }
+        return finished
+    }
 }
 
 extension Result {
