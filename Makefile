@@ -3,9 +3,10 @@ SWIFT ?= swift
 SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
 FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources Scripts \
-	Integrations/Distributed/Package.swift Integrations/Distributed/Sources Integrations/Distributed/Tests
+	Integrations/Distributed/Package.swift Integrations/Distributed/Sources Integrations/Distributed/Tests \
+	Integrations/Services/Package.swift Integrations/Services/Sources Integrations/Services/Tests
 
-.PHONY: all deps deps-distributed test-distributed bench-distributed build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
+.PHONY: all deps deps-distributed test-distributed test-services bench-distributed build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
 	snippets clean
 
 all: build
@@ -37,7 +38,14 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS)
+	$(MAKE) test-services
 	$(MAKE) test-distributed
+
+# The library in a server (Integrations/Services, a package of its own: swift-service-lifecycle,
+# swift-log and swift-metrics stay off the library's graph): its services, logger and metrics adapter.
+test-services: deps
+	$(SWIFT) build --package-path Integrations/Services --build-tests
+	$(SWIFT) test --package-path Integrations/Services --skip-build
 
 # The distributed pool (Integrations/Distributed, a package of its own: postgres-nio stays off the
 # library's graph) needs a PostgreSQL server and iproute2 (the multi-host test's namespaces); the
@@ -126,4 +134,4 @@ format:
 	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
 
 clean:
-	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD) Integrations/Distributed/.build
+	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD) Integrations/Distributed/.build Integrations/Services/.build
