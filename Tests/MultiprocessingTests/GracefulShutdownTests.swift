@@ -39,7 +39,17 @@ struct GracefulShutdownTests {
         let gate = Event()
         let running = pool.applyAsync { try gate.wait(timeout: .seconds(30)) }
         let queued = pool.applyAsync { 1 }
-        let shutdown = Task { try await pool.shutdownGracefully(timeout: .seconds(60)) }
+        // On a loop of its own, not on Swift's cooperative pool: other tests may hold both of that
+        // pool's threads, and a shutdown that had not started before the gate opened let the queued
+        // task run (as a drain does) before the cancellation came.
+        let loop = try EventLoop(name: "shutdown-test")
+        defer { loop.shutdown() }
+        let started = Event()
+        let shutdown = Task(executorPreference: loop) {
+            try started.set()
+            return try await pool.shutdownGracefully(timeout: .seconds(60))
+        }
+        #expect(try await started.wait(timeout: .seconds(30)))
         usleep(100_000)
         // The running task finishes once the gate opens (a thread cannot be killed); cancelling waits
         // for it, so the gate opens on a thread of its own.
