@@ -21,6 +21,11 @@ struct GracefulShutdownTests {
         #expect(throws: PoolError.closed) { try pool.apply(1) }
     }
 
+    // The two tests below time a shutdown against a task that is running. Each runs on a loop of
+    // its own, not on Swift's cooperative pool: the suite's synchronous tests can hold both of that
+    // pool's threads for tens of seconds, and a test resumed that late saw the running task end by
+    // itself first (30 s) and the queued one run as a drain does.
+
     @Test("a process pool past its timeout is terminated: what had not finished fails")
     func processPoolTimeout() async throws {
         let pool = try ProcessPool<Int, Int>(processes: 1) { x in
@@ -28,39 +33,44 @@ struct GracefulShutdownTests {
             return x
         }
         let handle = pool.applyAsync(1)
-        #expect(try await pool.shutdownGracefully(timeout: .milliseconds(200)) == false)
+        let loop = try EventLoop(name: "timeout-test")
+        defer { loop.shutdown() }
+        let finished = try await Task(executorPreference: loop) {
+            try await pool.shutdownGracefully(timeout: .milliseconds(200))
+        }.value
+        #expect(finished == false)
         #expect(throws: PoolError.terminated) { try handle.get(timeout: .seconds(30)) }
         #expect(pool.workerPIDs.isEmpty)
     }
 
     @Test("cancelling the task that shuts a thread pool down terminates it")
     func threadPoolCancelled() async throws {
-        let pool = try ThreadPool(threads: 1)
-        let gate = Event()
-        let running = pool.applyAsync { try gate.wait(timeout: .seconds(30)) }
-        let queued = pool.applyAsync { 1 }
-        // On a loop of its own, not on Swift's cooperative pool: other tests may hold both of that
-        // pool's threads, and a shutdown that had not started before the gate opened let the queued
-        // task run (as a drain does) before the cancellation came.
         let loop = try EventLoop(name: "shutdown-test")
         defer { loop.shutdown() }
-        let started = Event()
-        let shutdown = Task(executorPreference: loop) {
-            try started.set()
-            return try await pool.shutdownGracefully(timeout: .seconds(60))
-        }
-        #expect(try await started.wait(timeout: .seconds(30)))
-        usleep(100_000)
-        // The running task finishes once the gate opens (a thread cannot be killed); cancelling waits
-        // for it, so the gate opens on a thread of its own.
-        let opener = Multiprocessing.Thread {
-            usleep(300_000)
-            try gate.set()
-        }
-        try opener.start()
-        shutdown.cancel()
-        _ = try? await shutdown.value
-        _ = try opener.join(timeout: .seconds(30))
+        let (running, queued) = try await Task(executorPreference: loop) {
+            let pool = try ThreadPool(threads: 1)
+            let gate = Event()
+            let running = pool.applyAsync { try gate.wait(timeout: .seconds(30)) }
+            let queued = pool.applyAsync { 1 }
+            let started = Event()
+            let shutdown = Task(executorPreference: loop) {
+                try started.set()
+                return try await pool.shutdownGracefully(timeout: .seconds(60))
+            }
+            #expect(try await started.wait(timeout: .seconds(30)))
+            try await sleep(for: .milliseconds(100))  // the shutdown waits for the running task
+            // The running task finishes once the gate opens (a thread cannot be killed); cancelling
+            // waits for it, so the gate opens on a thread of its own.
+            let opener = Multiprocessing.Thread {
+                usleep(300_000)
+                try gate.set()
+            }
+            try opener.start()
+            shutdown.cancel()
+            _ = try? await shutdown.value
+            _ = try opener.join(timeout: .seconds(30))
+            return (running, queued)
+        }.value
         #expect(try running.get(timeout: .seconds(30)) == true)
         #expect(throws: PoolError.terminated) { try queued.get(timeout: .seconds(30)) }
     }

@@ -193,23 +193,28 @@ struct ProcessTests {
 
     @Test("without a pidfd, join keeps its timeout and does not hold the process's state while it waits")
     func joinWithoutPidfd() throws {
-        // start() closes the pidfds of children it reaps, which can free a descriptor: try again then.
-        var started: Process?
-        for _ in 0..<5 where started == nil {
-            _ = Process.activeChildren  // reap what has finished before taking every descriptor
-            let p = Process { try sleep(for: .seconds(3)) }  // ends by itself: a bug fails the test, never hangs it
-            try withoutSpareDescriptors { try p.start() }  // pidfd_open fails with EMFILE
-            if p.state.withLock({ $0.pidfd }) < 0 { started = p } else { try p.kill() }
+        // In a child: taking every descriptor of the test process would starve the tests beside it
+        // (a memfd_create or pipe2 of theirs failed with EMFILE under a limit of 1 024).
+        let code = try runInChild(timeout: .seconds(60)) {
+            // start() closes the pidfds of children it reaps, which can free a descriptor: try again then.
+            var started: Process?
+            for _ in 0..<5 where started == nil {
+                _ = Process.activeChildren  // reap what has finished before taking every descriptor
+                let p = Process { try sleep(for: .seconds(3)) }  // ends by itself: a bug fails the test, never hangs it
+                try withoutSpareDescriptors { try p.start() }  // pidfd_open fails with EMFILE
+                if p.state.withLock({ $0.pidfd }) < 0 { started = p } else { try p.kill() }
+            }
+            guard let p = started else { exit(2) }
+            guard try !p.join(timeout: .milliseconds(50)) else { exit(3) }
+            let joiner = Thread { try p.join() }
+            try joiner.start()
+            try sleep(for: .milliseconds(50))
+            guard p.isAlive else { exit(4) }  // read while the joiner waits: the state is not held across the wait
+            try p.kill()
+            guard try joiner.join(timeout: .seconds(10)) else { exit(5) }
+            exit(p.exitCode == -SIGKILL ? 0 : 6)
         }
-        let p = try #require(started)
-        #expect(try !p.join(timeout: .milliseconds(50)))
-        let joiner = Thread { try p.join() }
-        try joiner.start()
-        try sleep(for: .milliseconds(50))
-        #expect(p.isAlive)  // read while the joiner waits: the state is not held across the wait
-        try p.kill()
-        #expect(try joiner.join(timeout: .seconds(10)))
-        #expect(p.exitCode == -SIGKILL)
+        #expect(code == 0)
     }
 
     @Test(
