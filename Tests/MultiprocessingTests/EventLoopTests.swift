@@ -216,6 +216,33 @@ struct EventLoopTests {
         #expect(turns < 50)
     }
 
+    @Test("a loop shows its turns and its operations in flight to other threads")
+    func statistics() throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        #expect(try eventually { loop.operationsInFlight == 0 })
+        let release = Event()
+        let sleepers = Thread {
+            try loop.run { () async throws -> Void in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<10 { group.addTask { try await sleep(for: .seconds(30)) } }
+                    group.addTask { _ = try await release.wait(timeout: .seconds(30)) }
+                    try await group.next()  // the release: cancel the sleepers
+                    group.cancelAll()
+                }
+            }
+        }
+        try sleepers.start()
+        // Ten timers and the release's futex wait (or its helper thread's wake-up) are in flight.
+        #expect(try eventually { loop.operationsInFlight >= 10 })
+        let turns = loop.turns
+        #expect(turns > 0)
+        try release.set()
+        #expect(try sleepers.join(timeout: .seconds(30)))
+        #expect(try eventually { loop.operationsInFlight == 0 })
+        #expect(loop.turns > turns)
+    }
+
     @Test("an actor whose executor is a loop runs on the loop's thread")
     func actorOnLoop() async throws {
         let loop = try EventLoop()

@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -60,11 +61,16 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private var local: [Work] = []
     private var running: [Work] = []
     private var incoming: [Work] = []
-    private var inFlight = 0
+    private var inFlight = 0 {
+        didSet { inFlightShown.store(inFlight, ordering: .relaxed) }
+    }
     private var wakeArmed = true
     private(set) var stopping = false
-    /// Turns of the loop so far (tests check that a coroutine's calls cost no extra turns).
-    private(set) var turns = 0
+    private var turnsSoFar = 0
+    // Copies for other threads (metrics). Only the loop's thread writes them, with plain relaxed
+    // stores (no locked instruction on the loop's path); readers order against nothing.
+    private let turnsShown = Atomic<Int>(0)
+    private let inFlightShown = Atomic<Int>(0)
     private let completions = UnsafeMutablePointer<mp_completion_t>.allocate(capacity: 256)
 
     /// The serial executor that actors on this loop are isolated to. It is a separate object from
@@ -125,6 +131,15 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     /// Whether the caller runs on this loop's thread.
     public var inEventLoop: Bool { mp_loop_current() == Unmanaged.passUnretained(self).toOpaque() }
+
+    /// Turns the loop has made so far: each runs the jobs that are ready, submits the operations
+    /// they queued in one system call and takes the completions. Readable from any thread (for
+    /// metrics: turns per second show how busy the loop is).
+    public var turns: Int { turnsShown.load(ordering: .relaxed) }
+
+    /// Operations (timers, reads and writes, futex waits) handed to the kernel and not completed
+    /// yet. Readable from any thread.
+    public var operationsInFlight: Int { inFlightShown.load(ordering: .relaxed) }
 
     private static let sharedLoop = Result { () throws(EventLoopError) in try EventLoop(name: "EventLoop-shared") }
 
@@ -229,7 +244,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         mp_loop_set_current(Unmanaged.passUnretained(self).toOpaque())
         _ = mp_loop_start(ring)
         while true {
-            turns &+= 1
+            turnsSoFar &+= 1
+            turnsShown.store(turnsSoFar, ordering: .relaxed)
             swap(&local, &running)
             for work in running { handle(work) }
             running.removeAll(keepingCapacity: true)

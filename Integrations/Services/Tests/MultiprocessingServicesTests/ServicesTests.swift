@@ -62,6 +62,31 @@ struct ServicesTests {
         }
     }
 
+    @Test("the event loop metrics service samples each loop's turns and operations in flight until the shutdown")
+    func loopMetrics() async throws {
+        let metrics = TestMetrics()
+        let group = try EventLoopGroup(loopCount: 2)
+        defer { group.shutdown() }
+        let busy = group.loops[0]
+        let sleeper = Task(executorPreference: busy) { try await sleep(for: .seconds(60)) }  // one timer in flight
+        defer { sleeper.cancel() }
+        let service = EventLoopMetricsService(group, interval: .milliseconds(10), factory: metrics)
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await service.run() }
+                let gauge = { (name: String) in
+                    try? metrics.expectGauge("multiprocessing_event_loop_operations_in_flight", [("loop", name)])
+                }
+                #expect(await eventuallyAsync { gauge(busy.name)?.lastValue == 1 })
+                #expect(await eventuallyAsync { gauge(group.loops[1].name)?.lastValue == 0 })
+                let turns = try metrics.expectCounter("multiprocessing_event_loop_turns_total", [("loop", busy.name)])
+                #expect(await eventuallyAsync { turns.totalValue > 0 && turns.totalValue <= Int64(busy.turns) })
+                trigger.triggerGracefulShutdown()
+                try await tasks.waitForAll()  // the service ends at the shutdown
+            }
+        }
+    }
+
     @Test("the metrics adapter counts tasks, failures, deaths and replacements, with the pool's name")
     func metrics() throws {
         let metrics = TestMetrics()
@@ -135,4 +160,14 @@ func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool
         usleep(1000)
     }
     return try condition()
+}
+
+/// Polls `condition` every 5 ms for up to `timeout`, suspending between polls.
+func eventuallyAsync(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let end = ContinuousClock.now + timeout
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return try await condition()
 }
