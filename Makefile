@@ -4,9 +4,11 @@ SWIFT_TEST_FLAGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
 FORMAT_PATHS := Package.swift Sources Tests Examples Benchmarks/Package.swift Benchmarks/Sources Scripts \
 	Integrations/Distributed/Package.swift Integrations/Distributed/Sources Integrations/Distributed/Tests \
-	Integrations/Services/Package.swift Integrations/Services/Sources Integrations/Services/Tests
+	Integrations/Services/Package.swift Integrations/Services/Sources Integrations/Services/Tests \
+	Integrations/PrimeServer/Package.swift Integrations/PrimeServer/Sources
 
-.PHONY: all deps deps-distributed test-distributed test-services bench-distributed build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
+.PHONY: all deps deps-distributed deps-server test-distributed test-services bench-distributed bench-server \
+	prime-server load-test load-test-quick build test test-sanitize test-tsan test-asan fuzz examples bench readme-results lint format docs \
 	snippets clean
 
 all: build
@@ -105,6 +107,7 @@ bench: deps
 	$(SWIFT) build -c release --package-path Benchmarks --product multiprocessing-bench
 	$(BENCH_BUILD)/release/multiprocessing-bench $(ARGS)
 	$(MAKE) bench-distributed QUICK=$(if $(findstring --quick,$(ARGS)),1,)
+	$(MAKE) bench-server QUICK=$(if $(findstring --quick,$(ARGS)),1,)
 
 # The distributed suite: tasks/s and enqueue-to-result latency with 1, 2 and 4 local worker
 # processes, beside procrastinate on the same server, in the same run; rows in
@@ -114,6 +117,30 @@ bench-distributed: deps deps-distributed
 	@python3 -c 'import procrastinate' 2>/dev/null || { echo "make bench-distributed: installing procrastinate"; \
 		python3 -m pip install --quiet procrastinate >/dev/null 2>&1 || echo "make bench-distributed: no procrastinate"; }
 	Integrations/Distributed/Scripts/bench-distributed $(SWIFT) $(if $(QUICK),quick,full)
+
+# A real service (Integrations/PrimeServer, a package of its own: Hummingbird and swift-prometheus
+# stay off the library's graph): an HTTP server whose CPU-heavy endpoint runs in a forkserver
+# ProcessPool, driven from outside by wrk (Debian's package).
+deps-server:
+	@command -v wrk >/dev/null || { echo "make deps-server: installing wrk"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+prime-server: deps deps-server
+	$(SWIFT) build -c release --package-path Integrations/PrimeServer --product prime-server
+
+# 30 s of wrk (64 connections) while a worker is SIGKILLed every second, then SIGTERM during load:
+# every promise is checked (see the script); figures in bench-results/load-test.md. The quick form
+# (8 s) runs in CI.
+load-test: prime-server
+	Integrations/PrimeServer/Scripts/prime-server-harness load-test
+
+load-test-quick: prime-server
+	Integrations/PrimeServer/Scripts/prime-server-harness load-test --quick
+
+# The CPU-heavy endpoint's requests/s with the work in a ProcessPool, a ThreadPool, inline and in
+# Task.detached, and a trivial endpoint's p99 beside it; bench-results/server.{md,json}.
+bench-server: prime-server
+	Integrations/PrimeServer/Scripts/prime-server-harness bench $(if $(QUICK),--quick,)
 
 # Copies bench-results/latest.md (the last full `make bench`) into the README's results section.
 readme-results:
@@ -134,4 +161,5 @@ format:
 	$(SWIFT) format format --in-place --recursive $(FORMAT_PATHS)
 
 clean:
-	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD) Integrations/Distributed/.build Integrations/Services/.build
+	rm -rf .build .build-tsan .build-asan .build-fuzz .build-snippets $(BENCH_BUILD) Integrations/Distributed/.build Integrations/Services/.build \
+		Integrations/PrimeServer/.build
