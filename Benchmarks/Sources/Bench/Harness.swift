@@ -105,16 +105,22 @@ struct Machine: Codable {
 }
 
 /// Runs a shell command and returns its standard output, trimmed.
+///
+/// Through popen (the C library's posix_spawn of /bin/sh), not Foundation.Process: children that
+/// Foundation.Process started ran the engine's loopback TCP round trips about 3× slower (measured
+/// in the sync-vs-async suite; the Python and Task children were not affected), and a benchmark's
+/// child must run as it would from a shell.
 func shell(_ command: String) -> String {
-    let task = Foundation.Process()
-    task.executableURL = URL(fileURLWithPath: "/bin/sh")
-    task.arguments = ["-c", command]
-    let pipe = Pipe()
-    task.standardOutput = pipe
-    do { try task.run() } catch { return "" }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    task.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    guard let stream = popen(command, "r") else { return "" }
+    var output: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, stream)
+        if n == 0 { break }
+        output += chunk[0..<n]
+    }
+    pclose(stream)
+    return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 enum BenchError: Error, CustomStringConvertible {
