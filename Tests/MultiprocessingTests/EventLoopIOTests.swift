@@ -1,3 +1,5 @@
+import CMultiprocessing
+import Synchronization
 import SystemPackage
 import Testing
 
@@ -99,6 +101,93 @@ struct EventLoopIOTests {
             try await server.value
             try await listener.close()
         }
+    }
+
+    @Test("small receives use the loop's ring buffers, which come back: 3 000 round trips, every byte in order")
+    func ringBuffersComeBack() async throws {
+        let loop = try EventLoop(name: "ring-buffers")
+        defer { loop.shutdown() }
+        let before = loop.receivesIntoRingBuffers
+        try await onLoop(loop) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let server = Task(executorPreference: loop) {
+                let connection = try await listener.accept()
+                while true {
+                    let bytes = try await connection.receive(upTo: 64)
+                    if bytes.isEmpty { break }
+                    try await connection.send(bytes)
+                }
+                try await connection.close()
+            }
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            for i in 0..<3000 {
+                let message = (0..<48).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+                try await client.send(message)
+                #expect(try await client.receive(exactly: 48) == message)
+            }
+            // A receive larger than a ring buffer takes a buffer of its own, and is whole.
+            let large = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            try await client.send(large)
+            #expect(try await client.receive(exactly: large.count) == large)
+            try await client.close()
+            try await server.value
+            try await listener.close()
+        }
+        // Both sides' small receives (6 000 or so): far more than the ring's 256 buffers.
+        #expect(loop.receivesIntoRingBuffers - before >= 6000)
+    }
+
+    @Test("more receives complete at once than the ring has buffers: the rest fall back, no byte lost")
+    func ringBuffersRunOut() async throws {
+        let loop = try EventLoop(name: "ring-buffers-run-out")
+        defer { loop.shutdown() }
+        let clients = 600
+        let pattern: @Sendable (Int) -> [UInt8] = { i in (0..<40).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) } }
+        let (tookBuffers, good) = try await onLoop(loop) { () async throws -> (Int, Int) in
+            // Two buffers, not 256: the kernel posts a burst's completions a few dozen at a time, and
+            // the loop gives buffers back between those batches, so 256 never run out here.
+            #expect(mp_testing_loop_recv_buffers(loop.ring, 2) == 0)
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0, backlog: 1024)
+            let acceptor = Task(executorPreference: loop) {
+                var accepted: [TCPConnection] = []
+                for _ in 0..<clients { accepted.append(try await listener.accept()) }
+                return accepted
+            }
+            var connections: [TCPConnection] = []
+            for _ in 0..<clients {
+                connections.append(try await TCPConnection.connect(host: "127.0.0.1", port: listener.port))
+            }
+            let accepted = try await acceptor.value
+            let readers = connections.enumerated().map { (i, c) in
+                Task(executorPreference: loop) { try await c.receive(exactly: 40) == pattern(i) }
+            }
+            // Every reader's receive is in the kernel before a byte is sent.
+            while loop.operationsInFlight < clients { await Task.yield() }
+            let before = loop.receivesIntoRingBuffers
+            // A thread sends to every client while this job holds the loop's thread, so every
+            // receive completes before the loop can give a buffer back.
+            let fds = try accepted.map { try $0.descriptor.get() }
+            let sent = Atomic<Bool>(false)
+            let sender = Multiprocessing.Thread {
+                for (i, fd) in fds.enumerated() {
+                    let bytes = pattern(i)
+                    guard Glibc.send(fd, bytes, bytes.count, 0) == bytes.count else { fatalError("send") }
+                }
+                sent.store(true, ordering: .releasing)
+            }
+            try sender.start()
+            while !sent.load(ordering: .acquiring) { sched_yield() }
+            usleep(50_000)  // the last bytes reach their sockets
+            _ = try sender.join(timeout: .seconds(30))
+            var good = 0
+            for reader in readers where try await reader.value { good += 1 }
+            let took = loop.receivesIntoRingBuffers - before
+            for c in connections + accepted { try await c.close() }
+            try await listener.close()
+            return (took, good)
+        }
+        #expect(good == clients)
+        #expect(tookBuffers < clients, "no receive found the ring empty: the fallback went untested")
     }
 
     @Test("connect refused, a closed socket, and a receive that times out give typed errors")

@@ -54,7 +54,7 @@ struct GracefulShutdownTests {
             let queued = pool.applyAsync { 1 }
             let started = Event()
             let shutdown = Task(executorPreference: loop) {
-                try started.set()
+                started.set()
                 return try await pool.shutdownGracefully(timeout: .seconds(60))
             }
             #expect(try await started.wait(timeout: .seconds(30)))
@@ -63,7 +63,7 @@ struct GracefulShutdownTests {
             // waits for it, so the gate opens on a thread of its own.
             let opener = Multiprocessing.Thread {
                 usleep(300_000)
-                try gate.set()
+                gate.set()
             }
             try opener.start()
             shutdown.cancel()

@@ -104,6 +104,25 @@ int32_t mp_loop_send(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd,
 int32_t mp_loop_recv(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, void *_Nonnull buffer,
                      uint32_t length);
 
+// MARK: - Provided receive buffers (uring_recv_buffers.c)
+
+/// The loop's receive buffers: how many, and the size of each (the most a selected receive takes).
+#define MP_RECV_BUFFERS 256u
+#define MP_RECV_BUFFER_SIZE 4096u
+/// The completion flag that says a receive took one of the loop's buffers (IORING_CQE_F_BUFFER).
+#define MP_LOOP_CQE_BUFFER 1u
+
+/// A receive of up to `length` bytes (at most MP_RECV_BUFFER_SIZE) into a buffer the kernel picks
+/// from the loop's ring when data arrives. The completion names the buffer in its flags: read it
+/// with mp_loop_recv_buffer, then give it back with mp_loop_recv_release, on the loop's thread,
+/// before the next turn. -EOPNOTSUPP where the kernel has no buffer rings; a completion of -ENOBUFS
+/// when every buffer is taken (then queue a plain mp_loop_recv). Loop thread only.
+int32_t mp_loop_recv_selected(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, uint32_t length);
+/// The buffer a completion with `cqe_flags` filled, or NULL if it took none.
+const uint8_t *_Nullable mp_loop_recv_buffer(const mp_loop_t *_Nonnull loop, uint32_t cqe_flags);
+/// Gives the buffer a completion took back to the kernel (nothing if it took none). Loop thread only.
+void mp_loop_recv_release(mp_loop_t *_Nonnull loop, uint32_t cqe_flags);
+
 // MARK: - Sockets (uring_net.c)
 
 /// Room for any socket address (struct sockaddr_storage).

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "mp_base.h"
+#include "mp_loop.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -28,6 +29,13 @@ int32_t mp_fault_arm(uint32_t point);
 
 /// Arms `point` to fire on its pass number `passes + 1` (0: the next pass, as mp_fault_arm).
 int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
+
+// MARK: - Event loop (tests)
+
+/// Gives `loop`'s receive ring `count` buffers (a power of two, at most MP_RECV_BUFFERS) instead
+/// of MP_RECV_BUFFERS, so that a test can run them out. Only before the loop's first receive, from
+/// the loop's thread; returns 0, or -EINVAL.
+int32_t mp_testing_loop_recv_buffers(mp_loop_t *_Nonnull loop, uint32_t count);
 
 /// 1 in a ThreadSanitizer build of the C target: tests that fork closure children from several
 /// threads at once (TSan's own locks are not fork-safe there) run only in the other builds.

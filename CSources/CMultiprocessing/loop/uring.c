@@ -133,6 +133,7 @@ mp_loop_t *mp_loop_create(uint32_t entries, int32_t *error) {
 
 void mp_loop_destroy(mp_loop_t *l) {
     io_uring_queue_exit(&l->ring);
+    mp_loop_recv_buffers_free(l);
     close(l->event_fd);
     free(l->times);
     free(l);

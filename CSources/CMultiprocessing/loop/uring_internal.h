@@ -19,7 +19,17 @@ struct mp_loop {
     int taskrun_flag; // created with IORING_SETUP_TASKRUN_FLAG (see mp_loop_enter)
     int under_valgrind; // waits in slices and yields (see mp_loop_enter)
     uint64_t wake_value; // the eventfd read's buffer
+    // The provided receive buffers (uring_recv_buffers.c, their owner): 0 not set up yet, 1 on,
+    // -1 unavailable.
+    int recv_state;
+    unsigned recv_count; // buffers in the ring: MP_RECV_BUFFERS (a test may ask for fewer)
+    struct io_uring_buf_ring *recv_ring; // and the buffers after it, in one mapping
+    unsigned char *recv_memory;
+    size_t recv_bytes;
 };
+
+/// Unmaps the receive buffers, once the ring is gone (uring_recv_buffers.c).
+void mp_loop_recv_buffers_free(struct mp_loop *l);
 
 /// A free submission entry, flushing the queue to the kernel first if fewer than `need` are left
 /// (a futex wait and its linked timeout must not be split across two submissions). NULL if the

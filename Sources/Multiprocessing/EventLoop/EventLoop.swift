@@ -67,6 +67,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private var wakeArmed = true
     private(set) var stopping = false
     private var turnsSoFar = 0
+    /// Receives that completed into one of the loop's ring buffers (tests check that buffers
+    /// come back: without that, no more than MP_RECV_BUFFERS could).
+    private(set) var receivesIntoRingBuffers = 0
     // Copies for other threads (metrics). Only the loop's thread writes them, with plain relaxed
     // stores (no locked instruction on the loop's path); readers order against nothing.
     private let turnsShown = Atomic<Int>(0)
@@ -350,6 +353,15 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeRetainedValue()
             inFlight -= 1
             var result = c.result
+            if c.flags & MP_LOOP_CQE_BUFFER != 0 {
+                // A receive into one of the loop's buffers: copy the bytes out and give the buffer
+                // back now, before any other job runs (the awaiter may be on another thread).
+                if result > 0, let bytes = mp_loop_recv_buffer(ring, c.flags) {
+                    op.received = Array(UnsafeBufferPointer(start: bytes, count: Int(result)))
+                }
+                receivesIntoRingBuffers &+= 1
+                mp_loop_recv_release(ring, c.flags)
+            }
             if result == -ECANCELED && stopping && !op.cancelRequested { result = LoopOperation.shutDownResult }
             op.finish(result)
         }

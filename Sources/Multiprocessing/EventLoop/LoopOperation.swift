@@ -29,6 +29,9 @@ final class LoopOperation: @unchecked Sendable {
     var submitted = false
     var cancelRequested = false
     private(set) var finished = false
+    /// The bytes of a receive that took one of the loop's buffers, copied out at its completion
+    /// (set on the loop's thread before `finish`; read by the awaiter after it resumed).
+    var received: [UInt8] = []
 
     init(_ prepare: @escaping Prepare) { entry = .prepared(prepare) }
     init(timeoutAt deadline: Int64) { entry = .timeout(deadline: deadline) }

@@ -1,6 +1,10 @@
 import CMultiprocessing
 import SystemPackage
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A listening TCP socket whose connections are accepted through the event loop's io_uring.
 ///
 /// ```swift
@@ -85,12 +89,25 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Receives what has arrived, up to `maxBytes` (waiting for at least one byte); an empty array
     /// once the peer has closed its side.
+    ///
+    /// Up to 4 096 bytes (`MP_RECV_BUFFER_SIZE`) arrive in a buffer the kernel picks from the
+    /// loop's ring when the data comes: a receive that waits holds no memory, and the only
+    /// allocation is the returned array. Larger receives, and receives that find every buffer of
+    /// the ring taken, use a buffer of their own.
     nonisolated(nonsending) public func receive(upTo maxBytes: Int = 65536) async throws -> [UInt8] {
         guard maxBytes > 0 else { throw IOError.invalidArgument("maxBytes \(maxBytes)") }
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
-        let buffer = IOBuffer(count: maxBytes)
         let length = UInt32(clamping: maxBytes)
+        if maxBytes <= Int(MP_RECV_BUFFER_SIZE) {
+            let op = LoopOperation { ring, ud in mp_loop_recv_selected(ring, ud, fd, length) }
+            let n = try await loop.perform(op)
+            if n != -ENOBUFS && n != -EOPNOTSUPP {
+                _ = try ioCount(n, "recv")
+                return op.received
+            }
+        }
+        let buffer = IOBuffer(count: maxBytes)
         let n = try ioCount(await loop.perform { ring, ud in mp_loop_recv(ring, ud, fd, buffer.base, length) }, "recv")
         return buffer.bytes(n)
     }
