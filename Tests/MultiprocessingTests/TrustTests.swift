@@ -78,6 +78,40 @@ struct TrustTests {
         #expect(job[3] == 1)
     }
 
+    @Test("a bootstrap payload reads back as written; every truncation, stray byte and bad field is a typed error")
+    func bootstrapPayloadIsValidated() throws {
+        let child = ChildPayload(
+            target: "täget", argument: [0, 1, 255], name: "child-1", daemon: true, dieWithParent: false,
+            parentPID: 4242, regions: [RegionDescriptor(id: 7, fd: 9, size: 1 << 20)], tracker: 5)
+        var bare = child
+        (bare.regions, bare.tracker, bare.argument, bare.name) = ([], nil, [], "")
+        let server = BootstrapPayload.forkServer(ForkServerSetup(socket: 3, client: 99))
+        for payload in [BootstrapPayload.child(child), .child(bare), server] {
+            let bytes = payload.encoded()
+            #expect(try BootstrapPayload(decoding: bytes) == payload)
+            for length in 0..<bytes.count {  // every proper prefix: refused, never read past
+                #expect(throws: BinaryCodingError.self) { try BootstrapPayload(decoding: Array(bytes[..<length])) }
+            }
+            #expect(throws: BinaryCodingError.self) { try BootstrapPayload(decoding: bytes + [0]) }
+        }
+        let good = BootstrapPayload.child(child).encoded()
+        func altered(_ offset: Int, _ value: UInt8) -> [UInt8] {
+            var bytes = good
+            bytes[offset] = value
+            return bytes
+        }
+        let flags = 8 + 1 + (4 + 6) + (4 + 3) + (4 + 7)  // magic, kind, target, argument, name
+        let regionCount = flags + 1 + 4 + 4
+        for (bytes, what) in [
+            (altered(0, 0), "magic"), (altered(8, 3), "kind"), (altered(8 + 1 + 4, 0xFF), "UTF-8"),
+            (altered(flags, 8), "flags"), (altered(regionCount + 3, 0x7F), "a region count the input cannot hold"),
+            (altered(regionCount + 4 + 12 + 7, 0x80), "a region size above Int.max"),
+        ] {
+            #expect(throws: BinaryCodingError.self, "\(what)") { try BootstrapPayload(decoding: bytes) }
+        }
+        #expect(throws: BinaryCodingError.truncated) { try BootstrapPayload(decoding: altered(8 + 1 + 3, 0x40)) }
+    }
+
     @Test("attach refuses a named region another user owns or may open, unless asked")
     func attachChecksOwnerAndMode() throws {
         let name = "mp-trust-\(getpid())"

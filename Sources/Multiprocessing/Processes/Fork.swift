@@ -177,9 +177,13 @@ extension Fork {
         let sample = ChildPayload(
             target: "", argument: [0], name: "", daemon: false, dieWithParent: false, parentPID: 0,
             regions: [RegionDescriptor(id: 0, fd: -1, size: 0)], tracker: -1)
-        if let bytes = try? SpawnCoding.encode(BootstrapPayload.child(sample)) {
-            _ = try? SpawnCoding.decode(BootstrapPayload.self, from: bytes)
-        }
+        _ = try? BootstrapPayload(decoding: BootstrapPayload.child(sample).encoded())
+        // A child runs its target in an immediate task. The first task of a process sets up the
+        // concurrency runtime's state (its allocator, the task-local and executor lookups): one
+        // started and finished here, which never suspends and so starts no thread, leaves that done.
+        let started = LocalEvent()
+        Task.immediate { started.set() }
+        started.wait()
         // The library's types that children are handed most (locks and the like decode a handle).
         let handle = SharedHandle(region: 0, slot: 0, generation: 0, kind: 0)
         if let bytes = try? SpawnCoding.encode(handle) { _ = try? SpawnCoding.decode(SharedHandle.self, from: bytes) }

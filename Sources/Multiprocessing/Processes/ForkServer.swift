@@ -94,11 +94,7 @@ enum ForkServer {
         let pid: Int32
         do throws(ProcessError) {
             let setup = ForkServerSetup(socket: serverEnd, client: mp_process_id())
-            let bytes: [UInt8]
-            do { bytes = try SpawnCoding.encode(BootstrapPayload.forkServer(setup)) } catch {
-                throw ProcessError.argumentEncoding(String(describing: error))
-            }
-            let payload = try ChildLaunch.memfd(holding: bytes)
+            let payload = try ChildLaunch.memfd(holding: BootstrapPayload.forkServer(setup).encoded())
             defer { closeDescriptor(payload) }
             pid = try Spawn.start(payload: payload, keeping: [serverEnd, payload], executable: executable)
             closeDescriptor(serverEnd)  // the server has its own
@@ -132,7 +128,7 @@ enum ForkServer {
         let fd = mp_server_request_fd(&request, request.fd_count &- 1)  // the payload comes last
         guard fd >= 0,
             let bytes = Spawn.readPayload(fd),
-            case .child(let payload) = try? SpawnCoding.decode(BootstrapPayload.self, from: bytes)
+            case .child(let payload) = try? BootstrapPayload(decoding: bytes)
         else {
             writeError("multiprocessing forkserver: a child's request could not be read\n")
             mp_exit_child(1)
@@ -166,7 +162,7 @@ extension ForkServer {
 }
 
 /// What the forkserver is told at bootstrap: its end of the socketpair and its client's pid.
-struct ForkServerSetup: Codable {
+struct ForkServerSetup: Equatable {
     var socket: Int32
     var client: Int32
 }

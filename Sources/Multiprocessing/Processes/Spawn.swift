@@ -93,7 +93,7 @@ public enum Spawn {
         closeDescriptor(fd)
         let payload: BootstrapPayload
         do {
-            payload = try SpawnCoding.decode(BootstrapPayload.self, from: bytes)
+            payload = try BootstrapPayload(decoding: bytes)
         } catch {
             writeError("multiprocessing bootstrap failed: \(error)\n")
             exit(1)
@@ -203,29 +203,6 @@ public enum Spawn {
     }
 }
 
-/// What a child started by spawn or by the forkserver is told: which target to run, with which
-/// argument, and the shared regions it was given.
-struct ChildPayload: Codable {
-    var target: String
-    var argument: [UInt8]
-    var name: String
-    var daemon: Bool
-    /// Spawn: a daemon asks for SIGKILL when its parent dies. The forkserver's children do not: the
-    /// server kills its daemon children when the client dies (see forkserver.c).
-    var dieWithParent: Bool
-    var parentPID: Int32
-    var regions: [RegionDescriptor]
-    /// The write end of the program's resource tracker, kept open for the child, so that named
-    /// regions it creates are cleaned up with the program's (nil: none could be started).
-    var tracker: Int32?
-}
-
-/// What the program started again finds at bootstrap: a child to run, or a forkserver to be.
-enum BootstrapPayload: Codable {
-    case child(ChildPayload)
-    case forkServer(ForkServerSetup)
-}
-
 /// A ``ChildLaunch`` held by reference, for a batch of them (``Process/startAll(_:)``).
 final class PreparedLaunch {
     let launch: ChildLaunch
@@ -254,7 +231,6 @@ struct ChildLaunch: ~Copyable {
     /// `dieWithParent` may apply, else of the forkserver.
     init(_ request: TargetRequest, name: String, daemon: Bool, spawned: Bool) throws(ProcessError) {
         let references = SpawnReferences()
-        let bytes: [UInt8]
         let argument: [UInt8]
         do {
             argument = try SpawnReferences.$current.withValue(references) { try request.argument() }
@@ -263,15 +239,11 @@ struct ChildLaunch: ~Copyable {
         }
         let regions = references.regions
         let tracker = ResourceTracker.inheritableDescriptor
-        do {
-            let payload = ChildPayload(
-                target: request.target, argument: argument, name: name, daemon: daemon,
-                dieWithParent: spawned && daemon, parentPID: mp_process_id(),
-                regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) }, tracker: tracker)
-            bytes = try SpawnCoding.encode(BootstrapPayload.child(payload))
-        } catch {
-            throw .argumentEncoding(String(describing: error))
-        }
+        let child = ChildPayload(
+            target: request.target, argument: argument, name: name, daemon: daemon,
+            dieWithParent: spawned && daemon, parentPID: mp_process_id(),
+            regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) }, tracker: tracker)
+        let bytes = BootstrapPayload.child(child).encoded()
         let fd = try ChildLaunch.memfd(holding: bytes)
         payload = fd
         self.regions = regions
@@ -314,8 +286,8 @@ final class SpawnReferences: @unchecked Sendable {
     var descriptors: [Int32] { found.withLock { Array($0.descriptors) } }
 }
 
-/// The encoding of bootstrap payloads and child arguments: the library's binary coding, whose type
-/// fingerprint also refuses a payload of another type (decoding it is on every child's start path).
+/// The encoding of child arguments: the library's binary coding, whose type
+/// fingerprint also refuses an argument of another type (decoding it is on every child's start path).
 enum SpawnCoding {
     static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
         try BinaryCoding.encode(value)

@@ -54,7 +54,7 @@ func checked(_ result: Int32, _ function: String) throws(SharedMemoryError) -> I
 }
 
 /// What a spawned child needs to map a parent's region: its id, descriptor and size.
-struct RegionDescriptor: Codable, Sendable {
+struct RegionDescriptor: Codable, Equatable, Sendable {
     var id: UInt64
     var fd: Int32
     var size: Int
