@@ -36,7 +36,8 @@ func fuzzOne(_ input: UnsafeRawBufferPointer) {
     switch selector % 4 {
     case 0: decode(Record.self, body)
     case 1: decode([Shape].self, body)
-    case 2: _ = try? BootstrapPayload(decoding: body)
+    case 2:
+        _ = try? BootstrapPayload(decoding: withUnsafeBytes(of: BootstrapPayload.magic.littleEndian, Array.init) + body)
     default: fuzzRing(body)
     }
 }

@@ -237,6 +237,11 @@ struct ChildLaunch: ~Copyable {
         } catch {
             throw .argumentEncoding(String(describing: error))
         }
+        // The payload stores lengths as UInt32, and a child reads at most `maximumPayload` bytes.
+        guard argument.count <= Spawn.maximumPayload else {
+            throw .argumentEncoding(
+                "\(argument.count) bytes: a child's argument may take at most \(Spawn.maximumPayload)")
+        }
         let regions = references.regions
         let tracker = ResourceTracker.inheritableDescriptor
         let child = ChildPayload(
