@@ -329,6 +329,38 @@ struct QueueLaneTests {
         #expect(acks.atomicLoad(1) == 0, "\(acks.atomicLoad(1)) rounds found no sleeper")
     }
 
+    @Test("a producer asleep on a full lane is woken by a get, 200 times in a row")
+    func fullLaneProducerWokenByGet() throws {
+        // The smallest ring: lanes of 64 slots. The producer fills its lane, then each round puts
+        // one more, which waits for room; the consumer takes one message (a lane get's straight
+        // path, inline in Queue.get) once the producer sleeps on `space_seq`, at once or later.
+        let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
+        let slots = 64
+        let done = try SharedCounters(count: 2)  // [0] puts returned, [1] rounds with no sleeper seen
+        let producer = Thread {
+            for i in 0..<(slots + Self.wakeRounds) {
+                do { try q.put(i, timeout: .seconds(20)) } catch { return }
+                done.atomicStore(0, i + 1)
+            }
+        }
+        try producer.start()
+        #expect(eventually(timeout: .seconds(20)) { done.atomicLoad(0) == slots })
+        for r in 0..<Self.wakeRounds {
+            let asleep = eventually(timeout: .seconds(10)) { sleepers(q, \.space_sleepers) > 0 }
+            if !asleep { done.atomicStore(1, done.atomicLoad(1) + 1) }
+            let delay: UInt32 = [0, 200, 1000, 5000][r % 4]
+            if delay > 0 { usleep(delay) }
+            #expect(try q.get(timeout: .seconds(10)) == r)
+            // The put waiting for that slot returns: a lost wake-up would hold it for 20 s.
+            #expect(eventually(timeout: .seconds(10)) { done.atomicLoad(0) == slots + r + 1 }, "round \(r)")
+            if done.atomicLoad(0) != slots + r + 1 { break }
+        }
+        #expect(try producer.join(timeout: .seconds(30)))
+        #expect(done.atomicLoad(1) == 0, "\(done.atomicLoad(1)) rounds found no sleeper")
+        for i in Self.wakeRounds..<(slots + Self.wakeRounds) { #expect(try q.get(timeout: .seconds(10)) == i) }
+        #expect(q.count == 0)
+    }
+
     /// The consumer's side: takes round r's item, then acknowledges it (slot 0 = r + 1) and goes back
     /// to sleep in the next get. A get that fails stops both sides (slot 0 = -1).
     static func takeAsSleeper(_ q: Queue<Int>, _ acks: SharedCounters, get: () throws -> Int) {
@@ -905,9 +937,9 @@ private final class Arrivals: @unchecked Sendable {
 }
 
 /// The consumers that have announced themselves asleep on `queue` (its header's `data_sleepers`).
-private func sleepers(_ queue: Queue<Int>) -> UInt32 {
+private func sleepers(_ queue: Queue<Int>, _ field: KeyPath<mp_queue_t, UInt32> = \.data_sleepers) -> UInt32 {
     withExtendedLifetime(queue) {
-        let word = UnsafeMutableRawPointer(queue.channel.header) + MemoryLayout<mp_queue_t>.offset(of: \.data_sleepers)!
+        let word = UnsafeMutableRawPointer(queue.channel.header) + MemoryLayout<mp_queue_t>.offset(of: field)!
         return word.assumingMemoryBound(to: Atomic<UInt32>.self).pointee.load(ordering: .relaxed)
     }
 }

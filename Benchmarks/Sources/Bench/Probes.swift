@@ -92,11 +92,11 @@ func runProbe(_ name: String, iterations: Int) throws {
     case "vyukov-ring":
         bench_vyukov_put_get(Int64(iterations))
     case "spsc", "spsc-lanes":
-        let q = try Queue<Int>(ordering: name == "spsc" ? .causal : .perProducer)
-        let consumer = Multiprocessing.Thread { for _ in 0..<iterations { _ = try q.get() } }
-        try consumer.start()
-        for i in 0..<iterations { try q.put(i) }
-        try consumer.join()
+        // The SPSC 8 B row's contest (its two threads pinned apart), once.
+        let q = try Queue<Int>(capacity: 1 << 20, ordering: name == "spsc" ? .causal : .perProducer)
+        let rate = try QueueSuite(quick: true, runs: 1).threadPair(
+            iterations, produce: { try q.put($0) }, consume: { _ = try q.get() })
+        print(String(format: "%.2f M msg/s", rate / 1e6))
     case "start-child", "start-child-fork":
         // For perf and strace: forkserver (or fork) children one after another, the mean printed.
         let ms = try meanFirstLine(iterations) { writer in

@@ -120,6 +120,12 @@ struct Target {
                 reference: "Swift threads (one per task)", minimumRatio: 5,
                 text: "10 000 coroutines sleeping 10 ms: at least 5× less memory than 10 000 threads"),
             Target(
+                suite: "instructions", caseName: "Queue put+get, 8 B, 1 thread", engine: "engine Queue<Int>",
+                maximum: 60, text: "Queue<Int> put+get: at most 60 instructions"),
+            Target(
+                suite: "instructions", caseName: "Queue put+get, 8 B, 1 thread", engine: QueueSuite.lanes,
+                maximum: 60, text: "Queue<Int> on lanes put+get: at most 60 instructions"),
+            Target(
                 suite: "instructions", caseName: InstructionSuite.sleepingTask, engine: "engine EventLoop coroutines",
                 maximum: 8_000, text: "a coroutine that sleeps: at most 8 000 instructions per task"),
         ]

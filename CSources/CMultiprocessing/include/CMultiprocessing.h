@@ -13,6 +13,7 @@
 #include "mp_sys.h"
 #include "mp_sync.h"
 #include "mp_queue.h"
+#include "mp_queue_straight.h"
 #include "mp_loop.h"
 #include "mp_testing.h"
 

@@ -11,11 +11,9 @@
 
 enum { WHOLE = 1, FIRST = 2, MIDDLE = 3, LAST = 4, PAD = 5, ABORT = 6 };
 
-typedef struct {
-    uint32_t size;
-    uint32_t kind;
-} record_t;
+typedef mp_queue_record_t record_t; // mp_queue_straight.h: the ring's straight paths read it inline
 _Static_assert(sizeof(record_t) == 8, "a record header is 8 bytes: payloads and records stay 8-aligned");
+_Static_assert(WHOLE == MP_QUEUE_RECORD_WHOLE, "the straight paths' WHOLE is the record format's");
 
 /// What a FIRST record's payload starts with: the message's total length and its stream id (the
 /// producer's `stream`; the reader announces it in `reader`, see queue.c's "Streams").
@@ -36,32 +34,12 @@ _Static_assert(MAX_PAYLOAD + sizeof(record_t) <= UINT32_MAX, "record and PAD siz
 static inline uint8_t *ring(mp_queue_view_t *v) { return v->ring; }
 /// A position's record in the ring: always 8-aligned and at least 8 bytes before the end, whatever
 /// the position (positions live in shared memory; see queue.c's "Trust").
-static inline uint64_t offset_of(const mp_queue_view_t *v, uint64_t pos) { return pos & (v->capacity - 8); }
+static inline uint64_t offset_of(const mp_queue_view_t *v, uint64_t pos) { return mp_queue_offset_of(v, pos); }
 static inline uint64_t padded(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
-static inline uint64_t record_bytes(uint64_t payload) { return sizeof(record_t) + padded(payload); }
+static inline uint64_t record_bytes(uint64_t payload) { return mp_queue_record_bytes(payload); }
 
-/// Copies up to 64 bytes (most messages) in two overlapping moves, inline and without a call.
-/// Nothing outside [0, n) is read or written; the two buffers never overlap.
-static inline void copy_small(uint8_t *dst, const uint8_t *src, uint64_t n) {
-#define MP_MOVE_PAIR(width)                                                                        \
-    do {                                                                                           \
-        uint8_t first[width], last[width];                                                         \
-        __builtin_memcpy(first, src, width);                                                       \
-        __builtin_memcpy(last, src + n - (width), width);                                          \
-        __builtin_memcpy(dst, first, width);                                                       \
-        __builtin_memcpy(dst + n - (width), last, width);                                          \
-    } while (0)
-    if (n >= 32) MP_MOVE_PAIR(32);
-    else if (n >= 16) MP_MOVE_PAIR(16);
-    else if (n >= 8) MP_MOVE_PAIR(8);
-    else if (n >= 4) MP_MOVE_PAIR(4);
-    else if (n > 0) {
-        dst[0] = src[0];
-        dst[n / 2] = src[n / 2];
-        dst[n - 1] = src[n - 1];
-    }
-#undef MP_MOVE_PAIR
-}
+/// Copies up to 64 bytes (most messages) in two overlapping moves (mp_queue_straight.h).
+static inline void copy_small(uint8_t *dst, const uint8_t *src, uint64_t n) { mp_queue_copy_small(dst, src, n); }
 
 /// Copies a message's bytes: up to 64 inline (copy_small), more through memcpy, which then costs
 /// less than the copy.
@@ -183,15 +161,7 @@ static inline __attribute__((always_inline)) int read_record(const mp_queue_view
 /// complete and whose count has landed (`consumed == counting_value`) was counted already. Stores
 /// are plain: only the consumer-lock holder reads or writes these.
 static inline void count_taken(mp_queue_view_t *v) {
-    mp_queue_t *q = v->header;
-    uint64_t mark = q->head + 1;
-    if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
-        // counted by a consumer that died before it could release the message
-    } else {
-        q->counting_value = q->consumed + 1;
-        q->counting_head = mark;
-        MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
-    }
+    mp_queue_count_taken(v); // mp_queue_straight.h: the ring get's straight path counts inline too
     MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
 }
 
@@ -211,69 +181,10 @@ static inline void consume(mp_queue_view_t *v, const record_t *r, int taken) {
 
 // MARK: - Lanes (queue_lanes.c)
 
-/// How many lanes a queue has: producer threads beyond this many use the ring.
-#define MP_QUEUE_LANES 8u
-/// Messages a consumer takes from one lane in a row while others wait (then the next lane, and
-/// the ring, get their turn).
-#define LANE_BUDGET 64u
-
-/// One producer thread's single-producer ring of fixed-size slots. Its owner writes `tail` (and
-/// `head_cache`, `owner` when it claims it); consumers, under the queue's consumer lock, write
-/// `head`. Positions count slots and never wrap.
-typedef struct {
-    // Producer line: the one consumers poll.
-    uint64_t tail;       // slots published, release-stored
-    uint64_t head_cache; // the owner's last view of `head`
-    uint32_t owner;      // the owning thread's id; 0: free
-    uint32_t producer_pad[11];
-    // Consumer line.
-    uint64_t head;       // slots consumed, release-stored
-    uint64_t tail_cache; // the consumers' last view of `tail`
-    uint64_t consumer_pad[6];
-} mp_lane_t;
-_Static_assert(sizeof(mp_lane_t) == 128, "a lane's header is two cache lines");
-_Static_assert(offsetof(mp_lane_t, head) == 64, "the consumer's line second");
-
-/// The lanes' shared header, after the ring; the slots follow it.
-struct mp_queue_lanes {
-    // Claim line: written when a producer claims a lane (rarely).
-    uint32_t used;     // lanes ever claimed: consumers look at [0, used); only grows
-    uint32_t claim_pad0;
-    uint64_t queue_id; // set once at creation: a thread's lane choice is keyed by it (queue_lanes.c)
-    uint32_t claim_pad[12];
-    // Consumer line (under the consumer lock).
-    uint32_t cursor; // the lane a consumer looks at first
-    uint32_t budget; // takes left from it before the others get a turn
-    uint32_t consumer_pad[14];
-    mp_lane_t lane[MP_QUEUE_LANES];
-};
-_Static_assert(sizeof(struct mp_queue_lanes) == 128 + 128 * MP_QUEUE_LANES, "lanes header layout");
-_Static_assert(offsetof(struct mp_queue_lanes, cursor) == 64, "the consumer's state on its own line");
-_Static_assert(offsetof(struct mp_queue_lanes, lane) % 64 == 0, "lanes start on a cache line");
-
-static inline mp_lane_t *lane_at(mp_queue_view_t *v, uint32_t i) { return &v->lanes->lane[i]; }
-static inline uint8_t *slot_at(mp_queue_view_t *v, uint32_t i, uint64_t pos) {
-    return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * v->slot_stride;
-}
-
 /// The lanes a consumer looks at: what `used` says, never more than there are.
 static inline uint32_t lanes_used(const mp_queue_view_t *v) {
     uint32_t used = MP_LOAD(&v->lanes->used, MP_ACQUIRE); // pairs with the claim's release
     return used < MP_QUEUE_LANES ? used : MP_QUEUE_LANES;
-}
-
-/// Under the consumer lock: messages waiting in lane `i`, or UINT64_MAX when its positions are
-/// impossible (written by a peer: more than a lane apart). The producer's line is read only when
-/// the consumers' cached view of `tail` has been used up, so that a consumer that keeps up with
-/// its producer does not pull the producer's line over on every get. Acquire: pairs with the
-/// producer's release of `tail` (a cached view was acquired by this or an earlier lock holder).
-static inline uint64_t lane_waiting(mp_queue_view_t *v, uint32_t i) {
-    mp_lane_t *l = lane_at(v, i);
-    uint64_t n = l->tail_cache - l->head;
-    if (n - 1 < v->lane_slots) return n; // in [1, lane_slots]
-    l->tail_cache = MP_LOAD(&l->tail, MP_ACQUIRE);
-    n = l->tail_cache - l->head;
-    return n <= v->lane_slots ? n : UINT64_MAX;
 }
 
 /// Under the consumer lock: the lane to take the next message from (its count checked), -1 when
@@ -306,20 +217,9 @@ __attribute__((visibility("hidden"))) void lanes_before_sleep(mp_queue_view_t *v
 /// producers are fenced by membarrier, else 1 ms (see queue_lanes.c).
 __attribute__((visibility("hidden"))) int64_t lanes_sleep_cap(mp_queue_view_t *v, int64_t deadline);
 
-/// A thread's lane in a queue (queue_lanes.c keeps one per queue it has put to).
-typedef struct {
-    uint64_t queue_id;
-    int32_t tid;
-    int32_t lane; // -1: the ring
-} lane_choice_t;
-/// The calling thread's last lane choice, and whether this process's lane puts must fence.
-/// Initial-exec TLS: a plain %fs-relative load, so that a put's straight path makes no call.
-extern __thread lane_choice_t mp_last_lane_choice __attribute__((visibility("hidden"), tls_model("initial-exec")));
-extern uint32_t mp_lanes_fenced __attribute__((visibility("hidden")));
-
 /// lane_of_caller (claiming), with the common case inline: the queue the thread put to last.
 static inline int lane_of_caller_fast(mp_queue_view_t *v) {
-    lane_choice_t *last = &mp_last_lane_choice;
+    mp_lane_choice_t *last = &mp_last_lane_choice;
     if (MP_LIKELY(last->queue_id == v->queue_id && last->tid == mp_thread_id())) return last->lane;
     return lane_of_caller(v, 1);
 }
@@ -335,31 +235,22 @@ static inline void wake_consumers(mp_queue_view_t *v) {
 /// One message through lane `i`: the straight path inline (room known from the cached head, no
 /// shutdown), anything else through lane_put.
 static inline mp_status_t lane_put_one(mp_queue_view_t *v, uint32_t i, const void *data, int64_t deadline) {
-    mp_lane_t *l = lane_at(v, i);
+    mp_lane_t *l = mp_queue_lane_at(v, i);
     uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
     if (MP_UNLIKELY(tail - l->head_cache >= v->lane_slots || MP_LOAD(&v->header->shutdown, MP_RELAXED))) {
         uint64_t put;
         return lane_put(v, i, data, 1, 0, deadline, &put);
     }
-    copy_bytes(slot_at(v, i, tail), data, v->slot_size);
+    copy_bytes(mp_queue_slot_at(v, i, tail), data, v->slot_size);
     MP_STORE(&l->tail, tail + 1, MP_RELEASE); // publishes the slot (see queue_lanes.c)
     wake_consumers(v);
     return MP_OK;
 }
 
-/// Under the consumer lock: lane_pick, with the common case inline: the current lane has a
-/// message and budget left.
+/// Under the consumer lock: lane_pick, with the common case inline (mp_queue_straight.h).
 static inline int lane_pick_fast(mp_queue_view_t *v) {
-    struct mp_queue_lanes *a = v->lanes;
-    uint32_t c = a->cursor;
-    if (MP_LIKELY(c < MP_QUEUE_LANES && a->budget - 1 < LANE_BUDGET)) { // budget in [1, LANE_BUDGET]
-        uint64_t n = lane_waiting(v, c);
-        if (MP_LIKELY(n - 1 < v->lane_slots)) { // in [1, lane_slots]
-            a->budget--;
-            return (int)c;
-        }
-    }
-    return lane_pick(v, 1);
+    int lane = mp_queue_lane_pick_fast(v);
+    return MP_LIKELY(lane >= 0) ? lane : lane_pick(v, 1);
 }
 
 /// A sleeper's half of the pairing (queue.c's "Sleeping"): reads `seq`, counts itself in `sleepers`

@@ -264,33 +264,11 @@ static __attribute__((noinline)) mp_status_t put_slow(mp_queue_view_t *v, const 
     return put_in_ring(v, data, length, deadline);
 }
 
-/// A lane put's wake-up, out of line (someone sleeps): see wake_sleepers.
-static __attribute__((noinline)) mp_status_t wake_after_lane_put(mp_queue_view_t *v) {
-    mp_queue_t *q = v->header;
-    MP_ADD(&q->data_seq, 1, MP_RELEASE);
-    mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
-    return MP_OK;
-}
-
 mp_status_t mp_queue_put(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
     if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
-    // A lane's straight path (queue_lanes.c): the thread's lane for the queue it put to last, room
-    // by the cached head, no shutdown. No lock and no call: everything else is put_slow's, and the
-    // wake-up a tail call, so that this path needs no stack frame.
-    lane_choice_t *last = &mp_last_lane_choice;
-    if (v->lanes && length == v->slot_size && length <= 64 && last->queue_id == v->queue_id && last->lane >= 0 &&
-        last->tid == mp_tid_cache && last->tid != 0) {
-        mp_lane_t *l = lane_at(v, (uint32_t)last->lane);
-        uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
-        if (MP_LIKELY(tail - l->head_cache < v->lane_slots && !MP_LOAD(&v->header->shutdown, MP_RELAXED))) {
-            copy_small(slot_at(v, (uint32_t)last->lane, tail), data, length);
-            MP_STORE(&l->tail, tail + 1, MP_RELEASE); // publishes the slot
-            if (MP_UNLIKELY(MP_LOAD(&mp_lanes_fenced, MP_RELAXED))) mp_full_barrier();
-            else __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
-            if (MP_UNLIKELY(MP_LOAD(&v->header->data_sleepers, MP_RELAXED) > 0)) return wake_after_lane_put(v);
-            return MP_OK;
-        }
-    }
+    // A lane's straight path (mp_queue_straight.h): no lock and no call; everything else is
+    // put_slow's.
+    if (v->lanes && mp_queue_put_lane_straight(v, data, length)) return MP_OK;
     // A queue without lanes goes straight to the ring (put_slow would only ask again).
     return v->lanes ? put_slow(v, data, length, deadline) : put_in_ring(v, data, length, deadline);
 }
@@ -321,6 +299,10 @@ static inline __attribute__((always_inline)) mp_status_t put_held(mp_queue_view_
     MP_STORE(&q->produced, q->produced + 1, MP_RELAXED); // after publishing (see put_locked)
     unlock_and_wake(v, &q->producer, &q->data_seq, &q->data_sleepers);
     return MP_OK;
+}
+
+mp_status_t mp_queue_put_held(mp_queue_view_t *v, const void *data, uint64_t length, int64_t deadline) {
+    return put_held(v, data, length, deadline);
 }
 
 /// mp_queue_put's ring path: the producer lock, one record (or a stream).

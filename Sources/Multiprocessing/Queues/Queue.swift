@@ -162,6 +162,13 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         guard copiesBits else { return try sendEncoded(item, deadline: deadline) }
         let size = MemoryLayout<Element>.size
         if size > maxMessageSize { throw .messageTooLarge(size: size, limit: maxMessageSize) }
+        // The straight path, inline with the size a constant (mp_queue_straight.h): a lane, or the
+        // ring with nothing to wait for. A JoinableQueue counts its task before the put: not here.
+        if size <= 64, !countsTasks {
+            let status = withUnsafePointer(to: item) { mp_queue_put_straight(q, $0, UInt64(size), deadline) }
+            if status == MP_OK { return }
+            if status != MP_BUSY { try putFailed(status) }
+        }
         if countsTasks { mp_queue_task_add(q) }
         // The value's own bytes go straight into the ring (a fixed-size, trivially copyable type).
         let status = withUnsafePointer(to: item) { mp_queue_put(q, $0, UInt64(size), deadline) }
@@ -196,10 +203,25 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     final func receive(deadline: Int64) throws(QueueError) -> Element {
         guard copiesBits else { return try receiveDecoded(deadline: deadline) }
         var payload: UnsafeRawPointer? = nil
+        let size = UInt64(MemoryLayout<Element>.size)
+        var held = MP_QUEUE_HELD_NONE
+        // The straight path, inline with the size a constant (mp_queue_straight.h): a lane's slot
+        // or the ring's whole record, 8-aligned either way.
+        if size <= 64, MemoryLayout<Element>.alignment <= 8 {
+            held = mp_queue_get_straight(q, size, &payload)
+            if held >= 0 || held == MP_QUEUE_HELD_RING, let payload {
+                let value = payload.load(as: Element.self)  // a trivial type: the bytes are the value
+                mp_queue_get_straight_end(q, held, size)
+                return value
+            }
+        }
         var length: UInt64 = 0
         var total: UInt64 = 0
-        let status = mp_queue_get_begin(q, deadline, &payload, &length, &total)
-        let size = UInt64(MemoryLayout<Element>.size)
+        // The lock, if the straight path took it, is kept: the general path goes on from there.
+        let status =
+            held == MP_QUEUE_HELD_LOCK
+            ? mp_queue_get_begin_held(q, deadline, &payload, &length, &total)
+            : mp_queue_get_begin(q, deadline, &payload, &length, &total)
         // A record's payload is 8-aligned in the ring: the value is loaded where it lies (no
         // temporary, no Optional, so unspecialized callers look up no generic metadata either).
         if status == MP_OK, length == size, total == size, MemoryLayout<Element>.alignment <= 8, let payload {

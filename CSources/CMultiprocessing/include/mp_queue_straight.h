@@ -1,0 +1,348 @@
+// A queue's lanes and the straight paths over them, inline in the caller (queue/queue_lanes.c owns
+// the protocol; this header is its inline half). Part of CMultiprocessing.h (see it for the rules
+// every header here follows).
+//
+// Why inline: a put and a get of a fixed-size value through a lane cost a few dozen instructions,
+// and the calls around them (arguments spilled to memory, the value copied through a pointer, a
+// frame per call) cost as much again. Swift's specialized `Queue.put` and `get` inline these
+// functions with the element's size as a constant; anything off the straight path (no lane yet,
+// a full or empty lane, a shutdown, a sleeper to wake) returns to the out-of-line C paths, which
+// take every decision these do not.
+#ifndef MP_QUEUE_STRAIGHT_H
+#define MP_QUEUE_STRAIGHT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_queue.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Every function here: inline even where the compiler's heuristics would not inline it (Swift's
+/// optimizer otherwise keeps the larger ones as calls).
+#define MP_STRAIGHT static inline __attribute__((always_inline))
+
+/// How many lanes a queue has: producer threads beyond this many use the ring.
+#define MP_QUEUE_LANES 8u
+/// Messages a consumer takes from one lane in a row while others wait (then the next lane, and
+/// the ring, get their turn).
+#define MP_QUEUE_LANE_BUDGET 64u
+
+/// One producer thread's single-producer ring of fixed-size slots. Its owner writes `tail` (and
+/// `head_cache`, `owner` when it claims it); consumers, under the queue's consumer lock, write
+/// `head`. Positions count slots and never wrap.
+typedef struct mp_lane {
+    // Producer line: the one consumers poll.
+    uint64_t tail;       // slots published, release-stored
+    uint64_t head_cache; // the owner's last view of `head`
+    uint32_t owner;      // the owning thread's id; 0: free
+    uint32_t producer_pad[11];
+    // Consumer line.
+    uint64_t head;       // slots consumed, release-stored
+    uint64_t tail_cache; // the consumers' last view of `tail`
+    uint64_t consumer_pad[6];
+} mp_lane_t;
+_Static_assert(sizeof(mp_lane_t) == 128, "a lane's header is two cache lines");
+_Static_assert(offsetof(mp_lane_t, head) == 64, "the consumer's line second");
+
+/// The lanes' shared header, after the ring; the slots follow it.
+struct mp_queue_lanes {
+    // Claim line: written when a producer claims a lane (rarely).
+    uint32_t used;     // lanes ever claimed: consumers look at [0, used); only grows
+    uint32_t claim_pad0;
+    uint64_t queue_id; // set once at creation: a thread's lane choice is keyed by it (queue_lanes.c)
+    uint32_t claim_pad[12];
+    // Consumer line (under the consumer lock).
+    uint32_t cursor; // the lane a consumer looks at first
+    uint32_t budget; // takes left from it before the others get a turn
+    uint32_t consumer_pad[14];
+    mp_lane_t lane[MP_QUEUE_LANES];
+};
+_Static_assert(sizeof(struct mp_queue_lanes) == 128 + 128 * MP_QUEUE_LANES, "lanes header layout");
+_Static_assert(offsetof(struct mp_queue_lanes, cursor) == 64, "the consumer's state on its own line");
+_Static_assert(offsetof(struct mp_queue_lanes, lane) % 64 == 0, "lanes start on a cache line");
+
+/// A thread's lane in a queue (queue_lanes.c keeps one per queue it has put to).
+typedef struct mp_lane_choice {
+    uint64_t queue_id;
+    int32_t tid;
+    int32_t lane; // -1: the ring
+} mp_lane_choice_t;
+
+/// The calling thread's last lane choice. Initial-exec TLS: a plain %fs-relative load, so that a
+/// put's straight path makes no call. Written only by queue_lanes.c.
+extern __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-exec")));
+/// Whether this process's lane puts must fence (membarrier is unusable here; queue_lanes.c's
+/// "Sleeping"). Written only by queue_lanes.c.
+extern uint32_t mp_lanes_fenced;
+
+/// A lane put's wake-up, out of line (a consumer sleeps on `data_seq`).
+void mp_queue_wake_consumers(mp_queue_view_t *_Nonnull v);
+/// A lane get's wake-up, out of line (a producer sleeps on `space_seq`).
+void mp_queue_wake_producers(mp_queue_view_t *_Nonnull v);
+
+/// Copies up to 64 bytes (most messages) in two overlapping moves, inline and without a call (with
+/// a constant `n`, one or two moves). Nothing outside [0, n) is read or written; the two buffers
+/// never overlap.
+MP_STRAIGHT void mp_queue_copy_small(uint8_t *_Nonnull dst, const uint8_t *_Nonnull src, uint64_t n) {
+#define MP_MOVE_PAIR(width)                                                                        \
+    do {                                                                                           \
+        uint8_t first[width], last[width];                                                         \
+        __builtin_memcpy(first, src, width);                                                       \
+        __builtin_memcpy(last, src + n - (width), width);                                          \
+        __builtin_memcpy(dst, first, width);                                                       \
+        __builtin_memcpy(dst + n - (width), last, width);                                          \
+    } while (0)
+    if (n >= 32) MP_MOVE_PAIR(32);
+    else if (n >= 16) MP_MOVE_PAIR(16);
+    else if (n >= 8) MP_MOVE_PAIR(8);
+    else if (n >= 4) MP_MOVE_PAIR(4);
+    else if (n > 0) {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+#undef MP_MOVE_PAIR
+}
+
+MP_STRAIGHT mp_lane_t *_Nonnull mp_queue_lane_at(mp_queue_view_t *_Nonnull v, uint32_t i) {
+    return &v->lanes->lane[i];
+}
+
+/// Slot `pos` of lane `i`: inside the lanes whatever `pos` holds (positions are shared memory).
+MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_at(mp_queue_view_t *_Nonnull v, uint32_t i, uint64_t pos) {
+    return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * v->slot_stride;
+}
+
+/// Under the consumer lock: messages waiting in lane `i`, or UINT64_MAX when its positions are
+/// impossible (written by a peer: more than a lane apart). The producer's line is read only when
+/// the consumers' cached view of `tail` has been used up, so that a consumer that keeps up with
+/// its producer does not pull the producer's line over on every get. Acquire: pairs with the
+/// producer's release of `tail` (a cached view was acquired by this or an earlier lock holder).
+MP_STRAIGHT uint64_t mp_queue_lane_waiting(mp_queue_view_t *_Nonnull v, uint32_t i) {
+    mp_lane_t *l = mp_queue_lane_at(v, i);
+    uint64_t n = l->tail_cache - l->head;
+    if (n - 1 < v->lane_slots) return n; // in [1, lane_slots]
+    l->tail_cache = __atomic_load_n(&l->tail, __ATOMIC_ACQUIRE);
+    n = l->tail_cache - l->head;
+    return n <= v->lane_slots ? n : UINT64_MAX;
+}
+
+/// Under the consumer lock: the current lane, when it has a message and budget left (its take
+/// counted), else -1 (queue_lanes.c's lane_pick decides). `cursor` and `budget` are clamped here,
+/// whatever a peer wrote.
+MP_STRAIGHT int mp_queue_lane_pick_fast(mp_queue_view_t *_Nonnull v) {
+    struct mp_queue_lanes *a = v->lanes;
+    uint32_t c = a->cursor;
+    if (__builtin_expect(c < MP_QUEUE_LANES && a->budget - 1 < MP_QUEUE_LANE_BUDGET, 1)) { // in [1, budget]
+        uint64_t n = mp_queue_lane_waiting(v, c);
+        if (__builtin_expect(n - 1 < v->lane_slots, 1)) { // in [1, lane_slots]
+            a->budget--;
+            return (int)c;
+        }
+    }
+    return -1;
+}
+
+/// A full barrier right after an atomic read-modify-write (the unlock's swap): on x86-64 the RMW
+/// is a locked instruction and already one, so only the compiler is stopped; elsewhere, and under
+/// ThreadSanitizer, the C11 fence (internal.h's mp_barrier_after_rmw, for the inline paths).
+MP_STRAIGHT void mp_queue_barrier_after_rmw(void) {
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MP_QUEUE_STRAIGHT_TSAN 1
+#endif
+#endif
+#if defined(__x86_64__) && !defined(MP_QUEUE_STRAIGHT_TSAN)
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+/// mp_queue_put's straight path on a lane: a message of `size` bytes (the queue's slot size, at
+/// most 64) into the calling thread's lane of the queue it put to last, with room by the cached
+/// head and no shutdown. No lock and no locked instruction: a copy, the release store of `tail`, one load of
+/// `data_sleepers` (queue_lanes.c's "Sleeping": the sleeper's membarrier is the other half, or a
+/// fence here where this process cannot use membarrier). 1 if put; 0 if the straight path does not
+/// apply, and nothing was done (call mp_queue_put).
+MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const void *_Nonnull data, uint64_t size) {
+    mp_lane_choice_t *last = &mp_last_lane_choice;
+    if (!(v->lanes && size == v->slot_size && size <= 64 && last->queue_id == v->queue_id && last->lane >= 0 &&
+          last->tid == mp_tid_cache && last->tid != 0 && !__atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)))
+        return 0;
+    mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)last->lane);
+    uint64_t tail = __atomic_load_n(&l->tail, __ATOMIC_RELAXED); // only this thread stores it
+    if (__builtin_expect(tail - l->head_cache >= v->lane_slots ||
+                             __atomic_load_n(&v->header->shutdown, __ATOMIC_RELAXED) != 0,
+                         0))
+        return 0;
+    mp_queue_copy_small(mp_queue_slot_at(v, (uint32_t)last->lane, tail), (const uint8_t *)data, size);
+    __atomic_store_n(&l->tail, tail + 1, __ATOMIC_RELEASE); // publishes the slot
+    if (__builtin_expect(__atomic_load_n(&mp_lanes_fenced, __ATOMIC_RELAXED) != 0, 0))
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    else
+        __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
+    if (__builtin_expect(__atomic_load_n(&v->header->data_sleepers, __ATOMIC_RELAXED) > 0, 0))
+        mp_queue_wake_consumers(v);
+    return 1;
+}
+
+// MARK: - The ring's straight paths (queue_put.c and queue_get.c own the ring's protocol; these
+// are the inline prefixes of put_held and begin_taken)
+
+/// A ring record's header (queue.c's format): the payload's bytes and its kind.
+typedef struct mp_queue_record {
+    uint32_t size;
+    uint32_t kind;
+} mp_queue_record_t;
+/// A record that holds a message whole.
+#define MP_QUEUE_RECORD_WHOLE 1u
+
+/// A position's record in the ring: 8-aligned and at least 8 bytes before the end, whatever the
+/// position holds.
+MP_STRAIGHT uint64_t mp_queue_offset_of(const mp_queue_view_t *_Nonnull v, uint64_t pos) {
+    return pos & (v->capacity - 8);
+}
+/// The ring bytes a record of `payload` bytes takes: its header and the payload padded to 8.
+MP_STRAIGHT uint64_t mp_queue_record_bytes(uint64_t payload) {
+    return sizeof(mp_queue_record_t) + ((payload + 7) & ~(uint64_t)7);
+}
+
+/// Under the consumer lock, a taken message is counted before `head` moves past it, announced
+/// first so that the next consumer does not count it twice if this one dies in between (see
+/// queue_internal.h's count_taken, which adds a fault point).
+MP_STRAIGHT void mp_queue_count_taken(mp_queue_view_t *_Nonnull v) {
+    mp_queue_t *q = v->header;
+    uint64_t mark = q->head + 1;
+    if (__builtin_expect(q->counting_head == mark && q->consumed == q->counting_value, 0)) return; // counted
+    q->counting_value = q->consumed + 1;
+    q->counting_head = mark;
+    __atomic_store_n(&q->consumed, q->consumed + 1, __ATOMIC_RELEASE);
+}
+
+/// Whether a debug build has armed a fault point (mp_testing.h): the straight paths step aside
+/// so that the out-of-line ones, which hold the points, run. Always 0 in a release build.
+extern uint32_t mp_fault_armed;
+
+/// The ring put with the producer lock held: the out-of-line rest of mp_queue_put_straight
+/// (waits, PADs, an ABORT owed, a stream). Releases the lock; mp_queue_put's outcomes.
+mp_status_t mp_queue_put_held(mp_queue_view_t *_Nonnull v, const void *_Nullable data, uint64_t length,
+                              int64_t deadline_ns);
+
+/// mp_queue_put's straight path: a message of `size` bytes (at most 64) through the calling
+/// thread's lane, or into the ring when the queue has no lanes (the producer lock by its CAS; a
+/// whole record before the ring's end, within the cached room and message count). MP_OK when put;
+/// MP_BUSY when the straight path does not apply and nothing was done (call mp_queue_put);
+/// otherwise the outcome of mp_queue_put_held, which took over with the lock held.
+MP_STRAIGHT mp_status_t mp_queue_put_straight(mp_queue_view_t *_Nonnull v, const void *_Nonnull data, uint64_t size,
+                                              int64_t deadline_ns) {
+    if (v->lanes) return mp_queue_put_lane_straight(v, data, size) ? MP_OK : MP_BUSY;
+    mp_queue_t *q = v->header;
+    if (size > 64 || __atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)) return MP_BUSY;
+    // The queue's locks are process-owned (mp_queue_init): the mutex's fast path with the pid.
+    if (!mp_mutex_try_fast(&q->producer, (uint32_t)mp_process_id())) return MP_BUSY;
+    uint64_t tail = q->tail, offset = mp_queue_offset_of(v, tail), bytes = mp_queue_record_bytes(size);
+    uint64_t used = tail - q->head_cache;
+    // Relaxed shutdown: as put_held (an immediate shutdown discards under this lock, which we hold).
+    int64_t in_flight = (int64_t)(q->produced - q->consumed_cache); // may run one ahead: see has_slot
+    if (__builtin_expect(__atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) || q->streaming || size > v->max_whole ||
+                             offset + bytes > v->capacity || used > v->capacity || v->capacity - used < bytes ||
+                             (v->max_messages && in_flight >= (int64_t)v->max_messages),
+                         0))
+        return mp_queue_put_held(v, data, size, deadline_ns);
+    uint8_t *at = v->ring + offset;
+    mp_queue_record_t header = {(uint32_t)size, MP_QUEUE_RECORD_WHOLE};
+    __builtin_memcpy(at, &header, sizeof header);
+    mp_queue_copy_small(at + sizeof header, (const uint8_t *)data, size);
+    __atomic_store_n(&q->tail, tail + bytes, __ATOMIC_RELEASE);        // publishes the record
+    __atomic_store_n(&q->produced, q->produced + 1, __ATOMIC_RELAXED); // after publishing (see put_locked)
+    mp_mutex_unlock(&q->producer);
+    mp_queue_barrier_after_rmw(); // the unlock's swap orders `tail` before the read of the sleepers
+    if (__builtin_expect(__atomic_load_n(&q->data_sleepers, __ATOMIC_RELAXED) > 0, 0)) mp_queue_wake_consumers(v);
+    return MP_OK;
+}
+
+/// What mp_queue_get_straight holds: a lane's index (>= 0), the ring's record, the consumer lock
+/// alone (for mp_queue_get_begin_held), or nothing.
+#define MP_QUEUE_HELD_RING (-2)
+#define MP_QUEUE_HELD_LOCK (-3)
+#define MP_QUEUE_HELD_NONE (-1)
+
+/// mp_queue_get_begin with the consumer lock already held (after mp_queue_get_straight returned
+/// MP_QUEUE_HELD_LOCK): the same outcomes, the same lock rules.
+mp_status_t mp_queue_get_begin_held(mp_queue_view_t *_Nonnull v, int64_t deadline_ns,
+                                    const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
+                                    uint64_t *_Nonnull total);
+
+/// mp_queue_get_begin's straight path for a message of `size` bytes (at most 64): the consumer
+/// lock by its CAS, no immediate shutdown, and a message of that size in the lane whose turn it is
+/// (a queue with lanes) or a whole record of it at the ring's head (checked as read_record does:
+/// inside the published span, before the ring's end). Returns the lane, or MP_QUEUE_HELD_RING, with
+/// the lock held and `*payload` the message's bytes (8-aligned): read them, then call
+/// mp_queue_get_straight_end with what this returned. MP_QUEUE_HELD_LOCK when the lock was taken
+/// but the straight path found no such message (an empty queue, a PAD, another size, a shutdown):
+/// call mp_queue_get_begin_held, which goes on from there without letting the lock go (a consumer
+/// that waits for a message then pays one CAS, not two). Else MP_QUEUE_HELD_NONE, and nothing was
+/// done (call mp_queue_get_begin).
+MP_STRAIGHT int32_t mp_queue_get_straight(mp_queue_view_t *_Nonnull v, uint64_t size,
+                                          const void *_Nullable *_Nonnull payload) {
+    mp_queue_t *q = v->header;
+    if (size > 64 || (v->lanes && size != v->slot_size) || __atomic_load_n(&v->corrupted, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&mp_fault_armed, __ATOMIC_RELAXED))
+        return MP_QUEUE_HELD_NONE;
+    if (!mp_mutex_try_fast(&q->consumer, (uint32_t)mp_process_id())) return MP_QUEUE_HELD_NONE;
+    if (__builtin_expect(__atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE, 1)) {
+        if (v->lanes) {
+            int lane = mp_queue_lane_pick_fast(v);
+            if (__builtin_expect(lane >= 0, 1)) {
+                *payload = mp_queue_slot_at(v, (uint32_t)lane, mp_queue_lane_at(v, (uint32_t)lane)->head);
+                return lane;
+            }
+        } else {
+            uint64_t head = q->head, tail = q->tail_cache;
+            // Acquire: pairs with the producer's release of tail.
+            if (tail == head) tail = q->tail_cache = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+            uint64_t offset = mp_queue_offset_of(v, head), span = tail - head, bytes = mp_queue_record_bytes(size);
+            mp_queue_record_t r;
+            __builtin_memcpy(&r, v->ring + offset, sizeof r);
+            // The record read_record accepts as a WHOLE of `size` bytes, and nothing else (`&`: one
+            // branch): positions 8-aligned and at most a ring apart, the record inside the span and
+            // before the ring's end.
+            int whole = (((head | tail) & 7) == 0) & (span <= v->capacity) & (bytes <= span) &
+                        (bytes <= v->capacity - offset) & (r.kind == MP_QUEUE_RECORD_WHOLE) & (r.size == size) &
+                        (size <= v->max_whole);
+            if (__builtin_expect(whole, 1)) {
+                *payload = v->ring + offset + sizeof r;
+                return MP_QUEUE_HELD_RING;
+            }
+        }
+    }
+    return MP_QUEUE_HELD_LOCK;
+}
+
+/// Consumes what mp_queue_get_straight held (`held`, of `size` bytes): the ring's message is
+/// counted, then `head` moves past it (release: its bytes have been read); the lock is released
+/// and a producer waiting for room is woken (the unlock's swap is the barrier before the read of
+/// `space_sleepers`, as queue_internal.h's unlock_and_wake).
+MP_STRAIGHT void mp_queue_get_straight_end(mp_queue_view_t *_Nonnull v, int32_t held, uint64_t size) {
+    mp_queue_t *q = v->header;
+    if (held >= 0) {
+        mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)held);
+        __atomic_store_n(&l->head, l->head + 1, __ATOMIC_RELEASE);
+    } else {
+        mp_queue_count_taken(v);
+        __atomic_store_n(&q->head, q->head + mp_queue_record_bytes(size), __ATOMIC_RELEASE);
+    }
+    mp_mutex_unlock(&q->consumer);
+    mp_queue_barrier_after_rmw();
+    if (__builtin_expect(__atomic_load_n(&q->space_sleepers, __ATOMIC_RELAXED) > 0, 0)) mp_queue_wake_producers(v);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
