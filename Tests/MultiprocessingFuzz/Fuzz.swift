@@ -51,10 +51,23 @@ func decode<T: Decodable>(_ type: T.Type, _ body: UnsafeRawBufferPointer) {
 
 /// A fresh queue whose header positions and ring bytes come from the input, then gets (and a put)
 /// with a deadline in the past: each must return a value or a typed error, touching nothing outside.
+/// Twice: an encoded queue (the out-of-line engine) and a `Queue<Int>`, whose puts and gets of
+/// 8 bytes take the straight paths inline in Swift (mp_queue_straight.h).
 let ringQueue = try! Queue<[UInt8]>(capacity: 4096)
+let intRingQueue = try! Queue<Int>(capacity: 4096)
 
 func fuzzRing(_ body: UnsafeRawBufferPointer) {
-    let header = ringQueue.channel.header
+    garble(ringQueue, body)
+    for _ in 0..<4 { _ = try? ringQueue.get(timeout: .zero) }
+    _ = try? ringQueue.put([1, 2, 3], timeout: .zero)
+    garble(intRingQueue, body)
+    for _ in 0..<4 { _ = try? intRingQueue.get(timeout: .zero) }
+    _ = try? intRingQueue.put(7, timeout: .zero)
+}
+
+/// Sets `queue`'s positions (the input's first 16 bytes) and ring bytes (the rest) as a peer could.
+func garble<Element>(_ queue: Queue<Element>, _ body: UnsafeRawBufferPointer) {
+    let header = queue.channel.header
     let ring = UnsafeMutableRawPointer(header) + Int(MP_QUEUE_HEADER_SIZE)
     ring.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
     let positions = min(body.count, 16)
@@ -72,9 +85,7 @@ func fuzzRing(_ body: UnsafeRawBufferPointer) {
     header.pointee.tail = tail
     header.pointee.tail_cache = tail
     header.pointee.head_cache = head
-    ringQueue.channel.queue.pointee.corrupted = 0  // each input starts from a queue that trusts
-    for _ in 0..<4 { _ = try? ringQueue.get(timeout: .zero) }
-    _ = try? ringQueue.put([1, 2, 3], timeout: .zero)
+    queue.channel.queue.pointee.corrupted = 0  // each input starts from a queue that trusts
 }
 
 #if FUZZING
