@@ -67,6 +67,18 @@ void *_Nullable mp_loop_current(void);
 /// Whether this library was built with ThreadSanitizer (see LoopOperation.swift's handoff).
 int mp_built_with_tsan(void);
 void mp_loop_set_current(void *_Nullable owner);
+/// What a cancellation handler added by mp_task_add_cancel_handler calls, with its `arg`.
+typedef void (*mp_cancel_fn)(void *_Nonnull arg);
+/// Sets the one function that cancellation handlers call (see task_cancel.c); before the first
+/// mp_task_add_cancel_handler.
+void mp_task_set_cancel_fn(mp_cancel_fn _Nonnull fn);
+/// From a Swift async function: adds a cancellation handler to the current task, which calls the
+/// cancel function with `arg` at once if the task is already cancelled, else on the thread that
+/// cancels it. Returns the record for mp_task_remove_cancel_handler, which the same task must
+/// call, after freeing any task allocation made in between.
+void *_Nonnull mp_task_add_cancel_handler(void *_Nonnull arg);
+/// Removes the handler; once it returns, it is not running and will not run.
+void mp_task_remove_cancel_handler(void *_Nonnull record);
 
 // Each of these queues one operation (two for a deadline) and returns 0, or -EBUSY when the
 // submission queue is full even after a flush (reap completions, then try again). Buffers, paths

@@ -57,10 +57,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let finished = LocalEvent()
     private let thread = Locked<Thread?>(nil)
 
-    // Touched only by the loop's thread.
-    private var local: [Work] = []
-    private var running: [Work] = []
-    private var incoming: [Work] = []
+    // Touched only by the loop's thread, which never holds two accesses to one of them at once:
+    // no run-time exclusivity check (two calls, 120 instructions, per job and per operation).
+    @exclusivity(unchecked) private var local: [Work] = []
+    @exclusivity(unchecked) private var running: [Work] = []
+    @exclusivity(unchecked) private var incoming: [Work] = []
     private var inFlight = 0 {
         didSet { inFlightShown.store(inFlight, ordering: .relaxed) }
     }
@@ -110,6 +111,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         self.ring = ring
         self.name = name ?? "EventLoop-\(EventLoop.counter.withLock { n -> Int in n += 1; return n })"
         supportsFutexWait = (mp_loop_features(ring) & UInt32(MP_LOOP_FUTEX)) != 0
+        mp_task_set_cancel_fn(LoopOperation.cancelHandler)
         isolation = Isolation(self)
         let thread = Thread(name: self.name) { [self] in self.main() }
         do {

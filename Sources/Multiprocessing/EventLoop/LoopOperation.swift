@@ -32,6 +32,9 @@ final class LoopOperation: @unchecked Sendable {
     /// The bytes of a receive that took one of the loop's buffers, copied out at its completion
     /// (set on the loop's thread before `finish`; read by the awaiter after it resumed).
     var received: [UInt8] = []
+    /// The loop a cancellable awaiter submitted it to, for its cancellation handler; the awaiter's
+    /// frame holds the loop while the handler can run.
+    fileprivate unowned(unsafe) var cancelLoop: EventLoop?
 
     init(_ prepare: @escaping Prepare) { entry = .prepared(prepare) }
     init(timeoutAt deadline: Int64) { entry = .timeout(deadline: deadline) }
@@ -55,26 +58,38 @@ final class LoopOperation: @unchecked Sendable {
         Handoff.resume { c?.resume(returning: result) }
     }
 
+    /// Queues the operation on `loop` and suspends until its completion. The continuation is the
+    /// form without an `isolation` parameter: `withUnsafeContinuation(isolation:)` first hops to
+    /// that isolation, a preferred-executor look-up for a loop task (280 instructions); this one
+    /// only suspends, and resumes on the executor it suspended on, which is the caller's.
     @inline(__always)
     nonisolated(nonsending) func submitAndWait(on loop: EventLoop, cancellable: Bool) async -> Int32 {
         defer { Handoff.resumed() }
         if !cancellable {
-            return await withUnsafeContinuation { c in
+            return await _unsafeInheritExecutor_withUnsafeContinuation { c in
                 continuation = c
                 loop.schedule(.submit(self))
             }
         }
-        // The form that inherits the caller's executor: `withTaskCancellationHandler(isolation:)`
-        // hops to its `isolation` on the way in and out, and for a loop task each hop is a
-        // preferred-executor look-up under the task's status lock (550 instructions per operation).
-        return await _unsafeInheritExecutor_withTaskCancellationHandler {
-            await withUnsafeContinuation { c in
-                continuation = c
-                loop.schedule(.submit(self))
-            }
-        } onCancel: {
-            loop.schedule(.cancel(self))
+        // Not `withTaskCancellationHandler`, whose nonisolated operation closure a loop task
+        // hops to enter (see task_cancel.c). The handler runs on the thread that cancels the task,
+        // and only until the record is removed: `self` and `loop` outlive it.
+        cancelLoop = loop
+        let handler = mp_task_add_cancel_handler(address)
+        defer { mp_task_remove_cancel_handler(handler) }
+        return await _unsafeInheritExecutor_withUnsafeContinuation { c in
+            continuation = c
+            loop.schedule(.submit(self))
         }
+    }
+}
+
+extension LoopOperation {
+    /// What the cancellation handler of an awaited operation runs (`mp_task_set_cancel_fn`, set
+    /// when a loop starts), on the thread that cancels its task.
+    static let cancelHandler: mp_cancel_fn = { raw in
+        let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeUnretainedValue()
+        op.cancelLoop?.schedule(.cancel(op))
     }
 }
 
