@@ -51,8 +51,8 @@ func decode<T: Decodable>(_ type: T.Type, _ body: UnsafeRawBufferPointer) {
 
 /// A fresh queue whose header positions and ring bytes come from the input, then gets (and a put)
 /// with a deadline in the past: each must return a value or a typed error, touching nothing outside.
-/// Twice: an encoded queue (the out-of-line engine) and a `Queue<Int>`, whose puts and gets of
-/// 8 bytes take the straight paths inline in Swift (mp_queue_straight.h).
+/// Twice: an encoded queue and a `Queue<Int>`, whose gets copy 8-byte records where they lie and
+/// whose puts take the straight path inline in Swift (mp_queue_straight.h).
 let ringQueue = try! Queue<[UInt8]>(capacity: 4096)
 let intRingQueue = try! Queue<Int>(capacity: 4096)
 

@@ -80,8 +80,6 @@ extern uint32_t mp_lanes_fenced;
 
 /// A lane put's wake-up, out of line (a consumer sleeps on `data_seq`).
 void mp_queue_wake_consumers(mp_queue_view_t *_Nonnull v);
-/// A lane get's wake-up, out of line (a producer sleeps on `space_seq`).
-void mp_queue_wake_producers(mp_queue_view_t *_Nonnull v);
 
 /// Copies up to 64 bytes (most messages) in two overlapping moves, inline and without a call (with
 /// a constant `n`, one or two moves). Nothing outside [0, n) is read or written; the two buffers
@@ -114,36 +112,6 @@ MP_STRAIGHT mp_lane_t *_Nonnull mp_queue_lane_at(mp_queue_view_t *_Nonnull v, ui
 /// Slot `pos` of lane `i`: inside the lanes whatever `pos` holds (positions are shared memory).
 MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_at(mp_queue_view_t *_Nonnull v, uint32_t i, uint64_t pos) {
     return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * v->slot_stride;
-}
-
-/// Under the consumer lock: messages waiting in lane `i`, or UINT64_MAX when its positions are
-/// impossible (written by a peer: more than a lane apart). The producer's line is read only when
-/// the consumers' cached view of `tail` has been used up, so that a consumer that keeps up with
-/// its producer does not pull the producer's line over on every get. Acquire: pairs with the
-/// producer's release of `tail` (a cached view was acquired by this or an earlier lock holder).
-MP_STRAIGHT uint64_t mp_queue_lane_waiting(mp_queue_view_t *_Nonnull v, uint32_t i) {
-    mp_lane_t *l = mp_queue_lane_at(v, i);
-    uint64_t n = l->tail_cache - l->head;
-    if (n - 1 < v->lane_slots) return n; // in [1, lane_slots]
-    l->tail_cache = __atomic_load_n(&l->tail, __ATOMIC_ACQUIRE);
-    n = l->tail_cache - l->head;
-    return n <= v->lane_slots ? n : UINT64_MAX;
-}
-
-/// Under the consumer lock: the current lane, when it has a message and budget left (its take
-/// counted), else -1 (queue_lanes.c's lane_pick decides). `cursor` and `budget` are clamped here,
-/// whatever a peer wrote.
-MP_STRAIGHT int mp_queue_lane_pick_fast(mp_queue_view_t *_Nonnull v) {
-    struct mp_queue_lanes *a = v->lanes;
-    uint32_t c = a->cursor;
-    if (__builtin_expect(c < MP_QUEUE_LANES && a->budget - 1 < MP_QUEUE_LANE_BUDGET, 1)) { // in [1, budget]
-        uint64_t n = mp_queue_lane_waiting(v, c);
-        if (__builtin_expect(n - 1 < v->lane_slots, 1)) { // in [1, lane_slots]
-            a->budget--;
-            return (int)c;
-        }
-    }
-    return -1;
 }
 
 /// A full barrier right after an atomic read-modify-write (the unlock's swap): on x86-64 the RMW
@@ -190,8 +158,8 @@ MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const vo
     return 1;
 }
 
-// MARK: - The ring's straight paths (queue_put.c and queue_get.c own the ring's protocol; these
-// are the inline prefixes of put_held and begin_taken)
+// MARK: - The ring's straight path (queue_put.c owns the producer's protocol; this is the inline
+// prefix of put_held)
 
 /// A ring record's header (queue.c's format): the payload's bytes and its kind.
 typedef struct mp_queue_record {
@@ -210,22 +178,6 @@ MP_STRAIGHT uint64_t mp_queue_offset_of(const mp_queue_view_t *_Nonnull v, uint6
 MP_STRAIGHT uint64_t mp_queue_record_bytes(uint64_t payload) {
     return sizeof(mp_queue_record_t) + ((payload + 7) & ~(uint64_t)7);
 }
-
-/// Under the consumer lock, a taken message is counted before `head` moves past it, announced
-/// first so that the next consumer does not count it twice if this one dies in between (see
-/// queue_internal.h's count_taken, which adds a fault point).
-MP_STRAIGHT void mp_queue_count_taken(mp_queue_view_t *_Nonnull v) {
-    mp_queue_t *q = v->header;
-    uint64_t mark = q->head + 1;
-    if (__builtin_expect(q->counting_head == mark && q->consumed == q->counting_value, 0)) return; // counted
-    q->counting_value = q->consumed + 1;
-    q->counting_head = mark;
-    __atomic_store_n(&q->consumed, q->consumed + 1, __ATOMIC_RELEASE);
-}
-
-/// Whether a debug build has armed a fault point (mp_testing.h): the straight paths step aside
-/// so that the out-of-line ones, which hold the points, run. Always 0 in a release build.
-extern uint32_t mp_fault_armed;
 
 /// The ring put with the producer lock held: the out-of-line rest of mp_queue_put_straight
 /// (waits, PADs, an ABORT owed, a stream). Releases the lock; mp_queue_put's outcomes.
@@ -263,82 +215,6 @@ MP_STRAIGHT mp_status_t mp_queue_put_straight(mp_queue_view_t *_Nonnull v, const
     mp_queue_barrier_after_rmw(); // the unlock's swap orders `tail` before the read of the sleepers
     if (__builtin_expect(__atomic_load_n(&q->data_sleepers, __ATOMIC_RELAXED) > 0, 0)) mp_queue_wake_consumers(v);
     return MP_OK;
-}
-
-/// What mp_queue_get_straight holds: a lane's index (>= 0), the ring's record, the consumer lock
-/// alone (for mp_queue_get_begin_held), or nothing.
-#define MP_QUEUE_HELD_RING (-2)
-#define MP_QUEUE_HELD_LOCK (-3)
-#define MP_QUEUE_HELD_NONE (-1)
-
-/// mp_queue_get_begin with the consumer lock already held (after mp_queue_get_straight returned
-/// MP_QUEUE_HELD_LOCK): the same outcomes, the same lock rules.
-mp_status_t mp_queue_get_begin_held(mp_queue_view_t *_Nonnull v, int64_t deadline_ns,
-                                    const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
-                                    uint64_t *_Nonnull total);
-
-/// mp_queue_get_begin's straight path for a message of `size` bytes (at most 64): the consumer
-/// lock by its CAS, no immediate shutdown, and a message of that size in the lane whose turn it is
-/// (a queue with lanes) or a whole record of it at the ring's head (checked as read_record does:
-/// inside the published span, before the ring's end). Returns the lane, or MP_QUEUE_HELD_RING, with
-/// the lock held and `*payload` the message's bytes (8-aligned): read them, then call
-/// mp_queue_get_straight_end with what this returned. MP_QUEUE_HELD_LOCK when the lock was taken
-/// but the straight path found no such message (an empty queue, a PAD, another size, a shutdown):
-/// call mp_queue_get_begin_held, which goes on from there without letting the lock go (a consumer
-/// that waits for a message then pays one CAS, not two). Else MP_QUEUE_HELD_NONE, and nothing was
-/// done (call mp_queue_get_begin).
-MP_STRAIGHT int32_t mp_queue_get_straight(mp_queue_view_t *_Nonnull v, uint64_t size,
-                                          const void *_Nullable *_Nonnull payload) {
-    mp_queue_t *q = v->header;
-    if (size > 64 || (v->lanes && size != v->slot_size) || __atomic_load_n(&v->corrupted, __ATOMIC_RELAXED) ||
-        __atomic_load_n(&mp_fault_armed, __ATOMIC_RELAXED))
-        return MP_QUEUE_HELD_NONE;
-    if (!mp_mutex_try_fast(&q->consumer, (uint32_t)mp_process_id())) return MP_QUEUE_HELD_NONE;
-    if (__builtin_expect(__atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE, 1)) {
-        if (v->lanes) {
-            int lane = mp_queue_lane_pick_fast(v);
-            if (__builtin_expect(lane >= 0, 1)) {
-                *payload = mp_queue_slot_at(v, (uint32_t)lane, mp_queue_lane_at(v, (uint32_t)lane)->head);
-                return lane;
-            }
-        } else {
-            uint64_t head = q->head, tail = q->tail_cache;
-            // Acquire: pairs with the producer's release of tail.
-            if (tail == head) tail = q->tail_cache = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
-            uint64_t offset = mp_queue_offset_of(v, head), span = tail - head, bytes = mp_queue_record_bytes(size);
-            mp_queue_record_t r;
-            __builtin_memcpy(&r, v->ring + offset, sizeof r);
-            // The record read_record accepts as a WHOLE of `size` bytes, and nothing else (`&`: one
-            // branch): positions 8-aligned and at most a ring apart, the record inside the span and
-            // before the ring's end.
-            int whole = (((head | tail) & 7) == 0) & (span <= v->capacity) & (bytes <= span) &
-                        (bytes <= v->capacity - offset) & (r.kind == MP_QUEUE_RECORD_WHOLE) & (r.size == size) &
-                        (size <= v->max_whole);
-            if (__builtin_expect(whole, 1)) {
-                *payload = v->ring + offset + sizeof r;
-                return MP_QUEUE_HELD_RING;
-            }
-        }
-    }
-    return MP_QUEUE_HELD_LOCK;
-}
-
-/// Consumes what mp_queue_get_straight held (`held`, of `size` bytes): the ring's message is
-/// counted, then `head` moves past it (release: its bytes have been read); the lock is released
-/// and a producer waiting for room is woken (the unlock's swap is the barrier before the read of
-/// `space_sleepers`, as queue_internal.h's unlock_and_wake).
-MP_STRAIGHT void mp_queue_get_straight_end(mp_queue_view_t *_Nonnull v, int32_t held, uint64_t size) {
-    mp_queue_t *q = v->header;
-    if (held >= 0) {
-        mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)held);
-        __atomic_store_n(&l->head, l->head + 1, __ATOMIC_RELEASE);
-    } else {
-        mp_queue_count_taken(v);
-        __atomic_store_n(&q->head, q->head + mp_queue_record_bytes(size), __ATOMIC_RELEASE);
-    }
-    mp_mutex_unlock(&q->consumer);
-    mp_queue_barrier_after_rmw();
-    if (__builtin_expect(__atomic_load_n(&q->space_sleepers, __ATOMIC_RELAXED) > 0, 0)) mp_queue_wake_producers(v);
 }
 
 #ifdef __cplusplus

@@ -45,14 +45,15 @@
 // and awaited), queue_put.c (the producer side), queue_get.c (the consumer side), queue_lanes.c
 // (the lanes of fixed-size slots), queue_async.c (awaiting get and put from a coroutine, through
 // the sides' try steps, which never wait and never spin), queue_internal.h (the record format and
-// the steps they share), and include/mp_queue_straight.h (the lanes' layout, and the straight
-// paths inline in Swift's specialized put and get). Put and get of a single-record message take one
+// the steps they share), and include/mp_queue_straight.h (the lanes' layout, and the put's straight
+// paths inline in Swift's specialized put). Put and get of a single-record message take one
 // straight path each: the lock's CAS, cached indices, one copy (a get's caller reads the record
-// where it lies), the release store, the unlock, one load of the sleeper count. For a value of up
-// to 64 bytes that path is inline in the caller (mp_queue_put_straight, mp_queue_get_straight and
-// _end): it decides only what it can from cached state and hands everything else, with the lock if
-// it took it, to put_held and begin_locked here. It reads and writes the same words in the same
-// order as those, so this protocol still has one description, and fault points make it step aside.
+// where it lies, between mp_queue_get_begin and mp_queue_get_end), the release store, the unlock,
+// one load of the sleeper count. For a value of up to 64 bytes the put's is inline in the caller
+// (mp_queue_put_straight): it decides only what it can from cached state and hands everything else,
+// with the lock if it took it, to put_held; it writes the same words in the same order. The get's
+// stays out of line: made cheaper than the put, it catches up with its producer and polls the
+// producer's line, which slows every put (see Queue.receive).
 //
 // Streams (a message larger than one record is never lost to a consumer's death): the producer
 // numbers each fragmented message (`stream`, in its FIRST); the consumer that takes a FIRST

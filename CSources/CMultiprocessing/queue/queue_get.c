@@ -28,7 +28,7 @@ static inline mp_status_t hold_lane(mp_queue_view_t *v, int i, const void **payl
                                     uint64_t *total) {
     v->held_lane = i;
     v->held = v->slot_size;
-    *payload = mp_queue_slot_at(v, (uint32_t)i, mp_queue_lane_at(v, (uint32_t)i)->head);
+    *payload = slot_at(v, (uint32_t)i, lane_at(v, (uint32_t)i)->head);
     *length = *total = v->slot_size;
     return MP_OK; // the lock stays held until mp_queue_get_end
 }
@@ -36,7 +36,7 @@ static inline mp_status_t hold_lane(mp_queue_view_t *v, int i, const void **payl
 /// Consumes the message held (a lane's slot or a single record): `head` moves past it.
 static inline void release_held(mp_queue_view_t *v) {
     if (v->held_lane >= 0) {
-        mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)v->held_lane);
+        mp_lane_t *l = lane_at(v, (uint32_t)v->held_lane);
         MP_STORE(&l->head, l->head + 1, MP_RELEASE); // the slot has been read (see queue_lanes.c)
         v->held_lane = -1;
     } else {
@@ -166,11 +166,6 @@ mp_status_t mp_queue_get_begin(mp_queue_view_t *v, int64_t deadline, const void 
     return begin_locked(v, deadline, payload, length, total);
 }
 
-mp_status_t mp_queue_get_begin_held(mp_queue_view_t *v, int64_t deadline, const void **payload, uint64_t *length,
-                                    uint64_t *total) {
-    return begin_locked(v, deadline, payload, length, total);
-}
-
 mp_status_t queue_get_try(mp_queue_view_t *v, const void **payload, uint64_t *length, uint64_t *total) {
     mp_queue_t *q = v->header;
     if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
@@ -268,13 +263,13 @@ uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, ui
             }
             if (lane >= 0) {
                 // A run of the lane's slots, within the lane's turn: one store of `head` for all.
-                mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)lane);
+                mp_lane_t *l = lane_at(v, (uint32_t)lane);
                 struct mp_queue_lanes *a = v->lanes;
-                uint64_t head = l->head, n = mp_queue_lane_waiting(v, (uint32_t)lane); // checked by the pick
+                uint64_t head = l->head, n = lane_waiting(v, (uint32_t)lane); // checked by the pick
                 uint64_t turn = (uint64_t)a->budget + 1;                      // the pick took one
                 if (n > turn) n = turn;
                 if (n > max - got) n = max - got;
-                for (uint64_t k = 0; k < n; k++) copy_small(out + (got + k) * stride, mp_queue_slot_at(v, (uint32_t)lane, head + k), size);
+                for (uint64_t k = 0; k < n; k++) copy_small(out + (got + k) * stride, slot_at(v, (uint32_t)lane, head + k), size);
                 a->budget -= (uint32_t)(n - 1);
                 MP_STORE(&l->head, head + n, MP_RELEASE); // the slots have been read
                 got += n;

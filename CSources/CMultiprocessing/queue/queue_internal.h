@@ -161,7 +161,15 @@ static inline __attribute__((always_inline)) int read_record(const mp_queue_view
 /// complete and whose count has landed (`consumed == counting_value`) was counted already. Stores
 /// are plain: only the consumer-lock holder reads or writes these.
 static inline void count_taken(mp_queue_view_t *v) {
-    mp_queue_count_taken(v); // mp_queue_straight.h: the ring get's straight path counts inline too
+    mp_queue_t *q = v->header;
+    uint64_t mark = q->head + 1;
+    if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
+        // counted by a consumer that died before it could release the message
+    } else {
+        q->counting_value = q->consumed + 1;
+        q->counting_head = mark;
+        MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
+    }
     MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
 }
 
@@ -180,6 +188,10 @@ static inline void consume(mp_queue_view_t *v, const record_t *r, int taken) {
 }
 
 // MARK: - Lanes (queue_lanes.c)
+
+static inline mp_lane_t *lane_at(mp_queue_view_t *v, uint32_t i) { return mp_queue_lane_at(v, i); }
+static inline uint8_t *slot_at(mp_queue_view_t *v, uint32_t i, uint64_t pos) { return mp_queue_slot_at(v, i, pos); }
+#define LANE_BUDGET MP_QUEUE_LANE_BUDGET
 
 /// The lanes a consumer looks at: what `used` says, never more than there are.
 static inline uint32_t lanes_used(const mp_queue_view_t *v) {
@@ -235,22 +247,45 @@ static inline void wake_consumers(mp_queue_view_t *v) {
 /// One message through lane `i`: the straight path inline (room known from the cached head, no
 /// shutdown), anything else through lane_put.
 static inline mp_status_t lane_put_one(mp_queue_view_t *v, uint32_t i, const void *data, int64_t deadline) {
-    mp_lane_t *l = mp_queue_lane_at(v, i);
+    mp_lane_t *l = lane_at(v, i);
     uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
     if (MP_UNLIKELY(tail - l->head_cache >= v->lane_slots || MP_LOAD(&v->header->shutdown, MP_RELAXED))) {
         uint64_t put;
         return lane_put(v, i, data, 1, 0, deadline, &put);
     }
-    copy_bytes(mp_queue_slot_at(v, i, tail), data, v->slot_size);
+    copy_bytes(slot_at(v, i, tail), data, v->slot_size);
     MP_STORE(&l->tail, tail + 1, MP_RELEASE); // publishes the slot (see queue_lanes.c)
     wake_consumers(v);
     return MP_OK;
 }
 
-/// Under the consumer lock: lane_pick, with the common case inline (mp_queue_straight.h).
+/// Under the consumer lock: messages waiting in lane `i`, or UINT64_MAX when its positions are
+/// impossible (written by a peer: more than a lane apart). The producer's line is read only when
+/// the consumers' cached view of `tail` has been used up, so that a consumer that keeps up with
+/// its producer does not pull the producer's line over on every get. Acquire: pairs with the
+/// producer's release of `tail` (a cached view was acquired by this or an earlier lock holder).
+static inline uint64_t lane_waiting(mp_queue_view_t *v, uint32_t i) {
+    mp_lane_t *l = lane_at(v, i);
+    uint64_t n = l->tail_cache - l->head;
+    if (n - 1 < v->lane_slots) return n; // in [1, lane_slots]
+    l->tail_cache = MP_LOAD(&l->tail, MP_ACQUIRE);
+    n = l->tail_cache - l->head;
+    return n <= v->lane_slots ? n : UINT64_MAX;
+}
+
+/// Under the consumer lock: lane_pick, with the common case inline: the current lane has a
+/// message and budget left.
 static inline int lane_pick_fast(mp_queue_view_t *v) {
-    int lane = mp_queue_lane_pick_fast(v);
-    return MP_LIKELY(lane >= 0) ? lane : lane_pick(v, 1);
+    struct mp_queue_lanes *a = v->lanes;
+    uint32_t c = a->cursor;
+    if (MP_LIKELY(c < MP_QUEUE_LANES && a->budget - 1 < LANE_BUDGET)) { // budget in [1, LANE_BUDGET]
+        uint64_t n = lane_waiting(v, c);
+        if (MP_LIKELY(n - 1 < v->lane_slots)) { // in [1, lane_slots]
+            a->budget--;
+            return (int)c;
+        }
+    }
+    return lane_pick(v, 1);
 }
 
 /// A sleeper's half of the pairing (queue.c's "Sleeping"): reads `seq`, counts itself in `sleepers`

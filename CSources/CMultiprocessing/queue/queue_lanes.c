@@ -15,7 +15,7 @@
 // - Consumers, one at a time under the queue's consumer lock (the ring's), read a slot after an
 //   acquire load of `tail` and then store `head` (release: the producer's acquire load of `head`
 //   pairs with it before it overwrites the slot). `cursor` and `budget` choose the lane: a
-//   consumer stays on a lane for MP_QUEUE_LANE_BUDGET messages while it has some, then moves on, and the
+//   consumer stays on a lane for LANE_BUDGET messages while it has some, then moves on, and the
 //   ring gets a turn each time, so no producer starves another.
 // - Claiming: a thread's first put to the queue claims a free lane (CAS of `owner` from 0 to its
 //   thread id, then `used` raised, release), or one whose owner has died (its messages stay,
@@ -125,18 +125,12 @@ int64_t lanes_sleep_cap(mp_queue_view_t *v, int64_t deadline) {
     return cap < deadline ? cap : deadline;
 }
 
-// MARK: - Wake-ups of the straight paths (mp_queue_straight.h), out of line: someone sleeps
+// MARK: - The straight put's wake-up (mp_queue_straight.h), out of line: someone sleeps
 
 void mp_queue_wake_consumers(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
     MP_ADD(&q->data_seq, 1, MP_RELEASE);
     mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
-}
-
-void mp_queue_wake_producers(mp_queue_view_t *v) {
-    mp_queue_t *q = v->header;
-    MP_ADD(&q->space_seq, 1, MP_RELEASE);
-    mp_futex_wake(&q->space_seq, INT_MAX, (int)v->shared);
 }
 
 // MARK: - Claiming
@@ -157,7 +151,7 @@ static void mark_used(struct mp_queue_lanes *a, uint32_t i) {
 
 /// Takes lane `i` for thread `tid`: its view of the consumers' `head` starts where they are.
 static int took(mp_queue_view_t *v, uint32_t i) {
-    mp_lane_t *l = mp_queue_lane_at(v, i);
+    mp_lane_t *l = lane_at(v, i);
     l->head_cache = MP_LOAD(&l->head, MP_ACQUIRE);
     mark_used(v->lanes, i);
     return (int)i;
@@ -237,14 +231,14 @@ static uint64_t lane_refill(mp_queue_view_t *v, mp_lane_t *l, uint64_t tail) {
 }
 
 int lane_has_room(mp_queue_view_t *v, uint64_t i) {
-    mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)i);
+    mp_lane_t *l = lane_at(v, (uint32_t)i);
     return lane_room(v, l, MP_LOAD(&l->tail, MP_RELAXED)) > 0;
 }
 
 MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, uint64_t count, uint64_t stride,
                              int64_t deadline, uint64_t *put) {
     mp_queue_t *q = v->header;
-    mp_lane_t *l = mp_queue_lane_at(v, i);
+    mp_lane_t *l = lane_at(v, i);
     const uint8_t *p = data;
     uint64_t tail = MP_LOAD(&l->tail, MP_RELAXED); // only this thread stores it
     uint64_t done = 0;
@@ -274,7 +268,7 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
             continue;
         }
         uint64_t n = count - done < room ? count - done : room;
-        for (uint64_t k = 0; k < n; k++, p += stride) copy_bytes(mp_queue_slot_at(v, i, tail + k), p, v->slot_size);
+        for (uint64_t k = 0; k < n; k++, p += stride) copy_bytes(slot_at(v, i, tail + k), p, v->slot_size);
         tail += n;
         done += n;
     }
@@ -292,7 +286,7 @@ int lanes_have_data(mp_queue_view_t *v) {
     // Reads only: a coroutine asks without the consumer lock (queue_async.c).
     uint32_t used = lanes_used(v);
     for (uint32_t i = 0; i < used; i++) {
-        mp_lane_t *l = mp_queue_lane_at(v, i);
+        mp_lane_t *l = lane_at(v, i);
         // Acquire: pairs with the producer's release of tail. Garbled positions count as data:
         // the get that follows reports them.
         if (MP_LOAD(&l->tail, MP_ACQUIRE) != MP_LOAD(&l->head, MP_RELAXED)) return 1;
@@ -305,20 +299,20 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
     uint32_t used = lanes_used(v);
     if (used == 0) return -1;
     uint32_t c = a->cursor < used ? a->cursor : 0;
-    if (a->budget == 0 || a->budget > MP_QUEUE_LANE_BUDGET) { // the lane's turn is over: the ring's, then the next
-        a->budget = MP_QUEUE_LANE_BUDGET;
+    if (a->budget == 0 || a->budget > LANE_BUDGET) { // the lane's turn is over: the ring's, then the next
+        a->budget = LANE_BUDGET;
         c = c + 1 < used ? c + 1 : 0;
         a->cursor = c;
         if (ring_first && has_data(v, 0)) return -1;
     }
     for (uint32_t k = 0; k < used; k++) {
         uint32_t i = c + k < used ? c + k : c + k - used;
-        uint64_t n = mp_queue_lane_waiting(v, i);
+        uint64_t n = lane_waiting(v, i);
         if (n == 0) continue;
         if (n == UINT64_MAX) return -2;
         if (i != c) {
             a->cursor = i;
-            a->budget = MP_QUEUE_LANE_BUDGET;
+            a->budget = LANE_BUDGET;
         }
         a->budget--;
         return (int)i;
@@ -329,7 +323,7 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
 void lanes_discard(mp_queue_view_t *v) {
     uint32_t used = lanes_used(v);
     for (uint32_t i = 0; i < used; i++) {
-        mp_lane_t *l = mp_queue_lane_at(v, i);
+        mp_lane_t *l = lane_at(v, i);
         MP_STORE(&l->head, MP_LOAD(&l->tail, MP_ACQUIRE), MP_RELEASE);
     }
 }
@@ -338,7 +332,7 @@ uint64_t lanes_count(mp_queue_view_t *v) {
     uint64_t n = 0;
     uint32_t used = lanes_used(v);
     for (uint32_t i = 0; i < used; i++) {
-        mp_lane_t *l = mp_queue_lane_at(v, i);
+        mp_lane_t *l = lane_at(v, i);
         uint64_t waiting = MP_LOAD(&l->tail, MP_RELAXED) - MP_LOAD(&l->head, MP_RELAXED);
         if (waiting <= v->lane_slots) n += waiting; // a snapshot; garbled positions count nothing
     }

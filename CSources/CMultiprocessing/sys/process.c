@@ -178,10 +178,8 @@ int32_t mp_poll_readable(int32_t fd, int64_t deadline) {
     }
 }
 
-/// The armed fault point; the queue's inline straight paths read it in every build (mp_queue_straight.h),
-/// so it exists in every build, and stays 0 where fault injection is compiled out.
-uint32_t mp_fault_armed;
 #ifdef MP_FAULT_INJECTION
+uint32_t mp_fault_armed;
 static uint32_t fault_passes_left; // this process's only: set before arming, read by its passes
 
 void mp_fault_pass(void) {

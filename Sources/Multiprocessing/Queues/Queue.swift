@@ -202,26 +202,15 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @inlinable
     final func receive(deadline: Int64) throws(QueueError) -> Element {
         guard copiesBits else { return try receiveDecoded(deadline: deadline) }
+        // No straight path inline here, unlike send's: a get that costs less than the put feeding it
+        // catches up with its producer and polls the producer's line, which then slows every put
+        // (SPSC 8 B, two pinned threads, medians of 10 interleaved runs: about 80 -> 50 M msg/s through
+        // a lane, 80 -> under 30 through the ring). Its instructions are not where its time goes.
         var payload: UnsafeRawPointer? = nil
-        let size = UInt64(MemoryLayout<Element>.size)
-        var held = MP_QUEUE_HELD_NONE
-        // The straight path, inline with the size a constant (mp_queue_straight.h): a lane's slot
-        // or the ring's whole record, 8-aligned either way.
-        if size <= 64, MemoryLayout<Element>.alignment <= 8 {
-            held = mp_queue_get_straight(q, size, &payload)
-            if held >= 0 || held == MP_QUEUE_HELD_RING, let payload {
-                let value = payload.load(as: Element.self)  // a trivial type: the bytes are the value
-                mp_queue_get_straight_end(q, held, size)
-                return value
-            }
-        }
         var length: UInt64 = 0
         var total: UInt64 = 0
-        // The lock, if the straight path took it, is kept: the general path goes on from there.
-        let status =
-            held == MP_QUEUE_HELD_LOCK
-            ? mp_queue_get_begin_held(q, deadline, &payload, &length, &total)
-            : mp_queue_get_begin(q, deadline, &payload, &length, &total)
+        let status = mp_queue_get_begin(q, deadline, &payload, &length, &total)
+        let size = UInt64(MemoryLayout<Element>.size)
         // A record's payload is 8-aligned in the ring: the value is loaded where it lies (no
         // temporary, no Optional, so unspecialized callers look up no generic metadata either).
         if status == MP_OK, length == size, total == size, MemoryLayout<Element>.alignment <= 8, let payload {
