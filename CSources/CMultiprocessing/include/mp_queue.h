@@ -96,7 +96,8 @@ typedef struct mp_queue_view {
     // these would travel between the cores on every message.
     uint64_t held;          // bytes of the record a get holds between begin and end/rest
     int32_t held_lane;      // the lane of the message a get holds, or -1 (the ring's)
-    uint32_t consumer_pad[13];
+    uint32_t catch_up;      // pauses before a waiting get's first look, learned (mp_queue_wait_until)
+    uint32_t consumer_pad[12];
 } mp_queue_view_t;
 
 /// The most bytes a lane's slot holds: fixed-size elements up to this size travel in lanes.

@@ -30,6 +30,9 @@ _Static_assert(MAX_PAYLOAD + sizeof(record_t) <= UINT32_MAX, "record and PAD siz
 #define SPIN_NS (50 * 1000)
 /// The most pauses between two looks of that spin (see mp_queue_wait_until).
 #define SPIN_BACKOFF_MAX 32u
+/// The most pauses a get that caught up with its producer waits before its first look (see
+/// mp_queue_wait_until).
+#define CATCH_UP_MAX 32u
 
 static inline uint8_t *ring(mp_queue_view_t *v) { return v->ring; }
 /// A position's record in the ring: always 8-aligned and at least 8 bytes before the end, whatever
