@@ -64,6 +64,26 @@ struct PipeTests {
         #expect(try !reader.poll())
     }
 
+    @Test("sendBytes takes any collection of bytes: contiguous or not, a slice, empty; the bytes arrive as sent")
+    func sendBytesCollections() throws {
+        let (reader, writer) = try Pipe.make(duplex: false)
+        let bytes = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try writer.sendBytes(bytes)
+        try writer.sendBytes(bytes[100..<300])  // a slice: contiguous, not at its base's start
+        try writer.sendBytes((0..<500).lazy.map { UInt8(truncatingIfNeeded: $0) })  // not contiguous
+        try writer.sendBytes([UInt8]())
+        try writer.sendBytes(Set<UInt8>([9]))
+        #expect(try reader.poll(timeout: .seconds(5)))
+        #expect(try reader.receiveBytes() == bytes)
+        #expect(try reader.receiveBytes() == Array(bytes[100..<300]))
+        #expect(try reader.receiveBytes() == (0..<500).map { UInt8(truncatingIfNeeded: $0) })
+        #expect(try reader.receiveBytes() == [])
+        #expect(try reader.receiveBytes() == [9])
+        #expect(try !reader.poll())
+        reader.close()
+        #expect(throws: ConnectionError.wrongDirection) { try reader.sendBytes((0..<3).lazy.map { UInt8($0) }) }
+    }
+
     @Test("poll, timeouts, large messages, end of file, closed ends")
     func edges() throws {
         let (a, b) = try Pipe.make()
