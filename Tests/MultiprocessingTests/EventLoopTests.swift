@@ -27,14 +27,24 @@ nonisolated func nonisolatedStep(_ i: Int, on loop: EventLoop) async -> Bool {
 
 @Suite("EventLoop: executor, sleep, gather, timeouts")
 struct EventLoopTests {
-    @Test("run returns the body's value on the loop's thread and rethrows its error")
+    @Test("run returns the body's value, its loop running on the calling thread, and rethrows its error")
     func runValueAndError() throws {
+        let caller = threadID()
         let value = try EventLoop.run { () async throws -> String in
             #expect(EventLoop.current != nil)
-            #expect(Thread.currentName == "EventLoop.run")
+            #expect(threadID() == caller)  // as asyncio.run: the caller's thread runs the loop
+            let child = try await withThrowingTaskGroup(of: UInt.self) { group in
+                group.addTask {
+                    try await sleep(for: .milliseconds(1))
+                    return threadID()
+                }
+                return try await group.next()!
+            }
+            #expect(child == caller)
             return "done"
         }
         #expect(value == "done")
+        #expect(EventLoop.current == nil)  // the caller's thread is no loop's afterwards
         #expect(throws: Boom()) { try EventLoop.run { () async throws -> Int in throw Boom() } }
         let loop = try EventLoop()
         let nested = try loop.run { () async throws -> Bool in
@@ -46,6 +56,18 @@ struct EventLoopTests {
             }
         }
         #expect(nested)
+        // EventLoop.run called by a job of another loop (blocking it, as any blocking call would):
+        // the inner loop runs on that thread, which is the outer loop's again afterwards.
+        let (inner, outerAgain) = try loop.run { () async throws -> (Bool, Bool) in
+            let inner = try EventLoop.run { () async throws -> Bool in
+                try await sleep(for: .milliseconds(1))
+                return EventLoop.current !== loop && EventLoop.current != nil
+            }
+            try await sleep(for: .milliseconds(1))
+            return (inner, EventLoop.current === loop)
+        }
+        #expect(inner)
+        #expect(outerAgain)
         loop.shutdown()
     }
 

@@ -109,6 +109,11 @@ func runProbe(_ name: String, iterations: Int) throws {
         // For perf: forkserver pools of 2 one after another, creation to first result, the mean printed.
         let ms = try meanFirstResult(iterations) { try ProcessPool(processes: 2, worker: StartTargets.doubler) }
         print(String(format: "%.3f ms per pool", ms))
+    case "eventloop-run":
+        // The fixed cost of asyncio.run's counterpart: a loop made, an empty body run, the loop gone.
+        let start = now()
+        for _ in 0..<iterations { try EventLoop.run {} }
+        print(String(format: "%.1f µs per run", Double(now() - start) / Double(iterations) / 1e3))
     default:
         throw BenchError.peer("unknown probe \(name)")
     }
