@@ -217,6 +217,25 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test("a host as a standard literal, as a literal only getaddrinfo reads, and as a name reaches the listener")
+    func connectByLiteralsAndNames() async throws {
+        try await onLoop {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            // "127.1" and "0x7f.0.0.1" are IPv4 forms that inet_pton refuses: getaddrinfo reads them.
+            for (i, host) in ["127.0.0.1", "127.1", "0x7f.0.0.1", "localhost"].enumerated() {
+                async let accepted = listener.accept()
+                let client = try await TCPConnection.connect(host: host, port: listener.port)
+                let peer = try await accepted
+                #expect(client.remotePort == listener.port, "\(host)")
+                try await client.send([UInt8(i)])
+                #expect(try await peer.receive(exactly: 1) == [UInt8(i)], "\(host)")
+                try await client.close()
+                try await peer.close()
+            }
+            try await listener.close()
+        }
+    }
+
     @Test("cancelling a task stuck in accept ends it with CancellationError")
     func cancelAccept() async throws {
         let loop = try EventLoop()
