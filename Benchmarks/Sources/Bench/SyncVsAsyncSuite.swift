@@ -14,6 +14,11 @@ struct SyncVsAsyncSuite {
 
     var sizes: [Int] { quick ? [100, 1000] : [100, 1000, 10_000] }
 
+    /// Samples per implementation at `n` tasks. A run of 100 round trips lasts about 5 ms, and its
+    /// time swings by a third between runs (the loopback's connects, where the two vCPUs are): 15
+    /// samples, as the contended rows take, keep its median steady. The larger sizes keep `runs`.
+    func samples(_ n: Int) -> Int { quick || n > 100 ? runs : max(runs, 15) }
+
     /// The Swift implementations, by the probe name a child runs them under.
     static let swiftImpls: [(probe: String, label: String)] = [
         ("eventloop", "engine EventLoop coroutines"),
@@ -52,7 +57,7 @@ struct SyncVsAsyncSuite {
         var rss: [String: [Double]] = [:]
         var taskMemory: [String: [Double]] = [:]
         for (_, m) in cases { _ = try m() }  // warm-up
-        for _ in 0..<runs {
+        for _ in 0..<samples(n) {
             for (name, m) in cases {
                 let (ns, kib, baseline) = try m()
                 wall[name, default: []].append(ns / 1e6)
