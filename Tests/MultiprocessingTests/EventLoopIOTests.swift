@@ -236,6 +236,91 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test("connects submitted together go to io-wq workers where there is another CPU; one alone stays inline")
+    func connectsSpreadOverWorkers() async throws {
+        // The server on a loop of its own: the client loop's submissions hold only its own entries.
+        let serverLoop = try EventLoop(name: "connect-server")
+        defer { serverLoop.shutdown() }
+        try await onLoop {
+            let loopThread = mp_thread_id()
+            let listener = try await Task(executorPreference: serverLoop) {
+                try await TCPListener.listen(host: "127.0.0.1", port: 0, backlog: 256)
+            }.value
+            let server = Task(executorPreference: serverLoop) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<105 {
+                        let connection = try await listener.accept()
+                        group.addTask {
+                            if let byte = try await connection.receive(exactly: 1) { try await connection.send(byte) }
+                            try await connection.close()
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            @Sendable func roundTrip(_ n: Int) async throws -> UInt8 {
+                let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+                try await client.send([UInt8(n)])
+                let echoed = try await client.receive(exactly: 1)
+                try await client.close()
+                return echoed?.first ?? 0xFF
+            }
+            // One after another: each connect is the first of its submission, and no worker starts.
+            for n in 0..<5 { #expect(try await roundTrip(n) == UInt8(n)) }
+            #expect(ioWorkers(of: loopThread) == 0, "a connect alone went to io-wq")
+            // 100 at once: all but the first connect of a submission go to workers (with another CPU).
+            let echoed = try await gather((0..<100).map { n in { @Sendable in try await roundTrip(n) } })
+            #expect(echoed == (0..<100).map { UInt8($0) })
+            let workers = ioWorkers(of: loopThread)
+            if mp_cpu_affinity_count() > 1 {
+                #expect(workers > 0, "no connect went to io-wq")
+            } else {
+                #expect(workers == 0)
+            }
+            try await server.value
+            try await listener.close()
+        }
+    }
+
+    @Test("connects submitted together: refused ones throw connectionRefused, unanswered ones time out")
+    func batchedConnectErrors() async throws {
+        try await onLoop {
+            let closed = try await TCPListener.listen()
+            let port = closed.port
+            try await closed.close()
+            let refused = try await gather(
+                (0..<20).map { _ in
+                    { @Sendable () async -> Bool in
+                        do {
+                            _ = try await TCPConnection.connect(host: "127.0.0.1", port: port)
+                            return false
+                        } catch { return error as? IOError == .system(.connectionRefused, function: "connect") }
+                    }
+                })
+            #expect(refused == Array(repeating: true, count: 20))
+            // A listener that never accepts, with a backlog of 1: once its queue is full, the kernel
+            // drops further SYNs, and those connects stay in progress (a poll armed in the ring).
+            let silent = try await TCPListener.listen(host: "127.0.0.1", port: 0, backlog: 1)
+            let timedOut = try await gather(
+                (0..<10).map { _ in
+                    { @Sendable () async -> Int in
+                        do {
+                            let c = try await withTimeout(.milliseconds(300)) {
+                                try await TCPConnection.connect(host: "127.0.0.1", port: silent.port)
+                            }
+                            try? await c.close()
+                            return 0
+                        } catch { return error is TimeoutError ? 1 : 2 }
+                    }
+                })
+            #expect(timedOut.allSatisfy { $0 < 2 })
+            #expect(timedOut.reduce(0, +) >= 5, "the listener's queue should hold at most a few: \(timedOut)")
+            // The loop still works after the cancelled connects.
+            try await sleep(for: .milliseconds(1))
+            try await silent.close()
+        }
+    }
+
     @Test("cancelling a task stuck in accept ends it with CancellationError")
     func cancelAccept() async throws {
         let loop = try EventLoop()
@@ -248,4 +333,23 @@ struct EventLoopIOTests {
             try await listener.close()
         }
     }
+}
+
+/// The io-wq workers that thread `tid` started (the kernel names them "iou-wrk-<tid>").
+private func ioWorkers(of tid: Int32) -> Int {
+    guard let dir = opendir("/proc/self/task") else { return -1 }
+    defer { closedir(dir) }
+    let expected = Array("iou-wrk-\(tid)\n".utf8)
+    var count = 0
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard Int32(name) != nil else { continue }
+        let fd = open("/proc/self/task/\(name)/comm", O_RDONLY)
+        guard fd >= 0 else { continue }  // the thread has just ended
+        var comm = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &comm, comm.count)
+        close(fd)
+        if n > 0, Array(comm.prefix(n)) == expected { count += 1 }
+    }
+    return count
 }

@@ -40,7 +40,7 @@ typedef struct mp_completion {
 /// Bit 0 of mp_loop_features: IORING_OP_FUTEX_WAIT works (kernel >= 6.7).
 #define MP_LOOP_FUTEX 1u
 
-/// Creates a ring with `entries` submission slots (completion queue 16x that) and arms the wake-up
+/// Creates a ring with `entries` submission slots (completion queue 4x that) and arms the wake-up
 /// read. NULL and `*error` (an errno) on failure.
 mp_loop_t *_Nullable mp_loop_create(uint32_t entries, int32_t *_Nonnull error);
 /// On the thread that will drive the ring, before anything else: it becomes the ring's single
@@ -108,8 +108,13 @@ int32_t mp_loop_close(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd);
 int32_t mp_loop_fsync(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, int datasync);
 /// accept4(SOCK_CLOEXEC): completes with the connection's descriptor.
 int32_t mp_loop_accept(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd);
+/// connect(2) on a socket. With mp_loop_offload_connects on, a connect queued behind another
+/// connect of the same submission is made by an io-wq worker (IOSQE_ASYNC), beside the loop.
 int32_t mp_loop_connect(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd,
                         const void *_Nonnull address, uint32_t length);
+/// Whether connects queued together go to io-wq (worth it with more than one CPU to
+/// run the workers on); off at creation.
+void mp_loop_offload_connects(mp_loop_t *_Nonnull loop, int on);
 /// send(MSG_NOSIGNAL): a closed peer is -EPIPE, never SIGPIPE.
 int32_t mp_loop_send(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd,
                      const void *_Nonnull buffer, uint32_t length);

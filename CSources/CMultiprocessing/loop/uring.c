@@ -163,6 +163,7 @@ int32_t mp_loop_enter(mp_loop_t *l, int wait) {
         return 0;
     // submit_and_get_events enters with GETEVENTS even with nothing to submit: with deferred task
     // work, that is what posts finished operations to the completion queue.
+    l->connects_queued = 0; // submitted below (uring_ops.c's mp_loop_connect)
     int rc;
     if (wait && l->under_valgrind) {
         struct io_uring_cqe *cqe;

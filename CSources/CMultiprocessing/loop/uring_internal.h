@@ -18,6 +18,8 @@ struct mp_loop {
     int disabled; // created with IORING_SETUP_R_DISABLED, not yet started
     int taskrun_flag; // created with IORING_SETUP_TASKRUN_FLAG (see mp_loop_enter)
     int under_valgrind; // waits in slices and yields (see mp_loop_enter)
+    int offload_connects; // a connect queued behind another goes to io-wq (uring_ops.c)
+    unsigned connects_queued; // connects in the submission being built; 0 once it is submitted
     uint64_t wake_value; // the eventfd read's buffer
     // The provided receive buffers (uring_recv_buffers.c, their owner): 0 not set up yet, 1 on,
     // -1 unavailable.
@@ -37,6 +39,7 @@ void mp_loop_recv_buffers_free(struct mp_loop *l);
 static inline struct io_uring_sqe *mp_loop_sqe(struct mp_loop *l, unsigned need) {
     if (io_uring_sq_space_left(&l->ring) < need) {
         io_uring_submit(&l->ring);
+        l->connects_queued = 0;
         if (io_uring_sq_space_left(&l->ring) < need) return NULL;
     }
     return io_uring_get_sqe(&l->ring);

@@ -12,6 +12,9 @@
 //   len, op flags, buf_index and file_index must be 0. A word in shared memory must not be
 //   FUTEX2_PRIVATE: a private futex is keyed by (mm, address) and would never meet a waker in
 //   another process. Wakers use FUTEX_WAKE (futex.c), whose bitset matches any mask.
+// - A connect runs where it is submitted, in the loop's io_uring_enter, unless the loop offloads
+//   connects and another connect is queued before it in the same submission: it then carries
+//   IOSQE_ASYNC, and an io-wq worker makes it (see mp_loop_connect).
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -131,10 +134,23 @@ int32_t mp_loop_accept(mp_loop_t *l, uint64_t user_data, int32_t fd) {
     return 0;
 }
 
+void mp_loop_offload_connects(mp_loop_t *l, int on) { l->offload_connects = on; }
+
 int32_t mp_loop_connect(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *address, uint32_t length) {
     struct io_uring_sqe *sqe = one(l, user_data);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_connect(sqe, fd, (const struct sockaddr *)address, length);
+    int batched = l->connects_queued++ > 0; // after one(), which may have flushed the queue
+    // A loopback (or nearby) connect does its whole handshake inside the submitting call: the
+    // SYN, the listener's side in softirq, the SYN-ACK and the ACK, about 15 µs of kernel work on
+    // the loop's thread. Queued behind another connect, it goes to an io-wq worker, which makes it
+    // on another CPU while the loop submits the rest (100 loopback round trips at once, 15
+    // interleaved runs: medians 5.27 -> 4.69 ms, fastest 4.26 -> 3.49; 10 000 at once: 465 -> 390
+    // ms). The first of a submission stays inline, as does a connect alone: the hand-off to a
+    // worker would only add to its latency (one round trip after another: 90 -> 115 µs each).
+    // The worker tries the connect without blocking and arms a poll if it is still in progress
+    // (io-wq does so for a pollable file), so no worker waits on a slow peer.
+    if (l->offload_connects && batched) sqe->flags |= IOSQE_ASYNC;
     sqe->user_data = user_data;
     return 0;
 }

@@ -118,6 +118,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         self.ring = ring
         self.name = name ?? "EventLoop-\(EventLoop.counter.withLock { n -> Int in n += 1; return n })"
         supportsFutexWait = (mp_loop_features(ring) & UInt32(MP_LOOP_FUTEX)) != 0
+        // Connects submitted together are spread over io-wq's workers (see mp_loop_connect) only
+        // where there is another CPU for them to run on: the workers take this thread's affinity.
+        // (Not `cpuCount`: its first read, the cgroup files parsed, costs about 300 µs, which
+        // would double the first `EventLoop.run` of a process.)
+        mp_loop_offload_connects(ring, mp_cpu_affinity_count() > 1 ? 1 : 0)
         mp_task_set_cancel_fn(LoopOperation.cancelHandler)
         isolation = Isolation(self)
         if !ownThread { return }

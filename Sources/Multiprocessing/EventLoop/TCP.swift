@@ -56,6 +56,12 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Connects to `host` (an address or a name) and `port`.
+    ///
+    /// A connect to a nearby host does its whole handshake in the kernel call that submits it.
+    /// Where the loop's thread may run on more than one CPU, connects that a loop submits together (many
+    /// tasks connecting at once) go to the kernel's io_uring workers (threads named `iou-wrk-*`)
+    /// beyond the first, so that their handshakes run beside the loop; a connect on its own stays
+    /// on the loop's thread.
     /// - Throws: ``IOError/system(_:function:)`` with `.connectionRefused` when nobody listens.
     nonisolated(nonsending) public static func connect(host: String, port: UInt16) async throws -> TCPConnection {
         let address = try await SocketAddress.resolve(host, port)
