@@ -137,6 +137,46 @@ struct EventLoopIOTests {
         #expect(loop.receivesIntoRingBuffers - before >= 6000)
     }
 
+    @Test("the loop hands out receive buffers as they are needed: a few for one connection, more after a burst")
+    func ringBuffersHandedOutAsNeeded() async throws {
+        let loop = try EventLoop(name: "ring-buffers-as-needed")
+        defer { loop.shutdown() }
+        let clients = 300
+        let (few, afterBurst, good) = try await onLoop(loop) { () async throws -> (UInt32, UInt32, Int) in
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0, backlog: 1024)
+            async let first = listener.accept()
+            let one = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let peer = try await first
+            // 1 000 round trips, one at a time: the first buffers handed out come back every time.
+            for i in 0..<1000 {
+                try await peer.send([UInt8(truncatingIfNeeded: i)])
+                guard try await one.receive(upTo: 64) == [UInt8(truncatingIfNeeded: i)] else { return (0, 0, -1) }
+            }
+            let few = mp_testing_loop_recv_buffers_out(loop.ring)
+            // A burst: every client's byte arrives while this job holds the loop's thread.
+            let (connections, accepted) = try await connectedPairs(listener, clients, on: loop)
+            let readers = connections.enumerated().map { (i, c) in
+                Task(executorPreference: loop) { try await c.receive(exactly: 1) == [UInt8(truncatingIfNeeded: i)] }
+            }
+            while loop.operationsInFlight < clients { await Task.yield() }
+            for (i, c) in accepted.enumerated() {
+                let fd = try c.descriptor.get()
+                var byte = UInt8(truncatingIfNeeded: i)
+                guard Glibc.send(fd, &byte, 1, 0) == 1 else { return (few, 0, -1) }
+            }
+            usleep(50_000)  // every byte reaches its socket before the loop runs again
+            var good = 0
+            for reader in readers where try await reader.value { good += 1 }
+            let afterBurst = mp_testing_loop_recv_buffers_out(loop.ring)
+            for c in connections + accepted + [one, peer] { try await c.close() }
+            try await listener.close()
+            return (few, afterBurst, good)
+        }
+        #expect(good == clients)
+        #expect(few == 16, "one connection's receives need only the first buffers handed out")
+        #expect(afterBurst > few && afterBurst <= MP_RECV_BUFFERS, "a burst that ran them out hands out more")
+    }
+
     @Test("more receives complete at once than the ring has buffers: the rest fall back, no byte lost")
     func ringBuffersRunOut() async throws {
         let loop = try EventLoop(name: "ring-buffers-run-out")
@@ -148,16 +188,7 @@ struct EventLoopIOTests {
             // the loop gives buffers back between those batches, so 256 never run out here.
             #expect(mp_testing_loop_recv_buffers(loop.ring, 2) == 0)
             let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0, backlog: 1024)
-            let acceptor = Task(executorPreference: loop) {
-                var accepted: [TCPConnection] = []
-                for _ in 0..<clients { accepted.append(try await listener.accept()) }
-                return accepted
-            }
-            var connections: [TCPConnection] = []
-            for _ in 0..<clients {
-                connections.append(try await TCPConnection.connect(host: "127.0.0.1", port: listener.port))
-            }
-            let accepted = try await acceptor.value
+            let (connections, accepted) = try await connectedPairs(listener, clients, on: loop)
             let readers = connections.enumerated().map { (i, c) in
                 Task(executorPreference: loop) { try await c.receive(exactly: 40) == pattern(i) }
             }
@@ -352,4 +383,19 @@ private func ioWorkers(of tid: Int32) -> Int {
         if n > 0, Array(comm.prefix(n)) == expected { count += 1 }
     }
     return count
+}
+
+/// `count` connections to `listener`, accepted by a task on `loop`: the clients' ends and the
+/// server's, in the same order.
+private func connectedPairs(_ listener: TCPListener, _ count: Int, on loop: EventLoop) async throws -> (
+    [TCPConnection], [TCPConnection]
+) {
+    let acceptor = Task(executorPreference: loop) {
+        var accepted: [TCPConnection] = []
+        for _ in 0..<count { accepted.append(try await listener.accept()) }
+        return accepted
+    }
+    var connections: [TCPConnection] = []
+    for _ in 0..<count { connections.append(try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)) }
+    return (connections, try await acceptor.value)
 }

@@ -123,7 +123,8 @@ int32_t mp_loop_recv(mp_loop_t *_Nonnull loop, uint64_t user_data, int32_t fd, v
 
 // MARK: - Provided receive buffers (uring_recv_buffers.c)
 
-/// The loop's receive buffers: how many, and the size of each (the most a selected receive takes).
+/// The loop's receive buffers: how many at most (handed to the kernel as receives need them, see
+/// uring_recv_buffers.c), and the size of each (the most a selected receive takes).
 #define MP_RECV_BUFFERS 256u
 #define MP_RECV_BUFFER_SIZE 4096u
 /// The completion flag that says a receive took one of the loop's buffers (IORING_CQE_F_BUFFER).

@@ -36,6 +36,9 @@ int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 /// of MP_RECV_BUFFERS, so that a test can run them out. Only before the loop's first receive, from
 /// the loop's thread; returns 0, or -EINVAL.
 int32_t mp_testing_loop_recv_buffers(mp_loop_t *_Nonnull loop, uint32_t count);
+/// How many of `loop`'s receive buffers it has handed to the kernel so far (0 before its first
+/// receive). Read on the loop's thread.
+uint32_t mp_testing_loop_recv_buffers_out(const mp_loop_t *_Nonnull loop);
 
 /// 1 in a ThreadSanitizer build of the C target: tests that fork closure children from several
 /// threads at once (TSan's own locks are not fork-safe there) run only in the other builds.

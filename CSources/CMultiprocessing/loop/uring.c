@@ -185,6 +185,7 @@ uint32_t mp_loop_reap(mp_loop_t *l, mp_completion_t *out, uint32_t max) {
         out[i].user_data = cqes[i]->user_data;
         out[i].result = cqes[i]->res;
         out[i].flags = cqes[i]->flags;
+        if (cqes[i]->res == -ENOBUFS) mp_loop_recv_ran_out(l); // before the caller queues again
     }
     io_uring_cq_advance(&l->ring, n);
     return n;

@@ -25,6 +25,7 @@ struct mp_loop {
     // -1 unavailable.
     int recv_state;
     unsigned recv_count; // buffers in the ring: MP_RECV_BUFFERS (a test may ask for fewer)
+    unsigned recv_added; // buffers handed to the kernel so far: ids [0, recv_added), a prefix
     struct io_uring_buf_ring *recv_ring; // and the buffers after it, in one mapping
     unsigned char *recv_memory;
     size_t recv_bytes;
@@ -32,6 +33,9 @@ struct mp_loop {
 
 /// Unmaps the receive buffers, once the ring is gone (uring_recv_buffers.c).
 void mp_loop_recv_buffers_free(struct mp_loop *l);
+/// A completion said -ENOBUFS (every buffer handed out was taken): hands the kernel more of the
+/// ring's buffers, if any are left (uring_recv_buffers.c). Loop thread only.
+void mp_loop_recv_ran_out(struct mp_loop *l);
 
 /// A free submission entry, flushing the queue to the kernel first if fewer than `need` are left
 /// (a futex wait and its linked timeout must not be split across two submissions). NULL if the
