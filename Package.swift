@@ -50,7 +50,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "MultiprocessingTestHelper",
-            dependencies: ["Multiprocessing", "MultiprocessingTestTargets"],
+            dependencies: ["Multiprocessing", "CMultiprocessing", "MultiprocessingTestTargets"],
             path: "Tests/MultiprocessingTestHelper"
         ),
         // `make fuzz`: libFuzzer over the decoder and a queue's ring; a seeded smoke run otherwise.

@@ -9,4 +9,5 @@ import MultiprocessingTestTargets
 
 TrackerScenario.runIfRequested()  // ResourceTrackerTests: a program of its own
 Spawn.bootstrap(TestTargets.all)
+ExitScenario.runIfRequested()  // ProgramExitTests: a program of its own, whose children are forkserver ones
 print("MultiprocessingTestHelper: run by the test suite as a spawned child")

@@ -61,17 +61,20 @@ public struct ProcStat: Sendable {
 
     /// The running (not ended) children of `parent` named `name`.
     public static func children(of parent: Int32, named name: String) -> [Int32] {
+        children(of: parent).filter { $0.name == name && $0.state != "Z" && $0.state != "X" }.map(\.pid)
+    }
+
+    /// Every child of `parent`, zombies included.
+    public static func children(of parent: Int32) -> [ProcStat] {
         guard let dir = opendir("/proc") else { return [] }
         defer { closedir(dir) }
-        var found: [Int32] = []
+        var found: [ProcStat] = []
         while let entry = readdir(dir) {
             let text = withUnsafeBytes(of: entry.pointee.d_name) {
                 String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
             }
             guard let pid = Int32(text), let stat = ProcStat(pid: pid) else { continue }
-            if stat.parentPID == parent && stat.name == name && stat.state != "Z" && stat.state != "X" {
-                found.append(pid)
-            }
+            if stat.parentPID == parent { found.append(stat) }
         }
         return found
     }

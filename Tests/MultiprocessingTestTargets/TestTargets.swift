@@ -1,6 +1,7 @@
 // Spawn targets shared by the test suite (parent side) and its helper executable (child side).
 import CMultiprocessing
 import Multiprocessing
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -244,12 +245,21 @@ public enum TestTargets {
         job[9] = 1
     }
 
+    /// Starts a pool of `processes` forkserver workers (and so a forkserver of its own), runs
+    /// one task on it, and returns with the pool running: the child's end must reap them all.
+    public static let poolThenExit = SpawnTarget<Int>("poolThenExit") { processes in
+        let pool = try ProcessPool(processes: processes, worker: twice)
+        guard try pool.apply(21) == 42 else { throw PoolJobError.refused("twice(21)") }
+        keptPools.withLock { $0.append(pool) }  // never deinitialized: terminated at the child's end
+    }
+    private static let keptPools = Mutex<[ProcessPool<Int, Int>]>([])
+
     /// A process pool's work function for the stress tests: twice the input.
     public static let twice = PoolWorker<Int, Int>("twice") { $0 &* 2 }
 
     public static let all: [any SpawnEntry] = [
         twice, PoolHazard.target, createRegion, inheritedDescriptors, streamConsumer,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
-        sharedTally,
+        sharedTally, poolThenExit,
     ]
 }

@@ -185,7 +185,13 @@ final class ScenarioProgram {
         var description: String
     }
 
-    init(_ mode: String, prefix: String) throws {
+    /// The helper in the tracker scenario `mode`.
+    convenience init(_ mode: String, prefix: String) throws {
+        try self.init(arguments: ["tracker-scenario", mode, prefix])
+    }
+
+    /// The helper run with `arguments`.
+    init(arguments helperArguments: [String]) throws {
         var reportPipe: [Int32] = [0, 0]
         var commandPipe: [Int32] = [0, 0]
         guard mp_pipe(&reportPipe) == 0, mp_pipe(&commandPipe) == 0 else { throw Failed(description: "pipe2") }
@@ -225,7 +231,7 @@ final class ScenarioProgram {
 
         let path = Self.helperPath()
         var child: pid_t = 0
-        let arguments = [path, "tracker-scenario", mode, prefix]
+        let arguments = [path] + helperArguments
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         let rc = posix_spawn(&child, path, &actions, &attributes, &argv, environ)

@@ -30,6 +30,12 @@ int32_t mp_fault_arm(uint32_t point);
 /// Arms `point` to fire on its pass number `passes + 1` (0: the next pass, as mp_fault_arm).
 int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 
+// MARK: - Processes (tests)
+
+/// Makes the calling process a child subreaper (PR_SET_CHILD_SUBREAPER): an orphaned descendant
+/// becomes its child, so that a test can find what a program it ran left behind. 0 or -errno.
+int32_t mp_testing_become_subreaper(void);
+
 // MARK: - Event loop (tests)
 
 /// Gives `loop`'s receive ring `count` buffers (a power of two, at most MP_RECV_BUFFERS) instead

@@ -41,6 +41,8 @@ void mp_die_with_parent(int32_t parent) {
 
 void mp_outlive_parent(void) { prctl(PR_SET_PDEATHSIG, 0); }
 
+int32_t mp_testing_become_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -errno; }
+
 int32_t mp_fork(int die_with_parent) {
     fflush(NULL);
     pid_t parent = getpid();

@@ -32,6 +32,7 @@ enum Fork {
         _ = Children.all()
         _ = CurrentProcess.get()
         ResourceTracker.prepareForFork()
+        ProgramExit.prepareForFork()
         ForkServer.forgetInherited()  // also runs its lazy initialiser here, not in the child
     }
 
@@ -42,13 +43,14 @@ enum Fork {
         ForkServer.forgetInherited()
     }
 
-    /// How a forked child ends (over a closure, or from the forkserver), as Python's do: the
-    /// children it started itself are finished (daemons terminated, the others joined), stdio is
-    /// flushed, and it `_exit`s. The atexit handlers and library destructors it would otherwise run
-    /// are its parent's or its server's; running them all again in every child also costs about a
-    /// millisecond, on the CPU its parent is waiting for.
+    /// How a forked child ends (over a closure, or from the forkserver), as Python's do: what it
+    /// started itself is finished (``ProgramExit``: its pools terminated, its children finished,
+    /// its forkserver and tracker reaped), stdio is flushed, and it `_exit`s. The atexit handlers
+    /// and library destructors it would otherwise run are its parent's or its server's; running
+    /// them all again in every child also costs about a millisecond, on the CPU its parent is
+    /// waiting for.
     static func exitChild(_ code: Int32) -> Never {
-        Children.finishAtExit()
+        ProgramExit.run(child: true)
         mp_exit_child(code)
     }
 
@@ -97,14 +99,12 @@ enum CurrentProcess {
 }
 
 /// The children of this process that have not been reaped, so that none is left a zombie: they are
-/// reaped when finished on every `start()` and `activeChildren`, and at exit daemons are terminated
-/// and the others joined (as Python does).
+/// reaped when finished on every `start()` and `activeChildren`, and at exit (``ProgramExit``)
+/// daemons are terminated and the others joined (as Python does).
 enum Children {
     private static let list = Locked<[Process]>([])
-    private static let installOnce: Void = { atexit { Children.finishAtExit() } }()
-
     static func add(_ process: Process) {
-        _ = installOnce
+        ProgramExit.install()
         list.withLock { $0.append(process) }
     }
 

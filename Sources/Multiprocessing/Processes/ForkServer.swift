@@ -64,10 +64,22 @@ enum ForkServer {
                 existing.close()
                 server = nil
             }
+            ProgramExit.startedHere()
             let started = try launchServer()
             server = started
             return started
         }
+    }
+
+    /// At this process's end (``ProgramExit``), after its children are finished: its server is told
+    /// goodbye and reaped, so it does not outlive this process. A start after this launches a new
+    /// one, which ends when this process does.
+    static func closeAtExit() {
+        let server = connection.withLock { server -> ForkServerConnection? in
+            defer { server = nil }
+            return server
+        }
+        server?.close()  // only the process that started it says goodbye and reaps it
     }
 
     /// In a new child: the server of the process it was forked from is not its own.

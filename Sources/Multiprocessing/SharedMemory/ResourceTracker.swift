@@ -97,6 +97,16 @@ enum ResourceTracker {
         }
     }
 
+    /// At this process's end (``ProgramExit``), after its children and forkserver are gone: lets go
+    /// of the tracker and, if this process started it, waits up to a second for it to exit (it
+    /// does once no process of the program holds it) and reaps it, so it is nobody's zombie.
+    static func finishAtExit() {
+        client.withLock { c in
+            guard c.owner == mp_process_id(), c.socket >= 0 else { return }
+            forgetTracker(&c, closing: true)
+        }
+    }
+
     /// Touches the state in the parent before a fork: a forked child that registers first must not
     /// run its lazy initializer (another thread of the parent may have been inside it at the fork).
     static func prepareForFork() {
@@ -125,6 +135,7 @@ enum ResourceTracker {
     /// Called under the state lock, which the fork copies held: harmless, as the tracker child never
     /// runs Swift (and a forked Swift child re-initialises such a lock; see ``InternalLock``).
     private static func start(_ c: inout Client) -> Bool {
+        ProgramExit.startedHere()
         var fd: Int32 = -1
         let pid = mp_tracker_start(&fd)
         guard pid > 0 else { return false }

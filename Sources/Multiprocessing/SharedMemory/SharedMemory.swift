@@ -186,10 +186,8 @@ public final class SharedMemory: @unchecked Sendable, Codable {
 /// exits without atexit handlers: ``ResourceTracker`` unlinks theirs when the program ends.)
 enum NamedRegions {
     private static let names = Locked<(pid: Int32, paths: Set<String>)>((0, []))
-    private static let installOnce: Void = { atexit { NamedRegions.unlinkAll() } }()
-
     static func created(_ path: String) {
-        _ = installOnce
+        ProgramExit.install()
         names.withLock { state in
             if state.pid != mp_process_id() { state = (mp_process_id(), []) }
             state.paths.insert(path)

@@ -83,9 +83,11 @@ final class PoolCore: @unchecked Sendable {
             launcher.close()
             throw error
         }
+        LivePools.add(self)  // terminated at exit if still running; the result thread removes it
         do {
             try Thread(name: "pool-results") { self.resultLoop() }.start()
         } catch {
+            LivePools.remove(self)
             watcher.stop()
             launcher.close()
             throw .system(error.systemErrno, function: "pthread_create")
@@ -274,6 +276,7 @@ final class PoolCore: @unchecked Sendable {
         watcher.stop()
         feeder.stop()
         launcher.close()  // every worker has been reaped: the zygote has nothing left to do
+        LivePools.remove(self)
         finished.set()
     }
 

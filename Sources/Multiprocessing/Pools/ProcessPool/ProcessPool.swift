@@ -26,7 +26,8 @@ import CMultiprocessing
 ///
 /// Callbacks run in the parent, on the pool's one result thread, in completion order (as in
 /// Python); a callback must not wait for another result of the same pool (that throws
-/// ``PoolError/calledFromCallback``). Dropping the last reference to an open pool terminates it.
+/// ``PoolError/calledFromCallback``). Dropping the last reference to an open pool terminates it,
+/// and so does the program's normal end for a pool still running then (as Python's do).
 public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Sendable>: @unchecked Sendable {
     let core: PoolCore
     private let inputCodec = ValueCodec<Input>()
