@@ -267,6 +267,22 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test("both ends have TCP_NODELAY: a connect sets it, an accepted socket inherits it from the listener")
+    func noDelayOnBothEnds() async throws {
+        try await onLoop {
+            let loop = try EventLoop.forCurrentContext()
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let (clients, peers) = try await connectedPairs(listener, 3, on: loop)
+            for (client, peer) in zip(clients, peers) {
+                #expect(noDelay(client) == 1)
+                #expect(noDelay(peer) == 1)
+                try await client.close()
+                try await peer.close()
+            }
+            try await listener.close()
+        }
+    }
+
     @Test("connects submitted together go to io-wq workers where there is another CPU; one alone stays inline")
     func connectsSpreadOverWorkers() async throws {
         // The server on a loop of its own: the client loop's submissions hold only its own entries.
@@ -398,4 +414,13 @@ private func connectedPairs(_ listener: TCPListener, _ count: Int, on loop: Even
     var connections: [TCPConnection] = []
     for _ in 0..<count { connections.append(try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)) }
     return (connections, try await acceptor.value)
+}
+
+/// The TCP_NODELAY option of `connection`'s socket (1 when set), or -1 if it cannot be read.
+private func noDelay(_ connection: TCPConnection) -> Int32 {
+    var value: Int32 = -1
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    guard let fd = connection.descriptor.value, getsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &length) == 0
+    else { return -1 }
+    return value
 }

@@ -152,7 +152,8 @@ int32_t mp_resolve(const char *_Nonnull host, uint16_t port, int numeric_only, v
                    uint32_t *_Nonnull length);
 /// The text of a getaddrinfo error.
 const char *_Nonnull mp_resolve_error(int32_t code);
-/// A TCP socket (close-on-exec) bound to `address` with SO_REUSEADDR, listening. fd or -errno.
+/// A TCP socket (close-on-exec) bound to `address` with SO_REUSEADDR, listening, with TCP_NODELAY
+/// (which the sockets it accepts inherit). fd or -errno.
 int32_t mp_tcp_listen(const void *_Nonnull address, uint32_t length, int32_t backlog);
 /// An unconnected TCP socket (close-on-exec) of `address`'s family. fd or -errno.
 int32_t mp_tcp_socket(const void *_Nonnull address);

@@ -67,6 +67,9 @@ int32_t mp_tcp_listen(const void *address, uint32_t length, int32_t backlog) {
     if (fd < 0) return fd;
     int on = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on); // a restarted server rebinds at once
+    // Linux copies the listener's TCP_NODELAY into every socket it accepts: one call here instead
+    // of one per connection (TCPConnection skips its own for accepted sockets).
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     if (bind(fd, (const struct sockaddr *)address, length) != 0 || listen(fd, backlog) != 0) {
         int error = errno;
         close(fd);

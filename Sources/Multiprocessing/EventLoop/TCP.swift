@@ -36,7 +36,7 @@ public final class TCPListener: @unchecked Sendable {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         let accepted = try ioCount(await loop.perform { ring, ud in mp_loop_accept(ring, ud, fd) }, "accept")
-        return TCPConnection(fd: Int32(accepted))
+        return TCPConnection(fd: Int32(accepted), noDelaySet: true)  // inherited from the listener
     }
 
     /// Stops listening. Throws ``IOError/closed`` if it already did.
@@ -50,9 +50,11 @@ public final class TCPListener: @unchecked Sendable {
 public final class TCPConnection: @unchecked Sendable {
     let descriptor: Descriptor
 
-    init(fd: Int32) {
+    /// Owns `fd`, and sets TCP_NODELAY on it unless `noDelaySet` (an accepted socket inherits it
+    /// from its listener, which ``TCPListener/listen(host:port:backlog:)`` sets it on).
+    init(fd: Int32, noDelaySet: Bool = false) {
         descriptor = Descriptor(fd)
-        _ = mp_tcp_nodelay(fd)
+        if !noDelaySet { _ = mp_tcp_nodelay(fd) }
     }
 
     /// Connects to `host` (an address or a name) and `port`.
