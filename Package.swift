@@ -34,7 +34,10 @@ let package = Package(
                 "CMultiprocessing",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            path: "Sources/Multiprocessing"
+            path: "Sources/Multiprocessing",
+            // `import Builtin` in LoopOperation.swift alone: a loop operation's continuation without
+            // the executor hop that both library forms cost (see `suspendForLoop`).
+            swiftSettings: [.enableExperimentalFeature("BuiltinModule")]
         ),
         // The seed's programs, runnable: `swift run multiprocessing-examples <name>`.
         .executableTarget(

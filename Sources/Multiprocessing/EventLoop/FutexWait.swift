@@ -26,10 +26,8 @@ extension EventLoop {
         if !supportsFutexWait || EventLoop.futexFallback.withLock({ $0 }) {
             return await blockingWait(w, until: limit, cancellable: cancellable)
         }
-        let word = UnsafeSendable(w.word!)
-        let expected = w.expected
-        let shared = Int32(w.shared)
-        let op = LoopOperation { ring, ud in mp_loop_futex_wait(ring, ud, word.value, expected, shared, limit) }
+        let op = LoopOperation(
+            .futexWait(word: w.word!, expected: w.expected, shared: Int32(w.shared), deadline: limit))
         switch await op.submitAndWait(on: self, cancellable: cancellable) {
         case 0: return .woken
         case -EAGAIN: return .changed

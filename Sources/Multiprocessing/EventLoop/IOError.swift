@@ -1,5 +1,10 @@
 import CMultiprocessing
+import Synchronization
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Errors of the event loop's file and socket operations.
 public enum IOError: Error, Equatable, Sendable {
@@ -20,15 +25,20 @@ func ioCount(_ result: Int32, _ operation: String) throws(IOError) -> Int {
     return Int(result)
 }
 
-/// Bytes in memory the kernel may read or write while an operation is in flight: owned by the
-/// operation's closure, so they outlive a cancelled awaiter until the completion arrives.
+/// Bytes in memory the kernel may read or write while an operation is in flight: held by the
+/// operation (`LoopOperation`'s `keepAlive`, or its closure), which the loop holds until the
+/// completion arrives.
 final class IOBuffer: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let count: Int
 
     init(count: Int) {
         self.count = count
-        base = .allocate(byteCount: max(count, 1), alignment: 16)
+        // malloc itself: `UnsafeMutableRawPointer.allocate` takes the runtime's aligned path
+        // (posix_memalign) for every alignment, about three times the instructions. Its 16 bytes
+        // of alignment cover a sockaddr's.
+        guard let bytes = malloc(max(count, 1)) else { fatalError("out of memory for a \(count)-byte I/O buffer") }
+        base = bytes
     }
 
     convenience init(copying bytes: some Collection<UInt8>) {
@@ -38,40 +48,42 @@ final class IOBuffer: @unchecked Sendable {
 
     func bytes(_ n: Int) -> [UInt8] { Array(UnsafeRawBufferPointer(start: base, count: n)) }
 
-    deinit { base.deallocate() }
+    deinit { free(base) }
 }
 
 /// A descriptor owned by a File or a socket: closed once, by `close()` or else at deinit.
-final class Descriptor: @unchecked Sendable {
-    private let fd: Locked<Int32>
+///
+/// The number is the whole state, so relaxed accesses do: the swap in `take` alone decides which
+/// caller closes it. (One atomic in this object, not a lock: a lock was three more allocations per
+/// connection.)
+final class Descriptor: Sendable {
+    private let fd: Atomic<Int32>
 
-    init(_ fd: Int32) { self.fd = Locked(fd) }
+    init(_ fd: Int32) { self.fd = Atomic(fd) }
 
     /// The descriptor, or ``IOError/closed``.
     func get() throws(IOError) -> Int32 {
-        let value = fd.withLock { $0 }
+        let value = fd.load(ordering: .relaxed)
         if value < 0 { throw .closed }
         return value
     }
 
     var value: Int32? {
-        let value = fd.withLock { $0 }
+        let value = fd.load(ordering: .relaxed)
         return value < 0 ? nil : value
     }
 
     /// Gives the descriptor up for closing (nil if it already was).
     func take() -> Int32? {
-        fd.withLock { fd -> Int32? in
-            defer { fd = -1 }
-            return fd < 0 ? nil : fd
-        }
+        let value = fd.exchange(-1, ordering: .relaxed)
+        return value < 0 ? nil : value
     }
 
     /// Closes through the ring. Throws ``IOError/closed`` on a second call.
     nonisolated(nonsending) func close() async throws {
         guard let fd = take() else { throw IOError.closed }
         let loop = try EventLoop.forCurrentContext()
-        _ = try ioCount(await loop.perform(cancellable: false) { ring, ud in mp_loop_close(ring, ud, fd) }, "close")
+        _ = try ioCount(await loop.perform(.close(fd: fd), cancellable: false), "close")
     }
 
     deinit {

@@ -1,3 +1,4 @@
+import Builtin
 import CMultiprocessing
 
 #if canImport(Glibc)
@@ -7,8 +8,9 @@ import CMultiprocessing
 /// One ring operation: how to queue it, who awaits it, and its state on the loop's thread.
 ///
 /// Its address is the operation's user_data. The loop retains it from submission until its one
-/// completion (so the closure's buffers stay alive while the kernel may use them), and resumes the
-/// continuation exactly once: at that completion, or at once if it never reached the ring.
+/// completion (so the buffers it keeps, or its closure captured, stay alive while the kernel may
+/// use them), and resumes the continuation exactly once: at that completion, or at once if it
+/// never reached the ring.
 final class LoopOperation: @unchecked Sendable {
     /// Queues the operation with the given user_data; 0, or -errno (-EBUSY: queue full).
     typealias Prepare = (OpaquePointer, UInt64) -> Int32
@@ -16,14 +18,26 @@ final class LoopOperation: @unchecked Sendable {
     /// The result of an operation refused or cut short because its loop shut down.
     static let shutDownResult = Int32.min
 
-    /// What the operation queues: a closure, or a timer, which needs no closure context (a sleep
-    /// is the commonest operation, and its context was an allocation of its own).
+    /// What the operation queues. The common operations (timers, socket and futex operations) are
+    /// cases with their arguments: a closure that captures them is an allocation of its own per
+    /// operation, and a release of each object it captured. The rarer ones (files) are closures.
     enum Entry {
         case prepared(Prepare)
         case timeout(deadline: Int64)
+        case send(fd: Int32, bytes: UnsafeRawPointer, length: UInt32)
+        case receive(fd: Int32, into: UnsafeMutableRawPointer, length: UInt32)
+        /// A receive into a buffer the kernel picks from the loop's ring (see `received`).
+        case receiveSelected(fd: Int32, length: UInt32)
+        case connect(fd: Int32, address: UnsafeRawPointer, length: UInt32)
+        case accept(fd: Int32)
+        case close(fd: Int32)
+        case futexWait(word: UnsafeMutablePointer<UInt32>, expected: UInt32, shared: Int32, deadline: Int64)
     }
 
     let entry: Entry
+    /// What the entry's pointers point into (a send's bytes, a connect's address), held as long as
+    /// the operation is: the kernel may read them until the completion.
+    private let keepAlive: AnyObject?
     private var continuation: UnsafeContinuation<Int32, Never>?
     // Touched only by the loop's thread (and read by the awaiter after it resumed).
     var submitted = false
@@ -36,14 +50,24 @@ final class LoopOperation: @unchecked Sendable {
     /// frame holds the loop while the handler can run.
     fileprivate unowned(unsafe) var cancelLoop: EventLoop?
 
-    init(_ prepare: @escaping Prepare) { entry = .prepared(prepare) }
-    init(timeoutAt deadline: Int64) { entry = .timeout(deadline: deadline) }
+    init(_ prepare: @escaping Prepare) { (entry, keepAlive) = (.prepared(prepare), nil) }
+    init(timeoutAt deadline: Int64) { (entry, keepAlive) = (.timeout(deadline: deadline), nil) }
+    /// An operation whose pointers point into `owner` (nil: into nothing the loop must hold).
+    init(_ entry: Entry, keeping owner: AnyObject? = nil) { (self.entry, keepAlive) = (entry, owner) }
 
     /// Queues the operation on `ring` with `userData`: 0, or -errno (-EBUSY: queue full).
     func prepare(_ ring: OpaquePointer, _ userData: UInt64) -> Int32 {
         switch entry {
         case .prepared(let prepare): prepare(ring, userData)
         case .timeout(let deadline): mp_loop_timeout(ring, userData, deadline)
+        case .send(let fd, let bytes, let length): mp_loop_send(ring, userData, fd, bytes, length)
+        case .receive(let fd, let buffer, let length): mp_loop_recv(ring, userData, fd, buffer, length)
+        case .receiveSelected(let fd, let length): mp_loop_recv_selected(ring, userData, fd, length)
+        case .connect(let fd, let address, let length): mp_loop_connect(ring, userData, fd, address, length)
+        case .accept(let fd): mp_loop_accept(ring, userData, fd)
+        case .close(let fd): mp_loop_close(ring, userData, fd)
+        case .futexWait(let word, let expected, let shared, let deadline):
+            mp_loop_futex_wait(ring, userData, word, expected, shared, deadline)
         }
     }
 
@@ -58,15 +82,13 @@ final class LoopOperation: @unchecked Sendable {
         Handoff.resume { c?.resume(returning: result) }
     }
 
-    /// Queues the operation on `loop` and suspends until its completion. The continuation is the
-    /// form without an `isolation` parameter: `withUnsafeContinuation(isolation:)` first hops to
-    /// that isolation, a preferred-executor look-up for a loop task (280 instructions); this one
-    /// only suspends, and resumes on the executor it suspended on, which is the caller's.
+    /// Queues the operation on `loop` and suspends until its completion, resuming on the executor
+    /// it suspended on, which is the caller's (`suspendForLoop`).
     @inline(__always)
     nonisolated(nonsending) func submitAndWait(on loop: EventLoop, cancellable: Bool) async -> Int32 {
         defer { Handoff.resumed() }
         if !cancellable {
-            return await _unsafeInheritExecutor_withUnsafeContinuation { c in
+            return await suspendForLoop { c in
                 continuation = c
                 loop.schedule(.submit(self))
             }
@@ -77,10 +99,27 @@ final class LoopOperation: @unchecked Sendable {
         cancelLoop = loop
         let handler = mp_task_add_cancel_handler(address)
         defer { mp_task_remove_cancel_handler(handler) }
-        return await _unsafeInheritExecutor_withUnsafeContinuation { c in
+        return await suspendForLoop { c in
             continuation = c
             loop.schedule(.submit(self))
         }
+    }
+}
+
+/// Suspends the calling task, hands `body` its continuation, and returns what it is resumed with.
+///
+/// A continuation resumes its task on the executor it suspended on, here the caller's (this
+/// function and its callers are `nonisolated(nonsending)`), so the compiler emits no hop around
+/// the builtin. Both library forms cost one: `withUnsafeContinuation(isolation:)` hops to its
+/// isolation on entry, and a `nonisolated(nonsending)` caller of
+/// `_unsafeInheritExecutor_withUnsafeContinuation` hops back to its own isolation after it returns.
+/// For a loop task (one with an executor preference) a hop is a `swift_task_switch` that looks the
+/// preference up under the task's status lock: about 400 instructions on every loop operation.
+@inline(__always)
+nonisolated(nonsending) func suspendForLoop(_ body: (UnsafeContinuation<Int32, Never>) -> Void) async -> Int32 {
+    await Builtin.withUnsafeContinuation { (raw: Builtin.RawUnsafeContinuation) in
+        // UnsafeContinuation is a frozen struct of this one pointer (its initializer is internal).
+        body(unsafeBitCast(raw, to: UnsafeContinuation<Int32, Never>.self))
     }
 }
 
@@ -105,6 +144,14 @@ extension EventLoop {
         cancellable: Bool = true, _ prepare: @escaping LoopOperation.Prepare
     ) async throws -> Int32 {
         try await perform(LoopOperation(prepare), cancellable: cancellable)
+    }
+
+    /// Runs one operation of the typed kinds (see the closure form), its pointers into `owner`.
+    @inline(__always)
+    nonisolated(nonsending) func perform(
+        _ entry: LoopOperation.Entry, keeping owner: AnyObject? = nil, cancellable: Bool = true
+    ) async throws -> Int32 {
+        try await perform(LoopOperation(entry, keeping: owner), cancellable: cancellable)
     }
 
     /// Runs `op` (see the closure form). Inlined, with `submitAndWait`, into its callers: each async

@@ -35,7 +35,7 @@ public final class TCPListener: @unchecked Sendable {
     nonisolated(nonsending) public func accept() async throws -> TCPConnection {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
-        let accepted = try ioCount(await loop.perform { ring, ud in mp_loop_accept(ring, ud, fd) }, "accept")
+        let accepted = try ioCount(await loop.perform(.accept(fd: fd)), "accept")
         return TCPConnection(fd: Int32(accepted), noDelaySet: true)  // inherited from the listener
     }
 
@@ -72,7 +72,8 @@ public final class TCPConnection: @unchecked Sendable {
         let loop = try EventLoop.forCurrentContext()
         let storage = address.storage
         _ = try ioCount(
-            await loop.perform { ring, ud in mp_loop_connect(ring, ud, fd, storage.base, address.length) }, "connect")
+            await loop.perform(.connect(fd: fd, address: storage.base, length: address.length), keeping: storage),
+            "connect")
         return connection  // TCP_NODELAY, set on the socket before the connect, holds after it
     }
 
@@ -91,7 +92,7 @@ public final class TCPConnection: @unchecked Sendable {
             let start = done
             let length = UInt32(clamping: bytes.count - done)
             done += try ioCount(
-                await loop.perform { ring, ud in mp_loop_send(ring, ud, fd, buffer.base + start, length) }, "send")
+                await loop.perform(.send(fd: fd, bytes: buffer.base + start, length: length), keeping: buffer), "send")
         }
     }
 
@@ -108,7 +109,7 @@ public final class TCPConnection: @unchecked Sendable {
         let loop = try EventLoop.forCurrentContext()
         let length = UInt32(clamping: maxBytes)
         if maxBytes <= Int(MP_RECV_BUFFER_SIZE) {
-            let op = LoopOperation { ring, ud in mp_loop_recv_selected(ring, ud, fd, length) }
+            let op = LoopOperation(.receiveSelected(fd: fd, length: length))
             let n = try await loop.perform(op)
             if n != -ENOBUFS && n != -EOPNOTSUPP {
                 _ = try ioCount(n, "recv")
@@ -116,7 +117,8 @@ public final class TCPConnection: @unchecked Sendable {
             }
         }
         let buffer = IOBuffer(count: maxBytes)
-        let n = try ioCount(await loop.perform { ring, ud in mp_loop_recv(ring, ud, fd, buffer.base, length) }, "recv")
+        let n = try ioCount(
+            await loop.perform(.receive(fd: fd, into: buffer.base, length: length), keeping: buffer), "recv")
         return buffer.bytes(n)
     }
 
