@@ -137,6 +137,43 @@ struct EventLoopIOTests {
         #expect(loop.receivesIntoRingBuffers - before >= 6000)
     }
 
+    @Test("a send its socket takes at once makes no ring operation; the rest of a larger one goes through the ring")
+    func sendsTryTheSocketFirst() async throws {
+        let loop = try EventLoop(name: "send-first")
+        defer { loop.shutdown() }
+        try await onLoop(loop) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            // More than any loopback socket takes at once (its send and the peer's receive
+            // buffers), so the sender suspends and the server, on the same loop, reads meanwhile.
+            let large = (0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 16) }
+            let server = Task(executorPreference: loop) { () throws -> Bool in
+                let connection = try await listener.accept()
+                for i in 0..<200 {
+                    guard let message = try await connection.receive(exactly: 32) else { return false }
+                    try await connection.send(message.map { $0 ^ UInt8(truncatingIfNeeded: i) })
+                }
+                let whole = try await connection.receive(exactly: large.count)
+                try await connection.close()
+                return whole == large
+            }
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let before = loop.sendsThroughRing
+            for i in 0..<200 {
+                let message = (0..<32).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+                try await client.send(message)
+                #expect(try await client.receive(exactly: 32) == message.map { $0 ^ UInt8(truncatingIfNeeded: i) })
+            }
+            // 400 small sends (both sides): every one taken by its socket at once.
+            #expect(loop.sendsThroughRing == before)
+            try await client.send(large)
+            #expect(loop.sendsThroughRing > before)
+            #expect(try await server.value)
+            #expect(try await client.receive(upTo: 1).isEmpty)  // the server's close, nothing more
+            try await client.close()
+            try await listener.close()
+        }
+    }
+
     @Test("the loop hands out receive buffers as they are needed: a few for one connection, more after a burst")
     func ringBuffersHandedOutAsNeeded() async throws {
         let loop = try EventLoop(name: "ring-buffers-as-needed")

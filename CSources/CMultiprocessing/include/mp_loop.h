@@ -159,6 +159,9 @@ int32_t mp_tcp_listen(const void *_Nonnull address, uint32_t length, int32_t bac
 int32_t mp_tcp_socket(const void *_Nonnull address);
 /// Sets TCP_NODELAY (small writes leave at once). 0 or -errno.
 int32_t mp_tcp_nodelay(int32_t fd);
+/// As much of `length` bytes as the socket takes now, without waiting (MSG_DONTWAIT, no SIGPIPE):
+/// the bytes sent, or -errno (-EAGAIN: none fit).
+int32_t mp_tcp_send_now(int32_t fd, const void *_Nonnull buffer, uint32_t length);
 /// The local (`peer` 0) or remote port of a socket, or -errno.
 int32_t mp_socket_port(int32_t fd, int peer);
 /// close(2). 0 or -errno.

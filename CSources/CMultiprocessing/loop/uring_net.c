@@ -1,5 +1,6 @@
 // TCP sockets for the event loop: address resolution and the non-blocking setup calls (socket,
-// bind, listen); the calls that wait (accept, connect, send, recv) go through the ring.
+// bind, listen); the calls that wait (accept, connect, send, recv) go through the ring, after a
+// send's first try here (mp_tcp_send_now), which the ring would only make the same way.
 //
 // Invariants: every descriptor is close-on-exec (a spawned child must not inherit a listener)
 // and blocking (io_uring polls a blocking socket itself; a non-blocking one would complete with
@@ -83,6 +84,14 @@ int32_t mp_tcp_nodelay(int32_t fd) {
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == 0 ? 0 : -errno;
 }
 
+int32_t mp_tcp_send_now(int32_t fd, const void *buffer, uint32_t length) {
+    for (;;) {
+        ssize_t n = send(fd, buffer, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) return (int32_t)n; // length fits an int32_t's range by the caller's clamp
+        if (errno != EINTR) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
 int32_t mp_socket_port(int32_t fd, int peer) {
     struct sockaddr_storage a;
     socklen_t n = sizeof a;
@@ -93,4 +102,7 @@ int32_t mp_socket_port(int32_t fd, int peer) {
     return -EAFNOSUPPORT;
 }
 
-int32_t mp_close(int32_t fd) { return close(fd) == 0 ? 0 : -errno; }
+int32_t mp_close(int32_t fd) {
+    // Linux releases the descriptor even when close(2) reports EINTR: a retry could close another.
+    return close(fd) == 0 || errno == EINTR ? 0 : -errno;
+}

@@ -72,6 +72,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// Receives that completed into one of the loop's ring buffers (tests check that buffers
     /// come back: without that, no more than MP_RECV_BUFFERS could).
     private(set) var receivesIntoRingBuffers = 0
+    /// Sends that went through the ring: only the part of one that its socket could not take at
+    /// once does (tests check both sides of that).
+    private(set) var sendsThroughRing = 0
     // Copies for other threads (metrics). Only the loop's thread writes them, with plain relaxed
     // stores (no locked instruction on the loop's path); readers order against nothing.
     private let turnsShown = Atomic<Int>(0)
@@ -341,6 +344,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         }
         op.submitted = true
         inFlight += 1
+        if case .send = op.entry { sendsThroughRing &+= 1 }
     }
 
     private func cancelNow(_ op: LoopOperation) {

@@ -86,6 +86,15 @@ final class Descriptor: Sendable {
         _ = try ioCount(await loop.perform(.close(fd: fd), cancellable: false), "close")
     }
 
+    /// Closes on the calling thread: for a socket, whose close never waits (the library sets no
+    /// `SO_LINGER`; the kernel sends what is queued, and the FIN, after it). Through the ring it
+    /// cost a suspension and a continuation, about 5 000 instructions per connection. Throws
+    /// ``IOError/closed`` on a second call.
+    func closeNow() throws(IOError) {
+        guard let fd = take() else { throw IOError.closed }
+        _ = try ioCount(mp_close(fd), "close")
+    }
+
     deinit {
         if let fd = take() { _ = mp_close(fd) }
     }

@@ -40,7 +40,7 @@ public final class TCPListener: @unchecked Sendable {
     }
 
     /// Stops listening. Throws ``IOError/closed`` if it already did.
-    nonisolated(nonsending) public func close() async throws { try await descriptor.close() }
+    nonisolated(nonsending) public func close() async throws { try descriptor.closeNow() }
 }
 
 /// A TCP connection whose sends and receives go through the event loop's io_uring.
@@ -83,13 +83,24 @@ public final class TCPConnection: @unchecked Sendable {
     public var remotePort: UInt16? { descriptor.value.flatMap { fd in UInt16(exactly: mp_socket_port(fd, 1)) } }
 
     /// Sends all of `bytes`.
+    ///
+    /// What the socket's buffer takes at once is sent by the calling thread, without the ring; the
+    /// rest, if any, goes through the ring, which waits for room. (A send through the ring makes the
+    /// same first try in the kernel, after a suspension, a continuation and a cancellation record:
+    /// about 5 000 instructions more per send.)
     nonisolated(nonsending) public func send(_ bytes: [UInt8]) async throws {
         let fd = try descriptor.get()
+        if bytes.isEmpty { return }
+        try Task.checkCancellation()
+        let sent = bytes.withUnsafeBytes { mp_tcp_send_now(fd, $0.baseAddress!, UInt32(clamping: $0.count)) }
+        if sent != -EAGAIN { _ = try ioCount(sent, "send") }
+        var done = max(Int(sent), 0)
+        if done == bytes.count { return }
         let loop = try EventLoop.forCurrentContext()
-        let buffer = IOBuffer(copying: bytes)
-        var done = 0
+        let buffer = IOBuffer(copying: bytes[done...])
+        let offset = done
         while done < bytes.count {
-            let start = done
+            let start = done - offset
             let length = UInt32(clamping: bytes.count - done)
             done += try ioCount(
                 await loop.perform(.send(fd: fd, bytes: buffer.base + start, length: length), keeping: buffer), "send")
@@ -135,7 +146,7 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Closes the connection. Throws ``IOError/closed`` if it already was.
-    nonisolated(nonsending) public func close() async throws { try await descriptor.close() }
+    nonisolated(nonsending) public func close() async throws { try descriptor.closeNow() }
 }
 
 /// A resolved socket address, in memory that stays put while a connect is in flight.
