@@ -9,6 +9,7 @@
 import CMultiprocessing
 import Multiprocessing
 import MultiprocessingTestTargets
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -22,15 +23,20 @@ enum ExitScenario {
         switch arguments[1] {
         case "exit-scenario": watch(prefix: arguments[2])
         case "exit-scenario-program": program(prefix: arguments[2])
+        case "exit-scenario-closure-worker":
+            watch(prefix: arguments[2], program: "exit-scenario-closure-worker-program")
+        case "exit-scenario-closure-worker-program": closureWorkerProgram()
+        case "exit-scenario-callback": watch(prefix: arguments[2], program: "exit-scenario-callback-program")
+        case "exit-scenario-callback-program": callbackProgram()
         default: return
         }
     }
 
     /// Becomes a subreaper, runs the program, reaps only it, then reports what is left below.
-    static func watch(prefix: String) -> Never {
+    static func watch(prefix: String, program name: String = "exit-scenario-program") -> Never {
         let rc = mp_testing_become_subreaper()
         guard rc == 0 else { TrackerScenario.fail("PR_SET_CHILD_SUBREAPER: \(-rc)") }
-        let arguments = [CommandLine.arguments[0], "exit-scenario-program", prefix]
+        let arguments = [CommandLine.arguments[0], name, prefix]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var program: pid_t = 0
@@ -77,4 +83,39 @@ enum ExitScenario {
             TrackerScenario.fail("\(error)")
         }
     }
+
+    /// A closure pool whose work leaves running what a program may start (a pool of its own, a
+    /// child, and so a forkserver and a tracker), closed and joined; then `exit(0)`. A worker ends
+    /// as every child of the library does: what it started is ended and reaped before it exits.
+    static func closureWorkerProgram() -> Never {
+        do {
+            let pool = try ProcessPool<Int, Int>(processes: 1) { x in
+                let inner = try ProcessPool<Int, Int>(processes: 2) { $0 + 1 }
+                keptPools.withLock { $0.append(inner) }  // never deinitialized: terminated at the worker's end
+                let child = Process(name: "pool-then-exit", target: TestTargets.poolThenExit, argument: 1)
+                try child.start()  // a forkserver child (a forkserver and a tracker), joined at the worker's end
+                return try inner.apply(x)
+            }
+            guard try pool.apply(41) == 42 else { TrackerScenario.fail("inner(41)") }
+            pool.close()
+            guard try pool.join(timeout: .seconds(60)) else { TrackerScenario.fail("the pool did not join") }
+            exit(0)
+        } catch {
+            TrackerScenario.fail("\(error)")
+        }
+    }
+
+    /// A closure pool's callback that calls `exit(0)` (on the pool's result thread).
+    static func callbackProgram() -> Never {
+        do {
+            let pool = try ProcessPool<Int, Int>(processes: 2) { $0 * 2 }
+            pool.applyAsync(21, callback: { _ in exit(0) })
+            _ = try? sleep(for: .seconds(60))
+            TrackerScenario.fail("the callback did not run")
+        } catch {
+            TrackerScenario.fail("\(error)")
+        }
+    }
+
+    private static let keptPools = Mutex<[ProcessPool<Int, Int>]>([])
 }

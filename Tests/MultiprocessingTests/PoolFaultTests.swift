@@ -206,6 +206,30 @@ struct PoolFaultTests {
         #expect(!processExists(stuck))
     }
 
+    @Test("an observer that terminates the pool when the watchdog reports a stuck worker does not hang it")
+    func terminateFromWatchdog() throws {
+        final class Terminating: PoolObserver, @unchecked Sendable {
+            let pool = Mutex<ProcessPool<Int, Int>?>(nil)
+            let returned = Event()
+            func workerStuck(pid: Int32) {
+                pool.withLock { $0 }?.terminate()  // on the watchdog's thread
+                returned.set()
+            }
+        }
+        let observer = Terminating()
+        let options = PoolOptions(startupLimit: 100_000_000, stallFirstWorker: true, observer: observer)
+        let pool = ProcessPool<Int, Int>(core: try ProcessPool<Int, Int>.forkingCore(1, nil, { $0 }, nil, options))
+        observer.pool.withLock { $0 = pool }
+        defer { observer.pool.withLock { $0 = nil } }
+        let stuck = try #require(pool.workerPIDs.first)
+        // Before the fix, terminate waited for the result thread, which waited for the watchdog's
+        // report of the killed workers: neither returned.
+        #expect(try observer.returned.wait(timeout: patience), "terminate returns on the watchdog's thread")
+        #expect(try pool.join(timeout: patience))
+        #expect(throws: PoolError.self) { try pool.apply(1) }
+        #expect(!processExists(stuck))
+    }
+
     @Test("a zygote whose workers all get stuck fails the pool with a typed error instead of hanging")
     func poisonedZygote() throws {
         // Every worker stalls: what a zygote that inherited a held runtime lock would do.

@@ -46,6 +46,27 @@ final class CountingObserver: PoolObserver {
 
 @Suite("Pool observers: what a pool tells its observer")
 struct PoolObserverTests {
+    @Test("the workers a closure pool replaced leave this process's list of children")
+    func replacedWorkersLeaveTheChildren() throws {
+        let died = Guarded<Set<Int32>>([])
+        final class DeathLog: PoolObserver, @unchecked Sendable {
+            let died: Guarded<Set<Int32>>
+            init(_ died: Guarded<Set<Int32>>) { self.died = died }
+            func workerDied(pid: Int32, exit: WorkerExit) { died.withLock { _ = $0.insert(pid) } }
+        }
+        let pool = try ProcessPool<Int, Int>(processes: 2, maxTasksPerChild: 1, observer: DeathLog(died)) { $0 * 2 }
+        for _ in 0..<10 { _ = try pool.map(Array(0..<10), chunkSize: 1) }
+        let dead = died.withLock { $0 }
+        #expect(dead.count >= 50)
+        // Every one of them was reaped (by the pool's watcher); before the fix each stayed in the
+        // list until a Process.start() or activeChildren, so a pool's replacements piled up.
+        let kept = Children.all().filter { p in
+            p.pid.map(dead.contains) == true && p.state.withLock { $0.exitCode != nil }
+        }
+        #expect(kept.count <= 2, "\(kept.count) replaced workers still listed")
+        pool.terminate()
+    }
+
     @Test(
         "a process pool: each task submitted once and settled once; a killed worker's death, its task and its replacement"
     )

@@ -1,5 +1,7 @@
+import CMultiprocessing
 import Multiprocessing
 import MultiprocessingTestTargets
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -389,5 +391,46 @@ struct ThreadPoolTests {
         #expect(try running.get(timeout: patience) == 1)
         #expect(throws: PoolError.terminated) { try pool.apply { 2 } }
         #expect(try pool.join(timeout: patience))
+    }
+    @Test("terminate from a task, or the last reference dropped in one, does not wait for its own thread")
+    func terminateFromTask() throws {
+        // A task that terminates its own pool: the wait for the threads to end included its own.
+        let pool = try ThreadPool(threads: 2)
+        let queued = Event()
+        let gate = Event()
+        let blocker = pool.applyAsync({ () -> Int in
+            gate.wait()
+            return 0
+        })
+        let terminating = pool.applyAsync({ () -> Int in
+            queued.wait()
+            pool.terminate()
+            return 1
+        })
+        let later = pool.applyAsync({ 2 })
+        queued.set()
+        #expect(throws: PoolError.terminated) { try later.get(timeout: patience) }
+        #expect(try terminating.get(timeout: patience) == 1, "the task that terminated its pool returns")
+        gate.set()
+        #expect(try blocker.get(timeout: patience) == 0)
+        #expect(try pool.join(timeout: patience), "the pool's threads end")
+        // The last reference released on a worker thread, as the task that held it ends (deinit
+        // terminates the pool there): the thread must end, not wait for itself.
+        let worker = Mutex<Int32>(0)
+        let released = Event()
+        do {
+            let dropped = try ThreadPool(threads: 1)
+            dropped.applyAsync({ () -> Int in
+                worker.withLock { $0 = mp_thread_id() }
+                released.wait()
+                return dropped.threads
+            })
+        }
+        released.set()  // our reference is gone: the task's is the last one
+        #expect(eventually { worker.withLock { $0 } != 0 })
+        let tid = worker.withLock { $0 }
+        #expect(
+            eventually { access("/proc/self/task/\(tid)", F_OK) != 0 },
+            "a pool released on its own thread is terminated and the thread ends")
     }
 }

@@ -29,4 +29,24 @@ struct ProgramExitTests {
         #expect(access("/dev/shm/\(names["region"])", F_OK) != 0, "the named region is unlinked at exit")
         #expect(watcher.awaitExit() == 0)
     }
+
+    // Before its fix the worker _exited at once: its pool's zygote and workers, its forkserver and
+    // its tracker were left to the subreaper.
+    @Test("a closure pool's worker ends what its work started (a pool, a child, a forkserver, a tracker)")
+    func closureWorkerEndsWhatItStarted() throws { try expectNothingLeft(by: "exit-scenario-closure-worker") }
+
+    // Before its fix the pool's zygote was left (its result thread, which ends it, was the one that
+    // called exit).
+    @Test("exit called in a pool's callback ends the pool's zygote too")
+    func exitFromCallback() throws { try expectNothingLeft(by: "exit-scenario-callback") }
+
+    /// Runs the helper's `scenario` program under its subreaper: it exits 0 and leaves nothing.
+    private func expectNothingLeft(by scenario: String) throws {
+        let watcher = try ScenarioProgram(arguments: [scenario, "-"])
+        defer { watcher.stop() }
+        let report = try watcher.awaitReady(timeout: .seconds(120))
+        #expect(report["program-exit"] == "0")
+        #expect(report["left"] == nil, "left running or unreaped: \(report["left"] ?? "")")
+        #expect(watcher.awaitExit() == 0)
+    }
 }

@@ -114,6 +114,8 @@ open class Process: @unchecked Sendable {
         target = .adopted
         state = Locked(State(name: name, daemon: daemon, pid: pid, pidfd: pidfd, started: true))
         parentPID = mp_process_id()
+        // As start() does: the workers a pool's zygote replaced do not pile up in the list for good.
+        Children.reapFinished()
         Children.add(self)
     }
 

@@ -94,6 +94,6 @@ enum LivePools {
             guard state.pid == mp_process_id() else { return [] }
             return state.pools.values.compactMap(\.core)
         }
-        for core in live { core.terminate() }
+        for core in live { core.terminateAtExit() }
     }
 }

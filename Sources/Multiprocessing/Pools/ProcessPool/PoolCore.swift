@@ -170,7 +170,8 @@ final class PoolCore: @unchecked Sendable {
     }
 
     /// Kills the workers; every unfinished task fails with ``PoolError/terminated``. Waits for the
-    /// workers to be reaped, except on the result thread (from a callback), which finishes by itself.
+    /// workers to be reaped, except on the result thread (from a callback) or the watchdog's (from
+    /// an observer), where the pool finishes by itself once the call returns.
     func terminate() {
         let workers = state.withLock { s -> [Process]? in
             guard s.phase != .terminated else { return nil }
@@ -188,7 +189,18 @@ final class PoolCore: @unchecked Sendable {
         if workers != nil {
             channels.notify(ResultHeader(id: 0, kind: ResultKind.stop.rawValue, count: 0, worker: 0, pid: 0))
         }
+        // From the watchdog (an observer's workerStuck): the result thread finishes once that thread
+        // has reported the killed workers, which it does once this returns.
+        if watcher.isCurrent { return }
         finished.wait()
+    }
+
+    /// At this process's end (``ProgramExit``): ``terminate()``. Called from a callback (`exit` called
+    /// there), the result thread is this one and will not finish, so the zygote it would end is
+    /// ended here (its workers, killed, are reaped with the other children).
+    func terminateAtExit() {
+        terminate()
+        if delivery.isCurrent { launcher.close() }
     }
 
     /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`

@@ -141,7 +141,9 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
                     channels: channels, index: worker.index, maxTasks: maxTasksPerChild, initializer: initializer,
                     work: work
                 ).run(stall: worker.stall)
-                mp_exit_child(0)
+                // As every child this library starts ends (a registered worker's included): what the
+                // work started (a pool, a child, a forkserver, a tracker) is ended and reaped here.
+                Fork.exitChild(0)
             }
         } catch {
             throw PoolError(starting: error)

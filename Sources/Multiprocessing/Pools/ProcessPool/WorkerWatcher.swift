@@ -41,6 +41,8 @@ final class WorkerWatcher: @unchecked Sendable {
     private let wakeWrite: Int32
     private let stopping = Atomic<Bool>(false)
     private let stopped = LocalEvent()
+    /// The watching thread (its observer calls run there).
+    private let thread = DeliveryThread()
     private let report: @Sendable (_ index: Int, _ pid: Int32, _ exitCode: Int32) -> Void
     private let onStuck: @Sendable (_ pid: Int32) -> Void
 
@@ -107,7 +109,12 @@ final class WorkerWatcher: @unchecked Sendable {
         _ = try? systemCall { write(wakeWrite, &one, 1) }  // a full pipe is as good as a write: the thread is awake
     }
 
+    /// Whether this is the watching thread: a wait for the pool to finish could never end there,
+    /// since the pool finishes once this thread has reported its workers' exits.
+    var isCurrent: Bool { thread.isCurrent }
+
     private func loop() {
+        thread.adoptCurrent()
         defer { stopped.set() }
         while true {
             let current = watched.withLock { $0 }

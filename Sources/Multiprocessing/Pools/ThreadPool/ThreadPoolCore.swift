@@ -49,6 +49,8 @@ final class ThreadPoolCore: @unchecked Sendable {
     private let idle = LocalEvent(isSet: true)
     private let stopped = LocalEvent()
     private let workersLeft = Locked(0)
+    /// The worker threads' ids: a wait for the threads to end could never end on one of them.
+    private let workerThreads = Locked<[Int32]>([])
 
     init(threads: Int, observer: (any PoolObserver)? = nil) throws(PoolError) {
         guard threads >= 1 else { throw .invalidWorkerCount(threads) }
@@ -93,6 +95,8 @@ final class ThreadPoolCore: @unchecked Sendable {
     }
 
     private func workerLoop() {
+        let me = mp_thread_id()
+        workerThreads.withLock { $0.append(me) }
         while true {
             jobsReady.acquire()
             // No job for a permit: it was a stop token.
@@ -100,6 +104,7 @@ final class ThreadPoolCore: @unchecked Sendable {
             let outcome = job.run()
             post(Completion(deliver: outcome.deliver, queued: job.queued, error: outcome.error))
         }
+        workerThreads.withLock { $0.removeAll { $0 == me } }
         if workersLeft.withLock({ n in
             n -= 1; return n
         }) == 0 {
@@ -149,7 +154,9 @@ final class ThreadPoolCore: @unchecked Sendable {
     }
 
     /// Fails the queued jobs with ``PoolError/terminated`` (running ones finish: a thread cannot be
-    /// killed) and stops the threads; waits for them unless called from a callback.
+    /// killed) and stops the threads; waits for them unless called from a callback or from a task
+    /// (its own thread ends once the task returns; dropping the last reference to the pool in a
+    /// task ends here too).
     func terminate() {
         let dropped = state.withLock { s -> [Job] in
             s.phase = .terminated
@@ -159,7 +166,13 @@ final class ThreadPoolCore: @unchecked Sendable {
             post(Completion(deliver: job.fail(.terminated), queued: job.queued, error: PoolError.terminated))
         }
         stopWorkers()
-        if !delivery.isCurrent { stopped.wait() }
+        if delivery.isCurrent || isWorkerThread { return }
+        stopped.wait()
+    }
+
+    private var isWorkerThread: Bool {
+        let me = mp_thread_id()
+        return workerThreads.withLock { $0.contains(me) }
     }
 
     /// Waits for every job to finish, then stops the threads. False if `timeout` passed first.
