@@ -48,6 +48,7 @@ enum ProgramExit {
     static func prepareForFork() {
         _ = installOnce
         _ = starter.load(ordering: .relaxed)
+        NamedRegions.prepareForFork()  // step 3 runs in a child that calls exit
     }
 
     /// The steps, in order. `child`: called at the end of a child, which leaves its named objects

@@ -198,6 +198,10 @@ enum NamedRegions {
         names.withLock { _ = $0.paths.remove(path) }
     }
 
+    /// Makes the list (and its generic metadata) in a parent before a fork: a forked child that
+    /// calls `exit` reads it at its end, and must not be the first to (see ``Fork``).
+    static func prepareForFork() { _ = names }
+
     static func unlinkAll() {
         let paths = names.withLock { state -> Set<String> in
             state.pid == mp_process_id() ? state.paths : []
