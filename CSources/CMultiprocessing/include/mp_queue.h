@@ -97,7 +97,8 @@ typedef struct mp_queue_view {
     uint64_t held;          // bytes of the record a get holds between begin and end/rest
     int32_t held_lane;      // the lane of the message a get holds, or -1 (the ring's)
     uint32_t catch_up;      // pauses before a waiting get's first look, learned (mp_queue_wait_until)
-    uint32_t consumer_pad[12];
+    uint64_t held_at;       // the ring position of the record a get holds, as checked (not re-read)
+    uint32_t consumer_pad[10];
 } mp_queue_view_t;
 
 /// The most bytes a lane's slot holds: fixed-size elements up to this size travel in lanes.

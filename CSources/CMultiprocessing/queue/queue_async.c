@@ -34,6 +34,12 @@ static inline void wait_on(mp_async_wait_t *w, uint32_t *word, uint32_t expected
     w->target = target;
 }
 
+/// Whether the lock's word is not free: the try's CAS (from 0) would fail. Not mp_mutex_owner: a
+/// word a peer garbled into flag bits alone (no owner id) is not free either, and a loop that took
+/// the owner's 0 for a free lock would retry the failing CAS forever; mp_mutex_await_free takes such
+/// a word for a dead owner's, which the blocking path then recovers.
+static inline int lock_taken(mp_mutex_t *lock) { return MP_LOAD(&lock->word, MP_RELAXED) != 0; }
+
 /// Announces the caller as a sleeper of `seq` (announce_sleeper) and looks again: MP_WAIT if
 /// `ready` still does not hold, the lock (if any) is still free and the queue is not shut down.
 static mp_status_t sleep_unless(mp_queue_view_t *v, mp_async_wait_t *w, uint32_t *seq, uint32_t *sleepers,
@@ -41,7 +47,7 @@ static mp_status_t sleep_unless(mp_queue_view_t *v, mp_async_wait_t *w, uint32_t
                                 mp_mutex_t *lock /* NULL: none to wait for */) {
     mp_queue_t *q = v->header;
     uint32_t observed = announce_sleeper(v, seq, sleepers);
-    if (!ready(v, arg) && (lock == NULL || mp_mutex_owner(lock) == 0) && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
+    if (!ready(v, arg) && (lock == NULL || !lock_taken(lock)) && MP_LOAD(&q->shutdown, MP_SEQ_CST) == 0) {
         wait_on(w, seq, observed, v->shared, target);
         w->registered = 1;
         int64_t cap = v->lanes && target == ON_DATA ? lanes_sleep_cap(v, INT64_MAX) : INT64_MAX;
@@ -66,7 +72,7 @@ mp_status_t mp_queue_get_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
     for (;;) {
         uint32_t down = MP_LOAD(&q->shutdown, MP_ACQUIRE);
         if (down == MP_QUEUE_SHUTDOWN_IMMEDIATE) return MP_SHUTDOWN;
-        if (mp_mutex_owner(&q->consumer) != 0) {
+        if (lock_taken(&q->consumer)) {
             mp_status_t s = mp_mutex_await_free(&q->consumer, w);
             if (s == MP_WAIT) w->target = ON_LOCK;
             if (s != MP_OK) return s;
@@ -99,7 +105,7 @@ mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
     }
     for (;;) {
         if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
-        if (mp_mutex_owner(&q->producer) != 0) {
+        if (lock_taken(&q->producer)) {
             mp_status_t s = mp_mutex_await_free(&q->producer, w);
             if (s == MP_WAIT) w->target = ON_LOCK;
             if (s != MP_OK) return s;

@@ -20,6 +20,7 @@ static inline __attribute__((always_inline)) int next_record(mp_queue_view_t *v,
         return corrupted(v);
     }
     *at = v->ring + offset_of(v, head);
+    v->held_at = head; // mp_queue_get_rest starts here: `head` itself may be rewritten meanwhile
     return MP_OK;
 }
 
@@ -351,8 +352,10 @@ mp_status_t mp_queue_get_rest(mp_queue_view_t *v, void *dest, uint64_t total) {
     // does it hand back what it has read (the producer may need the room), after saying so in
     // `released`; the producer then sees its put through (see queue.c's "Streams").
     // `base` is the head as this consumer set it (the FIRST's place, then each hand-back): the
-    // published span that each record is checked against is [base, tail).
-    uint64_t base = q->head;
+    // published span that each record is checked against is [base, tail). The FIRST's place is the
+    // one mp_queue_get_begin checked, kept in the view: `head` is shared memory, and a peer that
+    // rewrote it since would otherwise move the FIRST's copy anywhere, past the ring's end too.
+    uint64_t base = v->held_at;
     const uint8_t *first = v->ring + offset_of(v, base);
     first_prefix_t prefix;
     memcpy(&prefix, first + sizeof(record_t), sizeof prefix);

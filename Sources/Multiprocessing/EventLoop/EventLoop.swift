@@ -162,12 +162,19 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// yet. Readable from any thread.
     public var operationsInFlight: Int { inFlightShown.load(ordering: .relaxed) }
 
-    private static let sharedLoop = Result { () throws(EventLoopError) in try EventLoop(name: "EventLoop-shared") }
+    /// Made at its first use. A failure is not kept: one that ran out of descriptors for a moment
+    /// (EMFILE) must not leave every later operation off a loop failing for the life of the process.
+    static let sharedLoop = Locked<EventLoop?>(nil)
 
     /// The loop that async operations called here use: the caller's, or the shared one.
     static func forCurrentContext() throws(EventLoopError) -> EventLoop {
         if let loop = current { return loop }
-        return try sharedLoop.get()
+        return try sharedLoop.withLock { (shared: inout EventLoop?) throws(EventLoopError) -> EventLoop in
+            if let loop = shared { return loop }
+            let loop = try EventLoop(name: "EventLoop-shared")
+            shared = loop
+            return loop
+        }
     }
 
     // MARK: Executor

@@ -65,11 +65,12 @@ public final class File: @unchecked Sendable {
 
     nonisolated(nonsending) private func read(upTo count: Int, offset: Int64) async throws -> [UInt8] {
         guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
-        let fd = try descriptor.get()
+        _ = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         let buffer = IOBuffer(count: count)
         var got = 0
         while got < count {
+            let fd = try descriptor.get()  // each time: once closed, its number may be another file's
             let at = offset < 0 ? -1 : offset + Int64(got)
             let length = UInt32(clamping: count - got)
             let start = got
@@ -93,11 +94,12 @@ public final class File: @unchecked Sendable {
     }
 
     nonisolated(nonsending) private func write(_ bytes: [UInt8], offset: Int64) async throws {
-        let fd = try descriptor.get()
+        _ = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
         let buffer = IOBuffer(copying: bytes)
         var done = 0
         while done < bytes.count {
+            let fd = try descriptor.get()  // each time: once closed, its number may be another file's
             let at = offset < 0 ? -1 : offset + Int64(done)
             let length = UInt32(clamping: bytes.count - done)
             let start = done

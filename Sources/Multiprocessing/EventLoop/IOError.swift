@@ -82,16 +82,32 @@ final class Descriptor: Sendable {
     /// Closes through the ring. Throws ``IOError/closed`` on a second call.
     nonisolated(nonsending) func close() async throws {
         guard let fd = take() else { throw IOError.closed }
-        let loop = try EventLoop.forCurrentContext()
-        _ = try ioCount(await loop.perform(.close(fd: fd), cancellable: false), "close")
+        let result: Int32
+        do {
+            let loop = try EventLoop.forCurrentContext()
+            result = try await loop.perform(.close(fd: fd), cancellable: false)
+        } catch {
+            // The ring never took it (its loop is shutting down, or there is no loop to be had):
+            // the descriptor is ours alone since take(), and must not be left open.
+            result = mp_close(fd)
+        }
+        _ = try ioCount(result, "close")
     }
 
     /// Closes on the calling thread: for a socket, whose close never waits (the library sets no
     /// `SO_LINGER`; the kernel sends what is queued, and the FIN, after it). Through the ring it
     /// cost a suspension and a continuation, about 5 000 instructions per connection. Throws
     /// ``IOError/closed`` on a second call.
+    ///
+    /// The socket is shut down first: an operation in flight on it (a receive, a send, an accept)
+    /// holds the socket itself, not the descriptor, so close(2) alone would neither end it nor the
+    /// connection (the peer would see no end of stream; a listener would go on listening), while
+    /// the number went back to the process for reuse. The shutdown ends them at once (a receive
+    /// finds the end of the stream, a send EPIPE, an accept EINVAL; the callers report
+    /// ``IOError/closed``).
     func closeNow() throws(IOError) {
         guard let fd = take() else { throw IOError.closed }
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
         _ = try ioCount(mp_close(fd), "close")
     }
 

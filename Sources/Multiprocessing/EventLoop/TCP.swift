@@ -35,11 +35,14 @@ public final class TCPListener: @unchecked Sendable {
     nonisolated(nonsending) public func accept() async throws -> TCPConnection {
         let fd = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
-        let accepted = try ioCount(await loop.perform(.accept(fd: fd)), "accept")
+        let result = try await loop.perform(.accept(fd: fd))
+        if result < 0 && descriptor.value == nil { throw IOError.closed }  // closed while it waited
+        let accepted = try ioCount(result, "accept")
         return TCPConnection(fd: Int32(accepted), noDelaySet: true)  // inherited from the listener
     }
 
-    /// Stops listening. Throws ``IOError/closed`` if it already did.
+    /// Stops listening; an accept waiting on it throws ``IOError/closed``. Throws
+    /// ``IOError/closed`` if it already did.
     nonisolated(nonsending) public func close() async throws { try descriptor.closeNow() }
 }
 
@@ -100,10 +103,15 @@ public final class TCPConnection: @unchecked Sendable {
         let buffer = IOBuffer(copying: bytes[done...])
         let offset = done
         while done < bytes.count {
+            // Looked up for each piece: once the connection is closed, its number may be another
+            // descriptor's, and the rest of the bytes must not go there.
+            let fd = try descriptor.get()
             let start = done - offset
             let length = UInt32(clamping: bytes.count - done)
-            done += try ioCount(
-                await loop.perform(.send(fd: fd, bytes: buffer.base + start, length: length), keeping: buffer), "send")
+            let result = try await loop.perform(
+                .send(fd: fd, bytes: buffer.base + start, length: length), keeping: buffer)
+            if result < 0 && descriptor.value == nil { throw IOError.closed }  // closed while it waited
+            done += try ioCount(result, "send")
         }
     }
 
@@ -123,29 +131,52 @@ public final class TCPConnection: @unchecked Sendable {
             let op = LoopOperation(.receiveSelected(fd: fd, length: length))
             let n = try await loop.perform(op)
             if n != -ENOBUFS && n != -EOPNOTSUPP {
+                try checkOpen(after: n)
                 _ = try ioCount(n, "recv")
                 return op.received
             }
+            // Looked up again: closed while the first receive waited, its number may be another's.
+            return try await receive(fd: try descriptor.get(), maxBytes, on: loop)
         }
+        return try await receive(fd: fd, maxBytes, on: loop)
+    }
+
+    /// A receive into a buffer of its own.
+    @inline(__always)
+    nonisolated(nonsending) private func receive(fd: Int32, _ maxBytes: Int, on loop: EventLoop) async throws
+        -> [UInt8]
+    {
         let buffer = IOBuffer(count: maxBytes)
-        let n = try ioCount(
-            await loop.perform(.receive(fd: fd, into: buffer.base, length: length), keeping: buffer), "recv")
-        return buffer.bytes(n)
+        let length = UInt32(clamping: maxBytes)
+        let n = try await loop.perform(.receive(fd: fd, into: buffer.base, length: length), keeping: buffer)
+        try checkOpen(after: n)
+        return buffer.bytes(try ioCount(n, "recv"))
+    }
+
+    /// A receive that found no bytes (the end of the stream, or an error) because this program
+    /// closed the connection while it waited: ``IOError/closed``, not the peer's end of stream.
+    private func checkOpen(after result: Int32) throws(IOError) {
+        if result <= 0 && descriptor.value == nil { throw .closed }
     }
 
     /// Receives exactly `count` bytes; nil if the peer closes first.
+    ///
+    /// Memory grows with the bytes that arrive, not with `count` up front (a count read from the
+    /// peer, a length prefix, may be anything): each receive asks for at most 64 KiB.
     nonisolated(nonsending) public func receive(exactly count: Int) async throws -> [UInt8]? {
+        guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(count)
+        bytes.reserveCapacity(min(count, 65536))
         while bytes.count < count {
-            let chunk = try await receive(upTo: count - bytes.count)
+            let chunk = try await receive(upTo: min(count - bytes.count, 65536))
             if chunk.isEmpty { return nil }
             bytes += chunk
         }
         return bytes
     }
 
-    /// Closes the connection. Throws ``IOError/closed`` if it already was.
+    /// Closes the connection; a receive or send waiting on it throws ``IOError/closed``. Throws
+    /// ``IOError/closed`` if it already was.
     nonisolated(nonsending) public func close() async throws { try descriptor.closeNow() }
 }
 

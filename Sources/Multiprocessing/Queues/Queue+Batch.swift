@@ -92,8 +92,10 @@ extension Queue {
             return [try receiveOther(status, payload, length: length, total: total, deadline: deadline)]
         }
         let first = at.loadUnaligned(as: Element.self)  // a trivial type: the bytes are the value
-        // Room for what is there now (the count only grows while we hold the consumer lock).
-        let room = Swift.min(max, 1 + Int(mp_queue_count(q)))
+        // Room for what is there now (the count only grows while we hold the consumer lock), and
+        // never for more than the queue can hold: the count comes from shared memory, which a
+        // peer may have garbled (a get(max: .max) then asked for terabytes).
+        let room = Swift.min(max, 1 + Int(mp_queue_count(q)), mostHeld(ofSize: size))
         return [Element](unsafeUninitializedCapacity: room) { buffer, count in
             buffer.initializeElement(at: 0, to: first)
             count = 1
@@ -106,6 +108,15 @@ extension Queue {
                     q, UnsafeMutableRawPointer(buffer.baseAddress! + 1), size, UInt64(MemoryLayout<Element>.stride),
                     UInt64(room - 1)))
         }
+    }
+
+    /// The most messages of `size` bytes the queue holds at once: its ring full of their records,
+    /// and its lanes full (from this process's view, not the shared header).
+    @usableFromInline
+    final func mostHeld(ofSize size: UInt64) -> Int {
+        let ring = q.pointee.capacity / mp_queue_record_bytes(size)
+        let lanes = q.pointee.lanes != nil ? UInt64(MP_QUEUE_LANES) * q.pointee.lane_slots : 0
+        return Int(clamping: ring + lanes)
     }
 
     /// Other elements: decoded where they lie, as a single get decodes.
