@@ -381,7 +381,21 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private func reapAll() {
         while true {
             let n = Int(mp_loop_reap(ring, completions, 256))
-            for i in 0..<n { complete(completions[i]) }
+            var wakeRead = false
+            for i in 0..<n {
+                if completions[i].user_data == UInt64(MP_LOOP_WAKE) {
+                    wakeRead = true
+                } else {
+                    complete(completions[i])
+                }
+            }
+            // Re-armed after the batch: a full submission queue makes the re-arm reap, which
+            // refills `completions` under a loop still walking it (completions lost, others
+            // completed twice).
+            if wakeRead {
+                wakeArmed = false
+                if !stopping { wakeArmed = retryingWhileFull { mp_loop_arm_wake(ring) } == 0 }
+            }
             if n < 256 { return }
         }
     }
@@ -389,9 +403,6 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private func complete(_ c: mp_completion_t) {
         switch c.user_data {
         case UInt64(MP_LOOP_IGNORED): return
-        case UInt64(MP_LOOP_WAKE):
-            wakeArmed = false
-            if !stopping { wakeArmed = retryingWhileFull { mp_loop_arm_wake(ring) } == 0 }
         default:
             let raw = UnsafeMutableRawPointer(bitPattern: UInt(c.user_data))!
             let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeRetainedValue()
