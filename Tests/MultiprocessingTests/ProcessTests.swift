@@ -61,9 +61,17 @@ struct ProcessTests {
     @Test("a thrown error exits 1; a crash or a signal shows as -signal; exit statuses pass through")
     func exitCodes() throws {
         struct Boom: Error {}
-        #expect(try runInChild { throw Boom() } == 1)
+        // The children fork beside the parallel suite's threads (the fork hazard). A child whose
+        // closure throws describes the error ("Process <name>: <error>"), which looks up Boom's
+        // conformances: a first lookup takes the runtime's conformance-cache lock, held for good in
+        // a child forked while another thread held it (the child then hung, and the suite with it,
+        // on a loaded machine). Described here first, the child finds the lookups made; a timeout
+        // makes any other hang a failure of this test only.
+        let boom: any Error = Boom()
+        #expect(!"\(boom)".isEmpty)
+        #expect(try runInChild(timeout: .seconds(60)) { throw Boom() } == 1)
         // A Swift trap is SIGILL on x86_64 and SIGTRAP on arm64 (after the runtime's backtrace).
-        let trapped = try runInChild {
+        let trapped = try runInChild(timeout: .seconds(60)) {
             let empty: [Int] = []; _ = empty[Int(getpid()) % 2 + 1]
         }
         if runningUnderThreadSanitizer {
@@ -71,8 +79,8 @@ struct ProcessTests {
         } else {
             #expect(trapped == -SIGILL || trapped == -SIGTRAP)
         }
-        #expect(try runInChild { kill(getpid(), SIGKILL) } == -SIGKILL)
-        #expect(try runInChild { exit(7) } == 7)
+        #expect(try runInChild(timeout: .seconds(60)) { kill(getpid(), SIGKILL) } == -SIGKILL)
+        #expect(try runInChild(timeout: .seconds(60)) { exit(7) } == 7)
     }
 
     @Test("terminate and kill; join with a timeout")

@@ -44,14 +44,6 @@ func processExists(_ pid: Int32) -> Bool {
     access("/proc/\(pid)", F_OK) == 0
 }
 
-/// Runs `body` in a forked child and returns the child's exit code.
-func runInChild(_ body: @escaping () throws -> Void) throws -> Int32? {
-    let p = Process(target: body)
-    try p.start()
-    try p.join()
-    return p.exitCode
-}
-
 /// Whether this test process runs under ThreadSanitizer (its runtime is linked in).
 let runningUnderThreadSanitizer = dlsym(nil, "__tsan_init") != nil
 
