@@ -204,6 +204,24 @@ public enum TestTargets {
         job.reply.set()
     }
 
+    /// Makes the shared loop (by an async sleep outside any loop) while every descriptor is taken,
+    /// then again once they are free: exits 0 if the second works, 2 if the first did not fail
+    /// with EMFILE, 3 if the failure was kept (CloseAndGarbageTests). A spawned child: it makes
+    /// threads, which a child forked from the busy test process may not (see Fork.swift).
+    public static let sharedLoopAfterEMFILE = SpawnTarget<ExitJob>("sharedLoopAfterEMFILE") { _ in
+        var fds: [Int32] = []
+        while true {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            if fd < 0 { break }
+            fds.append(fd)
+        }
+        var first: (any Error)? = nil
+        do { try await Multiprocessing.sleep(for: .milliseconds(1)) } catch { first = error }
+        for fd in fds { close(fd) }
+        guard let first = first as? EventLoopError, case .unavailable(.tooManyOpenFiles) = first else { exit(2) }
+        do { try await Multiprocessing.sleep(for: .milliseconds(1)) } catch { exit(3) }
+    }
+
     /// Throws, so the child must exit with status 1.
     public static let fail = SpawnTarget<ExitJob>("fail") { job in
         struct Failure: Error {}
@@ -260,6 +278,6 @@ public enum TestTargets {
     public static let all: [any SpawnEntry] = [
         twice, PoolHazard.target, createRegion, inheritedDescriptors, streamConsumer,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
-        sharedTally, poolThenExit,
+        sharedTally, poolThenExit, sharedLoopAfterEMFILE,
     ]
 }

@@ -137,6 +137,47 @@ struct EventLoopIOTests {
         #expect(loop.receivesIntoRingBuffers - before >= 6000)
     }
 
+    @Test("a receive(exactly:) that gives up (timeout, cancellation, the peer's end) loses none of the bytes it had")
+    func receiveExactlyKeepsWhatItHad() async throws {
+        try await onLoop(limit: .seconds(20)) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let server = try await listener.accept()
+            let stream = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 8) }
+
+            // A timeout: 100 bytes of the 200 asked for had arrived when it expired.
+            try await server.send(Array(stream[0..<100]))
+            await #expect(throws: TimeoutError(timeout: .milliseconds(100))) {
+                try await withTimeout(.milliseconds(100)) { try await client.receive(exactly: 200) }
+            }
+            // They come first: a receive(upTo:) smaller than them, then the rest with what follows.
+            #expect(try await client.receive(upTo: 30) == Array(stream[0..<30]))
+            try await server.send(Array(stream[100..<1000]))
+            #expect(try await client.receive(exactly: 970) == Array(stream[30..<1000]))
+
+            // A cancellation, in the middle of a large receive: by 50 ms it has taken the first 500
+            // bytes (on this loop, which the sleep leaves to it) and waits for the rest. (Were it
+            // cancelled before its first receive, the bytes would still be in the socket: the
+            // outcome below is the same, only this path would go untested.)
+            try await server.send(Array(stream[1000..<1500]))
+            let cut = Task(executorPreference: EventLoop.current!) { try await client.receive(exactly: 1000) }
+            try await sleep(for: .milliseconds(50))
+            cut.cancel()
+            await #expect(throws: CancellationError.self) { _ = try await cut.value }
+            try await server.send(Array(stream[1500..<2000]))
+            #expect(try await client.receive(exactly: 1000) == Array(stream[1000..<2000]))
+
+            // The peer's end before the count: nil, and the bytes that did arrive are still there.
+            try await server.send(Array(stream[2000..<2050]))
+            try await server.close()
+            #expect(try await client.receive(exactly: 100) == nil)
+            #expect(try await client.receive(exactly: 50) == Array(stream[2000..<2050]))
+            #expect(try await client.receive(upTo: 10).isEmpty)  // then the end of the stream
+            try await client.close()
+            try await listener.close()
+        }
+    }
+
     @Test("a send its socket takes at once makes no ring operation; the rest of a larger one goes through the ring")
     func sendsTryTheSocketFirst() async throws {
         let loop = try EventLoop(name: "send-first")

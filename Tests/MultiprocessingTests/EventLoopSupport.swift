@@ -5,24 +5,36 @@ import Testing
 struct LoopTimedOut: Error {}
 
 /// Runs `body` on `loop` (a fresh one by default, shut down afterwards) and awaits it; a body still
-/// running after `limit` fails the test instead of hanging it. The test awaits rather than blocks:
-/// a blocked test would hold one of the few threads of Swift's cooperative pool (two on a 2-core
-/// machine), which unstructured tasks and other tests need.
+/// running after `limit` fails the test instead of hanging it (it is cancelled and left behind, with
+/// its loop). The test awaits rather than blocks: a blocked test would hold one of the few threads
+/// of Swift's cooperative pool (two on a 2-core machine), which unstructured tasks and other tests
+/// need. Not a task group: leaving a group waits for all its children, a hung body's included.
 func onLoop<T: Sendable>(
     _ loop: EventLoop? = nil, limit: Duration = .seconds(60), _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let loop = try loop ?? EventLoop(name: "test-loop")
     let task = Task(executorPreference: loop) { try await body() }
-    let finished = try await withThrowingTaskGroup(of: Result<T, any Error>?.self) { group in
-        group.addTask { await task.result }
-        group.addTask {
-            try? await Task.sleep(for: limit)
-            return nil
+    typealias Outcome = Result<T, any Error>?
+    let finished = await withCheckedContinuation { (outcome: CheckedContinuation<Outcome, Never>) in
+        let pending = Locked(true)  // the first to finish resumes, once
+        let resume = { @Sendable (result: Outcome) in
+            let first = pending.withLock { (isPending: inout Bool) -> Bool in
+                defer { isPending = false }
+                return isPending
+            }
+            if first { outcome.resume(returning: result) }
         }
-        defer { group.cancelAll() }
-        return try await group.next()!
+        let timer = Task {
+            try? await Task.sleep(for: limit)
+            resume(nil)
+        }
+        Task {
+            resume(await task.result)
+            timer.cancel()  // after: its sleep, cut short, would otherwise report a time-out first
+        }
     }
     guard let finished else {
+        task.cancel()
         Issue.record("the body did not finish within \(limit)")
         throw LoopTimedOut()
     }

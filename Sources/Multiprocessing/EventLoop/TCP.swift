@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -52,6 +53,12 @@ public final class TCPListener: @unchecked Sendable {
 /// ``IOError/system(_:function:)`` with `.brokenPipe` or `.connectionReset` (never SIGPIPE).
 public final class TCPConnection: @unchecked Sendable {
     let descriptor: Descriptor
+    /// Bytes taken from the socket but not yet returned: what a ``receive(exactly:)`` cut short (by
+    /// a timeout, a cancellation, an error, or the peer's end of stream) had received. The next
+    /// receive returns them first, so that a stream loses no byte to a receive that gave up.
+    private let unread = Locked<[UInt8]>([])
+    /// Whether `unread` may hold bytes: the receive's straight path reads this flag, not the lock.
+    private let mayHaveUnread = Atomic<Bool>(false)
 
     /// Owns `fd`, and sets TCP_NODELAY on it unless `noDelaySet` (an accepted socket inherits it
     /// from its listener, which ``TCPListener/listen(host:port:backlog:)`` sets it on).
@@ -116,7 +123,8 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// Receives what has arrived, up to `maxBytes` (waiting for at least one byte); an empty array
-    /// once the peer has closed its side.
+    /// once the peer has closed its side. Bytes that a ``receive(exactly:)`` which gave up had
+    /// received come first, without waiting.
     ///
     /// Up to 4 096 bytes (`MP_RECV_BUFFER_SIZE`) arrive in a buffer the kernel picks from the
     /// loop's ring when the data comes: a receive that waits holds no memory, and the only
@@ -125,6 +133,7 @@ public final class TCPConnection: @unchecked Sendable {
     nonisolated(nonsending) public func receive(upTo maxBytes: Int = 65536) async throws -> [UInt8] {
         guard maxBytes > 0 else { throw IOError.invalidArgument("maxBytes \(maxBytes)") }
         let fd = try descriptor.get()
+        if mayHaveUnread.load(ordering: .acquiring), let bytes = takeUnread(upTo: maxBytes) { return bytes }
         let loop = try EventLoop.forCurrentContext()
         let length = UInt32(clamping: maxBytes)
         if maxBytes <= Int(MP_RECV_BUFFER_SIZE) {
@@ -161,18 +170,60 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Receives exactly `count` bytes; nil if the peer closes first.
     ///
+    /// Nothing is lost when it gives up: if the peer closes first, or the receive throws (a
+    /// ``withTimeout(_:_:)`` around it that expires, its task cancelled, an error), the bytes it
+    /// had already received stay with the connection, and the next receive returns them first
+    /// (as asyncio's `readexactly` leaves them in the stream's buffer).
+    ///
     /// Memory grows with the bytes that arrive, not with `count` up front (a count read from the
     /// peer, a length prefix, may be anything): each receive asks for at most 64 KiB.
     nonisolated(nonsending) public func receive(exactly count: Int) async throws -> [UInt8]? {
         guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(min(count, 65536))
+        if count > 0, mayHaveUnread.load(ordering: .acquiring), let kept = takeUnread(upTo: count) { bytes = kept }
+        if bytes.count < count { bytes.reserveCapacity(min(count, bytes.count + 65536)) }
         while bytes.count < count {
-            let chunk = try await receive(upTo: min(count - bytes.count, 65536))
-            if chunk.isEmpty { return nil }
+            let chunk: [UInt8]
+            do {
+                chunk = try await receive(upTo: min(count - bytes.count, 65536))
+            } catch {
+                keepUnread(bytes)
+                throw error
+            }
+            if chunk.isEmpty {
+                keepUnread(bytes)
+                return nil
+            }
             bytes += chunk
         }
         return bytes
+    }
+
+    /// Up to `maxBytes` of the bytes kept by a receive that gave up, oldest first; nil if none.
+    private func takeUnread(upTo maxBytes: Int) -> [UInt8]? {
+        unread.withLock { kept -> [UInt8]? in
+            if kept.isEmpty { return nil }
+            let taken: [UInt8]
+            if kept.count <= maxBytes {
+                taken = kept
+                kept = []
+            } else {
+                taken = Array(kept[..<maxBytes])
+                kept.removeFirst(maxBytes)
+            }
+            mayHaveUnread.store(!kept.isEmpty, ordering: .releasing)
+            return taken
+        }
+    }
+
+    /// Puts `bytes` back before the bytes kept already (they were received before them: a
+    /// receive takes the kept bytes first and receives from the socket only once none are left).
+    private func keepUnread(_ bytes: [UInt8]) {
+        if bytes.isEmpty { return }
+        unread.withLock { kept in
+            kept = bytes + kept
+            mayHaveUnread.store(true, ordering: .releasing)
+        }
     }
 
     /// Closes the connection; a receive or send waiting on it throws ``IOError/closed``. Throws
