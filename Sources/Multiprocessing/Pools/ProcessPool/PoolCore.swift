@@ -47,6 +47,13 @@ final class PoolCore: @unchecked Sendable {
     private let started = LocalEvent()
     /// Set when the result thread has finished: every worker has exited and been reaped.
     private let finished = LocalEvent()
+    /// The process that made the pool. A forked child inherits a copy of this object, not the
+    /// pool: its workers, its result thread and its zygote are the parent's. In the child a task is
+    /// refused (``PoolError/otherProcess(owner:)``), and closing, terminating or dropping the copy
+    /// leaves the parent's pool alone (terminating it would shut its task ring down for good, kill
+    /// its workers, then wait for a result thread that the child does not have).
+    let owner = mp_process_id()
+    var isOwnersProcess: Bool { mp_process_id() == owner }
 
     /// A pool of `channels.slotCount` workers, started by `launcher`. On failure the launcher is
     /// closed. `options` are for tests.
@@ -107,6 +114,7 @@ final class PoolCore: @unchecked Sendable {
         var pending = pending
         if observer != nil { pending.submitted = mp_monotonic_ns() }
         let id = state.withLock { s -> Result<UInt64, PoolError> in
+            guard isOwnersProcess else { return .failure(.otherProcess(owner: owner)) }
             guard s.phase == .running else { return .failure(s.broken ?? .closed) }
             s.nextID += 1
             s.pending.insert(s.nextID, pending)
@@ -166,6 +174,7 @@ final class PoolCore: @unchecked Sendable {
     // MARK: Lifecycle
 
     func close() {
+        guard isOwnersProcess else { return }
         state.withLock { s in if s.phase == .running { s.phase = .closed } }
     }
 
@@ -173,6 +182,7 @@ final class PoolCore: @unchecked Sendable {
     /// workers to be reaped, except on the result thread (from a callback) or the watchdog's (from
     /// an observer), where the pool finishes by itself once the call returns.
     func terminate() {
+        guard isOwnersProcess else { return }
         let workers = state.withLock { s -> [Process]? in
             guard s.phase != .terminated else { return nil }
             s.phase = .terminated
@@ -206,6 +216,7 @@ final class PoolCore: @unchecked Sendable {
     /// Waits for every task to finish, then for the workers to exit. Returns false if `timeout`
     /// passed first (the pool goes on; join again).
     func join(timeout: Duration?) throws(PoolError) -> Bool {
+        guard isOwnersProcess else { throw .otherProcess(owner: owner) }
         let phase = state.withLock { $0.phase }
         if phase == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }

@@ -39,6 +39,11 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
     /// No worker could be started: the reason says why (the forkserver failed, or workers forked by
     /// a closure pool's zygote kept getting stuck before their first task).
     case workersCannotStart(String)
+    /// The pool was used in a process other than the one that made it (`owner`): a forked child
+    /// inherits a copy of the pool's object, but the workers, the threads that deliver its results
+    /// and its tasks are its parent's. Make a pool in the child instead. In such a child,
+    /// `close()` and `terminate()` do nothing and `join` throws this: the parent's pool goes on.
+    case otherProcess(owner: Int32)
 
     public var description: String {
         switch self {
@@ -57,6 +62,8 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
         case .coding(let message): "task data could not cross processes: \(message)"
         case .system(let errno, let function): "\(function): \(errno)"
         case .workersCannotStart(let reason): "the pool's workers cannot start: \(reason)"
+        case .otherProcess(let owner):
+            "the pool belongs to process \(owner), which made it: a forked child cannot use it (make a pool of its own)"
         }
     }
 }

@@ -48,6 +48,12 @@ final class ThreadPoolCore: @unchecked Sendable {
     /// Set while no job is unsettled; set once every thread has ended.
     private let idle = LocalEvent(isSet: true)
     private let stopped = LocalEvent()
+    /// The process that made the pool: a forked child inherits a copy of this object but none of
+    /// its threads. There a job is refused (``PoolError/otherProcess(owner:)``: it would never run),
+    /// and closing, terminating or dropping the copy does nothing (terminating would wait for
+    /// threads that the child does not have).
+    let owner = mp_process_id()
+    var isOwnersProcess: Bool { mp_process_id() == owner }
     private let workersLeft = Locked(0)
     /// The worker threads' ids: a wait for the threads to end could never end on one of them.
     private let workerThreads = Locked<[Int32]>([])
@@ -83,6 +89,7 @@ final class ThreadPoolCore: @unchecked Sendable {
         var job = job
         if observer != nil { job.queued = mp_monotonic_ns() }
         let refused = state.withLock { s -> PoolError? in
+            guard isOwnersProcess else { return .otherProcess(owner: owner) }
             guard s.phase == .running else { return s.phase == .terminated ? .terminated : .closed }
             s.jobs.append(job)
             s.unsettled += 1
@@ -150,6 +157,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     }
 
     func close() {
+        guard isOwnersProcess else { return }
         state.withLock { s in if s.phase == .running { s.phase = .closed } }
     }
 
@@ -158,6 +166,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     /// (its own thread ends once the task returns; dropping the last reference to the pool in a
     /// task ends here too).
     func terminate() {
+        guard isOwnersProcess else { return }
         let dropped = state.withLock { s -> [Job] in
             s.phase = .terminated
             return s.jobs.removeAll()
@@ -177,6 +186,7 @@ final class ThreadPoolCore: @unchecked Sendable {
 
     /// Waits for every job to finish, then stops the threads. False if `timeout` passed first.
     func join(timeout: Duration?) throws(PoolError) -> Bool {
+        guard isOwnersProcess else { throw .otherProcess(owner: owner) }
         if state.withLock({ $0.phase }) == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
         let deadline = try Deadline.after(timeout, PoolError.self)

@@ -1,0 +1,70 @@
+import CMultiprocessing
+import Testing
+
+@testable import Multiprocessing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A forked child inherits a copy of its parent's pool objects, not the pools: using one there is a
+/// typed error, and nothing the child does to its copy reaches the parent's pool.
+@Suite("A pool inherited by a forked child is its parent's")
+struct InheritedPoolTests {
+    /// The child's exit codes: 0 as expected; otherwise which step went wrong.
+    static func outcome(_ result: Result<some Any, some Error>, owner: Int32) -> Int32 {
+        switch result {
+        case .success: return 2
+        case .failure(let error as PoolError) where error == .otherProcess(owner: owner): return 0
+        case .failure: return 3
+        }
+    }
+
+    @Test(
+        "a process pool: the child's apply, map and join throw otherProcess; its terminate leaves the parent's pool whole"
+    )
+    func processPool() throws {
+        let pool = try ProcessPool(processes: 2) { (x: Int) -> Int in 2 * x }
+        #expect(try pool.apply(1) == 2)
+        let workers = Set(pool.workerPIDs)
+        let owner = getpid()
+        let code = try runInChild(timeout: .seconds(20)) {
+            var step = Self.outcome(Result { try pool.apply(21) }, owner: owner)
+            if step == 0 { step = Self.outcome(Result { try pool.map([1, 2, 3]) }, owner: owner) }
+            if step == 0 { step = Self.outcome(Result { try pool.join(timeout: .seconds(1)) }, owner: owner) + 10 }
+            if step == 10 {
+                pool.close()
+                pool.terminate()  // the parent's workers and task ring are not the child's to end
+                step = 0
+            }
+            exit(step)
+        }
+        #expect(code == 0, "exit code \(String(describing: code))")
+        #expect(Set(pool.workerPIDs) == workers)  // none killed, none replaced
+        #expect(try pool.map(Array(0..<100)) == (0..<100).map { 2 * $0 })
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+
+    @Test(
+        "a thread pool: the child's apply throws otherProcess at once; its terminate does not wait for threads it lacks"
+    )
+    func threadPool() throws {
+        let pool = try ThreadPool(threads: 2)
+        #expect(try pool.apply { 1 + 1 } == 2)
+        let owner = getpid()
+        let code = try runInChild(timeout: .seconds(20)) {
+            var step = Self.outcome(Result { try pool.apply { 21 * 2 } }, owner: owner)
+            if step == 0 { step = Self.outcome(Result { try pool.join(timeout: .seconds(1)) }, owner: owner) + 10 }
+            if step == 10 {
+                pool.terminate()
+                step = 0
+            }
+            exit(step)
+        }
+        #expect(code == 0, "exit code \(String(describing: code))")
+        #expect(try pool.apply { 21 * 2 } == 42)
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+}
