@@ -53,11 +53,14 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
             }
     }
 
-    /// Waits up to `timeout` (forever when nil) for the result; returns whether it is ready.
+    /// Waits up to `timeout` (forever when nil) for the result; returns whether it is ready. A wait
+    /// that could never end throws instead: ``PoolError/calledFromCallback`` from a callback,
+    /// ``PoolError/otherProcess(owner:)`` in a forked child of the pool's process (a result that
+    /// was ready before the fork can still be read there).
     @discardableResult
     public func wait(timeout: Duration? = nil) throws(PoolError) -> Bool {
         if isReady { return true }
-        if delivery.isCurrent { throw .calledFromCallback }
+        try delivery.checkWaitCanEnd()
         let deadline = try Deadline.after(timeout, PoolError.self)
         if timeout != .zero && spinUntilReady(before: deadline) { return true }
         return latch.wait(deadline: deadline)
@@ -99,6 +102,7 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// Cancelling the waiting task throws `CancellationError`; the pool's task goes on.
     public var value: Value {
         get async throws {
+            if !isReady { try delivery.checkOwnersProcess() }
             let id = latch.withLock {
                 nextWaiter += 1
                 return nextWaiter

@@ -14,8 +14,9 @@ public struct PoolResults<Output: Sendable>: Sequence, Sendable {
         let stream: ResultStream<Output>
         var refused = false
 
-        /// The next outcome, waiting for it; nil after the last. A wait that cannot end (from a
-        /// callback) yields ``PoolError/calledFromCallback`` once, then ends the iteration.
+        /// The next outcome, waiting for it; nil after the last. A wait that cannot end yields its
+        /// error once, then ends the iteration: ``PoolError/calledFromCallback`` from a callback,
+        /// ``PoolError/otherProcess(owner:)`` in a forked child of the pool's process.
         public mutating func next() -> Result<Output, any Error>? {
             if refused { return nil }
             do { return try stream.next(timeout: nil) } catch {

@@ -106,7 +106,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         let deadline = try Deadline.after(timeout, PoolError.self)
         while true {
             if let element = poll() { return element }
-            if delivery?.isCurrent == true { throw .calledFromCallback }
+            try delivery?.checkWaitCanEnd()
             if !arrived.wait(deadline: deadline) { throw .timeout }
         }
     }
@@ -116,6 +116,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         while true {
             try Task.checkCancellation()
             if let element = poll() { return element }
+            try delivery?.checkOwnersProcess()
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let now = state.withLock { s -> Bool in
