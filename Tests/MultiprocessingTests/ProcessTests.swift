@@ -64,9 +64,10 @@ struct ProcessTests {
         // The children fork beside the parallel suite's threads (the fork hazard). A child whose
         // closure throws describes the error ("Process <name>: <error>"), which looks up Boom's
         // conformances: a first lookup takes the runtime's conformance-cache lock, held for good in
-        // a child forked while another thread held it (the child then hung, and the suite with it,
-        // on a loaded machine). Described here first, the child finds the lookups made; a timeout
-        // makes any other hang a failure of this test only.
+        // a child forked while another thread held it (the child hung there, and the suite with it,
+        // on a loaded machine, until the description got a watchdog: see undescribableErrorDoesNotHang).
+        // Described here first, the child finds the lookups made and exits at once; a timeout makes
+        // any other hang a failure of this test only.
         let boom: any Error = Boom()
         #expect(!"\(boom)".isEmpty)
         #expect(try runInChild(timeout: .seconds(60)) { throw Boom() } == 1)
@@ -81,6 +82,53 @@ struct ProcessTests {
         }
         #expect(try runInChild(timeout: .seconds(60)) { kill(getpid(), SIGKILL) } == -SIGKILL)
         #expect(try runInChild(timeout: .seconds(60)) { exit(7) } == 7)
+    }
+
+    @Test("a thrown error is written to stderr as \"Process <name>: <error>\", and the child exits 1")
+    func thrownErrorIsDescribed() throws {
+        struct Refused: Error, CustomStringConvertible { var description: String { "refused by the test" } }
+        // Described here first, as in exitCodes: the child's conformance look-ups are made.
+        let refused: any Error = Refused()
+        #expect("\(refused)" == "refused by the test")
+        let (code, text) = try stderrOfChild(name: "describer", timeout: .seconds(60)) { throw Refused() }
+        #expect(code == 1)
+        #expect(text == "Process describer: refused by the test\n")
+    }
+
+    // Before the fix the child waited in its description for good (join timed out; killed here).
+    // A description that never returns stands for a runtime lock held at the fork, which cannot be
+    // made to happen on demand: the child waits the same way, in the middle of `\(error)`.
+    @Test(
+        "a child whose error is not described in time says so, exits 1 and never hangs",
+        .disabled(if: runningUnderThreadSanitizer, tsanHoldsForkedChildSignals))
+    func undescribableErrorDoesNotHang() throws {
+        struct Stuck: Error, CustomStringConvertible {
+            var description: String { while true { pause() } }
+        }
+        let start = ContinuousClock.now
+        let (code, text) = try stderrOfChild(name: "stuck", timeout: .seconds(10)) { throw Stuck() }
+        #expect(code == 1)
+        #expect(text.hasPrefix("Process stuck: its error was not described within 2 s"), "\(text)")
+        #expect(text.hasSuffix("; exiting with status 1\n"), "\(text)")
+        #expect(ContinuousClock.now - start >= .nanoseconds(Fork.describeLimit))
+    }
+
+    @Test(
+        "a SIGALRM of the program's own while the error is described is not taken for the watchdog's",
+        .disabled(if: runningUnderThreadSanitizer, tsanHoldsForkedChildSignals))
+    func programAlarmWhileDescribing() throws {
+        struct Alarmed: Error, CustomStringConvertible {
+            var description: String {
+                raise(SIGALRM)  // its default action ends the process, as it would without the watchdog
+                return "not reached"
+            }
+        }
+        let (code, text) = try stderrOfChild(name: "alarmed", timeout: .seconds(60)) {
+            signal(SIGALRM, SIG_DFL)
+            throw Alarmed()
+        }
+        #expect(code == -SIGALRM)
+        #expect(text == "")
     }
 
     @Test("terminate and kill; join with a timeout")
@@ -282,6 +330,41 @@ func withoutSpareDescriptors(_ body: () throws -> Void) rethrows {
         setrlimit(resource, &saved)
     }
     try body()
+}
+
+/// Why the watchdog's tests are skipped under ThreadSanitizer: TSan's own handler takes a signal
+/// and queues it for the program's, and in a child forked from its threaded runner it did not run
+/// that while the child slept or waited (a watchdog due after 100 ms fired at the child's end, after
+/// 3 s of sleeps), so a child waiting in its description never sees its SIGALRM.
+let tsanHoldsForkedChildSignals: Comment =
+    "TSan defers a forked child's signals: the watchdog's SIGALRM reaches its handler only at the child's end"
+
+/// Runs `body` in a forked child named `name` whose stderr is a pipe: its exit code (-SIGKILL if it
+/// was still running after `timeout`, and killed) and what it wrote to stderr.
+func stderrOfChild(name: String, timeout: Duration, _ body: @escaping () throws -> Void) throws -> (Int32?, String) {
+    var fds: [Int32] = [-1, -1]
+    // Non-blocking reads: children that other tests fork meanwhile hold the write end too, so no
+    // end of file comes; the child's text is in the pipe once it has exited.
+    #expect(mp_pipe(&fds) == 0)
+    #expect(fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0)
+    defer {
+        close(fds[0])
+        close(fds[1])
+    }
+    let writer = fds[1]
+    let p = Process(name: name) {
+        dup2(writer, 2)
+        try body()
+    }
+    try p.start()
+    if try !p.join(timeout: timeout) {
+        try p.kill()
+        try p.join()
+    }
+    var text: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while case let n = read(fds[0], &buffer, buffer.count), n > 0 { text += buffer[0..<n] }
+    return (p.exitCode, String(decoding: text, as: UTF8.self))
 }
 
 /// Bytes waiting to be read in a pipe or socket.

@@ -19,6 +19,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -154,6 +155,117 @@ int32_t mp_pidfd_signal(int32_t pidfd, int32_t signal) {
 void mp_exit_child(int32_t code) {
     fflush(NULL);
     _exit(code);
+}
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid /* older glibc names only the union member */
+#endif
+
+/// The longest watchdog message kept (a longer one is cut, and ends with a newline all the same).
+#define WATCHDOG_MESSAGE_MAX 1024
+
+static volatile sig_atomic_t watchdog_armed; // read by the handler, on the arming thread
+static int watchdog_code;
+static char watchdog_message[WATCHDOG_MESSAGE_MAX];
+static size_t watchdog_length;
+static timer_t watchdog_timer;
+static struct sigaction watchdog_old_action;
+static int watchdog_was_blocked;
+
+/// A SIGALRM that is not the watchdog's (the program's own alarm, a kill) gets what it would have
+/// got without the watchdog: the old handler, nothing if ignored, the end of the process by default.
+static void watchdog_forward(int signal, siginfo_t *info, void *context) {
+    if (watchdog_old_action.sa_flags & SA_SIGINFO) {
+        watchdog_old_action.sa_sigaction(signal, info, context);
+    } else if (watchdog_old_action.sa_handler == SIG_DFL) {
+        sigaction(SIGALRM, &watchdog_old_action, NULL);
+        raise(signal); // blocked in this handler: delivered, by default, as it returns
+    } else if (watchdog_old_action.sa_handler != SIG_IGN) {
+        watchdog_old_action.sa_handler(signal);
+    }
+}
+
+static void watchdog_fired(int signal, siginfo_t *info, void *context) {
+    if (info == NULL || info->si_code != SI_TIMER || info->si_value.sival_ptr != &watchdog_timer) {
+        watchdog_forward(signal, info, context);
+        return;
+    }
+    if (!watchdog_armed) return; // disarmed as it fired: the work was done in time
+    // Not mp_exit_child: fflush is not async-signal-safe, and the stuck thread may hold a stream's lock.
+    size_t done = 0;
+    while (done < watchdog_length) {
+        ssize_t n = write(2, watchdog_message + done, watchdog_length - done);
+        if (n > 0) {
+            done += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+    _exit(watchdog_code);
+}
+
+int32_t mp_child_watchdog_arm(int64_t deadline_ns, int32_t code, const char *message, int32_t length) {
+    if (watchdog_armed) return -EBUSY;
+    if (length < 0) return -EINVAL;
+    size_t kept = (size_t)length < sizeof watchdog_message ? (size_t)length : sizeof watchdog_message;
+    memcpy(watchdog_message, message, kept);
+    if (kept < (size_t)length) watchdog_message[kept - 1] = '\n';
+    watchdog_length = kept;
+    watchdog_code = code;
+
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = watchdog_fired;
+    action.sa_flags = SA_SIGINFO | SA_RESTART; // one that returns (a disarm it raced) interrupts nothing
+    sigfillset(&action.sa_mask);
+    if (sigaction(SIGALRM, &action, &watchdog_old_action) != 0) return -errno;
+    struct sigevent event;
+    memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = SIGALRM;
+    event.sigev_value.sival_ptr = &watchdog_timer; // tells its signal from another SIGALRM
+    event.sigev_notify_thread_id = mp_thread_id();
+    if (timer_create(CLOCK_MONOTONIC, &event, &watchdog_timer) != 0) {
+        int error = errno;
+        sigaction(SIGALRM, &watchdog_old_action, NULL);
+        return -error;
+    }
+    sigset_t alarm, old;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    pthread_sigmask(SIG_UNBLOCK, &alarm, &old);
+    watchdog_was_blocked = sigismember(&old, SIGALRM) == 1;
+    watchdog_armed = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); // armed before the timer can fire
+
+    // An all-zero it_value would disarm the timer: a deadline at 0 (MP_NOW) fires at once instead.
+    if (deadline_ns <= 0) deadline_ns = 1;
+    struct itimerspec when;
+    memset(&when, 0, sizeof when);
+    when.it_value.tv_sec = deadline_ns / 1000000000;
+    when.it_value.tv_nsec = deadline_ns % 1000000000;
+    if (timer_settime(watchdog_timer, TIMER_ABSTIME, &when, NULL) != 0) {
+        int error = errno;
+        mp_child_watchdog_disarm();
+        return -error;
+    }
+    return 0;
+}
+
+void mp_child_watchdog_disarm(void) {
+    if (!watchdog_armed) return;
+    watchdog_armed = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); // cleared before the timer goes: a late signal returns
+    timer_delete(watchdog_timer);
+    sigaction(SIGALRM, &watchdog_old_action, NULL);
+    if (watchdog_was_blocked) {
+        sigset_t alarm;
+        sigemptyset(&alarm);
+        sigaddset(&alarm, SIGALRM);
+        pthread_sigmask(SIG_BLOCK, &alarm, NULL);
+    }
 }
 
 int32_t mp_pidfd_open(int32_t pid) {

@@ -259,7 +259,8 @@ open class Process: @unchecked Sendable {
             try run()
             Fork.exitChild(0)
         } catch {
-            writeError("Process \(name): \(error)\n")
+            let name = name
+            writeError(Fork.describeError(of: name, exitCode: 1) { "Process \(name): \(error)\n" })
             Fork.exitChild(1)
         }
     }
