@@ -74,6 +74,13 @@ enum ExitScenario {
             let job = ReportJob(memory: try SharedMemory(size: 64))
             let daemon = Process(name: "sleeper", daemon: true, target: TestTargets.sleeper, argument: job)
             try daemon.start()
+            // Counted once the daemon runs: a child just forked by the forkserver bears its name
+            // ("mp-forkserver") until it names itself, before its target.
+            let limit = ContinuousClock.now + .seconds(30)
+            while job[4] == 0 {
+                guard ContinuousClock.now < limit else { TrackerScenario.fail("the daemon did not start") }
+                try Multiprocessing.sleep(for: .milliseconds(1))
+            }
             let me = getpid()
             TrackerScenario.report("workers \(pool.workerPIDs.count)")
             TrackerScenario.report("forkservers \(ProcStat.children(of: me, named: "mp-forkserver").count)")
