@@ -178,6 +178,40 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test("a receive that finished as its timeout ran out is returned, not lost with its bytes")
+    func timeoutKeepsAFinishedReceive() async throws {
+        try await onLoop(limit: .seconds(20)) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let server = try await listener.accept()
+            let loop = EventLoop.current!
+            // The loop's thread is held from 20 ms to 320 ms; the deadline (100 ms) passes and the
+            // bytes arrive (150 ms, from another thread) meanwhile, so the loop then finds the
+            // timer's completion and the receive's in one batch, the timer's usually first.
+            let holder = Task(executorPreference: loop) {
+                try await sleep(for: .milliseconds(20))
+                usleep(300_000)
+            }
+            let sender = Task.detached {
+                usleep(150_000)
+                try await server.send(Array(repeating: 7, count: 100))
+            }
+            var received: [UInt8]? = nil
+            do {
+                received = try await withTimeout(.milliseconds(100)) { try await client.receive(exactly: 100) }
+            } catch is TimeoutError {
+                // Allowed only if the receive had not finished: then its bytes are still there.
+                received = try await withTimeout(.seconds(5)) { try await client.receive(exactly: 100) }
+            }
+            #expect(received == Array(repeating: 7, count: 100))
+            try await holder.value
+            try await sender.value
+            try await client.close()
+            try await server.close()
+            try await listener.close()
+        }
+    }
+
     @Test("a send its socket takes at once makes no ring operation; the rest of a larger one goes through the ring")
     func sendsTryTheSocketFirst() async throws {
         let loop = try EventLoop(name: "send-first")

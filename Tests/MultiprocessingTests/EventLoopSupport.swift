@@ -10,7 +10,8 @@ struct LoopTimedOut: Error {}
 /// of Swift's cooperative pool (two on a 2-core machine), which unstructured tasks and other tests
 /// need. Not a task group: leaving a group waits for all its children, a hung body's included.
 func onLoop<T: Sendable>(
-    _ loop: EventLoop? = nil, limit: Duration = .seconds(60), _ body: @escaping @Sendable () async throws -> T
+    _ loop: EventLoop? = nil, limit: Duration = runningUnderSanitizer ? .seconds(300) : .seconds(60),
+    _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let loop = try loop ?? EventLoop(name: "test-loop")
     let task = Task(executorPreference: loop) { try await body() }

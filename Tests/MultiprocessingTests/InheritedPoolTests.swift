@@ -94,10 +94,13 @@ struct InheritedPoolTests {
             try gate.acquire()
             return 42
         }
-        var stream = pool.imap([1, 2]) { (x: Int) throws -> Int in
-            try gate.acquire()
+        var stream = pool.imap([0, 1, 2]) { (x: Int) throws -> Int in
+            if x > 0 { try gate.acquire() }
             return x
         }.makeIterator()
+        // Read once here: the stream has then submitted its tasks, and the child's next() waits
+        // for a result rather than submitting one (which is refused before any wait).
+        #expect(try stream.next()?.get() == 0)
         let owner = getpid()
         Self.warmUp()
         let code = try runInChild(timeout: .seconds(20)) {
@@ -119,5 +122,19 @@ struct InheritedPoolTests {
         #expect(Set([try stream.next()?.get(), try stream.next()?.get()]) == [1, 2])
         pool.close()
         #expect(try pool.join(timeout: patience))
+    }
+
+    @Test(
+        "toThread's helper threads are the parent's: a forked child's job gets a thread of its own",
+        .disabled(if: runningUnderThreadSanitizer, "TSan: a forked child may not start threads"))
+    func blockingPoolInChild() async throws {
+        #expect(try await toThread { 1 } == 1)  // leaves a helper thread in this process,
+        try await Task.sleep(for: .milliseconds(100))  // idle by now (counted as such at the fork)
+        let code = try runInChild(timeout: .seconds(20)) {
+            let done = LocalEvent()
+            BlockingPool.shared.submit { done.set() }
+            exit(done.wait(deadline: Deadline.after(nanoseconds: 10_000_000_000)) ? 0 : 5)
+        }
+        #expect(code == 0, "exit code \(String(describing: code)) (5: the job never ran)")
     }
 }

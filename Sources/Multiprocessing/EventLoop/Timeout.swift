@@ -7,8 +7,9 @@ public struct TimeoutError: Error, Equatable, Sendable {
 }
 
 /// Runs `body`, cancelling it if it has not finished within `timeout` (Python's
-/// `asyncio.wait_for`): then waits for it to wind down and throws ``TimeoutError``. The timer is
-/// an io_uring timeout on the caller's event loop.
+/// `asyncio.wait_for`): then waits for it to wind down and throws ``TimeoutError``, unless it
+/// returned all the same (it had finished as the time ran out): then its value is returned, not
+/// lost. The timer is an io_uring timeout on the caller's event loop.
 ///
 /// ```swift
 /// let reply = try await withTimeout(.seconds(2)) { try await connection.receive(upTo: 1024) }
@@ -28,7 +29,13 @@ public func withTimeout<T: Sendable>(
         defer { group.cancelAll() }
         switch try await group.next()! {
         case .value(let value): return value
-        case .timedOut: throw TimeoutError(timeout: timeout)
+        case .timedOut:
+            // The body may have finished as well: the loop can find its completion in the same
+            // batch as the timer's, behind it. What it returned is not thrown away (a receive's
+            // bytes would be lost with it), as asyncio's timeout returns what completed.
+            group.cancelAll()
+            if case .value(let value)? = try? await group.next() { return value }
+            throw TimeoutError(timeout: timeout)
         }
     }
 }

@@ -1,3 +1,5 @@
+import CMultiprocessing
+
 /// Runs blocking `body` on a helper thread and suspends until it returns (Python's
 /// `asyncio.to_thread`): the event loop keeps running other coroutines meanwhile.
 ///
@@ -15,6 +17,10 @@ final class BlockingPool: @unchecked Sendable {
     static let shared = BlockingPool(limit: 64)
 
     private struct State {
+        /// The process whose threads these are: a forked child inherits the counts, not the
+        /// threads, and starts afresh (an idle thread of its parent's would otherwise be counted
+        /// on to run its job, which then never ran).
+        var pid: Int32 = 0
         var queue = FIFO<@Sendable () -> Void>()
         var idle = 0
         var threads = 0
@@ -44,6 +50,8 @@ final class BlockingPool: @unchecked Sendable {
 
     func submit(_ job: @escaping @Sendable () -> Void) {
         let spawn = state.withLock { s -> Bool in
+            // The parent's queued jobs are its own (their continuations are awaited there).
+            if s.pid != mp_process_id() { s = State(pid: mp_process_id()) }
             s.queue.append(job)
             guard s.queue.count > s.idle, s.threads < limit else { return false }
             s.threads += 1
