@@ -184,15 +184,16 @@ _Noreturn void mp_exit_child(int32_t code);
 /// In a forked child, before work that may never return (a Swift runtime lock that another thread
 /// held at the fork is held for good there): unless mp_child_watchdog_disarm comes first, at
 /// `deadline_ns` (absolute, monotonic) writes `message` (`length` bytes, copied; the first 1024
-/// kept) to stderr and `_exit(code)`s, without flushing stdio. Its timer sends SIGALRM to the
-/// calling thread, on which SIGALRM is unblocked meanwhile; any other SIGALRM (the program's own
-/// alarm) gets its old disposition. One watchdog at a time, armed and disarmed on one thread.
-/// 0, or -errno (-EBUSY: one is armed); nothing is armed then.
+/// kept) to stderr and `_exit(code)`s, without flushing stdio. A thread of its own (64 KiB of
+/// stack, every signal blocked) waits for the deadline: no signal disposition or mask of the
+/// program's changes. One watchdog at a time, armed and disarmed on one thread. 0, or -errno
+/// (-EBUSY: one is armed; -ENOTSUP under ThreadSanitizer, where a forked child of a threaded
+/// process may not start a thread; pthread_create's error); nothing is armed then.
 int32_t mp_child_watchdog_arm(int64_t deadline_ns, int32_t code, const char *_Nonnull message,
                               int32_t length);
 
-/// Undoes mp_child_watchdog_arm (nothing if none is armed): the timer is deleted, SIGALRM's
-/// disposition restored, and SIGALRM blocked again on this thread if it was.
+/// Undoes mp_child_watchdog_arm (nothing if none is armed): wakes its thread and joins it, at once.
+/// Once this has begun the watchdog no longer fires, unless it already had.
 void mp_child_watchdog_disarm(void);
 
 /// Flushes all stdio streams (before fork, and in a child before `_exit`).

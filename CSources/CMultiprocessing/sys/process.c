@@ -11,6 +11,13 @@
 //   forked, so a child forked from a short-lived thread must not be a daemon (documented in Swift).
 // - A spawned child inherits only 0-2 and the descriptors it is given, as Python's spawn: every other
 //   one is closed between fork and exec, whether or not it had O_CLOEXEC.
+// - The child watchdog is a thread, not a signal: it changes no disposition and no mask of the
+//   program's (a SIGALRM the program blocked and left pending stays so), and takes none of its
+//   signals (all blocked in it). `watchdog_state` (IDLE, ARMED, FIRED) is its futex word: the
+//   arming thread sets ARMED before pthread_create and swaps IDLE back to disarm; the watchdog
+//   moves ARMED to FIRED by CAS at the deadline, so exactly one of the two wins. It runs only C
+//   (futex wait, write, _exit): the Swift runtime's locks may be held for good in a forked child.
+//   Not under TSan, which dies when a forked child of a threaded process starts a thread.
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -22,6 +29,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -157,116 +165,99 @@ void mp_exit_child(int32_t code) {
     _exit(code);
 }
 
-#ifndef sigev_notify_thread_id
-#define sigev_notify_thread_id _sigev_un._tid /* older glibc names only the union member */
-#endif
+#ifdef MP_TSAN
+// TSan dies when a forked child of a threaded process starts a thread: the caller runs unguarded.
+int32_t mp_child_watchdog_arm(int64_t deadline_ns, int32_t code, const char *message, int32_t length) {
+    (void)deadline_ns;
+    (void)code;
+    (void)message;
+    (void)length;
+    return -ENOTSUP;
+}
 
+void mp_child_watchdog_disarm(void) {}
+#else
 /// The longest watchdog message kept (a longer one is cut, and ends with a newline all the same).
 #define WATCHDOG_MESSAGE_MAX 1024
+/// The watchdog thread's stack: it only waits, writes and exits, all in C (no Swift, no stdio).
+#define WATCHDOG_STACK (64 * 1024)
 
-static volatile sig_atomic_t watchdog_armed; // read by the handler, on the arming thread
+/// The watchdog's futex word (private: the thread is this process's own).
+enum { WATCHDOG_IDLE = 0, WATCHDOG_ARMED = 1, WATCHDOG_FIRED = 2 };
+
+static uint32_t watchdog_state;
+static int64_t watchdog_deadline;
 static int watchdog_code;
 static char watchdog_message[WATCHDOG_MESSAGE_MAX];
 static size_t watchdog_length;
-static timer_t watchdog_timer;
-static struct sigaction watchdog_old_action;
-static int watchdog_was_blocked;
+static pthread_t watchdog_thread;
 
-/// A SIGALRM that is not the watchdog's (the program's own alarm, a kill) gets what it would have
-/// got without the watchdog: the old handler, nothing if ignored, the end of the process by default.
-static void watchdog_forward(int signal, siginfo_t *info, void *context) {
-    if (watchdog_old_action.sa_flags & SA_SIGINFO) {
-        watchdog_old_action.sa_sigaction(signal, info, context);
-    } else if (watchdog_old_action.sa_handler == SIG_DFL) {
-        sigaction(SIGALRM, &watchdog_old_action, NULL);
-        raise(signal); // blocked in this handler: delivered, by default, as it returns
-    } else if (watchdog_old_action.sa_handler != SIG_IGN) {
-        watchdog_old_action.sa_handler(signal);
-    }
-}
-
-static void watchdog_fired(int signal, siginfo_t *info, void *context) {
-    if (info == NULL || info->si_code != SI_TIMER || info->si_value.sival_ptr != &watchdog_timer) {
-        watchdog_forward(signal, info, context);
-        return;
-    }
-    if (!watchdog_armed) return; // disarmed as it fired: the work was done in time
-    // Not mp_exit_child: fflush is not async-signal-safe, and the stuck thread may hold a stream's lock.
-    size_t done = 0;
-    while (done < watchdog_length) {
-        ssize_t n = write(2, watchdog_message + done, watchdog_length - done);
-        if (n > 0) {
-            done += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            break;
+/// Writes the message and ends the process, unless disarmed first. Not mp_exit_child: the stuck
+/// thread may hold a stdio stream's lock, so nothing is flushed.
+static void *watchdog_run(void *unused) {
+    (void)unused;
+    while (MP_LOAD(&watchdog_state, MP_ACQUIRE) == WATCHDOG_ARMED) {
+        if (mp_futex_wait(&watchdog_state, WATCHDOG_ARMED, watchdog_deadline, 0) != ETIMEDOUT) continue;
+        uint32_t armed = WATCHDOG_ARMED;
+        // Against disarm's swap: exactly one of them wins, so a disarm that saw ARMED is never fired on.
+        if (!MP_CAS(&watchdog_state, &armed, WATCHDOG_FIRED, MP_ACQ_REL, MP_ACQUIRE)) break;
+        size_t done = 0;
+        while (done < watchdog_length) {
+            ssize_t n = write(2, watchdog_message + done, watchdog_length - done);
+            if (n > 0) {
+                done += (size_t)n;
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else {
+                break;
+            }
         }
+        _exit(watchdog_code);
     }
-    _exit(watchdog_code);
+    return NULL;
 }
 
 int32_t mp_child_watchdog_arm(int64_t deadline_ns, int32_t code, const char *message, int32_t length) {
-    if (watchdog_armed) return -EBUSY;
+    if (MP_LOAD(&watchdog_state, MP_RELAXED) != WATCHDOG_IDLE) return -EBUSY;
     if (length < 0) return -EINVAL;
     size_t kept = (size_t)length < sizeof watchdog_message ? (size_t)length : sizeof watchdog_message;
     memcpy(watchdog_message, message, kept);
     if (kept < (size_t)length) watchdog_message[kept - 1] = '\n';
     watchdog_length = kept;
     watchdog_code = code;
+    watchdog_deadline = deadline_ns < 0 ? 0 : deadline_ns; // a negative time is EINVAL to the futex
+    MP_STORE(&watchdog_state, WATCHDOG_ARMED, MP_RELAXED); // pthread_create publishes all of these
 
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_sigaction = watchdog_fired;
-    action.sa_flags = SA_SIGINFO | SA_RESTART; // one that returns (a disarm it raced) interrupts nothing
-    sigfillset(&action.sa_mask);
-    if (sigaction(SIGALRM, &action, &watchdog_old_action) != 0) return -errno;
-    struct sigevent event;
-    memset(&event, 0, sizeof event);
-    event.sigev_notify = SIGEV_THREAD_ID;
-    event.sigev_signo = SIGALRM;
-    event.sigev_value.sival_ptr = &watchdog_timer; // tells its signal from another SIGALRM
-    event.sigev_notify_thread_id = mp_thread_id();
-    if (timer_create(CLOCK_MONOTONIC, &event, &watchdog_timer) != 0) {
-        int error = errno;
-        sigaction(SIGALRM, &watchdog_old_action, NULL);
-        return -error;
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_attr_setstacksize(&attr, WATCHDOG_STACK);
+        if (rc == 0) {
+            // The new thread inherits this mask: with every signal blocked it never takes one of
+            // the program's, and this thread gets its own mask back at once.
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            rc = pthread_create(&watchdog_thread, &attr, watchdog_run, NULL);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+        }
+        pthread_attr_destroy(&attr);
     }
-    sigset_t alarm, old;
-    sigemptyset(&alarm);
-    sigaddset(&alarm, SIGALRM);
-    pthread_sigmask(SIG_UNBLOCK, &alarm, &old);
-    watchdog_was_blocked = sigismember(&old, SIGALRM) == 1;
-    watchdog_armed = 1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST); // armed before the timer can fire
-
-    // An all-zero it_value would disarm the timer: a deadline at 0 (MP_NOW) fires at once instead.
-    if (deadline_ns <= 0) deadline_ns = 1;
-    struct itimerspec when;
-    memset(&when, 0, sizeof when);
-    when.it_value.tv_sec = deadline_ns / 1000000000;
-    when.it_value.tv_nsec = deadline_ns % 1000000000;
-    if (timer_settime(watchdog_timer, TIMER_ABSTIME, &when, NULL) != 0) {
-        int error = errno;
-        mp_child_watchdog_disarm();
-        return -error;
+    if (rc != 0) {
+        MP_STORE(&watchdog_state, WATCHDOG_IDLE, MP_RELAXED);
+        return -rc;
     }
     return 0;
 }
 
 void mp_child_watchdog_disarm(void) {
-    if (!watchdog_armed) return;
-    watchdog_armed = 0;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST); // cleared before the timer goes: a late signal returns
-    timer_delete(watchdog_timer);
-    sigaction(SIGALRM, &watchdog_old_action, NULL);
-    if (watchdog_was_blocked) {
-        sigset_t alarm;
-        sigemptyset(&alarm);
-        sigaddset(&alarm, SIGALRM);
-        pthread_sigmask(SIG_BLOCK, &alarm, NULL);
-    }
+    if (MP_LOAD(&watchdog_state, MP_RELAXED) == WATCHDOG_IDLE) return;
+    // FIRED: the thread is writing the message and _exits this process; the join waits for that.
+    MP_SWAP(&watchdog_state, WATCHDOG_IDLE, MP_ACQ_REL);
+    mp_futex_wake(&watchdog_state, 1, 0);
+    pthread_join(watchdog_thread, NULL);
 }
+#endif
 
 int32_t mp_pidfd_open(int32_t pid) {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);

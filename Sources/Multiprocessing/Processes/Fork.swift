@@ -82,11 +82,12 @@ extension Fork {
     static let describeLimit: Int64 = 2_000_000_000
 
     /// In a forked child: `describe()`'s text, or, if it has not returned within ``describeLimit``,
-    /// "Process `name`: its error was not described ..." on stderr and `_exit(code)` (from a signal
-    /// handler, in C). The child's ``exitChild(_:)`` is skipped then, as it needs the runtime too:
+    /// "Process `name`: its error was not described ..." on stderr and `_exit(code)` (from a watchdog
+    /// thread, in C, that touches no signal disposition or mask: a SIGALRM the body blocked and left
+    /// pending stays so). The child's ``exitChild(_:)`` is skipped then, as it needs the runtime too:
     /// what the child started is left to end by itself (its daemons die with it). Without a
-    /// watchdog (no timer to be had) `describe()` simply runs; under ThreadSanitizer, which defers a
-    /// forked child's signals, the watchdog fires only at the child's end.
+    /// watchdog (no thread to be had, or under ThreadSanitizer, which dies when a forked child of a
+    /// threaded process starts one) `describe()` simply runs.
     static func describeError(of name: String, exitCode code: Int32, _ describe: () -> String) -> String {
         // Made before the watchdog is armed, from Strings and integers only: their conformances are
         // static, so this takes no runtime lock.
