@@ -186,26 +186,30 @@ struct EventLoopIOTests {
             let server = try await listener.accept()
             let loop = EventLoop.current!
             // The loop's thread is held from 20 ms to 320 ms; the deadline (100 ms) passes and the
-            // bytes arrive (150 ms, from another thread) meanwhile, so the loop then finds the
-            // timer's completion and the receive's in one batch, the timer's usually first.
+            // bytes arrive (150 ms, sent by a thread of its own: the cooperative pool's may all be
+            // busy) meanwhile, so the loop then finds the timer's completion and the receive's in
+            // one batch, the timer's usually first.
             let holder = Task(executorPreference: loop) {
                 try await sleep(for: .milliseconds(20))
                 usleep(300_000)
             }
-            let sender = Task.detached {
+            let serverFD = try #require(server.descriptor.value)
+            let sender = Multiprocessing.Thread(name: "late-sender") {
                 usleep(150_000)
-                try await server.send(Array(repeating: 7, count: 100))
+                let bytes = [UInt8](repeating: 7, count: 100)
+                #expect(bytes.withUnsafeBytes { send(serverFD, $0.baseAddress, $0.count, 0) } == 100)
             }
+            try sender.start()
             var received: [UInt8]? = nil
             do {
                 received = try await withTimeout(.milliseconds(100)) { try await client.receive(exactly: 100) }
             } catch is TimeoutError {
                 // Allowed only if the receive had not finished: then its bytes are still there.
-                received = try await withTimeout(.seconds(5)) { try await client.receive(exactly: 100) }
+                received = try await withTimeout(.seconds(30)) { try await client.receive(exactly: 100) }
             }
             #expect(received == Array(repeating: 7, count: 100))
             try await holder.value
-            try await sender.value
+            #expect(try sender.join(timeout: .seconds(30)))
             try await client.close()
             try await server.close()
             try await listener.close()
