@@ -178,6 +178,40 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test("a second receive while one waits is refused (asyncio's RuntimeError): no byte goes astray")
+    func oneReceiverAtATime() async throws {
+        try await onLoop(limit: .seconds(20)) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let server = try await listener.accept()
+            let stream = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 1) }
+            // The first receive waits for 200 bytes, of which 50 have come.
+            try await server.send(Array(stream[0..<50]))
+            let first = Task(executorPreference: EventLoop.current!) { try await client.receive(exactly: 200) }
+            try await sleep(for: .milliseconds(50))
+            // Others are refused while it waits, whatever their kind, and take nothing.
+            await #expect(throws: IOError.alreadyReceiving) { _ = try await client.receive(upTo: 10) }
+            await #expect(throws: IOError.alreadyReceiving) { _ = try await client.receive(exactly: 10) }
+            try await server.send(Array(stream[50..<300]))
+            #expect(try await first.value == Array(stream[0..<200]))
+            // Once it is done, the next receive is served, and from where the first one stopped.
+            #expect(try await client.receive(exactly: 100) == Array(stream[200..<300]))
+            // A refused receive leaves the reading side to the one that holds it, even when it
+            // gives up: a timeout ends the first, and the next one takes what it had.
+            try await server.send(Array(stream[0..<20]))
+            let cut = Task(executorPreference: EventLoop.current!) {
+                try await withTimeout(.milliseconds(200)) { try await client.receive(exactly: 40) }
+            }
+            try await sleep(for: .milliseconds(50))
+            await #expect(throws: IOError.alreadyReceiving) { _ = try await client.receive(upTo: 10) }
+            await #expect(throws: TimeoutError.self) { _ = try await cut.value }
+            #expect(try await client.receive(exactly: 20) == Array(stream[0..<20]))
+            try await client.close()
+            try await server.close()
+            try await listener.close()
+        }
+    }
+
     @Test("a receive that finished as its timeout ran out is returned, not lost with its bytes")
     func timeoutKeepsAFinishedReceive() async throws {
         try await onLoop(limit: .seconds(20)) {

@@ -107,6 +107,45 @@ struct PipeTests {
         #expect(throws: ConnectionError.endOfFile) { try a.send(1) }
     }
 
+    @Test("a message's length is the other end's word: 4 GiB announced and 10 bytes sent cost no 4 GiB")
+    func announcedLengthIsNotTrusted() throws {
+        let (reader, writer) = try Pipe.make(duplex: false)
+        defer { reader.close() }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peakBefore = usage.ru_maxrss  // KiB
+        // A frame written by hand: a header that announces 4 GiB - 1 bytes, then 10 bytes, then
+        // the end of the stream.
+        let lie: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 7, count: 10)
+        #expect(lie.withUnsafeBytes { write(writer.fileDescriptor, $0.baseAddress!, $0.count) } == lie.count)
+        writer.close()
+        // The end of the stream comes once no process holds the write end (a child that another
+        // test forks meanwhile inherits it until it exits).
+        #expect(try eventually(timeout: .seconds(60)) { try reader.poll() })
+        #expect(throws: ConnectionError.endOfFile) { _ = try reader.receiveBytes() }
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        // Trusting the header zeroed 4 GiB first, and the peak rose by that much.
+        #expect(usage.ru_maxrss - peakBefore < 256 * 1024, "peak grew by \(usage.ru_maxrss - peakBefore) KiB")
+    }
+
+    @Test("messages whose bodies end on either side of the receive's pieces arrive whole")
+    func piecesOfTheBody() throws {
+        let (a, b) = try Pipe.make()
+        let piece = 1 << 20  // Connection.firstPiece
+        let sizes = [0, 1, piece - 1, piece, piece + 1, 2 * piece, 2 * piece + 3, 4 * piece + 5]
+        let sender = Thread {
+            for size in sizes { try b.sendBytes((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) }) }
+        }
+        try sender.start()
+        for size in sizes {
+            #expect(try a.poll(timeout: .seconds(30)))
+            let body = try a.receiveBytes()
+            #expect(body.count == size)
+            #expect(body == (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) })
+        }
+        #expect(try sender.join(timeout: .seconds(30)))
+    }
+
     @Test("an end handed to a spawned child")
     func spawned() throws {
         useTestHelper()

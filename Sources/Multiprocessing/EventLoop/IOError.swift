@@ -16,6 +16,10 @@ public enum IOError: Error, Equatable, Sendable {
     case hostNotFound(String, reason: String)
     /// An argument out of range (a negative count or offset).
     case invalidArgument(String)
+    /// A receive on a ``TCPConnection`` while another receive on it waits (asyncio's "already
+    /// waiting for incoming data"): a stream's bytes go to one reader at a time, or two readers
+    /// would each take part of a message. Nothing was received.
+    case alreadyReceiving
 }
 
 /// A result of the ring as a count, or the errno it carries as an error.

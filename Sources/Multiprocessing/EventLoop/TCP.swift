@@ -56,9 +56,11 @@ public final class TCPConnection: @unchecked Sendable {
     /// Bytes taken from the socket but not yet returned: what a ``receive(exactly:)`` cut short (by
     /// a timeout, a cancellation, an error, or the peer's end of stream) had received. The next
     /// receive returns them first, so that a stream loses no byte to a receive that gave up.
-    private let unread = Locked<[UInt8]>([])
+    private let unread = Locked<ArraySlice<UInt8>>([])
     /// Whether `unread` may hold bytes: the receive's straight path reads this flag, not the lock.
     private let mayHaveUnread = Atomic<Bool>(false)
+    /// Whether a receive is under way: one reader at a time (see ``IOError/alreadyReceiving``).
+    private let receiving = Atomic<Bool>(false)
 
     /// Owns `fd`, and sets TCP_NODELAY on it unless `noDelaySet` (an accepted socket inherits it
     /// from its listener, which ``TCPListener/listen(host:port:backlog:)`` sets it on).
@@ -130,8 +132,24 @@ public final class TCPConnection: @unchecked Sendable {
     /// loop's ring when the data comes: a receive that waits holds no memory, and the only
     /// allocation is the returned array. Larger receives, and receives that find every buffer of
     /// the ring taken, use a buffer of their own.
+    ///
+    /// - Throws: ``IOError/alreadyReceiving`` while another receive on this connection waits.
     nonisolated(nonsending) public func receive(upTo maxBytes: Int = 65536) async throws -> [UInt8] {
         guard maxBytes > 0 else { throw IOError.invalidArgument("maxBytes \(maxBytes)") }
+        try beginReceive()
+        defer { receiving.store(false, ordering: .releasing) }
+        return try await receiveHeld(upTo: maxBytes)
+    }
+
+    /// Claims the connection's reading side for one receive, or throws if another receive has it.
+    private func beginReceive() throws(IOError) {
+        guard receiving.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            throw .alreadyReceiving
+        }
+    }
+
+    /// `receive(upTo:)` by the receive that holds the reading side.
+    nonisolated(nonsending) private func receiveHeld(upTo maxBytes: Int) async throws -> [UInt8] {
         let fd = try descriptor.get()
         if mayHaveUnread.load(ordering: .acquiring), let bytes = takeUnread(upTo: maxBytes) { return bytes }
         let loop = try EventLoop.forCurrentContext()
@@ -177,15 +195,19 @@ public final class TCPConnection: @unchecked Sendable {
     ///
     /// Memory grows with the bytes that arrive, not with `count` up front (a count read from the
     /// peer, a length prefix, may be anything): each receive asks for at most 64 KiB.
+    ///
+    /// - Throws: ``IOError/alreadyReceiving`` while another receive on this connection waits.
     nonisolated(nonsending) public func receive(exactly count: Int) async throws -> [UInt8]? {
         guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
+        try beginReceive()
+        defer { receiving.store(false, ordering: .releasing) }
         var bytes: [UInt8] = []
         if count > 0, mayHaveUnread.load(ordering: .acquiring), let kept = takeUnread(upTo: count) { bytes = kept }
         if bytes.count < count { bytes.reserveCapacity(min(count, bytes.count + 65536)) }
         while bytes.count < count {
             let chunk: [UInt8]
             do {
-                chunk = try await receive(upTo: min(count - bytes.count, 65536))
+                chunk = try await receiveHeld(upTo: min(count - bytes.count, 65536))
             } catch {
                 keepUnread(bytes)
                 throw error
@@ -199,18 +221,13 @@ public final class TCPConnection: @unchecked Sendable {
         return bytes
     }
 
-    /// Up to `maxBytes` of the bytes kept by a receive that gave up, oldest first; nil if none.
+    /// Up to `maxBytes` of the bytes kept by a receive that gave up, oldest first; nil if none. A
+    /// slice, so that taking a little at a time from a large remainder copies each byte once.
     private func takeUnread(upTo maxBytes: Int) -> [UInt8]? {
         unread.withLock { kept -> [UInt8]? in
             if kept.isEmpty { return nil }
-            let taken: [UInt8]
-            if kept.count <= maxBytes {
-                taken = kept
-                kept = []
-            } else {
-                taken = Array(kept[..<maxBytes])
-                kept.removeFirst(maxBytes)
-            }
+            let taken = Array(kept.prefix(maxBytes))
+            kept = kept.count <= maxBytes ? [] : kept.dropFirst(maxBytes)
             mayHaveUnread.store(!kept.isEmpty, ordering: .releasing)
             return taken
         }
@@ -221,7 +238,7 @@ public final class TCPConnection: @unchecked Sendable {
     private func keepUnread(_ bytes: [UInt8]) {
         if bytes.isEmpty { return }
         unread.withLock { kept in
-            kept = bytes + kept
+            kept = ArraySlice(bytes + kept)
             mayHaveUnread.store(true, ordering: .releasing)
         }
     }

@@ -144,11 +144,39 @@ public final class Connection: @unchecked Sendable, Codable {
             try header.withUnsafeMutableBytes { raw in Result { () throws(ConnectionError) in try readAll(fd, raw) } }
                 .get()
             let length = Int(header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) })
-            var body = [UInt8](repeating: 0, count: length)
-            try body.withUnsafeMutableBytes { raw in Result { () throws(ConnectionError) in try readAll(fd, raw) } }
-                .get()
-            return body
+            return try readBody(fd, length: length)
         }
+    }
+
+    /// The first piece of a message's body that a receive makes room for: a message up to this
+    /// size arrives in one buffer of its exact size.
+    static let firstPiece = 1 << 20
+
+    /// A body of `length` bytes, as the header announced it. The other end wrote that header and
+    /// may say anything up to 4 GiB: the buffer grows with the bytes that arrive (the first piece,
+    /// then doubling), so an end that announces 4 GiB and sends 10 bytes costs 1 MiB, not 4 GiB.
+    /// (Unsafe buffers, not slices or `repeatElement`: a child forked from a busy process may run
+    /// this, and must not instantiate generic metadata its parent never made.)
+    private func readBody(_ fd: Int32, length: Int) throws(ConnectionError) -> [UInt8] {
+        var body: [UInt8] = []
+        var failure: ConnectionError?
+        while body.count < length, failure == nil {
+            let have = body.count
+            let size = min(length, max(2 * have, Connection.firstPiece))
+            body = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                let base = UnsafeMutableRawPointer(buffer.baseAddress!)
+                if have > 0 { body.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: have) } }
+                do throws(ConnectionError) {
+                    try readAll(fd, UnsafeMutableRawBufferPointer(start: base + have, count: size - have))
+                    count = size
+                } catch {
+                    failure = error
+                    count = have
+                }
+            }
+        }
+        if let failure { throw failure }
+        return body
     }
 
     /// Whether a message (or the end of the stream) can be read without waiting, after waiting up
