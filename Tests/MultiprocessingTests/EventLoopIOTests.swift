@@ -212,6 +212,80 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test("sends from several tasks go out whole, one after another, in order; a cancelled waiter sends nothing")
+    func sendsTakeTurns() async throws {
+        try await onLoop(limit: .seconds(60)) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let server = try await listener.accept()
+            let loop = EventLoop.current!
+            // More than the two socket buffers hold: the first send finishes through the ring, and
+            // the others call send while it waits there.
+            let size = 8 << 20
+            let values: [UInt8] = [0xA1, 0xB2, 0xC3]
+            let senders = values.map { value in
+                Task(executorPreference: loop) { try await client.send([UInt8](repeating: value, count: size)) }
+            }
+            let late = Task(executorPreference: loop) { try await client.send([UInt8](repeating: 0xD4, count: size)) }
+            try await sleep(for: .milliseconds(20))  // all four have called send; nobody reads yet
+            late.cancel()
+            await #expect(throws: CancellationError.self) { try await late.value }
+            let received = try #require(try await server.receive(exactly: values.count * size))
+            for sender in senders { try await sender.value }
+            // Whole and in order: each value's bytes in one run, the runs in the order of the calls.
+            var runs: [UInt8] = []
+            var lengths: [Int] = []
+            for byte in received {
+                if byte == runs.last { lengths[lengths.count - 1] += 1 } else { runs.append(byte); lengths.append(1) }
+            }
+            #expect(runs == values)
+            #expect(lengths == Array(repeating: size, count: values.count))
+            // Nothing more: the cancelled send sent nothing.
+            try await client.close()
+            #expect(try await server.receive(upTo: 10).isEmpty)
+            try await server.close()
+            try await listener.close()
+        }
+    }
+
+    @Test("senders on the loop and on other threads at once: every message arrives whole, in each sender's order")
+    func sendTurnsUnderContention() async throws {
+        try await onLoop(limit: .seconds(120)) {
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let server = try await listener.accept()
+            let loop = EventLoop.current!
+            let (senders, messages, size) = (8, 40, 48 * 1024)
+            @Sendable func message(_ sender: Int, _ seq: Int) -> [UInt8] {
+                [UInt8(sender), UInt8(seq)]
+                    + [UInt8](repeating: UInt8(truncatingIfNeeded: sender &* 37 &+ seq), count: size - 2)
+            }
+            // Half on this loop, half off any loop (their sends use the shared loop, from the
+            // cooperative pool's threads).
+            let tasks = (0..<senders).map { sender in
+                let body: @Sendable () async throws -> Void = {
+                    for seq in 0..<messages { try await client.send(message(sender, seq)) }
+                }
+                return sender % 2 == 0
+                    ? Task(executorPreference: loop, operation: body) : Task.detached(operation: body)
+            }
+            var next = [Int](repeating: 0, count: senders)
+            for _ in 0..<(senders * messages) {
+                let got = try #require(try await server.receive(exactly: size))
+                let (sender, seq) = (Int(got[0]), Int(got[1]))
+                try #require(sender < senders)
+                #expect(seq == next[sender])
+                #expect(got == message(sender, seq))
+                next[sender] = seq + 1
+            }
+            for task in tasks { try await task.value }
+            #expect(next == Array(repeating: messages, count: senders))
+            try await client.close()
+            try await server.close()
+            try await listener.close()
+        }
+    }
+
     @Test("a receive that finished as its timeout ran out is returned, not lost with its bytes")
     func timeoutKeepsAFinishedReceive() async throws {
         try await onLoop(limit: .seconds(20)) {
