@@ -350,6 +350,43 @@ struct ThreadPoolTests {
         #expect(try pool.join(timeout: patience))
     }
 
+    @Test("imap over an endless input ends once the pool refuses: closed before, or closed while it iterates")
+    func imapEndsWhenRefused() throws {
+        // At most the stream's look-ahead of refused chunks (4 × threads + 2) reports; more, and the
+        // iteration is stopped here rather than run forever.
+        let cap = 10_000
+        let pool = try ThreadPool(threads: 2)
+        pool.close()
+        var refused = 0
+        for outcome in pool.imap(0..., chunkSize: 3, { (x: Int) -> Int in x }) {
+            #expect(throws: PoolError.closed) { try outcome.get() }
+            refused += 1
+            if refused > cap { break }
+        }
+        #expect(refused > 0 && refused <= (4 * 2 + 2) * 3, "\(refused) refusals")
+        #expect(try pool.join(timeout: patience))
+
+        // Closed after 100 results: the chunks submitted by then run to the end, in order, then
+        // the refusals, then the end.
+        let open = try ThreadPool(threads: 2)
+        var (values, refusals, after) = ([Int](), 0, 0)
+        for outcome in open.imap(0..., { (x: Int) -> Int in 2 * x }) {
+            switch outcome {
+            case .success(let value):
+                values.append(value)
+                if refusals > 0 { after += 1 }
+            case .failure(let error):
+                #expect(error as? PoolError == .closed)
+                refusals += 1
+            }
+            if values.count == 100 { open.close() }
+            if values.count + refusals > cap { break }
+        }
+        #expect(values == (0..<values.count).map { 2 * $0 })
+        #expect(values.count >= 100 && refusals >= 1 && refusals <= 4 * 2 + 2 && after == 0)
+        #expect(try open.join(timeout: patience))
+    }
+
     @Test("awaiting a result: cancelling the waiter throws CancellationError, the task goes on")
     func cancelAwait() async throws {
         let pool = try ThreadPool(threads: 1)

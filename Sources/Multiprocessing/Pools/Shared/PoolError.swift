@@ -45,6 +45,15 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
     /// `close()` and `terminate()` do nothing and `join` throws this: the parent's pool goes on.
     case otherProcess(owner: Int32)
 
+    /// Whether the pool refuses every task submitted after this error: it is closed or terminated,
+    /// broken (its workers cannot start, or their initializer fails), or another process's.
+    var refusesLaterTasks: Bool {
+        switch self {
+        case .closed, .terminated, .initializerFailed, .workersCannotStart, .otherProcess: true
+        default: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .closed: "the pool is closed"

@@ -85,6 +85,10 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
                 position = 0
                 currentFailure = error
                 failuresLeft = size  // every input of a failed chunk reports its error
+                // A pool that refused this chunk refuses every later one: the input ends here (as
+                // Python's task handler stops feeding once the pool is not running), or an endless
+                // input would yield refusals forever.
+                if let refusal = error as? PoolError, refusal.refusesLaterTasks { inputDone = true }
             }
         }
     }
