@@ -53,16 +53,24 @@ public final class TCPListener: @unchecked Sendable {
 /// ``IOError/system(_:function:)`` with `.brokenPipe` or `.connectionReset` (never SIGPIPE).
 public final class TCPConnection: @unchecked Sendable {
     let descriptor: Descriptor
-    /// Bytes taken from the socket but not yet returned: what a ``receive(exactly:)`` cut short (by
-    /// a timeout, a cancellation, an error, or the peer's end of stream) had received. The next
-    /// receive returns them first, so that a stream loses no byte to a receive that gave up.
-    private let unread = Locked<ArraySlice<UInt8>>([])
+    /// What the connection keeps under its lock. `unread`: bytes taken from the socket but not yet
+    /// returned, what a ``receive(exactly:)`` cut short (by a timeout, a cancellation, an error, or
+    /// the peer's end of stream) had received; the next receive returns them first, so that a
+    /// stream loses no byte to a receive that gave up. `senders`: the sends that wait for their
+    /// turn (SendTurns.swift). One lock for both: each lock is an allocation per connection (a
+    /// lock and an object of their own cost 2 400 instructions per round trip, most in malloc).
+    let kept = Locked<Kept>(Kept())
+    struct Kept {
+        var unread: ArraySlice<UInt8> = []
+        var senders = WaitingSenders()
+    }
     /// Whether `unread` may hold bytes: the receive's straight path reads this flag, not the lock.
     private let mayHaveUnread = Atomic<Bool>(false)
     /// Whether a receive is under way: one reader at a time (see ``IOError/alreadyReceiving``).
     private let receiving = Atomic<Bool>(false)
-    /// One send at a time, in order: the bytes of two sends never interleave.
-    private let sendTurns = SendTurns()
+    /// Whose turn it is to send (SendTurns.swift): one send at a time, in order, so that the bytes
+    /// of two sends never interleave.
+    let sendTurn = Atomic<UInt8>(0)
 
     /// Owns `fd`, and sets TCP_NODELAY on it unless `noDelaySet` (an accepted socket inherits it
     /// from its listener, which ``TCPListener/listen(host:port:backlog:)`` sets it on).
@@ -110,8 +118,8 @@ public final class TCPConnection: @unchecked Sendable {
         _ = try descriptor.get()
         if bytes.isEmpty { return }
         try Task.checkCancellation()
-        guard await sendTurns.take() else { throw CancellationError() }
-        defer { sendTurns.give() }
+        guard await takeSendTurn() else { throw CancellationError() }
+        defer { giveSendTurn() }
         let fd = try descriptor.get()  // again: closed while this send waited for its turn
         let sent = bytes.withUnsafeBytes { mp_tcp_send_now(fd, $0.baseAddress!, UInt32(clamping: $0.count)) }
         if sent != -EAGAIN { _ = try ioCount(sent, "send") }
@@ -233,11 +241,11 @@ public final class TCPConnection: @unchecked Sendable {
     /// Up to `maxBytes` of the bytes kept by a receive that gave up, oldest first; nil if none. A
     /// slice, so that taking a little at a time from a large remainder copies each byte once.
     private func takeUnread(upTo maxBytes: Int) -> [UInt8]? {
-        unread.withLock { kept -> [UInt8]? in
-            if kept.isEmpty { return nil }
-            let taken = Array(kept.prefix(maxBytes))
-            kept = kept.count <= maxBytes ? [] : kept.dropFirst(maxBytes)
-            mayHaveUnread.store(!kept.isEmpty, ordering: .releasing)
+        kept.withLock { k -> [UInt8]? in
+            if k.unread.isEmpty { return nil }
+            let taken = Array(k.unread.prefix(maxBytes))
+            k.unread = k.unread.count <= maxBytes ? [] : k.unread.dropFirst(maxBytes)
+            mayHaveUnread.store(!k.unread.isEmpty, ordering: .releasing)
             return taken
         }
     }
@@ -246,8 +254,8 @@ public final class TCPConnection: @unchecked Sendable {
     /// receive takes the kept bytes first and receives from the socket only once none are left).
     private func keepUnread(_ bytes: [UInt8]) {
         if bytes.isEmpty { return }
-        unread.withLock { kept in
-            kept = ArraySlice(bytes + kept)
+        kept.withLock { k in
+            k.unread = ArraySlice(bytes + k.unread)
             mayHaveUnread.store(true, ordering: .releasing)
         }
     }
