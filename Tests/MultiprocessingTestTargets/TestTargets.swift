@@ -75,6 +75,16 @@ public enum PoolJobError: Error, Codable, Equatable {
 }
 
 /// Integers in shared memory for a child to report through (pids, flags).
+/// An environment variable to look for, and where to report (``TestTargets/environment``).
+public struct EnvironmentJob: Codable, Sendable {
+    public var name: String
+    public var report: ReportJob
+    public init(name: String, report: ReportJob) {
+        self.name = name
+        self.report = report
+    }
+}
+
 public struct ReportJob: Codable, Sendable {
     public var memory: SharedMemory
     public var daemon: Bool
@@ -144,6 +154,12 @@ public enum TestTargets {
         job[2] = Process.current.name.utf8.count
         try await Task.sleep(for: .milliseconds(1))
         job[3] = 1
+    }
+
+    /// Reports whether its environment sets `name` (slot 0: 1 if so, 2 if not) and its pid (slot 1).
+    public static let environment = SpawnTarget<EnvironmentJob>("environment") { job in
+        job.report[0] = getenv(job.name) == nil ? 2 : 1
+        job.report[1] = Int(getpid())
     }
 
     /// Sleeps until killed, after reporting its pid in slot 4.
@@ -278,6 +294,6 @@ public enum TestTargets {
     public static let all: [any SpawnEntry] = [
         twice, PoolHazard.target, createRegion, inheritedDescriptors, streamConsumer,
         increment, asyncEcho, fail, holdLock, doubler, pipeEcho, poolRepeat, report, sleeper, sleeperParent,
-        sharedTally, poolThenExit, sharedLoopAfterEMFILE,
+        sharedTally, poolThenExit, sharedLoopAfterEMFILE, environment,
     ]
 }

@@ -63,6 +63,28 @@ struct ForkServerTests {
         #expect(procStat(server)?.name == "mp-forkserver")
     }
 
+    @Test("the server binds its symbols at its start (LD_BIND_NOW); its children get the client's environment")
+    func bindsNowChildrenDoNot() throws {
+        try #require(getenv("LD_BIND_NOW") == nil, "the test's own environment sets LD_BIND_NOW")
+        let job = EnvironmentJob(name: "LD_BIND_NOW", report: ReportJob(memory: try SharedMemory(size: 64)))
+        let child = Process(target: TestTargets.environment, argument: job)
+        try child.start()
+        #expect(try child.join(timeout: .seconds(60)))
+        #expect(child.exitCode == 0)
+        #expect(job.report[1] == Int(try #require(child.pid)))
+        #expect(job.report[0] == 2)  // taken out again before the server forked
+        // The server was started with it: /proc keeps the environment a program was started with.
+        let server = try #require(ForkServer.serverPIDForTesting)
+        let fd = open("/proc/\(server)/environ", O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while case let n = read(fd, &chunk, chunk.count), n > 0 { bytes += chunk[..<n] }
+        let entries = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        #expect(entries.contains("LD_BIND_NOW=1"))
+    }
+
     @Test("4 forkserver children × 100 000 increments under one Lock give exactly 400 000")
     func increments() throws {
         let job = CounterJob(lock: Lock(), memory: try SharedMemory(size: 64), iterations: 100_000)

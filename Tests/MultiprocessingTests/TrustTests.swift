@@ -85,8 +85,9 @@ struct TrustTests {
             parentPID: 4242, regions: [RegionDescriptor(id: 7, fd: 9, size: 1 << 20)], tracker: 5)
         var bare = child
         (bare.regions, bare.tracker, bare.argument, bare.name) = ([], nil, [], "")
-        let server = BootstrapPayload.forkServer(ForkServerSetup(socket: 3, client: 99))
-        for payload in [BootstrapPayload.child(child), .child(bare), server] {
+        let server = BootstrapPayload.forkServer(ForkServerSetup(socket: 3, client: 99, addedBindNow: true))
+        let plainServer = BootstrapPayload.forkServer(ForkServerSetup(socket: 3, client: 99, addedBindNow: false))
+        for payload in [BootstrapPayload.child(child), .child(bare), server, plainServer] {
             let bytes = payload.encoded()
             #expect(try BootstrapPayload(decoding: bytes) == payload)
             for length in 0..<bytes.count {  // every proper prefix: refused, never read past
@@ -110,6 +111,9 @@ struct TrustTests {
             #expect(throws: BinaryCodingError.self, "\(what)") { try BootstrapPayload(decoding: bytes) }
         }
         #expect(throws: BinaryCodingError.truncated) { try BootstrapPayload(decoding: altered(8 + 1 + 3, 0x40)) }
+        var serverFlags = server.encoded()
+        serverFlags[8 + 1 + 4 + 4] = 2  // a forkserver flag nobody defined
+        #expect(throws: BinaryCodingError.self) { try BootstrapPayload(decoding: serverFlags) }
     }
 
     @Test("attach refuses a named region another user owns or may open, unless asked")

@@ -33,7 +33,8 @@ enum BootstrapPayload: Equatable {
 ///     kind 1, a child: string target, bytes argument, string name, UInt8 flags (1 daemon,
 ///       2 dieWithParent, 4 tracker present; no other bit), Int32 parentPID, Int32 tracker,
 ///       UInt32 region count, each region UInt64 id, Int32 fd, UInt64 size
-///     kind 2, a forkserver: Int32 socket, Int32 client
+///     kind 2, a forkserver: Int32 socket, Int32 client, UInt8 flags (1 the client added
+///       LD_BIND_NOW to the server's environment; no other bit)
 ///     (a string or bytes is UInt32 n then n bytes; integers little-endian; nothing may follow)
 extension BootstrapPayload {
     static let magic: UInt64 = 0x3174_6f6f_622d_706d  // "mp-boot1" read little-endian
@@ -77,6 +78,7 @@ extension BootstrapPayload {
             out.append(Kind.forkServer.rawValue)
             out.append(setup.socket)
             out.append(setup.client)
+            out.append(setup.addedBindNow ? UInt8(1) : 0)
         }
         return out.bytes
     }
@@ -115,8 +117,11 @@ extension BootstrapPayload {
                     dieWithParent: flags & Flag.dieWithParent != 0, parentPID: parentPID, regions: regions,
                     tracker: flags & Flag.tracker != 0 ? tracker : nil))
         case .forkServer:
-            self = .forkServer(
-                ForkServerSetup(socket: try reader.read(Int32.self), client: try reader.read(Int32.self)))
+            let socket = try reader.read(Int32.self)
+            let client = try reader.read(Int32.self)
+            let flags = try reader.read(UInt8.self)
+            guard flags & ~1 == 0 else { throw .invalidData("bootstrap payload: unknown forkserver flags \(flags)") }
+            self = .forkServer(ForkServerSetup(socket: socket, client: client, addedBindNow: flags & 1 != 0))
         case nil:
             throw .invalidData("bootstrap payload: unknown kind")
         }

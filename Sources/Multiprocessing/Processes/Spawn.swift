@@ -155,12 +155,14 @@ public enum Spawn {
     }
 
     /// Parent side of the spawn start method: the executable started with `payload` (a memfd
-    /// holding a ``BootstrapPayload``), keeping open only `descriptors` (under the same numbers).
-    static func start(payload: Int32, keeping descriptors: [Int32], executable path: String = executable)
-        throws(ProcessError) -> Int32
-    {
+    /// holding a ``BootstrapPayload``), keeping open only `descriptors` (under the same numbers),
+    /// with this process's environment and the `adding` entries ("NAME=value").
+    static func start(
+        payload: Int32, keeping descriptors: [Int32], executable path: String = executable, adding: [String] = []
+    ) throws(ProcessError) -> Int32 {
         let environment =
             currentEnvironment().filter { !$0.hasPrefix(environmentKey + "=") } + ["\(environmentKey)=\(payload)"]
+            + adding
         let pid = withCStrings([path]) { argv in
             withCStrings(environment) { envp in
                 descriptors.withUnsafeBufferPointer { mp_spawn(path, argv, envp, $0.baseAddress, Int32($0.count)) }
