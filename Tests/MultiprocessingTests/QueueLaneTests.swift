@@ -400,6 +400,131 @@ struct QueueLaneTests {
         }
     }
 
+    // MARK: Consumers racing for a lane's messages
+
+    @Test(
+        "5 consumers take lane messages at once, by CAS, with and without the lock (get, get(max:), getNowait, async get, another process): each item once, in order"
+    )
+    func consumersRace() throws {
+        let producers = 6
+        let perProducer = 20_000
+        // Lanes of 256 slots: each one wraps about 80 times, so that a consumer whose copy loses
+        // its race often finds the producer writing the next lap in that slot.
+        let q = try Queue<Int>(capacity: 1 << 14, ordering: .perProducer)
+        let tally = try Tally(producers: producers, consumers: 5)
+        // The process first, before this process has threads of its own (see moreProducersThanLanes).
+        let consumerProcess = Process { Self.consume(q, tally, consumer: 4) }
+        try consumerProcess.start()
+        let consumers = [
+            Thread { Self.consume(q, tally, consumer: 0) },
+            Thread {  // batches: the first under the lock, the rest copied out by one CAS per run
+                Self.consume(tally, consumer: 1) { () throws(QueueError) in
+                    try q.get(max: 5, timeout: .milliseconds(100))
+                }
+            },
+            Thread {  // no waiting at all: straight gets, and the lock's try
+                Self.consume(tally, consumer: 2) { () throws(QueueError) in
+                    do throws(QueueError) {
+                        return [try q.getNowait()]
+                    } catch .empty {
+                        sched_yield()
+                        return []
+                    }
+                }
+            },
+            Thread {  // a coroutine: the lock by its CAS alone, never a straight get
+                try EventLoop.run {
+                    let end = ContinuousClock.now + .seconds(90)
+                    while ContinuousClock.now < end {
+                        let finishing = tally.finished
+                        do {
+                            tally.record(3, try await q.get(timeout: .milliseconds(100)))
+                        } catch QueueError.empty {
+                            if finishing { return }
+                        } catch {
+                            return tally.fail()
+                        }
+                    }
+                    tally.fail()
+                }
+            },
+        ]
+        for thread in consumers { try thread.start() }
+        let threads = (0..<producers).map { p in
+            Thread {
+                do {
+                    for s in 0..<perProducer { try q.put(tag(p, s), timeout: .seconds(30)) }
+                } catch {
+                    tally.fail()
+                }
+            }
+        }
+        for thread in threads { try thread.start() }
+        for thread in threads { #expect(try thread.join(timeout: .seconds(60))) }
+        tally.finish()
+        for thread in consumers { #expect(try thread.join(timeout: .seconds(60))) }
+        #expect(try consumerProcess.join(timeout: .seconds(60)))
+        if consumerProcess.exitCode == nil {
+            try consumerProcess.kill()
+            try consumerProcess.join()
+        }
+        #expect(consumerProcess.exitCode == 0)
+        tally.check(perProducer: perProducer)
+        #expect(q.count == 0)
+        // Each consumer took some: the test raced what it meant to race.
+        for c in 0..<5 { #expect(tally.taken(by: c) > 0, "consumer \(c) took nothing") }
+    }
+
+    @Test(
+        "lane consumers SIGKILLed at random while they take: no item twice, each producer's in order, at most one lost per kill"
+    )
+    func consumersKilledWhileTaking() throws {
+        let producers = 3
+        let perProducer = 20_000
+        // Lanes of 65 536 slots: every item is in place before the first consumer starts, so that no
+        // thread of this process is busy when the consumers are forked.
+        let q = try Queue<Int>(capacity: 1 << 22, ordering: .perProducer)
+        let tally = try Tally(producers: producers, consumers: 1)
+        let threads = (0..<producers).map { p in
+            Thread { for s in 0..<perProducer { try q.put(tag(p, s), timeout: .seconds(30)) } }
+        }
+        for thread in threads { try thread.start() }
+        for thread in threads { #expect(try thread.join(timeout: .seconds(60))) }
+        #expect(q.count == producers * perProducer)
+        tally.finish()  // a consumer that finds the queue empty is done
+        var kills = 0
+        for round in 0..<30 {
+            // Each consumer records every item it gets at once: what a killed one took and did not
+            // record is the one it held when it died, never more (it takes them one at a time).
+            // A few microseconds' work per item: the items last through most of the rounds.
+            let consumer = Process {
+                Self.consume(tally, consumer: 0) { () throws(QueueError) in
+                    let item = try q.get(timeout: .milliseconds(100))
+                    var work = item
+                    for k in 0..<2_000 { work = work &* 31 &+ k }
+                    return work == 42 ? [item, item] : [item]  // never 42: keeps the work
+                }
+            }
+            try consumer.start()
+            usleep(UInt32(200 + (round * 337) % 3000))
+            try consumer.kill()
+            #expect(try consumer.join(timeout: .seconds(30)))
+            if consumer.exitCode == -SIGKILL { kills += 1 }
+        }
+        let beforeDrain = tally.taken(by: 0)
+        #expect(beforeDrain > 0 && beforeDrain < producers * perProducer, "the killed consumers took \(beforeDrain)")
+        Self.consume(q, tally, consumer: 0)  // the rest, here
+        let got = tally.taken(by: 0)
+        let all = producers * perProducer
+        #expect(got >= all - kills && got <= all, "\(got) items, \(kills) kills")
+        #expect(tally.failures == 0)
+        for p in 0..<producers {
+            #expect(tally.repeats(of: p, at: 0) == 0, "producer \(p): an item twice or out of order")
+        }
+        #expect(kills > 15)  // most consumers died while they took
+        #expect(q.count == 0)
+    }
+
     // MARK: A peer that writes garbage
 
     @Test(
@@ -1030,6 +1155,11 @@ private struct Tally: @unchecked Sendable {
     func fail() { stats.atomicStore(doneSlot + 1, stats.atomicLoad(doneSlot + 1) + 1) }
     func finish() { stats.atomicStore(doneSlot, 1) }
     var finished: Bool { stats.atomicLoad(doneSlot) != 0 }
+    var failures: Int { stats.atomicLoad(doneSlot + 1) }
+    /// Items of producer `p` that consumer `c` got twice or out of order.
+    func repeats(of p: Int, at c: Int) -> Int { stats[(c * producers + p) * Self.width + 3] }
+    /// The items consumer `c` took (read after the consumers are joined).
+    func taken(by c: Int) -> Int { (0..<producers).reduce(0) { $0 + stats[(c * producers + $1) * Self.width] } }
 
     func check(perProducer n: Int, sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(
@@ -1052,6 +1182,25 @@ private struct Tally: @unchecked Sendable {
 }
 
 extension QueueLaneTests {
+    /// A consumer of `tally` that takes items `take` at a time until the producers
+    /// are done and the queue is empty (`take` returns none or throws `empty`).
+    fileprivate static func consume(_ tally: Tally, consumer: Int, take: () throws(QueueError) -> [Int]) {
+        let end = ContinuousClock.now + .seconds(90)
+        while ContinuousClock.now < end {
+            let finishing = tally.finished
+            do {
+                let items = try take()
+                for item in items { tally.record(consumer, item) }
+                if items.isEmpty, finishing { return }
+            } catch .empty {
+                if finishing { return }
+            } catch {
+                return tally.fail()
+            }
+        }
+        tally.fail()
+    }
+
     /// A consumer of `tally`: takes items until the producers are done and the queue is empty.
     fileprivate static func consume(_ q: Queue<Int>, _ tally: Tally, consumer: Int) {
         let end = ContinuousClock.now + .seconds(90)

@@ -95,10 +95,13 @@ typedef struct mp_queue_view {
     // threads of this process read the fields above on every put, and a line they share with
     // these would travel between the cores on every message.
     uint64_t held;          // bytes of the record a get holds between begin and end/rest
-    int32_t held_lane;      // the lane of the message a get holds, or -1 (the ring's)
+    int32_t held_lane;      // 1: the message a get holds is a lane's, taken into `lane_copy`; -1: a ring record
     uint32_t catch_up;      // pauses before a waiting get's first look, learned (mp_queue_wait_until)
     uint64_t held_at;       // the ring position of the record a get holds, as checked (not re-read)
     uint32_t consumer_pad[10];
+    // The lane message a get under the consumer lock took (mp_queue_lane_take), until get_end;
+    // 8-aligned, as a ring record's payload is.
+    uint64_t lane_copy[512 / 8]; // MP_QUEUE_MAX_SLOT bytes
 } mp_queue_view_t;
 
 /// The most bytes a lane's slot holds: fixed-size elements up to this size travel in lanes.

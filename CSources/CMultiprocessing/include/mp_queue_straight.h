@@ -31,8 +31,8 @@ extern "C" {
 #define MP_QUEUE_LANE_BUDGET 64u
 
 /// One producer thread's single-producer ring of fixed-size slots. Its owner writes `tail` (and
-/// `head_cache`, `owner` when it claims it); consumers, under the queue's consumer lock, write
-/// `head`. Positions count slots and never wrap.
+/// `head_cache`, `owner` when it claims it); consumers, any number at once, move `head` by CAS
+/// (mp_queue_lane_take). Positions count slots and never wrap.
 typedef struct mp_lane {
     // Producer line: the one consumers poll.
     uint64_t tail;       // slots published, release-stored
@@ -40,8 +40,8 @@ typedef struct mp_lane {
     uint32_t owner;      // the owning thread's id; 0: free
     uint32_t producer_pad[11];
     // Consumer line.
-    uint64_t head;       // slots consumed, release-stored
-    uint64_t tail_cache; // the consumers' last view of `tail`
+    uint64_t head;       // slots consumed, moved by a release CAS
+    uint64_t tail_cache; // a value `tail` had (any consumer's last look), release-stored
     uint64_t consumer_pad[6];
 } mp_lane_t;
 _Static_assert(sizeof(mp_lane_t) == 128, "a lane's header is two cache lines");
@@ -54,7 +54,8 @@ struct mp_queue_lanes {
     uint32_t claim_pad0;
     uint64_t queue_id; // set once at creation: a thread's lane choice is keyed by it (queue_lanes.c)
     uint32_t claim_pad[12];
-    // Consumer line (under the consumer lock).
+    // Consumer line: hints that every consumer reads and writes, relaxed (a lost update only
+    // moves a turn).
     uint32_t cursor; // the lane a consumer looks at first
     uint32_t budget; // takes left from it before the others get a turn
     uint32_t consumer_pad[14];
@@ -80,6 +81,12 @@ extern uint32_t mp_lanes_fenced;
 
 /// A lane put's wake-up, out of line (a consumer sleeps on `data_seq`).
 void mp_queue_wake_consumers(mp_queue_view_t *_Nonnull v);
+/// A lane get's wake-up, out of line (a producer sleeps on `space_seq`).
+void mp_queue_wake_producers(mp_queue_view_t *_Nonnull v);
+/// mp_queue_lane_take's copy where ThreadSanitizer watches (queue_lanes.c): the same bytes, read
+/// where the sanitizer does not look, since a copy that loses its race may overlap a producer's
+/// write of the next lap's message, and is thrown away.
+void mp_queue_copy_unwatched(uint8_t *_Nonnull dst, const uint8_t *_Nonnull src, uint64_t n);
 
 /// Copies up to 64 bytes (most messages) in two overlapping moves, inline and without a call (with
 /// a constant `n`, one or two moves). Nothing outside [0, n) is read or written; the two buffers
@@ -114,15 +121,62 @@ MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_at(mp_queue_view_t *_Nonnull v, uint
     return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * v->slot_stride;
 }
 
-/// A full barrier right after an atomic read-modify-write (the unlock's swap): on x86-64 the RMW
-/// is a locked instruction and already one, so only the compiler is stopped; elsewhere, and under
-/// ThreadSanitizer, the C11 fence (internal.h's mp_barrier_after_rmw, for the inline paths).
-MP_STRAIGHT void mp_queue_barrier_after_rmw(void) {
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define MP_QUEUE_STRAIGHT_TSAN 1
 #endif
 #endif
+
+/// Takes up to `max` (at least 1) messages from lane `i`'s head, any number of consumers at once
+/// (queue_lanes.c's "Who writes what"): copies them to `out`, `stride` bytes apart, then moves
+/// `head` past them with one CAS. A CAS that fails means another consumer took them first: the
+/// copies are dropped (they may be torn: the producer may be writing its next lap there) and the
+/// take starts again from the `head` it found. A consumer killed before its CAS has taken nothing.
+/// Returns the count taken (0: the lane is empty), or UINT64_MAX when its positions are impossible
+/// (written by a peer: more than a lane apart).
+MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i, uint8_t *_Nonnull out,
+                                        uint64_t stride, uint64_t max) {
+    mp_lane_t *l = mp_queue_lane_at(v, i);
+    uint64_t size = v->slot_size, head = __atomic_load_n(&l->head, __ATOMIC_RELAXED); // checked by the CAS
+    for (;;) {
+        // Acquire: pairs with the release store of the consumer that read `tail` (itself an
+        // acquire of the producer's release), so the slots below it are visible here too. The
+        // producer's line is read only when that view is used up: a consumer that keeps up with
+        // its producer does not pull the line over on every get.
+        uint64_t tail = __atomic_load_n(&l->tail_cache, __ATOMIC_ACQUIRE), n = tail - head;
+        if (n - 1 >= v->lane_slots) { // none by that view (or `head` moved past it, or garbled)
+            tail = __atomic_load_n(&l->tail, __ATOMIC_ACQUIRE); // pairs with the producer's release
+            n = tail - head;
+            if (n == 0) return 0;
+            if (n > v->lane_slots) { // impossible, unless `head` moved on since it was read
+                uint64_t now = __atomic_load_n(&l->head, __ATOMIC_RELAXED);
+                if (now == head) return UINT64_MAX;
+                head = now;
+                continue;
+            }
+            __atomic_store_n(&l->tail_cache, tail, __ATOMIC_RELEASE);
+        }
+        if (n > max) n = max;
+        for (uint64_t k = 0; k < n; k++) {
+            const uint8_t *slot = mp_queue_slot_at(v, i, head + k);
+#ifdef MP_QUEUE_STRAIGHT_TSAN
+            mp_queue_copy_unwatched(out + k * stride, slot, size);
+#else
+            if (size <= 64) mp_queue_copy_small(out + k * stride, slot, size); // a constant in the straight paths
+            else __builtin_memcpy(out + k * stride, slot, size);
+#endif
+        }
+        // Release: the copies above happen before a producer that sees the new `head` writes
+        // these slots again (its acquire load of `head`). Fails, and reloads `head`, when another
+        // consumer moved it: positions never repeat (64 bits), so an equal `head` is the same message.
+        if (__atomic_compare_exchange_n(&l->head, &head, head + n, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return n;
+    }
+}
+
+/// A full barrier right after an atomic read-modify-write (the unlock's swap): on x86-64 the RMW
+/// is a locked instruction and already one, so only the compiler is stopped; elsewhere, and under
+/// ThreadSanitizer, the C11 fence (internal.h's mp_barrier_after_rmw, for the inline paths).
+MP_STRAIGHT void mp_queue_barrier_after_rmw(void) {
 #if defined(__x86_64__) && !defined(MP_QUEUE_STRAIGHT_TSAN)
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
 #else
@@ -156,6 +210,36 @@ MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const vo
     if (__builtin_expect(__atomic_load_n(&v->header->data_sleepers, __ATOMIC_RELAXED) > 0, 0))
         mp_queue_wake_consumers(v);
     return 1;
+}
+
+/// Where a lane's straight get copies the message it takes: the calling thread's own, read by the
+/// caller before its next get (a stack buffer in the caller instead made every get, the ring's
+/// too, pay for a stack protector and a call more). Written only by mp_queue_get_lane_straight.
+extern __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));
+
+/// mp_queue_get_begin's straight path on a lane, with no lock: the next message of `size` bytes
+/// (the queue's slot size, at most 64) from the lane whose turn it is (the consumers' `cursor`,
+/// with `budget` left), copied to the thread's `mp_lane_taken`, then the producers woken if one
+/// waits for room (the CAS is the barrier before that read). The copy if taken; NULL if the
+/// straight path does not apply (that lane is empty, the turn is over, a shutdown, a garbled
+/// lane), and nothing was taken (call mp_queue_get_begin, which decides all of those).
+MP_STRAIGHT const void *_Nullable mp_queue_get_lane_straight(mp_queue_view_t *_Nonnull v, uint64_t size) {
+    if (!(v->lanes && size == v->slot_size && size <= 64 && !__atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)))
+        return 0;
+    uint8_t *out = (uint8_t *)mp_lane_taken;
+    struct mp_queue_lanes *a = v->lanes;
+    uint32_t c = __atomic_load_n(&a->cursor, __ATOMIC_RELAXED), budget = __atomic_load_n(&a->budget, __ATOMIC_RELAXED);
+    // Relaxed shutdown: a get that overlaps an immediate shutdown may take a message it discards.
+    if (__builtin_expect(c >= MP_QUEUE_LANES || budget - 1 >= MP_QUEUE_LANE_BUDGET ||
+                             __atomic_load_n(&v->header->shutdown, __ATOMIC_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE,
+                         0))
+        return 0;
+    if (mp_queue_lane_take(v, c, out, 0, 1) != 1) return 0;
+    __atomic_store_n(&a->budget, budget - 1, __ATOMIC_RELAXED);
+    mp_queue_barrier_after_rmw(); // the CAS orders `head` before the read of the sleepers
+    if (__builtin_expect(__atomic_load_n(&v->header->space_sleepers, __ATOMIC_RELAXED) > 0, 0))
+        mp_queue_wake_producers(v);
+    return out;
 }
 
 // MARK: - The ring's straight path (queue_put.c owns the producer's protocol; this is the inline

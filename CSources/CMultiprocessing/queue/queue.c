@@ -104,6 +104,8 @@ _Static_assert(sizeof(mp_queue_t) == MP_QUEUE_HEADER_SIZE, "mp_queue_t is 384 by
 _Static_assert(offsetof(mp_queue_view_t, held) - offsetof(mp_queue_view_t, slot_stride) >= 64,
                "a get's fields are a cache line away from what puts read");
 _Static_assert(sizeof(mp_queue_view_t) - offsetof(mp_queue_view_t, held) >= 64, "and nothing follows them on their line");
+_Static_assert(sizeof(((mp_queue_view_t *)0)->lane_copy) == MP_QUEUE_MAX_SLOT, "a lane's largest message fits");
+_Static_assert(offsetof(mp_queue_view_t, lane_copy) % 8 == 0, "a lane message is 8-aligned, as a record's payload");
 _Static_assert(offsetof(mp_queue_t, tail) == 0, "the published producer line first");
 _Static_assert(offsetof(mp_queue_t, producer) == 64, "the producer lock on the second line");
 _Static_assert(offsetof(mp_queue_t, produced) + sizeof(uint64_t) <= 128, "produced with the producer lock");

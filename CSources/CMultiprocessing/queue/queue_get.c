@@ -24,25 +24,28 @@ static inline __attribute__((always_inline)) int next_record(mp_queue_view_t *v,
     return MP_OK;
 }
 
-/// Holds the next message of lane `i` (the consumer lock held), as mp_queue_get_begin holds a record.
+/// Takes the next message of lane `i` (the consumer lock held) into the view's `lane_copy`, where
+/// the caller reads it as it reads a held record. A lane's messages are taken by CAS, by straight
+/// gets without the lock too (mp_queue_straight.h), so this one is taken now, not at get_end: MP_OK
+/// (the lock stays held until mp_queue_get_end), MP_BUSY (the lane was emptied meanwhile: pick
+/// again), MP_CORRUPTED (its positions are impossible; the lock is still held).
 static inline mp_status_t hold_lane(mp_queue_view_t *v, int i, const void **payload, uint64_t *length,
                                     uint64_t *total) {
-    v->held_lane = i;
+    uint64_t taken = lane_take(v, (uint32_t)i, (uint8_t *)v->lane_copy, 0, 1);
+    if (taken == UINT64_MAX) return MP_CORRUPTED;
+    if (taken == 0) return MP_BUSY;
+    v->held_lane = 1;
     v->held = v->slot_size;
-    *payload = slot_at(v, (uint32_t)i, lane_at(v, (uint32_t)i)->head);
+    *payload = v->lane_copy;
     *length = *total = v->slot_size;
-    return MP_OK; // the lock stays held until mp_queue_get_end
+    return MP_OK;
 }
 
-/// Consumes the message held (a lane's slot or a single record): `head` moves past it.
+/// Consumes the message held: a single record (`head` moves past it), or nothing more for a
+/// lane's, which hold_lane took.
 static inline void release_held(mp_queue_view_t *v) {
-    if (v->held_lane >= 0) {
-        mp_lane_t *l = lane_at(v, (uint32_t)v->held_lane);
-        MP_STORE(&l->head, l->head + 1, MP_RELEASE); // the slot has been read (see queue_lanes.c)
-        v->held_lane = -1;
-    } else {
-        release_record(v, (uint32_t)v->held, 1);
-    }
+    if (v->held_lane >= 0) v->held_lane = -1;
+    else release_record(v, (uint32_t)v->held, 1);
 }
 
 /// With the consumer lock held: waits for the first record of the next message (dropping PADs,
@@ -58,11 +61,13 @@ MP_COLD static mp_status_t begin_locked(mp_queue_view_t *v, int64_t deadline, co
         if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE) break;
         if (v->lanes) {
             int lane = lane_pick(v, 1);
-            if (lane >= 0) return hold_lane(v, lane, payload, length, total);
-            if (lane == -2) {
+            mp_status_t held = lane >= 0 ? hold_lane(v, lane, payload, length, total) : MP_BUSY;
+            if (held == MP_OK) return MP_OK; // the lock stays held until mp_queue_get_end
+            if (lane == -2 || held == MP_CORRUPTED) {
                 mp_mutex_unlock(&q->consumer);
                 return corrupted(v);
             }
+            if (lane >= 0) continue; // a straight get emptied it first: pick again
         }
         if (!has_data(v, 0)) {
             if (v->lanes && lanes_have_data(v)) continue;
@@ -137,11 +142,13 @@ static inline __attribute__((always_inline)) mp_status_t begin_taken(mp_queue_vi
     if (MP_LIKELY(MP_LOAD(&q->shutdown, MP_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE)) {
         if (v->lanes) {
             int lane = lane_pick_fast(v);
-            if (MP_LIKELY(lane >= 0)) return hold_lane(v, lane, payload, length, total);
-            if (lane == -2) {
+            mp_status_t held = lane >= 0 ? hold_lane(v, lane, payload, length, total) : MP_BUSY;
+            if (MP_LIKELY(held == MP_OK)) return MP_OK; // the lock stays held until mp_queue_get_end
+            if (lane == -2 || held == MP_CORRUPTED) {
                 mp_mutex_unlock(&q->consumer);
                 return corrupted(v);
             }
+            if (lane >= 0) return begin_locked(v, deadline, payload, length, total); // emptied first: pick again
         }
         record_t r;
         const uint8_t *at;
@@ -189,20 +196,8 @@ int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length
     // PADs are dropped on the way; at most a ring's worth, whatever a peer writes.
     for (uint64_t n = 0; n <= v->capacity / sizeof(record_t); n++) {
         if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE) break;
-        if (v->lanes) {
-            int lane = lane_pick_fast(v);
-            if (lane >= 0) {
-                const void *at;
-                uint64_t total;
-                hold_lane(v, lane, &at, length, &total);
-                *payload = at;
-                return 1; // the lock stays held
-            }
-            if (lane == -2) {
-                corrupted(v);
-                break;
-            }
-        }
+        // Ring records only: a lane's message would be taken before the caller could leave it
+        // (mp_queue_get_leave), and a lane queue's batches go through mp_queue_get_copies.
         if (!has_data(v, 0)) break;
         record_t r;
         uint64_t head = q->head;
@@ -263,17 +258,18 @@ uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, ui
                 break;
             }
             if (lane >= 0) {
-                // A run of the lane's slots, within the lane's turn: one store of `head` for all.
-                mp_lane_t *l = lane_at(v, (uint32_t)lane);
+                // A run of the lane's slots, within the lane's turn: one CAS of `head` for all.
                 struct mp_queue_lanes *a = v->lanes;
-                uint64_t head = l->head, n = lane_waiting(v, (uint32_t)lane); // checked by the pick
-                uint64_t turn = (uint64_t)a->budget + 1;                      // the pick took one
-                if (n > turn) n = turn;
-                if (n > max - got) n = max - got;
-                for (uint64_t k = 0; k < n; k++) copy_small(out + (got + k) * stride, slot_at(v, (uint32_t)lane, head + k), size);
-                a->budget -= (uint32_t)(n - 1);
-                MP_STORE(&l->head, head + n, MP_RELEASE); // the slots have been read
-                got += n;
+                uint32_t budget = MP_LOAD(&a->budget, MP_RELAXED);
+                uint64_t turn = (uint64_t)(budget < LANE_BUDGET ? budget : LANE_BUDGET) + 1; // the pick took one
+                uint64_t n = lane_take(v, (uint32_t)lane, out + got * stride, stride, turn < max - got ? turn : max - got);
+                if (n == UINT64_MAX) {
+                    corrupted(v);
+                    break;
+                }
+                uint32_t more = n > 1 ? (uint32_t)(n - 1) : 0; // beyond the one the pick counted
+                if (more) MP_STORE(&a->budget, budget > more ? budget - more : 0, MP_RELAXED);
+                got += n; // 0: a straight get emptied it first; the pick looks again
                 continue;
             }
         }
@@ -304,7 +300,8 @@ uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, ui
 
 void mp_queue_get_leave(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
-    v->held_lane = -1; // the message stays where it is, for the next get (a ring get must not move a lane)
+    // A ring record stays where it is, for the next get (get_next holds no lane message).
+    v->held_lane = -1;
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers); // the batch before it freed room
 }
 

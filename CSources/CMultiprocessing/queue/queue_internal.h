@@ -194,6 +194,9 @@ static inline void consume(mp_queue_view_t *v, const record_t *r, int taken) {
 
 static inline mp_lane_t *lane_at(mp_queue_view_t *v, uint32_t i) { return mp_queue_lane_at(v, i); }
 static inline uint8_t *slot_at(mp_queue_view_t *v, uint32_t i, uint64_t pos) { return mp_queue_slot_at(v, i, pos); }
+static inline uint64_t lane_take(mp_queue_view_t *v, uint32_t i, uint8_t *out, uint64_t stride, uint64_t max) {
+    return mp_queue_lane_take(v, i, out, stride, max);
+}
 #define LANE_BUDGET MP_QUEUE_LANE_BUDGET
 
 /// The lanes a consumer looks at: what `used` says, never more than there are.
@@ -262,29 +265,35 @@ static inline mp_status_t lane_put_one(mp_queue_view_t *v, uint32_t i, const voi
     return MP_OK;
 }
 
-/// Under the consumer lock: messages waiting in lane `i`, or UINT64_MAX when its positions are
-/// impossible (written by a peer: more than a lane apart). The producer's line is read only when
-/// the consumers' cached view of `tail` has been used up, so that a consumer that keeps up with
-/// its producer does not pull the producer's line over on every get. Acquire: pairs with the
-/// producer's release of `tail` (a cached view was acquired by this or an earlier lock holder).
+/// Messages waiting in lane `i` (a look: straight gets may take them meanwhile, which
+/// mp_queue_lane_take then finds), or UINT64_MAX when its positions are impossible (written by a
+/// peer: more than a lane apart). As in mp_queue_lane_take, the producer's line is read only when
+/// the consumers' view of `tail` has been used up.
 static inline uint64_t lane_waiting(mp_queue_view_t *v, uint32_t i) {
     mp_lane_t *l = lane_at(v, i);
-    uint64_t n = l->tail_cache - l->head;
-    if (n - 1 < v->lane_slots) return n; // in [1, lane_slots]
-    l->tail_cache = MP_LOAD(&l->tail, MP_ACQUIRE);
-    n = l->tail_cache - l->head;
-    return n <= v->lane_slots ? n : UINT64_MAX;
+    uint64_t head = MP_LOAD(&l->head, MP_RELAXED);
+    uint64_t n = MP_LOAD(&l->tail_cache, MP_ACQUIRE) - head; // pairs with its release store
+    if (n - 1 < v->lane_slots) return n;                       // in [1, lane_slots]
+    uint64_t tail = MP_LOAD(&l->tail, MP_ACQUIRE);             // pairs with the producer's release
+    n = tail - head;
+    if (n > v->lane_slots) { // impossible, unless a straight get moved `head` since
+        head = MP_LOAD(&l->head, MP_RELAXED);
+        n = tail - head;
+        if (n > v->lane_slots) return UINT64_MAX;
+    }
+    MP_STORE(&l->tail_cache, tail, MP_RELEASE);
+    return n;
 }
 
 /// Under the consumer lock: lane_pick, with the common case inline: the current lane has a
-/// message and budget left.
+/// message and budget left. `cursor` and `budget` are hints that straight gets write too.
 static inline int lane_pick_fast(mp_queue_view_t *v) {
     struct mp_queue_lanes *a = v->lanes;
-    uint32_t c = a->cursor;
-    if (MP_LIKELY(c < MP_QUEUE_LANES && a->budget - 1 < LANE_BUDGET)) { // budget in [1, LANE_BUDGET]
+    uint32_t c = MP_LOAD(&a->cursor, MP_RELAXED), budget = MP_LOAD(&a->budget, MP_RELAXED);
+    if (MP_LIKELY(c < MP_QUEUE_LANES && budget - 1 < LANE_BUDGET)) { // budget in [1, LANE_BUDGET]
         uint64_t n = lane_waiting(v, c);
         if (MP_LIKELY(n - 1 < v->lane_slots)) { // in [1, lane_slots]
-            a->budget--;
+            MP_STORE(&a->budget, budget - 1, MP_RELAXED);
             return (int)c;
         }
     }

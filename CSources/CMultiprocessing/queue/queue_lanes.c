@@ -12,11 +12,16 @@
 // - A lane's owner (one thread, in any process) writes its slots in [tail, head + lane_slots),
 //   then `tail` (release: publishes them), and `head_cache`. No lock, no locked instruction: the
 //   put's fast path is a copy, a store, and one load of `data_sleepers`.
-// - Consumers, one at a time under the queue's consumer lock (the ring's), read a slot after an
-//   acquire load of `tail` and then store `head` (release: the producer's acquire load of `head`
-//   pairs with it before it overwrites the slot). `cursor` and `budget` choose the lane: a
-//   consumer stays on a lane for LANE_BUDGET messages while it has some, then moves on, and the
-//   ring gets a turn each time, so no producer starves another.
+// - Consumers, any number at once, with or without the queue's consumer lock (the ring's), copy a
+//   slot after an acquire load of `tail` (or of `tail_cache`, a value of `tail` another consumer
+//   stored with release after its own acquire), then move `head` past it by a release CAS (the
+//   producer's acquire load of `head` pairs with it before it overwrites the slot): a failed CAS
+//   drops the copy, which the producer's next lap may have torn (mp_queue_lane_take). A straight
+//   get (mp_queue_straight.h) takes the lock only when its lane is empty or its turn is over; a get
+//   under the lock takes a lane's message into the view's `lane_copy` at once, not at get_end.
+//   `cursor` and `budget` choose the lane: a consumer stays on a lane for LANE_BUDGET messages
+//   while it has some, then moves on, and the ring gets a turn each time, so no producer starves
+//   another. They are relaxed hints, which a lost update only moves by a turn.
 // - Claiming: a thread's first put to the queue claims a free lane (CAS of `owner` from 0 to its
 //   thread id, then `used` raised, release), or one whose owner has died (its messages stay,
 //   before the new owner's), or none: it then uses the ring, for good, so that its messages keep
@@ -30,9 +35,9 @@
 // Per-producer FIFO holds: a producer's messages are in one lane (or in the ring), in order.
 // Between producers there is no order, as between the puts of two threads on the ring.
 //
-// A producer killed before its `tail` store leaves nothing visible; a consumer killed while it
-// holds a slot (between mp_queue_get_begin and mp_queue_get_end) has not moved `head`, and the
-// next consumer, taking the consumer lock over from it, reads the same message.
+// A producer killed before its `tail` store leaves nothing visible; a consumer killed before its
+// CAS has not moved `head`, and the next consumer reads the same message. After the CAS the
+// message is the consumer's, copied whole, as a ring message is after mp_queue_get_end.
 //
 // Sleeping: a consumer with nothing to read announces itself in `data_sleepers` (seq_cst), then
 // looks at every lane and the ring once more before it sleeps on `data_seq`; a producer, after its
@@ -47,7 +52,8 @@
 // membarrier). A producer waiting for room in its lane sleeps on `space_seq` as a ring producer
 // does: the consumer reads `space_sleepers` after its unlock's swap, a full barrier.
 //
-// Trust (see queue.c): `used`, `cursor`, `budget` are clamped where read; a slot's place is
+// Trust (see queue.c): `used`, `cursor`, `budget` are clamped where read (`tail_cache` too: a
+// view that says nothing is waiting sends the consumer to `tail`); a slot's place is
 // `pos & (lane_slots - 1)` whatever a position holds; a consumer that finds a lane's positions
 // more than a lane apart reports MP_CORRUPTED; a producer that finds them so waits for room, and
 // fails at its deadline. The slot size, the slot count and the lanes' place come from the view.
@@ -133,6 +139,19 @@ void mp_queue_wake_consumers(mp_queue_view_t *v) {
     mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
 }
 
+void mp_queue_wake_producers(mp_queue_view_t *v) {
+    mp_queue_t *q = v->header;
+    MP_ADD(&q->space_seq, 1, MP_RELEASE);
+    mp_futex_wake(&q->space_seq, INT_MAX, (int)v->shared);
+}
+
+// A copy that ThreadSanitizer does not see (mp_queue_lane_take's, in TSan builds): volatile byte
+// reads, which the compiler cannot turn into a memcpy call (the sanitizer intercepts those).
+__attribute__((no_sanitize("thread"))) void mp_queue_copy_unwatched(uint8_t *dst, const uint8_t *src, uint64_t n) {
+    const volatile uint8_t *from = src;
+    for (uint64_t k = 0; k < n; k++) dst[k] = from[k];
+}
+
 // MARK: - Claiming
 
 /// The calling thread's choices, one per queue it has put to (never evicted: forgetting a ring
@@ -141,6 +160,7 @@ void mp_queue_wake_consumers(mp_queue_view_t *v) {
 static __thread mp_lane_choice_t *choices;
 static __thread uint32_t choice_count, choice_capacity;
 __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-exec"))); // mp_queue_straight.h
+__thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));           // mp_queue_straight.h
 #define last_choice mp_last_lane_choice
 
 static void mark_used(struct mp_queue_lanes *a, uint32_t i) {
@@ -298,11 +318,14 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
     struct mp_queue_lanes *a = v->lanes;
     uint32_t used = lanes_used(v);
     if (used == 0) return -1;
-    uint32_t c = a->cursor < used ? a->cursor : 0;
-    if (a->budget == 0 || a->budget > LANE_BUDGET) { // the lane's turn is over: the ring's, then the next
-        a->budget = LANE_BUDGET;
+    // Relaxed hints (straight gets write them too, without the lock): clamped where read.
+    uint32_t cursor = MP_LOAD(&a->cursor, MP_RELAXED), budget = MP_LOAD(&a->budget, MP_RELAXED);
+    uint32_t c = cursor < used ? cursor : 0;
+    if (budget == 0 || budget > LANE_BUDGET) { // the lane's turn is over: the ring's, then the next
+        budget = LANE_BUDGET;
         c = c + 1 < used ? c + 1 : 0;
-        a->cursor = c;
+        MP_STORE(&a->budget, budget, MP_RELAXED);
+        MP_STORE(&a->cursor, c, MP_RELAXED);
         if (ring_first && has_data(v, 0)) return -1;
     }
     for (uint32_t k = 0; k < used; k++) {
@@ -311,10 +334,10 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
         if (n == 0) continue;
         if (n == UINT64_MAX) return -2;
         if (i != c) {
-            a->cursor = i;
-            a->budget = LANE_BUDGET;
+            MP_STORE(&a->cursor, i, MP_RELAXED);
+            budget = LANE_BUDGET;
         }
-        a->budget--;
+        MP_STORE(&a->budget, budget - 1, MP_RELAXED);
         return (int)i;
     }
     return -1;
@@ -324,7 +347,9 @@ void lanes_discard(mp_queue_view_t *v) {
     uint32_t used = lanes_used(v);
     for (uint32_t i = 0; i < used; i++) {
         mp_lane_t *l = lane_at(v, i);
-        MP_STORE(&l->head, MP_LOAD(&l->tail, MP_ACQUIRE), MP_RELEASE);
+        uint64_t tail = MP_LOAD(&l->tail, MP_ACQUIRE), head = MP_LOAD(&l->head, MP_RELAXED);
+        // A CAS, not a store: a straight get may have moved `head` past the `tail` read here.
+        while (tail - head - 1 < v->lane_slots && !MP_CAS(&l->head, &head, tail, MP_RELEASE, MP_RELAXED)) continue;
     }
 }
 
