@@ -116,9 +116,20 @@ MP_STRAIGHT mp_lane_t *_Nonnull mp_queue_lane_at(mp_queue_view_t *_Nonnull v, ui
     return &v->lanes->lane[i];
 }
 
-/// Slot `pos` of lane `i`: inside the lanes whatever `pos` holds (positions are shared memory).
+/// A lane slot's stride for messages of `size` bytes, the queue's slot size (queue_lanes.c's
+/// stride_of): the straight paths derive it from their constant size, so that no multiplication
+/// by the view's `slot_stride` is left.
+MP_STRAIGHT uint64_t mp_queue_stride_of(uint64_t size) { return (size + 7) & ~(uint64_t)7; }
+
+/// Slot `pos` of lane `i`, `stride` apart (the view's `slot_stride`): inside the lanes whatever
+/// `pos` holds (positions are shared memory).
+MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_of(mp_queue_view_t *_Nonnull v, uint32_t i, uint64_t pos, uint64_t stride) {
+    return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * stride;
+}
+
+/// Slot `pos` of lane `i`.
 MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_at(mp_queue_view_t *_Nonnull v, uint32_t i, uint64_t pos) {
-    return v->slots + ((uint64_t)i * v->lane_slots + (pos & (v->lane_slots - 1))) * v->slot_stride;
+    return mp_queue_slot_of(v, i, pos, v->slot_stride);
 }
 
 #if defined(__has_feature)
@@ -127,17 +138,18 @@ MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_at(mp_queue_view_t *_Nonnull v, uint
 #endif
 #endif
 
-/// Takes up to `max` (at least 1) messages from lane `i`'s head, any number of consumers at once
+/// Takes up to `max` (at least 1) messages of `size` bytes (the queue's slot size, which callers
+/// checked or read from the view) from lane `i`'s head, any number of consumers at once
 /// (queue_lanes.c's "Who writes what"): copies them to `out`, `stride` bytes apart, then moves
 /// `head` past them with one CAS. A CAS that fails means another consumer took them first: the
 /// copies are dropped (they may be torn: the producer may be writing its next lap there) and the
 /// take starts again from the `head` it found. A consumer killed before its CAS has taken nothing.
 /// Returns the count taken (0: the lane is empty), or UINT64_MAX when its positions are impossible
 /// (written by a peer: more than a lane apart).
-MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i, uint8_t *_Nonnull out,
-                                        uint64_t stride, uint64_t max) {
+MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i, uint64_t size,
+                                        uint8_t *_Nonnull out, uint64_t stride, uint64_t max) {
     mp_lane_t *l = mp_queue_lane_at(v, i);
-    uint64_t size = v->slot_size, head = __atomic_load_n(&l->head, __ATOMIC_RELAXED); // checked by the CAS
+    uint64_t head = __atomic_load_n(&l->head, __ATOMIC_RELAXED); // checked by the CAS
     for (;;) {
         // Acquire: pairs with the release store of the consumer that read `tail` (itself an
         // acquire of the producer's release), so the slots below it are visible here too. The
@@ -158,7 +170,7 @@ MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i,
         }
         if (n > max) n = max;
         for (uint64_t k = 0; k < n; k++) {
-            const uint8_t *slot = mp_queue_slot_at(v, i, head + k);
+            const uint8_t *slot = mp_queue_slot_of(v, i, head + k, mp_queue_stride_of(size));
 #ifdef MP_QUEUE_STRAIGHT_TSAN
             mp_queue_copy_unwatched(out + k * stride, slot, size);
 #else
@@ -201,7 +213,8 @@ MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const vo
                              __atomic_load_n(&v->header->shutdown, __ATOMIC_RELAXED) != 0,
                          0))
         return 0;
-    mp_queue_copy_small(mp_queue_slot_at(v, (uint32_t)last->lane, tail), (const uint8_t *)data, size);
+    mp_queue_copy_small(mp_queue_slot_of(v, (uint32_t)last->lane, tail, mp_queue_stride_of(size)),
+                        (const uint8_t *)data, size);
     __atomic_store_n(&l->tail, tail + 1, __ATOMIC_RELEASE); // publishes the slot
     if (__builtin_expect(__atomic_load_n(&mp_lanes_fenced, __ATOMIC_RELAXED) != 0, 0))
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -234,7 +247,7 @@ MP_STRAIGHT const void *_Nullable mp_queue_get_lane_straight(mp_queue_view_t *_N
                              __atomic_load_n(&v->header->shutdown, __ATOMIC_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE,
                          0))
         return 0;
-    if (mp_queue_lane_take(v, c, out, 0, 1) != 1) return 0;
+    if (mp_queue_lane_take(v, c, size, out, 0, 1) != 1) return 0;
     __atomic_store_n(&a->budget, budget - 1, __ATOMIC_RELAXED);
     mp_queue_barrier_after_rmw(); // the CAS orders `head` before the read of the sleepers
     if (__builtin_expect(__atomic_load_n(&v->header->space_sleepers, __ATOMIC_RELAXED) > 0, 0))

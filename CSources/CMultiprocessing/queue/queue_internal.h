@@ -195,7 +195,7 @@ static inline void consume(mp_queue_view_t *v, const record_t *r, int taken) {
 static inline mp_lane_t *lane_at(mp_queue_view_t *v, uint32_t i) { return mp_queue_lane_at(v, i); }
 static inline uint8_t *slot_at(mp_queue_view_t *v, uint32_t i, uint64_t pos) { return mp_queue_slot_at(v, i, pos); }
 static inline uint64_t lane_take(mp_queue_view_t *v, uint32_t i, uint8_t *out, uint64_t stride, uint64_t max) {
-    return mp_queue_lane_take(v, i, out, stride, max);
+    return mp_queue_lane_take(v, i, v->slot_size, out, stride, max);
 }
 #define LANE_BUDGET MP_QUEUE_LANE_BUDGET
 

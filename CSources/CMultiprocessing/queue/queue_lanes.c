@@ -74,7 +74,7 @@ static uint64_t slots_per_lane(uint64_t capacity, uint32_t stride) {
     return slots;
 }
 
-static uint32_t stride_of(uint32_t slot_size) { return (slot_size + 7) & ~7u; }
+static uint32_t stride_of(uint32_t slot_size) { return (uint32_t)mp_queue_stride_of(slot_size); } // the straight paths' too
 
 uint64_t mp_queue_lanes_bytes(uint64_t capacity, uint32_t slot_size) {
     if (slot_size == 0) return 0;
