@@ -168,7 +168,13 @@ MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i,
             }
             __atomic_store_n(&l->tail_cache, tail, __ATOMIC_RELEASE);
         }
-        if (n > max) n = max;
+        // The slot after this take, when the view shows it published: its line is on its way while
+        // the CAS below waits (a locked instruction lets no later load start), so a consumer in
+        // another process that takes one message at a time does not wait for each line in turn.
+        if (n > max) {
+            __builtin_prefetch(mp_queue_slot_of(v, i, head + max, mp_queue_stride_of(size)));
+            n = max;
+        }
         for (uint64_t k = 0; k < n; k++) {
             const uint8_t *slot = mp_queue_slot_of(v, i, head + k, mp_queue_stride_of(size));
 #ifdef MP_QUEUE_STRAIGHT_TSAN
