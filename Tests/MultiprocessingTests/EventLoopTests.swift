@@ -131,6 +131,13 @@ struct EventLoopTests {
             }
             await #expect(throws: CancellationError.self) { try await early.value }
         }
+        // The same off any loop: the handler's cancel reaches the shared loop's inbox before the
+        // submit, so the timeout is never armed (else this waits the 30 s, and the test fails).
+        let offLoop = Task.detached {
+            withUnsafeCurrentTask { $0?.cancel() }
+            try await sleep(for: .seconds(30))
+        }
+        await #expect(throws: CancellationError.self) { try await offLoop.value }
     }
 
     @Test("withTimeout returns a quick body's value, cancels a slow one, passes errors through")

@@ -62,8 +62,12 @@ void mp_loop_set_parked(mp_loop_t *_Nonnull loop, int parked);
 void mp_loop_wake(mp_loop_t *_Nonnull loop);
 /// Re-arms the eventfd read after its completion (MP_LOOP_WAKE). 0 or -EBUSY (queue full).
 int32_t mp_loop_arm_wake(mp_loop_t *_Nonnull loop);
+/// The Swift object driving the ring on the calling thread (NULL off any loop thread). Written only
+/// by mp_loop_set_current. Initial-exec TLS, read inline: every job a loop task enqueues and every
+/// operation it submits asks whether it runs on its loop's thread.
+extern __thread void *_Nullable mp_loop_owner __attribute__((tls_model("initial-exec")));
 /// The Swift object driving the ring on the calling thread, or NULL off any loop thread.
-void *_Nullable mp_loop_current(void);
+static inline void *_Nullable mp_loop_current(void) { return mp_loop_owner; }
 /// Whether this library was built with ThreadSanitizer (see LoopOperation.swift's handoff).
 int mp_built_with_tsan(void);
 void mp_loop_set_current(void *_Nullable owner);

@@ -62,10 +62,9 @@ int mp_built_with_tsan(void) {
 #endif
 }
 
-static __thread void *current_owner;
+__thread void *mp_loop_owner __attribute__((tls_model("initial-exec"))); // mp_loop.h's mp_loop_current
 
-void *mp_loop_current(void) { return current_owner; }
-void mp_loop_set_current(void *owner) { current_owner = owner; }
+void mp_loop_set_current(void *owner) { mp_loop_owner = owner; }
 
 /// Tries the cheapest setup first: single issuer with deferred task work (completions are posted
 /// only when the loop enters the kernel, no interrupts of the loop thread), then older kernels'.

@@ -90,7 +90,7 @@ final class LoopOperation: @unchecked Sendable {
         if !cancellable {
             return await suspendForLoop { c in
                 continuation = c
-                loop.schedule(.submit(self))
+                loop.submit(self)
             }
         }
         // Not `withTaskCancellationHandler`, whose nonisolated operation closure a loop task
@@ -101,7 +101,7 @@ final class LoopOperation: @unchecked Sendable {
         defer { mp_task_remove_cancel_handler(handler) }
         return await suspendForLoop { c in
             continuation = c
-            loop.schedule(.submit(self))
+            loop.submit(self)
         }
     }
 }
@@ -157,9 +157,11 @@ extension EventLoop {
     /// Runs `op` (see the closure form). Inlined, with `submitAndWait`, into its callers: each async
     /// function is a frame of its own in the task's allocator, and a sleeping task's frames then
     /// overflowed its first slab.
+    ///
+    /// A task cancelled already gets its `CancellationError` without a look of its own: adding the
+    /// cancellation handler runs it at once, which cancels the operation before it is submitted.
     @inline(__always)
     nonisolated(nonsending) func perform(_ op: LoopOperation, cancellable: Bool = true) async throws -> Int32 {
-        if cancellable { try Task.checkCancellation() }
         let result = await op.submitAndWait(on: self, cancellable: cancellable)
         if result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
         if result == -ECANCELED && op.cancelRequested { throw CancellationError() }
