@@ -44,8 +44,11 @@ static inline mp_status_t hold_lane(mp_queue_view_t *v, int i, const void **payl
 /// Consumes the message held: a single record (`head` moves past it), or nothing more for a
 /// lane's, which hold_lane took.
 static inline void release_held(mp_queue_view_t *v) {
-    if (v->held_lane >= 0) v->held_lane = -1;
-    else release_record(v, (uint32_t)v->held, 1);
+    // A ring record is the likely case (a lane's messages mostly go by the straight path, with no
+    // lock): without the hint the compiler moved the record's release out of mp_queue_get_end into
+    // a cold function, a call on every get.
+    if (MP_LIKELY(v->held_lane < 0)) release_record(v, (uint32_t)v->held, 1);
+    else v->held_lane = -1;
 }
 
 /// With the consumer lock held: waits for the first record of the next message (dropping PADs,
@@ -181,7 +184,10 @@ mp_status_t queue_get_try(mp_queue_view_t *v, const void **payload, uint64_t *le
     return begin_taken(v, MP_NOW, payload, length, total); // every wait in it one look
 }
 
-void mp_queue_get_end(mp_queue_view_t *v) {
+// Noinline: the toolchain's clang splits "cold" blocks out of a function into another (hot/cold
+// splitting), and took the record's release, which every get of the ring runs, for one: a call on
+// every get. A noinline function is never split (it is called from Swift, never inlined anyway).
+__attribute__((noinline)) void mp_queue_get_end(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
     release_held(v);
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
