@@ -140,6 +140,25 @@ struct EventLoopTests {
         await #expect(throws: CancellationError.self) { try await offLoop.value }
     }
 
+    @Test("a sleep of zero only yields: the loop's other coroutine runs meanwhile; a cancelled task throws")
+    func zeroSleep() async throws {
+        let loop = try EventLoop()
+        try await onLoop(loop) {
+            let ran = Locked(false)
+            // Queued on the loop before this task yields, and run before it resumes: the loop is
+            // one thread, and runs its jobs in order.
+            let other = Task(executorPreference: loop) { ran.withLock { $0 = true } }
+            try await sleep(for: .zero)
+            #expect(ran.withLock { $0 })
+            await other.value
+            let cancelled = Task(executorPreference: loop) {
+                withUnsafeCurrentTask { $0?.cancel() }
+                try await sleep(for: .zero)
+            }
+            await #expect(throws: CancellationError.self) { try await cancelled.value }
+        }
+    }
+
     @Test("withTimeout returns a quick body's value, cancels a slow one, passes errors through")
     func timeouts() async throws {
         try await onLoop {

@@ -14,7 +14,9 @@ import Synchronization
 ///   ``EventLoopError``.
 nonisolated(nonsending) public func sleep(for duration: Duration) async throws {
     let ns = try nanoseconds(duration)
-    try await sleep(untilMonotonic: ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns))
+    if ns == 0 { return try await yieldOnce() }
+    // A deadline after now by construction: no second look at the clock (sleep(untilMonotonic:)).
+    try await sleep(timerAt: ns == Int64(MP_FOREVER) ? .max : Deadline.after(nanoseconds: ns))
 }
 
 /// Suspends the calling coroutine until `deadline`; at once (after one turn of the loop) if it
@@ -76,12 +78,22 @@ private func monotonic(_ deadline: ContinuousClock.Instant) throws(SyncError) ->
 
 @inline(__always)
 nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64) async throws {
-    if deadline <= mp_monotonic_ns() {
-        // Already due: only yield (as asyncio.sleep(0) does); a timer would cost a kernel round trip.
-        try Task.checkCancellation()
-        await Task.yield()
-        return try Task.checkCancellation()
-    }
+    if deadline <= mp_monotonic_ns() { return try await yieldOnce() }
+    try await sleep(timerAt: deadline)
+}
+
+/// A sleep that is due already: only a yield (as asyncio.sleep(0) does); a timer would cost a
+/// kernel round trip.
+@inline(__always)
+nonisolated(nonsending) private func yieldOnce() async throws {
+    try Task.checkCancellation()
+    await Task.yield()
+    try Task.checkCancellation()
+}
+
+/// The timer of a sleep until `deadline`, on the caller's loop (the shared one off any loop).
+@inline(__always)
+nonisolated(nonsending) private func sleep(timerAt deadline: Int64) async throws {
     let loop = try EventLoop.forCurrentContext()
     _ = try await loop.perform(LoopOperation(timeoutAt: deadline))
 }
