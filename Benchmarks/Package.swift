@@ -38,6 +38,7 @@ let package = Package(
         // Peers that are C++ libraries (Boost.Interprocess message_queue) behind a C header.
         .target(
             name: "CxxBenchPeers",
+            dependencies: ["CBenchPeers"],  // its pinning (affinity.c)
             path: "Sources/CxxBenchPeers",
             linkerSettings: [.linkedLibrary("rt"), .linkedLibrary("pthread")]
         ),

@@ -70,6 +70,10 @@ func runProbe(_ name: String, iterations: Int) throws {
         let q = try Queue<Fixed64>(ordering: name == "cross-process-64" ? .causal : .perProducer)
         let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Fixed64.init)
         print(String(format: "%.2f M msg/s", rate / 1e6))
+    case "boost-64":
+        // The cross-process 64 B row's Boost.Interprocess message_queue peer.
+        let rate = try QueueSuite(quick: true, runs: 1).boostPair(iterations)
+        print(String(format: "%.2f M msg/s", rate / 1e6))
     case "cross-process-codable":
         // The cross-process Codable row's loop (Record64, about 64 bytes encoded).
         let q = try Queue<Record64>()
@@ -96,6 +100,18 @@ func runProbe(_ name: String, iterations: Int) throws {
         let q = try Queue<Int>(capacity: 1 << 20, ordering: name == "spsc" ? .causal : .perProducer)
         let rate = try QueueSuite(quick: true, runs: 1).threadPair(
             iterations, produce: { try q.put($0) }, consume: { _ = try q.get() })
+        print(String(format: "%.2f M msg/s", rate / 1e6))
+    case "spsc-batch64", "spsc-lanes-batch64":
+        // The batches-of-64 rows' contest, once: `iterations` messages, 64 to a put and a get.
+        let q = try Queue<Int>(capacity: 1 << 20, ordering: name == "spsc-batch64" ? .causal : .perProducer)
+        let batch = Array(0..<64)
+        let rate =
+            try QueueSuite(quick: true, runs: 1).threadPair(
+                iterations / 64, produce: { _ in try q.put(contentsOf: batch) },
+                consume: {
+                    var got = 0
+                    while got < 64 { got += try q.get(max: 64 - got).count }
+                }) * 64
         print(String(format: "%.2f M msg/s", rate / 1e6))
     case "start-child", "start-child-fork":
         // For perf and strace: forkserver (or fork) children one after another, the mean printed.

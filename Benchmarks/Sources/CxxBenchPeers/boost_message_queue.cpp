@@ -6,7 +6,11 @@
 // it (a process-shared pthread mutex and conditions in the shared memory), then _exit()s: nothing
 // is allocated or constructed between fork and _exit, because the bench that forks has other
 // threads whose locks the child would inherit held. The name is removed before and after a run.
+// The two processes are pinned apart as the engine's cross-process rows are (the child to CPU slot
+// 1, this thread to slot 0 while it receives), so that both rows measure the same placement.
 #include "CxxBenchPeers.h"
+
+#include "CBenchPeers.h"
 
 #if __has_include(<boost/interprocess/ipc/message_queue.hpp>)
 #include <boost/interprocess/ipc/message_queue.hpp>
@@ -20,6 +24,13 @@
 
 namespace ipc = boost::interprocess;
 
+// The calling thread pinned to CPU slot 0 for the guard's life (affinity.c), then let go.
+struct PinnedReceiver {
+    bench_cpu_set_t saved;
+    PinnedReceiver() { bench_pin_thread(0, &saved); }
+    ~PinnedReceiver() { bench_unpin_thread(&saved); }
+};
+
 static double seconds_since(const timespec &a) {
     timespec b;
     clock_gettime(CLOCK_MONOTONIC, &b);
@@ -28,6 +39,8 @@ static double seconds_since(const timespec &a) {
 
 // The child's whole life: `messages` sends, each message's first 8 bytes its index.
 [[noreturn]] static void produce(ipc::message_queue &queue, int64_t messages, int32_t bytes) {
+    bench_cpu_set_t unused;
+    bench_pin_thread(1, &unused);  // two system calls, no allocation: safe in a forked child
     char buffer[4096] = {};
     try {
         for (int64_t i = 0; i < messages; i++) {
@@ -56,6 +69,7 @@ extern "C" double bench_boost_message_queue(int64_t messages, int32_t bytes, int
         child = fork();
         if (child == 0) produce(queue, messages, bytes);
         if (child > 0) {
+            PinnedReceiver pinned;  // after the fork: the child starts unpinned and pins itself
             char buffer[4096];
             uint64_t sum = 0;
             bool exact = true;

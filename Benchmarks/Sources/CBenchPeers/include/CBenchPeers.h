@@ -4,6 +4,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {  // the C++ peers pin their processes with the helpers below
+#endif
+
 /// An opaque pthread mutex, process-shared when `shared` (placed in `memory`, at least 64 bytes).
 void *bench_pthread_mutex_init(void *memory, int shared);
 void bench_pthread_mutex_lock(void *mutex);
@@ -13,7 +17,7 @@ void bench_pthread_mutex_loop(void *mutex, int64_t iterations);
 
 /// A thread's set of allowed CPUs, saved while it is pinned (a cpu_set_t: the size is checked in affinity.c).
 typedef struct {
-    _Alignas(8) uint64_t words[16];
+    uint64_t words[16];
 } bench_cpu_set_t;
 /// Pins the calling thread to the `slot`-th CPU it may run on (slot 0 or 1: CPUs 0 and 1 on an
 /// unrestricted machine), when it may run on at least two; its set before goes to `*saved` (empty
@@ -58,5 +62,9 @@ void bench_echo_serve(int listen_fd);
 /// One blocking client: connect to 127.0.0.1:`port`, send `bytes` (at most 4096), read them back,
 /// close. 0, or a negative errno.
 int bench_tcp_round_trip(int port, int bytes);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
