@@ -162,6 +162,37 @@ struct QueueFaultTests {
     }
 
     @Test(
+        "a batch get killed between counting its run and releasing it: single gets take the run again, counted once",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func batchKilledWhileCounting() throws {
+        let q = try Queue<Int>(maxSize: 4)
+        for i in 1...4 { try q.put(i) }
+        let consumer = Process {
+            // The batch's first message is taken as a single get's (counted on its own, the first
+            // pass); the next two are one run, counted at once (the second pass): killed there.
+            _ = mp_fault_arm_after(MP_FAULT_QUEUE_COUNTED, 1)
+            _ = try q.get(max: 3)
+        }
+        try consumer.start()
+        #expect(try consumer.join(timeout: .seconds(20)))
+        #expect(consumer.exitCode == -SIGKILL)
+        #expect(q.count == 1)  // the dead consumer's counts of three landed
+        // The run's two come again, one by one, and are not counted again; the fourth is.
+        for i in 2...3 {
+            #expect(try q.get(timeout: .seconds(5)) == i)
+            #expect(q.count == 1)
+        }
+        #expect(try q.get(timeout: .seconds(5)) == 4)
+        #expect(q.count == 0)
+        for i in 5...8 { try q.put(i) }
+        #expect(throws: QueueError.full) { try q.putNowait(9) }  // four messages: the bound holds exactly
+        #expect(try q.get(max: 8, timeout: .seconds(5)) == [5, 6, 7, 8])  // and a batch counts them
+        #expect(q.count == 0)
+        try q.put(10)
+        #expect(try q.get(timeout: .seconds(5)) == 10)
+    }
+
+    @Test(
         "a consumer killed at every step of a streamed message: the next consumer gets it whole, once",
         .enabled(if: mp_fault_arm(0) == 1))
     func consumerKilledAtEveryStreamStep() throws {

@@ -41,8 +41,8 @@ typedef struct mp_queue {
     // Consumer line, private (changed under `consumer`).
     mp_mutex_t consumer;
     uint64_t tail_cache;     // the consumer's last view of `tail`
-    uint64_t counting_head;  // head + 1 of the message being counted in `consumed` (see queue_internal.h)
-    uint64_t counting_value; // the value `consumed` takes when that message is counted
+    uint64_t counted_end;    // the end of the records last counted in `consumed` (see queue_internal.h)
+    uint64_t counting_value; // the value `consumed` takes when those records are counted
     uint32_t assembling;     // the consumer is inside a fragmented message
     uint32_t consumer_pad2[5];
     // Control line: written only when someone sleeps, at shutdown, or once at creation.

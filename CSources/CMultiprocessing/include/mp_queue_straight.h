@@ -138,6 +138,30 @@ MP_STRAIGHT uint8_t *_Nonnull mp_queue_slot_at(mp_queue_view_t *_Nonnull v, uint
 #endif
 #endif
 
+/// Whether a run of messages of `size` bytes, `stride` apart in the caller's buffer, lies as a
+/// lane's slots do (no padding in either: each slot is exactly `size` bytes), so that the run moves
+/// as a block.
+MP_STRAIGHT int mp_queue_lane_run_is_packed(uint64_t size, uint64_t stride) {
+    return stride == size && mp_queue_stride_of(size) == size;
+}
+
+/// Of a run of `n` slots from position `pos`, how many lie before the lane's end (the rest wrap to
+/// its start).
+MP_STRAIGHT uint64_t mp_queue_lane_run_before_end(const mp_queue_view_t *_Nonnull v, uint64_t pos, uint64_t n) {
+    uint64_t before_end = v->lane_slots - (pos & (v->lane_slots - 1));
+    return n < before_end ? n : before_end;
+}
+
+/// A consumer's block copy out of a lane: memcpy, or where ThreadSanitizer watches the unwatched
+/// copy (see mp_queue_copy_unwatched: a copy that loses its CAS may overlap the producer's writes).
+MP_STRAIGHT void mp_queue_copy_run(uint8_t *_Nonnull dst, const uint8_t *_Nonnull src, uint64_t n) {
+#ifdef MP_QUEUE_STRAIGHT_TSAN
+    mp_queue_copy_unwatched(dst, src, n);
+#else
+    __builtin_memcpy(dst, src, n);
+#endif
+}
+
 /// Takes up to `max` (at least 1) messages of `size` bytes (the queue's slot size, which callers
 /// checked or read from the view) from lane `i`'s head, any number of consumers at once
 /// (queue_lanes.c's "Who writes what"): copies them to `out`, `stride` bytes apart, then moves
@@ -175,14 +199,22 @@ MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i,
             __builtin_prefetch(mp_queue_slot_of(v, i, head + max, mp_queue_stride_of(size)));
             n = max;
         }
-        for (uint64_t k = 0; k < n; k++) {
-            const uint8_t *slot = mp_queue_slot_of(v, i, head + k, mp_queue_stride_of(size));
+        if (mp_queue_lane_run_is_packed(size, stride) && n > 1) {
+            // A batch whose messages lie packed as the slots do: one move, or two where the run
+            // wraps at the lane's end (the straight get, one message, never comes here).
+            uint64_t first = mp_queue_lane_run_before_end(v, head, n);
+            mp_queue_copy_run(out, mp_queue_slot_of(v, i, head, size), first * size);
+            if (n > first) mp_queue_copy_run(out + first * size, mp_queue_slot_of(v, i, head + first, size), (n - first) * size);
+        } else {
+            for (uint64_t k = 0; k < n; k++) {
+                const uint8_t *slot = mp_queue_slot_of(v, i, head + k, mp_queue_stride_of(size));
 #ifdef MP_QUEUE_STRAIGHT_TSAN
-            mp_queue_copy_unwatched(out + k * stride, slot, size);
+                mp_queue_copy_unwatched(out + k * stride, slot, size);
 #else
-            if (size <= 64) mp_queue_copy_small(out + k * stride, slot, size); // a constant in the straight paths
-            else __builtin_memcpy(out + k * stride, slot, size);
+                if (size <= 64) mp_queue_copy_small(out + k * stride, slot, size); // a constant in the straight paths
+                else __builtin_memcpy(out + k * stride, slot, size);
 #endif
+            }
         }
         // Release: the copies above happen before a producer that sees the new `head` writes
         // these slots again (its acquire load of `head`). Fails, and reloads `head`, when another

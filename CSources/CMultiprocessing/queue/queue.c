@@ -76,7 +76,7 @@
 // owner is dead, or at an immediate shutdown; a plain shutdown lets a live producer finish. The
 // next consumer after a dead one drops stale MIDDLE/LAST fragments (their message died with the
 // consumer that had taken its start), and does not count again a message the dead one had counted
-// but not released (`counting_head`/`counting_value`, see release_record in queue_internal.h).
+// but not released (`counted_end`/`counting_value`, see count_taken in queue_internal.h).
 //
 // Trust (every byte of the region can be written by any process that maps it, in or out of turn):
 // - Each process works through its own mp_queue_view_t: the ring's place and capacity, the message
@@ -115,7 +115,7 @@ _Static_assert(offsetof(mp_queue_t, delivered) + sizeof(uint32_t) <= 192, "a str
 _Static_assert(offsetof(mp_queue_t, reader) % 8 == 0, "reader is one aligned 64-bit store");
 _Static_assert(offsetof(mp_queue_t, consumer) == 192, "the consumer lock on the fourth line");
 _Static_assert(offsetof(mp_queue_t, assembling) + sizeof(uint32_t) <= 256, "consumer state with its lock");
-_Static_assert(offsetof(mp_queue_t, counting_head) % 8 == 0, "64-bit fields are aligned");
+_Static_assert(offsetof(mp_queue_t, counted_end) % 8 == 0, "64-bit fields are aligned");
 _Static_assert(offsetof(mp_queue_t, data_seq) == 256, "control line fifth");
 _Static_assert(offsetof(mp_queue_t, unfinished) == 320, "JoinableQueue counters on the sixth line");
 

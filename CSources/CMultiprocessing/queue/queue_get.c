@@ -225,16 +225,18 @@ int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length
     return 0;
 }
 
-/// Copies out the run of whole `size`-byte records at `head` (at most `max`), each counted and
-/// released on its own as mp_queue_get_next does: 0 at the first record that is not one (a PAD, a
-/// message of another size, a garbled header), which the record-by-record path then reads. The run
-/// lies in [head, tail_cache) and before the ring's end, so its records' places need no check: only
-/// each header, which a peer may have written.
+/// Copies out the run of whole `size`-byte records at `head` (at most `max`), then counts them and
+/// hands them back at once (one announcement, one move of `head`: a consumer killed before that
+/// has taken none of them). It stops at the first record that is not one (a PAD, a message of
+/// another size, a garbled header), which the record-by-record path then reads, as it reads the
+/// records a dead consumer counted already. The run lies in [head, tail_cache) and before the
+/// ring's end, so its records' places need no check: only each header, which a peer may have
+/// written.
 static inline uint64_t take_fixed_run(mp_queue_view_t *v, uint8_t *out, uint64_t size, uint64_t stride,
                                       uint64_t max) {
     mp_queue_t *q = v->header;
     uint64_t head = q->head, bytes = record_bytes(size), waiting = q->tail_cache - head;
-    if ((head & 7) != 0 || waiting > v->capacity) return 0;
+    if ((head & 7) != 0 || waiting > v->capacity || counted_already(v)) return 0;
     uint64_t n = waiting / bytes, before_end = (v->capacity - offset_of(v, head)) / bytes;
     if (before_end < n) n = before_end;
     if (max < n) n = max;
@@ -246,7 +248,10 @@ static inline uint64_t take_fixed_run(mp_queue_view_t *v, uint8_t *out, uint64_t
         if (r.kind != WHOLE || r.size != size) break;
         if (size == 8) memcpy(out, at + sizeof r, 8); // the commonest element: a constant-size move
         else copy_bytes(out, at + sizeof r, size);
-        release_record(v, (uint32_t)size, 1);
+    }
+    if (k > 0) {
+        count_taken(v, k, head + k * bytes);
+        MP_STORE(&q->head, head + k * bytes, MP_RELEASE); // pairs with the producer's acquire of head
     }
     return k;
 }
@@ -342,7 +347,7 @@ static int await_fragment(mp_queue_view_t *v) {
 static void hand_back(mp_queue_view_t *v, uint64_t pos, int *counted) {
     mp_queue_t *q = v->header;
     if (!*counted) {
-        count_taken(v);
+        count_taken(v, 1, q->head + sizeof(record_t)); // the FIRST alone: at `head` still
         *counted = 1;
     }
     MP_STORE(&q->head, pos, MP_RELEASE); // pairs with the producer's acquire of head

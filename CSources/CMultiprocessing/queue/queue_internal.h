@@ -154,32 +154,43 @@ static inline __attribute__((always_inline)) int read_record(const mp_queue_view
     return record_kind_fits(v, out, offset, bytes);
 }
 
-/// Hands a record's bytes back to the producer (and a message slot with them, when `taken`); the
-/// caller wakes the space sleepers (wake_if_sleeping, or unlock_and_wake once it unlocks).
+/// Whether the records from `head` were counted already, by a consumer that died before it moved
+/// `head` past them: its announcement (count_taken) is complete, its count has landed
+/// (`consumed == counting_value`), and `head` lies before the end it announced, at most a ring
+/// before it (so a peer's garbage there skips the counts of at most a ring's records).
+static inline int counted_already(const mp_queue_view_t *v) {
+    const mp_queue_t *q = v->header;
+    uint64_t ahead = q->counted_end - q->head;
+    return ahead - 1 < v->capacity && q->consumed == q->counting_value;
+}
+
+/// Counts `n` messages taken (in `consumed`) whose records run from `head` to `end`, before the
+/// caller moves `head` there.
 ///
-/// A consumer killed between counting a message and moving `head` past it leaves the message to be
-/// read again by the next consumer, which must not count it twice. So the count is announced first:
-/// `counting_value` (what `consumed` becomes), then `counting_head` (odd, so it never equals a
-/// real head + 1 of another message: heads are multiples of 8). A message whose announcement is
-/// complete and whose count has landed (`consumed == counting_value`) was counted already. Stores
-/// are plain: only the consumer-lock holder reads or writes these.
-static inline void count_taken(mp_queue_view_t *v) {
+/// A consumer killed between counting messages and moving `head` past them leaves them to be read
+/// again by the next consumer, which must not count them twice. So the count is announced first:
+/// `counting_value` (what `consumed` becomes), then `counted_end`; counted_already then holds for
+/// every record before that end, which the next consumer takes one by one without counting (a
+/// batch's run too: counted once for all of its messages, with one announcement). Stores are
+/// plain: only the consumer-lock holder reads or writes these.
+static inline void count_taken(mp_queue_view_t *v, uint64_t n, uint64_t end) {
     mp_queue_t *q = v->header;
-    uint64_t mark = q->head + 1;
-    if (MP_UNLIKELY(q->counting_head == mark && q->consumed == q->counting_value)) {
-        // counted by a consumer that died before it could release the message
+    if (MP_UNLIKELY(counted_already(v))) {
+        // counted by a consumer that died before it could release them
     } else {
-        q->counting_value = q->consumed + 1;
-        q->counting_head = mark;
-        MP_STORE(&q->consumed, q->consumed + 1, MP_RELEASE);
+        q->counting_value = q->consumed + n;
+        q->counted_end = end;
+        MP_STORE(&q->consumed, q->consumed + n, MP_RELEASE);
     }
     MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
 }
 
-/// Moves `head` past a record of `size` payload bytes (a size read_record checked).
+/// Hands a record's bytes back to the producer (and a message slot with them, when `taken`), moving
+/// `head` past a record of `size` payload bytes (a size read_record checked); the caller wakes the
+/// space sleepers (wake_if_sleeping, or unlock_and_wake once it unlocks).
 static inline void release_record(mp_queue_view_t *v, uint32_t size, int taken) {
     mp_queue_t *q = v->header;
-    if (taken) count_taken(v);
+    if (taken) count_taken(v, 1, q->head + sizeof(record_t)); // its header's end: this record alone
     MP_STORE(&q->head, q->head + record_bytes(size), MP_RELEASE);
 }
 

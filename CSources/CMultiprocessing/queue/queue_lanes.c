@@ -288,7 +288,15 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
             continue;
         }
         uint64_t n = count - done < room ? count - done : room;
-        for (uint64_t k = 0; k < n; k++, p += stride) copy_bytes(slot_at(v, i, tail + k), p, v->slot_size);
+        if (mp_queue_lane_run_is_packed(v->slot_size, stride)) {
+            // Packed as the slots are: one move, or two where the run wraps at the lane's end.
+            uint64_t first = mp_queue_lane_run_before_end(v, tail, n), bytes = first * stride;
+            memcpy(slot_at(v, i, tail), p, bytes);
+            if (n > first) memcpy(slot_at(v, i, tail + first), p + bytes, (n - first) * stride);
+            p += n * stride;
+        } else {
+            for (uint64_t k = 0; k < n; k++, p += stride) copy_bytes(slot_at(v, i, tail + k), p, v->slot_size);
+        }
         tail += n;
         done += n;
     }
