@@ -1,7 +1,7 @@
 // The queue's consumer side: everything here runs under `consumer` (see queue.c's invariants).
 //
 // Writes: head (release: the bytes before it have been read), tail_cache, consumed (release, with
-// the counting_* announcement before it, see release_record), assembling. Reads: tail (acquire,
+// the counting_value/counted_end announcement before it, see count_taken), assembling. Reads: tail (acquire,
 // pairs with the producer's release: the record's bytes are visible). A single-record message is
 // released and then the lock before the space sleepers are read (unlock_and_wake); PADs, ABORTs
 // and fragments wake under the lock, since a producer may be waiting for that space to go on.
@@ -195,7 +195,7 @@ __attribute__((noinline)) void mp_queue_get_end(mp_queue_view_t *v) {
 
 int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length) {
     mp_queue_t *q = v->header;
-    // Each message is counted and released on its own (count_taken's announcement covers one): a
+    // Each message is counted and released on its own (an announcement of one record here): a
     // consumer killed midway has taken the ones before, as after a get that returned. The wake-up
     // check waits for the unlock: one for the whole batch.
     release_held(v);

@@ -172,13 +172,19 @@ static inline int counted_already(const mp_queue_view_t *v) {
 /// `counting_value` (what `consumed` becomes), then `counted_end`; counted_already then holds for
 /// every record before that end, which the next consumer takes one by one without counting (a
 /// batch's run too: counted once for all of its messages, with one announcement). Stores are
-/// plain: only the consumer-lock holder reads or writes these.
+/// plain: only the consumer-lock holder reads or writes these. Until the next consumer takes them,
+/// a dead consumer's counted messages are both in the ring and off the count: a bounded queue then
+/// admits that many more (one message, or a batch's run of at most `maxSize - 1`).
 static inline void count_taken(mp_queue_view_t *v, uint64_t n, uint64_t end) {
     mp_queue_t *q = v->header;
     if (MP_UNLIKELY(counted_already(v))) {
         // counted by a consumer that died before it could release them
     } else {
         q->counting_value = q->consumed + n;
+        // The value first, in program order too (a SIGKILL lands between any two instructions, and
+        // the CPU makes a dead process's stores visible in that order): an end stored before its
+        // value, the old value still equal to `consumed`, would read as this count landed.
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
         q->counted_end = end;
         MP_STORE(&q->consumed, q->consumed + n, MP_RELEASE);
     }
