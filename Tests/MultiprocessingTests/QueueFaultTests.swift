@@ -162,29 +162,28 @@ struct QueueFaultTests {
     }
 
     @Test(
-        "a batch get killed between counting its run and releasing it: the next gets take the run again, counted once",
+        "a batch get killed between counting its messages and releasing them: the next gets take them all again, counted once",
         .enabled(if: mp_fault_arm(0) == 1))
     func batchKilledWhileCounting() throws {
         let q = try Queue<Int>(maxSize: 4)
         for i in 1...4 { try q.put(i) }
         let consumer = Process {
-            // The batch's first message is taken as a single get's (counted on its own, the first
-            // pass); the next two are one run, counted at once (the second pass): killed there.
-            _ = mp_fault_arm_after(MP_FAULT_QUEUE_COUNTED, 1)
+            // A ring batch counts its messages, the first one included, once at its end: killed there.
+            _ = mp_fault_arm(MP_FAULT_QUEUE_COUNTED)
             _ = try q.get(max: 3)
         }
         try consumer.start()
         #expect(try consumer.join(timeout: .seconds(20)))
         #expect(consumer.exitCode == -SIGKILL)
-        #expect(q.count == 1)  // the dead consumer's counts of three landed
-        // Until they are taken again, the run's two are off the count: the bound admits two more.
+        #expect(q.count == 1)  // the dead consumer's count of three landed
+        // Until they are taken again, its three are off the count: the bound admits three more.
         for i in 5...7 { try q.put(i) }
         #expect(throws: QueueError.full) { try q.putNowait(0) }
-        // A batch takes the run's two one by one, not counting them again, then a run of the rest,
-        // counted: five messages for four counted (the room a batch makes is the count plus one).
-        #expect(try q.get(max: 8, timeout: .seconds(5)) == [2, 3, 4, 5, 6])
-        #expect(q.count == 1)
-        #expect(try q.get(timeout: .seconds(5)) == 7)
+        // A batch takes the dead one's three again, not counting them again, and ends with them
+        // (it counts nothing while they are at the head); the next batch counts the rest.
+        #expect(try q.get(max: 8, timeout: .seconds(5)) == [1, 2, 3])
+        #expect(q.count == 4)
+        #expect(try q.get(max: 8, timeout: .seconds(5)) == [4, 5, 6, 7])
         #expect(q.count == 0)
         for i in 5...8 { try q.put(i) }
         #expect(throws: QueueError.full) { try q.putNowait(9) }  // four messages: the bound holds exactly
@@ -192,6 +191,47 @@ struct QueueFaultTests {
         #expect(q.count == 0)
         try q.put(10)
         #expect(try q.get(timeout: .seconds(5)) == 10)
+    }
+
+    @Test(
+        "a batch get killed after its first messages: none of them is lost, each is counted once",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func batchKilledMidway() throws {
+        // A consumer is killed as it counts each of its batches (sizes 1 to 7): the next consumer
+        // finds the batch's messages still there, and the count drops once for them. 16-byte values
+        // in 24-byte records through a 4 KiB ring: batches wrap at its end, past PAD records.
+        let q = try Queue<Pair>(maxSize: 100, capacity: 4096)
+        var next = 0
+        var received: [Pair] = []
+        for round in 0..<40 {
+            while q.count < 100 && next < 400 {
+                try q.put(Pair(next))
+                next += 1
+            }
+            let batch = 1 + round % 7
+            let before = q.count
+            let consumer = Process {
+                _ = mp_fault_arm(MP_FAULT_QUEUE_COUNTED)
+                _ = try q.get(max: batch)
+            }
+            try consumer.start()
+            #expect(try consumer.join(timeout: .seconds(20)))
+            #expect(consumer.exitCode == -SIGKILL)
+            #expect(q.count == before - batch)  // the dead batch's count landed
+            received += try q.get(max: batch, timeout: .seconds(5))  // the same messages, whole
+            #expect(q.count == before - batch)  // and they are not counted again
+        }
+        while q.count > 0 { received += try q.get(max: 64, timeout: .seconds(5)) }
+        #expect(received == (0..<next).map(Pair.init))  // in order, none lost, none twice, none torn
+        #expect(q.count == 0)
+        #expect(throws: QueueError.empty) { try q.getNowait() }
+    }
+
+    /// A 16-byte value (a 24-byte record, which does not divide a ring's size: PADs).
+    struct Pair: BitwiseCopyable, Sendable, Equatable {
+        var value: Int
+        var check: Int
+        init(_ value: Int) { (self.value, check) = (value, ~value) }
     }
 
     @Test(

@@ -170,7 +170,8 @@ int mp_queue_get_next(mp_queue_view_t *_Nonnull q, const void *_Nullable *_Nonnu
 /// exactly `size` bytes that are already there to `buffer + i * stride` (runs of a lane's slots
 /// with one store of its head), and releases the consumer lock, waking producers once. It stops,
 /// without waiting, before anything else (a message of another size, or in pieces). Returns how
-/// many it copied.
+/// many it copied. On a queue without lanes the held message and the copies are counted and handed
+/// back together at the end: a consumer killed before has taken none of them.
 uint64_t mp_queue_get_copies(mp_queue_view_t *_Nonnull q, void *_Nonnull buffer, uint64_t size, uint64_t stride,
                              uint64_t max);
 /// Ends a batch get without consuming the message held (one the caller cannot take: another

@@ -225,22 +225,21 @@ int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length
     return 0;
 }
 
-/// Copies out the run of whole `size`-byte records at `head` (at most `max`), then counts them and
-/// hands them back at once (one announcement, one move of `head`: a consumer killed before that
-/// has taken none of them). It stops at the first record that is not one (a PAD, a message of
-/// another size, a garbled header), which the record-by-record path then reads, as it reads the
-/// records a dead consumer counted already. The run lies in [head, tail_cache) and before the
-/// ring's end, so its records' places need no check: only each header, which a peer may have
-/// written.
-static inline uint64_t take_fixed_run(mp_queue_view_t *v, uint8_t *out, uint64_t size, uint64_t stride,
-                                      uint64_t max) {
+/// Copies out the run of whole `size`-byte records at `pos` (at most `max`), a position at or after
+/// `head` (a batch reads ahead of it); the caller counts them and hands them back. It stops at the
+/// first record that is not one (a PAD, a message of another size, a garbled header), which the
+/// record-by-record path then reads. The run lies in [pos, tail_cache), within a ring of `head`,
+/// and before the ring's end, so its records' places need no check: only each header, which a
+/// peer may have written.
+static inline uint64_t copy_fixed_run(mp_queue_view_t *v, uint64_t head, uint64_t pos, uint8_t *out, uint64_t size,
+                                      uint64_t stride, uint64_t max) {
     mp_queue_t *q = v->header;
-    uint64_t head = q->head, bytes = record_bytes(size), waiting = q->tail_cache - head;
-    if ((head & 7) != 0 || waiting > v->capacity || counted_already(v)) return 0;
-    uint64_t n = waiting / bytes, before_end = (v->capacity - offset_of(v, head)) / bytes;
+    uint64_t bytes = record_bytes(size), waiting = q->tail_cache - pos;
+    if (((head | pos) & 7) != 0 || q->tail_cache - head > v->capacity || waiting > q->tail_cache - head) return 0;
+    uint64_t n = waiting / bytes, before_end = (v->capacity - offset_of(v, pos)) / bytes;
     if (before_end < n) n = before_end;
     if (max < n) n = max;
-    const uint8_t *at = v->ring + offset_of(v, head);
+    const uint8_t *at = v->ring + offset_of(v, pos);
     uint64_t k = 0;
     for (; k < n; k++, at += bytes, out += stride) {
         record_t r;
@@ -249,15 +248,81 @@ static inline uint64_t take_fixed_run(mp_queue_view_t *v, uint8_t *out, uint64_t
         if (size == 8) memcpy(out, at + sizeof r, 8); // the commonest element: a constant-size move
         else copy_bytes(out, at + sizeof r, size);
     }
+    return k;
+}
+
+/// copy_fixed_run at `head`, then the run counted and handed back at once (one announcement, one
+/// move of `head`: a consumer killed before that has taken none of them). 0 while the records at
+/// `head` are a dead consumer's counted ones: the record-by-record path takes them, uncounted.
+static inline uint64_t take_fixed_run(mp_queue_view_t *v, uint8_t *out, uint64_t size, uint64_t stride,
+                                      uint64_t max) {
+    mp_queue_t *q = v->header;
+    uint64_t head = q->head;
+    if (counted_already(v)) return 0;
+    uint64_t k = copy_fixed_run(v, head, head, out, size, stride, max);
     if (k > 0) {
-        count_taken(v, k, head + k * bytes);
-        MP_STORE(&q->head, head + k * bytes, MP_RELEASE); // pairs with the producer's acquire of head
+        count_taken(v, k, head + k * record_bytes(size));
+        MP_STORE(&q->head, head + k * record_bytes(size), MP_RELEASE); // pairs with the producer's acquire of head
     }
     return k;
 }
 
+/// mp_queue_get_copies on a queue without lanes: the whole batch, the held message included, is
+/// read ahead of `head`, then counted and handed back at once at the end (one announcement, one
+/// move of `head`), so that a consumer killed anywhere before that has taken none of it: the next
+/// consumer reads the batch's messages again, and counts each once. (A lane's messages are taken
+/// one CAS at a time, so a queue with lanes hands back as it goes: see mp_queue_get_copies.)
+static uint64_t get_ring_copies(mp_queue_view_t *v, uint8_t *out, uint64_t size, uint64_t stride, uint64_t max) {
+    mp_queue_t *q = v->header;
+    uint64_t head = q->head, pos = head + record_bytes(v->held); // past the held record (begin checked it)
+    // The records before `counted_end` were counted by a consumer that died before it moved `head`:
+    // this batch takes them again, uncounted, and ends where they end. Announcing a count of the
+    // ones after them while they are still at `head` would count them twice if this consumer died
+    // in the middle of the announcement (its value stored, `consumed` not yet).
+    int recovering = counted_already(v);
+    uint64_t fresh = q->counted_end, counted = !recovering, got = 0;
+    while (got < max && MP_LOAD(&q->shutdown, MP_RELAXED) != MP_QUEUE_SHUTDOWN_IMMEDIATE) {
+        // Positions never wrap (64 bits): a signed difference orders them.
+        if (recovering && (int64_t)(pos - fresh) >= 0) break;
+        if (q->tail_cache == pos) {
+            q->tail_cache = MP_LOAD(&q->tail, MP_ACQUIRE); // pairs with the producer's release of tail
+            if (q->tail_cache == pos) break;
+        }
+        if (!recovering) {
+            uint64_t run = copy_fixed_run(v, head, pos, out + got * stride, size, stride, max - got);
+            if (run > 0) {
+                pos += run * record_bytes(size);
+                counted += run;
+                got += run;
+                continue;
+            }
+        }
+        record_t r;
+        if (MP_UNLIKELY(!read_record(v, pos, head, q->tail_cache, &r))) {
+            corrupted(v); // the messages read so far are whole: handed back below
+            break;
+        }
+        if (r.kind != PAD && (r.kind != WHOLE || r.size != size)) break; // left for a single get
+        if (r.kind == WHOLE) {
+            copy_bytes(out + got * stride, v->ring + offset_of(v, pos) + sizeof r, size);
+            counted += !recovering;
+            got++;
+        }
+        pos += record_bytes(r.size);
+    }
+    if (counted > 0) announce_count(v, counted, pos);
+    MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
+    MP_STORE(&q->head, pos, MP_RELEASE); // pairs with the producer's acquire of head
+    unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
+    return got;
+}
+
 uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, uint64_t stride, uint64_t max) {
     mp_queue_t *q = v->header;
+    if (!v->lanes) return get_ring_copies(v, buffer, size, stride, max);
+    // With lanes, each message is handed back as it is taken (a lane's by its CAS, the ring's by
+    // run or by record): a consumer killed midway has taken the ones before, as after a get that
+    // returned.
     release_held(v);
     uint8_t *out = buffer;
     uint64_t got = 0;

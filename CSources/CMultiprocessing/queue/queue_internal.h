@@ -164,6 +164,19 @@ static inline int counted_already(const mp_queue_view_t *v) {
     return ahead - 1 < v->capacity && q->consumed == q->counting_value;
 }
 
+/// count_taken's count, the check for a dead consumer's made by the caller: announces the count
+/// and makes it.
+static inline void announce_count(mp_queue_view_t *v, uint64_t n, uint64_t end) {
+    mp_queue_t *q = v->header;
+    q->counting_value = q->consumed + n;
+    // The value first, in program order too (a SIGKILL lands between any two instructions, and
+    // the CPU makes a dead process's stores visible in that order): an end stored before its
+    // value, the old value still equal to `consumed`, would read as this count landed.
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    q->counted_end = end;
+    MP_STORE(&q->consumed, q->consumed + n, MP_RELEASE);
+}
+
 /// Counts `n` messages taken (in `consumed`) whose records run from `head` to `end`, before the
 /// caller moves `head` there.
 ///
@@ -174,19 +187,14 @@ static inline int counted_already(const mp_queue_view_t *v) {
 /// batch's run too: counted once for all of its messages, with one announcement). Stores are
 /// plain: only the consumer-lock holder reads or writes these. Until the next consumer takes them,
 /// a dead consumer's counted messages are both in the ring and off the count: a bounded queue then
-/// admits that many more (one message, or a batch's run of at most `maxSize - 1`).
+/// admits that many more (one message, or a batch: up to `maxSize`). The next consumer announces no
+/// count of its own before `head` has passed them (a death in the middle of that announcement would
+/// leave both counts unmarked: they would be counted again).
 static inline void count_taken(mp_queue_view_t *v, uint64_t n, uint64_t end) {
-    mp_queue_t *q = v->header;
     if (MP_UNLIKELY(counted_already(v))) {
         // counted by a consumer that died before it could release them
     } else {
-        q->counting_value = q->consumed + n;
-        // The value first, in program order too (a SIGKILL lands between any two instructions, and
-        // the CPU makes a dead process's stores visible in that order): an end stored before its
-        // value, the old value still equal to `consumed`, would read as this count landed.
-        __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        q->counted_end = end;
-        MP_STORE(&q->consumed, q->consumed + n, MP_RELEASE);
+        announce_count(v, n, end);
     }
     MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
 }
