@@ -235,6 +235,41 @@ struct QueueFaultTests {
     }
 
     @Test(
+        "a lanes queue's batch get killed as it counts a run of ring messages: the next batch takes the run again, counted once",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func lanesBatchKilledWhileCounting() throws {
+        let q = try Queue<Int>(ordering: .perProducer)
+        let lanes = try #require(LaneHeaders(q))
+        // Every lane owned by a live thread (this process's main one, as a peer would write it): a
+        // new producer thread finds none free and puts into the ring.
+        let live = UInt32(getpid())
+        #expect(try runInChild(timeout: .seconds(20)) { for i in 0..<8 { lanes.setOwner(i, live) } } == 0)
+        let producer = Thread { for i in 1...12 { try q.put(i, timeout: .seconds(10)) } }
+        try producer.start()
+        #expect(try producer.join(timeout: .seconds(10)))
+        #expect(lanes.used == 0)
+        #expect((0..<8).allSatisfy { lanes.tail($0) == 0 })  // all twelve are in the ring
+        #expect(q.count == 12)
+        let consumer = Process {
+            // A lanes batch counts its first message alone as it hands it back (the first pass),
+            // then the ring run after it at once (the second): killed there, 2...4 counted, not taken.
+            _ = mp_fault_arm_after(MP_FAULT_QUEUE_COUNTED, 1)
+            _ = try q.get(max: 4)
+        }
+        try consumer.start()
+        #expect(try consumer.join(timeout: .seconds(20)))
+        #expect(consumer.exitCode == -SIGKILL)
+        #expect(q.count == 8)  // 1 taken, and the dead consumer's count of the run 2...4 landed
+        // The next batch takes 2...4 again one by one, uncounted, then counts a run of the rest:
+        // a run from inside the counted ones would have left 5...7 uncounted.
+        #expect(try q.get(max: 6, timeout: .seconds(5)) == Array(2...7))
+        #expect(q.count == 5)
+        #expect(try q.get(max: 8, timeout: .seconds(5)) == Array(8...12))
+        #expect(q.count == 0)
+        #expect(throws: QueueError.empty) { try q.getNowait() }
+    }
+
+    @Test(
         "a consumer killed at every step of a streamed message: the next consumer gets it whole, once",
         .enabled(if: mp_fault_arm(0) == 1))
     func consumerKilledAtEveryStreamStep() throws {
