@@ -81,6 +81,30 @@ struct QueueTests {
         #expect(throws: QueueError.closed) { try q.getNowait() }
     }
 
+    @Test(
+        "a closed queue of fixed-size values refuses every put and get, its straight paths too; another handle is open",
+        arguments: [QueueOrdering.causal, .perProducer])
+    func closedStraightPaths(_ ordering: QueueOrdering) throws {
+        let q = try Queue<Int>(ordering: ordering)
+        let other = try FoundationJSON.decode(Queue<Int>.self, try FoundationJSON.encode(q))
+        try q.put(1)  // by the straight path: a lane's claimed, or the ring's
+        #expect(try q.get(timeout: .seconds(5)) == 1)
+        try q.put(2)
+        q.close()
+        #expect(throws: QueueError.closed) { try q.put(3) }
+        #expect(throws: QueueError.closed) { try q.putNowait(3) }
+        #expect(throws: QueueError.closed) { try q.get(timeout: .seconds(5)) }
+        #expect(throws: QueueError.closed) { try q.getNowait() }
+        #expect(throws: QueueError.closed) { try q.put(contentsOf: [3, 4]) }
+        #expect(throws: QueueError.closed) { try q.get(max: 2, timeout: .seconds(5)) }
+        q.close()  // twice: still closed
+        #expect(throws: QueueError.closed) { try q.getNowait() }
+        #expect(q.count == 1)  // nothing lost: the other handle takes it
+        #expect(try other.get(timeout: .seconds(5)) == 2)
+        try other.put(5)
+        #expect(try other.getNowait() == 5)
+    }
+
     @Test("a message of another type is a typed error; the messages after it are intact")
     func decodeFailure() throws {
         let strings = try Queue<String>()

@@ -93,6 +93,9 @@ func runProbe(_ name: String, iterations: Int) throws {
         guard bench_engine_put_get(Int64(iterations)) == 0 else { throw BenchError.peer("engine ring lost values") }
     case "reference-ring":
         bench_reference_put_get(Int64(iterations))
+    case "reference-spsc":
+        // The SPSC 8 B row's C reference ring, its two threads pinned apart, once.
+        print(String(format: "%.2f M msg/s", bench_reference_spsc(Int64(iterations)) / 1e6))
     case "vyukov-ring":
         bench_vyukov_put_get(Int64(iterations))
     case "spsc", "spsc-lanes":

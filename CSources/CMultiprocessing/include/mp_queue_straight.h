@@ -81,6 +81,10 @@ extern uint32_t mp_lanes_fenced;
 
 /// A lane put's wake-up, out of line (a consumer sleeps on `data_seq`).
 void mp_queue_wake_consumers(mp_queue_view_t *_Nonnull v);
+/// A lane put's rare last step, out of line: the fence this process's lane puts need where it
+/// cannot use membarrier (`mp_lanes_fenced`), then the consumers woken if one sleeps (read again,
+/// after the fence).
+void mp_queue_lane_put_after(mp_queue_view_t *_Nonnull v);
 /// A lane get's wake-up, out of line (a producer sleeps on `space_seq`).
 void mp_queue_wake_producers(mp_queue_view_t *_Nonnull v);
 /// mp_queue_lane_take's copy where ThreadSanitizer watches (queue_lanes.c): the same bytes, read
@@ -173,6 +177,8 @@ MP_STRAIGHT void mp_queue_copy_run(uint8_t *_Nonnull dst, const uint8_t *_Nonnul
 MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i, uint64_t size,
                                         uint8_t *_Nonnull out, uint64_t stride, uint64_t max) {
     mp_lane_t *l = mp_queue_lane_at(v, i);
+    // Read before the atomic loads below, which the compiler otherwise makes it read again after.
+    uint64_t lane_slots = v->lane_slots;
     uint64_t head = __atomic_load_n(&l->head, __ATOMIC_RELAXED); // checked by the CAS
     for (;;) {
         // Acquire: pairs with the release store of the consumer that read `tail` (itself an
@@ -180,11 +186,11 @@ MP_STRAIGHT uint64_t mp_queue_lane_take(mp_queue_view_t *_Nonnull v, uint32_t i,
         // producer's line is read only when that view is used up: a consumer that keeps up with
         // its producer does not pull the line over on every get.
         uint64_t tail = __atomic_load_n(&l->tail_cache, __ATOMIC_ACQUIRE), n = tail - head;
-        if (n - 1 >= v->lane_slots) { // none by that view (or `head` moved past it, or garbled)
+        if (n - 1 >= lane_slots) { // none by that view (or `head` moved past it, or garbled)
             tail = __atomic_load_n(&l->tail, __ATOMIC_ACQUIRE); // pairs with the producer's release
             n = tail - head;
             if (n == 0) return 0;
-            if (n > v->lane_slots) { // impossible, unless `head` moved on since it was read
+            if (n > lane_slots) { // impossible, unless `head` moved on since it was read
                 uint64_t now = __atomic_load_n(&l->head, __ATOMIC_RELAXED);
                 if (now == head) return UINT64_MAX;
                 head = now;
@@ -242,24 +248,29 @@ MP_STRAIGHT void mp_queue_barrier_after_rmw(void) {
 /// apply, and nothing was done (call mp_queue_put).
 MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const void *_Nonnull data, uint64_t size) {
     mp_lane_choice_t *last = &mp_last_lane_choice;
+    mp_queue_t *q = v->header; // read once: after the slot's stores the compiler would read it again
+    // The thread's own choice: a choice's `tid` is never 0 and neither is a lanes view's
+    // `queue_id` (mp_queue_lanes_attach), so a new thread's zeroed choice matches no queue, and a
+    // forked child's inherited one no thread (its `mp_tid_cache` is 0, then its own id).
     if (!(v->lanes && size == v->slot_size && size <= 64 && last->queue_id == v->queue_id && last->lane >= 0 &&
-          last->tid == mp_tid_cache && last->tid != 0 && !__atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)))
+          last->tid == mp_tid_cache && !__atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)))
         return 0;
     mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)last->lane);
     uint64_t tail = __atomic_load_n(&l->tail, __ATOMIC_RELAXED); // only this thread stores it
-    if (__builtin_expect(tail - l->head_cache >= v->lane_slots ||
-                             __atomic_load_n(&v->header->shutdown, __ATOMIC_RELAXED) != 0,
+    if (__builtin_expect(tail - l->head_cache >= v->lane_slots || __atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) != 0,
                          0))
         return 0;
     mp_queue_copy_small(mp_queue_slot_of(v, (uint32_t)last->lane, tail, mp_queue_stride_of(size)),
                         (const uint8_t *)data, size);
     __atomic_store_n(&l->tail, tail + 1, __ATOMIC_RELEASE); // publishes the slot
-    if (__builtin_expect(__atomic_load_n(&mp_lanes_fenced, __ATOMIC_RELAXED) != 0, 0))
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    else
-        __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
-    if (__builtin_expect(__atomic_load_n(&v->header->data_sleepers, __ATOMIC_RELAXED) > 0, 0))
-        mp_queue_wake_consumers(v);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
+    // One test for both rare cases: a consumer asleep, or a process whose lane puts must fence
+    // (then this read of the sleepers, unordered after `tail`, is dropped: the out-of-line step
+    // fences and reads them again).
+    if (__builtin_expect((__atomic_load_n(&q->data_sleepers, __ATOMIC_RELAXED) |
+                          __atomic_load_n(&mp_lanes_fenced, __ATOMIC_RELAXED)) != 0,
+                         0))
+        mp_queue_lane_put_after(v);
     return 1;
 }
 
@@ -279,17 +290,17 @@ MP_STRAIGHT const void *_Nullable mp_queue_get_lane_straight(mp_queue_view_t *_N
         return 0;
     uint8_t *out = (uint8_t *)mp_lane_taken;
     struct mp_queue_lanes *a = v->lanes;
+    mp_queue_t *q = v->header; // read once: after the take's CAS the compiler would read it again
     uint32_t c = __atomic_load_n(&a->cursor, __ATOMIC_RELAXED), budget = __atomic_load_n(&a->budget, __ATOMIC_RELAXED);
     // Relaxed shutdown: a get that overlaps an immediate shutdown may take a message it discards.
     if (__builtin_expect(c >= MP_QUEUE_LANES || budget - 1 >= MP_QUEUE_LANE_BUDGET ||
-                             __atomic_load_n(&v->header->shutdown, __ATOMIC_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE,
+                             __atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE,
                          0))
         return 0;
     if (mp_queue_lane_take(v, c, size, out, 0, 1) != 1) return 0;
     __atomic_store_n(&a->budget, budget - 1, __ATOMIC_RELAXED);
     mp_queue_barrier_after_rmw(); // the CAS orders `head` before the read of the sleepers
-    if (__builtin_expect(__atomic_load_n(&v->header->space_sleepers, __ATOMIC_RELAXED) > 0, 0))
-        mp_queue_wake_producers(v);
+    if (__builtin_expect(__atomic_load_n(&q->space_sleepers, __ATOMIC_RELAXED) > 0, 0)) mp_queue_wake_producers(v);
     return out;
 }
 

@@ -86,7 +86,9 @@ void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring, uint64_t 
     view->held_lane = -1;
     if (slot_size == 0) return;
     view->lanes = (struct mp_queue_lanes *)after_ring;
-    view->queue_id = MP_LOAD(&view->lanes->queue_id, MP_RELAXED); // read once (see "Trust")
+    // Read once (see "Trust"), and never 0: the straight put's choice check relies on it.
+    uint64_t id = MP_LOAD(&view->lanes->queue_id, MP_RELAXED);
+    view->queue_id = id != 0 ? id : 1;
     view->slot_size = slot_size;
     view->slot_stride = stride_of(slot_size);
     view->lane_slots = slots_per_lane(capacity, view->slot_stride);
@@ -138,6 +140,8 @@ void mp_queue_wake_consumers(mp_queue_view_t *v) {
     MP_ADD(&q->data_seq, 1, MP_RELEASE);
     mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
 }
+
+void mp_queue_lane_put_after(mp_queue_view_t *v) { wake_consumers(v); }
 
 void mp_queue_wake_producers(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;

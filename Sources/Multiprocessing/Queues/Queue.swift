@@ -40,8 +40,10 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public let maxSize: Int?
     /// The largest message accepted, in bytes.
     public let maxMessageSize: Int
-    /// Closed in this process (a plain flag read on every put and get: an atomic, not a lock).
-    @usableFromInline let closedHere = Atomic<Bool>(false)
+    /// What every put and get reads first, in one relaxed load (a plain load, not a lock): whether
+    /// this process closed the queue, and whether its elements take the straight path
+    /// (``QueueMode``).
+    @usableFromInline let mode: Atomic<UInt8>
 
     init(
         maxSize: Int?, capacity: Int, maxMessageSize: Int, ordering: QueueOrdering = .causal,
@@ -66,6 +68,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         countsTasks = joinable
         self.maxSize = maxSize
         self.maxMessageSize = maxMessageSize
+        mode = Atomic(QueueMode.of(codec, maxMessageSize: maxMessageSize, countsTasks: joinable))
     }
 
     /// A queue of `Codable` elements, at most `maxSize` of them (nil, zero or less: unbounded, as
@@ -107,6 +110,10 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Throws ``QueueError/full`` if the timeout passes first.
     @inlinable
     public final func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
+        // One load and one test for an open queue whose element takes the straight path.
+        if MemoryLayout<Element>.size <= 64, mode.load(ordering: .relaxed) == QueueMode.straight {
+            return try sendStraight(item, deadline: try Deadline.after(timeout, QueueError.self))
+        }
         try checkOpen()
         try send(item, deadline: try Deadline.after(timeout, QueueError.self))
     }
@@ -114,6 +121,9 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Puts `item` if there is room at once; throws ``QueueError/full`` otherwise.
     @inlinable
     public final func putNowait(_ item: Element) throws(QueueError) {
+        if MemoryLayout<Element>.size <= 64, mode.load(ordering: .relaxed) == QueueMode.straight {
+            return try sendStraight(item, deadline: 0)
+        }
         try checkOpen()
         try send(item, deadline: 0)
     }
@@ -122,6 +132,9 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Throws ``QueueError/empty`` if the timeout passes first.
     @inlinable
     public final func get(timeout: Duration? = nil) throws(QueueError) -> Element {
+        if mode.load(ordering: .relaxed) == QueueMode.straight {
+            return try receiveCopy(deadline: try Deadline.after(timeout, QueueError.self))
+        }
         try checkOpen()
         return try receive(deadline: try Deadline.after(timeout, QueueError.self))
     }
@@ -129,6 +142,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Takes the next item if there is one; throws ``QueueError/empty`` otherwise.
     @inlinable
     public final func getNowait() throws(QueueError) -> Element {
+        if mode.load(ordering: .relaxed) == QueueMode.straight { return try receiveCopy(deadline: 0) }
         try checkOpen()
         return try receive(deadline: 0)
     }
@@ -143,7 +157,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public var isFull: Bool { maxSize.map { count >= $0 } ?? false }
 
     /// No more puts or gets from this process (Python's `close()`); others are not affected.
-    public func close() { closedHere.store(true, ordering: .relaxed) }
+    public func close() { mode.bitwiseOr(QueueMode.closed, ordering: .relaxed) }
 
     /// Shuts the queue down for every process (Python 3.13's `shutdown`): puts throw
     /// ``QueueError/shutDown`` at once; gets throw it once the queue is empty, or at once when
@@ -154,7 +168,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
 
     @inlinable
     final func checkOpen() throws(QueueError) {
-        if closedHere.load(ordering: .relaxed) { throw .closed }
+        if mode.load(ordering: .relaxed) & QueueMode.closed != 0 { throw .closed }
     }
 
     @inlinable
@@ -162,16 +176,23 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         guard copiesBits else { return try sendEncoded(item, deadline: deadline) }
         let size = MemoryLayout<Element>.size
         if size > maxMessageSize { throw .messageTooLarge(size: size, limit: maxMessageSize) }
-        // The straight path, inline with the size a constant (mp_queue_straight.h): a lane, or the
-        // ring with nothing to wait for. A JoinableQueue counts its task before the put: not here.
-        if size <= 64, !countsTasks {
-            let status = withUnsafePointer(to: item) { mp_queue_put_straight(q, $0, UInt64(size), deadline) }
-            if status == MP_OK { return }
-            if status != MP_BUSY { try putFailed(status) }
-        }
+        // A JoinableQueue counts its task before the put: not by the straight path.
+        if size <= 64, !countsTasks { return try sendStraight(item, deadline: deadline) }
         if countsTasks { mp_queue_task_add(q) }
         // The value's own bytes go straight into the ring (a fixed-size, trivially copyable type).
         let status = withUnsafePointer(to: item) { mp_queue_put(q, $0, UInt64(size), deadline) }
+        if status != MP_OK { try putFailed(status) }
+    }
+
+    /// A put of a value copied as it is (`mode` straight, or `send` found it so), at most 64 bytes:
+    /// the straight path, inline with the size a constant (mp_queue_straight.h): a lane, or the
+    /// ring with nothing to wait for; anything else through mp_queue_put.
+    @inlinable
+    final func sendStraight(_ item: Element, deadline: Int64) throws(QueueError) {
+        let size = UInt64(MemoryLayout<Element>.size)
+        var status = withUnsafePointer(to: item) { mp_queue_put_straight(q, $0, size, deadline) }
+        if status == MP_OK { return }
+        if status == MP_BUSY { status = withUnsafePointer(to: item) { mp_queue_put(q, $0, size, deadline) } }
         if status != MP_OK { try putFailed(status) }
     }
 
@@ -202,6 +223,12 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @inlinable
     final func receive(deadline: Int64) throws(QueueError) -> Element {
         guard copiesBits else { return try receiveDecoded(deadline: deadline) }
+        return try receiveCopy(deadline: deadline)
+    }
+
+    /// A get of a value copied as it is (`copiesBits`).
+    @inlinable
+    final func receiveCopy(deadline: Int64) throws(QueueError) -> Element {
         let size = UInt64(MemoryLayout<Element>.size)
         // A lane's straight path, inline with the size a constant (mp_queue_straight.h): the value
         // is copied out and taken by one CAS, with no lock. Anything else (an empty lane, the end of
@@ -303,6 +330,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         }
         self.codec = codec
         copiesBits = codec.kind == .bitwise
+        mode = Atomic(QueueMode.of(codec, maxMessageSize: maxMessageSize, countsTasks: countsTasks))
     }
 }
 
