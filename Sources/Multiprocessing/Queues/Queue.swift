@@ -110,7 +110,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Throws ``QueueError/full`` if the timeout passes first.
     @inlinable
     public final func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
-        // One load and one test for an open queue whose element takes the straight path.
+        // One load and one test for an open queue whose elements take the straight path.
         if MemoryLayout<Element>.size <= 64, mode.load(ordering: .relaxed) == QueueMode.straight {
             return try sendStraight(item, deadline: try Deadline.after(timeout, QueueError.self))
         }
@@ -171,7 +171,9 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         if mode.load(ordering: .relaxed) & QueueMode.closed != 0 { throw .closed }
     }
 
-    @inlinable
+    /// A put by any path (the encoded one, a task counted, a larger element): specialized in the
+    /// caller's module but not inlined, so that `put`, whose straight path is inline, stays small.
+    @inlinable @inline(never)
     final func send(_ item: Element, deadline: Int64) throws(QueueError) {
         guard copiesBits else { return try sendEncoded(item, deadline: deadline) }
         let size = MemoryLayout<Element>.size
@@ -220,7 +222,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         throw status == MP_SHUTDOWN ? .shutDown : status == MP_CORRUPTED ? .corrupted : .full
     }
 
-    @inlinable
+    /// A get by any path: as `send`, not inlined.
+    @inlinable @inline(never)
     final func receive(deadline: Int64) throws(QueueError) -> Element {
         guard copiesBits else { return try receiveDecoded(deadline: deadline) }
         return try receiveCopy(deadline: deadline)

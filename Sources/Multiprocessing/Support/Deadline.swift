@@ -19,11 +19,19 @@ extension ConnectionError: NegativeTimeoutError {}
 /// one saturates to never (no deadline is further away than ~292 years anyway).
 @usableFromInline
 enum Deadline {
-    /// The deadline `timeout` from now; never for nil.
-    @inlinable
+    /// The deadline `timeout` from now; never for nil. Always inline, the rest out of line: a wait
+    /// with no timeout (most of them) then costs one test at the call site (the optimizer otherwise
+    /// kept the whole of it as a call, merged between callers, in `Queue.put` and `get`).
+    @inlinable @inline(__always)
     static func after<E: NegativeTimeoutError>(_ timeout: Duration?, _ error: E.Type) throws(E) -> Int64 {
         guard let timeout else { return .max }
-        return after(nanoseconds: try nanoseconds(timeout, error))
+        return try after(timeout, error)
+    }
+
+    /// The deadline `timeout` from now.
+    @inlinable @inline(never)
+    static func after<E: NegativeTimeoutError>(_ timeout: Duration, _ error: E.Type) throws(E) -> Int64 {
+        after(nanoseconds: try nanoseconds(timeout, error))
     }
 
     /// The deadline `ns` nanoseconds from now (`.max` for `MP_FOREVER`, or when the sum overflows).
