@@ -165,32 +165,52 @@ struct QueueFaultTests {
         "a batch get killed between counting its messages and releasing them: the next gets take them all again, counted once",
         .enabled(if: mp_fault_arm(0) == 1))
     func batchKilledWhileCounting() throws {
+        // A ring batch counts its messages, the first one included, once at its end: killed there.
         let q = try Queue<Int>(maxSize: 4)
-        for i in 1...4 { try q.put(i) }
-        let consumer = Process {
-            // A ring batch counts its messages, the first one included, once at its end: killed there.
-            _ = mp_fault_arm(MP_FAULT_QUEUE_COUNTED)
-            _ = try q.get(max: 3)
-        }
-        try consumer.start()
-        #expect(try consumer.join(timeout: .seconds(20)))
-        #expect(consumer.exitCode == -SIGKILL)
-        #expect(q.count == 1)  // the dead consumer's count of three landed
-        // Until they are taken again, its three are off the count: the bound admits three more.
-        for i in 5...7 { try q.put(i) }
-        #expect(throws: QueueError.full) { try q.putNowait(0) }
-        // A batch takes the dead one's three again, not counting them again, and ends with them
-        // (it counts nothing while they are at the head); the next batch counts the rest.
-        #expect(try q.get(max: 8, timeout: .seconds(5)) == [1, 2, 3])
-        #expect(q.count == 4)
-        #expect(try q.get(max: 8, timeout: .seconds(5)) == [4, 5, 6, 7])
-        #expect(q.count == 0)
-        for i in 5...8 { try q.put(i) }
+        try killOneBatchAsItCounts(q, bound: 4, batch: 3) { $0 }
+        for i in 5...8 { try q.put(i, timeout: .seconds(5)) }
         #expect(throws: QueueError.full) { try q.putNowait(9) }  // four messages: the bound holds exactly
         #expect(try q.get(max: 8, timeout: .seconds(5)) == [5, 6, 7, 8])  // and a batch counts them
         #expect(q.count == 0)
         try q.put(10)
         #expect(try q.get(timeout: .seconds(5)) == 10)
+    }
+
+    @Test(
+        "an encoded batch get killed as it counts: it has taken none of its messages; the next batch takes them, counted once",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func encodedBatchKilledWhileCounting() throws {
+        // A batch of encoded messages reads them ahead of the head, decoding each where it lies,
+        // and counts them once, at its end: killed there.
+        let q = try Queue<String>(maxSize: 6)
+        try killOneBatchAsItCounts(q, bound: 6, batch: 4) { "m\($0)" }
+        try q.put("m13", timeout: .seconds(5))
+        #expect(try q.get(max: 3, timeout: .seconds(5)) == ["m13"])
+    }
+
+    /// A queue bounded at `bound` filled with messages 1...bound (`message`), a consumer process
+    /// killed as its `get(max: batch)` counts: the count, the bound, and the next batches' messages.
+    private func killOneBatchAsItCounts<E: Sendable & Equatable>(
+        _ q: Queue<E>, bound: Int, batch: Int, _ message: (Int) -> E
+    ) throws {
+        for i in 1...bound { try q.put(message(i), timeout: .seconds(5)) }
+        let consumer = Process {
+            _ = mp_fault_arm(MP_FAULT_QUEUE_COUNTED)
+            _ = try q.get(max: batch)
+        }
+        try consumer.start()
+        #expect(try consumer.join(timeout: .seconds(20)))
+        #expect(consumer.exitCode == -SIGKILL)
+        #expect(q.count == bound - batch)  // the dead consumer's count of its batch landed
+        // Until they are taken again, its messages are off the count: the bound admits that many more.
+        for i in bound + 1...bound + batch { try q.put(message(i), timeout: .seconds(5)) }
+        #expect(throws: QueueError.full) { try q.putNowait(message(0)) }
+        // A batch takes the dead one's messages again, not counting them again, and ends with them
+        // (it counts nothing while they are at the head); the next batch counts the rest.
+        #expect(try q.get(max: 2 * bound, timeout: .seconds(5)) == (1...batch).map(message))
+        #expect(q.count == bound)
+        #expect(try q.get(max: 2 * bound, timeout: .seconds(5)) == (batch + 1...bound + batch).map(message))
+        #expect(q.count == 0)
     }
 
     @Test(
@@ -200,12 +220,30 @@ struct QueueFaultTests {
         // A consumer is killed as it counts each of its batches (sizes 1 to 7): the next consumer
         // finds the batch's messages still there, and the count drops once for them. 16-byte values
         // in 24-byte records through a 4 KiB ring: batches wrap at its end, past PAD records.
-        let q = try Queue<Pair>(maxSize: 100, capacity: 4096)
+        try killBatchesAsTheyCount(try Queue<Pair>(maxSize: 100, capacity: 4096), bound: 100, total: 400, Pair.init)
+    }
+
+    @Test(
+        "encoded batch gets killed as they count: none of their messages is lost, each is counted once",
+        .enabled(if: mp_fault_arm(0) == 1))
+    func encodedBatchKilledMidway() throws {
+        // The same with strings of 2 to 40 bytes: records of many sizes, PADs where they wrap.
+        try killBatchesAsTheyCount(try Queue<String>(maxSize: 60, capacity: 4096), bound: 60, total: 300) {
+            "\($0):" + String(repeating: "x", count: $0 % 37)
+        }
+    }
+
+    /// 40 rounds: the queue filled up to `bound` (from `total` messages made by `message`), then a
+    /// consumer process killed as it counts its `get(max:)` of 1 to 7, and the same batch taken
+    /// again; at the end, every message has arrived once, in order, whole.
+    private func killBatchesAsTheyCount<E: Sendable & Equatable>(
+        _ q: Queue<E>, bound: Int, total: Int, _ message: (Int) -> E
+    ) throws {
         var next = 0
-        var received: [Pair] = []
+        var received: [E] = []
         for round in 0..<40 {
-            while q.count < 100 && next < 400 {
-                try q.put(Pair(next))
+            while q.count < bound && next < total {
+                try q.put(message(next), timeout: .seconds(5))
                 next += 1
             }
             let batch = 1 + round % 7
@@ -222,7 +260,7 @@ struct QueueFaultTests {
             #expect(q.count == before - batch)  // and they are not counted again
         }
         while q.count > 0 { received += try q.get(max: 64, timeout: .seconds(5)) }
-        #expect(received == (0..<next).map(Pair.init))  // in order, none lost, none twice, none torn
+        #expect(received == (0..<next).map(message))  // in order, none lost, none twice, none torn
         #expect(q.count == 0)
         #expect(throws: QueueError.empty) { try q.getNowait() }
     }

@@ -98,7 +98,12 @@ typedef struct mp_queue_view {
     int32_t held_lane;      // 1: the message a get holds is a lane's, taken into `lane_copy`; -1: a ring record
     uint32_t catch_up;      // pauses before a waiting get's first look, learned (mp_queue_wait_until)
     uint64_t held_at;       // the ring position of the record a get holds, as checked (not re-read)
-    uint32_t consumer_pad[10];
+    // A batch that reads records ahead of `head` (mp_queue_get_next on a queue without lanes):
+    uint64_t batch_from;    // `head` when it began (its own copy: a peer may rewrite `head`)
+    uint64_t batch_counted; // messages before `held_at` it will count when it ends
+    uint32_t batching;      // 1 while it reads ahead; 0: a get hands back what it holds alone
+    uint32_t batch_recovering; // it began on a dead consumer's counted records (counted_already)
+    uint32_t consumer_pad[4];
     // The lane message a get under the consumer lock took (mp_queue_lane_take), until get_end;
     // 8-aligned, as a ring record's payload is.
     uint64_t lane_copy[512 / 8]; // MP_QUEUE_MAX_SLOT bytes
@@ -158,11 +163,13 @@ mp_status_t mp_queue_put_batch(mp_queue_view_t *_Nonnull q, const void *_Nullabl
                                const uint64_t *_Nullable lengths, uint64_t size, uint64_t stride, uint64_t count,
                                int64_t deadline_ns, uint64_t *_Nonnull put);
 /// A batch get's next step, after mp_queue_get_begin or this call gave a single-record message
-/// whose bytes the caller has read: consumes it, then, if the next message is already there and
+/// whose bytes the caller has read: takes it, then, if the next message is already there and
 /// in a single record, holds it as mp_queue_get_begin does (1: its bytes in `*payload` and
 /// `*length`, the consumer lock still held; end with mp_queue_get_end, this call, or
 /// mp_queue_get_leave). Otherwise releases the lock, waking producers once for the batch, and
-/// returns 0 without waiting (the next message, if any, is left for a single get).
+/// returns 0 without waiting (the next message, if any, is left for a single get). On a queue
+/// without lanes the batch's messages are counted and handed back together when it ends (a
+/// consumer killed before has taken none of them); with lanes, each as it is taken.
 int mp_queue_get_next(mp_queue_view_t *_Nonnull q, const void *_Nullable *_Nonnull payload,
                       uint64_t *_Nonnull length);
 /// A batch get of fixed-size values, after mp_queue_get_begin gave a single-record message of

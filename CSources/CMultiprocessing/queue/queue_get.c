@@ -41,14 +41,31 @@ static inline mp_status_t hold_lane(mp_queue_view_t *v, int i, const void **payl
     return MP_OK;
 }
 
-/// Consumes the message held: a single record (`head` moves past it), or nothing more for a
-/// lane's, which hold_lane took.
+/// Ends a batch that read ahead of `head` (mp_queue_get_next): counts its `counted` messages and
+/// hands back its records up to `end` at once (one announcement, one move of `head`), so that a
+/// consumer killed before that has taken none of them (as get_ring_copies, for fixed-size ones).
+static void hand_back_batch(mp_queue_view_t *v, uint64_t end, uint64_t counted) {
+    mp_queue_t *q = v->header;
+    if (counted > 0) announce_count(v, counted, end);
+    MP_FAULT_POINT(MP_FAULT_QUEUE_COUNTED);
+    MP_STORE(&q->head, end, MP_RELEASE); // pairs with the producer's acquire of head
+    v->batching = 0;
+}
+
+/// Consumes the message held: a single record (`head` moves past it), a batch's records up to and
+/// including it, or nothing more for a lane's, which hold_lane took.
 static inline void release_held(mp_queue_view_t *v) {
     // A ring record is the likely case (a lane's messages mostly go by the straight path, with no
     // lock): without the hint the compiler moved the record's release out of mp_queue_get_end into
     // a cold function, a call on every get.
-    if (MP_LIKELY(v->held_lane < 0)) release_record(v, (uint32_t)v->held, 1);
-    else v->held_lane = -1;
+    if (MP_LIKELY(v->held_lane < 0)) {
+        if (MP_UNLIKELY(v->batching))
+            hand_back_batch(v, v->held_at + record_bytes(v->held), v->batch_counted + !v->batch_recovering);
+        else
+            release_record(v, (uint32_t)v->held, 1);
+    } else {
+        v->held_lane = -1;
+    }
 }
 
 /// With the consumer lock held: waits for the first record of the next message (dropping PADs,
@@ -193,11 +210,57 @@ __attribute__((noinline)) void mp_queue_get_end(mp_queue_view_t *v) {
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
 }
 
+/// mp_queue_get_next on a queue without lanes: the batch reads each next record ahead of `head`,
+/// where the caller reads it, and counts and hands back all of them once, when it ends (here,
+/// mp_queue_get_end or mp_queue_get_leave), so that a consumer killed anywhere in a batch has taken
+/// none of it: the next consumer reads them again, and counts each once. A batch that begins on a
+/// dead consumer's counted records takes them uncounted and ends with them (see get_ring_copies).
+static int get_next_ahead(mp_queue_view_t *v, const void **payload, uint64_t *length) {
+    mp_queue_t *q = v->header;
+    if (!v->batching) { // its first call: the message held is at `head` (next_record)
+        v->batching = 1;
+        v->batch_from = v->held_at;
+        v->batch_recovering = (uint32_t)counted_already(v);
+        v->batch_counted = 0;
+    }
+    v->batch_counted += !v->batch_recovering; // the message held is taken
+    uint64_t from = v->batch_from, pos = v->held_at + record_bytes(v->held);
+    // PADs are passed on the way; at most a ring's worth of records, whatever a peer writes.
+    for (uint64_t n = 0; n <= v->capacity / sizeof(record_t); n++) {
+        if (MP_LOAD(&q->shutdown, MP_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE) break;
+        // Positions never wrap (64 bits): a signed difference orders them.
+        if (v->batch_recovering && (int64_t)(pos - q->counted_end) >= 0) break;
+        if (q->tail_cache == pos) {
+            q->tail_cache = MP_LOAD(&q->tail, MP_ACQUIRE); // pairs with the producer's release of tail
+            if (q->tail_cache == pos) break;
+        }
+        record_t r;
+        if (MP_UNLIKELY(!read_record(v, pos, from, q->tail_cache, &r))) {
+            corrupted(v); // the messages taken so far are whole; the next call reports it
+            break;
+        }
+        if (r.kind == PAD) {
+            pos += record_bytes(r.size);
+            continue;
+        }
+        if (r.kind != WHOLE) break; // an ABORT or a fragmented message: the single get's job
+        v->held_at = pos;
+        v->held = r.size;
+        *payload = v->ring + offset_of(v, pos) + sizeof r;
+        *length = r.size;
+        return 1; // the lock stays held
+    }
+    hand_back_batch(v, pos, v->batch_counted);
+    unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers);
+    return 0;
+}
+
 int mp_queue_get_next(mp_queue_view_t *v, const void **payload, uint64_t *length) {
     mp_queue_t *q = v->header;
-    // Each message is counted and released on its own (an announcement of one record here): a
-    // consumer killed midway has taken the ones before, as after a get that returned. The wake-up
-    // check waits for the unlock: one for the whole batch.
+    if (!v->lanes && v->held_lane < 0) return get_next_ahead(v, payload, length);
+    // With lanes, each message is counted and released on its own (an announcement of one record
+    // here): a consumer killed midway has taken the ones before, as after a get that returned. The
+    // wake-up check waits for the unlock: one for the whole batch.
     release_held(v);
     // PADs are dropped on the way; at most a ring's worth, whatever a peer writes.
     for (uint64_t n = 0; n <= v->capacity / sizeof(record_t); n++) {
@@ -376,7 +439,9 @@ uint64_t mp_queue_get_copies(mp_queue_view_t *v, void *buffer, uint64_t size, ui
 
 void mp_queue_get_leave(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
-    // A ring record stays where it is, for the next get (get_next holds no lane message).
+    // A ring record stays where it is, for the next get (get_next holds no lane message); a batch
+    // that read ahead hands back the records before it.
+    if (v->batching) hand_back_batch(v, v->held_at, v->batch_counted);
     v->held_lane = -1;
     unlock_and_wake(v, &q->consumer, &q->space_seq, &q->space_sleepers); // the batch before it freed room
 }
