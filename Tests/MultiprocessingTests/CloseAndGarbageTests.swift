@@ -154,9 +154,15 @@ struct CloseAndGarbageTests {
 
     @Test("a batch get with a huge max and a garbled `produced` does not allocate for it")
     func batchGetGarbledProduced() throws {
+        // The child (forked: a huge allocation would kill it, not the suite) runs only code this
+        // process has run already. A child forked while another thread of this busy process holds
+        // the Swift runtime's metadata lock hangs if it instantiates a generic type (a CI run lost
+        // this test's child that way, killed at the 30 s deadline).
+        let queue = try Queue<SIMD64<UInt8>>(capacity: 65536)
+        try queue.put(SIMD64(repeating: 1), timeout: .seconds(1))
+        #expect(try queue.get(max: 2, timeout: .seconds(1)).count == 1)
         let code = try runInChild(timeout: .seconds(30)) {
-            let queue = try Queue<SIMD64<UInt8>>(capacity: 65536)
-            try queue.put(SIMD64(repeating: 1))
+            try queue.put(SIMD64(repeating: 1), timeout: .seconds(1))
             queue.channel.header.pointee.produced = 1 << 40
             let got = try queue.get(max: Int.max, timeout: .seconds(1))
             exit(got.count == 1 ? 0 : 4)
