@@ -542,6 +542,7 @@ struct QueueLaneTests {
         ] as [(String, @Sendable (LaneHeaders, Int) -> Void)])
     func impossiblePositions(_ name: String, write: @escaping @Sendable (LaneHeaders, Int) -> Void) throws {
         let q = try Queue<Int>(capacity: 4096, ordering: .perProducer)
+        let sound = try FoundationJSON.decode(Queue<Int>.self, try FoundationJSON.encode(q))  // a handle of its own
         let lanes = try #require(LaneHeaders(q))
         for i in 0..<3 { try q.put(i) }
         let lane = try #require(lanes.owners.firstIndex(of: UInt32(mp_thread_id())))
@@ -549,6 +550,19 @@ struct QueueLaneTests {
         #expect(q.count == 0)  // positions a lane apart count nothing
         #expect(throws: QueueError.corrupted) { try q.get(timeout: .seconds(5)) }
         #expect(throws: QueueError.corrupted) { try q.put(9, timeout: .seconds(5)) }
+        // A message in a sound lane (another thread's, through the other handle): the corrupted
+        // handle's straight get refuses it as well, and so does its straight put on that thread.
+        let other = Thread {
+            try sound.put(7, timeout: .seconds(5))
+            #expect(throws: QueueError.corrupted) { try q.put(8, timeout: .seconds(5)) }
+        }
+        try other.start()
+        #expect(try other.join(timeout: .seconds(20)))
+        let soundLane = try #require(lanes.owners.indices.first { $0 != lane && lanes.owners[$0] != 0 })
+        (lanes.cursor, lanes.budget) = (UInt32(soundLane), 64)  // the consumers' turn is the sound lane's
+        #expect(throws: QueueError.corrupted) { try q.get(timeout: .seconds(5)) }
+        #expect(throws: QueueError.corrupted) { try q.getNowait() }
+        #expect(lanes.tail(soundLane) - lanes.head(soundLane) == 1)  // still there
     }
 
     @Test("a lane's tail moved ahead within a lane: the gets return values, then the queue goes on")

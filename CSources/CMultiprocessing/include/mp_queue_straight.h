@@ -70,10 +70,19 @@ typedef struct mp_lane_choice {
     uint64_t queue_id;
     int32_t tid;
     int32_t lane; // -1: the ring
+    /// What the straight put compares with its view's `lane_key` and its message's size
+    /// (mp_queue_put_lane_straight): MP_LANE_KEY(queue_id) for a lane, 0 for the ring.
+    uint64_t key;
 } mp_lane_choice_t;
 
+/// A lane choice's key for queue `id`: the top bit set, so that it is never 0 (a new thread's
+/// zeroed choice, or a ring choice) and never a message size (what the test yields on a view
+/// without lanes).
+#define MP_LANE_KEY(id) ((id) | ((uint64_t)1 << 63))
+
 /// The calling thread's last lane choice. Initial-exec TLS: a plain %fs-relative load, so that a
-/// put's straight path makes no call. Written only by queue_lanes.c.
+/// put's straight path makes no call. Written only by queue_lanes.c, which zeroes it in a forked
+/// child (pthread_atfork: the child's thread is not the one that chose).
 extern __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-exec")));
 /// Whether this process's lane puts must fence (membarrier is unusable here; queue_lanes.c's
 /// "Sleeping"). Written only by queue_lanes.c.
@@ -248,13 +257,14 @@ MP_STRAIGHT void mp_queue_barrier_after_rmw(void) {
 /// apply, and nothing was done (call mp_queue_put).
 MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const void *_Nonnull data, uint64_t size) {
     mp_lane_choice_t *last = &mp_last_lane_choice;
+    // One test for all of: the view has lanes and is sound, its slots hold `size` bytes, and the
+    // thread's last choice is a lane of this queue. A sound lanes view's `lane_key` is
+    // MP_LANE_KEY(queue_id) ^ slot_size (mp_queue_lanes_attach), else 0 (no lanes, or corrupted),
+    // so `lane_key ^ size` is the choice's key only for a lane choice of this queue with `size` the
+    // slot size: a ring choice's key and a new thread's are 0, and a view without lanes yields
+    // `size` (never 0 here). A forked child's inherited choice was zeroed (queue_lanes.c).
+    if (size == 0 || size > 64 || (__atomic_load_n(&v->lane_key, __ATOMIC_RELAXED) ^ size) != last->key) return 0;
     mp_queue_t *q = v->header; // read once: after the slot's stores the compiler would read it again
-    // The thread's own choice: a choice's `tid` is never 0 and neither is a lanes view's
-    // `queue_id` (mp_queue_lanes_attach), so a new thread's zeroed choice matches no queue, and a
-    // forked child's inherited one no thread (its `mp_tid_cache` is 0, then its own id).
-    if (!(v->lanes && size == v->slot_size && size <= 64 && last->queue_id == v->queue_id && last->lane >= 0 &&
-          last->tid == mp_tid_cache && !__atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)))
-        return 0;
     mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)last->lane);
     uint64_t tail = __atomic_load_n(&l->tail, __ATOMIC_RELAXED); // only this thread stores it
     if (__builtin_expect(tail - l->head_cache >= v->lane_slots || __atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) != 0,
@@ -286,8 +296,8 @@ extern __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec
 /// straight path does not apply (that lane is empty, the turn is over, a shutdown, a garbled
 /// lane), and nothing was taken (call mp_queue_get_begin, which decides all of those).
 MP_STRAIGHT const void *_Nullable mp_queue_get_lane_straight(mp_queue_view_t *_Nonnull v, uint64_t size) {
-    if (!(v->lanes && size == v->slot_size && size <= 64 && !__atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)))
-        return 0;
+    // One test: the view has lanes, is sound, and its slots hold `size` bytes (`lane_get_size`).
+    if (size == 0 || size > 64 || __atomic_load_n(&v->lane_get_size, __ATOMIC_RELAXED) != size) return 0;
     uint8_t *out = (uint8_t *)mp_lane_taken;
     struct mp_queue_lanes *a = v->lanes;
     mp_queue_t *q = v->header; // read once: after the take's CAS the compiler would read it again

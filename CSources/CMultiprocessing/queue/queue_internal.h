@@ -113,9 +113,12 @@ static inline int has_data(mp_queue_view_t *v, uint64_t unused) {
 
 /// Marks the queue unusable in this process: its shared state broke a check (queue.c's "Trust").
 /// Relaxed atomics: the flag is set under the consumer lock and read by every put and get of this
-/// process, on any thread; it orders nothing else.
+/// process, on any thread; it orders nothing else. The straight lane paths test `lane_key` and
+/// `lane_get_size` instead of the flag: both 0 turn them away too.
 static inline mp_status_t corrupted(mp_queue_view_t *v) {
     MP_STORE(&v->corrupted, 1, MP_RELAXED);
+    MP_STORE(&v->lane_key, 0, MP_RELAXED);
+    MP_STORE(&v->lane_get_size, 0, MP_RELAXED);
     return MP_CORRUPTED;
 }
 

@@ -27,8 +27,9 @@
 //   before the new owner's), or none: it then uses the ring, for good, so that its messages keep
 //   their order. Each thread remembers its choice per queue (a per-thread table keyed by the queue's
 //   id, set at creation, so every handle of one queue in a process shares the choice, and by the
-//   thread id, so a forked child, whose thread ids differ, chooses anew). The table is not trimmed:
-//   a thread keeps 16 bytes for each lane queue it ever put to.
+//   thread id, so a forked child, whose thread ids differ, chooses anew; the last choice, which the
+//   straight put reads without its thread id, the child forgets at the fork). The table is not trimmed:
+//   a thread keeps 24 bytes for each lane queue it ever put to.
 //   A dead producer's lane is thus drained by the consumers and reused by the next producer that
 //   finds no free lane. Thread ids are per pid namespace: every process must share one.
 //
@@ -61,7 +62,9 @@
 #include "queue_internal.h"
 
 #include <linux/membarrier.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -89,6 +92,9 @@ void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring, uint64_t 
     // Read once (see "Trust"), and never 0: the straight put's choice check relies on it.
     uint64_t id = MP_LOAD(&view->lanes->queue_id, MP_RELAXED);
     view->queue_id = id != 0 ? id : 1;
+    // The straight paths' tests, until the view is corrupted (queue_internal.h).
+    view->lane_key = MP_LANE_KEY(view->queue_id) ^ slot_size;
+    view->lane_get_size = slot_size;
     view->slot_size = slot_size;
     view->slot_stride = stride_of(slot_size);
     view->lane_slots = slots_per_lane(capacity, view->slot_stride);
@@ -167,6 +173,15 @@ __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-
 __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));           // mp_queue_straight.h
 #define last_choice mp_last_lane_choice
 
+/// A forked child's thread is not the one that made the choices it inherits: the straight put
+/// trusts `last_choice` without looking at its `tid`, so the child forgets it (the table's entries
+/// keep their `tid` test). The fork servers' children inherit a server's, forked with this too.
+static void forget_choice_in_child(void) { memset(&last_choice, 0, sizeof last_choice); }
+
+__attribute__((constructor)) static void install_choice_fork_handler(void) {
+    pthread_atfork(NULL, NULL, forget_choice_in_child);
+}
+
 static void mark_used(struct mp_queue_lanes *a, uint32_t i) {
     uint32_t used = MP_LOAD(&a->used, MP_RELAXED);
     // Release: the claim (and the new owner's `head_cache`) before consumers look at the lane.
@@ -209,7 +224,8 @@ MP_COLD int lane_of_caller(mp_queue_view_t *v, int may_claim) {
         }
     }
     if (!may_claim) return -1;
-    mp_lane_choice_t choice = {v->queue_id, tid, claim(v, tid)};
+    int lane = claim(v, tid);
+    mp_lane_choice_t choice = {v->queue_id, tid, lane, lane >= 0 ? MP_LANE_KEY(v->queue_id) : 0};
     if (choice_count == choice_capacity) {
         uint32_t capacity = choice_capacity ? 2 * choice_capacity : 8;
         mp_lane_choice_t *grown = realloc(choices, capacity * sizeof *grown);
