@@ -36,7 +36,7 @@ let package = Package(
             ],
             path: "Sources/Multiprocessing",
             // `import Builtin` in LoopOperation.swift alone: a loop operation's continuation without
-            // the executor hop that both library forms cost (see `suspendForLoop`).
+            // the executor hop that both library forms cost a nonisolated caller (see `suspendForLoop`).
             swiftSettings: [.enableExperimentalFeature("BuiltinModule")]
         ),
         // The seed's programs, runnable: `swift run multiprocessing-examples <name>`.

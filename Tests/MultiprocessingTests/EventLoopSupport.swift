@@ -15,7 +15,17 @@ func onLoop<T: Sendable>(
 ) async throws -> T {
     let loop = try loop ?? EventLoop(name: "test-loop")
     let task = Task(executorPreference: loop) { try await body() }
-    typealias Outcome = Result<T, any Error>?
+    let value = try await value(of: task, within: limit)
+    loop.shutdown()
+    return value
+}
+
+/// Awaits `task`; one still running after `limit` fails the test instead of hanging it (it is
+/// cancelled and left behind). See `onLoop`.
+func value<T: Sendable, Failure: Error>(
+    of task: Task<T, Failure>, within limit: Duration = runningUnderSanitizer ? .seconds(300) : .seconds(60)
+) async throws -> T {
+    typealias Outcome = Result<T, Failure>?
     let finished = await withCheckedContinuation { (outcome: CheckedContinuation<Outcome, Never>) in
         let pending = Locked(true)  // the first to finish resumes, once
         let resume = { @Sendable (result: Outcome) in
@@ -36,10 +46,9 @@ func onLoop<T: Sendable>(
     }
     guard let finished else {
         task.cancel()
-        Issue.record("the body did not finish within \(limit)")
+        Issue.record("the task did not finish within \(limit)")
         throw LoopTimedOut()
     }
-    loop.shutdown()
     return try finished.get()
 }
 

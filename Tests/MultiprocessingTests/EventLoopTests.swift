@@ -18,6 +18,30 @@ actor LoopBound {
         calls += 1
         return EventLoop.current === loop
     }
+    /// Whether the actor's code after an awaited operation runs on the loop's thread again.
+    func sleepThenTouch() async throws -> Bool {
+        try await sleep(for: .milliseconds(5))
+        return touch()
+    }
+}
+
+/// A default actor: its jobs run on whichever thread drains it.
+private actor HeldActor {
+    private var held = false
+
+    /// Sleeps, then tells whether another task held the actor meanwhile (it should not have run).
+    func sleepAndLook(_ sleeping: Locked<Bool>) async throws -> Bool {
+        sleeping.withLock { $0 = true }
+        try await sleep(for: .milliseconds(200))
+        return held
+    }
+
+    /// Keeps the actor, on the caller's thread, for 600 ms.
+    func hold() {
+        held = true
+        usleep(600_000)
+        held = false
+    }
 }
 
 /// Nonisolated async code that a coroutine on `loop` calls: it runs on the loop's thread.
@@ -298,6 +322,35 @@ struct EventLoopTests {
         for _ in 0..<10 { #expect(await actor.touch()) }
         #expect(await actor.calls == 10)
         loop.shutdown()
+    }
+
+    @Test(
+        "code after an awaited operation runs on its actor again: not beside a task that holds it, and on a loop actor's thread"
+    )
+    func isolationAfterAwait() async throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        // Off any loop (the shared loop's operation path), then on a loop (a timer in its slots).
+        for preferLoop in [false, true] {
+            let guarded = HeldActor()
+            let sleeping = Locked(false)
+            let sleeper =
+                preferLoop
+                ? Task(executorPreference: loop) { try await guarded.sleepAndLook(sleeping) }
+                : Task.detached { try await guarded.sleepAndLook(sleeping) }
+            // Polled without holding a thread: the sleeper needs one of the pool's.
+            #expect(try await eventuallyOnLoop(timeout: .seconds(120)) { sleeping.withLock { $0 } })
+            // Takes the actor on a pool thread while the sleeper waits for its timer; the sleeper's
+            // resumption must queue behind it.
+            let holder = Task.detached { await guarded.hold() }
+            let heldMeanwhile = try await value(of: sleeper)
+            _ = try await value(of: holder)
+            #expect(!heldMeanwhile, "on a loop: \(preferLoop)")
+        }
+        // An actor whose executor is the loop, called by a task without a preference.
+        let bound = LoopBound(loop)
+        let onLoopThread = try await value(of: Task.detached { try await bound.sleepThenTouch() })
+        #expect(onLoopThread)
     }
 
     @Test("a group spreads work over its loops, each on its own thread")

@@ -91,9 +91,15 @@ nonisolated(nonsending) private func yieldOnce() async throws {
     try Task.checkCancellation()
 }
 
-/// The timer of a sleep until `deadline`, on the caller's loop (the shared one off any loop).
+/// The timer of a sleep until `deadline`, on the caller's loop (in one of its slots: see
+/// `TimerWait`), or on the shared loop off any loop.
 @inline(__always)
 nonisolated(nonsending) private func sleep(timerAt deadline: Int64) async throws {
+    if let loop = EventLoop.current {
+        // Held until the timer's cancellation handler is removed: it may use the loop till then.
+        defer { extendLifetime(loop) }
+        return try await loop.sleepOnOwnThread(until: deadline)
+    }
     let loop = try EventLoop.forCurrentContext()
     _ = try await loop.perform(LoopOperation(timeoutAt: deadline))
 }
@@ -107,7 +113,11 @@ nonisolated(nonsending) func sleep(untilMonotonic deadline: Int64, tolerance: Du
     try Task.checkCancellation()
     let early = deadline - lead
     if early > mp_monotonic_ns() {
-        _ = try await loop.perform(LoopOperation(timeoutAt: early))
+        if loop.inEventLoop {
+            try await loop.sleepOnOwnThread(until: early)
+        } else {
+            _ = try await loop.perform(LoopOperation(timeoutAt: early))
+        }
         loop.wakeLatency.record(mp_monotonic_ns() - early)
     }
     // The last stretch: one clock read per turn of the loop, whose other jobs run in between.

@@ -38,6 +38,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         case isolatedJob(UnownedJob)
         case submit(LoopOperation)
         case cancel(LoopOperation)
+        /// Cancels the timer with this user_data if it is still in flight (see `TimerWait`).
+        case cancelTimer(UInt64)
         case stop
     }
 
@@ -72,6 +74,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     @exclusivity(unchecked) private var local: [LocalJob] = []
     @exclusivity(unchecked) private var running: [LocalJob] = []
     @exclusivity(unchecked) private var incoming: [Work] = []
+    @exclusivity(unchecked) private var timerWaits = TimerWaits()
     private var inFlight = 0 {
         didSet { inFlightShown.store(inFlight, ordering: .relaxed) }
     }
@@ -150,6 +153,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     deinit {
         mp_loop_destroy(ring)
         completions.deallocate()
+        timerWaits.deallocate()
     }
 
     private static let counter = Locked(0)
@@ -191,6 +195,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// Runs a job of a task that prefers this loop (as a `TaskExecutor`); actors' jobs arrive
     /// through ``asUnownedSerialExecutor()``'s executor.
     public func enqueue(_ job: consuming ExecutorJob) {
+        // The common case first, without building a `Work` to switch on (every resumption of a
+        // loop task arrives here on the loop's thread).
+        if inEventLoop { return local.append(LocalJob(job: UnownedJob(job), isolated: false)) }
         schedule(.job(UnownedJob(job)))
     }
 
@@ -234,7 +241,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         switch work {
         case .job(let job), .isolatedJob(let job): globalConcurrentExecutor.enqueue(job)
         case .submit(let op): op.finish(LoopOperation.shutDownResult)
-        case .cancel, .stop: break
+        case .cancel, .cancelTimer, .stop: break
         }
     }
 
@@ -357,8 +364,39 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
         case .submit(let op): submitNow(op)
         case .cancel(let op): cancelNow(op)
+        case .cancelTimer(let userData): _ = retryingWhileFull { mp_loop_cancel(ring, userData) }
         case .stop: stopNow()
         }
+    }
+
+    // MARK: Timers awaited in slots (LoopTimer.swift), on the loop's own thread
+
+    /// Timers armed again after a late cancel request hit them (tests check that one did).
+    var timersArmedAgain = 0
+    /// The same, for coroutines that resumed off the loop's thread: armed as operations.
+    let timersArmedOffLoop = Atomic<Int>(0)
+    /// Slots taken and not given back.
+    var timerSlotsInUse: Int { timerWaits.inUse }
+
+    func takeTimerSlot() -> UnsafeMutablePointer<TimerWait> { timerWaits.take(for: self) }
+
+    func giveBackTimerSlot(_ slot: UnsafeMutablePointer<TimerWait>) { timerWaits.giveBack(slot) }
+
+    /// Queues the timer of `slot`; resumes its awaiter at once if it cannot be queued.
+    func submitTimer(_ slot: UnsafeMutablePointer<TimerWait>, at deadline: Int64) {
+        let rc =
+            stopping
+            ? LoopOperation.shutDownResult
+            : retryingWhileFull { mp_loop_timeout(ring, UInt64(UInt(bitPattern: slot) | TimerWait.tag), deadline) }
+        if rc < 0 { return finishTimer(slot, rc) }
+        inFlight += 1
+    }
+
+    /// Gives the slot back and resumes its awaiter, which does not touch the slot again.
+    private func finishTimer(_ slot: UnsafeMutablePointer<TimerWait>, _ result: Int32) {
+        let c = slot.pointee.continuation.unsafelyUnwrapped
+        timerWaits.giveBack(slot)
+        Handoff.resume { c.resume(returning: result) }
     }
 
     private func submitNow(_ op: LoopOperation) {
@@ -427,6 +465,10 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private func complete(_ c: mp_completion_t) {
         switch c.user_data {
         case UInt64(MP_LOOP_IGNORED): return
+        case let userData where UInt(userData) & TimerWait.tag != 0:
+            inFlight -= 1
+            let stopped = c.result == -ECANCELED && stopping
+            finishTimer(TimerWait.slot(of: UInt(userData)), stopped ? LoopOperation.shutDownResult : c.result)
         default:
             let raw = UnsafeMutableRawPointer(bitPattern: UInt(c.user_data))!
             let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeRetainedValue()

@@ -106,27 +106,40 @@ final class LoopOperation: @unchecked Sendable {
     }
 }
 
-/// Suspends the calling task, hands `body` its continuation, and returns what it is resumed with.
+/// Suspends the calling task, hands `body` its continuation, and returns what it is resumed with,
+/// on the caller's executor.
 ///
-/// A continuation resumes its task on the executor it suspended on, here the caller's (this
-/// function and its callers are `nonisolated(nonsending)`), so the compiler emits no hop around
-/// the builtin. Both library forms cost one: `withUnsafeContinuation(isolation:)` hops to its
-/// isolation on entry, and a `nonisolated(nonsending)` caller of
-/// `_unsafeInheritExecutor_withUnsafeContinuation` hops back to its own isolation after it returns.
-/// For a loop task (one with an executor preference) a hop is a `swift_task_switch` that looks the
-/// preference up under the task's status lock: about 400 instructions on every loop operation.
+/// The builtin's continuation resumes the task on the generic executor (for a task that prefers a
+/// loop, that loop), and the compiler adds no hop back to the caller's isolation: a caller isolated
+/// to an actor would go on off its actor, beside another task that holds it. So a caller with an
+/// actor hops back to it (one `swift_task_switch`, a no-op if the task is there already); a
+/// nonisolated caller, every loop task's case, needs no hop and pays none. Both library forms cost
+/// every caller one: `withUnsafeContinuation(isolation:)` hops to its isolation on entry, and a
+/// `nonisolated(nonsending)` caller of `_unsafeInheritExecutor_withUnsafeContinuation` hops back to
+/// its own isolation after it returns. For a loop task a hop is a `swift_task_switch` that looks
+/// its executor preference up under the task's status lock: about 400 instructions.
 @inline(__always)
 nonisolated(nonsending) func suspendForLoop(_ body: (UnsafeContinuation<Int32, Never>) -> Void) async -> Int32 {
-    await Builtin.withUnsafeContinuation { (raw: Builtin.RawUnsafeContinuation) in
+    let result: Int32 = await Builtin.withUnsafeContinuation { (raw: Builtin.RawUnsafeContinuation) in
         // UnsafeContinuation is a frozen struct of this one pointer (its initializer is internal).
         body(unsafeBitCast(raw, to: UnsafeContinuation<Int32, Never>.self))
     }
+    let isolation = #isolation
+    if let isolation { await returnTo(isolation) }
+    return result
 }
+
+/// Does nothing, on `actor`: calling it hops there (see `suspendForLoop`).
+@inline(never)
+private func returnTo(_ isolation: isolated any Actor) async {}
 
 extension LoopOperation {
     /// What the cancellation handler of an awaited operation runs (`mp_task_set_cancel_fn`, set
     /// when a loop starts), on the thread that cancels its task.
+    /// A timer awaited without an operation object has a tagged argument (see `TimerWait`).
     static let cancelHandler: mp_cancel_fn = { raw in
+        let tagged = UInt(bitPattern: raw)
+        if tagged & TimerWait.tag != 0 { return EventLoop.cancelTimer(tagged) }
         let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeUnretainedValue()
         op.cancelLoop?.schedule(.cancel(op))
     }
