@@ -92,7 +92,7 @@ nonisolated(nonsending) private func yieldOnce() async throws {
 }
 
 /// The timer of a sleep until `deadline`, on the caller's loop (in one of its slots: see
-/// `TimerWait`), or on the shared loop off any loop.
+/// `LoopSlot`), or on the shared loop off any loop.
 @inline(__always)
 nonisolated(nonsending) private func sleep(timerAt deadline: Int64) async throws {
     if let loop = EventLoop.current {

@@ -38,8 +38,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         case isolatedJob(UnownedJob)
         case submit(LoopOperation)
         case cancel(LoopOperation)
-        /// Cancels the timer with this user_data if it is still in flight (see `TimerWait`).
-        case cancelTimer(UInt64)
+        /// Cancels the operation in a slot with this user_data if it is still in flight (see `LoopSlot`).
+        case cancelSlot(UInt64)
         case stop
     }
 
@@ -74,7 +74,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     @exclusivity(unchecked) private var local: [LocalJob] = []
     @exclusivity(unchecked) private var running: [LocalJob] = []
     @exclusivity(unchecked) private var incoming: [Work] = []
-    @exclusivity(unchecked) private var timerWaits = TimerWaits()
+    /// Cancel requests made on the loop's thread, for the end of the turn's jobs (see `schedule`).
+    @exclusivity(unchecked) private var cancels: [Work] = []
+    @exclusivity(unchecked) private var slots = LoopSlots()
     private var inFlight = 0 {
         didSet { inFlightShown.store(inFlight, ordering: .relaxed) }
     }
@@ -87,6 +89,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// Sends that went through the ring: only the part of one that its socket could not take at
     /// once does (tests check both sides of that).
     private(set) var sendsThroughRing = 0
+    /// Operations submitted as objects (`LoopOperation`), not in slots (tests check which went how).
+    private(set) var operationObjects = 0
     // Copies for other threads (metrics). Only the loop's thread writes them, with plain relaxed
     // stores (no locked instruction on the loop's path); readers order against nothing.
     private let turnsShown = Atomic<Int>(0)
@@ -153,7 +157,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     deinit {
         mp_loop_destroy(ring)
         completions.deallocate()
-        timerWaits.deallocate()
+        slots.deallocate()
     }
 
     private static let counter = Locked(0)
@@ -216,6 +220,16 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             switch work {
             case .job(let job): local.append(LocalJob(job: job, isolated: false))
             case .isolatedJob(let job): local.append(LocalJob(job: job, isolated: true))
+            // From a cancellation handler, which runs under its task's status lock: a cancel that
+            // finds the submission queue full reaps completions, resuming tasks (this one's too,
+            // whose enqueue takes that lock). The request goes to the kernel once this turn's
+            // jobs are done, still in this turn's batch; an operation not submitted yet is marked
+            // now, and never submitted.
+            case .cancel(let op):
+                if op.finished || op.cancelRequested { return }
+                op.cancelRequested = true
+                if op.submitted { cancels.append(work) }
+            case .cancelSlot: cancels.append(work)
             default: handle(work)  // submit now: it leaves with this turn's batch
             }
             return
@@ -241,7 +255,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         switch work {
         case .job(let job), .isolatedJob(let job): globalConcurrentExecutor.enqueue(job)
         case .submit(let op): op.finish(LoopOperation.shutDownResult)
-        case .cancel, .cancelTimer, .stop: break
+        case .cancel, .cancelSlot, .stop: break
         }
     }
 
@@ -321,6 +335,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             inbox.withLock { swap(&$0.work, &incoming) }
             for work in incoming { handle(work) }
             incoming.removeAll(keepingCapacity: true)
+            if !cancels.isEmpty { sendCancels() }
 
             if !local.isEmpty {
                 _ = mp_loop_enter(ring, 0)
@@ -364,39 +379,41 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
         case .submit(let op): submitNow(op)
         case .cancel(let op): cancelNow(op)
-        case .cancelTimer(let userData): _ = retryingWhileFull { mp_loop_cancel(ring, userData) }
+        case .cancelSlot(let userData): _ = retryingWhileFull { mp_loop_cancel(ring, userData) }
         case .stop: stopNow()
         }
     }
 
-    // MARK: Timers awaited in slots (LoopTimer.swift), on the loop's own thread
+    // MARK: Operations awaited in slots (LoopSlot.swift), on the loop's own thread
 
-    /// Timers armed again after a late cancel request hit them (tests check that one did).
-    var timersArmedAgain = 0
-    /// The same, for coroutines that resumed off the loop's thread: armed as operations.
-    let timersArmedOffLoop = Atomic<Int>(0)
     /// Slots taken and not given back.
-    var timerSlotsInUse: Int { timerWaits.inUse }
+    var slotsInUse: Int { slots.inUse }
 
-    func takeTimerSlot() -> UnsafeMutablePointer<TimerWait> { timerWaits.take(for: self) }
+    func takeSlot() -> UnsafeMutablePointer<LoopSlot> { slots.take(for: self) }
 
-    func giveBackTimerSlot(_ slot: UnsafeMutablePointer<TimerWait>) { timerWaits.giveBack(slot) }
+    func giveBackSlot(_ slot: UnsafeMutablePointer<LoopSlot>) { slots.giveBack(slot) }
 
-    /// Queues the timer of `slot`; resumes its awaiter at once if it cannot be queued.
-    func submitTimer(_ slot: UnsafeMutablePointer<TimerWait>, at deadline: Int64) {
-        let rc =
-            stopping
-            ? LoopOperation.shutDownResult
-            : retryingWhileFull { mp_loop_timeout(ring, UInt64(UInt(bitPattern: slot) | TimerWait.tag), deadline) }
-        if rc < 0 { return finishTimer(slot, rc) }
+    /// Queues `entry` as the operation of `slot`, with its `userData`; resumes its awaiter at once
+    /// if it cannot be queued.
+    func submit(_ entry: LoopOperation.Entry, in slot: UnsafeMutablePointer<LoopSlot>, _ userData: UInt64) {
+        let rc = stopping ? LoopOperation.shutDownResult : retryingWhileFull { entry.prepare(ring, userData) }
+        if rc < 0 { return finishSlot(slot, userData, rc, []) }
         inFlight += 1
+        if case .send = entry { sendsThroughRing &+= 1 }
     }
 
     /// Gives the slot back and resumes its awaiter, which does not touch the slot again.
-    private func finishTimer(_ slot: UnsafeMutablePointer<TimerWait>, _ result: Int32) {
+    private func finishSlot(
+        _ slot: UnsafeMutablePointer<LoopSlot>, _ userData: UInt64, _ result: Int32, _ bytes: [UInt8]
+    ) {
         let c = slot.pointee.continuation.unsafelyUnwrapped
-        timerWaits.giveBack(slot)
-        Handoff.resume { c.resume(returning: result) }
+        slots.giveBack(slot)
+        if userData & LoopSlot.receivesBytes != 0 {
+            let received = unsafeBitCast(c, to: UnsafeContinuation<ReceivedBytes, Never>.self)
+            Handoff.resume { received.resume(returning: ReceivedBytes(result: result, bytes: bytes)) }
+        } else {
+            Handoff.resume { c.resume(returning: result) }
+        }
     }
 
     private func submitNow(_ op: LoopOperation) {
@@ -413,6 +430,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         }
         op.submitted = true
         inFlight += 1
+        operationObjects &+= 1
         if case .send = op.entry { sendsThroughRing &+= 1 }
     }
 
@@ -420,6 +438,19 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         if op.finished || op.cancelRequested { return }
         op.cancelRequested = true
         if op.submitted { _ = retryingWhileFull { mp_loop_cancel(ring, op.userData) } }
+    }
+
+    /// The cancel requests of this turn's handlers on the loop's thread (see `schedule`). An
+    /// operation is held by its request, so its address names no other until then.
+    private func sendCancels() {
+        for work in cancels {
+            switch work {
+            case .cancel(let op): if !op.finished { _ = retryingWhileFull { mp_loop_cancel(ring, op.userData) } }
+            case .cancelSlot(let userData): _ = retryingWhileFull { mp_loop_cancel(ring, userData) }
+            default: break
+            }
+        }
+        cancels.removeAll(keepingCapacity: true)
     }
 
     private func stopNow() {
@@ -462,30 +493,42 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         }
     }
 
+    @inline(__always)  // once per completion, in reapAll's loop: a call of its own costs about 20 instructions
     private func complete(_ c: mp_completion_t) {
         switch c.user_data {
         case UInt64(MP_LOOP_IGNORED): return
-        case let userData where UInt(userData) & TimerWait.tag != 0:
+        case let userData where userData & LoopSlot.tag != 0:
             inFlight -= 1
+            let slot = LoopSlot.slot(of: userData)
+            let bytes = c.flags & MP_LOOP_CQE_BUFFER != 0 ? takeBuffer(c) : []
+            // Only a cancellation of the awaiter's task names the operation: at a shutdown, the
+            // cancel-all did (the awaiter looks at its task to tell them apart).
             let stopped = c.result == -ECANCELED && stopping
-            finishTimer(TimerWait.slot(of: UInt(userData)), stopped ? LoopOperation.shutDownResult : c.result)
+            finishSlot(slot, userData, stopped ? LoopOperation.shutDownResult : c.result, bytes)
         default:
             let raw = UnsafeMutableRawPointer(bitPattern: UInt(c.user_data))!
             let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeRetainedValue()
             inFlight -= 1
             var result = c.result
-            if c.flags & MP_LOOP_CQE_BUFFER != 0 {
-                // A receive into one of the loop's buffers: copy the bytes out and give the buffer
-                // back now, before any other job runs (the awaiter may be on another thread).
-                if result > 0, let bytes = mp_loop_recv_buffer(ring, c.flags) {
-                    op.received = Array(UnsafeBufferPointer(start: bytes, count: Int(result)))
-                }
-                receivesIntoRingBuffers &+= 1
-                mp_loop_recv_release(ring, c.flags)
-            }
+            if c.flags & MP_LOOP_CQE_BUFFER != 0 { op.received = takeBuffer(c) }
             if result == -ECANCELED && stopping && !op.cancelRequested { result = LoopOperation.shutDownResult }
             op.finish(result)
         }
+    }
+}
+
+extension EventLoop {
+    /// The bytes of a receive that completed into one of the loop's buffers, copied out; the
+    /// buffer goes back to the ring now, before any other job runs (the awaiter may be on another
+    /// thread).
+    fileprivate func takeBuffer(_ c: mp_completion_t) -> [UInt8] {
+        var bytes: [UInt8] = []
+        if c.result > 0, let start = mp_loop_recv_buffer(ring, c.flags) {
+            bytes = Array(UnsafeBufferPointer(start: start, count: Int(c.result)))
+        }
+        receivesIntoRingBuffers &+= 1
+        mp_loop_recv_release(ring, c.flags)
+        return bytes
     }
 }
 

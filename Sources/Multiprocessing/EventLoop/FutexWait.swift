@@ -26,13 +26,24 @@ extension EventLoop {
         if !supportsFutexWait || EventLoop.futexFallback.withLock({ $0 }) {
             return await blockingWait(w, until: limit, cancellable: cancellable)
         }
-        let op = LoopOperation(
-            .futexWait(word: w.word!, expected: w.expected, shared: Int32(w.shared), deadline: limit))
-        switch await op.submitAndWait(on: self, cancellable: cancellable) {
+        let entry = LoopOperation.Entry.futexWait(
+            word: w.word!, expected: w.expected, shared: Int32(w.shared), deadline: limit)
+        let result: Int32
+        let cancelRequested: Bool
+        if inEventLoop {
+            // In a slot: only this task's cancellation handler names the wait (see `LoopSlot`).
+            result = await awaitInSlot(entry, cancellable: cancellable)
+            cancelRequested = cancellable && result == -ECANCELED && Task.isCancelled
+        } else {
+            let op = LoopOperation(entry)
+            result = await op.submitAndWait(on: self, cancellable: cancellable)
+            cancelRequested = op.cancelRequested
+        }
+        switch result {
         case 0: return .woken
         case -EAGAIN: return .changed
         case LoopOperation.shutDownResult: return .shutDown
-        case -ECANCELED: return op.cancelRequested ? .cancelled : .timedOut  // else the linked deadline
+        case -ECANCELED: return cancelRequested ? .cancelled : .timedOut  // else the linked deadline
         default: return await blockingWait(w, until: limit, cancellable: cancellable)  // refused: say -EINVAL
         }
     }

@@ -5,7 +5,9 @@ import CMultiprocessing
     import Glibc
 #endif
 
-/// One ring operation: how to queue it, who awaits it, and its state on the loop's thread.
+/// One ring operation: how to queue it, who awaits it, and its state on the loop's thread. For an
+/// awaiter off the loop's thread (the shared loop's callers) and for files; an awaiter on the loop's
+/// own thread waits in one of its slots instead (`LoopSlot`), with no object to allocate.
 ///
 /// Its address is the operation's user_data. The loop retains it from submission until its one
 /// completion (so the buffers it keeps, or its closure captured, stay alive while the kernel may
@@ -50,26 +52,12 @@ final class LoopOperation: @unchecked Sendable {
     /// frame holds the loop while the handler can run.
     fileprivate unowned(unsafe) var cancelLoop: EventLoop?
 
-    init(_ prepare: @escaping Prepare) { (entry, keepAlive) = (.prepared(prepare), nil) }
     init(timeoutAt deadline: Int64) { (entry, keepAlive) = (.timeout(deadline: deadline), nil) }
     /// An operation whose pointers point into `owner` (nil: into nothing the loop must hold).
     init(_ entry: Entry, keeping owner: AnyObject? = nil) { (self.entry, keepAlive) = (entry, owner) }
 
     /// Queues the operation on `ring` with `userData`: 0, or -errno (-EBUSY: queue full).
-    func prepare(_ ring: OpaquePointer, _ userData: UInt64) -> Int32 {
-        switch entry {
-        case .prepared(let prepare): prepare(ring, userData)
-        case .timeout(let deadline): mp_loop_timeout(ring, userData, deadline)
-        case .send(let fd, let bytes, let length): mp_loop_send(ring, userData, fd, bytes, length)
-        case .receive(let fd, let buffer, let length): mp_loop_recv(ring, userData, fd, buffer, length)
-        case .receiveSelected(let fd, let length): mp_loop_recv_selected(ring, userData, fd, length)
-        case .connect(let fd, let address, let length): mp_loop_connect(ring, userData, fd, address, length)
-        case .accept(let fd): mp_loop_accept(ring, userData, fd)
-        case .close(let fd): mp_loop_close(ring, userData, fd)
-        case .futexWait(let word, let expected, let shared, let deadline):
-            mp_loop_futex_wait(ring, userData, word, expected, shared, deadline)
-        }
-    }
+    func prepare(_ ring: OpaquePointer, _ userData: UInt64) -> Int32 { entry.prepare(ring, userData) }
 
     var address: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
     var userData: UInt64 { UInt64(UInt(bitPattern: address)) }
@@ -119,10 +107,10 @@ final class LoopOperation: @unchecked Sendable {
 /// its own isolation after it returns. For a loop task a hop is a `swift_task_switch` that looks
 /// its executor preference up under the task's status lock: about 400 instructions.
 @inline(__always)
-nonisolated(nonsending) func suspendForLoop(_ body: (UnsafeContinuation<Int32, Never>) -> Void) async -> Int32 {
-    let result: Int32 = await Builtin.withUnsafeContinuation { (raw: Builtin.RawUnsafeContinuation) in
+nonisolated(nonsending) func suspendForLoop<Value>(_ body: (UnsafeContinuation<Value, Never>) -> Void) async -> Value {
+    let result: Value = await Builtin.withUnsafeContinuation { (raw: Builtin.RawUnsafeContinuation) in
         // UnsafeContinuation is a frozen struct of this one pointer (its initializer is internal).
-        body(unsafeBitCast(raw, to: UnsafeContinuation<Int32, Never>.self))
+        body(unsafeBitCast(raw, to: UnsafeContinuation<Value, Never>.self))
     }
     let isolation = #isolation
     if let isolation { await returnTo(isolation) }
@@ -133,13 +121,31 @@ nonisolated(nonsending) func suspendForLoop(_ body: (UnsafeContinuation<Int32, N
 @inline(never)
 private func returnTo(_ isolation: isolated any Actor) async {}
 
+extension LoopOperation.Entry {
+    /// Queues the entry on `ring` with `userData`: 0, or -errno (-EBUSY: queue full).
+    func prepare(_ ring: OpaquePointer, _ userData: UInt64) -> Int32 {
+        switch self {
+        case .prepared(let prepare): prepare(ring, userData)
+        case .timeout(let deadline): mp_loop_timeout(ring, userData, deadline)
+        case .send(let fd, let bytes, let length): mp_loop_send(ring, userData, fd, bytes, length)
+        case .receive(let fd, let buffer, let length): mp_loop_recv(ring, userData, fd, buffer, length)
+        case .receiveSelected(let fd, let length): mp_loop_recv_selected(ring, userData, fd, length)
+        case .connect(let fd, let address, let length): mp_loop_connect(ring, userData, fd, address, length)
+        case .accept(let fd): mp_loop_accept(ring, userData, fd)
+        case .close(let fd): mp_loop_close(ring, userData, fd)
+        case .futexWait(let word, let expected, let shared, let deadline):
+            mp_loop_futex_wait(ring, userData, word, expected, shared, deadline)
+        }
+    }
+}
+
 extension LoopOperation {
     /// What the cancellation handler of an awaited operation runs (`mp_task_set_cancel_fn`, set
     /// when a loop starts), on the thread that cancels its task.
-    /// A timer awaited without an operation object has a tagged argument (see `TimerWait`).
+    /// An operation awaited without an operation object has a tagged argument (see `LoopSlot`).
     static let cancelHandler: mp_cancel_fn = { raw in
-        let tagged = UInt(bitPattern: raw)
-        if tagged & TimerWait.tag != 0 { return EventLoop.cancelTimer(tagged) }
+        let tagged = UInt64(UInt(bitPattern: raw))
+        if tagged & LoopSlot.tag != 0 { return EventLoop.cancelSlot(tagged) }
         let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeUnretainedValue()
         op.cancelLoop?.schedule(.cancel(op))
     }
@@ -156,15 +162,41 @@ extension EventLoop {
     nonisolated(nonsending) func perform(
         cancellable: Bool = true, _ prepare: @escaping LoopOperation.Prepare
     ) async throws -> Int32 {
-        try await perform(LoopOperation(prepare), cancellable: cancellable)
+        // What the closure captured (the buffers the kernel uses) lives until the completion.
+        defer { extendLifetime(prepare) }
+        return try await perform(.prepared(prepare), cancellable: cancellable)
     }
 
-    /// Runs one operation of the typed kinds (see the closure form), its pointers into `owner`.
+    /// Runs one operation of the typed kinds (see the closure form), its pointers into `owner`: in
+    /// one of the loop's slots on its own thread (`LoopSlot`), else as an operation object.
     @inline(__always)
     nonisolated(nonsending) func perform(
         _ entry: LoopOperation.Entry, keeping owner: AnyObject? = nil, cancellable: Bool = true
     ) async throws -> Int32 {
-        try await perform(LoopOperation(entry, keeping: owner), cancellable: cancellable)
+        guard inEventLoop else {
+            return try await perform(LoopOperation(entry, keeping: owner), cancellable: cancellable)
+        }
+        // The kernel may use what `owner` holds until the completion, which comes before this.
+        defer { extendLifetime(owner) }
+        let result = await awaitInSlot(entry, cancellable: cancellable)
+        if result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
+        // Only this task's cancellation handler names the operation (see `LoopSlot`).
+        if result == -ECANCELED && cancellable && Task.isCancelled { throw CancellationError() }
+        return result
+    }
+
+    /// A receive of up to `length` bytes into a buffer the kernel picks from the loop's ring: the
+    /// result, and the bytes (copied out at the completion). In a slot on the loop's own thread.
+    @inline(__always)
+    nonisolated(nonsending) func receiveSelected(fd: Int32, length: UInt32) async throws -> (Int32, [UInt8]) {
+        guard inEventLoop else {
+            let op = LoopOperation(.receiveSelected(fd: fd, length: length))
+            return (try await perform(op), op.received)
+        }
+        let received = await receiveInSlot(fd: fd, length: length)
+        if received.result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
+        if received.result == -ECANCELED && Task.isCancelled { throw CancellationError() }
+        return (received.result, received.bytes)
     }
 
     /// Runs `op` (see the closure form). Inlined, with `submitAndWait`, into its callers: each async

@@ -172,12 +172,11 @@ public final class TCPConnection: @unchecked Sendable {
         let loop = try EventLoop.forCurrentContext()
         let length = UInt32(clamping: maxBytes)
         if maxBytes <= Int(MP_RECV_BUFFER_SIZE) {
-            let op = LoopOperation(.receiveSelected(fd: fd, length: length))
-            let n = try await loop.perform(op)
+            let (n, bytes) = try await loop.receiveSelected(fd: fd, length: length)
             if n != -ENOBUFS && n != -EOPNOTSUPP {
                 try checkOpen(after: n)
                 _ = try ioCount(n, "recv")
-                return op.received
+                return bytes
             }
             // Looked up again: closed while the first receive waited, its number may be another's.
             return try await receive(fd: try descriptor.get(), maxBytes, on: loop)
