@@ -301,7 +301,8 @@ struct EventLoopIOTests {
                 try await sleep(for: .milliseconds(20))
                 usleep(300_000)
             }
-            let serverFD = try #require(server.descriptor.value)
+            let open = server.descriptor.value  // read first: the macro cannot look into a noncopyable value
+            let serverFD = try #require(open)
             let sender = Multiprocessing.Thread(name: "late-sender") {
                 usleep(150_000)
                 let bytes = [UInt8](repeating: 7, count: 100)
