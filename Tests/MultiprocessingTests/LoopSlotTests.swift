@@ -75,6 +75,69 @@ struct LoopSlotTests {
         #expect(inUse == 0)
     }
 
+    @Test("a cancelled task's sleeps that do not suspend leave the slot's generation: a late request stays late")
+    func cancelledEarlyKeepsGeneration() async throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let (error, inUse) = try await onLoop(loop) { () async throws -> (String?, Int) in
+            // One turn: a late request for the head slot waits for the turn's end, while a
+            // cancelled task takes and gives back that slot 65 535 times (its sleeps find the task
+            // cancelled and queue nothing), and then a sleeper takes it. Had each of those takes
+            // moved the generation on, the sleeper's would be the request's again (16 bits).
+            let burster = Task(executorPreference: loop) {
+                let stale = takeAndGiveBack(loop)
+                loop.schedule(.cancelSlot(stale))  // sent after this turn's jobs
+                withUnsafeCurrentTask { $0?.cancel() }
+                for _ in 0..<65_535 { try? await sleep(for: .seconds(1)) }
+            }
+            let sleeper = Task(executorPreference: loop) { try await sleep(for: .milliseconds(300)) }
+            try await value(of: burster, within: .seconds(60))
+            let failure: String?
+            do {
+                try await value(of: sleeper, within: .seconds(30))
+                failure = nil
+            } catch {
+                failure = "\(error)"
+            }
+            return (failure, loop.slotsInUse)
+        }
+        #expect(error == nil)
+        #expect(inUse == 0)
+    }
+
+    @Test("a task cancelled in the turn its loop shuts down gets CancellationError, not shutDown")
+    func cancelledAtShutdown() async throws {
+        let loop = try EventLoop()
+        let waiters = try await onLoop(loop) { () async throws -> [Task<Void, any Error>] in
+            let listener = try await TCPListener.listen(host: "127.0.0.1", port: 0)
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let server = try await listener.accept()
+            let lock = Lock()
+            #expect(try lock.tryAcquire())
+            let waiters = [
+                Task(executorPreference: loop) { _ = try await server.receive() },
+                Task(executorPreference: loop) { try await lock.acquire() },
+            ]
+            #expect(await yieldUntil { loop.operationsInFlight == 2 })
+            // In one job: the requests of the two cancellations wait for the turn's end, and the
+            // shutdown's cancel-all leaves now, ending both operations first.
+            for waiter in waiters { waiter.cancel() }
+            loop.shutdown()
+            extendLifetime(client)
+            return waiters
+        }
+        var outcomes: [String] = []
+        for waiter in waiters {
+            do {
+                try await value(of: waiter, within: .seconds(30))
+                outcomes.append("no error")
+            } catch {
+                outcomes.append("\(error)")
+            }
+        }
+        #expect(outcomes == ["CancellationError()", "CancellationError()"])
+    }
+
     @Test("a cancel request of the slot's own generation does end its timer (the request above names the slot)")
     func currentCancelRequest() async throws {
         let loop = try EventLoop()
@@ -94,8 +157,8 @@ struct LoopSlotTests {
             }
             return (failure, loop.slotsInUse)
         }
-        // Not the task's cancellation, so not a CancellationError: the sleep ends without one (a
-        // timer's -ECANCELED names only its own task's cancellation, see `LoopSlot`).
+        // A request of the slot's current generation ends the sleep, which reads a timer's
+        // -ECANCELED as its task's cancellation (only that task's handler names it, see `LoopSlot`).
         #expect(error == "CancellationError()")
         #expect(inUse == 0)
     }

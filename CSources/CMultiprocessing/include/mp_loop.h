@@ -68,8 +68,14 @@ int32_t mp_loop_arm_wake(mp_loop_t *_Nonnull loop);
 extern __thread void *_Nullable mp_loop_owner __attribute__((tls_model("initial-exec")));
 /// The Swift object driving the ring on the calling thread, or NULL off any loop thread.
 static inline void *_Nullable mp_loop_current(void) { return mp_loop_owner; }
-/// Whether this library was built with ThreadSanitizer (see LoopOperation.swift's handoff).
-int mp_built_with_tsan(void);
+/// Whether a continuation's resume and its task's going on pass through the handoff lock: 1 where
+/// this library was built with ThreadSanitizer, else 0 (see LoopOperation.swift's Handoff). A
+/// constant, read without a call.
+extern const int mp_handoff_locks;
+/// Takes the handoff lock (a pthread mutex, which ThreadSanitizer observes).
+void mp_handoff_lock(void);
+/// Releases the handoff lock.
+void mp_handoff_unlock(void);
 void mp_loop_set_current(void *_Nullable owner);
 /// What a cancellation handler added by mp_task_add_cancel_handler calls, with its `arg`.
 typedef void (*mp_cancel_fn)(void *_Nonnull arg);

@@ -23,6 +23,7 @@
 #include "internal.h"
 
 #include <liburing.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -54,13 +55,15 @@ int32_t mp_uring_probe(void) {
     return result;
 }
 
-int mp_built_with_tsan(void) {
 #ifdef MP_TSAN
-    return 1;
+const int mp_handoff_locks = 1;
 #else
-    return 0;
+const int mp_handoff_locks = 0;
 #endif
-}
+
+static pthread_mutex_t handoff = PTHREAD_MUTEX_INITIALIZER;
+void mp_handoff_lock(void) { pthread_mutex_lock(&handoff); }
+void mp_handoff_unlock(void) { pthread_mutex_unlock(&handoff); }
 
 __thread void *mp_loop_owner __attribute__((tls_model("initial-exec"))); // mp_loop.h's mp_loop_current
 
@@ -70,6 +73,7 @@ void mp_loop_set_current(void *owner) { mp_loop_owner = owner; }
 /// only when the loop enters the kernel, no interrupts of the loop thread), then older kernels'.
 /// TASKRUN_FLAG has the kernel raise IORING_SQ_TASKRUN when completions wait for the loop to enter,
 /// so a turn with nothing to submit skips the system call when the flag is down (mp_loop_enter).
+/// Never SQPOLL or SQE128: mp_loop_sqe takes submission entries by hand on that understanding.
 static int init_ring(struct io_uring *ring, uint32_t entries, int *disabled, int *taskrun_flag) {
     static const uint32_t attempts[] = {
         // Disabled until mp_loop_start: the single issuer is the thread that enables the ring.

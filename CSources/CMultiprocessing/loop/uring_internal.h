@@ -40,13 +40,20 @@ void mp_loop_recv_ran_out(struct mp_loop *l);
 /// A free submission entry, flushing the queue to the kernel first if fewer than `need` are left
 /// (a futex wait and its linked timeout must not be split across two submissions). NULL if the
 /// queue is still full: the completion queue is backed up and the loop must reap first.
+///
+/// By hand rather than io_uring_sq_space_left and io_uring_get_sqe, which check the room a second
+/// time: the ring is set up without SQPOLL and SQE128 (init_ring), so the kernel moves `khead`
+/// only inside this thread's io_uring_enter (a relaxed read, as liburing's) and an entry is 64 bytes.
 static inline struct io_uring_sqe *mp_loop_sqe(struct mp_loop *l, unsigned need) {
-    if (io_uring_sq_space_left(&l->ring) < need) {
+    struct io_uring_sq *sq = &l->ring.sq;
+    unsigned tail = sq->sqe_tail;
+    if (__builtin_expect(tail + need - __atomic_load_n(sq->khead, __ATOMIC_RELAXED) > sq->ring_entries, 0)) {
         io_uring_submit(&l->ring);
         l->connects_queued = 0;
         if (io_uring_sq_space_left(&l->ring) < need) return NULL;
     }
-    return io_uring_get_sqe(&l->ring);
+    sq->sqe_tail = tail + 1;
+    return &sq->sqes[tail & sq->ring_mask];
 }
 
 /// The timespec slot of `sqe`, filled with the absolute monotonic `deadline_ns`.

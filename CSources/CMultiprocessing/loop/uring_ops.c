@@ -33,22 +33,18 @@
 #endif
 
 /// An entry for one operation, or NULL (the caller returns -EBUSY).
-static inline struct io_uring_sqe *one(mp_loop_t *l, uint64_t user_data) {
-    struct io_uring_sqe *sqe = mp_loop_sqe(l, 1);
-    if (sqe != NULL) sqe->user_data = user_data;
-    return sqe;
-}
+static inline struct io_uring_sqe *one(mp_loop_t *l) { return mp_loop_sqe(l, 1); }
 
 int32_t mp_loop_timeout(mp_loop_t *l, uint64_t user_data, int64_t deadline_ns) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_timeout(sqe, mp_loop_time(l, sqe, deadline_ns), 0, IORING_TIMEOUT_ABS);
-    sqe->user_data = user_data; // the prep cleared it
+    sqe->user_data = user_data;
     return 0;
 }
 
 int32_t mp_loop_cancel(mp_loop_t *l, uint64_t target) {
-    struct io_uring_sqe *sqe = one(l, MP_LOOP_IGNORED);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_cancel64(sqe, target, 0);
     sqe->user_data = MP_LOOP_IGNORED;
@@ -56,7 +52,7 @@ int32_t mp_loop_cancel(mp_loop_t *l, uint64_t target) {
 }
 
 int32_t mp_loop_cancel_all(mp_loop_t *l) {
-    struct io_uring_sqe *sqe = one(l, MP_LOOP_IGNORED);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
     sqe->user_data = MP_LOOP_IGNORED;
@@ -86,7 +82,7 @@ int32_t mp_loop_futex_wait(mp_loop_t *l, uint64_t user_data, uint32_t *word, uin
 
 int32_t mp_loop_read(mp_loop_t *l, uint64_t user_data, int32_t fd, void *buffer, uint32_t length,
                      int64_t offset) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_read(sqe, fd, buffer, length, (uint64_t)offset); // -1: the file position
     sqe->user_data = user_data;
@@ -95,7 +91,7 @@ int32_t mp_loop_read(mp_loop_t *l, uint64_t user_data, int32_t fd, void *buffer,
 
 int32_t mp_loop_write(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *buffer, uint32_t length,
                       int64_t offset) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_write(sqe, fd, buffer, length, (uint64_t)offset);
     sqe->user_data = user_data;
@@ -103,7 +99,7 @@ int32_t mp_loop_write(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *
 }
 
 int32_t mp_loop_open(mp_loop_t *l, uint64_t user_data, const char *path, int32_t flags, uint32_t mode) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_openat(sqe, AT_FDCWD, path, flags | O_CLOEXEC, mode);
     sqe->user_data = user_data;
@@ -111,7 +107,7 @@ int32_t mp_loop_open(mp_loop_t *l, uint64_t user_data, const char *path, int32_t
 }
 
 int32_t mp_loop_close(mp_loop_t *l, uint64_t user_data, int32_t fd) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_close(sqe, fd);
     sqe->user_data = user_data;
@@ -119,7 +115,7 @@ int32_t mp_loop_close(mp_loop_t *l, uint64_t user_data, int32_t fd) {
 }
 
 int32_t mp_loop_fsync(mp_loop_t *l, uint64_t user_data, int32_t fd, int datasync) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
     sqe->user_data = user_data;
@@ -127,7 +123,7 @@ int32_t mp_loop_fsync(mp_loop_t *l, uint64_t user_data, int32_t fd, int datasync
 }
 
 int32_t mp_loop_accept(mp_loop_t *l, uint64_t user_data, int32_t fd) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
     sqe->user_data = user_data;
@@ -137,7 +133,7 @@ int32_t mp_loop_accept(mp_loop_t *l, uint64_t user_data, int32_t fd) {
 void mp_loop_offload_connects(mp_loop_t *l, int on) { l->offload_connects = on; }
 
 int32_t mp_loop_connect(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *address, uint32_t length) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_connect(sqe, fd, (const struct sockaddr *)address, length);
     int batched = l->connects_queued++ > 0; // after one(), which may have flushed the queue
@@ -156,7 +152,7 @@ int32_t mp_loop_connect(mp_loop_t *l, uint64_t user_data, int32_t fd, const void
 }
 
 int32_t mp_loop_send(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *buffer, uint32_t length) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_send(sqe, fd, buffer, length, MSG_NOSIGNAL);
     sqe->user_data = user_data;
@@ -164,7 +160,7 @@ int32_t mp_loop_send(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *b
 }
 
 int32_t mp_loop_recv(mp_loop_t *l, uint64_t user_data, int32_t fd, void *buffer, uint32_t length) {
-    struct io_uring_sqe *sqe = one(l, user_data);
+    struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
     io_uring_prep_recv(sqe, fd, buffer, length, 0);
     sqe->user_data = user_data;

@@ -43,15 +43,6 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         case stop
     }
 
-    /// A job the loop's own thread queued for its next turn. A trivial value, unlike `Work`: the
-    /// list takes no retain or release, and emptying it destroys nothing (with `Work` elements,
-    /// about 60 instructions per job).
-    struct LocalJob {
-        let job: UnownedJob
-        /// An actor's job (run isolated to the loop), else a job of a task that prefers the loop.
-        let isolated: Bool
-    }
-
     struct Inbox {
         var work: [Work] = []
         var closed = false
@@ -71,8 +62,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     // Touched only by the loop's thread, which never holds two accesses to one of them at once:
     // no run-time exclusivity check (two calls, 120 instructions, per job and per operation).
-    @exclusivity(unchecked) private var local: [LocalJob] = []
-    @exclusivity(unchecked) private var running: [LocalJob] = []
+    @exclusivity(unchecked) private var local = LocalJobs()
+    @exclusivity(unchecked) private var running = LocalJobs()
     @exclusivity(unchecked) private var incoming: [Work] = []
     /// Cancel requests made on the loop's thread, for the end of the turn's jobs (see `schedule`).
     @exclusivity(unchecked) private var cancels: [Work] = []
@@ -158,6 +149,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         mp_loop_destroy(ring)
         completions.deallocate()
         slots.deallocate()
+        local.deallocate()
+        running.deallocate()
     }
 
     private static let counter = Locked(0)
@@ -326,12 +319,22 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         let outer = mp_loop_current()
         mp_loop_set_current(Unmanaged.passUnretained(self).toOpaque())
         _ = mp_loop_start(ring)
+        // Looked up once: per job, each is a call through a witness table.
+        let taskExecutor = asUnownedTaskExecutor()
+        let serialExecutor = asUnownedSerialExecutor()
         while true {
             turnsSoFar &+= 1
             turnsShown.store(turnsSoFar, ordering: .relaxed)
             swap(&local, &running)
-            for local in running { run(local) }
-            running.removeAll(keepingCapacity: true)
+            for i in 0..<running.count {
+                let local = running[i]
+                if local.isolated {
+                    local.job.runSynchronously(isolatedTo: serialExecutor, taskExecutor: taskExecutor)
+                } else {
+                    local.job.runSynchronously(on: taskExecutor)
+                }
+            }
+            running.removeAll()
             inbox.withLock { swap(&$0.work, &incoming) }
             for work in incoming { handle(work) }
             incoming.removeAll(keepingCapacity: true)
@@ -361,14 +364,6 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         let pending = inbox.withLock { !$0.work.isEmpty }
         _ = mp_loop_enter(ring, pending ? 0 : 1)
         mp_loop_set_parked(ring, 0)
-    }
-
-    private func run(_ local: LocalJob) {
-        if local.isolated {
-            local.job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
-        } else {
-            local.job.runSynchronously(on: asUnownedTaskExecutor())
-        }
     }
 
     private func handle(_ work: Work) {
@@ -500,6 +495,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         case let userData where userData & LoopSlot.tag != 0:
             inFlight -= 1
             let slot = LoopSlot.slot(of: userData)
+            assert(slot.pointee.generation == LoopSlot.generation(of: userData), "a completion of an earlier operation")
             let bytes = c.flags & MP_LOOP_CQE_BUFFER != 0 ? takeBuffer(c) : []
             // Only a cancellation of the awaiter's task names the operation: at a shutdown, the
             // cancel-all did (the awaiter looks at its task to tell them apart).

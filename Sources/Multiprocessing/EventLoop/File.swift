@@ -29,7 +29,7 @@ public final class File: @unchecked Sendable {
         permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]
     ) async throws -> File {
         let loop = try EventLoop.forCurrentContext()
-        let cPath = IOBuffer(copying: Array(path.utf8) + [0])
+        let cPath = IOBuffer.copying(Array(path.utf8) + [0])
         let flags = mode.rawValue | options.rawValue
         let fd = try await loop.perform { ring, ud in
             mp_loop_open(ring, ud, cPath.base.assumingMemoryBound(to: CChar.self), flags, UInt32(permissions.rawValue))
@@ -67,7 +67,7 @@ public final class File: @unchecked Sendable {
         guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
         _ = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
-        let buffer = IOBuffer(count: count)
+        let buffer = IOBuffer.make(count: count)
         var got = 0
         while got < count {
             let fd = try descriptor.get()  // each time: once closed, its number may be another file's
@@ -96,7 +96,7 @@ public final class File: @unchecked Sendable {
     nonisolated(nonsending) private func write(_ bytes: [UInt8], offset: Int64) async throws {
         _ = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
-        let buffer = IOBuffer(copying: bytes)
+        let buffer = IOBuffer.copying(bytes)
         var done = 0
         while done < bytes.count {
             let fd = try descriptor.get()  // each time: once closed, its number may be another file's

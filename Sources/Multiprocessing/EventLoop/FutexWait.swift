@@ -28,11 +28,13 @@ extension EventLoop {
         }
         let entry = LoopOperation.Entry.futexWait(
             word: w.word!, expected: w.expected, shared: Int32(w.shared), deadline: limit)
-        let result: Int32
+        var result: Int32
         let cancelRequested: Bool
         if inEventLoop {
             // In a slot: only this task's cancellation handler names the wait (see `LoopSlot`).
             result = await awaitInSlot(entry, cancellable: cancellable)
+            // The loop's cancel-all may have ended it before this task's own cancel request did.
+            if result == LoopOperation.shutDownResult && cancellable && Task.isCancelled { result = -ECANCELED }
             cancelRequested = cancellable && result == -ECANCELED && Task.isCancelled
         } else {
             let op = LoopOperation(entry)

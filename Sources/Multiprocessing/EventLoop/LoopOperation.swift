@@ -179,7 +179,11 @@ extension EventLoop {
         // The kernel may use what `owner` holds until the completion, which comes before this.
         defer { extendLifetime(owner) }
         let result = await awaitInSlot(entry, cancellable: cancellable)
-        if result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
+        if result == LoopOperation.shutDownResult {
+            // The loop's cancel-all may have ended it before this task's own cancel request did.
+            if cancellable && Task.isCancelled { throw CancellationError() }
+            throw EventLoopError.shutDown
+        }
         // Only this task's cancellation handler names the operation (see `LoopSlot`).
         if result == -ECANCELED && cancellable && Task.isCancelled { throw CancellationError() }
         return result
@@ -194,7 +198,10 @@ extension EventLoop {
             return (try await perform(op), op.received)
         }
         let received = await receiveInSlot(fd: fd, length: length)
-        if received.result == LoopOperation.shutDownResult { throw EventLoopError.shutDown }
+        if received.result == LoopOperation.shutDownResult {
+            if Task.isCancelled { throw CancellationError() }  // as `perform`
+            throw EventLoopError.shutDown
+        }
         if received.result == -ECANCELED && Task.isCancelled { throw CancellationError() }
         return (received.result, received.bytes)
     }
@@ -218,14 +225,21 @@ extension EventLoop {
 /// the resume comes first (the runtime's fast path, whose atomics it does not observe), and then
 /// reports the task's next use of its frame as a race with the resume. Under TSan only, both sides
 /// pass through one lock, which it does observe; other builds skip it.
+/// (A flag and a lock in C rather than a lazily made Swift lock: a Swift global's first-use check
+/// is a call on every resume.)
 enum Handoff {
-    static let lock: InternalLock? = mp_built_with_tsan() != 0 ? InternalLock() : nil
-
     @inline(__always)
     static func resume(_ body: () -> Void) {
-        if let lock { lock.withLock(body) } else { body() }
+        if mp_handoff_locks == 0 { return body() }
+        mp_handoff_lock()
+        body()
+        mp_handoff_unlock()
     }
 
     @inline(__always)
-    static func resumed() { lock?.withLock {} }
+    static func resumed() {
+        if mp_handoff_locks == 0 { return }
+        mp_handoff_lock()
+        mp_handoff_unlock()
+    }
 }

@@ -16,7 +16,8 @@ import CMultiprocessing
 /// request carries only the user_data: the generation, bumped each time the slot is taken, makes
 /// a late request name no later operation of the same slot (the kernel finds nothing to cancel,
 /// and answers ENOENT). 16 bits: a request is handled within a turn or two of the loop, and a slot
-/// is taken once per operation, not 65 536 times in that span. A tagged user_data is odd, so it
+/// is taken once per operation, not 65 536 times in that span (a take that queues nothing, whose
+/// task was cancelled already, gives its generation back). A tagged user_data is odd, so it
 /// never names an operation object (aligned) nor MP_LOOP_WAKE (1: a slot's address is not 0) nor
 /// MP_LOOP_IGNORED (0).
 ///
@@ -51,7 +52,7 @@ struct LoopSlot {
     static let receivesBytes: UInt64 = 2
     private static let generationShift: UInt64 = 48
     /// Slot addresses lie below this (checked when a chunk is made): the generation has the rest.
-    static let addressLimit: UInt = 1 << 47
+    static let addressLimit: UInt = 1 << generationShift
 
     /// The user_data of the slot's current operation, of the given kind (0 or `receivesBytes`).
     static func userData(_ slot: UnsafeMutablePointer<LoopSlot>, kind: UInt64 = 0) -> UInt64 {
@@ -112,8 +113,9 @@ struct LoopSlots {
 
     private mutating func grow(_ loop: EventLoop) {
         let chunk = UnsafeMutableRawPointer.allocate(byteCount: Self.chunkBytes, alignment: Self.chunkBytes)
-        // The generation takes the top bits of a user_data (x86-64 and arm64 user addresses stay
-        // below 2^47 unless a mapping asks for more).
+        // The generation takes the top 16 bits of a user_data: user addresses stay below 2^48 on
+        // x86-64 (2^47) and arm64 (48-bit address spaces, where the heap lies above 2^47) unless a
+        // mapping asks for more.
         precondition(UInt(bitPattern: chunk) < LoopSlot.addressLimit, "a slot's address needs more than 47 bits")
         chunk.storeBytes(of: UnsafeRawPointer(Unmanaged.passUnretained(loop).toOpaque()), as: UnsafeRawPointer.self)
         let slots = (chunk + Self.headerBytes).bindMemory(to: LoopSlot.self, capacity: Self.slotsPerChunk)
@@ -167,6 +169,10 @@ extension EventLoop {
         let handler = mp_task_add_cancel_handler(UnsafeMutableRawPointer(bitPattern: UInt(userData))!)
         defer { mp_task_remove_cancel_handler(handler) }
         if slot.pointee.cancelledEarly {
+            // Its handler has run, and nothing else saw this generation: the slot keeps the one it
+            // had, so that a run of such operations in one turn (a cancelled task's sleeps that
+            // do not suspend) cannot bring a late request's generation round again.
+            slot.pointee.generation &-= 1
             giveBackSlot(slot)
             return cancelled
         }

@@ -126,7 +126,7 @@ public final class TCPConnection: @unchecked Sendable {
         var done = max(Int(sent), 0)
         if done == bytes.count { return }
         let loop = try EventLoop.forCurrentContext()
-        let buffer = IOBuffer(copying: bytes[done...])
+        let buffer = IOBuffer.copying(bytes[done...])
         let offset = done
         while done < bytes.count {
             // Looked up for each piece: once the connection is closed, its number may be another
@@ -189,7 +189,7 @@ public final class TCPConnection: @unchecked Sendable {
     nonisolated(nonsending) private func receive(fd: Int32, _ maxBytes: Int, on loop: EventLoop) async throws
         -> [UInt8]
     {
-        let buffer = IOBuffer(count: maxBytes)
+        let buffer = IOBuffer.make(count: maxBytes)
         let length = UInt32(clamping: maxBytes)
         let n = try await loop.perform(.receive(fd: fd, into: buffer.base, length: length), keeping: buffer)
         try checkOpen(after: n)
@@ -269,8 +269,9 @@ public final class TCPConnection: @unchecked Sendable {
     nonisolated(nonsending) public func close() async throws { try descriptor.closeNow() }
 }
 
-/// A resolved socket address, in memory that stays put while a connect is in flight.
-struct SocketAddress: Sendable {
+/// A resolved socket address, in memory that stays put while a connect is in flight. Its bytes are
+/// written once, before it is shared, and only read after.
+struct SocketAddress: @unchecked Sendable {
     let storage: IOBuffer
     let length: UInt32
 
@@ -285,9 +286,11 @@ struct SocketAddress: Sendable {
     }
 
     private static func lookUp(_ host: String, _ port: UInt16, numericOnly: Bool) throws(IOError) -> SocketAddress {
-        let storage = IOBuffer(count: Int(MP_ADDRESS_SIZE))
+        let storage = IOBuffer.make(count: Int(MP_ADDRESS_SIZE))
         var length: UInt32 = 0
-        let rc = mp_resolve(host, port, numericOnly ? 1 : 0, storage.base, &length)
+        // withCString, not the implicit conversion, which copies a small string (an address such
+        // as "127.0.0.1") into an allocated array; withCString copies it on the stack.
+        let rc = host.withCString { mp_resolve($0, port, numericOnly ? 1 : 0, storage.base, &length) }
         if rc != 0 { throw .hostNotFound(host, reason: String(cString: mp_resolve_error(rc))) }
         return SocketAddress(storage: storage, length: length)
     }
