@@ -56,6 +56,7 @@ struct EventLoopPrimitiveTests {
     func queueFromAnotherProcess(path: WaitPath) async throws {
         try await path.use {
             let queue = try Queue<Int>(maxSize: 8)
+            try warmForForkedChildren(queue)
             let producer = Process {
                 for i in 1...2000 { try queue.put(i) }
                 try queue.put(-1)
@@ -79,6 +80,7 @@ struct EventLoopPrimitiveTests {
         try await path.use {
             let queue = try Queue<Int>(maxSize: 4)
             let results = try Queue<Int>()
+            try warmForForkedChildren(queue)
             let consumer = Process {
                 var sum = 0
                 for _ in 0..<1000 { sum += try queue.get(timeout: .seconds(30)) }

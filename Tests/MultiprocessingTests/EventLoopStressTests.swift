@@ -80,6 +80,7 @@ struct EventLoopStressTests {
 
     private func queueMixed() async throws {
         let queue = try Queue<Int>(maxSize: 16)
+        try warmForForkedChildren(queue)
         let producers = (0..<2).map { p in
             Process { for i in 0..<3000 { try queue.put(p * 100_000 + i) } }
         }

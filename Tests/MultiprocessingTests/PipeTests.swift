@@ -11,6 +11,11 @@ struct PipeTests {
     @Test("duplex: both ends send and receive, between processes")
     func duplex() throws {
         let (a, b) = try Pipe.make()
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try a.send(0)
+        let first: Int = try b.receive()
+        try b.send("got \(first)")
+        _ = try a.receive(String.self, timeout: .seconds(30))
         let child = Process {
             while true {
                 let x: Int = try b.receive()
@@ -31,6 +36,9 @@ struct PipeTests {
     @Test("out of descriptors: Pipe.make says so with the system's own error (EMFILE), both kinds")
     func outOfDescriptors() throws {
         // In a child: lowering this process's descriptor limit would starve the rest of the suite.
+        let make = { (duplex: Bool) in Result { () throws(ConnectionError) in try Pipe.make(duplex: duplex) } }
+        // Run here first, where both succeed (the fork hazard: see lockMixed).
+        for duplex in [true, false] { _ = make(duplex) }
         let child = Process {
             var limit = rlimit()
             getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
@@ -39,7 +47,7 @@ struct PipeTests {
             guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { exit(3) }
             defer { _ = withUnsafePointer(to: saved) { setrlimit(Int32(RLIMIT_NOFILE.rawValue), $0) } }
             for duplex in [true, false] {
-                let made = Result { () throws(ConnectionError) in try Pipe.make(duplex: duplex) }
+                let made = make(duplex)
                 guard case .failure(let error) = made else { exit(4) }
                 guard error == .system(.tooManyOpenFiles, function: duplex ? "socketpair" : "pipe2") else { exit(5) }
             }

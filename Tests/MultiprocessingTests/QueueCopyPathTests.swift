@@ -55,6 +55,9 @@ struct QueueCopyPathTests {
     /// A child process puts `n` filled values through a 4 KiB ring; every byte arrives, in order.
     private func crossProcess<T: BitwiseCopyable & Sendable>(_ type: T.Type, _ n: Int) throws {
         let q = try Queue<T>(maxSize: 16, capacity: 4096)
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try q.put(filled(T.self, 0))
+        _ = try q.get(timeout: .seconds(30))
         let child = Process { for i in 0..<n { try q.put(filled(T.self, i)) } }
         try child.start()
         var bad = 0

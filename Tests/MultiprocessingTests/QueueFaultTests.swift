@@ -38,6 +38,9 @@ struct QueueFaultTests {
     func shutdownWhileProducerStopped() throws {
         let q = try Queue<[UInt8]>(capacity: 4096)
         let outcome = try SharedCounters(count: 2)
+        // What the children run, run here first (the fork hazard: see lockMixed).
+        try q.put([7], timeout: .seconds(5))
+        _ = try q.get(timeout: .seconds(5)) == streamed
         let producer = Process { try? q.put(streamed) }
         try producer.start()
         #expect(eventually { q.count == 1 })
@@ -193,6 +196,9 @@ struct QueueFaultTests {
     private func killOneBatchAsItCounts<E: Sendable & Equatable>(
         _ q: Queue<E>, bound: Int, batch: Int, _ message: (Int) -> E
     ) throws {
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try q.put(message(0), timeout: .seconds(5))
+        _ = try q.get(max: batch, timeout: .seconds(5))
         for i in 1...bound { try q.put(message(i), timeout: .seconds(5)) }
         let consumer = Process {
             _ = mp_fault_arm(MP_FAULT_QUEUE_COUNTED)
@@ -241,6 +247,9 @@ struct QueueFaultTests {
     ) throws {
         var next = 0
         var received: [E] = []
+        // What the children run, run here first (the fork hazard: see lockMixed).
+        try q.put(message(0), timeout: .seconds(5))
+        _ = try q.get(max: 1, timeout: .seconds(5))
         for round in 0..<40 {
             while q.count < bound && next < total {
                 try q.put(message(next), timeout: .seconds(5))
@@ -406,6 +415,9 @@ struct QueueFaultTests {
     func consumerKilledMidStream() throws {
         let big = (0..<(32 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) }
         let q = try Queue<[UInt8]>(capacity: 64 << 10, maxMessageSize: 64 << 20)
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try q.put([7])
+        _ = try q.get(timeout: .seconds(20))
         let producer = Thread { try q.put(big) }
         try producer.start()
         let consumer = Process { _ = try q.get(timeout: .seconds(20)) }

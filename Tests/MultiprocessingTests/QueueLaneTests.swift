@@ -746,6 +746,7 @@ struct QueueLaneTests {
         let q = try Queue<Int>(ordering: .perProducer)
         let encoded = try SpawnCoding.encode(q)
         try q.put(tag(0, 0))
+        _ = try SpawnCoding.decode(Queue<Int>.self, from: encoded)  // here first (the fork hazard: see lockMixed)
         let child = Process {
             let decoded = try SpawnCoding.decode(Queue<Int>.self, from: encoded)
             for s in 0..<5000 { try decoded.put(tag(1, s), timeout: .seconds(10)) }

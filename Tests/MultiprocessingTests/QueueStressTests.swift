@@ -35,6 +35,9 @@ struct QueueStressTests {
         let producerProcesses = (0..<producers).map { p in
             Process { for s in 0..<perProducer { try q.put(make(p, s)) } }
         }
+        // What the children run, run here first (the fork hazard: see lockMixed).
+        try q.put(make(0, 1), timeout: .seconds(60))  // (0, 1): randomSizes makes it smaller than its ring
+        _ = read(try q.get(timeout: .seconds(60)))
         for c in consumerProcesses { try c.start() }
         for p in producerProcesses { try p.start() }
         // Every wait has a deadline: a stall fails the test (and is killed) instead of the suite.
@@ -123,12 +126,21 @@ struct QueueStressTests {
     func killedProducers() throws {
         let q = try Queue<[UInt8]>(capacity: 64 << 10)
         let stats = try SharedCounters(count: 4)  // [0] messages checked, [1] bad ones
+        let message: @Sendable (Int, Int) -> [UInt8] = { size, round in
+            (0..<size).map { UInt8(truncatingIfNeeded: $0 == 0 ? round : $0 &+ round) }
+        }
+        let intact: @Sendable ([UInt8]) -> Bool = { m in
+            let seed = m[0]
+            return m.indices.dropFirst().allSatisfy { m[$0] == UInt8(truncatingIfNeeded: $0 &+ Int(seed)) }
+        }
+        // What the children run, run here first (the fork hazard: see lockMixed).
+        try q.put(message(3, 0))
+        _ = intact(try q.get())
         let consumer = Process {
             while true {
                 let m = try q.get()
                 if m.count == 1 { return }
-                let seed = m[0]
-                let ok = m.indices.dropFirst().allSatisfy { m[$0] == UInt8(truncatingIfNeeded: $0 &+ Int(seed)) }
+                let ok = intact(m)
                 stats[0] += 1
                 if !ok { stats[1] += 1 }
             }
@@ -139,7 +151,7 @@ struct QueueStressTests {
                 var i = 0
                 while true {
                     let size = 200_000 + (i % 5) * 10_000  // every message spans several records
-                    try q.put((0..<size).map { UInt8(truncatingIfNeeded: $0 == 0 ? round : $0 &+ round) })
+                    try q.put(message(size, round))
                     i += 1
                 }
             }
@@ -160,6 +172,7 @@ struct QueueStressTests {
     @Test("JoinableQueue: taskDone and join across processes; too many taskDone is an error")
     func joinable() throws {
         let q = try JoinableQueue<Int>()
+        try warmForForkedChildren(q)
         let worker = Process {
             while true {
                 let x = try q.get()
@@ -185,6 +198,9 @@ struct QueueStressTests {
     func simple() throws {
         let q = try SimpleQueue<String>()
         #expect(q.isEmpty)
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try q.put("item \(-1)")
+        _ = try q.get(timeout: .seconds(30))
         let child = Process { for i in 0..<100 { try q.put("item \(i)") } }
         try child.start()
         for i in 0..<100 { #expect(try q.get(timeout: .seconds(30)) == "item \(i)") }

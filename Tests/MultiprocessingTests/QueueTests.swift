@@ -119,6 +119,9 @@ struct QueueTests {
     @Test("fixed-size elements take the copy-only path, also across processes")
     func bitwise() throws {
         let q = try Queue<Sample>(maxSize: 64)
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try q.put(Sample(producer: 1, sequence: -1, payload: (1, 2, 3, 4, 5, 6, 0)))
+        _ = try q.get(timeout: .seconds(30))
         let child = Process {
             for i in 0..<10_000 {
                 try q.put(Sample(producer: 1, sequence: Int32(i), payload: (1, 2, 3, 4, 5, 6, UInt64(i))))
@@ -147,9 +150,15 @@ struct QueueTests {
             + (0..<10).map { _ in
                 Int.random(in: 0...(1 << 20), using: &generator)
             }
+        let bytes: @Sendable (Int, Int) -> [UInt8] = { i, size in
+            (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
+        }
+        // What the child runs, run here first (the fork hazard: see lockMixed).
+        try q.put(bytes(0, 3))
+        _ = try q.get(timeout: .seconds(60))
         let producer = Process {
             for (i, size) in sizes.enumerated() {
-                try q.put((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) })
+                try q.put(bytes(i, size))
             }
         }
         try producer.start()
