@@ -13,15 +13,11 @@ enum WaitPath: String, CaseIterable, CustomTestStringConvertible, Sendable {
     var testDescription: String { rawValue }
 
     func use<T>(_ body: () throws -> T) rethrows -> T {
-        EventLoop.futexFallback.withLock { $0 = self == .fallback }
-        defer { EventLoop.futexFallback.withLock { $0 = false } }
-        return try body()
+        try EventLoop.$futexFallback.withValue(self == .fallback) { try body() }
     }
 
     func use<T>(_ body: () async throws -> T) async rethrows -> T {
-        EventLoop.futexFallback.withLock { $0 = self == .fallback }
-        defer { EventLoop.futexFallback.withLock { $0 = false } }
-        return try await body()
+        try await EventLoop.$futexFallback.withValue(self == .fallback) { try await body() }
     }
 }
 

@@ -11,9 +11,10 @@ enum WaitOutcome: Equatable {
 }
 
 extension EventLoop {
-    /// Tests set this to await shared primitives on helper threads even where the ring has futex
-    /// waits (the fallback for kernels before 6.7).
-    static let futexFallback = Locked(false)
+    /// Tests bind this to await shared primitives on helper threads even where the ring has futex
+    /// waits (the fallback for kernels before 6.7). Task-local: it holds for the binding test's
+    /// tasks (and those they start), not for the tests that run beside it.
+    @TaskLocal static var futexFallback = false
 
     /// Suspends until the word `w` names no longer holds `w.expected`, a waker wakes it, or
     /// `deadline` (or the owner check `w.check_at`) passes: IORING_OP_FUTEX_WAIT, so one loop
@@ -23,7 +24,7 @@ extension EventLoop {
     {
         let limit = w.check_at != 0 ? min(deadline, w.check_at) : deadline
         if cancellable && Task.isCancelled { return .cancelled }
-        if !supportsFutexWait || EventLoop.futexFallback.withLock({ $0 }) {
+        if !supportsFutexWait || EventLoop.futexFallback {
             return await blockingWait(w, until: limit, cancellable: cancellable)
         }
         let entry = LoopOperation.Entry.futexWait(
