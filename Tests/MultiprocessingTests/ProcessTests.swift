@@ -408,12 +408,18 @@ func setLastPID(_ pid: Int32) -> Bool {
 func mp_test_exit_now() -> Never { _exit(0) }
 
 func isZombie(_ pid: Int32) -> Bool {
-    guard let f = fopen("/proc/\(pid)/stat", "r") else { return true }
-    defer { fclose(f) }
-    var buffer = [CChar](repeating: 0, count: 512)
-    guard fgets(&buffer, 512, f) != nil else { return true }
-    let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    guard let paren = line.lastIndex(of: ")") else { return false }
-    let state = line[line.index(paren, offsetBy: 2)]
+    guard let state = processState(pid) else { return true }  // gone
     return state == "Z" || state == "X"
+}
+
+/// The state letter of /proc/<pid>/stat ("S" sleeping, "R" running, "T" stopped, "Z" zombie); nil
+/// if there is no such process.
+func processState(_ pid: Int32) -> Character? {
+    guard let f = fopen("/proc/\(pid)/stat", "r") else { return nil }
+    defer { fclose(f) }
+    var buffer = [CChar](repeating: 0, count: 1024)
+    guard fgets(&buffer, 1024, f) != nil else { return nil }
+    let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard let paren = line.lastIndex(of: ")") else { return nil }
+    return line[line.index(after: paren)...].dropFirst().first
 }

@@ -106,6 +106,9 @@ typedef struct mp_arena_slot {
 
 /// Forks between the program's start and this process (bumped in each forked child; futex.c).
 extern uint32_t mp_fork_generation;
+/// `mp_fork_generation`, read (for Swift, which cannot read the global itself under strict
+/// concurrency).
+static inline uint32_t mp_fork_generation_now(void) { return __atomic_load_n(&mp_fork_generation, __ATOMIC_RELAXED); }
 
 /// A process-private mutex that is usable in a forked child even if a thread of the parent, which
 /// did not come along, held it at the fork: a lock from an older fork generation re-initialises
@@ -128,6 +131,16 @@ static inline void mp_private_lock_lock(mp_private_lock_t *_Nonnull l) {
                          0))
         mp_private_lock_repair(l);
     (void)mp_mutex_lock(&l->mutex, MP_FOREVER);
+}
+
+/// Acquires by `deadline_ns`: MP_OK, or MP_TIMED_OUT (MP_BUSY for a passed deadline).
+static inline mp_status_t mp_private_lock_lock_until(mp_private_lock_t *_Nonnull l, int64_t deadline_ns) {
+    if (__builtin_expect(__atomic_load_n(&l->generation, __ATOMIC_ACQUIRE) !=
+                             __atomic_load_n(&mp_fork_generation, __ATOMIC_RELAXED),
+                         0))
+        mp_private_lock_repair(l);
+    mp_status_t status = mp_mutex_lock(&l->mutex, deadline_ns);
+    return status == MP_OWNER_DIED ? MP_OK : status; // a private lock's owner is a thread of this process
 }
 
 static inline void mp_private_lock_unlock(mp_private_lock_t *_Nonnull l) { (void)mp_mutex_unlock(&l->mutex); }
@@ -165,15 +178,19 @@ uint32_t mp_semaphore_value(const mp_semaphore_t *_Nonnull s);
 
 // MARK: - Condition
 
-/// A condition variable over an mp_mutex: `seq` is bumped by each notify and is the futex word;
-/// `waiters` and `tokens` (changed only under the mutex) count the waiting threads and the wake-ups
-/// granted but not yet taken, so notify(n) releases at most n waiters and makes no syscall when
-/// nobody waits.
+/// A condition variable over an mp_mutex, in two groups of waiters (condition.c): the open group
+/// (generation `generation`), which a new waiter joins, and the closed one (`generation - 1`),
+/// which notifies serve; a waiter of an older generation has been notified. A waiter of
+/// generation g sleeps on `seq[g & 1]`, which each notify to its group bumps. Every field but the
+/// words is changed only under the mutex.
 typedef struct mp_condition {
-    uint32_t seq;
-    uint32_t waiters;
+    uint32_t seq[2];
+    uint32_t generation;
+    uint32_t closed_waiting; // the closed group's waiters that have taken no notify
+    uint32_t closed_tokens;  // notifies granted to the closed group, not yet taken
+    uint32_t open_waiting;   // the open group's waiters
     uint32_t shared;
-    uint32_t tokens;
+    uint32_t pad;
 } mp_condition_t;
 
 void mp_condition_init(mp_condition_t *_Nonnull c, int shared);
@@ -182,8 +199,11 @@ void mp_condition_init(mp_condition_t *_Nonnull c, int shared);
 /// re-acquire; the lock is held).
 mp_status_t mp_condition_wait(mp_condition_t *_Nonnull c, mp_mutex_t *_Nonnull m, int recursive,
                               int64_t deadline_ns);
-/// Wakes up to `n` waiters; the caller holds the mutex.
+/// Wakes up to `n` waiters, the longest waiting first; the caller holds the mutex.
 void mp_condition_notify(mp_condition_t *_Nonnull c, uint32_t n);
+/// Threads and coroutines inside wait (a snapshot; a dead waiter stays counted until its group is
+/// notified).
+uint32_t mp_condition_waiting(const mp_condition_t *_Nonnull c);
 
 // MARK: - Event
 
@@ -207,14 +227,15 @@ mp_status_t mp_event_wait(mp_event_t *_Nonnull e, int64_t deadline_ns);
 
 /// Python's Barrier (filling, draining, broken) under a guard mutex, with `seq` as the futex word
 /// every state change bumps and `cycle` counting resets, so that reset() also frees a barrier that
-/// a dead party left waiting for ever.
+/// a dead party left waiting for ever. Bit `c % 32` of `passed` says whether the reset that ended
+/// cycle `c` found its parties released (their waits succeed) or still waiting (broken).
 typedef struct mp_barrier {
-    mp_mutex_t guard;
+    mp_mutex_t guard; // its flags say whether the barrier is process-shared
     uint32_t parties;
     uint32_t count;
     int32_t state;
     uint32_t seq;
-    uint32_t shared;
+    uint32_t passed;
     uint32_t cycle;
     uint64_t default_timeout_ns; // a wait without a timeout of its own uses this; 0: none (set once)
 } mp_barrier_t;
@@ -273,14 +294,16 @@ void mp_event_async_leave(mp_event_t *_Nonnull e, mp_async_wait_t *_Nonnull w);
 /// `seq`; MP_NOT_HELD if the lock is free.
 mp_status_t mp_condition_wait_async_begin(mp_condition_t *_Nonnull c, mp_mutex_t *_Nonnull m,
                                           mp_async_wait_t *_Nonnull w);
-/// After a wake-up: whether `seq` moved on (else the wait goes on without the lock).
-int mp_condition_async_notified(const mp_condition_t *_Nonnull c, const mp_async_wait_t *_Nonnull w);
+/// After a wake-up: whether the waiter's word moved on (else the wait goes on without the lock,
+/// until `check_at` at the latest, which this moves on once it has passed).
+int mp_condition_async_notified(const mp_condition_t *_Nonnull c, mp_async_wait_t *_Nonnull w);
 /// Step 2, the lock re-acquired: MP_OK (notified), MP_TIMED_OUT (when `timed_out`), or MP_WAIT
 /// (a wake-up meant for another waiter: the lock is released again and the wait goes on).
 mp_status_t mp_condition_wait_async_end(mp_condition_t *_Nonnull c, mp_mutex_t *_Nonnull m,
                                         mp_async_wait_t *_Nonnull w, int timed_out);
-/// A cancelled waiter, the lock re-acquired: leaves the waiters, keeping tokens <= waiters.
-void mp_condition_async_leave(mp_condition_t *_Nonnull c);
+/// A cancelled waiter, the lock re-acquired: leaves its group; a notify it was granted goes on to
+/// the next waiter (as asyncio's Condition passes it on).
+void mp_condition_async_leave(mp_condition_t *_Nonnull c, mp_async_wait_t *_Nonnull w);
 
 #ifdef __cplusplus
 }

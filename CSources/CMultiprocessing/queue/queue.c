@@ -303,9 +303,16 @@ void mp_queue_task_undo(mp_queue_view_t *v) { mp_queue_task_undo_many(v, 1); }
 
 void mp_queue_task_undo_many(mp_queue_view_t *v, uint32_t count) {
     mp_queue_t *q = v->header;
-    if (count == 0) return;
-    if (MP_SUB(&q->unfinished, count, MP_SEQ_CST) == count && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0)
-        mp_futex_wake(&q->unfinished, INT_MAX, (int)v->shared);
+    // Never below 0: an extra task_done (the caller's bug) that lands between a put's count and
+    // its undo finds the count the put added, and takes it; the undo then takes what is left, so
+    // the count stays right and a join still ends (a plain subtraction wrapped to 2^32 - 1 there,
+    // and every join after it waited for ever).
+    uint32_t n = MP_LOAD(&q->unfinished, MP_RELAXED), take;
+    do {
+        take = n < count ? n : count;
+        if (take == 0) return;
+    } while (!MP_CAS(&q->unfinished, &n, n - take, MP_SEQ_CST, MP_RELAXED));
+    if (n == take && MP_LOAD(&q->join_sleepers, MP_SEQ_CST) > 0) mp_futex_wake(&q->unfinished, INT_MAX, (int)v->shared);
 }
 
 mp_status_t mp_queue_task_done(mp_queue_view_t *v) {

@@ -8,8 +8,16 @@
 // - `count` is the number of callers inside wait() for the current `cycle`. The last one out of
 //   DRAINING turns the barrier back to FILLING, so one cycle's leavers never mix with the next's.
 // - `cycle` is bumped by reset(), which also empties the barrier: waiters of an older cycle leave
-//   with "broken" and do not touch `count`. So reset() frees a barrier that a dead party (a process
-//   killed while waiting) left in DRAINING or with a count that can never be reached.
+//   without touching `count`. So reset() frees a barrier that a dead party (a process killed while
+//   waiting) left in DRAINING or with a count that can never be reached. As in Python, a reset after
+//   the barrier tripped leaves its released parties passed: the reset records in `passed` whether
+//   the cycle it ended was DRAINING, and a waiter of that cycle reads its bit (32 cycles back; a
+//   waiter that slept through more resets than that reads as broken). Waiters of a cycle reset
+//   while filling or releasing leave with "broken".
+// - A wait takes the guard by its deadline, or MP_OWNER_CHECK_NS from now if that is later (a live
+//   peer may hold it for good, or a garbled word name one): that is the one step where its timeout
+//   cannot break the barrier, since it has not joined. Once joined, it re-takes the guard after
+//   each sleep without a deadline, to leave `count` right.
 // - `seq` (the futex word) is bumped with every change, under the guard; a waiter reads it under
 //   the guard, releases the guard and sleeps while it is unchanged (no lost wake-up).
 // The guard is process-owned: if its holder died, the survivor carries on, since the guard protects
@@ -30,15 +38,24 @@ void mp_barrier_init(mp_barrier_t *b, uint32_t parties, int shared, uint64_t def
     b->parties = parties;
     b->count = 0;
     b->state = FILLING;
-    b->shared = shared ? 1 : 0;
+    b->passed = 0;
     b->cycle = 0;
     b->default_timeout_ns = default_timeout_ns;
     MP_STORE(&b->seq, 0, MP_RELEASE);
 }
 
+/// Whether the barrier's futex calls are process-shared (set once, in the guard's flags).
+static inline int shared_of(const mp_barrier_t *b) { return (b->guard.flags & MP_MUTEX_SHARED) != 0; }
+
 static void changed(mp_barrier_t *b) {
     MP_ADD(&b->seq, 1, MP_RELAXED); // under the guard; sleepers rely on the futex compare
-    mp_futex_wake(&b->seq, INT_MAX, (int)b->shared);
+    mp_futex_wake(&b->seq, INT_MAX, shared_of(b));
+}
+
+/// Whether cycle `cycle`, ended by a reset, had released its parties (the guard held).
+static int reset_after_pass(const mp_barrier_t *b, uint32_t cycle) {
+    uint32_t since = b->cycle - cycle; // resets since: the bit is the last 32 cycles'
+    return since >= 1 && since <= 32 && (b->passed >> (cycle & 31) & 1u);
 }
 
 /// With the guard held: releases it, sleeps until the next change or the deadline, retakes it.
@@ -48,7 +65,7 @@ static int await_change(mp_barrier_t *b, int64_t deadline) {
     mp_mutex_unlock(&b->guard);
     int timed_out = 0;
     while (MP_LOAD(&b->seq, MP_RELAXED) == seq) {
-        if (mp_futex_wait(&b->seq, seq, deadline, (int)b->shared) == ETIMEDOUT) {
+        if (mp_futex_wait(&b->seq, seq, deadline, shared_of(b)) == ETIMEDOUT) {
             timed_out = 1;
             break;
         }
@@ -59,7 +76,13 @@ static int await_change(mp_barrier_t *b, int64_t deadline) {
 
 mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, mp_barrier_action_t action,
                             void *context) {
-    mp_mutex_lock(&b->guard, MP_FOREVER);
+    // Bounded: its holder may be a live process that does not let go (stopped, or named by a
+    // garbled word); a dead holder's guard is taken over, and the survivor carries on (above).
+    // Never shorter than an owner check: every party takes the guard after each change, so it is
+    // often held for a moment, and the last party, with a short timeout, must still arrive.
+    int64_t floor = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
+    mp_status_t guarded = mp_mutex_lock(&b->guard, deadline > floor ? deadline : floor);
+    if (guarded == MP_TIMED_OUT || guarded == MP_BUSY) return MP_TIMED_OUT; // MP_BUSY: a try (MP_NOW)
     while (b->state == DRAINING || b->state == RELEASING) { // the last cycle leaving, or its action
         if (await_change(b, deadline) && (b->state == DRAINING || b->state == RELEASING)) {
             mp_mutex_unlock(&b->guard);
@@ -104,7 +127,8 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
                 break;
             }
         }
-        if (status == MP_OK && (b->cycle != cycle || b->state == BROKEN)) status = MP_BROKEN;
+        if (status == MP_OK && (b->cycle != cycle ? !reset_after_pass(b, cycle) : b->state == BROKEN))
+            status = MP_BROKEN;
     }
     if (b->cycle == cycle && --b->count == 0 && b->state == DRAINING) {
         b->state = FILLING;
@@ -116,6 +140,8 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
 
 void mp_barrier_reset(mp_barrier_t *b) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
+    uint32_t bit = 1u << (b->cycle & 31);
+    b->passed = b->state == DRAINING ? b->passed | bit : b->passed & ~bit;
     b->cycle++;
     b->count = 0;
     b->state = FILLING;

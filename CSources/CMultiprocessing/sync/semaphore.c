@@ -8,6 +8,10 @@
 // - The lost-wake-up race is closed Dekker-style: the sleeper increments `waiters` then re-reads
 //   `value`; the releaser changes `value` then reads `waiters`. Both pairs are seq_cst, so at least
 //   one side sees the other's write; FUTEX_WAIT re-checks `value == 0` in the kernel.
+// - A release of n wakes n sleepers. One that dies before it takes its permit leaves the permit
+//   with nobody woken for it: sleepers wake every MP_OWNER_CHECK_NS to look at `value` again (a
+//   blocking sleep in slices, an awaited one until `check_at`), so a stranded permit is taken
+//   within that period.
 // Orderings: taking a permit is acquire, giving is release (what the giver wrote before release is
 // visible to the taker), as a semaphore used as a lock needs.
 #define _GNU_SOURCE
@@ -40,7 +44,10 @@ MP_COLD static mp_status_t acquire_contended(mp_semaphore_t *s, int64_t deadline
     mp_status_t status = MP_OK;
     for (;;) {
         if (MP_LOAD(&s->value, MP_SEQ_CST) > 0 && try_take(s, MP_ACQUIRE)) break;
-        if (mp_futex_wait(&s->value, 0, deadline, (int)s->shared) == ETIMEDOUT) {
+        // In slices: a permit whose wake-up went to a waiter that died before taking it wakes
+        // nobody else (see the header), so a sleeper looks at `value` again every slice.
+        int64_t check = mp_monotonic_ns() + MP_OWNER_CHECK_NS, until = check < deadline ? check : deadline;
+        if (mp_futex_wait(&s->value, 0, until, (int)s->shared) == ETIMEDOUT && until == deadline) {
             status = try_take(s, MP_ACQUIRE) ? MP_OK : MP_TIMED_OUT; // a last look: a release may have raced
             break;
         }
@@ -82,6 +89,7 @@ mp_status_t mp_semaphore_acquire_async(mp_semaphore_t *s, mp_async_wait_t *w) {
         return MP_OK;
     }
     mp_async_wait_on(w, &s->value, 0, s->shared);
+    w->check_at = mp_monotonic_ns() + MP_OWNER_CHECK_NS; // a look every slice, as the blocking path
     return MP_WAIT;
 }
 

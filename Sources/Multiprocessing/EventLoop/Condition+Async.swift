@@ -7,8 +7,9 @@ extension Condition {
     /// task is cancelled, before `CancellationError` is thrown.
     ///
     /// Only a condition over a ``Lock`` can be awaited (an ``RLock`` belongs to a thread).
-    /// - Throws: ``SyncError/notHeld``, ``SyncError/ownerDied(owner:)`` (the lock is held),
-    ///   ``EventLoopError/notAwaitable(_:)``, `CancellationError`.
+    /// - Throws: ``SyncError/notHeld``, ``SyncError/ownerDied(owner:)`` (the lock is held; thrown
+    ///   rather than `CancellationError` when both happen), ``EventLoopError/notAwaitable(_:)``,
+    ///   `CancellationError`.
     @discardableResult
     public func wait(timeout: Duration? = nil) async throws -> Bool {
         let lock = try awaitableLock()
@@ -29,7 +30,10 @@ extension Condition {
             }
             if let owner = try await reacquire(lock) { deadOwner = owner }
             if let failure {
-                mp_condition_async_leave(condition)
+                mp_condition_async_leave(condition, &w)
+                // The lock is held either way; a dead previous holder is the news the caller must
+                // not miss (its data may need repair): it wins over the cancellation.
+                if let deadOwner { throw SyncError.ownerDied(owner: deadOwner) }
                 throw failure
             }
             let status = mp_condition_wait_async_end(condition, lock.mutex, &w, timedOut ? 1 : 0)

@@ -80,7 +80,9 @@ public final class Barrier: @unchecked Sendable, Codable {
     }
 
     /// Waits up to `timeout` (instead of the default). Returns the arrival index, or nil if the
-    /// timeout passed, which breaks the barrier for everyone (as Python does).
+    /// timeout passed, which breaks the barrier for everyone (as Python does). A wait whose timeout
+    /// passes before it could join (the previous cycle still leaving, or another process holding
+    /// the barrier's internal guard) returns nil and leaves the barrier as it was.
     public func wait(timeout: Duration) throws(SyncError) -> Int? {
         try pass(try Deadline.after(timeout, SyncError.self))
     }
@@ -102,6 +104,7 @@ public final class Barrier: @unchecked Sendable, Codable {
     }
 
     /// Returns the barrier to the empty state; current waiters get ``SyncError/brokenBarrier``.
+    /// Parties the barrier has already released still pass, as in Python.
     public func reset() { mp_barrier_reset(barrier) }
 
     /// Breaks the barrier: current and future waiters get ``SyncError/brokenBarrier`` until reset.

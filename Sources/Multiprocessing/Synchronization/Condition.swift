@@ -121,7 +121,12 @@ public final class Condition: @unchecked Sendable, Codable {
         return result
     }
 
-    /// Wakes up to `n` waiters.
+    /// Wakes up to `n` of the callers waiting now, as Python's does: a `wait` that begins after this
+    /// call cannot take its wake-up. Waiters are served in groups (those waiting at a notify that
+    /// found the previous group served), older groups first; within a group, in no set order. A
+    /// waiter that dies while waiting stays counted until a notify reaches it (it may absorb one, as
+    /// with Python's `multiprocessing.Condition`); one that dies after being woken passes its
+    /// wake-up on to another waiter within 20 ms.
     public func notify(_ n: Int = 1) throws(SyncError) {
         try checkHeld()
         guard n > 0 else { return }
