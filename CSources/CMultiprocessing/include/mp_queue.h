@@ -160,10 +160,11 @@ void mp_queue_get_end(mp_queue_view_t *_Nonnull q);
 /// `deadline_ns` in all. `*put` is how many were put, in order; it stops
 /// early, with MP_OK, before a message larger than one record (the caller puts that one with
 /// mp_queue_put, which streams it). MP_OK, or MP_TIMED_OUT, MP_SHUTDOWN, MP_CORRUPTED once it
-/// could put no more (the `*put` before it are in the queue).
+/// could put no more (the `*put` before it are in the queue). `lanes` 0 keeps the batch out of the
+/// calling thread's lane, in the ring (see mp_queue_put_async).
 mp_status_t mp_queue_put_batch(mp_queue_view_t *_Nonnull q, const void *_Nullable data,
                                const uint64_t *_Nullable lengths, uint64_t size, uint64_t stride, uint64_t count,
-                               int64_t deadline_ns, uint64_t *_Nonnull put);
+                               int lanes, int64_t deadline_ns, uint64_t *_Nonnull put);
 /// A batch get's next step, after mp_queue_get_begin or this call gave a single-record message
 /// whose bytes the caller has read: takes it, then, if the next message is already there and
 /// in a single record, holds it as mp_queue_get_begin does (1: its bytes in `*payload` and
@@ -228,9 +229,12 @@ mp_status_t mp_queue_get_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_No
                                const void *_Nullable *_Nonnull payload, uint64_t *_Nonnull length,
                                uint64_t *_Nonnull total);
 /// Queue put of one record-sized message without blocking: MP_OK, MP_SHUTDOWN, MP_CORRUPTED,
-/// MP_WAIT (for the producer lock, a slot or ring space), or MP_OWNER_DIED (as for get).
+/// MP_WAIT (for the producer lock, a slot or ring space), or MP_OWNER_DIED (as for get). A lane is
+/// a thread's, and a coroutine's puts keep their order in one only while they run on one thread
+/// (an event loop's): `lanes` 0 sends the message through the ring, for the rest of a batch whose
+/// coroutine may resume on another thread (a Task of Swift's global executor).
 mp_status_t mp_queue_put_async(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w,
-                               const void *_Nullable data, uint64_t length);
+                               const void *_Nullable data, uint64_t length, int lanes);
 /// After a wait of get or put: undoes the sleeper registration, passes a lock wake-up on.
 void mp_queue_async_after_wait(mp_queue_view_t *_Nonnull q, mp_async_wait_t *_Nonnull w, int woken);
 /// JoinableQueue join without blocking (queue.c): MP_OK once no task is unfinished, else MP_WAIT

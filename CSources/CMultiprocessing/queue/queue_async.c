@@ -89,9 +89,10 @@ mp_status_t mp_queue_get_async(mp_queue_view_t *v, mp_async_wait_t *w, const voi
     }
 }
 
-mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const void *data, uint64_t length) {
+mp_status_t mp_queue_put_async(mp_queue_view_t *v, mp_async_wait_t *w, const void *data, uint64_t length,
+                               int lanes) {
     mp_queue_t *q = v->header;
-    int lane = v->lanes && length == v->slot_size ? lane_of_caller(v, 1) : -1;
+    int lane = lanes && v->lanes && length == v->slot_size ? lane_of_caller(v, 1) : -1;
     while (lane >= 0) { // the thread's lane (queue_lanes.c): no lock to wait for, only room
         if (MP_LOAD(&q->shutdown, MP_ACQUIRE)) return MP_SHUTDOWN;
         if (!lane_has_room(v, (uint64_t)lane)) {

@@ -173,10 +173,16 @@ __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-
 __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));           // mp_queue_straight.h
 #define last_choice mp_last_lane_choice
 
-/// A forked child's thread is not the one that made the choices it inherits: the straight put
-/// trusts `last_choice` without looking at its `tid`, so the child forgets it (the table's entries
-/// keep their `tid` test). The fork servers' children inherit a server's, forked with this too.
-static void forget_choice_in_child(void) { memset(&last_choice, 0, sizeof last_choice); }
+/// A forked child's thread is not the one that made the choices it inherits: it is a new
+/// producer, and forgets them all. The straight put trusts `last_choice` without looking at its
+/// `tid`; and a table entry's `tid` test is not enough either, since tids are reused: a process
+/// forked later from this child may get the pid of the thread that chose, after another thread has
+/// taken that lane over, and would put into it unclaimed beside its owner. (The fork servers'
+/// children inherit a server's choices, which has none.)
+static void forget_choice_in_child(void) {
+    memset(&last_choice, 0, sizeof last_choice);
+    choice_count = 0; // the table's memory stays for the child's own choices
+}
 
 __attribute__((constructor)) static void install_choice_fork_handler(void) {
     pthread_atfork(NULL, NULL, forget_choice_in_child);
@@ -362,8 +368,15 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
         if (n == 0) continue;
         if (n == UINT64_MAX) return -2;
         if (i != c) {
+            // The lane whose turn it was ran dry before its budget: its turn is over too, so the
+            // ring has its turn before the next lane's (else lanes that each hold a message or two
+            // whenever the cursor reaches them would keep a ring message waiting for ever).
             MP_STORE(&a->cursor, i, MP_RELAXED);
             budget = LANE_BUDGET;
+            if (ring_first && has_data(v, 0)) {
+                MP_STORE(&a->budget, budget, MP_RELAXED);
+                return -1;
+            }
         }
         MP_STORE(&a->budget, budget - 1, MP_RELAXED);
         return (int)i;

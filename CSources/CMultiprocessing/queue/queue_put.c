@@ -389,12 +389,12 @@ static void publish_run(mp_queue_view_t *v, uint64_t tail, uint64_t produced) {
 }
 
 mp_status_t mp_queue_put_batch(mp_queue_view_t *v, const void *data, const uint64_t *lengths, uint64_t size,
-                               uint64_t stride, uint64_t count, int64_t deadline, uint64_t *put) {
+                               uint64_t stride, uint64_t count, int lanes, int64_t deadline, uint64_t *put) {
     mp_queue_t *q = v->header;
     *put = 0;
     if (count == 0) return MP_OK;
     if (MP_UNLIKELY(MP_LOAD(&v->corrupted, MP_RELAXED))) return MP_CORRUPTED;
-    if (v->lanes && lengths == NULL && size == v->slot_size) { // one store of the lane's tail for all
+    if (lanes && v->lanes && lengths == NULL && size == v->slot_size) { // one store of the lane's tail for all
         int lane = lane_of_caller(v, 1);
         if (lane >= 0) return lane_put(v, (uint32_t)lane, data, count, stride, deadline, put);
     }

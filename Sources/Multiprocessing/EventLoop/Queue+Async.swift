@@ -28,20 +28,35 @@ extension Queue {
         }
     }
 
-    nonisolated(nonsending) private func putBytes(_ bytes: [UInt8], deadline: Int64) async throws {
+    /// Whether a batch's items may go into the thread's lane: only on an event loop's own thread,
+    /// where every step of the coroutine runs. A Task of Swift's global executor may resume on
+    /// another thread when it waits for room, and the rest of the batch would go into that
+    /// thread's lane and overtake the items left in the first: its batches go through the ring,
+    /// which keeps them in order. (A single put is one item: it takes the lane of the thread it
+    /// runs on, as a blocking put does.)
+    private var lanesKeepBatchOrder: Bool { mp_loop_current() != nil }
+
+    /// `lanes` false keeps the message in the ring (see `lanesKeepBatchOrder`).
+    nonisolated(nonsending) private func putBytes(_ bytes: [UInt8], deadline: Int64, lanes: Bool = true) async throws {
         var w = mp_async_wait_t()
         var loop: EventLoop? = nil
+        let lanes: Int32 = lanes ? 1 : 0
         while true {
-            let status = bytes.withUnsafeBytes { mp_queue_put_async(q, &w, $0.baseAddress, UInt64($0.count)) }
+            let status = bytes.withUnsafeBytes { mp_queue_put_async(q, &w, $0.baseAddress, UInt64($0.count), lanes) }
             switch status {
             case MP_OK: return
             case MP_SHUTDOWN: throw QueueError.shutDown
             case MP_CORRUPTED: throw QueueError.corrupted
             case MP_OWNER_DIED:
-                // The producer lock's holder died: the blocking put recovers the lock.
+                // The producer lock's holder died: the blocking put recovers the lock, in the ring
+                // (the helper thread's lane is not this coroutine's).
                 let slice = min(deadline, Deadline.after(nanoseconds: 100_000_000))
                 let queue = UnsafeSendable(q)
-                let status = try await toThread { mp_queue_put(queue.value, bytes, UInt64(bytes.count), slice) }
+                let status = try await toThread {
+                    var length = UInt64(bytes.count)
+                    var put: UInt64 = 0
+                    return mp_queue_put_batch(queue.value, bytes, &length, 0, 0, 1, 0, slice, &put)
+                }
                 if status == MP_OK { return }
                 if status == MP_SHUTDOWN { throw QueueError.shutDown }
                 if status == MP_CORRUPTED { throw QueueError.corrupted }
@@ -110,7 +125,8 @@ extension Queue {
         let batch = try EncodedBatch(items, for: self)
         var done = 0
         while done < batch.count {
-            let (put, status) = putRuns(batch, from: done, deadline: 0)  // what fits now
+            let lanes = lanesKeepBatchOrder
+            let (put, status) = putRuns(batch, from: done, deadline: 0, lanes: lanes)  // what fits now
             done += put
             if done == batch.count { break }
             if status == MP_SHUTDOWN || status == MP_CORRUPTED {
@@ -129,7 +145,7 @@ extension Queue {
                     }
                     if status != MP_OK { throw Self.putError(status) }
                 } else {
-                    try await putBytes(bytes, deadline: deadline)
+                    try await putBytes(bytes, deadline: deadline, lanes: lanes)
                 }
             } catch {
                 if joinable { mp_queue_task_undo(q) }

@@ -43,7 +43,7 @@ extension Queue {
             let chunk = Swift.min(values.count - done, Int(Int32.max))
             var put: UInt64 = 0
             status = mp_queue_put_batch(
-                q, UnsafeRawPointer(base + done), nil, size, UInt64(stride), UInt64(chunk), deadline, &put)
+                q, UnsafeRawPointer(base + done), nil, size, UInt64(stride), UInt64(chunk), 1, deadline, &put)
             done += Int(put)
             if status == MP_OK, Int(put) < chunk {
                 status = mp_queue_put(q, UnsafeRawPointer(base + done), size, deadline)  // streamed alone
@@ -176,8 +176,11 @@ extension Queue {
 
     /// Puts the batch's messages from `start` on in runs (mp_queue_put_batch), sending one alone
     /// where a run stops before it (a message that travels in pieces). Counts the tasks of a
-    /// JoinableQueue for exactly the messages put. The count put and the status that stopped it.
-    final func putRuns(_ batch: EncodedBatch, from start: Int, deadline: Int64) -> (Int, mp_status_t) {
+    /// JoinableQueue for exactly the messages put. `lanes` false keeps them out of the calling
+    /// thread's lane (mp_queue_put_async). The count put and the status that stopped it.
+    final func putRuns(_ batch: EncodedBatch, from start: Int, deadline: Int64, lanes: Bool = true)
+        -> (Int, mp_status_t)
+    {
         var done = start
         var status: mp_status_t = MP_OK
         batch.withPointers { data, lengths in
@@ -187,7 +190,7 @@ extension Queue {
                 var put: UInt64 = 0
                 status = mp_queue_put_batch(
                     q, data.map { $0 + batch.offset(of: done) }, lengths.map { $0 + done }, UInt64(batch.size),
-                    UInt64(batch.stride), UInt64(chunk), deadline, &put)
+                    UInt64(batch.stride), UInt64(chunk), lanes ? 1 : 0, deadline, &put)
                 var finished = Int(put)
                 if status == MP_OK, finished < chunk {
                     // Larger than one record: streamed alone.

@@ -10,7 +10,10 @@
 ///   lane of its own (no lock and no locked instruction per put; see <doc:QueueInternals>), and
 ///   consumers take from the lanes in turns, so a message can overtake one that another producer
 ///   put before it. End a stream with one sentinel per producer, or count the messages. Other
-///   queues (bounded, joinable, `Codable`) ignore it and stay causal.
+///   queues (bounded, joinable, `Codable`) ignore it and stay causal. A producer is a thread: a
+///   Task of Swift's global executor may change threads at each suspension point, so its puts on
+///   either side of one keep no order (its coroutines on an ``EventLoop`` all run on the loop's
+///   thread and keep theirs); an awaited `put(contentsOf:)` keeps its own items in order.
 public enum QueueOrdering: Sendable, Hashable {
     case causal
     case perProducer
