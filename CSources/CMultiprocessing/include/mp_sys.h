@@ -85,6 +85,10 @@ int32_t mp_shm_create(const char *_Nonnull name, uint64_t size);
 int32_t mp_shm_open(const char *_Nonnull name);
 /// shm_unlink. Returns 0 or -errno.
 int32_t mp_shm_unlink(const char *_Nonnull name);
+/// shm_unlink of `name` only while it still stands for the file `device`/`inode` (mp_fd_identity):
+/// 0, -ENOENT (gone, or another file of that name now), or -errno. A name unlinked and made again
+/// by someone else in between (the window of a few system calls) is the tracker's check too.
+int32_t mp_shm_unlink_same(const char *_Nonnull name, uint64_t device, uint64_t inode);
 /// 0 if `fd` is a regular file owned by this process's effective user that no one else may open
 /// (no group or other permission bits); -EPERM if not, or -errno.
 int32_t mp_fd_private_to_owner(int32_t fd);
@@ -170,6 +174,13 @@ int32_t mp_poll_readable(int32_t fd, int64_t deadline_ns);
 int32_t mp_pipe(int32_t *_Nonnull fds);
 /// socketpair(AF_UNIX, SOCK_STREAM, close-on-exec): two connected ends (a duplex Pipe). 0 or -errno.
 int32_t mp_stream_socketpair(int32_t *_Nonnull fds);
+
+/// One write to a Pipe's end (`socket`: a socket pair's, else a pipe's): the bytes written, or
+/// -errno (-EPIPE when the reader has gone: never a SIGPIPE). Retries EINTR (sys/stream.c).
+int64_t mp_stream_write(int32_t fd, const void *_Nonnull buffer, uint64_t length, int socket);
+/// One read from a Pipe's end, waiting no later than `deadline_ns` (MP_FOREVER: a plain read): the
+/// bytes read (0: end of stream), -ETIMEDOUT, or -errno.
+int64_t mp_stream_read(int32_t fd, void *_Nonnull buffer, uint64_t length, int socket, int64_t deadline_ns);
 
 /// Sends `signal` to `pid`; 0 or -errno.
 int32_t mp_signal(int32_t pid, int32_t signal);

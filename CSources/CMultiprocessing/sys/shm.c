@@ -2,8 +2,9 @@
 //
 // Mechanisms only: Swift decides sizes, names, ownership and when to unlink. Every call returns
 // -errno (or NULL with *error) rather than touching errno's thread-local state across the boundary.
-// A named region starts with an mp_region_header_t that its creator fills before anyone else can
-// attach (the object is created O_EXCL, mode 0600); attachers check magic, version and sizes.
+// A named region starts with an mp_region_header_t that its creator fills right after creating it
+// (O_EXCL, mode 0600), magic last: an attacher that comes in between finds size 0 or magic 0, and
+// waits a little for the header (SharedMemory.swift); then it checks magic, version and sizes.
 //
 // Anonymous regions (memfds) are sealed against shrinking and growing once sized: a process that
 // truncated one would make every access past the new end fault (SIGBUS) in every process mapping
@@ -93,6 +94,16 @@ int32_t mp_shm_open(const char *name) {
 }
 
 int32_t mp_shm_unlink(const char *name) { return shm_unlink(name) == 0 ? 0 : -errno; }
+
+int32_t mp_shm_unlink_same(const char *name, uint64_t device, uint64_t inode) {
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct stat st;
+    int same = fstat(fd, &st) == 0 && (uint64_t)st.st_dev == device && (uint64_t)st.st_ino == inode;
+    close(fd);
+    if (!same) return -ENOENT; // the name now stands for another file: not ours to remove
+    return shm_unlink(name) == 0 ? 0 : -errno;
+}
 
 int64_t mp_fd_size(int32_t fd) {
     struct stat st;

@@ -52,7 +52,8 @@ public enum Pipe {
 /// `Codable`: the descriptor is kept open across the spawn). Sends are atomic with respect to
 /// other threads of this process, and so are receives. Decoding the same end twice in one process
 /// gives two objects for one end: they share its descriptor, which closes when both are gone (or
-/// at ``close()`` on either).
+/// at ``close()`` on either). A send to an end whose reader has gone throws
+/// ``ConnectionError/endOfFile``, simplex or duplex: never a SIGPIPE.
 public final class Connection: @unchecked Sendable, Codable {
     private let end: Endpoint
     /// Whether this end can receive.
@@ -96,10 +97,19 @@ public final class Connection: @unchecked Sendable, Codable {
         }
     }
 
-    /// Receives the next value, waiting up to `timeout`; throws ``ConnectionError/timeout``.
+    /// Receives the next value, waiting up to `timeout`; throws ``ConnectionError/timeout``. The
+    /// timeout covers the whole message: a message that has begun to arrive when it passes is kept,
+    /// and the next receive goes on with it (nothing is lost, and the stream stays in step).
     public func receive<T: Decodable>(_ type: T.Type = T.self, timeout: Duration) throws(ConnectionError) -> T {
-        guard try poll(timeout: timeout) else { throw .timeout }
-        return try receive(type)
+        guard let bytes = try receiveFrame(by: try Deadline.after(timeout, ConnectionError.self)) else {
+            throw .timeout
+        }
+        do {
+            return try bytes.withUnsafeBytes { raw throws(BinaryCodingError) in try BinaryCoding.decode(type, from: raw)
+            }
+        } catch {
+            throw .decodingFailed(String(describing: error))
+        }
     }
 
     /// Sends `bytes` as one message.
@@ -113,6 +123,8 @@ public final class Connection: @unchecked Sendable, Codable {
             Result { () throws(ConnectionError) in try sendFrame(UnsafeRawBufferPointer(body)) }
         }
         if let sent { return try sent.get() }
+        // Refused before it is copied: a lazy collection may announce more bytes than memory holds.
+        guard bytes.count <= Int(UInt32.max) else { throw .messageTooLarge(bytes.count) }
         try Array(bytes).withUnsafeBytes { body in Result { () throws(ConnectionError) in try sendFrame(body) } }.get()
     }
 
@@ -123,7 +135,8 @@ public final class Connection: @unchecked Sendable, Codable {
     func sendFrame(_ body: UnsafeRawBufferPointer) throws(ConnectionError) {
         guard writable else { throw .wrongDirection }
         guard body.count <= Int(UInt32.max) else { throw .messageTooLarge(body.count) }
-        let fd = try descriptor()
+        let fd = try end.borrow()
+        defer { end.giveBack() }
         let frame = [UInt8](unsafeUninitializedCapacity: 4 + body.count) { buffer, initialized in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             raw.storeBytes(of: UInt32(body.count).littleEndian, toByteOffset: 0, as: UInt32.self)
@@ -131,98 +144,68 @@ public final class Connection: @unchecked Sendable, Codable {
             initialized = 4 + body.count
         }
         try end.sendLock.withLock { () throws(ConnectionError) in
+            if end.isClosing { throw .closed }  // closed while this send waited for its turn
             try frame.withUnsafeBytes { raw in Result { () throws(ConnectionError) in try writeAll(fd, raw) } }.get()
         }
     }
 
     /// Receives the next message's bytes, waiting for it.
     public func receiveBytes() throws(ConnectionError) -> [UInt8] {
-        guard readable else { throw .wrongDirection }
-        let fd = try descriptor()
-        return try end.receiveLock.withLock { () throws(ConnectionError) -> [UInt8] in
-            var header = [UInt8](repeating: 0, count: 4)
-            try header.withUnsafeMutableBytes { raw in Result { () throws(ConnectionError) in try readAll(fd, raw) } }
-                .get()
-            let length = Int(header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) })
-            return try readBody(fd, length: length)
-        }
+        guard let bytes = try receiveFrame(by: Int64(MP_FOREVER)) else { throw .timeout }  // never without a deadline
+        return bytes
     }
 
-    /// The first piece of a message's body that a receive makes room for: a message up to this
-    /// size arrives in one buffer of its exact size.
-    static let firstPiece = 1 << 20
-
-    /// A body of `length` bytes, as the header announced it. The other end wrote that header and
-    /// may say anything up to 4 GiB: the buffer grows with the bytes that arrive (the first piece,
-    /// then doubling), so an end that announces 4 GiB and sends 10 bytes costs 1 MiB, not 4 GiB.
-    /// (Unsafe buffers, not slices or `repeatElement`: a child forked from a busy process may run
-    /// this, and must not instantiate generic metadata its parent never made.)
-    private func readBody(_ fd: Int32, length: Int) throws(ConnectionError) -> [UInt8] {
-        var body: [UInt8] = []
-        var failure: ConnectionError?
-        while body.count < length, failure == nil {
-            let have = body.count
-            let size = min(length, max(2 * have, Connection.firstPiece))
-            body = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-                let base = UnsafeMutableRawPointer(buffer.baseAddress!)
-                if have > 0 { body.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: have) } }
-                do throws(ConnectionError) {
-                    try readAll(fd, UnsafeMutableRawBufferPointer(start: base + have, count: size - have))
-                    count = size
-                } catch {
-                    failure = error
-                    count = have
-                }
+    /// The next message's bytes, or nil if `deadline` passed first (the receive lock's wait
+    /// included). What arrived of a message by then stays in the end for the next receive.
+    private func receiveFrame(by deadline: Int64) throws(ConnectionError) -> [UInt8]? {
+        guard readable else { throw .wrongDirection }
+        let fd = try end.borrow()
+        defer { end.giveBack() }
+        let socket = end.isSocket
+        let got = try end.receiveLock.withLock(until: deadline) { () throws(ConnectionError) -> [UInt8]? in
+            do throws(ConnectionError) {
+                let bytes = try end.partial.read(fd, socket: socket, deadline: deadline)
+                if end.isClosing { throw ConnectionError.closed }  // closed while this receive waited
+                return bytes
+            } catch {
+                end.partial = PartialFrame()  // the stream is over (or closed): nothing to go on with
+                throw error
             }
         }
-        if let failure { throw failure }
-        return body
+        if got == nil && end.isClosing { throw .closed }  // timed out waiting for a closed end's lock
+        return got ?? nil
     }
 
     /// Whether a message (or the end of the stream) can be read without waiting, after waiting up
     /// to `timeout` for one (nil: forever).
     public func poll(timeout: Duration? = .zero) throws(ConnectionError) -> Bool {
         guard readable else { throw .wrongDirection }
-        let fd = try descriptor()
+        let fd = try end.borrow()
+        defer { end.giveBack() }
+        if end.hasPartialFrame { return true }  // part of a message is here already: the rest is coming
         let rc = mp_poll_readable(fd, try Deadline.after(timeout, ConnectionError.self))
         if rc < 0 { throw .system(Errno(rawValue: -rc), function: "ppoll") }
         return rc == 1
     }
 
-    /// Closes this end here (the other end then reads ``ConnectionError/endOfFile``).
+    /// Closes this end here (the other end then reads ``ConnectionError/endOfFile``). A send or
+    /// receive of another thread that is using the end keeps its descriptor until it returns (so
+    /// the number is never another file's under it), then throws ``ConnectionError/closed``; as in
+    /// Python, the close does not wake it.
     public func close() { end.close() }
 
     private func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer) throws(ConnectionError) {
-        let socket = end.isSocket
+        let socket: Int32 = end.isSocket ? 1 : 0
         var offset = 0
         while offset < raw.count {
-            // A socket without SIGPIPE (a closed peer is an error here); a simplex pipe through
-            // write(2), with SIGPIPE left as the program set it.
-            do {
-                offset += try systemCall {
-                    socket
-                        ? Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                        : write(fd, raw.baseAddress! + offset, raw.count - offset)
-                }
-            } catch {
+            // Never SIGPIPE: a closed reader is an error here (mp_stream_write).
+            let n = mp_stream_write(fd, raw.baseAddress! + offset, UInt64(raw.count - offset), socket)
+            if n < 0 {
+                let error = Errno(rawValue: Int32(-n))
                 if error == .brokenPipe || error == .connectionReset { throw .endOfFile }
-                throw .system(error, function: socket ? "send" : "write")
+                throw .system(error, function: socket != 0 ? "send" : "write")
             }
-        }
-    }
-
-    private func readAll(_ fd: Int32, _ raw: UnsafeMutableRawBufferPointer) throws(ConnectionError) {
-        var offset = 0
-        while offset < raw.count {
-            let n: Int
-            do {
-                n = try systemCall { read(fd, raw.baseAddress! + offset, raw.count - offset) }
-            } catch {
-                if error == .connectionReset { throw .endOfFile }
-                throw .system(error, function: "read")
-            }
-            if n == 0 { throw .endOfFile }
-            offset += n
+            offset += Int(n)
         }
     }
 
@@ -233,6 +216,10 @@ public final class Connection: @unchecked Sendable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         let fd = try descriptor()
+        // The receiver would start in the middle of a message this process began to read.
+        if end.hasPartialFrame {
+            throw ConnectionError.encodingFailed("part of a message was received here: finish receiving it first")
+        }
         SpawnReferences.note(descriptor: fd)
         try c.encode(fd, forKey: .fd)
         try c.encode(readable, forKey: .readable)
@@ -272,34 +259,175 @@ extension Connection {
 /// One open descriptor of this process and the locks that keep its messages whole, shared by every
 /// ``Connection`` object that stands for it. It closes the descriptor at ``close()``, or when the
 /// last of those objects goes.
+///
+/// Each send, receive and poll borrows the descriptor for its duration, and a ``close()`` during
+/// one only marks the end closed: the descriptor is closed when the last call gives it back. Its
+/// number therefore cannot be handed to a new descriptor (another connection's, a file's) while a
+/// call of another thread still reads or writes it; such a call then reports
+/// ``ConnectionError/closed`` (after its read or write returns: as in Python, a close does not wake
+/// a call that waits).
 final class Endpoint: @unchecked Sendable {
-    private let state: Locked<Int32>  // the descriptor, -1 once closed
+    private struct State {
+        var fd: Int32  // -1 once closed
+        var users = 0  // calls between borrow and giveBack
+        var closing = false  // close() was called
+        var generation: UInt32  // the fork generation that counted `users`
+    }
+    private let state: Locked<State>
     let sendLock = InternalLock()
     let receiveLock = InternalLock()
+    /// A message that a receive which ran out of time had begun to read (guarded by
+    /// `receiveLock`): the next receive goes on with it.
+    var partial = PartialFrame()
 
     /// A socket (a duplex pipe) or not (a simplex pipe's end): found once, so that a send makes
     /// one system call, not a failed `send` and then a `write`.
     let isSocket: Bool
 
     fileprivate init(fd: Int32) {
-        state = Locked(fd)
+        state = Locked(State(fd: fd, generation: mp_fork_generation_now()))
         var info = stat()
         isSocket = fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK
     }
 
-    var fileDescriptor: Int32 { state.withLock { $0 } }
+    var fileDescriptor: Int32 { state.withLock { $0.closing ? -1 : $0.fd } }
+
+    /// Whether ``close()`` has been called.
+    var isClosing: Bool { state.withLock { $0.closing } }
+
+    /// Whether a receive has begun a message and not finished it (false while another thread
+    /// receives: a hint for `poll`, which never waits for the receive lock).
+    var hasPartialFrame: Bool { receiveLock.withLock(until: Int64(MP_NOW)) { partial.started } ?? false }
+
+    /// The descriptor, for one call; give it back after.
+    func borrow() throws(ConnectionError) -> Int32 {
+        var stale: Int32 = -1
+        defer { if stale >= 0 { release(stale) } }
+        return try state.withLock { (s: inout State) throws(ConnectionError) -> Int32 in
+            stale = Self.forgetCallsOfOtherProcesses(&s)
+            if s.closing || s.fd < 0 { throw .closed }
+            s.users += 1
+            return s.fd
+        }
+    }
+
+    /// Ends a call's borrow; the last call out of a closed end closes its descriptor.
+    func giveBack() {
+        let fd = state.withLock { (s: inout State) -> Int32 in
+            let stale = Self.forgetCallsOfOtherProcesses(&s)
+            if stale >= 0 { return stale }
+            if s.users > 0 { s.users -= 1 }
+            guard s.closing, s.users == 0, s.fd >= 0 else { return -1 }
+            defer { s.fd = -1 }
+            return s.fd
+        }
+        if fd >= 0 { release(fd) }
+    }
 
     func close() {
-        let fd = state.withLock { fd -> Int32 in
-            defer { fd = -1 }
-            return fd
+        let fd = state.withLock { (s: inout State) -> Int32 in
+            let stale = Self.forgetCallsOfOtherProcesses(&s)
+            if stale >= 0 { return stale }
+            guard !s.closing, s.fd >= 0 else { return -1 }
+            s.closing = true
+            guard s.users == 0 else { return -1 }  // the last call out closes it
+            defer { s.fd = -1 }
+            return s.fd
         }
-        guard fd >= 0 else { return }
+        if fd >= 0 { release(fd) }
+    }
+
+    /// In a forked child, the calls counted are the parent's threads', which did not come along:
+    /// forgotten. An end the parent had closed under such a call is closed now (the descriptor to
+    /// close, else -1): the child must not keep the peer from its end of file.
+    private static func forgetCallsOfOtherProcesses(_ s: inout State) -> Int32 {
+        let now = mp_fork_generation_now()
+        guard s.generation != now else { return -1 }
+        s.users = 0
+        s.generation = now
+        guard s.closing, s.fd >= 0 else { return -1 }
+        defer { s.fd = -1 }
+        return s.fd
+    }
+
+    private func release(_ fd: Int32) {
         Endpoints.forget(fd, self)  // first: once closed, the number may be handed out again
         closeDescriptor(fd)
     }
 
     deinit { close() }
+}
+
+/// The part of a message a receive has read: its 4-byte length, then its body. A receive that runs
+/// out of time leaves it for the next one, so the stream stays in step.
+struct PartialFrame {
+    private var header: UInt32 = 0
+    private var headerHave = 0
+    private var body: [UInt8] = []
+    private var bodyHave = 0
+
+    /// Whether a message has begun to arrive.
+    var started: Bool { headerHave > 0 }
+
+    /// The first piece of a message's body that a receive makes room for: a message up to this
+    /// size arrives in one buffer of its exact size.
+    static let firstPiece = 1 << 20
+
+    /// Reads on from `fd` until the message is whole (returned, and this frame empty again) or
+    /// `deadline` passes (nil, the part read kept). The other end wrote the header and may announce
+    /// anything up to 4 GiB: the buffer grows with the bytes that arrive (the first piece, then
+    /// doubling), so an end that announces 4 GiB and sends 10 bytes costs 1 MiB, not 4 GiB.
+    /// (Unsafe buffers, not slices or `repeatElement`: a child forked from a busy process may run
+    /// this, and must not instantiate generic metadata its parent never made.)
+    mutating func read(_ fd: Int32, socket: Bool, deadline: Int64) throws(ConnectionError) -> [UInt8]? {
+        while headerHave < 4 {
+            let have = headerHave
+            let n = try withUnsafeMutableBytes(of: &header) { raw in
+                Result { () throws(ConnectionError) -> Int? in
+                    try PartialFrame.readSome(fd, raw.baseAddress! + have, 4 - have, socket: socket, deadline: deadline)
+                }
+            }.get()
+            guard let n else { return nil }
+            headerHave += n
+        }
+        let length = Int(UInt32(littleEndian: header))
+        while bodyHave < length {
+            if bodyHave == body.count {  // full: a larger buffer, the bytes so far copied over
+                let have = bodyHave
+                let size = min(length, max(2 * have, PartialFrame.firstPiece))
+                body = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                    let base = UnsafeMutableRawPointer(buffer.baseAddress!)
+                    if have > 0 { body.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: have) } }
+                    count = size  // bytes past `bodyHave` are written before the body is handed out
+                }
+            }
+            let have = bodyHave, room = body.count - bodyHave
+            let n = try body.withUnsafeMutableBytes { raw in
+                Result { () throws(ConnectionError) -> Int? in
+                    try PartialFrame.readSome(fd, raw.baseAddress! + have, room, socket: socket, deadline: deadline)
+                }
+            }.get()
+            guard let n else { return nil }
+            bodyHave += n
+        }
+        defer { self = PartialFrame() }
+        return length == 0 ? [] : body
+    }
+
+    /// One read of up to `count` bytes: how many came, or nil if `deadline` passed first.
+    private static func readSome(
+        _ fd: Int32, _ at: UnsafeMutableRawPointer, _ count: Int, socket: Bool, deadline: Int64
+    ) throws(ConnectionError) -> Int? {
+        let n = mp_stream_read(fd, at, UInt64(count), socket ? 1 : 0, deadline)
+        if n == -Int64(ETIMEDOUT) { return nil }
+        if n < 0 {
+            let error = Errno(rawValue: Int32(-n))
+            if error == .connectionReset { throw .endOfFile }
+            throw .system(error, function: "read")
+        }
+        if n == 0 { throw .endOfFile }
+        return Int(n)
+    }
 }
 
 /// The open ends of this process by descriptor, held weakly, so that every ``Connection`` for one

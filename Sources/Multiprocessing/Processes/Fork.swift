@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -69,6 +70,7 @@ enum Fork {
             CurrentProcess.set(process)
             body()
         }
+        if pid > 0 { Children.noteFork() }
         return pid
     }
 }
@@ -139,6 +141,16 @@ enum CurrentProcess {
 /// daemons are terminated and the others joined (as Python does).
 enum Children {
     private static let list = Locked<[Process]>([])
+    /// Forks this process has made, ever: a forked child (a closure child, a pool's zygote and the
+    /// workers it forks) holds a copy of every shared object that lived at the fork (see
+    /// `SharedObject`). Spawned and forkserver children reach an object only through its encoded
+    /// handle, which marks it.
+    private static let forks = Atomic<Int>(0)
+    static var forked: Int { forks.load(ordering: .relaxed) }
+    /// Counts a fork, in the parent, after it returned: an object made in between is counted as
+    /// shared, which only keeps its slot.
+    static func noteFork() { forks.add(1, ordering: .relaxed) }
+
     static func add(_ process: Process) {
         ProgramExit.install()
         list.withLock { $0.append(process) }

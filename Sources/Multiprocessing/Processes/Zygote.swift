@@ -90,6 +90,7 @@ final class Zygote: @unchecked Sendable {
         // Until its hello the zygote dies with the thread that forked it, which waits for it here:
         // one stuck on a held lock is never left behind if this process is killed meanwhile.
         let pid = mp_fork(1)
+        if pid > 0 { Children.noteFork() }  // the zygote, and the workers it forks, hold our objects
         if pid == 0 {
             // The zygote: prove the runtime's shared locks free, warm up, then C, which returns
             // only in a new child.

@@ -70,7 +70,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         buffer = UnsafeMutableRawBufferPointer(start: region.base + Int(MP_REGION_HEADER_SIZE), count: size)
         ownsName = true
         creatorPID = mp_process_id()
-        NamedRegions.created(path)
+        NamedRegions.created(path, descriptor: region.fd)
         ResourceTracker.register(path: path, descriptor: region.fd)
     }
 
@@ -87,7 +87,14 @@ public final class SharedMemory: @unchecked Sendable, Codable {
             closeDescriptor(fd)
             throw .untrusted(name)
         }
-        let actual = mp_fd_size(fd)
+        // A region its creator is still making has size 0, then magic 0, for a few system calls:
+        // wait that out (a little), rather than call it too small or not ours.
+        let patience = Deadline.after(nanoseconds: 100_000_000)
+        var actual = mp_fd_size(fd)
+        while actual == 0 && mp_monotonic_ns() < patience {
+            usleep(100)
+            actual = mp_fd_size(fd)
+        }
         guard actual >= 0 else {
             closeDescriptor(fd)
             throw .system(Errno(rawValue: Int32(-actual)), function: "fstat")
@@ -98,6 +105,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         }
         let mapped = try Region(id: RegionRegistry.newID(), fd: fd, size: Int(actual))
         let header = mapped.base.assumingMemoryBound(to: mp_region_header_t.self)
+        while mp_region_header_magic(header) == 0 && mp_monotonic_ns() < patience { usleep(100) }
         guard mp_region_header_magic(header) == MP_REGION_MAGIC else { throw .notOurs(name) }
         guard header.pointee.version == MP_REGION_VERSION else {
             throw .versionMismatch(name: name, found: header.pointee.version, expected: MP_REGION_VERSION)
@@ -125,7 +133,12 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         }
         guard first else { return }
         let path = try SharedMemory.path(for: name)
-        let rc = mp_shm_unlink(path)
+        // Only while the name is still this region's: once unlinked (by another handle or process)
+        // and made again, it is another region's.
+        var device: UInt64 = 0
+        var inode: UInt64 = 0
+        var rc = mp_fd_identity(region.fd, &device, &inode)
+        if rc == 0 { rc = mp_shm_unlink_same(path, device, inode) }
         NamedRegions.removed(path)
         // After the unlink, as Python does: a death in between leaves a stale registration (the
         // tracker checks the file's identity), where the other order could leave the object.
@@ -185,27 +198,39 @@ public final class SharedMemory: @unchecked Sendable, Codable {
 /// leaves nothing in /dev/shm. (A SIGKILLed creator cannot clean up, nor can a forked child, which
 /// exits without atexit handlers: ``ResourceTracker`` unlinks theirs when the program ends.)
 enum NamedRegions {
-    private static let names = Locked<(pid: Int32, paths: Set<String>)>((0, []))
-    static func created(_ path: String) {
+    /// The file each name stood for when this process made it (device and inode): at exit a name
+    /// is unlinked only while it still stands for that file.
+    private struct File: Sendable {
+        var device: UInt64 = 0
+        var inode: UInt64 = 0
+    }
+    private static let names = Locked<(pid: Int32, paths: [String: File])>((0, [:]))
+    static func created(_ path: String, descriptor: Int32) {
         ProgramExit.install()
+        var file = File()
+        _ = mp_fd_identity(descriptor, &file.device, &file.inode)
         names.withLock { state in
-            if state.pid != mp_process_id() { state = (mp_process_id(), []) }
-            state.paths.insert(path)
+            if state.pid != mp_process_id() { state = (mp_process_id(), [:]) }
+            state.paths[path] = file
         }
     }
 
     static func removed(_ path: String) {
-        names.withLock { _ = $0.paths.remove(path) }
+        names.withLock { _ = $0.paths.removeValue(forKey: path) }
     }
 
     /// Makes the list (and its generic metadata) in a parent before a fork: a forked child that
     /// calls `exit` reads it at its end, and must not be the first to (see ``Fork``).
-    static func prepareForFork() { _ = names }
+    static func prepareForFork() {
+        let paths = names.withLock { state -> [String: File] in state.paths }
+        for _ in paths where false {}  // the iteration's metadata too (unlinkAll's loop)
+    }
 
     static func unlinkAll() {
-        let paths = names.withLock { state -> Set<String> in
-            state.pid == mp_process_id() ? state.paths : []
+        let paths = names.withLock { state -> [String: File] in
+            state.pid == mp_process_id() ? state.paths : [:]
         }
-        for path in paths { _ = mp_shm_unlink(path) }
+        if paths.isEmpty { return }  // a forked child's exit, most often
+        for (path, file) in paths { _ = mp_shm_unlink_same(path, file.device, file.inode) }
     }
 }

@@ -1,4 +1,5 @@
 import CMultiprocessing
+import Synchronization
 
 /// The `Codable` form of a primitive in shared memory: enough for a spawned child to find the very
 /// same bytes (the region is mapped there under the same id at bootstrap).
@@ -11,15 +12,27 @@ public struct SharedHandle: Codable, Hashable, Sendable {
 
 /// A slot of an arena owned by one Swift object: the payload pointer, the handle, and whether this
 /// object frees the slot when it goes away (only the creating object in the creating process does).
+///
+/// A freed slot is handed to the next primitive made here, so it is freed only while no other
+/// process can hold it: not after its handle was encoded (for a spawned child, a queue, a pipe),
+/// nor after this process forked while it lived (a forked child holds a copy of the object). Such
+/// a slot stays allocated for the life of the arena: a lock a child still holds must never become
+/// another primitive's word. (Python's `SemLock`s are counted by the kernel; here the cost is the
+/// slot, 64 bytes.)
 final class SharedObject: @unchecked Sendable {
     let arena: Arena
     let slot: Arena.Slot
     let kind: SharedKind
     let payload: UnsafeMutableRawPointer
     private let owns: Bool
+    /// `Children.forked` when the slot was allocated.
+    private let forksBefore: Int
+    /// Whether the handle has been encoded (it may live in another process now).
+    private let escaped = Atomic<Bool>(false)
 
     /// Allocates a zeroed slot in this process's arena.
     init(kind: SharedKind) {
+        forksBefore = Children.forked
         (arena, slot) = Arenas.allocate(kind: kind)
         self.kind = kind
         payload = arena.payload(slot.index)
@@ -37,6 +50,7 @@ final class SharedObject: @unchecked Sendable {
         self.kind = kind
         payload = arena.payload(handle.slot)
         owns = false
+        forksBefore = 0
     }
 
     var handle: SharedHandle {
@@ -46,6 +60,7 @@ final class SharedObject: @unchecked Sendable {
     /// The handle, for an encoding: a spawned child given it must be given the arena's region too.
     var encodedHandle: SharedHandle {
         SpawnReferences.note(arena.region)
+        escaped.store(true, ordering: .relaxed)
         return handle
     }
 
@@ -55,7 +70,8 @@ final class SharedObject: @unchecked Sendable {
     }
 
     deinit {
-        if owns { arena.free(slot) }
+        // Read here, as the object goes: a fork after the allocation means a child may hold it.
+        if owns && !escaped.load(ordering: .relaxed) && Children.forked == forksBefore { arena.free(slot) }
     }
 }
 

@@ -22,6 +22,14 @@ final class InternalLock: @unchecked Sendable {
         defer { mp_private_lock_unlock(lock) }
         return try body()
     }
+
+    /// Runs `body` holding the lock, if it can be taken by `deadline` (absolute monotonic
+    /// nanoseconds; `MP_FOREVER`: no limit); nil if not.
+    func withLock<R, E: Error>(until deadline: Int64, _ body: () throws(E) -> R) throws(E) -> R? {
+        guard mp_private_lock_lock_until(lock, deadline) == MP_OK else { return nil }
+        defer { mp_private_lock_unlock(lock) }
+        return try body()
+    }
 }
 
 /// A value guarded by the lock of ``InternalLock``, the two in one allocation (the value, then
