@@ -27,8 +27,17 @@ public enum DemoWorkers {
         throw DemoError.refused(n)
     }
 
+    /// Always throws an error whose description is its input, verbatim (any bytes a message may
+    /// hold, a NUL among them).
+    public static let failsSaying = PoolWorker<String, Int>("fails-saying") { text in
+        throw DemoMessage(description: text)
+    }
+
+    /// Returns NaN, which the JSON payload format cannot encode: an output that never can be stored.
+    public static let notANumber = PoolWorker<Int, Double>("not-a-number") { _ in .nan }
+
     /// Every worker, for `Spawn.bootstrap`.
-    public static let all: [any SpawnEntry] = [square, slowSquare, crashOnce, alwaysFails]
+    public static let all: [any SpawnEntry] = [square, slowSquare, crashOnce, alwaysFails, failsSaying, notANumber]
 }
 
 /// The input of ``DemoWorkers/slowSquare``.
@@ -45,4 +54,11 @@ public struct SlowInput: Codable, Sendable, Equatable {
 /// The error ``DemoWorkers/alwaysFails`` throws.
 public enum DemoError: Error, Codable, Equatable {
     case refused(Int)
+}
+
+/// The error ``DemoWorkers/failsSaying`` throws: its description is the text it was given.
+public struct DemoMessage: Error, Codable, Equatable, CustomStringConvertible {
+    public var description: String
+
+    public init(description: String) { self.description = description }
 }

@@ -56,7 +56,7 @@ final class Completer: Sendable {
             let idle = state.withLock { !$0.flushing && $0.successes.isEmpty && $0.failures.isEmpty }
             if idle { return }
             bell.ring()
-            try? await Task.sleep(for: .milliseconds(20))
+            await pauseIgnoringCancellation(for: .milliseconds(20))
         }
         logger.warning("drain deadline passed with outcomes not stored: their leases will expire and they rerun")
     }
@@ -75,20 +75,31 @@ final class Completer: Sendable {
                 state.withLock { $0.flushing = false }
                 return
             }
+            // Each statement on its own: results stored are recorded even if the failures' statement
+            // fails (sent again they would be refused by the fence and counted as lost leases).
+            var unsent = (successes: successes[..<0], failures: failures[..<0])
             do {
                 let completed = try await store.complete(owner: owner, results: successes)
-                let failed = try await store.fail(owner: owner, failures: failures, retry: retry)
                 record(successes.map { ($0.id, $0.attempt) }, accepted: completed, as: \.completed)
+            } catch {
+                logger.warning("storing results failed, retrying", metadata: ["error": "\(error)"])
+                unsent.successes = successes[...]
+            }
+            do {
+                let failed = try await store.fail(owner: owner, failures: failures, retry: retry)
                 record(failures.map { ($0.id, $0.attempt) }, accepted: failed, as: \.failed)
             } catch {
+                logger.warning("storing failures failed, retrying", metadata: ["error": "\(error)"])
+                unsent.failures = failures[...]
+            }
+            if !unsent.successes.isEmpty || !unsent.failures.isEmpty {
                 // Put them back in front and try again: the fence makes a second try harmless.
-                logger.warning("storing outcomes failed, retrying", metadata: ["error": "\(error)"])
-                state.withLock { state in
-                    state.successes.insert(contentsOf: successes, at: 0)
-                    state.failures.insert(contentsOf: failures, at: 0)
+                state.withLock { [unsent] state in
+                    state.successes.insert(contentsOf: unsent.successes, at: 0)
+                    state.failures.insert(contentsOf: unsent.failures, at: 0)
                     state.flushing = false
                 }
-                try? await Task.sleep(for: .milliseconds(250))
+                await pauseIgnoringCancellation(for: .milliseconds(250))
                 if Task.isCancelled { return }
             }
         }
@@ -104,7 +115,7 @@ final class Completer: Sendable {
                 "outcome refused by the fence: the lease was lost",
                 metadata: ["task": "\(id)", "attempt": "\(attempt)", "owner": "\(owner)"])
         }
-        leases.remove(sent.map(\.id))
+        leases.remove(sent)
         statistics.withLock {
             $0[keyPath: counter] += sent.count - refused
             $0.refused += refused
@@ -121,7 +132,11 @@ final class LeaseBook: Sendable {
 
     func add(_ tasks: [ClaimedTask]) { held.withLock { for t in tasks { $0[t.id] = t.attempt } } }
 
-    func remove(_ ids: [Int64]) { held.withLock { for id in ids { $0[id] = nil } } }
+    /// Forgets these attempts' leases. Only the same attempt: a stale copy of a task that this host
+    /// claimed again (its lease lost in an outage) must not drop the new attempt's lease.
+    func remove(_ attempts: [(id: Int64, attempt: Int)]) {
+        held.withLock { for (id, attempt) in attempts where $0[id] == attempt { $0[id] = nil } }
+    }
 
     var all: [(id: Int64, attempt: Int)] { held.withLock { $0.map { ($0.key, $0.value) } } }
 }

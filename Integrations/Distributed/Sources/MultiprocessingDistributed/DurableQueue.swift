@@ -30,18 +30,25 @@ public final class DurableQueue: Sendable {
     /// How often a waiter re-reads its task's row when no notification came (a lost one, a restarted
     /// server): notifications make waits short, polling makes them certain.
     public let pollInterval: Duration
+    /// Whether a waiter takes a small result from its `NOTIFY` as it comes, without reading the
+    /// task's row (the shortest wait). PostgreSQL does not say who sent a notification: any role
+    /// that may connect to the database may send one, and so hand a waiter a result of its own
+    /// making. Set false where not every such role is trusted: a notification then only wakes the
+    /// waiter, which reads the row.
+    public let takesResultsFromNotifications: Bool
     let store: TaskStore
     let watcher: ResultWatcher
 
-    /// A queue named `name` on `client`.
+    /// A queue named `name` on `client` (see ``takesResultsFromNotifications`` for the last option).
     public init(
         client: PostgresClient, name: String = "default", maxAttempts: Int = 3, pollInterval: Duration = .seconds(1),
-        logger: Logger = Logger(label: "mp.distributed")
+        takesResultsFromNotifications: Bool = true, logger: Logger = Logger(label: "mp.distributed")
     ) {
         self.name = name
         self.client = client
         self.maxAttempts = max(maxAttempts, 1)
         self.pollInterval = pollInterval
+        self.takesResultsFromNotifications = takesResultsFromNotifications
         self.store = TaskStore(client: client, logger: logger)
         self.watcher = ResultWatcher(client: client, logger: logger)
     }

@@ -56,11 +56,22 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
             if toRead == nil { lastFullRead = .now }
             let rows: [Int64: TaskStatus]
             do {
-                rows = ids.isEmpty ? [:] : try await translatingErrors { try await queue.store.status(of: ids) }
-            } catch .database(let message) {
-                // The server restarting, or out of reach for a moment: the task is safe in it; ask again.
-                if let deadline, ContinuousClock.now >= deadline { throw .database(message) }
-                try? await Task.sleep(for: queue.pollInterval)
+                // The read is bounded by the caller's deadline (not only by the store's own), given a
+                // second at least (a zero timeout still reads once), and ends when the caller is cancelled.
+                var store = queue.store
+                store.abandonsOnCancel = true
+                if let deadline { store.deadline = min(store.deadline, max(.seconds(1), deadline - .now)) }
+                rows = ids.isEmpty ? [:] : try await translatingErrors { [store] in try await store.status(of: ids) }
+            } catch {
+                // The server restarting, or out of reach for a while (the read's deadline passed): the
+                // task is safe in it; ask again, until the caller's deadline or cancellation.
+                switch error {
+                case .database, .timeout: break
+                default: throw error
+                }
+                if let deadline, ContinuousClock.now >= deadline { throw error }
+                if Task.isCancelled { throw .closed }
+                try? await Task.sleep(for: deadline.map { min(queue.pollInterval, $0 - .now) } ?? queue.pollInterval)
                 toRead = nil
                 continue
             }
@@ -92,9 +103,14 @@ public struct DurableResult<Output: Decodable & Sendable>: Sendable {
                 await inbox.bell.wait(upTo: min(wait, queue.pollInterval - sinceFull))
             }
             let notified = inbox.take()
-            delivered = notified.results
+            var notifiedIDs = notified.ids
+            if queue.takesResultsFromNotifications {
+                delivered = notified.results
+            } else {
+                notifiedIDs.formUnion(notified.results.keys)  // read from the row: the sender is unknown
+            }
             toRead =
-                notified.everything || ContinuousClock.now - lastFullRead >= queue.pollInterval ? nil : notified.ids
+                notified.everything || ContinuousClock.now - lastFullRead >= queue.pollInterval ? nil : notifiedIDs
         }
     }
 }

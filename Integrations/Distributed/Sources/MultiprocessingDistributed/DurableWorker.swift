@@ -26,7 +26,8 @@ import Synchronization
 ///
 /// A worker process that dies fails its task with a retryable error (the task runs again, after the
 /// back-off). On graceful shutdown (SIGTERM in a `ServiceGroup`) the host claims no more, hands back
-/// the tasks it claimed and has not started, finishes the running ones and stores their outcomes.
+/// the tasks it claimed and has not started, finishes the running ones and stores their outcomes
+/// (runs still going after ``Configuration/drainTimeout`` are ended and their tasks queued again).
 public final class DurableWorker: Service, Sendable {
     /// How a host claims, leases and retries.
     public struct Configuration: Sendable {
@@ -46,12 +47,27 @@ public final class DurableWorker: Service, Sendable {
         public var claimBatch = 256
         /// The back-off of failed runs (and of reaped ones).
         public var retry = RetryPolicy()
-        /// How long a graceful shutdown waits for running tasks and for storing outcomes.
+        /// How long a graceful shutdown waits for running tasks (past it their pools are terminated and
+        /// the tasks go back to the queue, their attempt counted), and then for storing outcomes.
         public var drainTimeout: Duration = .seconds(60)
         /// A readable prefix of the owner name (the host's name when nil).
         public var name: String?
 
         public init() {}
+
+        /// The configuration a host runs with: a claim batch below 1 counts as 1, and intervals
+        /// (`lease`, `heartbeat`, `pollInterval`, `reapInterval`) below 10 ms as 10 ms, since a
+        /// zero or negative one would make a loop spin.
+        var bounded: Configuration {
+            let least = Duration.milliseconds(10)
+            var bounded = self
+            bounded.claimBatch = max(1, claimBatch)
+            bounded.lease = max(least, lease)
+            bounded.heartbeat = heartbeat.map { max(least, $0) }
+            bounded.pollInterval = max(least, pollInterval)
+            bounded.reapInterval = max(least, reapInterval)
+            return bounded
+        }
     }
 
     /// The name this host claims under: `name:pid:random`, unique per run.
@@ -73,7 +89,7 @@ public final class DurableWorker: Service, Sendable {
     ) {
         self.queue = queue
         self.pools = pools
-        self.configuration = configuration
+        self.configuration = configuration.bounded
         let prefix = configuration.name ?? ProcessInfo.processInfo.hostName
         self.owner = "\(prefix):\(getpid()):\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var logger = logger
@@ -112,6 +128,7 @@ public final class DurableWorker: Service, Sendable {
                 background.addTask { await self.heartbeat(store) }
                 background.addTask { await self.reap(store) }
                 background.addTask { await completer.run() }
+                let watchdog = Locked<Task<Void, Never>?>(nil)
                 await withDiscardingTaskGroup { work in
                     for (pool, buffer) in zip(pools, buffers) {
                         // Two runners a process: the next task is in the pool's ring while one runs.
@@ -121,7 +138,19 @@ public final class DurableWorker: Service, Sendable {
                     }
                     await self.claimLoop(store, buffers)
                     await self.release(buffers.flatMap { $0.close() }, store)
+                    // Runs still going at the drain deadline are ended: their pools are terminated, so
+                    // each fails with a retryable error, stored below (the task is queued again).
+                    let deadline = ContinuousClock.now + configuration.drainTimeout
+                    watchdog.withLock {
+                        $0 = Task { [pools, logger] in
+                            try? await Task.sleep(until: deadline, clock: .continuous)
+                            if Task.isCancelled { return }
+                            logger.warning("drain deadline passed with tasks running: terminating their pools")
+                            for pool in pools { pool.stop() }
+                        }
+                    }
                 }
+                watchdog.withLock { $0 }?.cancel()
                 await completer.drain(until: .now + configuration.drainTimeout)
                 background.cancelAll()
             }
@@ -135,7 +164,23 @@ public final class DurableWorker: Service, Sendable {
     // MARK: Claiming and running
 
     private func claimLoop(_ store: TaskStore, _ buffers: [LocalBuffer]) async {
+        // A claim abandoned at its deadline may still commit: its tasks would be running here unknown,
+        // never renewed, an attempt spent on each when reaped. After a failed claim, hand such orphans
+        // back every heartbeat: no claim of this loop is in flight then, so what the book lacks is one.
+        let sweepInterval = configuration.heartbeat ?? configuration.lease / 3
+        var nextSweep: ContinuousClock.Instant?
         while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+            if let due = nextSweep, ContinuousClock.now >= due {
+                nextSweep = .now + sweepInterval
+                do {
+                    let released = try await store.releaseOrphans(owner: owner, held: leases.all)
+                    if !released.isEmpty {
+                        logger.info("released tasks of an abandoned claim", metadata: ["count": "\(released.count)"])
+                    }
+                } catch {
+                    logger.warning("releasing orphans failed", metadata: ["error": "\(error)"])
+                }
+            }
             var more = false
             for (pool, buffer) in zip(pools, buffers) {
                 let prefetch = configuration.prefetch ?? max(16, 8 * pool.processes)
@@ -155,6 +200,7 @@ public final class DurableWorker: Service, Sendable {
                     if claimed.count == limit && limit < want { more = true }
                 } catch {
                     logger.warning("claiming failed", metadata: ["error": "\(error)"])
+                    if nextSweep == nil { nextSweep = .now }
                 }
             }
             // Woken by a queued task, a freed slot, shutdown, or the poll.
@@ -179,13 +225,13 @@ public final class DurableWorker: Service, Sendable {
         while ContinuousClock.now < deadline {
             do {
                 let released = try await store.release(owner: owner, tasks: tasks.map { ($0.id, $0.attempt) })
-                leases.remove(tasks.map(\.id))
+                leases.remove(tasks.map { ($0.id, $0.attempt) })
                 stats.withLock { $0.released += released.count }
                 logger.info("released unstarted tasks", metadata: ["count": "\(released.count)"])
                 return
             } catch {
                 logger.warning("releasing failed, retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(250))
+                await pauseIgnoringCancellation(for: .milliseconds(250))
             }
         }
     }
@@ -206,7 +252,11 @@ public final class DurableWorker: Service, Sendable {
             let held = leases.all
             guard !held.isEmpty else { continue }
             do {
-                let renewed = try await store.renew(owner: owner, tasks: held, lease: configuration.lease)
+                // Bounded by the interval (half a second at least), not the store's 10 s: a renewal
+                // stuck on a dead connection must give up while the next one can still save the leases.
+                var renewing = store
+                renewing.deadline = min(store.deadline, max(interval, .milliseconds(500)))
+                let renewed = try await renewing.renew(owner: owner, tasks: held, lease: configuration.lease)
                 for (id, attempt) in held where !renewed.contains(id) {
                     logger.debug("lease lost", metadata: ["task": "\(id)", "attempt": "\(attempt)"])
                 }

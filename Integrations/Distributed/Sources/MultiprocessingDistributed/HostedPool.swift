@@ -30,14 +30,20 @@ public struct HostedPool: Sendable {
                 // No attempt can decode it: failing at once spares the retries.
                 return .failed(error: "DecodingError: \(error)", retryable: false)
             }
+            let output: Output
             do {
-                let output = try await pool.run(input)
-                return .succeeded(result: try PayloadFormat.current.encode(output))
+                output = try await pool.run(input)
             } catch let error as PoolError {
                 if case .workerDied = error { return .failed(error: "WorkerDied: \(error)", retryable: true) }
                 return .failed(error: "PoolError: \(error)", retryable: true)
             } catch {
                 return .failed(error: "\(String(reflecting: type(of: error))): \(error)", retryable: true)
+            }
+            do {
+                return .succeeded(result: try PayloadFormat.current.encode(output))
+            } catch {
+                // An output the format cannot hold (NaN in JSON) fails every run alike: spare the retries.
+                return .failed(error: "EncodingError: \(error)", retryable: false)
             }
         }
     }

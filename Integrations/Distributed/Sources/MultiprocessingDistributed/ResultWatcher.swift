@@ -46,8 +46,9 @@ final class ResultWatcher: Sendable {
         var result: (version: Int, bytes: [UInt8])?
 
         init?(_ text: Substring) {
+            // Any role that may connect may NOTIFY this channel: an entry of colons alone splits into nothing.
             let parts = text.split(separator: ":", maxSplits: 2)
-            guard let id = Int64(parts[0]) else { return nil }
+            guard let first = parts.first, let id = Int64(first) else { return nil }
             self.id = id
             if parts.count == 3, let version = Int(parts[1]), let bytes = Self.bytes(hex: parts[2]) {
                 result = (version, bytes)

@@ -12,6 +12,8 @@ struct TaskStore: Sendable {
     /// The longest a statement may take, its rows read, before the caller gives up on it (see
     /// ``withStatementDeadline(_:_:)``).
     var deadline: Duration = .seconds(10)
+    /// Whether cancelling the caller abandons a statement as its deadline does (a waiter's reads).
+    var abandonsOnCancel = false
 
     /// Runs `query` and hands its rows to `read`, within ``deadline``.
     private func run<T: Sendable>(
@@ -19,7 +21,7 @@ struct TaskStore: Sendable {
     ) async throws -> T {
         let client = client
         let logger = logger
-        return try await withStatementDeadline(deadline) {
+        return try await withStatementDeadline(deadline, abandoningOnCancel: abandonsOnCancel) {
             try await read(try await client.query(query, logger: logger))
         }
     }
@@ -68,7 +70,9 @@ struct TaskStore: Sendable {
             )
             UPDATE mp_tasks t
             SET state = 'running', attempts = t.attempts + 1, owner = \(owner),
-                lease_until = now() + make_interval(secs => \(lease.seconds))
+                -- From when the row is taken, not the statement's start (now()): a claim that waited on a lock
+                -- would otherwise take tasks whose lease has already run out.
+                lease_until = clock_timestamp() + make_interval(secs => \(lease.seconds))
             FROM picked WHERE t.id = picked.id
             RETURNING t.id, t.worker, t.payload_version, t.input, t.attempts
             """
@@ -121,6 +125,9 @@ struct TaskStore: Sendable {
     {
         guard !failures.isEmpty else { return [] }
         let delays = failures.map { retry.delay(afterAttempt: $0.attempt).seconds }
+        // PostgreSQL's text cannot hold a NUL: one in a message would make this statement fail on every
+        // retry, and every failure batched with it.
+        let errors = failures.map { $0.error.replacing("\u{0}", with: "\\0") }
         return try await run(
             """
             UPDATE mp_tasks t
@@ -130,7 +137,7 @@ struct TaskStore: Sendable {
                 run_after = now() + make_interval(secs => u.delay),
                 finished_at = CASE WHEN u.retryable AND t.attempts < t.max_attempts THEN NULL ELSE now() END
             FROM unnest(\(failures.map(\.id))::bigint[], \(failures.map(\.attempt))::integer[],
-                \(failures.map(\.error))::text[], \(failures.map(\.retryable))::boolean[],
+                \(errors)::text[], \(failures.map(\.retryable))::boolean[],
                 \(delays)::float8[]) AS u(id, attempt, error, retryable, delay)
             WHERE t.id = u.id AND t.attempts = u.attempt AND t.owner = \(owner) AND t.state = 'running'
             RETURNING t.id
@@ -151,6 +158,20 @@ struct TaskStore: Sendable {
             """, Self.ids(in:))
     }
 
+    /// Returns to the queue, as never claimed, the tasks running under `owner` at an attempt it does not
+    /// hold (`held`): what a claim it abandoned at its deadline took when it committed after all.
+    func releaseOrphans(owner: String, held: [(id: Int64, attempt: Int)]) async throws -> Set<Int64> {
+        return try await run(
+            """
+            UPDATE mp_tasks t
+            SET state = 'queued', attempts = t.attempts - 1, owner = NULL, lease_until = NULL
+            WHERE t.owner = \(owner) AND t.state = 'running' AND NOT EXISTS (
+                SELECT 1 FROM unnest(\(held.map(\.id))::bigint[], \(held.map(\.attempt))::integer[]) AS u(id, attempt)
+                WHERE u.id = t.id AND u.attempt = t.attempts)
+            RETURNING t.id
+            """, Self.ids(in:))
+    }
+
     /// Returns up to `limit` tasks whose lease expired to the queue (after `retry`'s back-off), or
     /// fails them when they used their last attempt. Any host may run it; returns how many it moved.
     func reap(limit: Int, retry: RetryPolicy) async throws -> (requeued: Int, failed: Int) {
@@ -166,7 +187,10 @@ struct TaskStore: Sendable {
                     || t.attempts || ' expired',
                 owner = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE t.owner END,
                 lease_until = NULL,
-                run_after = now() + make_interval(secs => \(retry.initialDelay.seconds)),
+                -- RetryPolicy.delay(afterAttempt: attempts): doubling per attempt, capped.
+                run_after = now() + make_interval(secs => least(
+                    \(retry.initialDelay.seconds) * power(2::float8, least(greatest(t.attempts, 1), 64) - 1),
+                    \(retry.maxDelay.seconds))),
                 finished_at = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE now() END
             FROM expired WHERE t.id = expired.id
             RETURNING t.state
