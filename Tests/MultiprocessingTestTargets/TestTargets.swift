@@ -147,11 +147,13 @@ public enum TestTargets {
         }
     }
 
-    /// Reports its pid, its parent's pid, its name's length and whether async code runs, then exits.
+    /// Reports its pid, its parent's pid, its name's length, whether async code runs (slot 3) and
+    /// whether it is a daemon (slot 6: 1 if so, 2 if not), then exits.
     public static let report = SpawnTarget<ReportJob>("report") { job in
         job[0] = Int(getpid())
         job[1] = Int(getppid())
         job[2] = Process.current.name.utf8.count
+        job[6] = Process.current.daemon ? 1 : 2
         try await Task.sleep(for: .milliseconds(1))
         job[3] = 1
     }

@@ -22,6 +22,9 @@
 //   stream, whichever comes first (the kernel closes a dying process's files before its pidfd
 //   turns readable). A client that is done says goodbye first: the server then exits and leaves
 //   its children alone, since they belong to the client, which is alive and manages them.
+// - A child gets the request's descriptors under the numbers its client gave, 0-2 included (a
+//   client started with stdin closed holds one there, as a spawned child would), and the received
+//   copies are closed wherever they landed; with `isolate`, nothing else above stderr.
 // - The child gets what glibc's fork gives it: the tid glibc caches in the thread descriptor
 //   (CLONE_CHILD_SETTID at the address the kernel holds as the thread's clear_child_tid, which
 //   glibc set to that field), the thread's robust-futex list, and fresh caches of ours (futex.c).
@@ -309,7 +312,9 @@ static void add_daemon(server_t *s, int pidfd) {
 }
 
 /// In the child: moves `src[i]` to `dst[i]` (close-on-exec), closing the received copies, and when
-/// `isolate`, every other descriptor above stderr. Returns 0 or -errno.
+/// `isolate`, every other descriptor above stderr. A target may be 0-2: the client's stdio slot
+/// holds that very descriptor (a program started with stdin closed), as a spawned child's would.
+/// Returns 0 or -errno.
 static int place_descriptors(const int *src, const int32_t *dst, uint32_t n, int isolate) {
     int top = 2;
     for (uint32_t i = 0; i < n; i++) {
@@ -323,6 +328,9 @@ static int place_descriptors(const int *src, const int32_t *dst, uint32_t n, int
         moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, top + 1);
         if (moved[i] < 0) return -errno;
     }
+    // Each one, even with `isolate`: a copy received on a free slot 0-2 (the server's, if its
+    // client had closed that one) is below the ranges closed next.
+    for (uint32_t i = 0; i < n; i++) close(src[i]);
     if (isolate) {
         unsigned int low = 3;
         for (uint32_t i = 0; i < n; i++) {
@@ -330,8 +338,6 @@ static int place_descriptors(const int *src, const int32_t *dst, uint32_t n, int
             low = (unsigned int)moved[i] + 1;
         }
         syscall(SYS_close_range, low, ~0u, 0);
-    } else {
-        for (uint32_t i = 0; i < n; i++) close(src[i]);
     }
     for (uint32_t i = 0; i < n; i++) {
         if (dup3(moved[i], dst[i], O_CLOEXEC) < 0) return -errno;
@@ -370,7 +376,7 @@ static int valid_request(const mp_server_request_t *r, int received) {
     if (r->magic != MP_SERVER_MAGIC || r->version != MP_SERVER_VERSION || r->kind != MP_SERVER_FORK) return -EINVAL;
     if (r->fd_count > MP_SERVER_MAX_FDS || (int)r->fd_count != received || r->daemon > 1) return -EINVAL;
     for (uint32_t i = 0; i < r->fd_count; i++) {
-        if (r->fds[i] < 3 || r->fds[i] > MAX_TARGET_FD) return -EINVAL;
+        if (r->fds[i] < 0 || r->fds[i] > MAX_TARGET_FD) return -EINVAL;
         for (uint32_t j = 0; j < i; j++) {
             if (r->fds[j] == r->fds[i]) return -EINVAL;
         }

@@ -120,7 +120,7 @@ enum CurrentProcess {
     static func get() -> Process {
         value.withLock { current in
             if let current { return current }
-            let main = Process(current: "MainProcess", pid: mp_process_id(), parentPID: getppid())
+            let main = Process(current: "MainProcess", daemon: false, pid: mp_process_id(), parentPID: getppid())
             current = main
             return main
         }
@@ -130,9 +130,10 @@ enum CurrentProcess {
         value.withLock { $0 = process }
     }
 
-    /// A child started by exec or by a fork server: a stand-in with the parent's name for it.
-    static func setStarted(name: String, parentPID: Int32) {
-        value.withLock { $0 = Process(current: name, pid: mp_process_id(), parentPID: parentPID) }
+    /// A child started by exec or by a fork server: a stand-in with the parent's name and daemon
+    /// flag for it.
+    static func setStarted(name: String, daemon: Bool, parentPID: Int32) {
+        value.withLock { $0 = Process(current: name, daemon: daemon, pid: mp_process_id(), parentPID: parentPID) }
     }
 }
 

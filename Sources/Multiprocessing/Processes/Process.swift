@@ -56,6 +56,9 @@ open class Process: @unchecked Sendable {
         var pidfd: Int32 = -1
         var exitCode: Int32?
         var started = false
+        /// The process that started the child, the only one that can wait for it: a copy of this
+        /// object in another process (a forked sibling, or the child itself) names no child of its.
+        var starter: Int32 = 0
     }
 
     let target: Target
@@ -102,9 +105,9 @@ open class Process: @unchecked Sendable {
         self.init(name: name, daemon: daemon, target: target, argument: argument, startMethod: .spawn)
     }
 
-    init(current name: String, pid: Int32, parentPID: Int32) {
+    init(current name: String, daemon: Bool, pid: Int32, parentPID: Int32) {
         target = .current
-        state = Locked(State(name: name, daemon: false, pid: pid, started: true))
+        state = Locked(State(name: name, daemon: daemon, pid: pid, started: true))
         self.parentPID = parentPID
     }
 
@@ -112,7 +115,8 @@ open class Process: @unchecked Sendable {
     /// watched, reaped and signalled like any other.
     init(child pid: Int32, pidfd: Int32, name: String, daemon: Bool) {
         target = .adopted
-        state = Locked(State(name: name, daemon: daemon, pid: pid, pidfd: pidfd, started: true))
+        state = Locked(
+            State(name: name, daemon: daemon, pid: pid, pidfd: pidfd, started: true, starter: mp_process_id()))
         parentPID = mp_process_id()
         // As start() does: the workers a pool's zygote replaced do not pile up in the list for good.
         Children.reapFinished()
@@ -164,6 +168,7 @@ open class Process: @unchecked Sendable {
         try state.withLock { (s: inout State) throws(ProcessError) in
             if s.started { throw .alreadyStarted }
             s.started = true
+            s.starter = mp_process_id()
         }
         Children.reapFinished()
         do {
@@ -194,6 +199,7 @@ open class Process: @unchecked Sendable {
                 try process.state.withLock { (s: inout State) throws(ProcessError) in
                     if s.started { throw .alreadyStarted }
                     s.started = true
+                    s.starter = mp_process_id()
                 }
                 let launch = try ChildLaunch(request, name: process.name, daemon: process.daemon, spawned: false)
                 batch.append((i, PreparedLaunch(launch)))
@@ -266,6 +272,10 @@ open class Process: @unchecked Sendable {
     }
 
     /// Waits for the child to exit, up to `timeout` (forever when nil). Returns whether it exited.
+    ///
+    /// Only the process that started the child can wait for it (as Python's "can only join a child
+    /// process"): elsewhere, a copy inherited by a forked sibling say, it throws
+    /// ``ProcessError/system(_:function:)`` with `ECHILD`; in the child itself ``ProcessError/joinSelf``.
     @discardableResult
     public func join(timeout: Duration? = nil) throws(ProcessError) -> Bool {
         if case .current = target { throw .joinSelf }
@@ -273,16 +283,21 @@ open class Process: @unchecked Sendable {
         // A copy of the pidfd, made under the lock: the state's own may be closed meanwhile (the
         // child reaped by another joiner, or by a start() on another thread), and its number
         // reused for another child's, which the poll would then watch instead.
-        let (started, pidfd, done) = state.withLock { s in
+        let me = mp_process_id()
+        let (started, pidfd, done, starter, pid) = state.withLock { s in
             (
                 s.started, s.exitCode == nil && s.pidfd >= 0 ? (try? duplicateDescriptor(s.pidfd)) ?? -1 : -1,
-                s.exitCode != nil
+                s.exitCode != nil, s.starter, s.pid
             )
         }
         defer { if pidfd >= 0 { closeDescriptor(pidfd) } }
         guard started else { throw .notStarted }
+        if pid == me { throw .joinSelf }  // a forked child's own object (Process.current)
         if done { return true }
-        if pidfd < 0 { return waitPolling(until: deadline) }
+        // Only the starter can wait (Python: "can only join a child process"); elsewhere the
+        // wait would never end, or take waitid's ECHILD for an exit.
+        if starter != me { throw .system(.noChildProcess, function: "waitid") }
+        if pidfd < 0 { return try waitPolling(until: deadline) }
         let rc = mp_poll_readable(pidfd, deadline)
         if rc == 0 { return state.withLock { $0.exitCode != nil } }
         if rc < 0 {
@@ -293,14 +308,17 @@ open class Process: @unchecked Sendable {
         return state.withLock { $0.exitCode != nil }
     }
 
-    /// Waits for the exit without a pidfd (none to spare, or a kernel without them): reaps without
-    /// blocking, then sleeps a little (0.1 ms, doubling up to 10 ms), never holding the state lock
-    /// while it waits, so that other threads can read the state and signal the child meanwhile.
-    private func waitPolling(until deadline: Int64) -> Bool {
+    /// Waits for the exit without a pidfd (none to spare, a kernel without them, or a start still
+    /// under way on another thread): reaps without blocking, then sleeps a little (0.1 ms, doubling
+    /// up to 10 ms), never holding the state lock while it waits, so that other threads can read the
+    /// state and signal the child meanwhile. Throws ``ProcessError/notStarted`` if that start failed.
+    private func waitPolling(until deadline: Int64) throws(ProcessError) -> Bool {
         var pause: Int64 = 100_000
         while true {
             reapIfExited()
-            if state.withLock({ $0.exitCode != nil }) { return true }
+            let (started, exited) = state.withLock { ($0.started, $0.exitCode != nil) }
+            if exited { return true }
+            if !started { throw .notStarted }
             let now = mp_monotonic_ns()
             if now >= deadline { return false }
             _ = mp_sleep_until(min(now + pause, deadline))
@@ -327,10 +345,11 @@ open class Process: @unchecked Sendable {
     }
 
     /// Reaps the child if it has exited, under the state lock so that only one caller collects the
-    /// status (it never blocks: waits happen outside the lock).
+    /// status (it never blocks: waits happen outside the lock). Only in the process that started it:
+    /// elsewhere waitid's ECHILD says nothing of its exit.
     func reapIfExited() {
         state.withLock { s in
-            guard s.started, s.exitCode == nil, let pid = s.pid, pid != mp_process_id() else { return }
+            guard s.started, s.exitCode == nil, let pid = s.pid, s.starter == mp_process_id() else { return }
             var code: Int32 = 0
             let rc = mp_wait_child(pid, s.pidfd, 1, &code)
             if rc == pid {

@@ -82,7 +82,14 @@ public enum Spawn {
 
     /// Call first in `main`; see ``bootstrap(_:)-(SpawnEntry...)``.
     public static func bootstrap(_ targets: [any SpawnEntry]) {
-        guard let value = getenv(environmentKey), let fd = Int32(String(cString: value)) else { return }
+        guard let value = getenv(environmentKey) else { return }
+        let text = String(cString: value)
+        // Refused like a descriptor that holds no payload: ignored, it would stay set, and every
+        // start of this program's would fail as if it had not bootstrapped.
+        guard let fd = Int32(text) else {
+            writeError("multiprocessing bootstrap refused: \(environmentKey)=\"\(text)\" is not a descriptor number\n")
+            exit(1)
+        }
         unsetenv(environmentKey)  // our own children are not started by our parent
         guard let bytes = readPayload(fd) else {
             writeError(
@@ -127,7 +134,7 @@ public enum Spawn {
             writeError("Process \(payload.name): its shared memory could not be mapped: \(error)\n")
             end(1)
         }
-        CurrentProcess.setStarted(name: payload.name, parentPID: payload.parentPID)
+        CurrentProcess.setStarted(name: payload.name, daemon: payload.daemon, parentPID: payload.parentPID)
         guard let target = targets.first(where: { $0.name == payload.target }) else {
             writeError("Process \(payload.name): no spawn target named \"\(payload.target)\" is registered\n")
             end(1)
@@ -160,11 +167,8 @@ public enum Spawn {
     static func start(
         payload: Int32, keeping descriptors: [Int32], executable path: String = executable, adding: [String] = []
     ) throws(ProcessError) -> Int32 {
-        let environment =
-            currentEnvironment().filter { !$0.hasPrefix(environmentKey + "=") } + ["\(environmentKey)=\(payload)"]
-            + adding
         let pid = withCStrings([path]) { argv in
-            withCStrings(environment) { envp in
+            withEnvironment(adding: ["\(environmentKey)=\(payload)"] + adding) { envp in
                 descriptors.withUnsafeBufferPointer { mp_spawn(path, argv, envp, $0.baseAddress, Int32($0.count)) }
             }
         }
@@ -194,14 +198,23 @@ public enum Spawn {
         }
     }
 
-    private static func currentEnvironment() -> [String] {
-        var result: [String] = []
+    /// Calls `body` with a NULL-terminated copy of this process's environment, but for the
+    /// bootstrap variable, followed by the `adding` entries. Copied as bytes, not Strings: an entry
+    /// that is not UTF-8 (a Latin-1 path) reaches the child as it is, not repaired.
+    private static func withEnvironment<R>(
+        adding: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R
+    ) -> R {
+        let prefix = environmentKey + "="
+        var pointers: [UnsafeMutablePointer<CChar>?] = []
         var cursor = environ
         while let entry = cursor.pointee {
-            result.append(String(cString: entry))
+            if strncmp(entry, prefix, prefix.utf8.count) != 0 { pointers.append(strdup(entry)) }
             cursor += 1
         }
-        return result
+        pointers += adding.map { strdup($0) }
+        pointers.append(nil)
+        defer { for p in pointers { free(p) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }
 
@@ -251,6 +264,11 @@ struct ChildLaunch: ~Copyable {
             dieWithParent: spawned && daemon, parentPID: mp_process_id(),
             regions: regions.map { RegionDescriptor(id: $0.id, fd: $0.fd, size: $0.size) }, tracker: tracker)
         let bytes = BootstrapPayload.child(child).encoded()
+        // The whole payload, its header, name and regions with the argument, is what the child reads.
+        guard bytes.count <= Spawn.maximumPayload else {
+            throw .argumentEncoding(
+                "a payload of \(bytes.count) bytes: a child's may take at most \(Spawn.maximumPayload)")
+        }
         let fd = try ChildLaunch.memfd(holding: bytes)
         payload = fd
         self.regions = regions

@@ -136,7 +136,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
                 warmUp: WorkerLoop<Input, Output>.warmUp
             ) { tag in
                 let worker = ZygoteWorker(tag)
-                CurrentProcess.set(Process(current: worker.name, pid: mp_process_id(), parentPID: parent))
+                CurrentProcess.set(Process(current: worker.name, daemon: true, pid: mp_process_id(), parentPID: parent))
                 WorkerLoop(
                     channels: channels, index: worker.index, maxTasks: maxTasksPerChild, initializer: initializer,
                     work: work
