@@ -159,6 +159,18 @@ struct TrustTests {
         again.free(fresh)
     }
 
+    @Test("an arena's free-list head that names a live slot (a garbled or cyclic list) never hands it out again")
+    func arenaFreeListOnALiveSlot() throws {
+        let (arena, live) = Arenas.allocate(kind: .lock)
+        let header = arena.region.base.assumingMemoryBound(to: mp_arena_header_t.self)
+        header.pointee.free_head = live.index  // another process's write: the live slot as free
+        let (again, fresh) = Arenas.allocate(kind: .semaphore)
+        #expect(!(again === arena && fresh.index == live.index))  // before: the same slot, two objects
+        #expect(arena.validate(index: live.index, generation: live.generation, kind: .lock))
+        again.free(fresh)
+        arena.free(live)
+    }
+
     @Test("a message over maxMessageSize is refused while it is encoded, never held whole; the queue is intact")
     func messageSizeIsBoundedWhileEncoding() throws {
         let q = try Queue<Elements>(maxMessageSize: 4096)

@@ -21,7 +21,9 @@ extension BinaryCoding {
             let end = try reader.skip(at: 4, end: bytes.count)
             guard end == bytes.count else { throw .invalidData("\(bytes.count - end) bytes after the message") }
             return try withUnsafeMutablePointer(to: &reader) { reader throws(BinaryCodingError) in
-                try BinaryDecoder.decodeValue(T.self, reader, at: 4, end: end)
+                let value = try BinaryDecoder.decodeValue(T.self, reader, at: 4, end: end)
+                if let failure = reader.pointee.failure { throw failure }
+                return value
             }
         }
     }

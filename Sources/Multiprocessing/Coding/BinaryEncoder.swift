@@ -87,6 +87,20 @@ struct BinaryEncoder: Encoder {
     private static func encodeComposite<T: Encodable>(
         _ value: T, _ writer: UnsafeMutablePointer<BinaryWriter>
     ) throws(BinaryCodingError) {
+        do {
+            try encodeWhole(value, writer)
+        } catch {
+            // The entry this value was to fill has its key (or its count) written already: a parent
+            // that swallows the error (`try? container.encode(v, forKey: k)`) would otherwise send a
+            // key without a value, which the receiver misreads. The whole encoding fails instead.
+            writer.pointee.fail(error)
+            throw error
+        }
+    }
+
+    private static func encodeWhole<T: Encodable>(
+        _ value: T, _ writer: UnsafeMutablePointer<BinaryWriter>
+    ) throws(BinaryCodingError) {
         guard writer.pointee.depth < BinaryCoding.maximumDepth else {
             throw .unsupported("values nested more than \(BinaryCoding.maximumDepth) deep")
         }

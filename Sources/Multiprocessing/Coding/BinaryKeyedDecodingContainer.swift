@@ -37,7 +37,7 @@ struct BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProto
     var codingPath: [any CodingKey] { [] }
     var allKeys: [Key] { entries.names().compactMap(Key.init(stringValue:)) }
 
-    func contains(_ key: Key) -> Bool { (try? entries.find(key.stringValue)) != nil }
+    func contains(_ key: Key) -> Bool { entries.contains(key.stringValue) }
     func decodeNil(forKey key: Key) throws -> Bool { try entries.readNil(key.stringValue) }
 
     func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try entries.bool(read(key)) }

@@ -17,15 +17,31 @@ struct BinaryKeyedEntries {
     /// Entries a scan may pass before the container gets a key table.
     static let tableThreshold = 32
 
-    /// The key names, in order.
+    /// The key names, in order. A malformed entry ends them, and fails the whole decoding (a
+    /// `Dictionary` read from them must not come out short without an error).
     func names() -> [String] {
         var names: [String] = []
         var offset = content.lowerBound
-        while offset < content.upperBound, let entry = try? entry(at: offset) {
-            names.append(String(decoding: reader.pointee.bytes(entry.key), as: UTF8.self))
-            offset = entry.value.upperBound
+        do {
+            while offset < content.upperBound {
+                let entry = try entry(at: offset)
+                names.append(String(decoding: reader.pointee.bytes(entry.key), as: UTF8.self))
+                offset = entry.value.upperBound
+            }
+        } catch {
+            reader.pointee.failure = reader.pointee.failure ?? error
         }
         return names
+    }
+
+    /// Whether there is an entry under `name`; a malformed entry on the way fails the whole decoding.
+    func contains(_ name: String) -> Bool {
+        do {
+            return try find(name) != nil
+        } catch {
+            reader.pointee.failure = reader.pointee.failure ?? error
+            return false
+        }
     }
 
     // MARK: Finding entries
@@ -69,6 +85,9 @@ struct BinaryKeyedEntries {
         while offset < content.upperBound {
             let entry = try entry(at: offset)
             if matches(entry.key, name) {
+                // Found far in: a container read out of order (or whose hint a nested container
+                // took over) would be scanned as far again for each key, quadratic in its entries.
+                if passed > Self.tableThreshold { try buildTable() }
                 hint.pointee = BinaryReader.KeyHint(container: content.lowerBound, next: offset)
                 return entry.value
             }

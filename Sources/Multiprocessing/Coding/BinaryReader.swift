@@ -42,6 +42,9 @@ struct BinaryReader {
     /// Key tables of large keyed containers read out of order (by container offset): key to entry.
     /// Nil until the first (most messages need none, and an empty dictionary costs a release).
     var tables: [Int: [String: Int]]?
+    /// The first malformed input seen by a call that cannot throw (`allKeys`, `contains`): the
+    /// top-level call throws it, so that what such a call left out is never taken for the message.
+    var failure: BinaryCodingError?
 
     init(base: UnsafeRawPointer, count: Int, hints: UnsafeMutablePointer<KeyHint>) {
         self.base = base

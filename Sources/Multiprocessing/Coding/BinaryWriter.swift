@@ -17,8 +17,8 @@ struct BinaryWriter {
         let header: Int
         /// Elements so far (unkeyed containers record it in their header).
         var count: Int
-        /// Where a value asked for with `superEncoder()` starts, if it is still owed: nil is
-        /// written there if the value turns out to write nothing.
+        /// Where a value asked for with `superEncoder()` starts, if it is still owed: an empty keyed
+        /// container is written there if the value turns out to write nothing.
         var pendingSlot: Int
     }
 
@@ -159,9 +159,14 @@ struct BinaryWriter {
         }
     }
 
-    /// Writes nil for a `superEncoder()` value that wrote nothing, so the entry is well formed.
+    /// Writes an empty keyed container for a `superEncoder()` value that wrote nothing, so the
+    /// entry is well formed and reads back as any other value that wrote nothing does (and as
+    /// JSONEncoder's `{}`): a superclass that writes nothing then asks its decoder for a container.
     private mutating func settlePendingSlot(_ index: Int) {
-        if frames[index].pendingSlot == bytes.count { bytes.append(BinaryTag.null) }
+        if frames[index].pendingSlot == bytes.count {
+            bytes.append(BinaryTag.keyed)
+            bytes.appendLittleEndian(0, count: 4)
+        }
         frames[index].pendingSlot = -1
     }
 

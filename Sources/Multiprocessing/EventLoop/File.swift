@@ -16,6 +16,8 @@ import SystemPackage
 /// ``close()``. A file not closed is closed when the last reference goes.
 public final class File: @unchecked Sendable {
     let descriptor: Descriptor
+    /// The buffer a `read(upTo:)` starts with; it doubles as the bytes fill it.
+    static let firstReadSize = 1 << 16
 
     /// Adopts an open descriptor; the `File` closes it.
     public init(descriptor: Int32) { self.descriptor = Descriptor(descriptor) }
@@ -28,6 +30,9 @@ public final class File: @unchecked Sendable {
         _ path: String, _ mode: FileDescriptor.AccessMode = .readOnly, options: FileDescriptor.OpenOptions = [],
         permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]
     ) async throws -> File {
+        // The kernel reads the path up to its first NUL: one inside would open another file
+        // (Python raises ValueError, "embedded null byte").
+        guard !path.utf8.contains(0) else { throw IOError.invalidArgument("a path with a NUL byte") }
         let loop = try EventLoop.forCurrentContext()
         let cPath = IOBuffer.copying(Array(path.utf8) + [0])
         let flags = mode.rawValue | options.rawValue
@@ -54,6 +59,8 @@ public final class File: @unchecked Sendable {
     nonisolated(nonsending) public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64? = nil)
         async throws -> Int
     {
+        // A negative one would reach the kernel as -1: a read at the file's position.
+        if let offset, offset < 0 { throw IOError.invalidArgument("offset \(offset)") }
         let fd = try descriptor.get()
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
         let target = UnsafeSendable(base)
@@ -67,15 +74,23 @@ public final class File: @unchecked Sendable {
         guard count >= 0 else { throw IOError.invalidArgument("count \(count)") }
         _ = try descriptor.get()
         let loop = try EventLoop.forCurrentContext()
-        let buffer = IOBuffer.make(count: count)
+        // `count` is a most, often far more than the file holds (`read(upTo: .max)` for "all of
+        // it"): the buffer grows with what arrives, as allocating `count` bytes up front could not.
+        var buffer = IOBuffer.make(count: min(count, File.firstReadSize))
         var got = 0
         while got < count {
+            if got == buffer.count {
+                let larger = IOBuffer.make(count: count - got > buffer.count ? 2 * buffer.count : count)
+                larger.base.copyMemory(from: buffer.base, byteCount: got)
+                buffer = larger
+            }
             let fd = try descriptor.get()  // each time: once closed, its number may be another file's
             let at = offset < 0 ? -1 : offset + Int64(got)
-            let length = UInt32(clamping: count - got)
+            let length = UInt32(clamping: buffer.count - got)
             let start = got
+            let target = buffer  // held by the operation until it completes
             let n = try ioCount(
-                await loop.perform { ring, ud in mp_loop_read(ring, ud, fd, buffer.base + start, length, at) }, "read")
+                await loop.perform { ring, ud in mp_loop_read(ring, ud, fd, target.base + start, length, at) }, "read")
             if n == 0 { break }
             got += n
         }

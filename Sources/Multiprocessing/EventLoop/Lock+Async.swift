@@ -26,9 +26,20 @@ extension Lock {
             case MP_OWNER_DIED: throw SyncError.ownerDied(owner: Int32(bitPattern: mutex.pointee.dead_owner))
             default: break
             }
-            if mp_monotonic_ns() >= deadline { return false }
+            if mp_monotonic_ns() >= deadline { return try lastTry() }
             if loop == nil { loop = try EventLoop.forCurrentContext() }
             if let error = await loop!.waitOnWord(w, until: deadline, cancellable: cancellable).error { throw error }
+        }
+    }
+
+    /// A try before a timed-out acquire gives up, which checks the holder's liveness: the first
+    /// scheduled check is 20 ms away, so without it a timeout shorter than that would never take
+    /// over a dead holder's lock (the blocking form checks once before giving up too).
+    private func lastTry() throws(SyncError) -> Bool {
+        switch mp_mutex_lock(mutex, Int64(MP_NOW)) {
+        case MP_OK: return true
+        case MP_OWNER_DIED: throw SyncError.ownerDied(owner: Int32(bitPattern: mutex.pointee.dead_owner))
+        default: return false
         }
     }
 }

@@ -70,10 +70,13 @@ final class Arena: @unchecked Sendable {
     func allocate(kind: SharedKind) -> Slot? {
         withGuard { () -> Slot? in
             var index = header.pointee.free_head
-            if index != 0, index < capacity {
+            // A free slot's kind is 0: a head that names a live slot (a garbled or cyclic list)
+            // would hand one object's words to two.
+            if index != 0, index < capacity, slot(index).pointee.kind == 0 {
                 header.pointee.free_head = slot(index).pointee.next_free
             } else if header.pointee.next_unused >= 1, header.pointee.next_unused < capacity {
-                // (A free-list head outside the arena was written by another process: ignored.)
+                // (A free-list head outside the arena, or on a live slot, was written by another
+                // process: the list is dropped, its slots lost, never shared.)
                 if index != 0 { header.pointee.free_head = 0 }
                 index = header.pointee.next_unused
                 header.pointee.next_unused += 1
