@@ -14,8 +14,11 @@ final class PoolChannels: @unchecked Sendable {
     let results: Channel
     let claims: Region
     let slots: UnsafeMutablePointer<UInt64>
-    /// `ready[i]` holds the pid of worker `i` once it has started (written by the worker).
+    /// `ready[i]` holds the pid of worker `i` once it has started, with ``initialized`` set once its
+    /// initializer has returned (written by the worker).
     let ready: UnsafeMutablePointer<UInt64>
+    /// The bit of a ready word set once the worker's initializer has returned (a pid fits in 32 bits).
+    static let initialized: UInt64 = 1 << 32
     let slotCount: Int
 
     init(workers: Int) throws(PoolError) {

@@ -36,6 +36,10 @@ final class PoolCore: @unchecked Sendable {
     /// Tests: the next worker started hangs before it is ready.
     private let stallNextWorker: Atomic<Bool>
     private let stallEveryWorker = Atomic<Bool>(false)
+    /// Workers in a row that died in their initializer, with no task outcome in between (result
+    /// thread only): past ``initializerDeathLimit`` the pool breaks rather than fork them for ever.
+    private var initializerDeaths = 0
+    static let initializerDeathLimit = 3
     /// Set once the phase is stopping or terminated: the result thread then checks whether it is done
     /// (a flag read per message instead of a lock).
     private let ending = Atomic<Bool>(false)
@@ -264,12 +268,19 @@ final class PoolCore: @unchecked Sendable {
         started.set()
         while !finishIfDone() {
             guard let message = TakenMessage.take(channels.results.queue) else { break }
+            // Workers run the user's code and share the ring: a message too short for a header
+            // was never sent by this library, and reading one would run past its bytes.
+            guard message.bytes.count >= ResultHeader.size else {
+                message.finish()
+                continue
+            }
             let header = message.header(ResultHeader.self)
             let payload = message.payload(after: ResultHeader.size)
             guard let kind = ResultKind(rawValue: header.kind) else {
                 message.finish()
                 continue
             }
+            if kind == .value || kind == .values || kind == .failure { initializerDeaths = 0 }  // workers get that far
             switch kind {
             case .value, .values:
                 if let pending = state.withLock({ $0.pending.remove(header.id) }) {
@@ -375,6 +386,8 @@ final class PoolCore: @unchecked Sendable {
         guard index >= 0 && index < processes else { return }
         // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
         let claimed = mp_pool_slot(channels.slots + index)
+        // Its ready word: its pid alone if it died in its initializer (read before a replacement writes it).
+        let readyWord = mp_pool_slot(channels.ready + index)
         let (lost, replace, ending) = state.withLock { s -> (PendingTask?, Bool, PoolError?) in
             guard let worker = s.workers[index], worker.pid == pid else { return (nil, false, nil) }
             s.workers[index] = nil
@@ -392,6 +405,20 @@ final class PoolCore: @unchecked Sendable {
             settled()
         }
         guard replace else { return }
+        if readyWord == UInt64(UInt32(bitPattern: pid)) {
+            initializerDeaths += 1
+        } else if readyWord == UInt64(UInt32(bitPattern: pid)) | PoolChannels.initialized {
+            initializerDeaths = 0
+        }
+        if initializerDeaths >= Self.initializerDeathLimit {
+            // Its initializer crashed or exited the worker, and every replacement's did too: as one
+            // that throws, it would do so for ever (Python's pool respawns them without end).
+            return breakPool(
+                .initializerFailed(
+                    type: String(reflecting: WorkerExit.self),
+                    message: "\(Self.initializerDeathLimit) workers in a row died in their initializer; the last, "
+                        + "\(pid), \(WorkerExit(exitCode: exitCode))"))
+        }
         if watcher.consecutiveStuck >= WorkerWatcher.stuckLimit {
             // Workers keep getting stuck before their first task: the zygote itself inherited a held
             // lock at its fork. Replacing them again would only repeat that: fail instead.

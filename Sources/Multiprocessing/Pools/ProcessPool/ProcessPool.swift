@@ -63,8 +63,9 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     ///
     /// - Parameters:
     ///   - processes: how many workers: ``cpuCount`` when nil.
-    ///   - initializer: runs once in each worker before its first task. If it throws, the pool
-    ///     cannot work: every task fails with ``PoolError/initializerFailed(type:message:)``.
+    ///   - initializer: runs once in each worker before its first task. If it throws (or kills
+    ///     three workers in a row), the pool cannot work: every task fails with
+    ///     ``PoolError/initializerFailed(type:message:)``.
     ///   - maxTasksPerChild: a worker exits after this many tasks (a chunk of `map` is one task)
     ///     and a fresh one replaces it, without losing a task. Nil: workers live as long as the pool.
     ///   - observer: told of tasks, worker deaths and replacements, for logs and metrics (see

@@ -64,13 +64,16 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         setThreadName(Process.current.name)  // `ps` and `top` show the worker's name, not its forker's
         Self.warmUp()
         while stall { _ = try? sleep(for: .seconds(1)) }
-        mp_pool_claim(ready + index, UInt64(mp_process_id()))  // started: the watchdog lets it be
+        let pid = UInt64(mp_process_id())
+        mp_pool_claim(ready + index, pid)  // started: the watchdog lets it be
         if let initializer {
             do { try initializer() } catch {
                 reply(id: 0, kind: .initializerFailed, count: 0, failure: RemoteFailure(error))
                 return
             }
         }
+        // Past the initializer: a death from now on is not the initializer's (see PoolCore.workerExited).
+        mp_pool_claim(ready + index, pid | PoolChannels.initialized)
         let taker = TaskTaker(tasks: tasks, slots: slots, slotCount: slotCount, index: index)
         var done = 0
         while maxTasks.map({ done < $0 }) ?? true {

@@ -162,7 +162,7 @@ final class WorkerWatcher: @unchecked Sendable {
             var readyNow = false
             for i in list.indices {
                 guard let deadline = list[i].deadline else { continue }
-                if mp_pool_slot(ready + list[i].index) == UInt64(list[i].pid) {
+                if mp_pool_slot(ready + list[i].index) & ~PoolChannels.initialized == UInt64(list[i].pid) {
                     list[i].deadline = nil
                     readyNow = true
                 } else if now >= deadline {

@@ -58,7 +58,7 @@ func submitMap<Input, Output: Sendable>(
         return handle
     }
     let size = chunkSize ?? defaultChunkSize(count: items.count, workers: submitter.workers)
-    let chunkCount = (items.count + size - 1) / size
+    let chunkCount = items.isEmpty ? 0 : (items.count - 1) / size + 1  // no overflow for a size near Int.max
     if chunkCount == 0 {
         handle.complete(.success([]))
         return handle
@@ -67,7 +67,7 @@ func submitMap<Input, Output: Sendable>(
     for chunk in 0..<chunkCount {
         if handle.isReady { break }  // failed already (the pool closed, say): stop submitting
         let start = chunk * size
-        submitter.submit(items[start..<min(start + size, items.count)], collector, chunk)
+        submitter.submit(items[start..<start + min(size, items.count - start)], collector, chunk)
     }
     return handle
 }

@@ -1,14 +1,20 @@
 /// The outcomes of one `imap` or `imapUnordered` call, in input order or as they finish.
 ///
 /// Lazy: chunks are submitted as the consumer asks for results, a bounded number ahead, so the
-/// input may be long (or endless). One consumer at a time reads it; chunk outcomes arrive from the
-/// pool's result thread (or from the consumer itself, for a chunk that could not be submitted).
+/// input may be long (or endless). Its consumers (the public types are `Sendable`, so several
+/// threads or tasks may read one stream, as several may call Python's `IMapIterator.next`) take
+/// turns under a lock; each outcome goes to one of them. Chunk outcomes arrive from the pool's
+/// result thread (or from a consumer itself, for a chunk that could not be submitted).
 final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendable {
     struct State {
         /// Ordered: outcomes by chunk index. Unordered: arrivals, oldest first.
         var byChunk: [Int: Result<[Output], any Error>] = [:]
         var arrivals = FIFO<(chunk: Int, outcome: Result<[Output], any Error>)>()
-        var waiter: CheckedContinuation<Void, Never>?
+        /// Async consumers waiting for an arrival, by id.
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+        /// Arrivals so far: a consumer that saw no outcome waits for this to move.
+        var generation: UInt64 = 0
     }
 
     let ordered: Bool
@@ -19,7 +25,10 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
     private let submitNext: (_ sink: ChunkSink<Output>, _ chunk: Int) -> Int?
     private let window: Int
 
-    // The consumer's side (one consumer at a time).
+    /// Held by the consumer that polls: the consumer's side below is one state for all of them.
+    private let consumer = InternalLock()
+
+    // The consumer's side (under `consumer`).
     private var sizes: [Int: Int] = [:]
     private var submitted = 0
     private var taken = 0
@@ -38,23 +47,28 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
     }
 
     override func deliver(chunk: Int, _ outcome: Result<[Output], any Error>) {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+        let waiters = state.withLock { s -> [UInt64: CheckedContinuation<Void, Never>] in
             if ordered {
                 s.byChunk[chunk] = outcome
             } else {
                 s.arrivals.append((chunk, outcome))
             }
-            defer { s.waiter = nil }
-            return s.waiter
+            s.generation &+= 1
+            defer { s.waiters = [:] }
+            return s.waiters
         }
         arrived.set()
-        waiter?.resume()
+        for waiter in waiters.values { waiter.resume() }
     }
 
     /// The next element if one is at hand, after topping up the submitted chunks. `.none` at the
     /// end; nil when the consumer must wait (the arrival event has been cleared under the lock, so
-    /// an arrival after this call sets it again).
-    private func poll() -> Result<Output, any Error>?? {
+    /// an arrival after this call sets it again; `seen` is the arrivals' generation then).
+    private func poll(seen: inout UInt64) -> Result<Output, any Error>?? {
+        consumer.withLock { pollLocked(seen: &seen) }
+    }
+
+    private func pollLocked(seen: inout UInt64) -> Result<Output, any Error>?? {
         while true {
             if failuresLeft > 0, let failure = currentFailure {
                 failuresLeft -= 1
@@ -73,7 +87,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
                 }
             }
             if inputDone && taken == submitted { return .some(nil) }
-            guard let (chunk, outcome) = takeArrival() else { return nil }
+            guard let (chunk, outcome) = takeArrival(seen: &seen) else { return nil }
             taken += 1
             let size = sizes.removeValue(forKey: chunk) ?? 0
             switch outcome {
@@ -93,7 +107,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
         }
     }
 
-    private func takeArrival() -> (Int, Result<[Output], any Error>)? {
+    private func takeArrival(seen: inout UInt64) -> (Int, Result<[Output], any Error>)? {
         state.withLock { s in
             if ordered {
                 if let outcome = s.byChunk.removeValue(forKey: taken) { return (taken, outcome) }
@@ -101,6 +115,7 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
                 return next
             }
             arrived.clear()
+            seen = s.generation
             return nil
         }
     }
@@ -108,8 +123,9 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
     /// The next element, waiting up to `timeout` (forever when nil); nil at the end.
     func next(timeout: Duration?) throws(PoolError) -> Result<Output, any Error>? {
         let deadline = try Deadline.after(timeout, PoolError.self)
+        var seen: UInt64 = 0
         while true {
-            if let element = poll() { return element }
+            if let element = poll(seen: &seen) { return element }
             try delivery?.checkWaitCanEnd()
             if !arrived.wait(deadline: deadline) { throw .timeout }
         }
@@ -117,24 +133,29 @@ final class ResultStream<Output: Sendable>: ChunkSink<Output>, @unchecked Sendab
 
     /// The next element, suspending until it is there; nil at the end.
     func nextAsync() async throws -> Result<Output, any Error>? {
+        var seen: UInt64 = 0
         while true {
             try Task.checkCancellation()
-            if let element = poll() { return element }
+            if let element = poll(seen: &seen) { return element }
             try delivery?.checkOwnersProcess()
+            let id = state.withLock { s in
+                s.nextWaiter += 1
+                return s.nextWaiter
+            }
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let now = state.withLock { s -> Bool in
-                        let ready = ordered ? s.byChunk[taken] != nil : !s.arrivals.isEmpty
-                        if !ready { s.waiter = continuation }
+                        // A task cancelled before this handler was installed (while `poll` read the
+                        // input or submitted) had its handler run already, with no waiter to resume:
+                        // the flag, set before any handler runs, is seen here.
+                        let ready = Task.isCancelled || s.generation != seen
+                        if !ready { s.waiters[id] = continuation }
                         return ready
                     }
                     if now { continuation.resume() }
                 }
             } onCancel: {
-                state.withLock { s -> CheckedContinuation<Void, Never>? in
-                    defer { s.waiter = nil }
-                    return s.waiter
-                }?.resume()
+                state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
             }
         }
     }
