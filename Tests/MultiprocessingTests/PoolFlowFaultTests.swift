@@ -53,9 +53,11 @@ struct PoolFlowFaultTests {
         let pool = try ThreadPool(threads: 1)
         let entered = Event()
         let gate = Event()
-        let ended = Atomic<Bool>(false)
-        let consumer = Task {
-            defer { ended.store(true, ordering: .releasing) }
+        // The consumer and the test each on a loop of their own: not on the cooperative threads,
+        // which the parallel suite's blocking tests may hold for a minute.
+        let consumerLoop = try EventLoop(name: "imap-consumer")
+        defer { consumerLoop.shutdown() }
+        let consumer = Task(executorPreference: consumerLoop) {
             for try await _ in pool.imap(
                 SlowFirstInput(entered: entered),
                 { (x: Int) -> Int in
@@ -64,14 +66,14 @@ struct PoolFlowFaultTests {
                 })
             {}
         }
-        #expect(try await entered.wait(timeout: patience))
-        consumer.cancel()  // while the consumer is in the input's next(), past its cancellation check
+        try await onLoop { () async throws in
+            #expect(try await entered.wait(timeout: patience))
+            consumer.cancel()  // while the consumer is in the input's next(), past its cancellation check
+        }
         // Before the fix the cancellation was lost: the consumer registered its wait after the
         // cancellation handler had run, and slept until the task finished (here: never).
-        let endedOnCancel = eventually(timeout: patience) { ended.load(ordering: .acquiring) }
-        #expect(endedOnCancel, "the iteration did not end when its task was cancelled")
+        await #expect(throws: CancellationError.self) { try await value(of: consumer, within: patience) }
         gate.set()
-        await #expect(throws: CancellationError.self) { try await consumer.value }
         pool.close()
         #expect(try pool.join(timeout: patience))
     }
@@ -115,29 +117,18 @@ struct PoolFlowFaultTests {
     @Test("two tasks awaiting one imap (a Sendable AsyncPoolResults) get every output once, and both end")
     func twoAsyncConsumersOfOneImap() async throws {
         let pool = try ThreadPool(threads: 2)
-        // Every output is an await: few enough that the readers finish in time in the parallel
-        // suite, whose other tests share the cooperative threads with them.
-        let n = 200
+        let n = 2_000
         let results: AsyncPoolResults<Int> = pool.imap(0..<n, { (x: Int) -> Int in x })
-        let done = Guarded(0)
-        let progress = Guarded([0, 0])
-        let readers = (0..<2).map { r in
-            Task {
-                defer { done.withLock { $0 += 1 } }
-                return try await results.reduce(into: [Int]()) { a, x in
-                    a.append(x)
-                    progress.withLock { $0[r] += 1 }
-                }
+        // Both readers on a loop of their own (not on the cooperative threads, which the parallel
+        // suite's blocking tests may hold for a minute), taking turns at each wait. Before the fix
+        // the second reader's wait replaced the first's, which then slept for ever: the loop's
+        // limit fails the test.
+        let all = try await onLoop {
+            try await withThrowingTaskGroup(of: [Int].self) { group in
+                for _ in 0..<2 { group.addTask { try await results.reduce(into: [Int]()) { $0.append($1) } } }
+                return try await group.reduce(into: [Int]()) { $0 += $1 }
             }
         }
-        // Before the fix the second reader's wait replaced the first's, which then slept for ever.
-        let deadline = ContinuousClock.now + patience
-        while done.withLock({ $0 }) < 2 && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        try #require(done.withLock { $0 } == 2, "a reader never ended; outputs read: \(progress.withLock { $0 })")
-        var all: [Int] = []
-        for reader in readers { all += try await reader.value }
         #expect(all.count == n && Set(all).count == n, "\(all.count) outputs, \(Set(all).count) distinct")
         pool.close()
         #expect(try pool.join(timeout: patience))
