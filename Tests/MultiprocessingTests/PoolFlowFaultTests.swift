@@ -146,4 +146,31 @@ struct PoolFlowFaultTests {
         pool.close()
         #expect(try pool.join(timeout: patience))
     }
+
+    @Test("join from one of a thread pool's own tasks throws calledFromTask instead of waiting for itself")
+    func threadPoolJoinFromItsOwnTask() throws {
+        // Before the fix the join waited for every task to settle, its own included: with no timeout
+        // it hung for good, and with one it returned false after waiting the whole of it.
+        let pool = try ThreadPool(threads: 2)
+        let box = Box<PoolPair>()
+        let result = pool.applyAsync { () -> Int in
+            pool.close()
+            do {
+                let joined = try pool.join(timeout: .seconds(5))
+                box.value = PoolPair(joined: joined, error: nil)
+            } catch {
+                box.value = PoolPair(joined: nil, error: error as? PoolError)
+            }
+            return 1
+        }
+        #expect(try result.get(timeout: patience) == 1)
+        #expect(box.value?.error == .calledFromTask, "the join returned \(String(describing: box.value?.joined))")
+        #expect(try pool.join(timeout: patience))
+    }
+}
+
+/// What a join from inside a task came to: its answer, or its error.
+struct PoolPair: Sendable {
+    let joined: Bool?
+    let error: PoolError?
 }

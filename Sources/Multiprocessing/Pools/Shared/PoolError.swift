@@ -32,6 +32,10 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A blocking wait (or `join`) from inside a callback, which runs on the pool's result thread:
     /// that thread is the one that would deliver the result, so the wait could never end.
     case calledFromCallback
+    /// ``ThreadPool/join(timeout:)`` from one of the pool's own tasks: the join waits for every
+    /// task to end, the calling one included, so it could never return. (Call ``ThreadPool/close()``
+    /// or ``ThreadPool/terminate()`` from a task; join from outside the pool.)
+    case calledFromTask
     /// A task's input or result could not be encoded or decoded for the trip between processes.
     case coding(String)
     /// The operating system refused; `function` names the call.
@@ -68,6 +72,7 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
         case .initializerFailed(let type, let message): "the worker initializer failed: \(type): \(message)"
         case .stillRunning: "join() on a pool that is still open: close() or terminate() it first"
         case .calledFromCallback: "a blocking pool call from a callback, which runs on the pool's result thread"
+        case .calledFromTask: "join() from one of the pool's own tasks, which the join would wait for"
         case .coding(let message): "task data could not cross processes: \(message)"
         case .system(let errno, let function): "\(function): \(errno)"
         case .workersCannotStart(let reason): "the pool's workers cannot start: \(reason)"

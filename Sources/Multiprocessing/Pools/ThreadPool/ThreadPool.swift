@@ -133,7 +133,8 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Waits for every submitted task to finish and for the threads to end (up to `timeout`;
     /// forever when nil); false if the timeout passed first. Throws ``PoolError/stillRunning``
-    /// unless ``close()`` or ``terminate()`` came first.
+    /// unless ``close()`` or ``terminate()`` came first, and ``PoolError/calledFromTask`` from one of
+    /// the pool's own tasks (which the join would wait for).
     @discardableResult
     public func join(timeout: Duration? = nil) throws(PoolError) -> Bool { try core.join(timeout: timeout) }
 

@@ -189,6 +189,7 @@ final class ThreadPoolCore: @unchecked Sendable {
         guard isOwnersProcess else { throw .otherProcess(owner: owner) }
         if state.withLock({ $0.phase }) == .running { throw .stillRunning }
         if delivery.isCurrent { throw .calledFromCallback }
+        if isWorkerThread { throw .calledFromTask }  // its own job never settles while it waits
         let deadline = try Deadline.after(timeout, PoolError.self)
         guard idle.wait(deadline: deadline) else { return false }
         stopWorkers()
