@@ -113,8 +113,10 @@ bench: deps
 		rm -rf $(BENCH_BUILD)/*/release/CxxBenchPeers.build && mkdir -p $(BENCH_BUILD) && touch $(BOOST_SEEN); fi
 	$(SWIFT) build -c release --package-path Benchmarks --product multiprocessing-bench
 	$(BENCH_BUILD)/release/multiprocessing-bench $(ARGS)
-	$(MAKE) bench-distributed QUICK=$(if $(findstring --quick,$(ARGS)),1,)
-	$(MAKE) bench-server QUICK=$(if $(findstring --quick,$(ARGS)),1,)
+	@# One suite (ARGS="--suite queue") is that suite alone: the distributed and server suites (PostgreSQL,
+	@# wrk, a server build) come with a run of all of them.
+	$(if $(findstring --suite,$(ARGS)),,$(MAKE) bench-distributed QUICK=$(if $(findstring --quick,$(ARGS)),1,))
+	$(if $(findstring --suite,$(ARGS)),,$(MAKE) bench-server QUICK=$(if $(findstring --quick,$(ARGS)),1,))
 
 # The distributed suite: tasks/s and enqueue-to-result latency with 1, 2 and 4 local worker
 # processes, beside procrastinate on the same server, in the same run; rows in

@@ -10,6 +10,9 @@ import sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
 latest = (root / "bench-results" / "latest.md").read_text()
+# A --quick or one-suite run writes latest.md too, and says so (Report.swift): not for the README.
+if "\n**Not a full run" in latest:
+    sys.exit("bench-results/latest.md is from a --quick or one-suite run, not a full `make bench`")
 latest = re.sub(r"\A# .*\n+", "", latest)  # the report's title: the README has its own
 latest = re.sub(r"^## ", "### ", latest, flags=re.M)
 readme_path = root / "README.md"

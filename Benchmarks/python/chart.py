@@ -30,11 +30,11 @@ def main(path, out_dir):
             axes = [axes]
         for ax, case in zip(axes, cases):
             case_rows = [r for r in rows if r["case"] == case]
-            # An engine row's name is in its metric, "metric (name)"; the name may hold parentheses itself.
-            labels = [r["metric"].split(" (", 1)[-1][:-1] if r["impl"] == "engine" else r["impl"] for r in case_rows]
+            labels = [r["impl"] for r in case_rows]
             values = [r["median"] for r in case_rows]
             errors = [[r["median"] - r["min"] for r in case_rows], [r["max"] - r["median"] for r in case_rows]]
-            colors = ["#d9480f" if r["impl"] == "engine" else "#868e96" for r in case_rows]
+            # This library's rows are the ones named "engine …" (as in the tables): drawn in colour.
+            colors = ["#d9480f" if r["impl"].startswith("engine") else "#868e96" for r in case_rows]
             ax.barh(labels, values, xerr=errors, color=colors, capsize=2)
             ax.invert_yaxis()
             ax.set_xscale("log")

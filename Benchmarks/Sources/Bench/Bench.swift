@@ -69,7 +69,12 @@ struct Bench: ParsableCommand {
             }
         }
         let targets = Target.annotate(&rows)
-        let report = Report(machine: Machine.read(), rows: rows, targets: targets)
+        // A quick or one-suite run writes latest.md too: it says so, and `make readme-results` refuses it.
+        var limits: [String] = []
+        if quick { limits.append("--quick: smaller loops, one run each, a smoke test") }
+        if suite != "all" { limits.append("suite \(suite) only") }
+        let partial = limits.isEmpty ? nil : "Not a full run (\(limits.joined(separator: "; "))): not for publishing."
+        let report = Report(machine: Machine.read(), rows: rows, targets: targets, partial: partial)
         for name in suites { print("\n## \(name)\n\n" + report.table(for: name)) }
         if !targets.isEmpty { print("\n## Targets\n\n" + targets.joined(separator: "\n")) }
         try write(report.markdown(), to: markdown)

@@ -12,7 +12,10 @@ extension LockSuite {
         // Pairs per thread, quick or not: the holder mostly takes the lock again before the other
         // thread wakes, so futex calls are rare and a count needs many pairs to be more than a handful.
         let n = 1_000_000
-        let runs = quick ? 1 : 5
+        // A contended figure, and the one that scatters most (who sleeps is the scheduler's call:
+        // 0.02 to 0.95 calls per 1 000 pairs over 5 runs of one build): the contended rows' runs.
+        // A run under strace lasts about 0.1 s.
+        let runs = contendedRuns
         return Self.futexProbes.map { impl, probe in
             var row = Row(
                 suite: "lock", caseName: "futex calls per 1 000 pairs, 2 threads contended (strace)", impl: impl,

@@ -43,16 +43,27 @@ struct Contest {
         entries.append(Entry(impl: impl, measure: measure))
     }
 
+    /// A peer that fails (python3 missing, a Python case that raised, Boost refused its shared
+    /// memory) is left out of the later runs and its row says why, in place of a figure: the rest
+    /// of the bench goes on. An engine row that fails stops the bench: that is this library's fault.
     func run(runs: Int, warmup: Int = 1) throws -> [Row] {
-        for _ in 0..<warmup { for e in entries { _ = try e.measure() } }
+        var failures = [String?](repeating: nil, count: entries.count)
         var samples = [[Double]](repeating: [], count: entries.count)
-        for _ in 0..<runs {
-            for (i, e) in entries.enumerated() { samples[i].append(try e.measure()) }
+        for round in 0..<(warmup + runs) {
+            for (i, e) in entries.enumerated() where failures[i] == nil {
+                do {
+                    let value = try e.measure()
+                    if round >= warmup { samples[i].append(value) }
+                } catch  where !e.impl.hasPrefix("engine") {
+                    failures[i] = "failed: " + String("\(error)".prefix(200))
+                }
+            }
         }
         return entries.enumerated().map { i, e in
             Row(
                 suite: suite, caseName: caseName, impl: e.impl, metric: metric, unit: unit,
-                samples: samples[i], higherIsBetter: higherIsBetter)
+                samples: failures[i] == nil ? samples[i] : [], higherIsBetter: higherIsBetter,
+                note: failures[i] ?? "")
         }
     }
 }

@@ -17,6 +17,9 @@ struct LatencySuite {
         var rows: [Row] = []
         var p50: [String: [Double]] = [:]
         var p99: [String: [Double]] = [:]
+        // A peer that failed: its rows say so in place of a figure, as a Contest's do.
+        var failures: [String: String] = [:]
+        let pythonPipe = "Python multiprocessing.Pipe, 2 processes"
         let cases: [(String, () throws -> Histogram<UInt64>)] = [
             ("engine Queue, 2 threads", { try queueThreads() }),
             ("engine Queue, 2 processes", { try queueProcesses() }),
@@ -29,13 +32,15 @@ struct LatencySuite {
                 p50[name, default: []].append(Double(h.valueAtPercentile(50)))
                 p99[name, default: []].append(Double(h.valueAtPercentile(99)))
             }
-            if python.available {
+            if python.available && failures[pythonPipe] == nil {
                 let n = pipeRoundTrips
                 let text = try python.measureText("pipe-pingpong", [String(n)])
                 let parts = text.split(separator: " ").compactMap { Double($0) }
                 if parts.count == 2 {
-                    p50["Python multiprocessing.Pipe, 2 processes", default: []].append(parts[0])
-                    p99["Python multiprocessing.Pipe, 2 processes", default: []].append(parts[1])
+                    p50[pythonPipe, default: []].append(parts[0])
+                    p99[pythonPipe, default: []].append(parts[1])
+                } else {
+                    failures[pythonPipe] = "failed: python peer pipe-pingpong printed: \(text.prefix(200))"
                 }
             }
         }
@@ -44,18 +49,19 @@ struct LatencySuite {
         let groups: [(String, [String])] = [
             ("threads", ["engine Queue, 2 threads"]),
             ("processes, Queue", ["engine Queue, 2 processes"]),
-            ("processes, Pipe", ["engine Pipe, 2 processes", "Python multiprocessing.Pipe, 2 processes"]),
+            ("processes, Pipe", ["engine Pipe, 2 processes", pythonPipe]),
         ]
         for (kind, scale) in [("round trip", 1.0), ("one-way", 0.5)] {
             for (metric, table) in [("p50", p50), ("p99", p99)] {
                 for (group, names) in groups {
                     for name in names {
-                        guard let samples = table[name] else { continue }
+                        guard let samples = table[name] ?? failures[name].map({ _ in [] }) else { continue }
                         rows.append(
                             Row(
                                 suite: "latency", caseName: "\(kind) \(metric), \(group)", impl: name,
-                                metric: "\(kind) \(metric)", unit: "ns", samples: samples.map { $0 * scale },
-                                higherIsBetter: false))
+                                metric: "\(kind) \(metric)", unit: "ns",
+                                samples: failures[name] == nil ? samples.map { $0 * scale } : [],
+                                higherIsBetter: false, note: failures[name] ?? ""))
                     }
                 }
             }

@@ -68,7 +68,8 @@ func runProbe(_ name: String, iterations: Int) throws {
     case "cross-process-64", "cross-process-64-lanes":
         // The cross-process 64 B row's loop: a forked producer, this process consuming.
         let q = try Queue<Fixed64>(ordering: name == "cross-process-64" ? .causal : .perProducer)
-        let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Fixed64.init)
+        let rate = try QueueSuite(quick: true, runs: 1).processPair(
+            q, iterations, Fixed64.init, figure: \.index, expected: indexSum(iterations))
         print(String(format: "%.2f M msg/s", rate / 1e6))
     case "boost-64":
         // The cross-process 64 B row's Boost.Interprocess message_queue peer.
@@ -77,7 +78,8 @@ func runProbe(_ name: String, iterations: Int) throws {
     case "cross-process-codable":
         // The cross-process Codable row's loop (Record64, about 64 bytes encoded).
         let q = try Queue<Record64>()
-        let rate = try QueueSuite(quick: true, runs: 1).processPair(q, iterations, Record64.init)
+        let rate = try QueueSuite(quick: true, runs: 1).processPair(
+            q, iterations, Record64.init, figure: \.sequence, expected: indexSum(iterations))
         print(String(format: "%.2f M msg/s", rate / 1e6))
     case "queue-codable":
         // The Codable row's per-message work without a second process: encode, ring, decode.
@@ -102,19 +104,18 @@ func runProbe(_ name: String, iterations: Int) throws {
         // The SPSC 8 B row's contest (its two threads pinned apart), once.
         let q = try Queue<Int>(capacity: 1 << 20, ordering: name == "spsc" ? .causal : .perProducer)
         let rate = try QueueSuite(quick: true, runs: 1).threadPair(
-            iterations, produce: { try q.put($0) }, consume: { _ = try q.get() })
+            iterations, expected: indexSum(iterations), produce: { try q.put($0) }, consume: { try q.get() })
         print(String(format: "%.2f M msg/s", rate / 1e6))
     case "spsc-batch64", "spsc-lanes-batch64":
         // The batches-of-64 rows' contest, once: `iterations` messages, 64 to a put and a get.
         let q = try Queue<Int>(capacity: 1 << 20, ordering: name == "spsc-batch64" ? .causal : .perProducer)
         let batch = Array(0..<64)
+        let suite = QueueSuite(quick: true, runs: 1)
         let rate =
-            try QueueSuite(quick: true, runs: 1).threadPair(
-                iterations / 64, produce: { _ in try q.put(contentsOf: batch) },
-                consume: {
-                    var got = 0
-                    while got < 64 { got += try q.get(max: 64 - got).count }
-                }) * 64
+            try suite.threadPair(
+                iterations / 64, expected: iterations / 64 * indexSum(64),
+                produce: { _ in try q.put(contentsOf: batch) },
+                consume: { try suite.getBatch(q) }) * 64
         print(String(format: "%.2f M msg/s", rate / 1e6))
     case "start-child", "start-child-fork":
         // For perf and strace: forkserver (or fork) children one after another, the mean printed.

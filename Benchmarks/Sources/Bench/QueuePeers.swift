@@ -53,12 +53,22 @@ extension QueueSuite {
             let q = try Queue<Int>(capacity: 1 << 20, ordering: ordering)
             contest.add(ordering == .causal ? "engine Queue<Int>" : QueueSuite.lanes) {
                 let start = now()
+                let sums = [Counter(), Counter()]
                 let threads =
                     (0..<2).map { _ in Multiprocessing.Thread { for i in 0..<(n / 2) { try q.put(i) } } }
-                    + (0..<2).map { _ in Multiprocessing.Thread { for _ in 0..<(n / 2) { _ = try q.get() } } }
+                    + sums.map { got in
+                        Multiprocessing.Thread {
+                            var sum = 0
+                            for _ in 0..<(n / 2) { sum &+= try q.get() }
+                            got.value = sum
+                        }
+                    }
                 for t in threads { try t.start() }
                 for t in threads { _ = try t.join() }
-                return Double(n) / (Double(now() - start) / 1e9)
+                let rate = Double(n) / (Double(now() - start) / 1e9)
+                // Each producer puts 0..<n/2: the two consumers' sums add up to twice that.
+                try expectSum(sums[0].value + sums[1].value, 2 * indexSum(n / 2))
+                return rate
             }
         }
         // The fair peer: a C MPMC ring that sleeps on a futex as the engine does, rather than spins.
@@ -81,7 +91,9 @@ extension QueueSuite {
             suite: "queue", caseName: "cross-process Queue, 4 KiB", metric: "throughput", unit: "msg/s",
             higherIsBetter: true)
         let q = try Queue<[UInt8]>(maxSize: 4096, capacity: 8 << 20)
-        queueContest.add("engine Queue<[UInt8]>") { try processPair(q, n, { _ in message }) }
+        queueContest.add("engine Queue<[UInt8]>") {
+            try processPair(q, n, { _ in message }, figure: \.count, expected: n * message.count)
+        }
         queueContest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "4096"]) }
         queueContest.add("Python multiprocessing.SimpleQueue") {
             try python.measure("mp-simplequeue", [String(pn), "4096"])
@@ -94,10 +106,12 @@ extension QueueSuite {
             let start = now()
             let producer = Multiprocessing.Process { for _ in 0..<n { try writer.sendBytes(message) } }
             try producer.start()
-            for _ in 0..<n { _ = try reader.receiveBytes() }
+            var bytes = 0
+            for _ in 0..<n { bytes += try reader.receiveBytes().count }
             try producer.join()
             let elapsed = Double(now() - start) / 1e9
             try expectClean([producer])
+            try expectSum(bytes, n * message.count)
             return Double(n) / elapsed
         }
         pipeContest.add("Python multiprocessing.Pipe") { try python.measure("mp-pipe", [String(pn), "4096"]) }

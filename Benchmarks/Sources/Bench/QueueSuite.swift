@@ -7,6 +7,17 @@ import Multiprocessing
 struct Fixed64: BitwiseCopyable, Sendable {
     var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
     init(_ i: Int) { words = (UInt64(i), 1, 2, 3, 4, 5, 6, 7) }
+    /// The index it was made from, or -1 if another word came back changed.
+    var index: Int { words.1 == 1 && words.7 == 7 ? Int(words.0) : -1 }
+}
+
+/// 0 + 1 + … + (n − 1): what a consumer of the indices 0..<n adds up to.
+func indexSum(_ n: Int) -> Int { n * (n - 1) / 2 }
+
+/// A consumer's sum against the one its producers sent: a run that lost, doubled or changed a
+/// message measures nothing.
+func expectSum(_ got: Int, _ expected: Int) throws {
+    guard got == expected else { throw BenchError.peer("the consumer's sum is \(got), not \(expected)") }
 }
 
 /// A Codable message of about 64 bytes encoded.
@@ -60,19 +71,31 @@ struct QueueSuite {
     }
 
     /// Moves `n` values from a producer thread (this one) to a consumer thread, pinned apart;
-    /// messages per second.
+    /// messages per second. `consume` returns a figure of what it got (the value, a batch's sum, a
+    /// message's length), which must add up to `expected`, as the C rings check their sums: a
+    /// queue that lost, doubled or changed a message fails the run instead of reporting a figure.
     func threadPair(
-        _ n: Int, produce: @escaping @Sendable (Int) throws -> Void, consume: @escaping @Sendable () throws -> Void
+        _ n: Int, expected: Int, produce: @escaping @Sendable (Int) throws -> Void,
+        consume: @escaping @Sendable () throws -> Int
     ) throws -> Double {
         let start = now()
-        let consumer = Multiprocessing.Thread { try pinned(to: 1) { for _ in 0..<n { try consume() } } }
+        let got = Counter()
+        let consumer = Multiprocessing.Thread {
+            try pinned(to: 1) {
+                var sum = 0
+                for _ in 0..<n { sum &+= try consume() }
+                got.value = sum
+            }
+        }
         try consumer.start()
         // After the start: the consumer would inherit this thread's pinning.
         try pinned(to: 0) {
             for i in 0..<n { try produce(i) }
             try consumer.join()
         }
-        return Double(n) / (Double(now() - start) / 1e9)
+        let rate = Double(n) / (Double(now() - start) / 1e9)
+        try expectSum(got.value, expected)
+        return rate
     }
 
     static let batchesOf64 = "engine Queue<Int>, batches of 64"
@@ -85,26 +108,39 @@ struct QueueSuite {
         var contest = Contest(
             suite: "queue", caseName: "SPSC 8 B, 2 threads", metric: "throughput", unit: "msg/s", higherIsBetter: true)
         let q = try Queue<Int>(capacity: 1 << 20)
-        contest.add("engine Queue<Int>") { try threadPair(n, produce: { try q.put($0) }, consume: { _ = try q.get() }) }
+        let sum = indexSum(n)
+        contest.add("engine Queue<Int>") {
+            try threadPair(n, expected: sum, produce: { try q.put($0) }, consume: { try q.get() })
+        }
         let lanes = try Queue<Int>(capacity: 1 << 20, ordering: .perProducer)
-        contest.add(Self.lanes) { try threadPair(n, produce: { try lanes.put($0) }, consume: { _ = try lanes.get() }) }
+        contest.add(Self.lanes) {
+            try threadPair(n, expected: sum, produce: { try lanes.put($0) }, consume: { try lanes.get() })
+        }
         let batch = Array(0..<64)
         for ordering in [QueueOrdering.causal, .perProducer] {
             let batches = try Queue<Int>(capacity: 1 << 20, ordering: ordering)
             contest.add(ordering == .causal ? Self.batchesOf64 : Self.lanesBatchesOf64) {
                 // `n` messages each way, 64 to a put(contentsOf:) and up to 64 to a get(max:).
                 try threadPair(
-                    n / 64, produce: { _ in try batches.put(contentsOf: batch) },
-                    consume: {
-                        var got = 0
-                        while got < 64 { got += try batches.get(max: 64 - got).count }
-                    }) * 64
+                    n / 64, expected: n / 64 * indexSum(64), produce: { _ in try batches.put(contentsOf: batch) },
+                    consume: { try getBatch(batches) }) * 64
             }
         }
         contest.add("engine ring (from C)") { try checked(bench_engine_spsc(Int64(n)), "engine ring") }
         contest.add("C reference SPSC ring") { bench_reference_spsc(Int64(n)) }
         contest.add("C Vyukov MPMC ring, 1×1") { try checked(bench_vyukov_ring(1, 1, Int64(n)), "Vyukov ring") }
         return contest
+    }
+
+    /// A batch of 64 through `get(max:)` (which may hand it over in parts): the sum of its values.
+    func getBatch(_ q: Queue<Int>) throws -> Int {
+        var (got, sum) = (0, 0)
+        while got < 64 {
+            let part = try q.get(max: 64 - got)
+            got += part.count
+            sum &+= part.reduce(0, &+)
+        }
+        return sum
     }
 
     /// A C contest's rate, or an error if it lost a message (it returns -1 then).
@@ -121,7 +157,7 @@ struct QueueSuite {
         let q = try Queue<[UInt8]>(capacity: 4 << 20)
         let message = [UInt8](repeating: 1, count: size)
         contest.add("engine Queue<[UInt8]>") {
-            try threadPair(n, produce: { _ in try q.put(message) }, consume: { _ = try q.get() })
+            try threadPair(n, expected: n * size, produce: { _ in try q.put(message) }, consume: { try q.get().count })
         }
         return contest
     }
@@ -129,14 +165,22 @@ struct QueueSuite {
     /// A forked producer puts `n` messages; this process gets them: messages per second. The two
     /// are pinned apart (the child to CPU slot 1, this thread to slot 0), as Boost's peer is: left
     /// to the scheduler, the same build ran either at 30-40 M or at 10-12 M msg/s from run to run.
-    func processPair<E: Sendable>(_ q: Queue<E>, _ n: Int, _ make: @escaping (Int) -> E) throws -> Double {
+    /// `figure` of each message got (its index, its length) must add up to `expected`, as in threadPair.
+    func processPair<E: Sendable>(
+        _ q: Queue<E>, _ n: Int, _ make: @escaping (Int) -> E, figure: (E) -> Int, expected: Int
+    ) throws -> Double {
         let start = now()
         let producer = Multiprocessing.Process { try pinned(to: 1) { for i in 0..<n { try q.put(make(i)) } } }
         try producer.start()
-        try pinned(to: 0) { for _ in 0..<n { _ = try q.get() } }
+        let sum = try pinned(to: 0) {
+            var sum = 0
+            for _ in 0..<n { sum &+= figure(try q.get()) }
+            return sum
+        }
         try producer.join()
         let elapsed = Double(now() - start) / 1e9
         try expectClean([producer])
+        try expectSum(sum, expected)
         return Double(n) / elapsed
     }
 
@@ -146,9 +190,13 @@ struct QueueSuite {
             suite: "queue", caseName: "cross-process Queue, 64 B fixed-size", metric: "throughput", unit: "msg/s",
             higherIsBetter: true)
         let q = try Queue<Fixed64>(maxSize: 65536)
-        contest.add("engine Queue<Fixed64>") { try processPair(q, n, Fixed64.init) }
+        contest.add("engine Queue<Fixed64>") {
+            try processPair(q, n, Fixed64.init, figure: \.index, expected: indexSum(n))
+        }
         let lanes = try Queue<Fixed64>(ordering: .perProducer)
-        contest.add(Self.lanesFixed64) { try processPair(lanes, n, Fixed64.init) }
+        contest.add(Self.lanesFixed64) {
+            try processPair(lanes, n, Fixed64.init, figure: \.index, expected: indexSum(n))
+        }
         let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue", [String(pn), "64"]) }
         contest.add("Python multiprocessing.SimpleQueue") { try python.measure("mp-simplequeue", [String(pn), "64"]) }
@@ -184,7 +232,9 @@ struct QueueSuite {
             suite: "queue", caseName: "cross-process Queue, Codable ~64 B", metric: "throughput", unit: "msg/s",
             higherIsBetter: true)
         let q = try Queue<Record64>(maxSize: 65536)
-        contest.add("engine Queue<Record64>") { try processPair(q, n, Record64.init) }
+        contest.add("engine Queue<Record64>") {
+            try processPair(q, n, Record64.init, figure: \.sequence, expected: indexSum(n))
+        }
         let pn = pythonProcessMessages
         contest.add("Python multiprocessing.Queue") { try python.measure("mp-queue-object", [String(pn)]) }
         return contest
@@ -201,10 +251,12 @@ struct QueueSuite {
             let start = now()
             let producer = Multiprocessing.Process { for _ in 0..<n { try writer.sendBytes(message) } }
             try producer.start()
-            for _ in 0..<n { _ = try reader.receiveBytes() }
+            var bytes = 0
+            for _ in 0..<n { bytes += try reader.receiveBytes().count }
             try producer.join()
             let elapsed = Double(now() - start) / 1e9
             try expectClean([producer])
+            try expectSum(bytes, n * message.count)
             return Double(n) / elapsed
         }
         let pn = pythonProcessMessages

@@ -6,6 +6,8 @@ struct Report {
     var rows: [Row]
     /// One line per target of the benchmark issue that this run could check.
     var targets: [String] = []
+    /// Why this run is not a full measurement (`--quick`, one suite), or nil.
+    var partial: String? = nil
 
     /// The engine's rows are the ones whose impl starts with "engine"; each other row of the same
     /// case is a peer, and the ratio says how many times better the engine's first row is.
@@ -54,13 +56,16 @@ struct Report {
 
     func markdown() -> String {
         var text = "# Benchmark results\n\n"
+        // readme_results.py looks for this line's "**Not a full run": keep the two in step.
+        if let partial { text += "**\(partial)**\n\n" }
         text += "Measured \(machine.date) on \(machine.cpus) × \(machine.cpuModel), Linux \(machine.kernel), "
         text += "\(machine.swift), \(machine.python), commit \(machine.commit.prefix(12)). Median of the runs. "
         text += "Rows named \"engine …\" are this library (its C engine under the Swift API); the last column "
         text += "says how this library's first row of the case compares with each other row, in words "
-        text += "(\"2.10× faster\", \"1.85× slower\"; for memory \"less\"/\"more\", for instruction counts "
-        text += "\"fewer\"/\"more\"). \"Task memory\" is the resident memory a run adds per 10 000 tasks, "
-        text += "beyond the program's own.\n"
+        text += "(\"2.10× faster\", \"1.85× slower\"; for memory \"less\"/\"more\", for instruction and system-call "
+        text += "counts \"fewer\"/\"more\"). \"Task memory\" is the resident memory a run's N tasks add (the "
+        text += "case's N: 100, 1000 or 10 000), beyond the program's own. A \"one-way\" latency is half the "
+        text += "round trip measured, not a one-way measurement.\n"
         if !targets.isEmpty { text += "\n## Targets\n\n" + targets.joined(separator: "\n") + "\n" }
         for suite in suites { text += "\n## \(suite)\n\n" + table(for: suite) + "\n" }
         return text
@@ -94,9 +99,11 @@ struct Report {
 }
 
 /// How many times better this library's figure is (`x`), in words: "2.62× faster" or "1.85× slower"
-/// (for memory "less"/"more", for instruction counts "fewer"/"more"), never a bare ratio below 1.
+/// (for memory "less"/"more", for counts of instructions or system calls "fewer"/"more": a count is
+/// not a speed), never a bare ratio below 1.
 func ratioInWords(_ x: Double, unit: String) -> String {
     let (better, worse) =
-        unit == "instr" ? ("fewer", "more") : unit.hasSuffix("iB") ? ("less", "more") : ("faster", "slower")
+        unit == "instr" || unit == "calls"
+        ? ("fewer", "more") : unit.hasSuffix("iB") ? ("less", "more") : ("faster", "slower")
     return x >= 1 ? String(format: "%.2f× %@", x, better) : String(format: "%.2f× %@", 1 / x, worse)
 }

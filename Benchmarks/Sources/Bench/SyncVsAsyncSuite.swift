@@ -56,13 +56,20 @@ struct SyncVsAsyncSuite {
         var wall: [String: [Double]] = [:]
         var rss: [String: [Double]] = [:]
         var taskMemory: [String: [Double]] = [:]
-        for (_, m) in cases { _ = try m() }  // warm-up
-        for _ in 0..<samples(n) {
-            for (name, m) in cases {
-                let (ns, kib, baseline) = try m()
-                wall[name, default: []].append(ns / 1e6)
-                rss[name, default: []].append(kib / 1024)
-                taskMemory[name, default: []].append(Swift.max(0, kib - baseline) / 1024)
+        // A peer that fails is left out of later runs and its rows say why, as in a Contest; the
+        // engine's failure stops the bench.
+        var failures: [String: String] = [:]
+        for round in 0...samples(n) {  // round 0: the warm-up
+            for (name, m) in cases where failures[name] == nil {
+                do {
+                    let (ns, kib, baseline) = try m()
+                    guard round > 0 else { continue }
+                    wall[name, default: []].append(ns / 1e6)
+                    rss[name, default: []].append(kib / 1024)
+                    taskMemory[name, default: []].append(Swift.max(0, kib - baseline) / 1024)
+                } catch  where !name.hasPrefix("engine") {
+                    failures[name] = "failed: " + String("\(error)".prefix(200))
+                }
             }
         }
         let what = workload == "sleep" ? "sleep 10 ms" : "TCP round trip"
@@ -71,11 +78,11 @@ struct SyncVsAsyncSuite {
             ("wall time", "ms", wall), ("peak RSS", "MiB", rss), ("task memory", "MiB", taskMemory),
         ] {
             for (name, _) in cases {
-                guard let samples = table[name] else { continue }
                 rows.append(
                     Row(
                         suite: "sync-vs-async", caseName: "\(n) × \(what), \(metric)", impl: name, metric: metric,
-                        unit: unit, samples: samples, higherIsBetter: false))
+                        unit: unit, samples: failures[name] == nil ? table[name] ?? [] : [], higherIsBetter: false,
+                        note: failures[name] ?? ""))
             }
         }
         return rows
