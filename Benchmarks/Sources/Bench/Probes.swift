@@ -8,7 +8,9 @@ func countSyscalls(probe: String, iterations: Int, trace: String? = nil) -> Int?
     let filter = trace.map { "-e trace=\($0) " } ?? ""
     let out = shell(
         "strace -f -c \(filter)-o /dev/stdout '\(benchExecutable())' --probe \(probe) --probe-iterations \(iterations)"
-            + " 2>/dev/null")
+            + " 2>/dev/null; echo \"probe-exit $?\"")
+    // strace exits with the probe's status: a probe that failed (a lost increment) counts nothing.
+    guard out.hasSuffix("probe-exit 0") else { return nil }  // the output is trimmed
     guard let total = out.split(separator: "\n").last(where: { $0.contains("total") }) else { return nil }
     let fields = total.split(separator: " ", omittingEmptySubsequences: true)
     // "100.00    0.000123          1       123         4 total": calls is the 4th column.
