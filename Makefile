@@ -159,7 +159,7 @@ readme-results:
 docs: deps
 	$(SWIFT) package generate-documentation --target Multiprocessing --warnings-as-errors
 
-# Every Swift block of README.md and of the DocC catalog compiles (a scratch package in .build-snippets/).
+# Every Swift block of README.md, the DocC catalog and the sources' `///` comments compiles (in .build-snippets/).
 snippets: deps
 	python3 Scripts/check-snippets $(SWIFT)
 

@@ -19,3 +19,29 @@ public let lock = Lock()
 
 /// A queue made earlier, fed by another process.
 public let queue = try! Queue<Int>()
+
+/// A pool made earlier (the `///` examples of the pool types), never run: the blocks only compile.
+public var pool: ProcessPool<String, String> { fatalError("a placeholder") }
+
+/// Some inputs of the reader's.
+public let tasks = ["听音乐", "吃饭"]
+
+/// A page to fetch, and pages.
+public func download(_ url: String) throws -> [UInt8] { [] }
+public func download() {}
+public let urls = ["a.html", "b.html"]
+
+/// Some words.
+public let words = ["a", "bb"]
+
+/// Some work of the reader's.
+public func compute() -> Int { 0 }
+
+/// A file's path.
+public let path = "/tmp/example"
+
+/// A counter in shared memory, made earlier, never used: the blocks only compile.
+public var counter: UnsafeMutablePointer<Int> { fatalError("a placeholder") }
+
+/// A connection opened earlier, never used: the blocks only compile.
+public var connection: TCPConnection { fatalError("a placeholder") }

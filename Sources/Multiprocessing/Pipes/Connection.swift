@@ -180,10 +180,11 @@ public final class Connection: @unchecked Sendable, Codable {
     /// to `timeout` for one (nil: forever).
     public func poll(timeout: Duration? = .zero) throws(ConnectionError) -> Bool {
         guard readable else { throw .wrongDirection }
+        let deadline = try Deadline.after(timeout, ConnectionError.self)  // refused even when data waits
         let fd = try end.borrow()
         defer { end.giveBack() }
         if end.hasPartialFrame { return true }  // part of a message is here already: the rest is coming
-        let rc = mp_poll_readable(fd, try Deadline.after(timeout, ConnectionError.self))
+        let rc = mp_poll_readable(fd, deadline)
         if rc < 0 { throw .system(Errno(rawValue: -rc), function: "ppoll") }
         return rc == 1
     }

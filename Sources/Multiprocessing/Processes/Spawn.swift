@@ -13,7 +13,10 @@ import SystemPackage
 /// their entry with `if __name__ == '__main__'`.
 ///
 /// ```swift
-/// let worker = SpawnTarget<WorkerArguments>("worker") { args in ... }
+/// struct WorkerArguments: Codable, Sendable { var lock: Lock; var count: Int }
+/// let worker = SpawnTarget<WorkerArguments>("worker") { args in
+///     for _ in 0..<args.count { try args.lock.withLock { print("working") } }
+/// }
 /// @main struct App {
 ///     static func main() throws {
 ///         Spawn.bootstrap(worker)                 // in a child or the forkserver: never returns

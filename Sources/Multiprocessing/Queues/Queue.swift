@@ -18,6 +18,12 @@ import Synchronization
 /// Elements: fixed-size `BitwiseCopyable` values are copied as they are; any other `Codable` value
 /// goes through a compact binary encoding. A message larger than the ring is streamed through it in
 /// pieces and arrives whole; one larger than `maxMessageSize` throws ``QueueError/messageTooLarge(size:limit:)``.
+///
+/// Whatever its `maxSize` (none: unbounded, as in Python), the ring's bytes (`capacity`) bound the
+/// queue too: a put into a full ring waits for a get (forever if nobody gets yet) while ``isFull``
+/// is false, where Python's unbounded `put` never blocks. Put a whole input before starting the
+/// consumers only into a queue whose `capacity` holds it (16 bytes per `Int`, more for encoded
+/// values).
 public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// The ring's default size in bytes (its pages are only touched as messages flow).
     public static var defaultCapacity: Int { 1 << 20 }
@@ -36,7 +42,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @usableFromInline let countsTasks: Bool
     /// Whether this kind of queue counts a task per put (``JoinableQueue`` does): read once, at init.
     class var isJoinable: Bool { false }
-    /// The most messages the queue holds; nil for unbounded (up to the ring's bytes).
+    /// The most messages the queue holds; nil for unbounded (up to the ring's bytes: a put into a
+    /// full ring waits, unlike Python's).
     public let maxSize: Int?
     /// The largest message accepted, in bytes.
     public let maxMessageSize: Int

@@ -15,7 +15,7 @@ import CMultiprocessing
 /// ```swift
 /// let lock = Lock()
 /// try lock.withLock { counter.pointee += 1 }
-/// if try lock.acquire(timeout: .seconds(5)) { defer { try? lock.release() }; ... }
+/// if try lock.acquire(timeout: .seconds(5)) { defer { try? lock.release() }; counter.pointee += 1 }
 /// ```
 public final class Lock: @unchecked Sendable, Codable {
     let object: SharedObject

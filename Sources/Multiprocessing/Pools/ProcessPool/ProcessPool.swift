@@ -186,7 +186,8 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
     }
 
     /// Runs `work` on every input, `chunkSize` inputs per task (about four tasks per worker when
-    /// nil), and returns the outputs in input order (Python's `map`). Throws the first task error.
+    /// nil), and returns the outputs in input order (Python's `map`). Throws the first task error to
+    /// arrive (not necessarily that of the earliest input), as Python's does.
     public func map<S: Sequence>(_ items: S, chunkSize: Int? = nil) throws -> [Output]
     where S.Element == Input {
         try mapAsync(items, chunkSize: chunkSize).get()

@@ -59,9 +59,10 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// was ready before the fork can still be read there).
     @discardableResult
     public func wait(timeout: Duration? = nil) throws(PoolError) -> Bool {
+        // The timeout is checked first: a negative one is an error whether or not the result is in.
+        let deadline = try Deadline.after(timeout, PoolError.self)
         if isReady { return true }
         try delivery.checkWaitCanEnd()
-        let deadline = try Deadline.after(timeout, PoolError.self)
         if timeout != .zero && spinUntilReady(before: deadline) { return true }
         return latch.wait(deadline: deadline)
     }

@@ -62,7 +62,8 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// `transform` applied to every item on the pool's threads, `chunkSize` items per task (about
     /// four tasks per thread when nil), outputs in input order (Python's `map`). Throws the first
-    /// error. For Python's `starmap`, map over tuples: `pool.map(pairs) { a, b in a + b }`.
+    /// error to arrive (not necessarily that of the earliest input), as Python's does. For Python's
+    /// `starmap`, map over tuples: `pool.map(pairs) { a, b in a + b }`.
     public func map<S: Sequence, R: Sendable>(
         _ items: S, chunkSize: Int? = nil, _ transform: @escaping @Sendable (S.Element) throws -> R
     ) throws -> [R] where S.Element: Sendable {
