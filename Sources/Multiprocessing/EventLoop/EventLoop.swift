@@ -73,6 +73,10 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     }
     private var wakeArmed = true
     private(set) var stopping = false
+    /// `stopping` for other threads: waits that do not go through the ring (the futex fallback's
+    /// helper threads, see FutexWait.swift), which the loop's cancel-all cannot end, look at it.
+    private let stoppingShown = Atomic<Bool>(false)
+    var hasStopped: Bool { stoppingShown.load(ordering: .relaxed) }
     private var turnsSoFar = 0
     /// Receives that completed into one of the loop's ring buffers (tests check that buffers
     /// come back: without that, no more than MP_RECV_BUFFERS could).
@@ -243,13 +247,49 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         if inEventLoop { submitNow(op) } else { schedule(.submit(op)) }
     }
 
-    /// Work that arrives after the loop stopped: jobs run on the global executor, operations fail.
+    /// Work that arrives after the loop stopped: jobs run on the global executor (an actor's one
+    /// at a time, see `runOrphaned`), operations fail.
     private func orphan(_ work: Work) {
         switch work {
-        case .job(let job), .isolatedJob(let job): globalConcurrentExecutor.enqueue(job)
+        case .job(let job): globalConcurrentExecutor.enqueue(job)
+        case .isolatedJob(let job): runOrphaned(job)
         case .submit(let op): op.finish(LoopOperation.shutDownResult)
         case .cancel, .cancelSlot, .stop: break
         }
+    }
+
+    /// Jobs of the loop's actors that arrived after it stopped, and whether a thread runs them.
+    private let orphanedActorJobs = Locked<(jobs: FIFO<UnownedJob>, draining: Bool)>((FIFO(), false))
+
+    /// Runs an actor's job after the loop stopped: in order, one at a time, on a thread that runs
+    /// them until none is left. The global executor is concurrent: handed there one by one, two
+    /// jobs of one actor ran at once, each isolated to it (its state torn between them).
+    private func runOrphaned(_ job: UnownedJob) {
+        let start = orphanedActorJobs.withLock { o -> Bool in
+            o.jobs.append(job)
+            defer { o.draining = true }
+            return !o.draining
+        }
+        if !start { return }
+        let serialExecutor = asUnownedSerialExecutor()
+        let thread = Thread(name: "\(name)-actors") { [self] in
+            while let job = orphanedActorJobs.withLock({ o -> UnownedJob? in
+                let job = o.jobs.popFirst()
+                if job == nil { o.draining = false }
+                return job
+            }) {
+                job.runSynchronously(on: serialExecutor)
+            }
+        }
+        if (try? thread.start()) != nil { return }
+        // No thread to be had: the jobs go to the global executor after all, rather than never run.
+        let jobs = orphanedActorJobs.withLock { o -> [UnownedJob] in
+            var all: [UnownedJob] = []
+            while let job = o.jobs.popFirst() { all.append(job) }
+            o.draining = false
+            return all
+        }
+        for job in jobs { globalConcurrentExecutor.enqueue(job) }
     }
 
     // MARK: Lifecycle
@@ -270,13 +310,19 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// from the loop's own thread, and `main` returns once the loop has wound down.
     private func runOnCallerThread<T: Sendable>(_ body: sending @escaping () async throws -> T) throws -> T {
         let outcome = Locked<Result<T, any Error>?>(nil)
+        let done = LocalEvent()
         Task(executorPreference: self) { [self] in
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             outcome.withLock { $0 = result }
+            done.set()
             shutdown()
         }
         main()
+        // Set already, unless the loop was shut down by someone else while the body awaited no
+        // ring operation (a `toThread`, a child task): the loop then ran out of work first, and
+        // the rest of the body runs on the global executor.
+        done.wait()
         return try outcome.withLock { $0! }.get()
     }
 
@@ -299,7 +345,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// Stops the loop: operations in flight are cancelled (their awaiters get
     /// ``EventLoopError/shutDown``), queued jobs still run, then the thread exits. Waits for that,
     /// except on the loop's own thread, where it only starts it. Later jobs run on the global
-    /// executor; later operations fail with ``EventLoopError/shutDown``.
+    /// executor (those of actors on the loop in order, one at a time, on a thread of their own);
+    /// later operations fail with ``EventLoopError/shutDown``, as do awaited waits on shared
+    /// primitives that run on helper threads (kernels without futex waits in io_uring).
     public func shutdown() {
         schedule(.stop)
         if inEventLoop { return }
@@ -340,18 +388,25 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             incoming.removeAll(keepingCapacity: true)
             if !cancels.isEmpty { sendCancels() }
 
-            if !local.isEmpty {
-                _ = mp_loop_enter(ring, 0)
-            } else if stopping && inFlight == 0 && !wakeArmed {
-                if inbox.withLock({ box -> Bool in
-                    box.closed = box.work.isEmpty; return box.closed
-                }) {
-                    break
+            if stopping && inFlight == 0 && !wakeArmed {
+                // The ring has wound down and the jobs its last completions resumed have run.
+                // Jobs queued since are later jobs (see `shutdown`): run here, a coroutine left
+                // behind that goes on after its `shutDown` (`try? await sleep(...)` in a loop) was
+                // never cancelled, failed at once at each step, and kept the loop turning for ever.
+                let late = inbox.withLock { box -> [Work] in
+                    box.closed = true
+                    defer { box.work = [] }
+                    return box.work
                 }
-                continue
-            } else {
-                park()
+                for i in 0..<local.count {
+                    let job = local[i]
+                    orphan(job.isolated ? .isolatedJob(job.job) : .job(job.job))
+                }
+                local.removeAll()
+                for work in late { orphan(work) }
+                break
             }
+            if !local.isEmpty { _ = mp_loop_enter(ring, 0) } else { park() }
             reapAll()
         }
         mp_loop_set_current(outer)
@@ -451,6 +506,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private func stopNow() {
         if stopping { return }
         stopping = true
+        stoppingShown.store(true, ordering: .relaxed)
         _ = retryingWhileFull { mp_loop_cancel_all(ring) }
     }
 

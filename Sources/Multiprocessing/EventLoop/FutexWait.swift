@@ -52,10 +52,16 @@ extension EventLoop {
     }
 
     /// The fallback: a blocking futex wait on a helper thread, in slices of at most 10 ms so that
-    /// a cancellation is seen within one. Correct, not scalable (a thread per waiter).
+    /// a cancellation, or the loop's shutdown, is seen within one. Correct, not scalable (a thread
+    /// per waiter).
     nonisolated(nonsending) private func blockingWait(_ w: mp_async_wait_t, until limit: Int64, cancellable: Bool) async
         -> WaitOutcome
     {
+        // The loop's cancel-all ends its ring waits with `shutDown`; nothing else would end this one.
+        if hasStopped {
+            await Task.yield()  // not at once: see `awaitInSlot`
+            return .shutDown
+        }
         let slice = min(limit, Deadline.after(nanoseconds: 10_000_000))
         let wait = UnsafeSendable(w)
         let rc =
@@ -64,6 +70,7 @@ extension EventLoop {
             }) ?? 0
         if rc != ETIMEDOUT { return .woken }
         if cancellable && Task.isCancelled { return .cancelled }
+        if hasStopped { return .shutDown }
         return slice >= limit ? .timedOut : .changed
     }
 }

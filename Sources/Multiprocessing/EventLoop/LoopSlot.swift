@@ -140,7 +140,8 @@ extension EventLoop {
     /// (see `perform`).
     @inline(__always)
     nonisolated(nonsending) func awaitInSlot(_ entry: LoopOperation.Entry, cancellable: Bool = true) async -> Int32 {
-        await awaitInSlot(entry, cancellable: cancellable, kind: 0, cancelled: -ECANCELED)
+        await awaitInSlot(
+            entry, cancellable: cancellable, kind: 0, cancelled: -ECANCELED, refused: LoopOperation.shutDownResult)
     }
 
     /// A receive into one of the loop's buffers (`receiveSelected`), in a slot: its result, and the
@@ -149,13 +150,22 @@ extension EventLoop {
     nonisolated(nonsending) func receiveInSlot(fd: Int32, length: UInt32) async -> ReceivedBytes {
         await awaitInSlot(
             .receiveSelected(fd: fd, length: length), cancellable: true, kind: LoopSlot.receivesBytes,
-            cancelled: ReceivedBytes(result: -ECANCELED, bytes: []))
+            cancelled: ReceivedBytes(result: -ECANCELED, bytes: []),
+            refused: ReceivedBytes(result: LoopOperation.shutDownResult, bytes: []))
     }
 
     @inline(__always)
     nonisolated(nonsending) private func awaitInSlot<Value>(
-        _ entry: LoopOperation.Entry, cancellable: Bool, kind: UInt64, cancelled: Value
+        _ entry: LoopOperation.Entry, cancellable: Bool, kind: UInt64, cancelled: Value, refused: Value
     ) async -> Value {
+        if stopping {
+            // Refused. Not at once: a coroutine left behind that goes on after its `shutDown`
+            // (`try? await sleep(...)` in a loop) would then never suspend, and hold the loop's
+            // thread in one job for ever. After the yield, its job may run on the global executor
+            // (the loop has finished): it touches no slot.
+            await Task.yield()
+            return refused
+        }
         defer { Handoff.resumed() }
         let slot = takeSlot()
         let userData = LoopSlot.userData(slot, kind: kind)

@@ -3,12 +3,13 @@ import CMultiprocessing
 /// Runs blocking `body` on a helper thread and suspends until it returns (Python's
 /// `asyncio.to_thread`): the event loop keeps running other coroutines meanwhile.
 ///
-/// A task cancelled before `body` starts throws `CancellationError`; once started, `body` runs to
-/// its end (a thread cannot be interrupted), as in Python. Helper threads are made on demand, up
-/// to 64 at once (more calls wait for one to be free), and leave after 30 s idle.
+/// A task cancelled before `body` starts (also while it waits for a free helper thread) throws
+/// `CancellationError`, and `body` does not run; once started, `body` runs to its end (a thread
+/// cannot be interrupted), as in Python. Helper threads are made on demand, up to 64 at once (more
+/// calls wait for one to be free), and leave after 30 s idle.
 public func toThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try Task.checkCancellation()
-    return try await BlockingPool.shared.run(body)
+    return try await BlockingPool.shared.runCancellable(body)
 }
 
 /// The helper threads behind ``toThread(_:)``: a FIFO of closures, a private semaphore counting
@@ -45,6 +46,43 @@ final class BlockingPool: @unchecked Sendable {
                 let result = Result { try body() }
                 Handoff.resume { c.resume(with: result) }
             }
+        }
+    }
+
+    /// Runs `body` on a helper thread unless the task is cancelled before a thread takes it: a
+    /// call queued behind busy threads then throws `CancellationError` at once, and its job finds
+    /// nothing to do when its turn comes. Whichever of the job's start and the cancellation comes
+    /// first (under `claim`'s lock) takes the continuation, and resumes it.
+    func runCancellable<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        typealias Claim = (continuation: UnsafeContinuation<T, any Error>?, cancelled: Bool)
+        let claim = Locked<Claim>((nil, false))
+        defer { Handoff.resumed() }
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
+                let queued = claim.withLock { k -> Bool in
+                    if k.cancelled { return false }
+                    k.continuation = c
+                    return true
+                }
+                guard queued else { return Handoff.resume { c.resume(throwing: CancellationError()) } }
+                submit {
+                    guard
+                        let c = claim.withLock({ k in
+                            defer { k.continuation = nil }; return k.continuation
+                        })
+                    else {
+                        return  // cancelled while queued
+                    }
+                    let result = Result { try body() }
+                    Handoff.resume { c.resume(with: result) }
+                }
+            }
+        } onCancel: {
+            let c = claim.withLock { k in
+                defer { (k.continuation, k.cancelled) = (nil, true) }
+                return k.continuation
+            }
+            if let c { Handoff.resume { c.resume(throwing: CancellationError()) } }
         }
     }
 

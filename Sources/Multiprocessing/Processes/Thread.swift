@@ -24,18 +24,23 @@ public final class Thread: @unchecked Sendable {
         var joined = false
         var handle: pthread_t?
         var nativeID: Int32?
+        /// The closure until the thread takes it: dropped once it has run (as Python's `run`
+        /// does), so that an object holding this thread and captured by the closure is freed.
+        var body: (@Sendable () throws -> Void)?
     }
 
     private let state: Locked<State>
-    private let body: @Sendable () throws -> Void
     private let finished: UnsafeMutablePointer<mp_event_t>
+    /// Set by the thread once its ident and native id are stored, before the closure runs.
+    private let running: UnsafeMutablePointer<mp_event_t>
 
     /// A thread that will run `target` once started.
     public init(name: String? = nil, target: @escaping @Sendable () throws -> Void) {
-        state = Locked(State(name: name ?? Thread.nextName()))
-        body = target
+        state = Locked(State(name: name ?? Thread.nextName(), body: target))
         finished = .allocate(capacity: 1)
         mp_event_init(finished, 0)
+        running = .allocate(capacity: 1)
+        mp_event_init(running, 0)
     }
 
     /// The thread's name; given to the OS thread (its first 15 bytes) when it starts.
@@ -53,7 +58,8 @@ public final class Thread: @unchecked Sendable {
     /// Whether the thread has started and its closure has not returned.
     public var isAlive: Bool { state.withLock { $0.started } && mp_event_is_set(finished) == 0 }
 
-    /// Starts the thread. Throws ``ProcessError/alreadyStarted`` on a second call.
+    /// Starts the thread, and returns once it runs (as Python's `start()`): ``ident`` and
+    /// ``nativeID`` are set then. Throws ``ProcessError/alreadyStarted`` on a second call.
     public func start() throws(ProcessError) {
         try state.withLock { (s: inout State) throws(ProcessError) in
             if s.started { throw .alreadyStarted }
@@ -73,24 +79,31 @@ public final class Thread: @unchecked Sendable {
             state.withLock { $0.started = false }
             throw .system(.init(rawValue: rc), function: "pthread_create")
         }
-        state.withLock { $0.handle = handle }
+        // The thread stores its own handle and id (here they would come too late for a closure
+        // that reads them, or joins itself, at once; the kernel's id is only known there).
+        _ = mp_event_wait(running, Int64(MP_FOREVER))
     }
 
     private func main() {
         let id = mp_thread_id()
+        var body: (@Sendable () throws -> Void)?
         let osName = state.withLock { s -> String in
             s.nativeID = id
+            s.handle = pthread_self()
+            swap(&body, &s.body)  // taken out, to be freed once it has run
             return s.name
         }
+        mp_event_set(running)
         setName(osName)
         // Timed waits here (futex deadlines, the blocking sleep(for:), a pool's timeouts) wake on
         // time instead of up to 50 µs late; the slack only batches wake-ups to save power.
         mp_set_precise_timers()
         do {
-            try body()
+            try body?()
         } catch {
             writeError("Exception in thread \(osName): \(error)\n")
         }
+        body = nil  // freed before any join returns
         mp_event_set(finished)
     }
 
@@ -141,5 +154,6 @@ public final class Thread: @unchecked Sendable {
             if s.started, !s.joined, let handle = s.handle { pthread_detach(handle) }
         }
         finished.deallocate()
+        running.deallocate()
     }
 }

@@ -33,16 +33,25 @@ struct ServerOptions: Sendable {
             let value = words.popFirst() ?? ""
             switch word {
             case "--host": host = value
-            case "--port": port = Int(value) ?? port
+            case "--port": port = Self.number(word, value, in: 0...65535)
             case "--offload":
                 guard let chosen = Offload(rawValue: value) else { Self.usage("unknown offload '\(value)'") }
                 offload = chosen
-            case "--workers": workers = Int(value)
-            case "--drain-seconds": drainSeconds = Int(value) ?? drainSeconds
+            case "--workers": workers = Self.number(word, value, in: 1...4096)
+            case "--drain-seconds": drainSeconds = Self.number(word, value, in: 0...86_400)
             case "--log-level": logLevel = value
             default: Self.usage("unknown option '\(word)'")
             }
         }
+    }
+
+    /// `value` as a whole number in `range`; anything else ends with the usage (a mistyped number
+    /// silently ignored would run the server with a setting nobody asked for).
+    private static func number(_ option: String, _ value: String, in range: ClosedRange<Int>) -> Int {
+        guard let n = Int(value), range.contains(n) else {
+            usage("\(option) takes a whole number from \(range.lowerBound) to \(range.upperBound), not '\(value)'")
+        }
+        return n
     }
 
     private static func usage(_ problem: String) -> Never {

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Multiprocessing
 import ServiceLifecycle
+import Synchronization
 
 /// Samples event loops as swift-metrics metrics every `interval`, until the service group shuts
 /// down; each metric has the dimension `loop` (the loop's name):
@@ -15,14 +16,19 @@ public struct EventLoopMetricsService: Service {
     private let loops: [EventLoop]
     private let interval: Duration
     private let factory: any MetricsFactory
+    /// Each loop's turns already added to its counter, kept across runs of the service: a second
+    /// run that started from zero would add every earlier turn again.
+    private let counted: Counted
 
-    /// Samples `loops` every `interval` with `factory` (the bootstrapped one by default).
+    /// Samples `loops` every `interval` (at least a millisecond: a shorter or negative one would
+    /// make the service spin) with `factory` (the bootstrapped one by default).
     public init(
         _ loops: [EventLoop], interval: Duration = .seconds(1), factory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.loops = loops
-        self.interval = interval
+        self.interval = max(interval, .milliseconds(1))
         self.factory = factory
+        counted = Counted(loops: loops.count)
     }
 
     /// Samples every loop of `group`.
@@ -33,7 +39,7 @@ public struct EventLoopMetricsService: Service {
     }
 
     public func run() async throws {
-        let (loops, interval, factory) = (self.loops, self.interval, self.factory)
+        let (loops, interval, factory, counted) = (self.loops, self.interval, self.factory, self.counted)
         // Ends at the graceful shutdown (the sleep is cancelled then) or at the group's cancellation.
         await cancelWhenGracefulShutdown {
             let meters = loops.map { loop in
@@ -47,20 +53,32 @@ public struct EventLoopMetricsService: Service {
                         factory: factory)
                 )
             }
-            var counted = [Int](repeating: 0, count: meters.count)
-            while true {
-                for (i, meter) in meters.enumerated() {
-                    let turns = meter.loop.turns
-                    meter.turns.increment(by: Int64(turns - counted[i]))
-                    counted[i] = turns
-                    meter.inFlight.record(meter.loop.operationsInFlight)
+            // A last sample at the end: the turns since the one before are counted too.
+            func sample() {
+                counted.turns.withLock { counted in
+                    for (i, meter) in meters.enumerated() {
+                        let turns = meter.loop.turns
+                        meter.turns.increment(by: Int64(turns - counted[i]))
+                        counted[i] = turns
+                        meter.inFlight.record(meter.loop.operationsInFlight)
+                    }
                 }
+            }
+            while true {
+                sample()
                 do {
                     try await Task.sleep(for: interval)
                 } catch {
-                    return
+                    return sample()
                 }
             }
         }
     }
+}
+
+/// The turns an ``EventLoopMetricsService`` has counted, per loop: shared by the copies of the
+/// service and by its runs.
+private final class Counted: Sendable {
+    let turns: Mutex<[Int]>
+    init(loops: Int) { turns = Mutex([Int](repeating: 0, count: loops)) }
 }

@@ -22,7 +22,10 @@ public final class MetricsPoolObserver: PoolObserver {
     private let broken: Counter
     private let pool: String
     private let factory: any MetricsFactory
-    private let inFlight = Atomic<Int>(0)
+    /// Tasks in flight, recorded under this lock: events come from several threads at once, and a
+    /// count recorded outside it could land after a later one (the gauge then stays wrong until
+    /// the next event, for good after the last).
+    private let inFlight = Mutex<Int>(0)
 
     /// Metrics for the pool named `pool`, made by `factory` (the bootstrapped one by default).
     public init(pool: String, factory: any MetricsFactory = MetricsSystem.factory) {
@@ -46,7 +49,10 @@ public final class MetricsPoolObserver: PoolObserver {
 
     public func taskSubmitted() {
         submitted.increment()
-        inFlightGauge.record(inFlight.add(1, ordering: .relaxed).newValue)
+        inFlight.withLock { n in
+            n += 1
+            inFlightGauge.record(n)
+        }
     }
 
     public func taskSucceeded(after duration: Duration) {
@@ -62,7 +68,10 @@ public final class MetricsPoolObserver: PoolObserver {
     private func settled(_ elapsed: Duration) {
         let (seconds, attoseconds) = elapsed.components
         duration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-        inFlightGauge.record(inFlight.subtract(1, ordering: .relaxed).newValue)
+        inFlight.withLock { n in
+            n -= 1
+            inFlightGauge.record(n)
+        }
     }
 
     public func workerDied(pid: Int32, exit: WorkerExit) {

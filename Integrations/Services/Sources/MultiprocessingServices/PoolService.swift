@@ -5,7 +5,8 @@ import ServiceLifecycle
 /// service group shuts down. On graceful shutdown (SIGTERM, say) it stops taking tasks, lets the
 /// submitted ones finish (up to `drainTimeout`), then ends with its workers; on cancellation, or
 /// past the drain timeout, it terminates the pool (what had not finished fails with
-/// `PoolError.terminated`).
+/// `PoolError.terminated`; a ``ThreadPool``'s running tasks cannot be stopped: they finish on
+/// their threads, and past the drain timeout the service ends without waiting for them).
 ///
 /// ```swift
 /// let pool = try ProcessPool(processes: 4, startMethod: .forkserver, worker: primes)
@@ -18,19 +19,20 @@ public struct PoolService: Service {
     private let terminate: @Sendable () -> Void
     private let drainTimeout: Duration?
 
-    /// Runs `pool` as a service; a graceful shutdown waits up to `drainTimeout` (forever when nil)
-    /// for its tasks.
+    /// Runs `pool` as a service; a graceful shutdown waits up to `drainTimeout` (forever when nil;
+    /// a negative one is zero) for its tasks.
     public init<Input, Output>(_ pool: ProcessPool<Input, Output>, drainTimeout: Duration? = .seconds(30)) {
         drain = { try await pool.shutdownGracefully(timeout: $0) }
         terminate = { pool.terminate() }
-        self.drainTimeout = drainTimeout
+        // The pool would refuse a negative timeout after closing, and nothing would end its workers.
+        self.drainTimeout = drainTimeout.map { max($0, .zero) }
     }
 
     /// Runs `pool` as a service (see the process pool's form).
     public init(_ pool: ThreadPool, drainTimeout: Duration? = .seconds(30)) {
         drain = { try await pool.shutdownGracefully(timeout: $0) }
         terminate = { pool.terminate() }
-        self.drainTimeout = drainTimeout
+        self.drainTimeout = drainTimeout.map { max($0, .zero) }
     }
 
     public func run() async throws {

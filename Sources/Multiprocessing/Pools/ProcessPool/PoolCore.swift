@@ -116,10 +116,19 @@ final class PoolCore: @unchecked Sendable {
     /// running.
     private func register(_ pending: PendingTask) -> UInt64? {
         var pending = pending
-        if observer != nil { pending.submitted = mp_monotonic_ns() }
+        if let observer {
+            // Told before the task is registered: once registered, a terminate may fail it and
+            // report that at once, before a later report of its submission (a gauge of the tasks
+            // in flight would go below zero). A pool that stops in between refuses it below.
+            if let refused = state.withLock({ refusal($0) }) {
+                pending.fail(refused)
+                return nil
+            }
+            pending.submitted = mp_monotonic_ns()
+            observer.taskSubmitted()
+        }
         let id = state.withLock { s -> Result<UInt64, PoolError> in
-            guard isOwnersProcess else { return .failure(.otherProcess(owner: owner)) }
-            guard s.phase == .running else { return .failure(s.broken ?? .closed) }
+            if let refused = refusal(s) { return .failure(refused) }
             s.nextID += 1
             s.pending.insert(s.nextID, pending)
             s.unsettled += 1
@@ -128,12 +137,19 @@ final class PoolCore: @unchecked Sendable {
         }
         switch id {
         case .success(let id):
-            observer?.taskSubmitted()
             return id
         case .failure(let error):
             pending.fail(error)
+            observer?.taskFailed(after: elapsed(since: pending.submitted), error: error)
             return nil
         }
+    }
+
+    /// Why a task is refused now; nil while the pool runs.
+    private func refusal(_ s: State) -> PoolError? {
+        guard isOwnersProcess else { return .otherProcess(owner: owner) }
+        guard s.phase == .running else { return s.broken ?? .closed }
+        return nil
     }
 
     /// Submits one task: `encode` calls its argument with the inputs' bytes (which go into the task

@@ -21,7 +21,8 @@ import CMultiprocessing
 /// let pool = try ProcessPool<Int, Int>(processes: 2, observer: Counting()) { $0 * $0 }
 /// ```
 public protocol PoolObserver: Sendable {
-    /// A task (or a chunk of a `map`) was accepted.
+    /// A task (or a chunk of a `map`) was accepted. Told before the task is queued, so before
+    /// its outcome; a pool that stops in between then reports it failed.
     func taskSubmitted()
     /// A task finished with a value, `duration` after it was submitted.
     func taskSucceeded(after duration: Duration)

@@ -146,17 +146,20 @@ public final class ThreadPool: @unchecked Sendable {
     /// Stops taking tasks and waits for the submitted ones to finish and the workers to end (as
     /// ``close()`` then ``join(timeout:)``), suspending rather than holding a thread of Swift's
     /// cooperative pool. If `timeout` passes first, or the calling task is cancelled, the pool is
-    /// terminated (see ``terminate()``): what had not finished fails with ``PoolError/terminated``.
+    /// terminated (see ``terminate()``): what had not started fails with ``PoolError/terminated``;
+    /// the running tasks finish on their threads, which then end, but nothing waits for them here.
     /// - Returns: Whether every task finished before the timeout.
     @discardableResult
     public func shutdownGracefully(timeout: Duration? = nil) async throws -> Bool {
         close()
+        // A terminate that waited for the running tasks would hold the canceller (a service
+        // group's own task), or here a thread of the cooperative pool, for as long as they run.
         let finished = try await withTaskCancellationHandler {
             try await toThread { try self.join(timeout: timeout) }
         } onCancel: {
-            self.terminate()
+            self.core.terminate(waiting: false)
         }
-        if !finished { terminate() }
+        if !finished { core.terminate(waiting: false) }
         return finished
     }
 }

@@ -87,18 +87,34 @@ final class ThreadPoolCore: @unchecked Sendable {
     /// calling thread).
     func enqueue(_ job: Job) {
         var job = job
-        if observer != nil { job.queued = mp_monotonic_ns() }
+        if let observer {
+            // Told before the job is queued: once queued, a terminate may drop it and report its
+            // failure at once, before a later report of its submission (a gauge of the tasks in
+            // flight would go below zero). A pool that stops in between refuses it below.
+            if let refused = state.withLock({ refusal($0) }) { return job.fail(refused)() }
+            job.queued = mp_monotonic_ns()
+            observer.taskSubmitted()
+        }
         let refused = state.withLock { s -> PoolError? in
-            guard isOwnersProcess else { return .otherProcess(owner: owner) }
-            guard s.phase == .running else { return s.phase == .terminated ? .terminated : .closed }
+            if let refused = refusal(s) { return refused }
             s.jobs.append(job)
             s.unsettled += 1
             if s.unsettled == 1 { idle.clear() }
             return nil
         }
-        if let refused { return job.fail(refused)() }
-        observer?.taskSubmitted()
+        if let refused {
+            job.fail(refused)()
+            observer?.taskFailed(after: elapsed(since: job.queued), error: refused)
+            return
+        }
         jobsReady.release()
+    }
+
+    /// Why a job is refused now; nil while the pool runs.
+    private func refusal(_ s: State) -> PoolError? {
+        guard isOwnersProcess else { return .otherProcess(owner: owner) }
+        guard s.phase == .running else { return s.phase == .terminated ? .terminated : .closed }
+        return nil
     }
 
     private func workerLoop() {
@@ -162,10 +178,10 @@ final class ThreadPoolCore: @unchecked Sendable {
     }
 
     /// Fails the queued jobs with ``PoolError/terminated`` (running ones finish: a thread cannot be
-    /// killed) and stops the threads; waits for them unless called from a callback or from a task
-    /// (its own thread ends once the task returns; dropping the last reference to the pool in a
-    /// task ends here too).
-    func terminate() {
+    /// killed) and stops the threads; waits for them if `waiting`, unless called from a callback or
+    /// from a task (its own thread ends once the task returns; dropping the last reference to the
+    /// pool in a task ends here too).
+    func terminate(waiting: Bool = true) {
         guard isOwnersProcess else { return }
         let dropped = state.withLock { s -> [Job] in
             s.phase = .terminated
@@ -175,7 +191,7 @@ final class ThreadPoolCore: @unchecked Sendable {
             post(Completion(deliver: job.fail(.terminated), queued: job.queued, error: PoolError.terminated))
         }
         stopWorkers()
-        if delivery.isCurrent || isWorkerThread { return }
+        if !waiting || delivery.isCurrent || isWorkerThread { return }
         stopped.wait()
     }
 
