@@ -203,4 +203,19 @@ struct LoopFaultTests {
             if value != 7 { exit(2) }
         }
     }
+
+    /// `EventLoopGroup.shutdownGracefully` from a cancelled task (a service group being cancelled)
+    /// shuts the loops down all the same. It went through `toThread`, which threw
+    /// `CancellationError` first and left every loop's thread running.
+    @Test func groupShutdownFromACancelledTask() async throws {
+        let group = try EventLoopGroup(loopCount: 2)
+        defer { group.shutdown() }
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            try await group.shutdownGracefully()
+        }
+        try? await task.value
+        let stopped = group.loops.filter { $0.hasStopped }.count
+        #expect(stopped == 2)
+    }
 }

@@ -35,8 +35,9 @@ public final class EventLoopGroup: Sendable {
 
     /// ``shutdown()`` from async code: suspends until every loop's thread has ended, rather than
     /// holding a thread of Swift's cooperative pool (call it from a task that is not on one of
-    /// these loops).
+    /// these loops). A cancelled task still shuts the loops down and waits for them: a shutdown
+    /// skipped by a cancellation (a service group's) would leave their threads running.
     public func shutdownGracefully() async throws {
-        try await toThread { self.shutdown() }
+        try await BlockingPool.shared.run { self.shutdown() }
     }
 }

@@ -88,8 +88,10 @@ public final class SharedMemory: @unchecked Sendable, Codable {
             throw .untrusted(name)
         }
         // A region its creator is still making has size 0, then magic 0, for a few system calls:
-        // wait that out (a little), rather than call it too small or not ours.
-        let patience = Deadline.after(nanoseconds: 100_000_000)
+        // wait that out, rather than call it too small or not ours. A second: on a loaded machine
+        // the creator was seen to take over 100 ms for those calls; a region that stays unmade
+        // (a stray file of zeros) is refused that much later, which only a mistake costs.
+        let patience = Deadline.after(nanoseconds: 1_000_000_000)
         var actual = mp_fd_size(fd)
         while actual == 0 && mp_monotonic_ns() < patience {
             usleep(100)
