@@ -5,6 +5,12 @@ invocation, interleaved. Each case times only its measured loop, after a short w
 """
 import multiprocessing
 import sys
+
+
+def expect(got, wanted, what):
+    """A run that lost, doubled or changed something measures nothing: it fails instead."""
+    if got != wanted:
+        raise SystemExit(f"{what}: got {got}, expected {wanted}")
 import threading
 import time
 
@@ -32,7 +38,9 @@ def lock_threads(n):
     start = time.perf_counter_ns()
     for t in threads: t.start()
     for t in threads: t.join()
-    return 2 * n / ((time.perf_counter_ns() - start) / 1e9)  # pairs per second
+    elapsed = time.perf_counter_ns() - start
+    expect(counter[0], 2 * n, "lock-threads counter")
+    return 2 * n / (elapsed / 1e9)  # pairs per second
 
 
 def _count_shared(lock, value, n):
@@ -48,7 +56,9 @@ def lock_processes(n):
     start = time.perf_counter_ns()
     for p in procs: p.start()
     for p in procs: p.join()
-    return 2 * n / ((time.perf_counter_ns() - start) / 1e9)
+    elapsed = time.perf_counter_ns() - start
+    expect(value.value, 2 * n, "lock-processes counter")
+    return 2 * n / (elapsed / 1e9)
 
 
 def _put_many(q, n, size):
@@ -63,10 +73,13 @@ def mp_queue(n, size, kind="queue"):
     producer = ctx.Process(target=_put_many, args=(q, n, size))
     start = time.perf_counter_ns()
     producer.start()
+    got = 0
     for _ in range(n):
-        q.get()
+        got += len(q.get())  # the Swift rows check what they get too
     producer.join()
-    return n / ((time.perf_counter_ns() - start) / 1e9)
+    elapsed = time.perf_counter_ns() - start
+    expect(got, n * size, "queue bytes")
+    return n / (elapsed / 1e9)
 
 
 def _put_objects(q, n):
@@ -81,10 +94,13 @@ def mp_queue_object(n):
     producer = ctx.Process(target=_put_objects, args=(q, n))
     start = time.perf_counter_ns()
     producer.start()
+    got = 0
     for _ in range(n):
-        q.get()
+        got += q.get()["sequence"]
     producer.join()
-    return n / ((time.perf_counter_ns() - start) / 1e9)
+    elapsed = time.perf_counter_ns() - start
+    expect(got, n * (n - 1) // 2, "queue sequence sum")
+    return n / (elapsed / 1e9)
 
 
 def _send_many(conn, n, size):
@@ -99,10 +115,13 @@ def mp_pipe(n, size):
     producer = ctx.Process(target=_send_many, args=(writer, n, size))
     start = time.perf_counter_ns()
     producer.start()
+    got = 0
     for _ in range(n):
-        reader.recv_bytes()
+        got += len(reader.recv_bytes())
     producer.join()
-    return n / ((time.perf_counter_ns() - start) / 1e9)
+    elapsed = time.perf_counter_ns() - start
+    expect(got, n * size, "pipe bytes")
+    return n / (elapsed / 1e9)
 
 
 def _echo(conn, n):
@@ -139,17 +158,22 @@ def thread_queue(n, producers, consumers):
         for i in range(per_producer):
             put(i)
 
+    sums = []
+
     def consume():
-        get = q.get
+        get, total = q.get, 0
         for _ in range(per_consumer):
-            get()
+            total += get()
+        sums.append(total)
 
     threads = [threading.Thread(target=produce) for _ in range(producers)]
     threads += [threading.Thread(target=consume) for _ in range(consumers)]
     start = time.perf_counter_ns()
     for t in threads: t.start()
     for t in threads: t.join()
-    return n / ((time.perf_counter_ns() - start) / 1e9)
+    elapsed = time.perf_counter_ns() - start
+    expect(sum(sums), producers * (per_producer * (per_producer - 1) // 2), "queue value sum")
+    return n / (elapsed / 1e9)
 
 
 CASES = {

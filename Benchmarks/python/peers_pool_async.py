@@ -19,8 +19,9 @@ def pool_apply_async(n, workers):
         pool.map(_double, range(workers))  # the workers are up
         start = time.perf_counter_ns()
         handles = [pool.apply_async(_double, (i,)) for i in range(n)]
-        for h in handles:
-            h.get()
+        for i, h in enumerate(handles):  # each checked, as the engine's rows check theirs
+            if h.get() != 2 * i:
+                raise SystemExit(f"task {i}: wrong result")
         return n / ((time.perf_counter_ns() - start) / 1e9)
 
 
@@ -28,8 +29,11 @@ def pool_map(n, workers, chunk):
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         pool.map(_double, range(workers))
         start = time.perf_counter_ns()
-        pool.map(_double, range(n), chunksize=chunk)
-        return n / ((time.perf_counter_ns() - start) / 1e9)
+        out = pool.map(_double, range(n), chunksize=chunk)
+        elapsed = time.perf_counter_ns() - start
+        if len(out) != n or out[-1] != 2 * (n - 1):
+            raise SystemExit("map lost results")
+        return n / (elapsed / 1e9)
 
 
 def process_pool_executor(n, workers):
@@ -39,8 +43,9 @@ def process_pool_executor(n, workers):
         list(ex.map(_double, range(workers)))
         start = time.perf_counter_ns()
         futures = [ex.submit(_double, i) for i in range(n)]
-        for f in futures:
-            f.result()
+        for i, f in enumerate(futures):
+            if f.result() != 2 * i:
+                raise SystemExit(f"task {i}: wrong result")
         return n / ((time.perf_counter_ns() - start) / 1e9)
 
 
@@ -50,8 +55,9 @@ def thread_pool(n, workers):
     with ThreadPool(workers) as pool:
         start = time.perf_counter_ns()
         handles = [pool.apply_async(_double, (i,)) for i in range(n)]
-        for h in handles:
-            h.get()
+        for i, h in enumerate(handles):  # each checked, as the engine's rows check theirs
+            if h.get() != 2 * i:
+                raise SystemExit(f"task {i}: wrong result")
         return n / ((time.perf_counter_ns() - start) / 1e9)
 
 
@@ -59,8 +65,9 @@ def thread_pool_executor(n, workers):
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
         start = time.perf_counter_ns()
         futures = [ex.submit(_double, i) for i in range(n)]
-        for f in futures:
-            f.result()
+        for i, f in enumerate(futures):
+            if f.result() != 2 * i:
+                raise SystemExit(f"task {i}: wrong result")
         return n / ((time.perf_counter_ns() - start) / 1e9)
 
 
