@@ -60,7 +60,8 @@ struct GracefulShutdownTests {
             #expect(try await started.wait(timeout: .seconds(30)))
             try await sleep(for: .milliseconds(100))  // the shutdown waits for the running task
             // The running task finishes once the gate opens (a thread cannot be killed); cancelling
-            // waits for it, so the gate opens on a thread of its own.
+            // does not wait for it (TodayFaultTests checks that), and the gate opens on a thread
+            // of its own.
             let opener = Multiprocessing.Thread {
                 usleep(300_000)
                 gate.set()

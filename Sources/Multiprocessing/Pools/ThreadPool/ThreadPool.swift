@@ -1,3 +1,5 @@
+import CMultiprocessing
+
 /// A pool of threads of this process that run closures (Python's `multiprocessing.pool.ThreadPool`),
 /// with the same API as ``ProcessPool``: any closure, no `Codable` needed.
 ///
@@ -152,10 +154,23 @@ public final class ThreadPool: @unchecked Sendable {
     @discardableResult
     public func shutdownGracefully(timeout: Duration? = nil) async throws -> Bool {
         close()
+        let end = try Deadline.after(timeout, PoolError.self)
         // A terminate that waited for the running tasks would hold the canceller (a service
         // group's own task), or here a thread of the cooperative pool, for as long as they run.
+        // So would one join to the end: it waits for the running tasks too (they cannot be
+        // stopped). It goes in slices, and a cancellation is seen within one.
         let finished = try await withTaskCancellationHandler {
-            try await toThread { try self.join(timeout: timeout) }
+            while !Task.isCancelled {
+                let left = end == .max ? Int64.max : end - mp_monotonic_ns()
+                let slice = Duration.nanoseconds(max(0, min(left, 50_000_000)))
+                do {
+                    if try await toThread({ try self.join(timeout: slice) }) { return true }
+                } catch is CancellationError {
+                    break
+                }
+                if left <= 50_000_000 { break }  // the timeout has passed
+            }
+            return false
         } onCancel: {
             self.core.terminate(waiting: false)
         }

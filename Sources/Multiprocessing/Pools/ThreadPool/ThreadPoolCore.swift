@@ -183,13 +183,20 @@ final class ThreadPoolCore: @unchecked Sendable {
     /// pool in a task ends here too).
     func terminate(waiting: Bool = true) {
         guard isOwnersProcess else { return }
-        let dropped = state.withLock { s -> [Job] in
+        let dropped = state.withLock { s -> Int in
             s.phase = .terminated
-            return s.jobs.removeAll()
+            // Their failures are queued under the lock that takes the jobs off: a worker woken by
+            // a dropped job's permit finds no job and leaves, and the last one out stops the
+            // result thread. Posted after that, they were never delivered (their handles never
+            // settled, `join` waited for them till its timeout, the observer never heard of them).
+            let jobs = s.jobs.removeAll()
+            for job in jobs {
+                s.completions.append(
+                    Completion(deliver: job.fail(.terminated), queued: job.queued, error: PoolError.terminated))
+            }
+            return jobs.count
         }
-        for job in dropped {
-            post(Completion(deliver: job.fail(.terminated), queued: job.queued, error: PoolError.terminated))
-        }
+        if dropped > 0 { completionsReady.release(dropped) }
         stopWorkers()
         if !waiting || delivery.isCurrent || isWorkerThread { return }
         stopped.wait()
