@@ -34,7 +34,11 @@ private actor LateActor {
 /// Counts a pool's observer events, and whether the in-flight count ever went below zero.
 private final class Tally: PoolObserver, Sendable {
     let counts = Mutex<(submitted: Int, settled: Int, inFlight: Int, negative: Int)>((0, 0, 0, 0))
-    func taskSubmitted() { counts.withLock { $0.submitted += 1; $0.inFlight += 1 } }
+    func taskSubmitted() {
+        counts.withLock {
+            $0.submitted += 1; $0.inFlight += 1
+        }
+    }
     func taskSucceeded(after duration: Duration) { settle() }
     func taskFailed(after duration: Duration, error: any Error) { settle() }
     private func settle() {
@@ -89,7 +93,11 @@ struct TodayFaultTests {
             let tally = Tally()
             let pool = try ThreadPool(threads: 2, observer: tally)
             let submitter = Thread(name: "submitter") {
-                for _ in 0..<200 { _ = pool.applyAsync { usleep(10); return 1 } }
+                for _ in 0..<200 {
+                    _ = pool.applyAsync {
+                        usleep(10); return 1
+                    }
+                }
             }
             try submitter.start()
             usleep(200)
