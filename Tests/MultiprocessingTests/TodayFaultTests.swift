@@ -33,7 +33,9 @@ private actor LateActor {
 
 /// Counts a pool's observer events, and whether the in-flight count ever went below zero.
 private final class Tally: PoolObserver, Sendable {
-    let counts = Mutex<(submitted: Int, settled: Int, inFlight: Int, negative: Int)>((0, 0, 0, 0))
+    // Locked (the library's C lock, which ThreadSanitizer instruments), not Mutex: the standard
+    // library's futex lock is not instrumented, and TSan saw races between its holders.
+    let counts = Locked<(submitted: Int, settled: Int, inFlight: Int, negative: Int)>((0, 0, 0, 0))
     func taskSubmitted() {
         counts.withLock {
             $0.submitted += 1; $0.inFlight += 1
