@@ -116,15 +116,7 @@ struct ServicesFaultTests {
     /// timeout. Here the task runs until the test lets it go (or 10 s).
     @Test("a thread pool service ends at its drain timeout, even with a task still running")
     func threadPoolDrainTimeout() async throws {
-        let pool = try ThreadPool(threads: 1)
-        let release = Event()
-        let started = Event()
-        let running = pool.applyAsync { () -> Int in
-            started.set()
-            _ = try? release.wait(timeout: .seconds(10))
-            return 1
-        }
-        #expect(try blockingWait(started, .seconds(30)))
+        let (pool, release, running) = try threadPoolRunningATask()
         let service = PoolService(pool, drainTimeout: .milliseconds(100))
         try await testGracefulShutdown { trigger in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -144,15 +136,7 @@ struct ServicesFaultTests {
     /// group's own task, in a group) blocked until the task ended.
     @Test("cancelling a draining thread pool service does not block the canceller")
     func threadPoolCancelDoesNotBlock() async throws {
-        let pool = try ThreadPool(threads: 1)
-        let release = Event()
-        let started = Event()
-        let running = pool.applyAsync { () -> Int in
-            started.set()
-            _ = try? release.wait(timeout: .seconds(10))
-            return 1
-        }
-        #expect(try blockingWait(started, .seconds(30)))
+        let (pool, release, running) = try threadPoolRunningATask()
         let service = PoolService(pool, drainTimeout: .seconds(60))
         try await testGracefulShutdown { trigger in
             let run = Task { try await service.run() }
@@ -190,6 +174,20 @@ struct ServicesFaultTests {
 }
 
 /// The blocking wait, from an async test (whose `wait` is the loop's async one).
+/// A one-thread pool whose task has started and runs until `release` is set (or 10 s).
+func threadPoolRunningATask() throws -> (ThreadPool, Event, AsyncResult<Int>) {
+    let pool = try ThreadPool(threads: 1)
+    let release = Event()
+    let started = Event()
+    let running = pool.applyAsync { () -> Int in
+        started.set()
+        _ = try? release.wait(timeout: .seconds(10))
+        return 1
+    }
+    #expect(try blockingWait(started, .seconds(30)))
+    return (pool, release, running)
+}
+
 func blockingWait(_ event: Event, _ timeout: Duration) throws -> Bool { try event.wait(timeout: timeout) }
 
 /// An observer that holds its first `taskSubmitted` until a task failure has been reported (or
