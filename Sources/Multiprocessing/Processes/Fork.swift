@@ -171,11 +171,15 @@ enum Children {
         for child in current { _ = try? child.join() }
     }
 
-    /// In a new child: the parent's children are not ours (their pidfds are closed here).
+    /// In a new child: the parent's children are not ours (their pidfds are closed here). Their
+    /// objects are kept, never freed: a deinit here would free what they hold (a queue's region)
+    /// through tables that another thread of the parent may have been changing at the fork (a
+    /// closure child crashed in `RegionRegistry.unregister`, on a dictionary torn that way).
     static func forgetAfterFork() {
         list.withLock { children in
             for child in children {
                 child.state.withLock { if $0.pidfd >= 0 { closeDescriptor($0.pidfd); $0.pidfd = -1 } }
+                _ = Unmanaged.passRetained(child)  // kept for the child's life
             }
             children = []
         }
