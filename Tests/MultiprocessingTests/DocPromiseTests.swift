@@ -733,7 +733,7 @@ struct DocPromiseTests {
     @Test("Barrier: the parties get the distinct indices 0..<parties")
     func barrierIndices() throws {
         let b = try Barrier(parties: 3)
-        let got = Mutex<[Int]>([])
+        let got = Locked<[Int]>([])  // not Mutex: ThreadSanitizer does not see its order
         let threads = (0..<2).map { _ in
             Multiprocessing.Thread {
                 if let i = try b.wait(timeout: .seconds(10)) { got.withLock { $0.append(i) } }
