@@ -294,6 +294,23 @@ struct PoolFaultTests {
         }
     }
 
+    // The server wrote a child's go byte after sending its reply: a server killed between the two
+    // (the forkserver test that kills it, running beside a test that starts children) left the
+    // client a child it knew, which read the end of its go pipe and exited 1 without running.
+    @Test("a zygote killed right after it answered a fork: the worker it forked runs, its go sent by the pool")
+    func zygoteKilledAfterReply() throws {
+        let options = PoolOptions(zygoteKilledAfterFirstReply: true)
+        let core = try ProcessPool<Int, Int>.forkingCore(1, nil, { $0 &* 3 }, nil, options)
+        let pool = ProcessPool<Int, Int>(core: core)
+        let zygote = try #require(core.zygotePID)
+        #expect(try pool.applyAsync(7).get(timeout: patience) == 21)
+        #expect(try pool.applyAsync(8).get(timeout: patience) == 24)
+        #expect(eventually(timeout: .seconds(10)) { processGone(zygote) })
+        #expect(pool.watchdogReplacements == 0)
+        pool.close()
+        #expect(try pool.join(timeout: patience))
+    }
+
     @Test("claim protocol: a task claimed by a worker that died before consuming it is not run again")
     func claimedThenDied() throws {
         let channels = try PoolChannels(workers: 2)

@@ -216,7 +216,7 @@ void mp_flush_stdio(void);
 #define MP_SERVER_MAX_FDS 64
 /// "mp-fsrv1", little-endian: the first word of every fork-server message.
 #define MP_SERVER_MAGIC 0x31767273662d706dull
-#define MP_SERVER_VERSION 1
+#define MP_SERVER_VERSION 2
 
 /// A request's `kind`: fork one child.
 #define MP_SERVER_FORK 0
@@ -238,7 +238,8 @@ typedef struct mp_server_request {
 } mp_server_request_t;
 
 /// A fork server's answer: its hello (`pid` = the server's pid) or a fork's outcome (`pid` = the
-/// child's pid, its pidfd attached), or -errno.
+/// child's pid, with its pidfd and the writable end of the socket the child waits on for its go
+/// attached: mp_server_await_fork writes the go), or -errno.
 typedef struct mp_server_reply {
     uint64_t magic;
     int32_t pid;
@@ -277,6 +278,7 @@ int32_t mp_server_goodbye(int32_t sock);
 /// declares, or the server refuses it), and waits until
 /// `deadline_ns` for the answer. Returns the child's pid with its pidfd in `*pidfd`, or -errno
 /// (ECONNRESET/EPIPE: the server is gone; ETIMEDOUT: no answer in time, the server is then unusable).
+/// The child starts running once its answer is read here; one whose answer is never read never runs.
 /// One exchange at a time per socket: the caller serialises.
 int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_request_t *_Nonnull request,
                        const int32_t *_Nullable fds, uint32_t count, int64_t deadline_ns,

@@ -36,6 +36,10 @@ int32_t mp_fault_arm_after(uint32_t point, uint32_t passes);
 /// becomes its child, so that a test can find what a program it ran left behind. 0 or -errno.
 int32_t mp_testing_become_subreaper(void);
 
+/// Called in a fork server (a pool's zygote) before it serves: it SIGKILLs itself right after
+/// its next fork reply is sent, as a server killed at that instant would be.
+void mp_testing_server_killed_after_reply(void);
+
 // MARK: - Event loop (tests)
 
 /// Gives `loop`'s receive ring `count` buffers (a power of two, at most MP_RECV_BUFFERS) instead

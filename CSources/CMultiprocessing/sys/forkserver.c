@@ -11,9 +11,13 @@
 //   reads its status like any child of its own; the server never reaps. CLONE_PIDFD gives the server
 //   a pidfd before anyone can reap the child; the client receives it with the reply, so its handle
 //   names that child for good even if the pid is recycled.
-// - A child runs nothing before the client has its pid: it waits on a "go" pipe that the server
-//   writes only once the reply is out. If the server dies first, the child reads EOF and exits, so
-//   the client never has a child it does not know about.
+// - A child runs nothing before the client has its pid: it waits on a "go" socket whose only
+//   writable end travels to the client with the reply; the client writes the go byte once it has
+//   read that reply. If the reply never reaches the client (the server died before sending it, the
+//   client died or gave up waiting), every writable end is closed unwritten: the child reads EOF and
+//   exits, so the client never has a child it does not know about. A server that dies after its
+//   reply no longer matters: the child hears from the client (when the server wrote the go itself,
+//   a forkserver killed between the two left a child the client knew, which exited 1 unrun).
 // - Only the holder of the other end of the socketpair can ask: it has no name to connect to, only
 //   the client inherits it, and the server is not dumpable (another program of the same user can
 //   neither ptrace it nor take its descriptors). Every request is checked before use.
@@ -65,25 +69,34 @@ _Static_assert(MP_SERVER_MAX_FDS <= 253, "SCM_RIGHTS carries at most 253 descrip
 /// The highest descriptor number a request may ask for in the child (bounds the fd table it grows).
 #define MAX_TARGET_FD (1 << 20)
 
+/// Tests: this server SIGKILLs itself right after its next fork reply (set in the server process).
+static int exit_after_reply;
+
+void mp_testing_server_killed_after_reply(void) { exit_after_reply = 1; }
+
 // MARK: - Messages
 
-static int send_reply(int sock, int32_t pid, uint32_t kind, int pidfd) {
+/// The descriptors a fork's reply carries: the child's pidfd, then the writable end of its go socket.
+#define REPLY_FORK_FDS 2
+
+/// Sends a reply with `count` (0 or REPLY_FORK_FDS) descriptors `fds`.
+static int send_reply(int sock, int32_t pid, uint32_t kind, const int *fds, int count) {
     mp_server_reply_t reply = {.magic = MP_SERVER_MAGIC, .pid = pid, .kind = kind};
     struct iovec iov = {.iov_base = &reply, .iov_len = sizeof reply};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * REPLY_FORK_FDS)];
         struct cmsghdr align;
     } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pidfd >= 0) {
+    if (count > 0) {
         memset(&control, 0, sizeof control);
         msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)count);
     }
     for (;;) {
         if (sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof reply) return 0;
@@ -234,19 +247,22 @@ int32_t mp_server_await_fork(int32_t sock, int32_t server_pidfd, int64_t deadlin
     int rc = wait_answer(sock, server_pidfd, deadline_ns);
     if (rc < 0) return rc;
     mp_server_reply_t reply;
-    int received[1];
-    rc = receive_message(sock, &reply, sizeof reply, received, 1);
+    int received[REPLY_FORK_FDS];
+    rc = receive_message(sock, &reply, sizeof reply, received, REPLY_FORK_FDS);
     if (rc == -EPIPE) return -ECONNRESET; // the server died with the request
     if (rc < 0) return rc;
-    if (reply.magic != MP_SERVER_MAGIC || reply.kind != REPLY_FORK) {
-        if (rc > 0) close(received[0]);
-        return -EPROTO;
+    if (reply.magic != MP_SERVER_MAGIC || reply.kind != REPLY_FORK || (reply.pid < 0) != (rc == 0) ||
+        (rc != 0 && rc != REPLY_FORK_FDS)) {
+        for (int i = 0; i < rc; i++) close(received[i]);
+        return -EPROTO; // a child without its pidfd and go, or an error with descriptors: never sent
     }
-    if (reply.pid < 0) {
-        if (rc > 0) close(received[0]);
-        return reply.pid;
+    if (reply.pid < 0) return reply.pid;
+    // The pid is ours: the child may run. A child already dead (killed meanwhile) has closed its
+    // end; the send then fails with EPIPE, and MSG_NOSIGNAL keeps SIGPIPE from this process.
+    char go = 1;
+    while (send(received[1], &go, 1, MSG_NOSIGNAL) < 0 && errno == EINTR) {
     }
-    if (rc == 0) return -EPROTO; // a child without its pidfd: never sent by the server
+    close(received[1]);
     *pidfd = received[0];
     return reply.pid;
 }
@@ -347,7 +363,8 @@ static int place_descriptors(const int *src, const int32_t *dst, uint32_t n, int
 }
 
 /// The first steps of a new child, before it returns to its caller: the bookkeeping glibc's fork
-/// would do, the go signal, and its descriptors. Exits if the server died before the go.
+/// would do, the go signal, and its descriptors. Exits if the go end was closed unwritten: the
+/// client never read the reply that named this child.
 static void become_child(server_t *s, int go, const int *received, mp_server_request_t *request) {
     if (s->robust_head != NULL) syscall(SYS_set_robust_list, s->robust_head, s->robust_length);
     mp_after_fork_in_child();
@@ -362,7 +379,7 @@ static void become_child(server_t *s, int go, const int *received, mp_server_req
     do {
         n = read(go, &byte, 1);
     } while (n < 0 && errno == EINTR);
-    if (n != 1) _exit(1); // the server died before the client learnt of this child
+    if (n != 1) _exit(1); // the client never learnt of this child
     close(go);
     close(s->sock);
     close(s->client_pidfd);
@@ -389,7 +406,7 @@ static int valid_request(const mp_server_request_t *r, int received) {
 static int serve_one(server_t *s, mp_server_request_t *request) {
     int received[MP_SERVER_MAX_FDS];
     int count = receive_message(s->sock, request, sizeof *request, received, MP_SERVER_MAX_FDS);
-    if (count == -EPROTO) return send_reply(s->sock, -EPROTO, REPLY_FORK, -1) == 0 ? 0 : -ESRCH;
+    if (count == -EPROTO) return send_reply(s->sock, -EPROTO, REPLY_FORK, NULL, 0) == 0 ? 0 : -ESRCH;
     if (count == -EPIPE) return -ESRCH;
     if (count < 0) return count;
     if (count == 0 && request->magic == MP_SERVER_MAGIC && request->version == MP_SERVER_VERSION &&
@@ -397,11 +414,12 @@ static int serve_one(server_t *s, mp_server_request_t *request) {
         return -EPIPE;
     }
     int rc = valid_request(request, count);
+    // A socket, not a pipe: the client's write must not raise SIGPIPE if the child is already dead.
     int go[2] = {-1, -1};
-    if (rc == 0 && pipe2(go, O_CLOEXEC) != 0) rc = -errno;
+    if (rc == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0) rc = -errno;
     if (rc != 0) {
         for (int i = 0; i < count; i++) close(received[i]);
-        send_reply(s->sock, rc, REPLY_FORK, -1);
+        send_reply(s->sock, rc, REPLY_FORK, NULL, 0);
         return 0;
     }
     int pidfd = -1;
@@ -418,21 +436,18 @@ static int serve_one(server_t *s, mp_server_request_t *request) {
     for (int i = 0; i < count; i++) close(received[i]);
     if (pid < 0) {
         close(go[1]);
-        send_reply(s->sock, -err, REPLY_FORK, -1);
+        send_reply(s->sock, -err, REPLY_FORK, NULL, 0);
         return 0;
     }
-    if (send_reply(s->sock, (int32_t)pid, REPLY_FORK, pidfd) != 0) {
+    int reply_fds[REPLY_FORK_FDS] = {pidfd, go[1]};
+    int sent = send_reply(s->sock, (int32_t)pid, REPLY_FORK, reply_fds, REPLY_FORK_FDS);
+    close(go[1]); // from here the child waits for the client alone
+    if (sent != 0) {
         mp_pidfd_signal(pidfd, SIGKILL); // nobody knows of it: it must not run
-        close(go[1]);
         close(pidfd);
         return 0;
     }
-    char byte = 1;
-    ssize_t n;
-    do {
-        n = write(go[1], &byte, 1);
-    } while (n < 0 && errno == EINTR);
-    close(go[1]);
+    if (exit_after_reply) kill(getpid(), SIGKILL); // tests: a server killed right after its answer
     if (request->daemon) {
         add_daemon(s, pidfd);
     } else {
@@ -449,7 +464,7 @@ int32_t mp_server_serve(int32_t sock, int32_t client, int32_t isolate, mp_server
     struct sigaction ignore = {.sa_handler = SIG_IGN};
     sigemptyset(&ignore.sa_mask);
     sigaction(SIGINT, &ignore, &s.interrupt);
-    // The go byte goes down a pipe whose reader, the new child, may already have been killed.
+    // Saved for the children (become_child restores it); the server writes only with MSG_NOSIGNAL.
     sigaction(SIGPIPE, &ignore, &s.broken_pipe);
     s.client_pidfd = (int)syscall(SYS_pidfd_open, client, 0);
     if (s.client_pidfd < 0 || getppid() != client) return -ESRCH; // the client is already gone
@@ -460,10 +475,10 @@ int32_t mp_server_serve(int32_t sock, int32_t client, int32_t isolate, mp_server
     if (syscall(SYS_get_robust_list, 0, &s.robust_head, &s.robust_length) != 0) s.robust_head = NULL;
     int threads = thread_count();
     if (threads > 1) {
-        send_reply(sock, -EBUSY, REPLY_HELLO, -1);
+        send_reply(sock, -EBUSY, REPLY_HELLO, NULL, 0);
         return -EBUSY;
     }
-    if (send_reply(sock, (int32_t)getpid(), REPLY_HELLO, -1) != 0) return -EPIPE;
+    if (send_reply(sock, (int32_t)getpid(), REPLY_HELLO, NULL, 0) != 0) return -EPIPE;
     struct pollfd *fds = NULL;
     int capacity = 0;
     int32_t result = 0;

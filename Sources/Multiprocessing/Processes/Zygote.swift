@@ -49,15 +49,17 @@ final class Zygote: @unchecked Sendable {
     /// zygote, `warmUp` runs after the runtime's shared locks have been taken. In each child it
     /// forks later, `child` runs with the request's tag, after ``Fork/resetChild()``, and must not
     /// return. `stalling` (tests) is how many zygotes hang before their hello, as poisoned ones do.
-    /// `readyLimit` (tests) replaces the growing limits with one for every attempt.
+    /// `readyLimit` (tests) replaces the growing limits with one for every attempt. `killedAfterReply`
+    /// (tests): the zygote is SIGKILLed right after it answers its first fork.
     init(
-        stalling: Int = 0, readyLimit: Int64? = nil, warmUp: @escaping () -> Void,
+        stalling: Int = 0, readyLimit: Int64? = nil, killedAfterReply: Bool = false, warmUp: @escaping () -> Void,
         child: @escaping (_ tag: UInt64) -> Never
     ) throws(ProcessError) {
         var limit = readyLimit ?? Self.firstReadyLimit
         for attempt in 0..<Self.attempts {
             if let connection = try Self.forkOnce(
-                readyWithin: limit, stall: attempt < stalling, warmUp: warmUp, child: child)
+                readyWithin: limit, stall: attempt < stalling, killedAfterReply: killedAfterReply, warmUp: warmUp,
+                child: child)
             {
                 self.connection = connection
                 restarts = attempt
@@ -79,7 +81,7 @@ final class Zygote: @unchecked Sendable {
     /// One zygote: its connection once it has said hello, or nil if it did not within
     /// `readyWithin` ns (it has then been killed and reaped).
     private static func forkOnce(
-        readyWithin: Int64, stall: Bool, warmUp: () -> Void, child: (_ tag: UInt64) -> Never
+        readyWithin: Int64, stall: Bool, killedAfterReply: Bool, warmUp: () -> Void, child: (_ tag: UInt64) -> Never
     ) throws(ProcessError) -> ForkServerConnection? {
         var fds: [Int32] = [-1, -1]
         let rc = mp_socketpair(&fds)
@@ -101,6 +103,7 @@ final class Zygote: @unchecked Sendable {
             Fork.proveRuntimeLocksFree()
             warmUp()
             mp_outlive_parent()  // the forking thread may end: the zygote lives while its pool does
+            if killedAfterReply { mp_testing_server_killed_after_reply() }
             var request = mp_server_request_t()
             if mp_server_serve(serverEnd, client, 0, &request) != 0 { mp_exit_child(0) }
             Fork.resetChild()

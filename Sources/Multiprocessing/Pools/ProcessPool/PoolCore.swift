@@ -481,4 +481,6 @@ struct PoolOptions: Sendable {
     var stallingZygotes = 0
     /// How long each zygote has to prove itself, in ns (nil: the growing limits of ``Zygote``).
     var zygoteReadyLimit: Int64? = nil
+    /// The zygote is SIGKILLed right after it answers its first fork request.
+    var zygoteKilledAfterFirstReply = false
 }

@@ -134,6 +134,7 @@ public final class ProcessPool<Input: Codable & Sendable, Output: Codable & Send
         do {
             zygote = try Zygote(
                 stalling: options.stallingZygotes, readyLimit: options.zygoteReadyLimit,
+                killedAfterReply: options.zygoteKilledAfterFirstReply,
                 warmUp: WorkerLoop<Input, Output>.warmUp
             ) { tag in
                 let worker = ZygoteWorker(tag)
