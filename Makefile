@@ -36,10 +36,14 @@ build: deps
 	$(SWIFT) build
 
 # The suite runs its tests in parallel: pools fork from a zygote or the forkserver, never from a
-# thread of this busy process (see Sources/Multiprocessing/Processes/Fork.swift).
+# thread of this busy process (see Sources/Multiprocessing/Processes/Fork.swift). The tests that
+# rewind the system's next pid to force a pid's reuse run after it, alone: every process started
+# beside them would get a recycled pid (see pidRewindAllowed in Tests/MultiprocessingTests/TestSupport.swift).
+PID_REWIND_TESTS := inheritedChoiceAndTidReuse|noSignalToRecycledPid
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build $(SWIFT_TEST_FLAGS)
+	MP_TEST_PID_REWIND=1 $(SWIFT) test --skip-build --no-parallel --filter '$(PID_REWIND_TESTS)'
 	$(MAKE) test-services
 	$(MAKE) test-distributed
 
@@ -70,7 +74,8 @@ test-sanitize: test-tsan test-asan
 # The Swift runtime's crash handler is off under the sanitizers (their own handlers and its
 # memory server trip over each other when a test crashes a child on purpose), and so is LeakSanitizer:
 # a forked child that calls exit() holds the parent's whole heap, which it reports as leaked.
-SANITIZER_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0
+# Their runs go one test at a time, so the tests that rewind the next pid run in them too.
+SANITIZER_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 MP_TEST_PID_REWIND=1
 # One test at a time: many tests fork closure children (Process { ... }) on the runner's thread, the
 # documented hazard of the fork start method; under TSan's slowed runtime a child forked while another
 # test's thread holds a Swift runtime lock (a swift_once, a metadata cache) hangs on it. Pools and

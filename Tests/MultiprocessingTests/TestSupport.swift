@@ -50,6 +50,18 @@ let runningUnderThreadSanitizer = dlsym(nil, "__tsan_init") != nil
 /// Whether this test process runs under ThreadSanitizer or AddressSanitizer.
 let runningUnderSanitizer = runningUnderThreadSanitizer || dlsym(nil, "__asan_init") != nil
 
+/// Whether a test may rewind the system's next pid (/proc/sys/kernel/ns_last_pid) to force a pid's
+/// reuse: as root, and only when no other test runs beside it (`MP_TEST_PID_REWIND=1`, which
+/// `make test` sets in a run of those tests alone after the parallel suite, and the sanitizers'
+/// one-at-a-time runs set too). A rewind hands recycled pids to every process and thread that
+/// starts meanwhile: in the parallel suite a pool's maxTasksPerChild test saw one pid in two of
+/// its workers.
+let pidRewindAllowed =
+    access("/proc/sys/kernel/ns_last_pid", W_OK) == 0 && getenv("MP_TEST_PID_REWIND").map { String(cString: $0) } == "1"
+
+let pidRewindComment: Comment =
+    "rewinds the system's next pid: runs as root with MP_TEST_PID_REWIND=1, alone (make test runs it so)"
+
 /// Runs `body` in a forked child and returns its exit code. A child still running after `timeout`
 /// is killed (its code is then -SIGKILL), so a hang fails the test instead of hanging the suite.
 func runInChild(timeout: Duration, _ body: @escaping () throws -> Void) throws -> Int32? {
