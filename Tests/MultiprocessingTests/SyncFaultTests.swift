@@ -290,4 +290,40 @@ struct SyncFaultTests {
         _ = try t.join(timeout: .seconds(10))
         #expect(returned, "wait(timeout: 100 ms) still blocked after 3 s")
     }
+
+    // MARK: - Barrier: a joined waiter re-takes the guard without its deadline
+
+    @Test("a joined wait(timeout:) returns by its timeout while a stopped peer holds the barrier's guard")
+    func barrierJoinedWaiterTimeoutWithGuardHeld() throws {
+        let barrier = try Barrier(parties: 2)
+        // The guard's futex word leads the barrier (a _Static_assert in barrier.c).
+        let guardWord = UnsafeMutableRawPointer(barrier.barrier).assumingMemoryBound(to: mp_mutex_t.self)
+        let done = Atomic<Int>(0)  // 1: returned nil (timed out), 2: passed, 3: threw
+        let t = Multiprocessing.Thread {
+            do {
+                done.store(try barrier.wait(timeout: .seconds(1)) == nil ? 1 : 2, ordering: .relaxed)
+            } catch {
+                done.store(3, ordering: .relaxed)
+            }
+        }
+        try t.start()
+        #expect(eventually(timeout: .seconds(10)) { barrier.waiting == 1 })  // joined, asleep
+        // A peer takes the guard (as abort(), reset() or its own wait do) and is stopped holding it.
+        let peer = Process {
+            _ = mp_mutex_lock(guardWord, Int64(MP_FOREVER))
+            raise(SIGSTOP)
+            mp_mutex_unlock(guardWord)
+        }
+        try peer.start()
+        #expect(eventually(timeout: .seconds(10)) { processState(peer.pid!) == "T" })
+        let returned = try t.join(timeout: .seconds(4))
+        kill(peer.pid!, SIGCONT)
+        #expect(try peer.join(timeout: .seconds(10)))
+        _ = try t.join(timeout: .seconds(10))
+        #expect(returned, "wait(timeout: 1 s) still blocked 4 s after its peer stopped holding the guard")
+        #expect(done.load(ordering: .relaxed) == 1)
+        #expect(barrier.isBroken, "a timed-out wait breaks the barrier (Python's Barrier.wait(timeout))")
+        barrier.reset()
+        #expect(barrier.waiting == 0 && !barrier.isBroken)
+    }
 }

@@ -204,6 +204,43 @@ struct TrustTests {
         #expect(try bytes.get(timeout: .seconds(5)).count == 4089)
         #expect(q.count == 0 && bytes.count == 0 && text.count == 0)
     }
+
+    @Test("a handle naming another of the process's regions (a lock arena, a shared memory) is refused")
+    func forgedRegionIDs() throws {
+        let lock = Lock()
+        let memory = try SharedMemory(size: 4096)
+        let arenaID = lock.object.arena.region.id
+        // A SharedMemory's encoding, its id swapped for the arena's: it would alias the locks' words.
+        let forged = #"{"region":\#(arenaID)}"#
+        #expect(throws: SharedMemoryError.staleHandle) {
+            _ = try JSONDecoderShim.decode(SharedMemory.self, from: forged)
+        }
+        // A lock's handle naming the shared memory, whose bytes any peer may write: here a fake arena
+        // with a lock in slot 1.
+        let base = memory.buffer.baseAddress!
+        base.assumingMemoryBound(to: mp_arena_header_t.self).pointee.magic = MP_ARENA_MAGIC
+        (base + Arena.slotSize).assumingMemoryBound(to: mp_arena_slot_t.self).pointee.kind = SharedKind.lock.rawValue
+        let handle = #"{"region":\#(memory.region.id),"slot":1,"generation":0,"kind":1}"#
+        #expect(throws: SharedMemoryError.unknownRegion(memory.region.id)) {
+            _ = try JSONDecoderShim.decode(Lock.self, from: handle)
+        }
+        // In a spawned child the regions are adopted (no label of their own): the same refusals.
+        let adoptedArena = RegionRegistry.newID()
+        let adoptedMemory = RegionRegistry.newID()
+        try RegionRegistry.adopt([
+            RegionDescriptor(
+                id: adoptedArena, fd: dup(lock.object.arena.region.fd), size: lock.object.arena.region.size),
+            RegionDescriptor(id: adoptedMemory, fd: dup(memory.region.fd), size: memory.region.size),
+        ])
+        #expect(throws: SharedMemoryError.staleHandle) {
+            _ = try JSONDecoderShim.decode(SharedMemory.self, from: #"{"region":\#(adoptedArena)}"#)
+        }
+        let genuine = try JSONDecoderShim.decode(SharedMemory.self, from: #"{"region":\#(adoptedMemory)}"#)
+        memory.buffer[4000] = 42
+        #expect(genuine.buffer[4000] == 42)
+        let encodedLock = try JSONDecoderShim.encode(lock)
+        #expect(try JSONDecoderShim.decode(Lock.self, from: encodedLock).object.payload == lock.object.payload)
+    }
 }
 
 /// A value that encodes `count` integers one at a time and counts them as it goes (its unused

@@ -1,6 +1,6 @@
 // Barrier across threads and processes: Python's threading.Barrier semantics, in shared memory.
 //
-// Invariants (all fields but `seq` change only under `guard`):
+// Invariants (all fields but `seq` and `state` change only under `guard`):
 // - `state`: FILLING (parties arrive), RELEASING (all arrived; the last runs the action, outside
 //   the guard, and nobody passes yet), DRAINING (all arrived, waiters leaving; new arrivals wait
 //   for the last to leave), BROKEN (abort(), a waiter's timeout or a failed action; sticky until
@@ -17,7 +17,12 @@
 // - A wait takes the guard by its deadline, or MP_OWNER_CHECK_NS from now if that is later (a live
 //   peer may hold it for good, or a garbled word name one): that is the one step where its timeout
 //   cannot break the barrier, since it has not joined. Once joined, it re-takes the guard after
-//   each sleep without a deadline, to leave `count` right.
+//   each sleep by the same bound; one that cannot (a live holder stopped, or a garbled word) leaves
+//   without it: it breaks the barrier with one CAS of `state` (any phase of its cycle -> BROKEN),
+//   bumps `seq` and leaves `count` alone, which a broken barrier never reads again (reset() zeroes
+//   it). So every guarded change of `state` is a CAS from the value read under the guard: one
+//   that fails found BROKEN, the only change made without the guard. (A leaver that read `cycle`
+//   just before a reset can break the new cycle: a reset() again frees it.)
 // - `seq` (the futex word) is bumped with every change, under the guard; a waiter reads it under
 //   the guard, releases the guard and sleeps while it is unchanged (no lost wake-up).
 // The guard is process-owned: if its holder died, the survivor carries on, since the guard protects
@@ -58,8 +63,41 @@ static int reset_after_pass(const mp_barrier_t *b, uint32_t cycle) {
     return since >= 1 && since <= 32 && (b->passed >> (cycle & 31) & 1u);
 }
 
-/// With the guard held: releases it, sleeps until the next change or the deadline, retakes it.
-/// Returns whether the deadline passed.
+/// Takes the guard by `deadline`, or MP_OWNER_CHECK_NS from now if that is later: every party
+/// takes the guard after each change, so it is often held for a moment, and a party whose deadline
+/// has just passed must still get it to leave cleanly. Whether it did.
+static int take_guard(mp_barrier_t *b, int64_t deadline) {
+    int64_t floor = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
+    mp_status_t taken = mp_mutex_lock(&b->guard, deadline > floor ? deadline : floor);
+    return taken != MP_TIMED_OUT && taken != MP_BUSY; // MP_BUSY: a try (MP_NOW)
+}
+
+/// Sets `state` from `from` to `to` (the guard held): 0 if a party that could not take the guard
+/// broke the barrier meanwhile.
+static int move_state(mp_barrier_t *b, int32_t from, int32_t to) {
+    return MP_CAS(&b->state, &from, to, MP_RELAXED, MP_RELAXED); // the guard orders the rest
+}
+
+/// A joined party that cannot take the guard by its deadline (a live holder that does not let go)
+/// leaves without it: it breaks its cycle (see the invariants), as its timeout would. MP_TIMED_OUT,
+/// or MP_BROKEN if the barrier was already broken or reset.
+static mp_status_t leave_unguarded(mp_barrier_t *b, uint32_t cycle) {
+    int32_t state = MP_LOAD(&b->state, MP_RELAXED);
+    for (;;) {
+        if (MP_LOAD(&b->cycle, MP_RELAXED) != cycle || state == BROKEN) return MP_BROKEN;
+        if (MP_CAS(&b->state, &state, BROKEN, MP_RELAXED, MP_RELAXED)) break;
+    }
+    MP_ADD(&b->seq, 1, MP_RELAXED); // wakes the other parties: they leave by their own deadlines
+    mp_futex_wake(&b->seq, INT_MAX, shared_of(b));
+    return MP_TIMED_OUT;
+}
+
+/// Await outcomes: a change (the guard retaken), the deadline passed (the guard retaken), or the
+/// guard not retaken by the deadline (see take_guard).
+enum { CHANGED = 0, TIMED_OUT = 1, GUARD_HELD = 2 };
+
+/// With the guard held: releases it, sleeps until the next change or the deadline, retakes it by
+/// the deadline (see take_guard).
 static int await_change(mp_barrier_t *b, int64_t deadline) {
     uint32_t seq = MP_LOAD(&b->seq, MP_RELAXED);
     mp_mutex_unlock(&b->guard);
@@ -70,21 +108,19 @@ static int await_change(mp_barrier_t *b, int64_t deadline) {
             break;
         }
     }
-    mp_mutex_lock(&b->guard, MP_FOREVER);
-    return timed_out;
+    if (!take_guard(b, deadline)) return GUARD_HELD;
+    return timed_out ? TIMED_OUT : CHANGED;
 }
 
 mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, mp_barrier_action_t action,
                             void *context) {
     // Bounded: its holder may be a live process that does not let go (stopped, or named by a
     // garbled word); a dead holder's guard is taken over, and the survivor carries on (above).
-    // Never shorter than an owner check: every party takes the guard after each change, so it is
-    // often held for a moment, and the last party, with a short timeout, must still arrive.
-    int64_t floor = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
-    mp_status_t guarded = mp_mutex_lock(&b->guard, deadline > floor ? deadline : floor);
-    if (guarded == MP_TIMED_OUT || guarded == MP_BUSY) return MP_TIMED_OUT; // MP_BUSY: a try (MP_NOW)
+    if (!take_guard(b, deadline)) return MP_TIMED_OUT; // not joined: the barrier is left as it was
     while (b->state == DRAINING || b->state == RELEASING) { // the last cycle leaving, or its action
-        if (await_change(b, deadline) && (b->state == DRAINING || b->state == RELEASING)) {
+        int waited = await_change(b, deadline);
+        if (waited == GUARD_HELD) return MP_TIMED_OUT;
+        if (waited == TIMED_OUT && (b->state == DRAINING || b->state == RELEASING)) {
             mp_mutex_unlock(&b->guard);
             return MP_TIMED_OUT; // the previous cycle has not drained (a dead party?): reset() frees it
         }
@@ -102,27 +138,29 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
             // many wait, or abort it). The others keep waiting meanwhile; one whose deadline
             // passes breaks the barrier as in FILLING, so a releasing process killed in the
             // action costs the others their timeouts, or a reset(), never a hang with deadlines.
-            b->state = RELEASING;
-            mp_mutex_unlock(&b->guard);
-            int32_t failed = action(context);
-            mp_mutex_lock(&b->guard, MP_FOREVER);
-            if (b->cycle != cycle || b->state != RELEASING) {
-                status = MP_BROKEN; // reset, aborted or timed out meanwhile: nobody passes
-            } else if (failed) {
-                b->state = BROKEN;
-                status = MP_BROKEN;
+            if (!move_state(b, FILLING, RELEASING)) {
+                status = MP_BROKEN; // a party that could not take the guard broke the barrier
             } else {
-                b->state = DRAINING;
+                mp_mutex_unlock(&b->guard);
+                int32_t failed = action(context);
+                if (!take_guard(b, deadline)) return leave_unguarded(b, cycle);
+                if (b->cycle != cycle || !move_state(b, RELEASING, failed ? BROKEN : DRAINING)) {
+                    status = MP_BROKEN; // reset, aborted or timed out meanwhile: nobody passes
+                } else if (failed) {
+                    status = MP_BROKEN;
+                }
             }
-        } else {
-            b->state = DRAINING;
+        } else if (!move_state(b, FILLING, DRAINING)) {
+            status = MP_BROKEN;
         }
         changed(b);
     } else {
         while ((b->state == FILLING || b->state == RELEASING) && b->cycle == cycle) {
-            if (await_change(b, deadline) && (b->state == FILLING || b->state == RELEASING) && b->cycle == cycle) {
-                b->state = BROKEN;
-                changed(b);
+            int waited = await_change(b, deadline);
+            if (waited == GUARD_HELD) return leave_unguarded(b, cycle);
+            int32_t state = b->state;
+            if (waited == TIMED_OUT && (state == FILLING || state == RELEASING) && b->cycle == cycle) {
+                if (move_state(b, state, BROKEN)) changed(b); // else already broken: nobody passes
                 status = MP_TIMED_OUT;
                 break;
             }
@@ -130,10 +168,7 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
         if (status == MP_OK && (b->cycle != cycle ? !reset_after_pass(b, cycle) : b->state == BROKEN))
             status = MP_BROKEN;
     }
-    if (b->cycle == cycle && --b->count == 0 && b->state == DRAINING) {
-        b->state = FILLING;
-        changed(b);
-    }
+    if (b->cycle == cycle && --b->count == 0 && move_state(b, DRAINING, FILLING)) changed(b);
     mp_mutex_unlock(&b->guard);
     return status;
 }
@@ -144,14 +179,14 @@ void mp_barrier_reset(mp_barrier_t *b) {
     b->passed = b->state == DRAINING ? b->passed | bit : b->passed & ~bit;
     b->cycle++;
     b->count = 0;
-    b->state = FILLING;
+    MP_STORE(&b->state, FILLING, MP_RELAXED); // a leaver may CAS it (see the invariants)
     changed(b);
     mp_mutex_unlock(&b->guard);
 }
 
 void mp_barrier_abort(mp_barrier_t *b) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    b->state = BROKEN;
+    MP_STORE(&b->state, BROKEN, MP_RELAXED); // a leaver may CAS it (see the invariants)
     changed(b);
     mp_mutex_unlock(&b->guard);
 }

@@ -207,6 +207,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         isolation.asUnownedSerialExecutor()
     }
 
+    /// Traps unless called on this loop's thread: what `assumeIsolated` and `preconditionIsolated`
+    /// check for an actor that runs on this loop.
     public func checkIsolated() {
         precondition(inEventLoop, "not on the thread of \(name)")
     }

@@ -26,6 +26,8 @@ import SystemPackage
 /// }
 /// ```
 public struct SpawnTarget<Argument: Codable & Sendable>: Sendable, SpawnEntry {
+    /// The name the child looks the target up by: unique within the program, the same in the
+    /// parent and the child.
     public let name: String
     let body: @Sendable (Argument) async throws -> Void
 
@@ -35,6 +37,8 @@ public struct SpawnTarget<Argument: Codable & Sendable>: Sendable, SpawnEntry {
         self.body = body
     }
 
+    /// Decodes `bytes` as the target's `Argument` and runs its body in the child (called by
+    /// ``Spawn/bootstrap(_:)-(SpawnEntry...)``, not by user code).
     public func runSpawned(argument bytes: [UInt8]) async throws {
         try await body(SpawnCoding.decode(Argument.self, from: bytes))
     }
@@ -54,6 +58,7 @@ protocol ChildPreparing {
 
 /// A registered entry point of a child process, whatever its argument type.
 public protocol SpawnEntry: Sendable {
+    /// The entry's name, unique within the program: the child finds its entry by it.
     var name: String { get }
     /// Decodes the argument and runs the target (called by ``Spawn/bootstrap(_:)-(SpawnEntry...)``).
     func runSpawned(argument: [UInt8]) async throws

@@ -35,7 +35,7 @@ final class Arena: @unchecked Sendable {
     }
 
     static func create() throws(SharedMemoryError) -> Arena {
-        let region = try Region.anonymous(size: regionSize, label: "multiprocessing-arena")
+        let region = try Region.anonymous(size: regionSize, label: label)
         let arena = Arena(region: region)
         mp_mutex_init(&arena.header.pointee.guard, MP_MUTEX_SHARED | MP_MUTEX_PROCESS_OWNED)
         arena.header.pointee.magic = MP_ARENA_MAGIC
@@ -45,9 +45,13 @@ final class Arena: @unchecked Sendable {
         return arena
     }
 
+    /// The memfd name of an arena's region, checked when a handle names one.
+    static let label = "multiprocessing-arena"
+
     /// The arena in `region`, if the region is one (a spawned child sees only descriptors).
     static func existing(in region: Region) -> Arena? {
-        guard region.size >= slotSize else { return nil }
+        // The label first: a SharedMemory region whose bytes a peer wrote could mimic the magic.
+        guard region.size >= slotSize, region.isLabeled(label) else { return nil }
         let arena = Arena(region: region)
         return arena.header.pointee.magic == MP_ARENA_MAGIC ? arena : nil
     }

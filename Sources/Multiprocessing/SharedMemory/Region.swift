@@ -15,9 +15,12 @@ final class Region: @unchecked Sendable {
     let fd: Int32
     let base: UnsafeMutableRawPointer
     let size: Int
+    /// What the region was made for (its memfd's name), when this process made it; nil for a named
+    /// region and for one a spawned child adopted (see ``isLabeled(_:)``).
+    let label: String?
 
     /// Maps `size` bytes of `fd`, taking ownership of the descriptor.
-    init(id: UInt64, fd: Int32, size: Int) throws(SharedMemoryError) {
+    init(id: UInt64, fd: Int32, size: Int, label: String? = nil) throws(SharedMemoryError) {
         var error: Int32 = 0
         guard let base = mp_map_shared(fd, UInt64(size), &error) else {
             closeDescriptor(fd)
@@ -27,13 +30,25 @@ final class Region: @unchecked Sendable {
         self.fd = fd
         self.base = base
         self.size = size
+        self.label = label
+    }
+
+    /// Whether the region was made as an anonymous region labelled `label`: a decoder checks it, so
+    /// that an id naming another of the process's regions (a lock arena, a queue's ring) is not
+    /// taken for the kind it expects. An adopted region is asked of the kernel, by its memfd's name.
+    func isLabeled(_ label: String) -> Bool {
+        if let own = self.label { return own == label }
+        var path = [CChar](repeating: 0, count: 256)
+        let n = readlink("/proc/self/fd/\(fd)", &path, path.count - 1)
+        guard n > 0 else { return false }
+        return String(decoding: path[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "/memfd:\(label) (deleted)"
     }
 
     /// A new anonymous region (zero-filled), listed for spawned children.
     static func anonymous(size: Int, label: String) throws(SharedMemoryError) -> Region {
         guard size > 0 else { throw .invalidSize(size) }
         let fd = try checked(mp_memfd_create(label, UInt64(size)), "memfd_create")
-        let region = try Region(id: RegionRegistry.newID(), fd: fd, size: size)
+        let region = try Region(id: RegionRegistry.newID(), fd: fd, size: size, label: label)
         RegionRegistry.register(region)
         return region
     }

@@ -31,7 +31,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
     /// The usable bytes (after the header, for a named region).
     public let buffer: UnsafeMutableRawBufferPointer
 
-    private let region: Region
+    let region: Region
     /// Whether this object created the name and unlinks it when it goes (in its creating process
     /// only: a forked child's copy must not take the parent's name away).
     private let ownsName: Bool
@@ -41,7 +41,7 @@ public final class SharedMemory: @unchecked Sendable, Codable {
     /// A new anonymous region of `size` zero bytes.
     public init(size: Int) throws(SharedMemoryError) {
         guard size > 0 else { throw .invalidSize(size) }
-        region = try Region.anonymous(size: size, label: "multiprocessing-shared-memory")
+        region = try Region.anonymous(size: size, label: SharedMemory.anonymousLabel)
         name = nil
         self.size = size
         buffer = UnsafeMutableRawBufferPointer(start: region.base, count: size)
@@ -153,6 +153,9 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         if ownsName && creatorPID == mp_process_id() { try? unlink() }
     }
 
+    /// The memfd name of an anonymous region (``init(size:)``), checked when one is decoded.
+    static let anonymousLabel = "multiprocessing-shared-memory"
+
     static func path(for name: String) throws(SharedMemoryError) -> String {
         guard !name.isEmpty, name.utf8.count <= 250, !name.contains("/"), !name.contains("\0") else {
             throw .invalidName(name)
@@ -186,6 +189,8 @@ public final class SharedMemory: @unchecked Sendable, Codable {
         } else {
             let id = try container.decode(UInt64.self, forKey: .region)
             guard let found = RegionRegistry.lookup(id) else { throw SharedMemoryError.unknownRegion(id) }
+            // Not another of this process's regions (a lock arena, a queue's ring): a forged id.
+            guard found.isLabeled(SharedMemory.anonymousLabel) else { throw SharedMemoryError.staleHandle }
             region = found
             name = nil
             size = found.size

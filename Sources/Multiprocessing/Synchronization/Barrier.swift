@@ -82,7 +82,9 @@ public final class Barrier: @unchecked Sendable, Codable {
     /// Waits up to `timeout` (instead of the default). Returns the arrival index, or nil if the
     /// timeout passed, which breaks the barrier for everyone (as Python does). A wait whose timeout
     /// passes before it could join (the previous cycle still leaving, or another process holding
-    /// the barrier's internal guard) returns nil and leaves the barrier as it was.
+    /// the barrier's internal guard) returns nil and leaves the barrier as it was. Once joined, a
+    /// wait returns by its timeout (give or take an owner check, 20 ms) even while a stopped
+    /// process holds that guard; it then breaks the barrier as any timeout does.
     public func wait(timeout: Duration) throws(SyncError) -> Int? {
         try pass(try Deadline.after(timeout, SyncError.self))
     }

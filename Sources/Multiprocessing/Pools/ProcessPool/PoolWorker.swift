@@ -8,6 +8,8 @@
 /// let pool = try ProcessPool(processes: 4, worker: doubler)   // forkserver workers
 /// ```
 public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>: SpawnEntry {
+    /// The name the worker process looks the worker up by: unique within the program, the same in
+    /// the parent and the child.
     public let name: String
     let initializer: (@Sendable () throws -> Void)?
     let work: @Sendable (Input) throws -> Output
@@ -22,6 +24,8 @@ public struct PoolWorker<Input: Codable & Sendable, Output: Codable & Sendable>:
         self.work = work
     }
 
+    /// Runs the worker loop in a pool's worker process (called by ``Spawn/bootstrap(_:)-(SpawnEntry...)``,
+    /// not by user code): connects to the pool named in `argument` and runs tasks until told to stop.
     public func runSpawned(argument: [UInt8]) async throws {
         let argument = try SpawnCoding.decode(PoolWorkerArgument.self, from: argument)
         let channels = try PoolChannels(handle: argument.channels)

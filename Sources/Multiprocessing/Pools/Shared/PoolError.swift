@@ -58,6 +58,7 @@ public enum PoolError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The error in words, for logs (`String(describing:)`).
     public var description: String {
         switch self {
         case .closed: "the pool is closed"

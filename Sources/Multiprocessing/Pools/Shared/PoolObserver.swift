@@ -44,12 +44,19 @@ public protocol PoolObserver: Sendable {
 }
 
 extension PoolObserver {
+    /// Does nothing: implement it to count or log submissions.
     public func taskSubmitted() {}
+    /// Does nothing: implement it to record the latency of successful tasks.
     public func taskSucceeded(after duration: Duration) {}
+    /// Does nothing: implement it to record failures and their errors.
     public func taskFailed(after duration: Duration, error: any Error) {}
+    /// Does nothing: implement it to log or count workers that crashed or were killed.
     public func workerDied(pid: Int32, exit: WorkerExit) {}
+    /// Does nothing: implement it to count the workers the pool started in place of dead ones.
     public func workerReplaced(pid: Int32) {}
+    /// Does nothing: implement it to count the workers the watchdog killed.
     public func workerStuck(pid: Int32) {}
+    /// Does nothing: implement it to alert when the pool can no longer run tasks.
     public func poolBroken(_ error: PoolError) {}
 }
 

@@ -8,8 +8,11 @@
 public struct PoolResults<Output: Sendable>: Sequence, Sendable {
     let stream: ResultStream<Output>
 
+    /// An iterator over the outcomes; iterate once (the results are consumed as they are read).
     public func makeIterator() -> Iterator { Iterator(stream: stream) }
 
+    /// Yields each outcome as it becomes available, waiting on the calling thread (Python's
+    /// `IMapIterator`).
     public struct Iterator: IteratorProtocol {
         let stream: ResultStream<Output>
         var refused = false
@@ -41,15 +44,21 @@ public struct PoolResults<Output: Sendable>: Sequence, Sendable {
 /// for try await r in pool.imapUnordered(tasks) { print(r) }
 /// ```
 public struct AsyncPoolResults<Output: Sendable>: AsyncSequence, Sendable {
+    /// Each element is one task's output (a task's error is thrown by the iteration instead).
     public typealias Element = Output
     let stream: ResultStream<Output>
 
+    /// An iterator over the outputs; iterate once (the results are consumed as they are read).
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
 
+    /// Yields each output as it becomes available, suspending (never blocking a thread) while it waits.
     public struct AsyncIterator: AsyncIteratorProtocol {
         let stream: ResultStream<Output>
         var finished = false
 
+        /// The next output, suspending until it comes; nil after the last. Throws the error of the
+        /// first task that failed, then ends the iteration (nil afterwards), as `for try await` stops
+        /// at a throw.
         public mutating func next() async throws -> Output? {
             guard !finished else { return nil }
             guard let outcome = try await stream.nextAsync() else {

@@ -10,6 +10,7 @@ public enum WorkerExit: Equatable, Sendable, CustomStringConvertible {
         self = exitCode < 0 ? .signal(-exitCode) : .exited(exitCode)
     }
 
+    /// How the worker ended, in words ("was killed by signal 9 (SIGKILL)", "exited with status 1").
     public var description: String {
         switch self {
         case .signal(let n): "was killed by signal \(n)\(WorkerExit.signalNames[n].map { " (\($0))" } ?? "")"
