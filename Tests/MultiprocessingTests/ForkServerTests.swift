@@ -40,7 +40,9 @@ func processGone(_ pid: Int32) -> Bool {
     return stat.state == "Z" || stat.state == "X"
 }
 
-@Suite("Forkserver start method")
+// One test at a time: `restart` kills this process's forkserver, and others check that theirs
+// was not restarted.
+@Suite("Forkserver start method", .serialized)
 struct ForkServerTests {
     init() { useTestHelper() }
 

@@ -289,6 +289,11 @@ int32_t mp_server_send_fork(int32_t sock, const mp_server_request_t *_Nonnull re
                             uint32_t count);
 /// ...and awaits the next answer: a pid (its pidfd in `*pidfd`) or -errno, as mp_server_fork.
 int32_t mp_server_await_fork(int32_t sock, int32_t server_pidfd, int64_t deadline_ns, int32_t *_Nonnull pidfd);
+/// Client side, when it gives up on the connection (after its goodbye, or once it is broken):
+/// reads the answers still due until the end of the stream, the server's exit (`server_pidfd`) or
+/// `deadline_ns`, and SIGKILLs and reaps each child they name (it never got its go: nobody knows
+/// of it). Returns how many it reaped.
+int32_t mp_server_drain(int32_t sock, int32_t server_pidfd, int64_t deadline_ns);
 
 #ifdef __cplusplus
 }

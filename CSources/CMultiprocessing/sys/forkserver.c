@@ -18,6 +18,10 @@
 //   exits, so the client never has a child it does not know about. A server that dies after its
 //   reply no longer matters: the child hears from the client (when the server wrote the go itself,
 //   a forkserver killed between the two left a child the client knew, which exited 1 unrun).
+// - A reply the client never reads names a child that is the client's and never runs: whoever
+//   ends the connection first reads what is left (mp_server_drain), kills and reaps those children,
+//   so none stays a zombie of the client. Only a child cloned by a server killed before its reply
+//   escapes this (it exits unrun, and its zombie is the client's until the client exits).
 // - Only the holder of the other end of the socketpair can ask: it has no name to connect to, only
 //   the client inherits it, and the server is not dumpable (another program of the same user can
 //   neither ptrace it nor take its descriptors). Every request is checked before use.
@@ -265,6 +269,29 @@ int32_t mp_server_await_fork(int32_t sock, int32_t server_pidfd, int64_t deadlin
     close(received[1]);
     *pidfd = received[0];
     return reply.pid;
+}
+
+int32_t mp_server_drain(int32_t sock, int32_t server_pidfd, int64_t deadline_ns) {
+    int32_t reaped = 0;
+    for (;;) {
+        if (wait_answer(sock, server_pidfd, deadline_ns) < 0) return reaped; // mute, or gone
+        mp_server_reply_t reply;
+        int received[REPLY_FORK_FDS];
+        int rc = receive_message(sock, &reply, sizeof reply, received, REPLY_FORK_FDS);
+        if (rc < 0) return reaped; // the end of the stream: every answer has been read
+        if (rc == REPLY_FORK_FDS && reply.magic == MP_SERVER_MAGIC && reply.kind == REPLY_FORK && reply.pid > 0) {
+            // Our child, which nobody here knows of: it never gets its go (it would read EOF and
+            // exit 1 anyway; the SIGKILL makes that certain), and is reaped now, or it would stay
+            // a zombie of this process for good.
+            mp_pidfd_signal(received[0], SIGKILL);
+            close(received[1]);
+            int32_t code = 0;
+            if (mp_wait_child(reply.pid, received[0], 0, &code) == reply.pid) reaped++;
+            close(received[0]);
+            continue;
+        }
+        for (int i = 0; i < rc; i++) close(received[i]);
+    }
 }
 
 int32_t mp_server_fork(int32_t sock, int32_t server_pidfd, const mp_server_request_t *request,

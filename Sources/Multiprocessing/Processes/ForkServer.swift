@@ -188,6 +188,13 @@ extension ForkServer {
         request.fd_count = claimedDescriptors
         return server.send(&request)
     }
+
+    /// Sends the current server `count` fork requests and reads none of the answers (tests: the
+    /// children they name must never run, and closing must leave none behind). 0 or -errno.
+    static func sendUnansweredForTesting(count: Int) -> Int32 {
+        guard let server = try? current() else { return -ESRCH }
+        return server.sendOnlyForTesting(count: count)
+    }
 }
 
 /// What the forkserver is told at bootstrap: its end of the socketpair, its client's pid, and
@@ -261,7 +268,8 @@ final class ForkServerConnection: @unchecked Sendable {
 
     /// Asks for one child. Throws ``ProcessError/forkServerFailed(_:)`` when the server is gone or
     /// broken (it is then unusable), ``ProcessError/system(_:function:)`` when the server could not
-    /// fork (it goes on).
+    /// fork, ``ProcessError/argumentEncoding(_:)`` when it refused the request or the socket could
+    /// not carry its descriptors (the server goes on in both cases).
     func fork(tag: UInt64, daemon: Bool, descriptors: [Int32]) throws(ProcessError) -> (pid: Int32, pidfd: Int32) {
         try forkMany([Request(tag: tag, daemon: daemon, descriptors: descriptors)])[0].get()
     }
@@ -296,6 +304,10 @@ final class ForkServerConnection: @unchecked Sendable {
                     let rc = requests[i].descriptors.withUnsafeBufferPointer { fds in
                         mp_server_send_fork(socket, &messages[i], fds.baseAddress, UInt32(fds.count))
                     }
+                    if rc == -EBADF {  // a descriptor of this request is not open: nothing was sent
+                        results[i] = .failure(.argumentEncoding("a descriptor given to the child is not open"))
+                        continue
+                    }
                     if rc != 0 {
                         results[i] = .failure(failure(rc))
                         break  // the socket refused: what was sent is still answered below
@@ -303,6 +315,9 @@ final class ForkServerConnection: @unchecked Sendable {
                     sent.append(i)
                 }
                 for i in sent {
+                    // Once one answer failed, the next one read could be a late answer to another
+                    // request: what is left is read by close(), which reaps the children it names.
+                    if broken { break }
                     var pidfd: Int32 = -1
                     let pid = mp_server_await_fork(socket, serverPidfd, deadline, &pidfd)
                     results[i] = pid > 0 ? .success((pid, pidfd)) : .failure(failure(pid))
@@ -319,7 +334,10 @@ final class ForkServerConnection: @unchecked Sendable {
         switch -rc {
         case EAGAIN, ENOMEM, EMFILE, ENFILE:
             return .system(Errno(rawValue: -rc), function: "clone")
-        default:  // gone (ECONNRESET, EPIPE), mute (ETIMEDOUT) or confused (EPROTO, EINVAL)
+        case EINVAL:  // the server checked this request and refused it (forkserver.c's valid_request)
+            return .argumentEncoding(
+                "the \(name) refused the request: a descriptor given twice, or above the highest it allows")
+        default:  // gone (ECONNRESET, EPIPE), mute (ETIMEDOUT) or confused (EPROTO)
             broken = true
             return .forkServerFailed("the \(name) (pid \(serverPID)) failed: \(Errno(rawValue: -rc))")
         }
@@ -336,6 +354,19 @@ final class ForkServerConnection: @unchecked Sendable {
         }
     }
 
+    /// Sends `count` fork requests without descriptors and awaits no answer (tests). 0 or -errno.
+    func sendOnlyForTesting(count: Int) -> Int32 {
+        lock.withLock {
+            var request = mp_server_request_t()
+            mp_server_request_init(&request, 0, 0)
+            for _ in 0..<count {
+                let rc = mp_server_send_fork(socket, &request, nil, 0)
+                if rc != 0 { return rc }
+            }
+            return 0
+        }
+    }
+
     /// Ends the connection. In the process that started the server, the server is told goodbye and
     /// exits, leaving its children alone, and is reaped here (killed if it has not exited within a
     /// second).
@@ -345,17 +376,25 @@ final class ForkServerConnection: @unchecked Sendable {
             return !closed
         }
         guard first else { return }
-        if isOwned { _ = mp_server_goodbye(socket) }  // leave our children alone
-        closeDescriptor(socket)
         guard isOwned else {
+            closeDescriptor(socket)
             if serverPidfd >= 0 { closeDescriptor(serverPidfd) }
             return
         }
-        if serverPidfd >= 0 && mp_poll_readable(serverPidfd, Deadline.after(nanoseconds: 1_000_000_000)) == 0 {
+        _ = mp_server_goodbye(socket)  // leave our children alone
+        // Answers still due (requests abandoned by a forkMany that failed) name children of ours
+        // that nobody knows of: they are read until the server, done with what came before the
+        // goodbye, ends its stream, and their children killed and reaped (else they would stay
+        // zombies of this process). A server that does not exit within a second is killed.
+        let deadline = Deadline.after(nanoseconds: 1_000_000_000)
+        _ = mp_server_drain(socket, serverPidfd, deadline)
+        if serverPidfd >= 0 && mp_poll_readable(serverPidfd, deadline) == 0 {
             _ = mp_pidfd_signal(serverPidfd, SIGKILL)
         }
         var code: Int32 = 0
         _ = mp_wait_child(serverPID, serverPidfd, 0, &code)
+        _ = mp_server_drain(socket, -1, mp_monotonic_ns())  // what it sent before it was killed
+        closeDescriptor(socket)
         if serverPidfd >= 0 { closeDescriptor(serverPidfd) }
     }
 }

@@ -155,18 +155,26 @@ open class Process: @unchecked Sendable {
         return state.withLock { $0.exitCode }
     }
 
-    /// Whether the child has started and not yet exited.
+    /// Whether the child has started and not yet exited. Only the process that started the child
+    /// can tell (Python's "can only test a child process"): in a copy another process holds (a
+    /// forked sibling's), it reads what this object knew when it was copied.
     public var isAlive: Bool {
         if case .current = target { return true }
         reapIfExited()
         return state.withLock { $0.started && $0.exitCode == nil }
     }
 
-    /// Starts the child. Throws ``ProcessError/alreadyStarted`` on a second call; if the child
-    /// cannot be started, throws and leaves the process unstarted (start may be tried again).
+    /// Starts the child. Throws ``ProcessError/alreadyStarted`` on a second call, and
+    /// ``ProcessError/createdElsewhere`` in a process other than the one that created this object;
+    /// if the child cannot be started, throws and leaves the process unstarted (start may be tried
+    /// again).
     public func start() throws(ProcessError) {
         try state.withLock { (s: inout State) throws(ProcessError) in
             if s.started { throw .alreadyStarted }
+            // A copy a forked child inherited: the parent's object would stay unstarted, and could
+            // be started there again (Python: "can only start a process object created by current
+            // process").
+            if parentPID != mp_process_id() { throw .createdElsewhere }
             s.started = true
             s.starter = mp_process_id()
         }
@@ -198,6 +206,7 @@ open class Process: @unchecked Sendable {
             do {
                 try process.state.withLock { (s: inout State) throws(ProcessError) in
                     if s.started { throw .alreadyStarted }
+                    if process.parentPID != mp_process_id() { throw .createdElsewhere }
                     s.started = true
                     s.starter = mp_process_id()
                 }

@@ -77,4 +77,8 @@ public enum ProcessError: Error, Equatable, Sendable {
     /// The start method cannot run this target: a registered target's body is `async`, and a forked
     /// child cannot use Swift concurrency (use ``Process/StartMethod/forkserver``).
     case unsupportedStartMethod(Process.StartMethod, target: String)
+    /// `start()` on a ``Process`` that another process created, a copy a forked child inherited
+    /// say: only the process that created it can start it (Python's "can only start a process
+    /// object created by current process").
+    case createdElsewhere
 }
