@@ -1,3 +1,4 @@
+import CMultiprocessing
 import Testing
 
 @testable import Multiprocessing
@@ -10,6 +11,33 @@ import Testing
 /// object: cancellation from any thread, late cancel requests, slots reused over many chunks.
 @Suite("Loop operations in slots")
 struct LoopSlotTests {
+    /// The loop resumes its slots' continuations through itself by writing the runtime's
+    /// continuation (mp_continuation_resume_through): the layout it assumes must be this runtime's.
+    /// A plain continuation is taken, a throwing one (flags set) is left alone.
+    @Test(
+        "a continuation is laid out as the loop's resume assumes (Swift 6.3's runtime)",
+        .enabled(if: EventLoop.resumesThroughLoop))
+    func continuationLayout() async throws {
+        let loop = try EventLoop(name: "layout")
+        let (plain, throwing) = try await onLoop(loop) { () async throws -> (Int32, Int32) in
+            let words = loop.resumptionWordsForTesting
+            let plain = await withUnsafeContinuation { (c: UnsafeContinuation<Int32, Never>) in
+                c.resume(
+                    returning: mp_continuation_resume_through(
+                        unsafeBitCast(c, to: UnsafeMutableRawPointer.self), words.0, words.1))
+            }
+            let throwing = try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Int32, any Error>) in
+                c.resume(
+                    returning: mp_continuation_resume_through(
+                        unsafeBitCast(c, to: UnsafeMutableRawPointer.self), words.0, words.1))
+            }
+            try await sleep(for: .milliseconds(1))  // and a slot's resume still lands here
+            return (plain, throwing)
+        }
+        #expect(plain == 1)
+        #expect(throwing == 0)
+    }
+
     // A sleep that was not cut short would end after its 30 s without an error: the error proves the
     // cancellation (no clock is read; the test runner's own scheduling may lag under load).
     @Test("another thread cancels a coroutine sleeping on its loop: the sleep throws CancellationError")

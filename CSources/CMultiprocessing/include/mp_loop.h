@@ -89,6 +89,24 @@ void mp_task_set_cancel_fn(mp_cancel_fn _Nonnull fn);
 void *_Nonnull mp_task_add_cancel_handler(void *_Nonnull arg);
 /// Removes the handler; once it returns, it is not running and will not run.
 void mp_task_remove_cancel_handler(void *_Nonnull record);
+/// Before its continuation is resumed: has the task resumed through the serial executor whose two
+/// words are `identity` and `implementation` (an `UnownedSerialExecutor`), instead of the generic
+/// executor, whose enqueue looks the task's executor preference up under its status lock (about
+/// 200 instructions per resume). Leaves the continuation as it is, and returns 0, unless it looks
+/// as Swift's runtime made it: no flags (not throwing, switch not forced) and the generic executor
+/// as its target. See task_cancel.c for the layout.
+static inline int mp_continuation_resume_through(void *_Nonnull task, uintptr_t identity, uintptr_t implementation) {
+    // AsyncTask::ResumeContext, the ContinuationAsyncContext of the task's pending continuation;
+    // the compiler reads it there too, inline, to store a resume's value through NormalResult.
+    unsigned char *context = *(unsigned char *const *)((const unsigned char *)task + 0x40);
+    if (context == 0) return 0;
+    uint64_t *flags = (uint64_t *)(context + 0x10);
+    uintptr_t *executor = (uintptr_t *)(context + 0x30); // ResumeToExecutor, after NormalResult (0x28)
+    if (*flags != 0 || executor[0] != 0 || executor[1] != 0) return 0;
+    executor[0] = identity;
+    executor[1] = implementation;
+    return 1;
+}
 
 // Each of these queues one operation (two for a deadline) and returns 0, or -EBUSY when the
 // submission queue is full even after a flush (reap completions, then try again). Buffers, paths

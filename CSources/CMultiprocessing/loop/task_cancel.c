@@ -17,6 +17,14 @@
 // - The record holds one context word, `arg`, so the function is one for the process, set before
 //   the first handler is added (relaxed: the adding task ordered itself after the setter, and the
 //   canceller reaches the record through the status lock).
+// - mp_continuation_resume_through (mp_loop.h, inline) writes the target executor of a task's
+//   pending continuation, as Swift's 6.x runtime lays it out on 64-bit targets (swift/ABI/Task.h):
+//   AsyncTask::ResumeContext at 0x40 (the compiler reads it there itself, inline, to store a
+//   resume's value), and in the ContinuationAsyncContext the flags at 0x10, NormalResult at 0x28
+//   (also read inline by the compiler) and ResumeToExecutor right after it, at 0x30 (two words,
+//   zero for the generic executor). swift_continuation_init sets that target; resume reads it
+//   after storing the value and before enqueueing the task. A context that does not look like
+//   that (flags set, a target already there) is left alone: the resume takes the generic path.
 #include "internal.h"
 
 #include <stdatomic.h>

@@ -117,6 +117,12 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     // Set once in init, before the loop's thread starts; it lives as long as the loop.
     private var isolation: Isolation!
 
+    /// The loop as a plain serial executor (not `asUnownedSerialExecutor()`'s, the actors'), as
+    /// two words: the executor that the loop resumes the continuations of its slots through (see
+    /// `resumeThroughLoop`). Its `enqueue` is the task executor's: the task goes on on the loop,
+    /// isolated to nothing, as it would through the generic executor. Set once in init.
+    private var resumptionWords: (UInt, UInt) = (0, 0)
+
     /// Starts a loop on a new thread, which runs until ``shutdown()`` (`EventLoop.run(_:)`
     /// does that itself). Throws ``EventLoopError/unavailable(_:)`` where the kernel offers no
     /// io_uring (or forbids it, `kernel.io_uring_disabled`).
@@ -139,6 +145,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         mp_loop_offload_connects(ring, mp_cpu_affinity_count() > 1 ? 1 : 0)
         mp_task_set_cancel_fn(LoopOperation.cancelHandler)
         isolation = Isolation(self)
+        resumptionWords = unsafeBitCast(UnownedSerialExecutor(ordinary: self), to: (UInt, UInt).self)
         if !ownThread { return }
         let thread = Thread(name: self.name) { [self] in self.main() }
         do {
@@ -454,19 +461,58 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         if case .send = entry { sendsThroughRing &+= 1 }
     }
 
-    /// Gives the slot back and resumes its awaiter, which does not touch the slot again.
+    /// Gives the slot back and resumes its awaiter, which does not touch the slot again. Not
+    /// inlined: it is the rare path (a receive's bytes, a refusal), and inlined it made `submit`
+    /// too large to be inlined into each awaiter.
+    @inline(never)
     private func finishSlot(
         _ slot: UnsafeMutablePointer<LoopSlot>, _ userData: UInt64, _ result: Int32, _ bytes: [UInt8]
     ) {
+        if userData & LoopSlot.receivesBytes == 0 { return finishSlot(slot, result) }
         let c = slot.pointee.continuation.unsafelyUnwrapped
         slots.giveBack(slot)
-        if userData & LoopSlot.receivesBytes != 0 {
-            let received = unsafeBitCast(c, to: UnsafeContinuation<ReceivedBytes, Never>.self)
-            Handoff.resume { received.resume(returning: ReceivedBytes(result: result, bytes: bytes)) }
-        } else {
-            Handoff.resume { c.resume(returning: result) }
+        resumeThroughLoop(c)
+        let received = unsafeBitCast(c, to: UnsafeContinuation<ReceivedBytes, Never>.self)
+        Handoff.resume { received.resume(returning: ReceivedBytes(result: result, bytes: bytes)) }
+    }
+
+    /// `finishSlot` for an operation that receives no bytes: no array to pass and release.
+    @inline(__always)
+    private func finishSlot(_ slot: UnsafeMutablePointer<LoopSlot>, _ result: Int32) {
+        let c = slot.pointee.continuation.unsafelyUnwrapped
+        slots.giveBack(slot)
+        resumeThroughLoop(c)
+        Handoff.resume { c.resume(returning: result) }
+    }
+
+    /// Has the task of `c` go on on this loop through the loop's own `enqueue` as a serial executor
+    /// (`resumptionWords`) rather than through the generic executor, whose enqueue looks the
+    /// task's executor preference up under its status lock (about 200 instructions a resume). If
+    /// its continuation is not laid out as expected, nothing changes: the generic executor's
+    /// enqueue finds the same loop.
+    @inline(__always)
+    private func resumeThroughLoop(_ c: UnsafeContinuation<Int32, Never>) {
+        if Self.resumesThroughLoop {
+            _ = mp_continuation_resume_through(
+                unsafeBitCast(c, to: UnsafeMutableRawPointer.self), resumptionWords.0, resumptionWords.1)
         }
     }
+
+    /// Whether `resumeThroughLoop` writes continuations at all: only with the runtime whose layout
+    /// was checked (task_cancel.c), Swift 6.3 on 64-bit targets. On Linux a program runs with the
+    /// runtime of the toolchain that built it, so the compiler's version is the runtime's; another
+    /// one takes the generic path (correct, about 200 instructions more per resume) until its
+    /// layout is checked and this line says so (LoopSlotTests.continuationLayout is the check).
+    static var resumesThroughLoop: Bool {
+        #if compiler(>=6.3) && compiler(<6.4) && (arch(x86_64) || arch(arm64))
+            true
+        #else
+            false
+        #endif
+    }
+
+    /// `resumptionWords`, for the layout check of the tests.
+    var resumptionWordsForTesting: (UInt, UInt) { resumptionWords }
 
     private func submitNow(_ op: LoopOperation) {
         if op.cancelRequested || stopping {
@@ -554,11 +600,16 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             inFlight -= 1
             let slot = LoopSlot.slot(of: userData)
             assert(slot.pointee.generation == LoopSlot.generation(of: userData), "a completion of an earlier operation")
-            let bytes = c.flags & MP_LOOP_CQE_BUFFER != 0 ? takeBuffer(c) : []
             // Only a cancellation of the awaiter's task names the operation: at a shutdown, the
             // cancel-all did (the awaiter looks at its task to tell them apart).
-            let stopped = c.result == -ECANCELED && stopping
-            finishSlot(slot, userData, stopped ? LoopOperation.shutDownResult : c.result, bytes)
+            let result = c.result == -ECANCELED && stopping ? LoopOperation.shutDownResult : c.result
+            if c.flags & MP_LOOP_CQE_BUFFER != 0 {
+                finishSlot(slot, userData, result, takeBuffer(c))
+            } else if userData & LoopSlot.receivesBytes == 0 {
+                finishSlot(slot, result)  // no array to make and release
+            } else {
+                finishSlot(slot, userData, result, [])
+            }
         default:
             let raw = UnsafeMutableRawPointer(bitPattern: UInt(c.user_data))!
             let op = Unmanaged<LoopOperation>.fromOpaque(raw).takeRetainedValue()
