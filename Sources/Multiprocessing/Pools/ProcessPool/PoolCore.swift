@@ -318,7 +318,7 @@ final class PoolCore: @unchecked Sendable {
                 breakPool(.initializerFailed(type: failure.type, message: failure.message))
             case .workerExited:
                 message.finish()
-                workerExited(index: Int(header.worker), pid: header.pid, exitCode: header.count)
+                workerExited(index: Int(header.worker), pid: header.pid)
             case .stop:
                 message.finish()
             }
@@ -348,7 +348,10 @@ final class PoolCore: @unchecked Sendable {
         let (failed, done) = state.withLock { s -> ([PendingTask], Bool) in
             guard s.phase == .terminated || s.phase == .stopping else { return ([], false) }
             var failed: [PendingTask] = []
-            if s.phase == .terminated {
+            // A broken pool first delivers what its killed workers finished (their results are in
+            // the ring ahead of their exit notices), as a terminate would not: it fails the rest once
+            // they are all reaped.
+            if s.phase == .terminated && (s.broken == nil || s.live == 0) {
                 failed = s.pending.removeAll()
             }
             return (failed, s.live == 0)
@@ -398,14 +401,18 @@ final class PoolCore: @unchecked Sendable {
         return nil
     }
 
-    private func workerExited(index: Int, pid: Int32, exitCode: Int32) {
+    private func workerExited(index: Int, pid: Int32) {
         guard index >= 0 && index < processes else { return }
+        // The notice comes through the result ring, which workers share: believed only for a worker
+        // this process has reaped (the watcher reaps before it reports), with the code it reaped.
+        guard let worker = state.withLock({ $0.workers[index] }), worker.pid == pid, let exitCode = worker.exitCode
+        else { return }
         // The dead worker's claim: a task it took. If that task has no outcome, it died with it.
         let claimed = mp_pool_slot(channels.slots + index)
         // Its ready word: its pid alone if it died in its initializer (read before a replacement writes it).
         let readyWord = mp_pool_slot(channels.ready + index)
         let (lost, replace, ending) = state.withLock { s -> (PendingTask?, Bool, PoolError?) in
-            guard let worker = s.workers[index], worker.pid == pid else { return (nil, false, nil) }
+            guard s.workers[index] === worker else { return (nil, false, nil) }
             s.workers[index] = nil
             s.live -= 1
             let lost = claimed != 0 ? s.pending.remove(claimed) : nil

@@ -39,7 +39,8 @@ enum ResultKind: UInt32 {
     case values = 2
     /// The work function threw, or the data could not be coded: a ``RemoteFailure`` follows.
     case failure = 3
-    /// From the watcher thread: the worker exited (`count` holds its Python-style exit code).
+    /// From the watcher thread: the worker exited (`count` holds its Python-style exit code). A
+    /// worker could forge one: the pool believes only its own reap of the process.
     case workerExited = 4
     /// The worker's initializer threw: a ``RemoteFailure`` follows.
     case initializerFailed = 5

@@ -1,10 +1,13 @@
-/// How one side of a pool turns its values into bytes and back: fixed-size trivial values are
-/// copied as they are (a chunk of a million `Int`s is one copy), any other `Codable` value goes
-/// through ``BinaryCoding``.
+/// How one side of a pool turns its values into bytes and back: numbers, and structs of numbers and
+/// `Bool`s, are copied as they are (a chunk of a million `Int`s is one copy), any other `Codable`
+/// value goes through ``BinaryCoding`` (see ``BitwiseLayout``: the bytes come from a worker).
 struct ValueCodec<Value: Codable>: Sendable {
-    let bitwise: Bool
+    let layout: BitwiseLayout
+    var bitwise: Bool { layout != .coded }
 
-    init() { bitwise = _isPOD(Value.self) }
+    // Inlined: the parent makes one per result, and an Int's costs one comparison more than before.
+    @inline(__always)
+    init() { layout = BitwiseLayout.of(Value.self) }
 
     /// Calls `body` with the bytes of `value`.
     func withBytes(of value: Value, _ body: (UnsafeRawBufferPointer) -> Void) throws(PoolError) {
@@ -31,6 +34,7 @@ struct ValueCodec<Value: Codable>: Sendable {
             guard bytes.count == MemoryLayout<Value>.size else {
                 throw .coding("\(bytes.count) bytes are not a \(Value.self)")
             }
+            if layout == .checked { try BitwiseLayout.check(bytes, count: 1, stride: 0, of: Value.self) }
             // A trivial type: the bytes are the value. A plain load, not a temporary allocation,
             // whose generic Result metadata a forked worker might have to instantiate (see withMessage).
             return bytes.loadUnaligned(as: Value.self)
@@ -46,6 +50,7 @@ struct ValueCodec<Value: Codable>: Sendable {
             guard count >= 0, bytes.count == count * stride else {
                 throw .coding("\(bytes.count) bytes are not \(count) × \(Value.self)")
             }
+            if layout == .checked { try BitwiseLayout.check(bytes, count: count, stride: stride, of: Value.self) }
             return [Value](unsafeUninitializedCapacity: count) { buffer, initialized in
                 if count > 0 {
                     UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(

@@ -52,6 +52,8 @@ struct WorkerLoop<Input: Codable & Sendable, Output: Codable & Sendable> {
         let one: Input? = inputs.first
         let answer: Output? = outputs.first
         _ = (one, answer, inputs[...], outputs[...])
+        // Their layouts, found by reflection (runtime locks): here, not first in a forked worker.
+        _ = (ValueCodec<Input>(), ValueCodec<Output>())
         let failure = RemoteFailure(type: "", message: "")
         try? BinaryCoding.withEncoding(of: failure) { bytes in
             _ = try? BinaryCoding.decode(RemoteFailure.self, from: bytes)
