@@ -58,8 +58,13 @@ static void changed(mp_barrier_t *b) {
 }
 
 /// Whether cycle `cycle`, ended by a reset, had released its parties (the guard held).
+/// `state` and `cycle`, read with a relaxed load: a party that could not take the guard reads
+/// both, and CASes `state`, without it (see the invariants); the guard orders everything else.
+static inline int32_t state_of(const mp_barrier_t *b) { return MP_LOAD(&b->state, MP_RELAXED); }
+static inline uint32_t cycle_of(const mp_barrier_t *b) { return MP_LOAD(&b->cycle, MP_RELAXED); }
+
 static int reset_after_pass(const mp_barrier_t *b, uint32_t cycle) {
-    uint32_t since = b->cycle - cycle; // resets since: the bit is the last 32 cycles'
+    uint32_t since = cycle_of(b) - cycle; // resets since: the bit is the last 32 cycles'
     return since >= 1 && since <= 32 && (b->passed >> (cycle & 31) & 1u);
 }
 
@@ -82,9 +87,9 @@ static int move_state(mp_barrier_t *b, int32_t from, int32_t to) {
 /// leaves without it: it breaks its cycle (see the invariants), as its timeout would. MP_TIMED_OUT,
 /// or MP_BROKEN if the barrier was already broken or reset.
 static mp_status_t leave_unguarded(mp_barrier_t *b, uint32_t cycle) {
-    int32_t state = MP_LOAD(&b->state, MP_RELAXED);
+    int32_t state = state_of(b);
     for (;;) {
-        if (MP_LOAD(&b->cycle, MP_RELAXED) != cycle || state == BROKEN) return MP_BROKEN;
+        if (cycle_of(b) != cycle || state == BROKEN) return MP_BROKEN;
         if (MP_CAS(&b->state, &state, BROKEN, MP_RELAXED, MP_RELAXED)) break;
     }
     MP_ADD(&b->seq, 1, MP_RELAXED); // wakes the other parties: they leave by their own deadlines
@@ -117,19 +122,19 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
     // Bounded: its holder may be a live process that does not let go (stopped, or named by a
     // garbled word); a dead holder's guard is taken over, and the survivor carries on (above).
     if (!take_guard(b, deadline)) return MP_TIMED_OUT; // not joined: the barrier is left as it was
-    while (b->state == DRAINING || b->state == RELEASING) { // the last cycle leaving, or its action
+    while (state_of(b) == DRAINING || state_of(b) == RELEASING) { // the last cycle leaving, or its action
         int waited = await_change(b, deadline);
         if (waited == GUARD_HELD) return MP_TIMED_OUT;
-        if (waited == TIMED_OUT && (b->state == DRAINING || b->state == RELEASING)) {
+        if (waited == TIMED_OUT && (state_of(b) == DRAINING || state_of(b) == RELEASING)) {
             mp_mutex_unlock(&b->guard);
             return MP_TIMED_OUT; // the previous cycle has not drained (a dead party?): reset() frees it
         }
     }
-    if (b->state == BROKEN) {
+    if (state_of(b) == BROKEN) {
         mp_mutex_unlock(&b->guard);
         return MP_BROKEN;
     }
-    uint32_t cycle = b->cycle;
+    uint32_t cycle = cycle_of(b);
     mp_status_t status = MP_OK;
     *index = b->count++;
     if (*index + 1 == b->parties) {
@@ -144,7 +149,7 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
                 mp_mutex_unlock(&b->guard);
                 int32_t failed = action(context);
                 if (!take_guard(b, deadline)) return leave_unguarded(b, cycle);
-                if (b->cycle != cycle || !move_state(b, RELEASING, failed ? BROKEN : DRAINING)) {
+                if (cycle_of(b) != cycle || !move_state(b, RELEASING, failed ? BROKEN : DRAINING)) {
                     status = MP_BROKEN; // reset, aborted or timed out meanwhile: nobody passes
                 } else if (failed) {
                     status = MP_BROKEN;
@@ -155,29 +160,29 @@ mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, 
         }
         changed(b);
     } else {
-        while ((b->state == FILLING || b->state == RELEASING) && b->cycle == cycle) {
+        while ((state_of(b) == FILLING || state_of(b) == RELEASING) && cycle_of(b) == cycle) {
             int waited = await_change(b, deadline);
             if (waited == GUARD_HELD) return leave_unguarded(b, cycle);
-            int32_t state = b->state;
-            if (waited == TIMED_OUT && (state == FILLING || state == RELEASING) && b->cycle == cycle) {
+            int32_t state = state_of(b);
+            if (waited == TIMED_OUT && (state == FILLING || state == RELEASING) && cycle_of(b) == cycle) {
                 if (move_state(b, state, BROKEN)) changed(b); // else already broken: nobody passes
                 status = MP_TIMED_OUT;
                 break;
             }
         }
-        if (status == MP_OK && (b->cycle != cycle ? !reset_after_pass(b, cycle) : b->state == BROKEN))
+        if (status == MP_OK && (cycle_of(b) != cycle ? !reset_after_pass(b, cycle) : state_of(b) == BROKEN))
             status = MP_BROKEN;
     }
-    if (b->cycle == cycle && --b->count == 0 && move_state(b, DRAINING, FILLING)) changed(b);
+    if (cycle_of(b) == cycle && --b->count == 0 && move_state(b, DRAINING, FILLING)) changed(b);
     mp_mutex_unlock(&b->guard);
     return status;
 }
 
 void mp_barrier_reset(mp_barrier_t *b) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    uint32_t bit = 1u << (b->cycle & 31);
-    b->passed = b->state == DRAINING ? b->passed | bit : b->passed & ~bit;
-    b->cycle++;
+    uint32_t bit = 1u << (cycle_of(b) & 31);
+    b->passed = state_of(b) == DRAINING ? b->passed | bit : b->passed & ~bit;
+    MP_STORE(&b->cycle, cycle_of(b) + 1, MP_RELAXED); // read unguarded by a leaver
     b->count = 0;
     MP_STORE(&b->state, FILLING, MP_RELAXED); // a leaver may CAS it (see the invariants)
     changed(b);
@@ -193,14 +198,14 @@ void mp_barrier_abort(mp_barrier_t *b) {
 
 int mp_barrier_is_broken(mp_barrier_t *b) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    int broken = b->state == BROKEN;
+    int broken = state_of(b) == BROKEN;
     mp_mutex_unlock(&b->guard);
     return broken;
 }
 
 uint32_t mp_barrier_waiting(mp_barrier_t *b) {
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    uint32_t n = b->state == FILLING || b->state == RELEASING ? b->count : 0; // as Python's n_waiting
+    uint32_t n = state_of(b) == FILLING || state_of(b) == RELEASING ? b->count : 0; // as Python's n_waiting
     mp_mutex_unlock(&b->guard);
     return n;
 }
