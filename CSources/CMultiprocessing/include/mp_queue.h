@@ -89,10 +89,10 @@ typedef struct mp_queue_view {
     uint8_t *_Nullable slots;   // lane i's slots start at slots + i * lane_slots * slot_stride
     uint64_t lane_slots;        // slots per lane, a power of two
     uint64_t queue_id;          // the queue's id, read once here: the key of a thread's lane choice
-    uint64_t lane_key;          // the straight lane put's one test (mp_queue_straight.h); 0: none
+    uint64_t lane_nonce;        // this view's own id in the process, never reused (the straight put's choice)
+    uint64_t lane_key;          // the straight lane paths' one test (mp_queue_straight.h); 0: none
     uint32_t slot_stride;       // slot_size rounded up to 8
-    uint32_t lane_get_size;     // the straight lane get's one test: slot_size, 0 without lanes or once corrupted
-    uint32_t reader_pad[14];
+    uint32_t reader_pad[15];
     // Written by every get (under the consumer lock), on a cache line of their own: the producer
     // threads of this process read the fields above on every put, and a line they share with
     // these would travel between the cores on every message.

@@ -65,35 +65,39 @@ _Static_assert(sizeof(struct mp_queue_lanes) == 128 + 128 * MP_QUEUE_LANES, "lan
 _Static_assert(offsetof(struct mp_queue_lanes, cursor) == 64, "the consumer's state on its own line");
 _Static_assert(offsetof(struct mp_queue_lanes, lane) % 64 == 0, "lanes start on a cache line");
 
-/// A thread's lane in a queue (queue_lanes.c keeps one per queue it has put to).
+/// A thread's lane in a queue (queue_lanes.c keeps one per queue it has put to), and, in its last
+/// choice, what the straight put reads through the view it last used (`key` names that view).
 typedef struct mp_lane_choice {
     uint64_t queue_id;
     int32_t tid;
     int32_t lane; // -1: the ring
     /// What the straight put compares with its view's `lane_key` and its message's size
-    /// (mp_queue_put_lane_straight): MP_LANE_KEY(queue_id) for a lane, 0 for the ring.
+    /// (mp_queue_put_lane_straight): MP_LANE_KEY(the view's lane_nonce) for a lane the put may
+    /// take straight, 0 otherwise (the ring, or a process whose lane puts must fence: they go out
+    /// of line, which fences).
     uint64_t key;
+    /// The lane's header and its first slot in that view's mapping, and its slot count less one.
+    /// Used only while `key` matches: a view's nonce is never reused, so these never outlive the
+    /// mapping they point into.
+    mp_lane_t *_Nullable lane_header;
+    uint8_t *_Nullable slots;
+    uint64_t mask;
+    /// The lane's `head_cache` + its slot count: the straight put has room while `tail` is below
+    /// it. The owner's private copy, set wherever it sets `head_cache` (queue_lanes.c).
+    uint64_t limit;
 } mp_lane_choice_t;
 
-/// A lane choice's key for queue `id`: the top bit set, so that it is never 0 (a new thread's
-/// zeroed choice, or a ring choice) and never a message size (what the test yields on a view
-/// without lanes).
+/// A lane choice's key for the view whose `lane_nonce` is `id`: the top bit set, so that it is
+/// never 0 (a new thread's zeroed choice, or a ring choice) and never a message size (what the
+/// test yields on a view without lanes).
 #define MP_LANE_KEY(id) ((id) | ((uint64_t)1 << 63))
 
 /// The calling thread's last lane choice. Initial-exec TLS: a plain %fs-relative load, so that a
 /// put's straight path makes no call. Written only by queue_lanes.c, which zeroes it in a forked
 /// child (pthread_atfork: the child's thread is not the one that chose).
 extern __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-exec")));
-/// Whether this process's lane puts must fence (membarrier is unusable here; queue_lanes.c's
-/// "Sleeping"). Written only by queue_lanes.c.
-extern uint32_t mp_lanes_fenced;
-
 /// A lane put's wake-up, out of line (a consumer sleeps on `data_seq`).
 void mp_queue_wake_consumers(mp_queue_view_t *_Nonnull v);
-/// A lane put's rare last step, out of line: the fence this process's lane puts need where it
-/// cannot use membarrier (`mp_lanes_fenced`), then the consumers woken if one sleeps (read again,
-/// after the fence).
-void mp_queue_lane_put_after(mp_queue_view_t *_Nonnull v);
 /// A lane get's wake-up, out of line (a producer sleeps on `space_seq`).
 void mp_queue_wake_producers(mp_queue_view_t *_Nonnull v);
 /// mp_queue_lane_take's copy where ThreadSanitizer watches (queue_lanes.c): the same bytes, read
@@ -250,68 +254,144 @@ MP_STRAIGHT void mp_queue_barrier_after_rmw(void) {
 }
 
 /// mp_queue_put's straight path on a lane: a message of `size` bytes (the queue's slot size, at
-/// most 64) into the calling thread's lane of the queue it put to last, with room by the cached
-/// head and no shutdown. No lock and no locked instruction: a copy, the release store of `tail`, one load of
-/// `data_sleepers` (queue_lanes.c's "Sleeping": the sleeper's membarrier is the other half, or a
-/// fence here where this process cannot use membarrier). 1 if put; 0 if the straight path does not
-/// apply, and nothing was done (call mp_queue_put).
+/// most 64) into the calling thread's lane of the view it put through last, with room by the cached
+/// head and no shutdown. No lock and no locked instruction: a copy, the release store of `tail`, one
+/// load of `data_sleepers` (queue_lanes.c's "Sleeping": the sleeper's membarrier is the other half;
+/// a process that cannot use membarrier has no straight key, and fences out of line). 1 if put; 0 if
+/// the straight path does not apply, and nothing was done (call mp_queue_put).
 MP_STRAIGHT int mp_queue_put_lane_straight(mp_queue_view_t *_Nonnull v, const void *_Nonnull data, uint64_t size) {
     mp_lane_choice_t *last = &mp_last_lane_choice;
+    // The choice's address as a plain pointer, computed once (the compiler otherwise rebuilds the
+    // %fs-relative offset for each of its fields; a loop of puts computes it once, outside).
+    __asm__("" : "+r"(last));
     // One test for all of: the view has lanes and is sound, its slots hold `size` bytes, and the
-    // thread's last choice is a lane of this queue. A sound lanes view's `lane_key` is
-    // MP_LANE_KEY(queue_id) ^ slot_size (mp_queue_lanes_attach), else 0 (no lanes, or corrupted),
-    // so `lane_key ^ size` is the choice's key only for a lane choice of this queue with `size` the
-    // slot size: a ring choice's key and a new thread's are 0, and a view without lanes yields
-    // `size` (never 0 here). A forked child's inherited choice was zeroed (queue_lanes.c).
+    // thread's last choice is a lane it may put to straight, made through this view (whose
+    // pointers it holds). A sound lanes view's `lane_key` is MP_LANE_KEY(lane_nonce) ^ slot_size
+    // (mp_queue_lanes_attach), else 0 (no lanes, or corrupted), so `lane_key ^ size` is the
+    // choice's key only for a straight lane choice through this view with `size` the slot size: a
+    // ring choice's key and a new thread's are 0, and a view without lanes yields `size` (never 0
+    // here). A forked child's inherited choice was zeroed (queue_lanes.c).
     if (size == 0 || size > 64 || (__atomic_load_n(&v->lane_key, __ATOMIC_RELAXED) ^ size) != last->key) return 0;
     mp_queue_t *q = v->header; // read once: after the slot's stores the compiler would read it again
-    mp_lane_t *l = mp_queue_lane_at(v, (uint32_t)last->lane);
+    mp_lane_t *l = last->lane_header;
     uint64_t tail = __atomic_load_n(&l->tail, __ATOMIC_RELAXED); // only this thread stores it
-    if (__builtin_expect(tail - l->head_cache >= v->lane_slots || __atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) != 0,
-                         0))
-        return 0;
-    mp_queue_copy_small(mp_queue_slot_of(v, (uint32_t)last->lane, tail, mp_queue_stride_of(size)),
-                        (const uint8_t *)data, size);
+    if (__builtin_expect(tail >= last->limit || __atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) != 0, 0)) return 0;
+    // The slot inside the lane whatever `tail` holds (the mask), as mp_queue_slot_of.
+    mp_queue_copy_small(last->slots + (tail & last->mask) * mp_queue_stride_of(size), (const uint8_t *)data, size);
     __atomic_store_n(&l->tail, tail + 1, __ATOMIC_RELEASE); // publishes the slot
+#ifdef MP_QUEUE_STRAIGHT_TSAN
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); // TSan builds always fence (TSan does not model membarrier)
+#else
     __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
-    // One test for both rare cases: a consumer asleep, or a process whose lane puts must fence
-    // (then this read of the sleepers, unordered after `tail`, is dropped: the out-of-line step
-    // fences and reads them again).
-    if (__builtin_expect((__atomic_load_n(&q->data_sleepers, __ATOMIC_RELAXED) |
-                          __atomic_load_n(&mp_lanes_fenced, __ATOMIC_RELAXED)) != 0,
-                         0))
-        mp_queue_lane_put_after(v);
+#endif
+    if (__builtin_expect(__atomic_load_n(&q->data_sleepers, __ATOMIC_RELAXED) != 0, 0)) mp_queue_wake_consumers(v);
     return 1;
 }
 
-/// Where a lane's straight get copies the message it takes: the calling thread's own, read by the
-/// caller before its next get (a stack buffer in the caller instead made every get, the ring's
-/// too, pay for a stack protector and a call more). Written only by mp_queue_get_lane_straight.
-extern __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));
+/// mp_queue_put_lane_straight for a message of at most 8 bytes, passed in a register (`word`: the
+/// message's bytes, from the first), so that the caller keeps no copy in memory.
+MP_STRAIGHT int mp_queue_put_lane_word(mp_queue_view_t *_Nonnull v, uint64_t size, uint64_t word) {
+    return size <= 8 && mp_queue_put_lane_straight(v, &word, size);
+}
 
-/// mp_queue_get_begin's straight path on a lane, with no lock: the next message of `size` bytes
-/// (the queue's slot size, at most 64) from the lane whose turn it is (the consumers' `cursor`,
-/// with `budget` left), copied to the thread's `mp_lane_taken`, then the producers woken if one
-/// waits for room (the CAS is the barrier before that read). The copy if taken; NULL if the
-/// straight path does not apply (that lane is empty, the turn is over, a shutdown, a garbled
-/// lane), and nothing was taken (call mp_queue_get_begin, which decides all of those).
-MP_STRAIGHT const void *_Nullable mp_queue_get_lane_straight(mp_queue_view_t *_Nonnull v, uint64_t size) {
-    // One test: the view has lanes, is sound, and its slots hold `size` bytes (`lane_get_size`).
-    if (size == 0 || size > 64 || __atomic_load_n(&v->lane_get_size, __ATOMIC_RELAXED) != size) return 0;
-    uint8_t *out = (uint8_t *)mp_lane_taken;
-    struct mp_queue_lanes *a = v->lanes;
-    mp_queue_t *q = v->header; // read once: after the take's CAS the compiler would read it again
-    uint32_t c = __atomic_load_n(&a->cursor, __ATOMIC_RELAXED), budget = __atomic_load_n(&a->budget, __ATOMIC_RELAXED);
-    // Relaxed shutdown: a get that overlaps an immediate shutdown may take a message it discards.
-    if (__builtin_expect(c >= MP_QUEUE_LANES || budget - 1 >= MP_QUEUE_LANE_BUDGET ||
-                             __atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE,
-                         0))
+/// A consumer thread's turn on one lane, in the view it last took from straight: the straight get
+/// takes from that lane alone, at most `left` more messages, with no shared hint read or written.
+/// queue_lanes.c starts a turn (from the consumers' `cursor` and `budget`, which it moves on) and
+/// ends it; the straight get only counts it down and caches `tail`. Thread-private.
+typedef struct mp_lane_turn {
+    /// MP_LANE_KEY(the view's lane_nonce) while the turn is in that view; 0: none. The pointers
+    /// below are used only while it matches the view's `lane_key` (see mp_lane_choice_t).
+    uint64_t key;
+    mp_lane_t *_Nullable lane;
+    const uint8_t *_Nullable slots; // the lane's first slot
+    uint64_t mask;                  // its slot count less one
+    uint64_t left;                  // straight takes left in the turn
+    /// A value the lane's `tail` had, read with acquire by this thread (so the slots below it are
+    /// visible here): while `head` is below it, a get does not read the producer's line.
+    uint64_t known_tail;
+} mp_lane_turn_t;
+
+/// The calling thread's turn (initial-exec TLS, as mp_last_lane_choice). Written by the straight
+/// get (`left`, `known_tail`) and by queue_lanes.c.
+extern __thread mp_lane_turn_t mp_lane_turn __attribute__((tls_model("initial-exec")));
+
+/// The straight get's out-of-line step when the calling thread has no turn in view `v` (its turn
+/// is in another view, or none), or has spent it; no lock. A new turn starts on the lane of the
+/// consumers' `cursor`, for the `budget` it has left (taking one of it); a spent turn goes on for
+/// another LANE_BUDGET when nothing else waits (no other lane and the ring empty), else it ends
+/// and the lane's turn with it. 1 if the thread has a turn in `v`; 0 when `v` has no sound lanes of
+/// `size`-byte slots, or the turn is over (the locked get moves on).
+int mp_queue_lane_turn_begin(mp_queue_view_t *_Nonnull v, uint64_t size);
+
+/// mp_queue_get_begin's straight path on a lane, with no lock: the next message of `size` bytes (the
+/// queue's slot size, at most 64) from the lane of the thread's turn, copied to `out`, then the
+/// producers woken if one waits for room (the CAS is the barrier before that read). 1 if taken; 0
+/// if the straight path does not apply (the lane is empty, the turn is over, a shutdown, a garbled
+/// lane), and nothing was taken (call mp_queue_get_begin, which decides all of those and starts the
+/// next turn).
+MP_STRAIGHT int mp_queue_take_lane_straight(mp_queue_view_t *_Nonnull v, uint64_t size, uint8_t *_Nonnull out) {
+    mp_lane_turn_t *t = &mp_lane_turn;
+    if (size == 0 || size > 64) return 0;
+    // One test for: the view has lanes and is sound, its slots hold `size` bytes, and the thread's
+    // turn is in this view (mp_queue_put_lane_straight's test, against the turn's key).
+    if (__builtin_expect((__atomic_load_n(&v->lane_key, __ATOMIC_RELAXED) ^ size) != t->key || t->left == 0, 0) &&
+        !mp_queue_lane_turn_begin(v, size))
         return 0;
-    if (mp_queue_lane_take(v, c, size, out, 0, 1) != 1) return 0;
-    __atomic_store_n(&a->budget, budget - 1, __ATOMIC_RELAXED);
+    mp_queue_t *q = v->header; // read once: after the take's CAS the compiler would read it again
+    // Relaxed shutdown: a get that overlaps an immediate shutdown may take a message it discards.
+    if (__builtin_expect(__atomic_load_n(&q->shutdown, __ATOMIC_RELAXED) == MP_QUEUE_SHUTDOWN_IMMEDIATE, 0)) return 0;
+    mp_lane_t *l = t->lane;
+    uint64_t mask = t->mask, stride = mp_queue_stride_of(size);
+    uint64_t head = __atomic_load_n(&l->head, __ATOMIC_RELAXED); // checked by the CAS
+    for (;;) {
+        uint64_t n = t->known_tail - head;
+        if (n - 1 > mask) { // none by that view (or `head` moved past it, or garbled)
+            uint64_t tail = __atomic_load_n(&l->tail, __ATOMIC_ACQUIRE); // pairs with the producer's release
+            n = tail - head;
+            if (n - 1 > mask) return 0; // empty, or positions more than a lane apart: the locked get decides
+            t->known_tail = tail;
+        }
+        // The next slot, when published: its line is on its way while the CAS below waits (see
+        // mp_queue_lane_take).
+        if (n > 1) __builtin_prefetch(t->slots + ((head + 1) & mask) * stride);
+        const uint8_t *slot = t->slots + (head & mask) * stride; // inside the lane whatever `head` holds
+#ifdef MP_QUEUE_STRAIGHT_TSAN
+        mp_queue_copy_unwatched(out, slot, size); // a copy that loses its CAS may be torn (mp_queue_lane_take)
+#else
+        mp_queue_copy_small(out, slot, size);
+#endif
+        // Release: the copy happens before a producer that sees the new `head` writes the slot
+        // again. Fails, and reloads `head`, when another consumer moved it.
+        if (__atomic_compare_exchange_n(&l->head, &head, head + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) break;
+    }
+    t->left--;
     mp_queue_barrier_after_rmw(); // the CAS orders `head` before the read of the sleepers
     if (__builtin_expect(__atomic_load_n(&q->space_sleepers, __ATOMIC_RELAXED) > 0, 0)) mp_queue_wake_producers(v);
-    return out;
+    return 1;
+}
+
+/// A straight get's value of at most 8 bytes, in registers: `taken` 0 when nothing was taken.
+typedef struct mp_lane_word {
+    uint64_t taken;
+    uint64_t word; // the message's bytes, from the first
+} mp_lane_word_t;
+
+/// mp_queue_take_lane_straight for a message of at most 8 bytes, returned in registers.
+MP_STRAIGHT mp_lane_word_t mp_queue_get_lane_word(mp_queue_view_t *_Nonnull v, uint64_t size) {
+    mp_lane_word_t r = {0, 0}; // copied into by address, then a register once inlined
+    if (size <= 8) r.taken = (uint64_t)mp_queue_take_lane_straight(v, size, (uint8_t *)&r.word);
+    return r;
+}
+
+/// Where a lane's straight get of a message of more than 8 bytes copies it: the calling thread's
+/// own, read by the caller before its next get (a stack buffer in the caller instead made every
+/// get, the ring's too, pay for a stack protector and a call more). Written only by
+/// mp_queue_get_lane_straight.
+extern __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));
+
+/// mp_queue_take_lane_straight into the thread's `mp_lane_taken`: the copy if taken, else NULL.
+MP_STRAIGHT const void *_Nullable mp_queue_get_lane_straight(mp_queue_view_t *_Nonnull v, uint64_t size) {
+    return mp_queue_take_lane_straight(v, size, (uint8_t *)mp_lane_taken) ? mp_lane_taken : 0;
 }
 
 // MARK: - The ring's straight path (queue_put.c owns the producer's protocol; this is the inline
@@ -340,14 +420,14 @@ MP_STRAIGHT uint64_t mp_queue_record_bytes(uint64_t payload) {
 mp_status_t mp_queue_put_held(mp_queue_view_t *_Nonnull v, const void *_Nullable data, uint64_t length,
                               int64_t deadline_ns);
 
-/// mp_queue_put's straight path: a message of `size` bytes (at most 64) through the calling
-/// thread's lane, or into the ring when the queue has no lanes (the producer lock by its CAS; a
-/// whole record before the ring's end, within the cached room and message count). MP_OK when put;
+/// mp_queue_put's straight path into the ring: a message of `size` bytes (at most 64) that takes no
+/// lane (a queue without lanes, or lanes of another size: the caller knows which, and takes a lane's
+/// straight path itself), with the producer lock by its CAS, as a whole record before the ring's
+/// end, within the cached room and message count. MP_OK when put;
 /// MP_BUSY when the straight path does not apply and nothing was done (call mp_queue_put);
 /// otherwise the outcome of mp_queue_put_held, which took over with the lock held.
 MP_STRAIGHT mp_status_t mp_queue_put_straight(mp_queue_view_t *_Nonnull v, const void *_Nonnull data, uint64_t size,
                                               int64_t deadline_ns) {
-    if (v->lanes) return mp_queue_put_lane_straight(v, data, size) ? MP_OK : MP_BUSY;
     mp_queue_t *q = v->header;
     if (size > 64 || __atomic_load_n(&v->corrupted, __ATOMIC_RELAXED)) return MP_BUSY;
     // The queue's locks are process-owned (mp_queue_init): the mutex's fast path with the pid.

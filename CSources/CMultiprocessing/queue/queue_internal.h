@@ -113,12 +113,11 @@ static inline int has_data(mp_queue_view_t *v, uint64_t unused) {
 
 /// Marks the queue unusable in this process: its shared state broke a check (queue.c's "Trust").
 /// Relaxed atomics: the flag is set under the consumer lock and read by every put and get of this
-/// process, on any thread; it orders nothing else. The straight lane paths test `lane_key` and
-/// `lane_get_size` instead of the flag: both 0 turn them away too.
+/// process, on any thread; it orders nothing else. The straight lane paths test `lane_key` instead
+/// of the flag: 0 turns them away too.
 static inline mp_status_t corrupted(mp_queue_view_t *v) {
     MP_STORE(&v->corrupted, 1, MP_RELAXED);
     MP_STORE(&v->lane_key, 0, MP_RELAXED);
-    MP_STORE(&v->lane_get_size, 0, MP_RELAXED);
     return MP_CORRUPTED;
 }
 
@@ -263,17 +262,14 @@ __attribute__((visibility("hidden"))) void lanes_before_sleep(mp_queue_view_t *v
 /// producers are fenced by membarrier, else 1 ms (see queue_lanes.c).
 __attribute__((visibility("hidden"))) int64_t lanes_sleep_cap(mp_queue_view_t *v, int64_t deadline);
 
-/// lane_of_caller (claiming), with the common case inline: the queue the thread put to last.
-static inline int lane_of_caller_fast(mp_queue_view_t *v) {
-    mp_lane_choice_t *last = &mp_last_lane_choice;
-    if (MP_LIKELY(last->queue_id == v->queue_id && last->tid == mp_thread_id())) return last->lane;
-    return lane_of_caller(v, 1);
-}
+/// Whether this process's lane puts must fence (membarrier is unusable here; queue_lanes.c's
+/// "Sleeping"), read by every out-of-line lane put. Written only by queue_lanes.c.
+__attribute__((visibility("hidden"))) extern uint32_t lanes_fenced;
 
 /// After a lane's `tail` store: wakes the consumers if one sleeps (see queue_lanes.c's "Sleeping").
 static inline void wake_consumers(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
-    if (MP_UNLIKELY(MP_LOAD(&mp_lanes_fenced, MP_RELAXED))) mp_full_barrier();
+    if (MP_UNLIKELY(MP_LOAD(&lanes_fenced, MP_RELAXED))) mp_full_barrier();
     else __atomic_signal_fence(__ATOMIC_SEQ_CST); // the sleeper's membarrier is the other half
     wake_sleepers(v, &q->data_seq, &q->data_sleepers);
 }
@@ -313,15 +309,41 @@ static inline uint64_t lane_waiting(mp_queue_view_t *v, uint32_t i) {
     return n;
 }
 
+/// Starts the calling thread's straight turn (mp_lane_turn) on lane `i` of `v`, for `left` takes:
+/// after a pick, which took one of the consumers' `budget`. None on a corrupted view.
+static inline void lanes_turn_to(mp_queue_view_t *v, uint32_t i, uint32_t left) {
+    mp_lane_turn_t *t = &mp_lane_turn;
+    t->key = MP_LOAD(&v->lane_key, MP_RELAXED) != 0 ? MP_LANE_KEY(v->lane_nonce) : 0;
+    t->lane = lane_at(v, i);
+    t->slots = slot_at(v, i, 0);
+    t->mask = v->lane_slots - 1;
+    t->left = left;
+    t->known_tail = 0; // below any `head` but 0: the first get reads `tail`
+}
+
+/// Before a pick: a straight turn the calling thread spent in `v` ends the lane's turn for every
+/// consumer (`budget` 0: lane_pick moves `cursor` on, the ring first), so that a consumer that
+/// takes straight from one lane moves on after LANE_BUDGET messages, as one that takes under the
+/// lock does.
+static inline void lanes_end_spent_turn(mp_queue_view_t *v) {
+    mp_lane_turn_t *t = &mp_lane_turn;
+    if (t->key == MP_LANE_KEY(v->lane_nonce) && t->left == 0) {
+        MP_STORE(&v->lanes->budget, 0, MP_RELAXED);
+        t->key = 0;
+    }
+}
+
 /// Under the consumer lock: lane_pick, with the common case inline: the current lane has a
 /// message and budget left. `cursor` and `budget` are hints that straight gets write too.
 static inline int lane_pick_fast(mp_queue_view_t *v) {
     struct mp_queue_lanes *a = v->lanes;
+    lanes_end_spent_turn(v);
     uint32_t c = MP_LOAD(&a->cursor, MP_RELAXED), budget = MP_LOAD(&a->budget, MP_RELAXED);
     if (MP_LIKELY(c < MP_QUEUE_LANES && budget - 1 < LANE_BUDGET)) { // budget in [1, LANE_BUDGET]
         uint64_t n = lane_waiting(v, c);
         if (MP_LIKELY(n - 1 < v->lane_slots)) { // in [1, lane_slots]
             MP_STORE(&a->budget, budget - 1, MP_RELAXED);
+            lanes_turn_to(v, c, budget - 1);
             return (int)c;
         }
     }

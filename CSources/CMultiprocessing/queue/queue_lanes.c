@@ -29,7 +29,10 @@
 //   id, set at creation, so every handle of one queue in a process shares the choice, and by the
 //   thread id, so a forked child, whose thread ids differ, chooses anew; the last choice, which the
 //   straight put reads without its thread id, the child forgets at the fork). The table is not trimmed:
-//   a thread keeps 24 bytes for each lane queue it ever put to.
+//   a thread keeps 56 bytes for each lane queue it ever put to. The last choice and a consumer's
+//   turn also hold pointers into the view they were made through, keyed by that view's
+//   `lane_nonce` (never reused in the process), so they are never used through another view, nor
+//   after their view is gone.
 //   A dead producer's lane is thus drained by the consumers and reused by the next producer that
 //   finds no free lane. Thread ids are per pid namespace: every process must share one.
 //
@@ -85,6 +88,9 @@ uint64_t mp_queue_lanes_bytes(uint64_t capacity, uint32_t slot_size) {
     return sizeof(struct mp_queue_lanes) + MP_QUEUE_LANES * slots_per_lane(capacity, stride) * stride;
 }
 
+/// The views attached so far in this process (their `lane_nonce`s).
+static uint64_t view_nonces;
+
 void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring, uint64_t capacity, uint32_t slot_size) {
     view->held_lane = -1;
     if (slot_size == 0) return;
@@ -92,9 +98,11 @@ void mp_queue_lanes_attach(mp_queue_view_t *view, uint8_t *after_ring, uint64_t 
     // Read once (see "Trust"), and never 0: the straight put's choice check relies on it.
     uint64_t id = MP_LOAD(&view->lanes->queue_id, MP_RELAXED);
     view->queue_id = id != 0 ? id : 1;
+    // This view's own name for the straight put's choice, which holds pointers into this mapping:
+    // never reused in the process, so a choice made through a view that is gone never matches.
+    view->lane_nonce = MP_ADD(&view_nonces, 1, MP_RELAXED) + 1;
     // The straight paths' tests, until the view is corrupted (queue_internal.h).
-    view->lane_key = MP_LANE_KEY(view->queue_id) ^ slot_size;
-    view->lane_get_size = slot_size;
+    view->lane_key = MP_LANE_KEY(view->lane_nonce) ^ slot_size;
     view->slot_size = slot_size;
     view->slot_stride = stride_of(slot_size);
     view->lane_slots = slots_per_lane(capacity, view->slot_stride);
@@ -124,7 +132,7 @@ static uint32_t membarrier_state(void) {
     return state;
 }
 
-uint32_t mp_lanes_fenced = 1;
+uint32_t lanes_fenced = 1;
 
 void lanes_before_sleep(mp_queue_view_t *v) {
     (void)v;
@@ -147,8 +155,6 @@ void mp_queue_wake_consumers(mp_queue_view_t *v) {
     mp_futex_wake(&q->data_seq, INT_MAX, (int)v->shared);
 }
 
-void mp_queue_lane_put_after(mp_queue_view_t *v) { wake_consumers(v); }
-
 void mp_queue_wake_producers(mp_queue_view_t *v) {
     mp_queue_t *q = v->header;
     MP_ADD(&q->space_seq, 1, MP_RELEASE);
@@ -166,11 +172,12 @@ __attribute__((no_sanitize("thread"))) void mp_queue_copy_unwatched(uint8_t *dst
 
 /// The calling thread's choices, one per queue it has put to (never evicted: forgetting a ring
 /// choice could let the thread take a lane later and overtake its own messages in the ring), and
-/// the last one used (read inline by every put: lane_of_caller_fast).
+/// the last one used, with what the straight put reads (mp_queue_put_lane_straight).
 static __thread mp_lane_choice_t *choices;
 static __thread uint32_t choice_count, choice_capacity;
 __thread mp_lane_choice_t mp_last_lane_choice __attribute__((tls_model("initial-exec"))); // mp_queue_straight.h
 __thread uint64_t mp_lane_taken[8] __attribute__((tls_model("initial-exec")));           // mp_queue_straight.h
+__thread mp_lane_turn_t mp_lane_turn __attribute__((tls_model("initial-exec")));          // mp_queue_straight.h
 #define last_choice mp_last_lane_choice
 
 /// A forked child's thread is not the one that made the choices it inherits: it is a new
@@ -203,7 +210,7 @@ static int took(mp_queue_view_t *v, uint32_t i) {
 }
 
 static int claim(mp_queue_view_t *v, int32_t tid) {
-    MP_STORE(&mp_lanes_fenced, membarrier_state() != 1, MP_RELAXED); // read by every lane put, on any thread
+    MP_STORE(&lanes_fenced, membarrier_state() != 1, MP_RELAXED); // read by every lane put, on any thread
     struct mp_queue_lanes *a = v->lanes;
     for (uint32_t i = 0; i < MP_QUEUE_LANES; i++) // one a dead thread of the same id owned
         if (MP_LOAD(&a->lane[i].owner, MP_ACQUIRE) == (uint32_t)tid) return took(v, i);
@@ -220,28 +227,45 @@ static int claim(mp_queue_view_t *v, int32_t tid) {
     return -1;
 }
 
+/// Makes `choice` the thread's last, with what the straight put reads for view `v`: the key of
+/// v's lanes, and the lane's header and slots in v's mapping. No key for the ring, nor where this
+/// process's lane puts must fence (they then go out of line, through wake_consumers, which
+/// fences), except under ThreadSanitizer, whose straight put always fences (mp_queue_straight.h).
+static int remember(mp_queue_view_t *v, mp_lane_choice_t choice) {
+    int straight = choice.lane >= 0;
+#ifndef MP_TSAN
+    straight = straight && !MP_LOAD(&lanes_fenced, MP_RELAXED);
+#endif
+    choice.key = straight ? MP_LANE_KEY(v->lane_nonce) : 0;
+    choice.lane_header = straight ? lane_at(v, (uint32_t)choice.lane) : NULL;
+    choice.slots = straight ? slot_at(v, (uint32_t)choice.lane, 0) : NULL;
+    choice.mask = v->lane_slots - 1;
+    choice.limit = straight ? MP_LOAD(&choice.lane_header->head_cache, MP_RELAXED) + v->lane_slots : 0;
+    last_choice = choice;
+    return choice.lane;
+}
+
 MP_COLD int lane_of_caller(mp_queue_view_t *v, int may_claim) {
     int32_t tid = mp_thread_id();
-    if (MP_LIKELY(last_choice.queue_id == v->queue_id && last_choice.tid == tid)) return last_choice.lane;
-    for (uint32_t k = 0; k < choice_count; k++) {
-        if (choices[k].queue_id == v->queue_id && choices[k].tid == tid) {
-            last_choice = choices[k];
-            return last_choice.lane;
-        }
+    if (MP_LIKELY(last_choice.queue_id == v->queue_id && last_choice.tid == tid)) {
+        // Through another view of the same queue, the straight put's pointers are that view's.
+        if (last_choice.key != MP_LANE_KEY(v->lane_nonce)) return remember(v, last_choice);
+        return last_choice.lane;
     }
+    for (uint32_t k = 0; k < choice_count; k++)
+        if (choices[k].queue_id == v->queue_id && choices[k].tid == tid) return remember(v, choices[k]);
     if (!may_claim) return -1;
     int lane = claim(v, tid);
-    mp_lane_choice_t choice = {v->queue_id, tid, lane, lane >= 0 ? MP_LANE_KEY(v->queue_id) : 0};
+    mp_lane_choice_t choice = {.queue_id = v->queue_id, .tid = tid, .lane = lane};
     if (choice_count == choice_capacity) {
         uint32_t capacity = choice_capacity ? 2 * choice_capacity : 8;
         mp_lane_choice_t *grown = realloc(choices, capacity * sizeof *grown);
-        if (grown == NULL) return choice.lane; // not remembered: claim() finds an owned lane again
+        if (grown == NULL) return remember(v, choice); // not kept in the table: claim() finds an owned lane again
         choices = grown;
         choice_capacity = capacity;
     }
     choices[choice_count++] = choice;
-    last_choice = choice;
-    return choice.lane;
+    return remember(v, choice);
 }
 
 // MARK: - Putting
@@ -330,6 +354,9 @@ MP_COLD mp_status_t lane_put(mp_queue_view_t *v, uint32_t i, const void *data, u
         MP_STORE(&l->tail, tail, MP_RELEASE); // publishes the slots written (see "Who writes what")
         wake_consumers(v);
     }
+    // The straight put's room, from the `head_cache` lane_room refreshed (the same lane whichever
+    // view the choice was made through: one shared lane).
+    if (last_choice.lane_header == l) last_choice.limit = l->head_cache + v->lane_slots;
     *put = done;
     return done == count ? MP_OK : status;
 }
@@ -352,6 +379,7 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
     struct mp_queue_lanes *a = v->lanes;
     uint32_t used = lanes_used(v);
     if (used == 0) return -1;
+    lanes_end_spent_turn(v);
     // Relaxed hints (straight gets write them too, without the lock): clamped where read.
     uint32_t cursor = MP_LOAD(&a->cursor, MP_RELAXED), budget = MP_LOAD(&a->budget, MP_RELAXED);
     uint32_t c = cursor < used ? cursor : 0;
@@ -379,9 +407,49 @@ MP_COLD int lane_pick(mp_queue_view_t *v, int ring_first) {
             }
         }
         MP_STORE(&a->budget, budget - 1, MP_RELAXED);
+        lanes_turn_to(v, i, budget - 1);
         return (int)i;
     }
     return -1;
+}
+
+/// Whether any lane but `except` (an index; MP_QUEUE_LANES for none) or the ring has a message: a
+/// relaxed look without the lock, for a straight turn's renewal (a message that arrives just after
+/// waits at most one more turn).
+static int others_waiting(mp_queue_view_t *v, uint32_t except) {
+    mp_queue_t *q = v->header;
+    if (MP_LOAD(&q->tail, MP_RELAXED) != MP_LOAD(&q->head, MP_RELAXED)) return 1;
+    uint32_t used = lanes_used(v);
+    for (uint32_t i = 0; i < used; i++) {
+        mp_lane_t *l = lane_at(v, i);
+        if (i != except && MP_LOAD(&l->tail, MP_RELAXED) != MP_LOAD(&l->head, MP_RELAXED)) return 1;
+    }
+    return 0;
+}
+
+int mp_queue_lane_turn_begin(mp_queue_view_t *v, uint64_t size) {
+    mp_lane_turn_t *t = &mp_lane_turn;
+    uint64_t key = MP_LANE_KEY(v->lane_nonce);
+    // No lanes (no nonce: `lane_key` 0), slots of another size, or a corrupted view.
+    if ((MP_LOAD(&v->lane_key, MP_RELAXED) ^ size) != key) return 0;
+    struct mp_queue_lanes *a = v->lanes;
+    if (t->key == key) { // spent (see mp_queue_take_lane_straight)
+        uint32_t i = (uint32_t)(t->lane - &a->lane[0]);
+        if (!others_waiting(v, i)) { // nothing else to give a turn to: another turn on this lane
+            t->left = LANE_BUDGET;
+            return 1;
+        }
+        lanes_end_spent_turn(v);
+        return 0;
+    }
+    // Relaxed hints, clamped (see "Trust"), as lane_pick_fast reads them.
+    uint32_t c = MP_LOAD(&a->cursor, MP_RELAXED), budget = MP_LOAD(&a->budget, MP_RELAXED);
+    if (c >= MP_QUEUE_LANES || budget - 1 >= LANE_BUDGET) return 0; // that lane's turn is over
+    // Each turn started takes one of the lane's budget, so that a consumer that keeps switching
+    // between queues (a new turn each time) moves the cursor on too.
+    MP_STORE(&a->budget, budget - 1, MP_RELAXED);
+    lanes_turn_to(v, c, budget);
+    return 1;
 }
 
 void lanes_discard(mp_queue_view_t *v) {

@@ -75,7 +75,14 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         countsTasks = joinable
         self.maxSize = maxSize
         self.maxMessageSize = maxMessageSize
-        mode = Atomic(QueueMode.of(codec, maxMessageSize: maxMessageSize, countsTasks: joinable))
+        mode = Atomic(
+            QueueMode.of(codec, maxMessageSize: maxMessageSize, countsTasks: joinable, lanes: Self.hasLanes(q)))
+    }
+
+    /// Whether the queue has lanes whose slots hold an `Element` (the lane paths' size).
+    @usableFromInline
+    static func hasLanes(_ q: UnsafeMutablePointer<mp_queue_view_t>) -> Bool {
+        q.pointee.lanes != nil && Int(q.pointee.slot_size) == MemoryLayout<Element>.size
     }
 
     /// A queue of `Codable` elements, at most `maxSize` of them (nil, zero or less: unbounded, as
@@ -117,9 +124,15 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Throws ``QueueError/full`` if the timeout passes first.
     @inlinable
     public final func put(_ item: Element, timeout: Duration? = nil) throws(QueueError) {
-        // One load and one test for an open queue whose elements take the straight path.
-        if MemoryLayout<Element>.size <= 64, mode.load(ordering: .relaxed) == QueueMode.straight {
-            return try sendStraight(item, deadline: try Deadline.after(timeout, QueueError.self))
+        // One load and a test or two for an open queue whose elements take a straight path.
+        if MemoryLayout<Element>.size <= 64 {
+            let mode = mode.load(ordering: .relaxed)
+            if mode & QueueMode.lanes != 0 {  // straightLanes: a closed queue's mode is closed alone
+                return try sendLane(item, deadline: try Deadline.after(timeout, QueueError.self))
+            }
+            if mode == QueueMode.straight {
+                return try sendStraight(item, deadline: try Deadline.after(timeout, QueueError.self))
+            }
         }
         try checkOpen()
         try send(item, deadline: try Deadline.after(timeout, QueueError.self))
@@ -128,8 +141,10 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Puts `item` if there is room at once; throws ``QueueError/full`` otherwise.
     @inlinable
     public final func putNowait(_ item: Element) throws(QueueError) {
-        if MemoryLayout<Element>.size <= 64, mode.load(ordering: .relaxed) == QueueMode.straight {
-            return try sendStraight(item, deadline: 0)
+        if MemoryLayout<Element>.size <= 64 {
+            let mode = mode.load(ordering: .relaxed)
+            if mode & QueueMode.lanes != 0 { return try sendLane(item, deadline: 0) }
+            if mode == QueueMode.straight { return try sendStraight(item, deadline: 0) }
         }
         try checkOpen()
         try send(item, deadline: 0)
@@ -139,7 +154,11 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Throws ``QueueError/empty`` if the timeout passes first.
     @inlinable
     public final func get(timeout: Duration? = nil) throws(QueueError) -> Element {
-        if mode.load(ordering: .relaxed) == QueueMode.straight {
+        let mode = mode.load(ordering: .relaxed)
+        if mode & QueueMode.lanes != 0 {  // straightLanes: a closed queue's mode is closed alone
+            return try receiveLane(deadline: try Deadline.after(timeout, QueueError.self))
+        }
+        if mode == QueueMode.straight {
             return try receiveCopy(deadline: try Deadline.after(timeout, QueueError.self))
         }
         try checkOpen()
@@ -149,7 +168,9 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// Takes the next item if there is one; throws ``QueueError/empty`` otherwise.
     @inlinable
     public final func getNowait() throws(QueueError) -> Element {
-        if mode.load(ordering: .relaxed) == QueueMode.straight { return try receiveCopy(deadline: 0) }
+        let mode = mode.load(ordering: .relaxed)
+        if mode & QueueMode.lanes != 0 { return try receiveLane(deadline: 0) }
+        if mode == QueueMode.straight { return try receiveCopy(deadline: 0) }
         try checkOpen()
         return try receive(deadline: 0)
     }
@@ -164,7 +185,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     public var isFull: Bool { maxSize.map { count >= $0 } ?? false }
 
     /// No more puts or gets from this process (Python's `close()`); others are not affected.
-    public func close() { mode.bitwiseOr(QueueMode.closed, ordering: .relaxed) }
+    public func close() { mode.store(QueueMode.closed, ordering: .relaxed) }  // no straight path either
 
     /// Shuts the queue down for every process (Python 3.13's `shutdown`): puts throw
     /// ``QueueError/shutDown`` at once; gets throw it once the queue is empty, or at once when
@@ -186,16 +207,37 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         let size = MemoryLayout<Element>.size
         if size > maxMessageSize { throw .messageTooLarge(size: size, limit: maxMessageSize) }
         // A JoinableQueue counts its task before the put: not by the straight path.
-        if size <= 64, !countsTasks { return try sendStraight(item, deadline: deadline) }
+        if size <= 64, !countsTasks {
+            if Self.hasLanes(q) { return try sendLane(item, deadline: deadline) }
+            return try sendStraight(item, deadline: deadline)
+        }
         if countsTasks { mp_queue_task_add(q) }
         // The value's own bytes go straight into the ring (a fixed-size, trivially copyable type).
         let status = withUnsafePointer(to: item) { mp_queue_put(q, $0, UInt64(size), deadline) }
         if status != MP_OK { try putFailed(status) }
     }
 
-    /// A put of a value copied as it is (`mode` straight, or `send` found it so), at most 64 bytes:
-    /// the straight path, inline with the size a constant (mp_queue_straight.h): a lane, or the
-    /// ring with nothing to wait for; anything else through mp_queue_put.
+    /// A put of a value copied as it is into a queue with lanes of its size (`mode` straightLanes,
+    /// or `send` found it so), at most 64 bytes: the lane's straight path, inline with the size a
+    /// constant (mp_queue_straight.h); anything else (no lane yet, a full lane, a shutdown, a
+    /// sleeper) through mp_queue_put.
+    @inlinable
+    final func sendLane(_ item: Element, deadline: Int64) throws(QueueError) {
+        let size = UInt64(MemoryLayout<Element>.size)
+        if size <= 8 {  // in a register: no copy in memory
+            var word: UInt64 = 0
+            withUnsafeMutableBytes(of: &word) { $0.storeBytes(of: item, as: Element.self) }
+            if mp_queue_put_lane_word(q, size, word) != 0 { return }
+        }
+        let status = withUnsafePointer(to: item) {
+            mp_queue_put_lane_straight(q, $0, size) != 0 ? MP_OK : mp_queue_put(q, $0, size, deadline)
+        }
+        if status != MP_OK { try putFailed(status) }
+    }
+
+    /// A put of a value copied as it is into a queue without lanes (`mode` straight, or `send`
+    /// found it so), at most 64 bytes: the ring's straight path, inline with the size a constant
+    /// (mp_queue_straight.h), with nothing to wait for; anything else through mp_queue_put.
     @inlinable
     final func sendStraight(_ item: Element, deadline: Int64) throws(QueueError) {
         let size = UInt64(MemoryLayout<Element>.size)
@@ -233,22 +275,36 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @inlinable @inline(never)
     final func receive(deadline: Int64) throws(QueueError) -> Element {
         guard copiesBits else { return try receiveDecoded(deadline: deadline) }
+        if Self.hasLanes(q) { return try receiveLane(deadline: deadline) }
         return try receiveCopy(deadline: deadline)
     }
 
-    /// A get of a value copied as it is (`copiesBits`).
+    /// A get from a queue with lanes of the element's size (`mode` straightLanes): a lane's straight
+    /// path, inline with the size a constant (mp_queue_straight.h), where the value is copied out
+    /// (in registers up to 8 bytes) and taken by one CAS, with no lock; anything else (an empty
+    /// lane, the end of the thread's turn) through the consumer lock. No Optional: unspecialized
+    /// callers look up no generic metadata.
+    @inlinable
+    final func receiveLane(deadline: Int64) throws(QueueError) -> Element {
+        let size = UInt64(MemoryLayout<Element>.size)
+        if size <= 8, MemoryLayout<Element>.alignment <= 8 {
+            let taken = mp_queue_get_lane_word(q, size)
+            // A trivial type: the bytes are the value.
+            if taken.taken != 0 { return withUnsafeBytes(of: taken.word) { $0.load(as: Element.self) } }
+        } else if size <= 64, MemoryLayout<Element>.alignment <= 8, let taken = mp_queue_get_lane_straight(q, size) {
+            return taken.load(as: Element.self)  // a trivial type: the bytes are the value
+        }
+        return try receiveCopy(deadline: deadline)
+    }
+
+    /// A get of a value copied as it is (`copiesBits`), through the consumer lock: the ring's, or a
+    /// lane's when its straight path did not apply. The ring has no straight get, unlike its put: a
+    /// get that costs less than the put feeding it catches up with its producer and polls the
+    /// producer's line, which then slows every put (SPSC 8 B, two pinned threads, medians of 10
+    /// interleaved runs: 80 -> under 30 M msg/s through the ring).
     @inlinable
     final func receiveCopy(deadline: Int64) throws(QueueError) -> Element {
         let size = UInt64(MemoryLayout<Element>.size)
-        // A lane's straight path, inline with the size a constant (mp_queue_straight.h): the value
-        // is copied out and taken by one CAS, with no lock. Anything else (an empty lane, the end of
-        // a lane's turn) goes through the consumer lock below. The ring has no straight get, unlike
-        // its put: a get that costs less than the put feeding it catches up with its producer and
-        // polls the producer's line, which then slows every put (SPSC 8 B, two pinned threads,
-        // medians of 10 interleaved runs: 80 -> under 30 M msg/s through the ring).
-        if size <= 64, MemoryLayout<Element>.alignment <= 8, let taken = mp_queue_get_lane_straight(q, size) {
-            return taken.load(as: Element.self)  // a trivial type: the bytes are the value
-        }
         var payload: UnsafeRawPointer? = nil
         var length: UInt64 = 0
         var total: UInt64 = 0
@@ -340,7 +396,8 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         }
         self.codec = codec
         copiesBits = codec.kind == .bitwise
-        mode = Atomic(QueueMode.of(codec, maxMessageSize: maxMessageSize, countsTasks: countsTasks))
+        mode = Atomic(
+            QueueMode.of(codec, maxMessageSize: maxMessageSize, countsTasks: countsTasks, lanes: Self.hasLanes(q)))
     }
 }
 
