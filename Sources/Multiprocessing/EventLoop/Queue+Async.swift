@@ -85,7 +85,7 @@ extension Queue {
         let deadline = try Deadline.after(timeout, QueueError.self)
         return try await receiveAsync(deadline: deadline) { bytes in
             defer { mp_queue_get_end(self.q) }
-            return try self.codec.decode(bytes)
+            return try self.decodeTaken(bytes)
         } single: {
             $0
         }
@@ -172,7 +172,7 @@ extension Queue {
             case MP_OK:
                 if total == length { return try whole(UnsafeRawBufferPointer(start: payload, count: Int(length))) }
                 if let whole = try await reassemble(total) {
-                    return single(try whole.withUnsafeBytes { try codec.decode($0) })
+                    return single(try whole.withUnsafeBytes { try decodeTaken($0) })
                 }
                 continue  // its producer died midway: take the next message
             case MP_SHUTDOWN: throw QueueError.shutDown

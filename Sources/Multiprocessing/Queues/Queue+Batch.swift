@@ -66,11 +66,12 @@ extension Queue {
     /// Takes up to `max` items: waits for the first as ``get(timeout:)-4ik9f`` does (up to `timeout`;
     /// forever when nil), then takes the ones already there, without waiting, under the same hold
     /// of the consumer lock, and wakes producers once (the Disruptor's batch read). It stops before
-    /// a message it cannot take (one of another type, reported by the next get) and before one
-    /// that travels in pieces.
+    /// a message it cannot take (one of another type, or bytes that are no element: reported by
+    /// the next get) and before one that travels in pieces.
     ///
     /// - Returns: Between 1 and `max` items, in queue order (an empty array when `max` is 0 or less).
-    /// - Throws: As ``get(timeout:)-4ik9f``: ``QueueError/empty`` when none came in time.
+    /// - Throws: As ``get(timeout:)-4ik9f``: ``QueueError/empty`` when none came in time,
+    ///   ``QueueError/decodingFailed(_:)`` for a first message that is no element (consumed).
     @inlinable
     public final func get(max: Int, timeout: Duration? = nil) throws(QueueError) -> [Element] {
         try checkOpen()
@@ -144,6 +145,7 @@ extension Queue {
         do {
             first = try take(bytes)
         } catch {
+            if countsTasks { _ = mp_queue_task_done(q) }  // consumed, as decodeTaken's
             mp_queue_get_end(q)
             throw error
         }
@@ -164,7 +166,7 @@ extension Queue {
         return items
     }
 
-    /// One message's element: a fixed-size value loaded where it lies, or decoded.
+    /// One message's element: a fixed-size value loaded where it lies, or decoded (and checked).
     private func take(_ bytes: UnsafeRawBufferPointer) throws(QueueError) -> Element {
         if copiesBits, bytes.count == MemoryLayout<Element>.size, let base = bytes.baseAddress {
             return base.loadUnaligned(as: Element.self)  // a trivial type: the bytes are the value

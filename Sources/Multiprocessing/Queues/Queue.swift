@@ -15,9 +15,13 @@ import Synchronization
 /// let x = try q.get(timeout: .seconds(2))   // throws QueueError.empty
 /// ```
 ///
-/// Elements: fixed-size `BitwiseCopyable` values are copied as they are; any other `Codable` value
-/// goes through a compact binary encoding. A message larger than the ring is streamed through it in
-/// pieces and arrives whole; one larger than `maxMessageSize` throws ``QueueError/messageTooLarge(size:limit:)``.
+/// Elements: fixed-size `BitwiseCopyable` values (numbers, and structs of them) are copied as they
+/// are, each `Bool` in them checked on the way out; any other `Codable` value (enums and optionals
+/// too) goes through a compact binary encoding, which checks what it reads. A message that is not a
+/// value of the element type (another process wrote it) throws ``QueueError/decodingFailed(_:)``
+/// from the get that takes it, and the queue goes on (see <doc:TrustBoundaries>). A message larger
+/// than the ring is streamed through it in pieces and arrives whole; one larger than
+/// `maxMessageSize` throws ``QueueError/messageTooLarge(size:limit:)``.
 ///
 /// Whatever its `maxSize` (none: unbounded, as in Python), the ring's bytes (`capacity`) bound the
 /// queue too: a put into a full ring waits for a get (forever if nobody gets yet) while ``isFull``
@@ -101,6 +105,11 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// A queue of fixed-size values, copied as they are (the fast path). With
     /// `ordering: .perProducer` an unbounded queue of values up to 512 bytes gives each producer
     /// thread a lock-free lane of its own (see ``QueueOrdering``).
+    ///
+    /// A get checks each `Bool` in the element, and an enum's tag when it has no payloads (such a
+    /// queue takes the encoded paths, without lanes). An element whose bytes a copy cannot check (an optional, an enum with payloads, a struct
+    /// holding one) is encoded when it is `Codable` at run time; otherwise its bytes are copied
+    /// unchecked: share such a queue only with processes you trust (see <doc:TrustBoundaries>).
     public convenience init(
         maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize,
         ordering: QueueOrdering = .causal
@@ -112,12 +121,17 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     /// A queue of fixed-size values, copied as they are (the fast path). With
     /// `ordering: .perProducer` an unbounded queue of values up to 512 bytes gives each producer
     /// thread a lock-free lane of its own (see ``QueueOrdering``).
+    ///
+    /// A get checks each `Bool` in the element (such a queue takes the encoded paths, without
+    /// lanes). Enums, optionals and other standard types (a range, a SIMD vector) are encoded
+    /// instead, so that a get checks their tags and invariants (also ``QueueOrdering/causal``).
     public convenience init(
         maxSize: Int? = nil, capacity: Int = defaultCapacity, maxMessageSize: Int = defaultMaxMessageSize,
         ordering: QueueOrdering = .causal
     ) throws(QueueError) where Element: BitwiseCopyable & Codable {
         try self.init(
-            maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, ordering: ordering, codec: .bitwise())
+            maxSize: maxSize, capacity: capacity, maxMessageSize: maxMessageSize, ordering: ordering,
+            codec: .fixedSize())
     }
 
     /// Puts `item`, waiting while the queue is full (up to `timeout`; forever when nil).
@@ -333,7 +347,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         }
         if total == length {
             defer { mp_queue_get_end(q) }
-            return try codec.decode(UnsafeRawBufferPointer(start: payload, count: Int(length)))
+            return try decodeTaken(UnsafeRawBufferPointer(start: payload, count: Int(length)))
         }
         return try receiveRest(total, deadline: deadline)
     }
@@ -350,7 +364,7 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         }
         if next.total == UInt64(next.first.count) {
             defer { mp_queue_get_end(q) }
-            return try codec.decode(next.first)
+            return try decodeTaken(next.first)
         }
         return try receiveRest(next.total, deadline: deadline)
     }
@@ -366,7 +380,16 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
         case MP_CORRUPTED: throw .corrupted
         default: break
         }
-        return try codec.decode(UnsafeRawBufferPointer(whole))
+        return try decodeTaken(UnsafeRawBufferPointer(whole))
+    }
+
+    /// The element in a message a get has taken. One whose bytes are not an element is consumed
+    /// all the same, and (in a JoinableQueue) its task marked done: no caller gets it to do so.
+    final func decodeTaken(_ bytes: UnsafeRawBufferPointer) throws(QueueError) -> Element {
+        do { return try codec.decode(bytes) } catch {
+            if countsTasks { _ = mp_queue_task_done(q) }  // refused when no task is counted: a forged message
+            throw error
+        }
     }
 
     // MARK: Codable: the handle a spawned child uses
@@ -419,8 +442,9 @@ enum ElementCodecs {
         case .binary:
             guard let codable = type as? any Codable.Type else { return nil }
             return binary(codable, as: type)
-        case .bitwise:
-            return bitwise(type)
+        case .bitwise, .checked:
+            let codec = bitwise(type)
+            return codec?.kind == kind ? codec : nil  // the checks its maker chose
         }
     }
 
@@ -434,22 +458,12 @@ enum ElementCodecs {
 
     private static func bitwise<Element>(_ type: Element.Type) -> ElementCodec<Element>? {
         guard _isPOD(type) else { return nil }  // a fixed-size, trivially copyable type
-        return ElementCodec<Element>(
-            kind: .bitwise,
-            withBytes: { value, limit, body throws(QueueError) in
-                let size = MemoryLayout<Element>.size
-                if size > limit { throw .messageTooLarge(size: size, limit: limit) }
-                withUnsafeBytes(of: value) { body($0) }
-            },
-            decode: { bytes throws(QueueError) in
-                guard bytes.count == MemoryLayout<Element>.size else {
-                    throw .decodingFailed("a message of \(bytes.count) bytes is not a \(Element.self)")
-                }
-                return withUnsafeTemporaryAllocation(of: Element.self, capacity: 1) { slot in
-                    let raw = UnsafeMutableRawPointer(slot.baseAddress!)
-                    raw.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-                    return slot.baseAddress!.move()  // a trivial type: the bytes are the value
-                }
-            })
+        return .copying(BitwiseLayout.of(type)) { bytes in
+            withUnsafeTemporaryAllocation(of: Element.self, capacity: 1) { slot in
+                let raw = UnsafeMutableRawPointer(slot.baseAddress!)
+                raw.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                return slot.baseAddress!.move()  // a trivial type: the bytes are the value
+            }
+        }
     }
 }

@@ -21,8 +21,10 @@ public enum QueueError: Error, Equatable, Sendable {
     /// A ring capacity below 4096 bytes, or above 4 GiB or the machine's memory; or a message
     /// limit below 1.
     case invalidCapacity(Int)
-    /// A message could not be decoded as the queue's element type (a message of another type?).
-    /// It was consumed; the messages after it are intact.
+    /// A message could not be decoded as the queue's element type: a message of another type, or
+    /// bytes that are no value of it (a `Bool` byte other than 0 or 1, an enum's unknown case),
+    /// written by another process. It was consumed (in a ``JoinableQueue``, its task marked done);
+    /// the messages after it are intact (see <doc:TrustBoundaries>).
     case decodingFailed(String)
     /// A message could not be encoded.
     case encodingFailed(String)

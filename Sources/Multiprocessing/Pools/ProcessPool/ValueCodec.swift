@@ -34,7 +34,11 @@ struct ValueCodec<Value: Codable>: Sendable {
             guard bytes.count == MemoryLayout<Value>.size else {
                 throw .coding("\(bytes.count) bytes are not a \(Value.self)")
             }
-            if layout == .checked { try BitwiseLayout.check(bytes, count: 1, stride: 0, of: Value.self) }
+            if layout == .checked {
+                do { try BitwiseLayout.check(bytes, count: 1, stride: 0, of: Value.self) } catch {
+                    throw .coding(error.description)
+                }
+            }
             // A trivial type: the bytes are the value. A plain load, not a temporary allocation,
             // whose generic Result metadata a forked worker might have to instantiate (see withMessage).
             return bytes.loadUnaligned(as: Value.self)
@@ -50,7 +54,11 @@ struct ValueCodec<Value: Codable>: Sendable {
             guard count >= 0, bytes.count == count * stride else {
                 throw .coding("\(bytes.count) bytes are not \(count) × \(Value.self)")
             }
-            if layout == .checked { try BitwiseLayout.check(bytes, count: count, stride: stride, of: Value.self) }
+            if layout == .checked {
+                do { try BitwiseLayout.check(bytes, count: count, stride: stride, of: Value.self) } catch {
+                    throw .coding(error.description)
+                }
+            }
             return [Value](unsafeUninitializedCapacity: count) { buffer, initialized in
                 if count > 0 {
                     UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(
