@@ -50,6 +50,39 @@ struct CloseAndGarbageTests {
         }
     }
 
+    @Test("closing a connection while a send waits on it ends that send (its peer reads nothing) and sends EOF")
+    func closeWhileSending() async throws {
+        try await onLoop(limit: .seconds(20)) {
+            let listener = try await TCPListener.listen()
+            async let accepted = listener.accept()
+            let client = try await TCPConnection.connect(host: "127.0.0.1", port: listener.port)
+            let peer = try await accepted
+            let big = [UInt8](repeating: 0xAB, count: 16 << 20)
+            async let sending: Result<Void, any Error> = {
+                do { return .success(try await client.send(big)) } catch { return .failure(error) }
+            }()
+            try await sleep(for: .milliseconds(100))  // the socket buffers are full: the rest waits in the ring
+            try await client.close()
+            // Nobody reads: only the close can end the send (else the test's limit does).
+            let outcome = await sending
+            if case .failure(let error as IOError) = outcome {
+                #expect(error == .closed)
+            } else {
+                Issue.record("a send on a connection closed under it: \(outcome)")
+            }
+            // The peer gets what was sent before the close, then the end of the stream.
+            var received = 0
+            while true {
+                let chunk = try await withTimeout(.seconds(5)) { try await peer.receive(upTo: 65536) }
+                if chunk.isEmpty { break }
+                received += chunk.count
+            }
+            #expect(received < big.count, "the peer received all \(received) bytes of a send cut by a close")
+            try await peer.close()
+            try await listener.close()
+        }
+    }
+
     @Test("closing a listener while an accept waits on it stops listening")
     func closeWhileAccepting() async throws {
         try await onLoop(limit: .seconds(20)) {

@@ -492,6 +492,27 @@ struct EventLoopIOTests {
         }
     }
 
+    @Test(
+        "an IPv6 literal, in its short and long forms, reaches a listener on ::1 (the whole 28-byte address goes to the ring)",
+        .enabled(if: ipv6LoopbackWorks())
+    )
+    func connectByIPv6Literal() async throws {
+        try await onLoop {
+            let listener = try await TCPListener.listen(host: "::1", port: 0)
+            for (i, host) in ["::1", "0:0:0:0:0:0:0:1"].enumerated() {
+                async let accepted = listener.accept()
+                let client = try await TCPConnection.connect(host: host, port: listener.port)
+                let peer = try await accepted
+                #expect(client.remotePort == listener.port, "\(host)")
+                try await client.send([UInt8(i)])
+                #expect(try await peer.receive(exactly: 1) == [UInt8(i)], "\(host)")
+                try await client.close()
+                try await peer.close()
+            }
+            try await listener.close()
+        }
+    }
+
     @Test("both ends have TCP_NODELAY: a connect sets it, an accepted socket inherits it from the listener")
     func noDelayOnBothEnds() async throws {
         try await onLoop {
@@ -648,4 +669,19 @@ private func noDelay(_ connection: TCPConnection) -> Int32 {
     guard let fd = connection.descriptor.value, getsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &length) == 0
     else { return -1 }
     return value
+}
+
+/// Whether this host has an IPv6 loopback to bind (a container may have none).
+private func ipv6LoopbackWorks() -> Bool {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    if fd < 0 { return false }
+    defer { close(fd) }
+    var address = sockaddr_in6()
+    address.sin6_family = sa_family_t(AF_INET6)
+    address.sin6_addr = in6addr_loopback
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0
+        }
+    }
 }

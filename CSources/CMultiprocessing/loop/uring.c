@@ -14,7 +14,10 @@
 //   the eventfd. Either the loop sees the new work, or the enqueuer sees parked == 1; the swap
 //   makes one eventfd write per sleep, however many threads enqueue.
 // - `times` holds one timespec per submission slot: the kernel reads a timeout's timespec when
-//   the entry is submitted, and a slot is reused only after that.
+//   the entry is submitted, and a slot is reused only after that. `addresses` likewise holds a
+//   connect's address: the kernel copies it when the entry is submitted (IORING_FEAT_SUBMIT_STABLE,
+//   as old as IORING_OP_CONNECT: 5.5), inline or, for an entry it defers or hands to io-wq, in the
+//   request's prep before io_uring_enter returns.
 // - Under valgrind (the benchmark counts instructions with callgrind), a parked loop waits in
 //   slices of 1 ms and yields between them: valgrind 3.19 runs one thread at a time and does not
 //   let go of its lock around io_uring_enter, so a loop asleep in the kernel would stop the
@@ -143,6 +146,7 @@ void mp_loop_destroy(mp_loop_t *l) {
     mp_loop_recv_buffers_free(l);
     close(l->event_fd);
     free(l->times);
+    free(l->addresses);
     free(l);
 }
 

@@ -11,6 +11,7 @@
 struct mp_loop {
     struct io_uring ring;
     struct __kernel_timespec *times; // one per submission slot (see uring.c)
+    mp_socket_address_t *addresses;  // one per submission slot, made at the first connect (uring.c)
     unsigned sq_entries;
     int event_fd;
     uint32_t parked; // 1 while the loop sleeps or is about to; atomic

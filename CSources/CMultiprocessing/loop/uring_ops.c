@@ -20,6 +20,7 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -132,10 +133,15 @@ int32_t mp_loop_accept(mp_loop_t *l, uint64_t user_data, int32_t fd) {
 
 void mp_loop_offload_connects(mp_loop_t *l, int on) { l->offload_connects = on; }
 
-int32_t mp_loop_connect(mp_loop_t *l, uint64_t user_data, int32_t fd, const void *address, uint32_t length) {
+int32_t mp_loop_connect(mp_loop_t *l, uint64_t user_data, int32_t fd, const mp_socket_address_t *address) {
+    // Made before an entry is taken: a taken entry is submitted, filled or not.
+    if (l->addresses == NULL && (l->addresses = calloc(l->sq_entries, sizeof *l->addresses)) == NULL)
+        return -ENOMEM;
     struct io_uring_sqe *sqe = one(l);
     if (sqe == NULL) return -EBUSY;
-    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)address, length);
+    mp_socket_address_t *copy = &l->addresses[sqe - l->ring.sq.sqes]; // read by the kernel at submission
+    *copy = *address;
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)(void *)copy->bytes, copy->length);
     int batched = l->connects_queued++ > 0; // after one(), which may have flushed the queue
     // A loopback (or nearby) connect does its whole handshake inside the submitting call: the
     // SYN, the listener's side in softirq, the SYN-ACK and the ACK, about 15 µs of kernel work on

@@ -35,7 +35,7 @@ func ioCount(_ result: Int32, _ operation: String) throws(IOError) -> Int {
 ///
 /// One allocation: the bytes follow the object's header (a buffer of its own was a second
 /// allocation, about 300 instructions with its free). They stay put while the object lives, and
-/// start 8-aligned, which covers a socket address's fields.
+/// start 8-aligned.
 final class IOBuffer: ManagedBuffer<Int, UInt8> {
     /// A buffer of `count` bytes, uninitialized.
     static func make(count: Int) -> IOBuffer {
@@ -57,8 +57,11 @@ final class IOBuffer: ManagedBuffer<Int, UInt8> {
 
 /// A descriptor owned by a File or a socket: closed once, by `close()` or else when its owner goes.
 ///
-/// The number is the whole state, so relaxed accesses do: the swap in `take` alone decides which
-/// caller closes it. (One atomic, not a lock: a lock was three more allocations per connection.)
+/// The number is the whole state: the swap in `take` alone decides which caller closes it. Its
+/// accesses are sequentially consistent (on x86-64 the same instructions as relaxed ones) for a
+/// connection's close, which looks at whether an operation is under way after taking the number,
+/// while an operation marks itself under way before reading it (see `TCPConnection.close`).
+/// (One atomic, not a lock: a lock was three more allocations per connection.)
 /// Noncopyable, and stored in its owner: an object of its own was one more allocation per
 /// connection, listener and file (about 350 instructions with its release).
 struct Descriptor: ~Copyable, Sendable {
@@ -68,19 +71,19 @@ struct Descriptor: ~Copyable, Sendable {
 
     /// The descriptor, or ``IOError/closed``.
     func get() throws(IOError) -> Int32 {
-        let value = fd.load(ordering: .relaxed)
+        let value = fd.load(ordering: .sequentiallyConsistent)
         if value < 0 { throw .closed }
         return value
     }
 
     var value: Int32? {
-        let value = fd.load(ordering: .relaxed)
+        let value = fd.load(ordering: .sequentiallyConsistent)
         return value < 0 ? nil : value
     }
 
     /// Gives the descriptor up for closing (nil if it already was).
     func take() -> Int32? {
-        let value = fd.exchange(-1, ordering: .relaxed)
+        let value = fd.exchange(-1, ordering: .sequentiallyConsistent)
         return value < 0 ? nil : value
     }
 
@@ -110,9 +113,13 @@ struct Descriptor: ~Copyable, Sendable {
     /// the number went back to the process for reuse. The shutdown ends them at once (a receive
     /// finds the end of the stream, a send EPIPE, an accept EINVAL; the callers report
     /// ``IOError/closed``).
-    func closeNow() throws(IOError) {
+    func closeNow() throws(IOError) { try closeNow(shuttingDownIf: { true }) }
+
+    /// `closeNow()` for an owner that knows whether an operation may be in flight on the socket:
+    /// `inFlight` is asked after the number is taken, and the shutdown made only if it says so.
+    func closeNow(shuttingDownIf inFlight: () -> Bool) throws(IOError) {
         guard let fd = take() else { throw IOError.closed }
-        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        if inFlight() { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         _ = try ioCount(mp_close(fd), "close")
     }
 

@@ -30,7 +30,8 @@ final class LoopOperation: @unchecked Sendable {
         case receive(fd: Int32, into: UnsafeMutableRawPointer, length: UInt32)
         /// A receive into a buffer the kernel picks from the loop's ring (see `received`).
         case receiveSelected(fd: Int32, length: UInt32)
-        case connect(fd: Int32, address: UnsafeRawPointer, length: UInt32)
+        /// The address is a value: the ring copies it when the entry is queued (no buffer to hold).
+        case connect(fd: Int32, address: mp_socket_address_t)
         case accept(fd: Int32)
         case close(fd: Int32)
         case futexWait(word: UnsafeMutablePointer<UInt32>, expected: UInt32, shared: Int32, deadline: Int64)
@@ -130,7 +131,8 @@ extension LoopOperation.Entry {
         case .send(let fd, let bytes, let length): mp_loop_send(ring, userData, fd, bytes, length)
         case .receive(let fd, let buffer, let length): mp_loop_recv(ring, userData, fd, buffer, length)
         case .receiveSelected(let fd, let length): mp_loop_recv_selected(ring, userData, fd, length)
-        case .connect(let fd, let address, let length): mp_loop_connect(ring, userData, fd, address, length)
+        case .connect(let fd, let address):
+            withUnsafePointer(to: address) { mp_loop_connect(ring, userData, fd, $0) }
         case .accept(let fd): mp_loop_accept(ring, userData, fd)
         case .close(let fd): mp_loop_close(ring, userData, fd)
         case .futexWait(let word, let expected, let shared, let deadline):

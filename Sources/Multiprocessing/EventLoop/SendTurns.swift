@@ -14,14 +14,17 @@ struct WaitingSenders {
 ///
 /// `sendTurn` is 0 (free), 1 (a send has the turn) or 2 (it has, and others wait in
 /// `kept.senders`). A turn is taken (0 → 1) and given back (1 → 0) by one CAS, without the lock;
-/// 1 → 2, and every change from 2, happen under the lock, with the queue they describe. Acquire on
-/// taking and release on giving order one send's use of the socket before the next one's.
+/// 1 → 2, and every change from 2, happen under the lock, with the queue they describe. Taking
+/// (sequentially consistent, for `TCPConnection.close()`, which includes acquire) and giving
+/// (release) order one send's use of the socket before the next one's.
 extension TCPConnection {
     /// Takes the turn, after the sends that came before; false if the task was cancelled while it
     /// waited (it then has no turn).
     @inline(__always)
     nonisolated(nonsending) func takeSendTurn() async -> Bool {
-        if sendTurn.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return true }
+        // Sequentially consistent, not only acquiring: see `TCPConnection.close()`.
+        let taken = sendTurn.compareExchange(expected: 0, desired: 1, ordering: .sequentiallyConsistent).exchanged
+        if taken { return true }
         return await waitForSendTurn()
     }
 
@@ -53,7 +56,9 @@ extension TCPConnection {
                     while true {
                         let now = sendTurn.load(ordering: .acquiring)
                         if now == 0 {
-                            if sendTurn.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
+                            if sendTurn.compareExchange(expected: 0, desired: 1, ordering: .sequentiallyConsistent)
+                                .exchanged
+                            {
                                 return true
                             }
                             continue

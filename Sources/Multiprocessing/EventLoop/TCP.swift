@@ -28,7 +28,7 @@ public final class TCPListener: @unchecked Sendable {
         -> TCPListener
     {
         let address = try await SocketAddress.resolve(host, port)
-        let fd = address.withPointer { mp_tcp_listen($0, address.length, Int32(clamping: backlog)) }
+        let fd = withUnsafePointer(to: address.raw) { mp_tcp_listen($0, Int32(clamping: backlog)) }
         return try TCPListener(fd: Int32(try ioCount(fd, "listen")))
     }
 
@@ -59,11 +59,19 @@ public final class TCPConnection: @unchecked Sendable {
     /// stream loses no byte to a receive that gave up. `senders`: the sends that wait for their
     /// turn (SendTurns.swift). One lock for both: each lock is an allocation per connection (a
     /// lock and an object of their own cost 2 400 instructions per round trip, most in malloc).
-    let kept = Locked<Kept>(Kept())
+    var kept: Locked<Kept> {
+        if let box = keptBox.load() { return box.kept }
+        return keptBox.storeIfNil(KeptBox()).kept
+    }
     struct Kept {
         var unread: ArraySlice<UInt8> = []
         var senders = WaitingSenders()
     }
+    /// `kept`, made at its first use: a connection whose receives never give up and whose sends
+    /// never wait for each other (most) makes none. Made at init, it cost every connection about
+    /// 500 instructions (an allocation, its lock's set-up, its free).
+    private let keptBox = AtomicLazyReference<KeptBox>()
+    final class KeptBox: Sendable { let kept = Locked<Kept>(Kept()) }
     /// Whether `unread` may hold bytes: the receive's straight path reads this flag, not the lock.
     private let mayHaveUnread = Atomic<Bool>(false)
     /// Whether a receive is under way: one reader at a time (see ``IOError/alreadyReceiving``).
@@ -89,13 +97,10 @@ public final class TCPConnection: @unchecked Sendable {
     /// - Throws: ``IOError/system(_:function:)`` with `.connectionRefused` when nobody listens.
     nonisolated(nonsending) public static func connect(host: String, port: UInt16) async throws -> TCPConnection {
         let address = try await SocketAddress.resolve(host, port)
-        let fd = Int32(try address.withPointer { p throws(IOError) in try ioCount(mp_tcp_socket(p), "socket") })
+        let fd = Int32(try ioCount(withUnsafePointer(to: address.raw) { mp_tcp_socket($0) }, "socket"))
         let connection = TCPConnection(fd: fd)
         let loop = try EventLoop.forCurrentContext()
-        let storage = address.storage
-        _ = try ioCount(
-            await loop.perform(.connect(fd: fd, address: storage.base, length: address.length), keeping: storage),
-            "connect")
+        _ = try ioCount(await loop.perform(.connect(fd: fd, address: address.raw)), "connect")
         return connection  // TCP_NODELAY, set on the socket before the connect, holds after it
     }
 
@@ -160,12 +165,16 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Claims the connection's reading side for one receive, or throws if another receive has it.
     private func beginReceive() throws(IOError) {
-        guard receiving.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+        // Sequentially consistent: see `close()`.
+        guard receiving.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
+        else {
             throw .alreadyReceiving
         }
     }
 
-    /// `receive(upTo:)` by the receive that holds the reading side.
+    /// `receive(upTo:)` by the receive that holds the reading side. Inlined into both receives:
+    /// an async call of its own is a frame allocated and freed (about 120 instructions).
+    @inline(__always)
     nonisolated(nonsending) private func receiveHeld(upTo maxBytes: Int) async throws -> [UInt8] {
         let fd = try descriptor.get()
         if mayHaveUnread.load(ordering: .acquiring), let bytes = takeUnread(upTo: maxBytes) { return bytes }
@@ -266,32 +275,48 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Closes the connection; a receive or send waiting on it throws ``IOError/closed``. Throws
     /// ``IOError/closed`` if it already was.
-    nonisolated(nonsending) public func close() async throws { try descriptor.closeNow() }
+    ///
+    /// The shutdown that ends an operation in flight (see `Descriptor.closeNow()`) is made only if
+    /// a receive or a send is under way: a connection's usual close, with neither, is one system
+    /// call, not two. A receive sets `receiving`, and a send takes `sendTurn`, before it reads the
+    /// descriptor; the close reads both after taking it. All four accesses are sequentially
+    /// consistent, so either the operation finds the descriptor gone or the close sees it.
+    nonisolated(nonsending) public func close() async throws {
+        try descriptor.closeNow(shuttingDownIf: {
+            receiving.load(ordering: .sequentiallyConsistent) || sendTurn.load(ordering: .sequentiallyConsistent) != 0
+        })
+    }
 }
 
-/// A resolved socket address, in memory that stays put while a connect is in flight. Its bytes are
-/// written once, before it is shared, and only read after.
-struct SocketAddress: @unchecked Sendable {
-    let storage: IOBuffer
-    let length: UInt32
+/// A resolved TCP address, as a value (no allocation): the ring copies it when a connect is queued.
+struct SocketAddress: Sendable {
+    let raw: mp_socket_address_t
 
-    func withPointer<R, E: Error>(_ body: (UnsafeRawPointer) throws(E) -> R) throws(E) -> R {
-        try body(UnsafeRawPointer(storage.base))
-    }
-
-    /// A numeric address at once; a name on a helper thread (getaddrinfo blocks).
+    /// A numeric address at once, without a call of its own (inlined into the caller's frame: an
+    /// async call is a frame allocated and freed); a name on a helper thread (getaddrinfo blocks).
+    @inline(__always)
     nonisolated(nonsending) static func resolve(_ host: String, _ port: UInt16) async throws -> SocketAddress {
-        if let numeric = try? lookUp(host, port, numericOnly: true) { return numeric }
-        return try await toThread { () throws(IOError) -> SocketAddress in try lookUp(host, port, numericOnly: false) }
+        if let numeric = numeric(host, port) { return numeric }
+        return try await resolveName(host, port)
     }
 
-    private static func lookUp(_ host: String, _ port: UInt16, numericOnly: Bool) throws(IOError) -> SocketAddress {
-        let storage = IOBuffer.make(count: Int(MP_ADDRESS_SIZE))
-        var length: UInt32 = 0
+    /// `host` as an address literal, or nil if it is a name.
+    static func numeric(_ host: String, _ port: UInt16) -> SocketAddress? {
+        var raw = mp_socket_address_t()
         // withCString, not the implicit conversion, which copies a small string (an address such
         // as "127.0.0.1") into an allocated array; withCString copies it on the stack.
-        let rc = host.withCString { mp_resolve($0, port, numericOnly ? 1 : 0, storage.base, &length) }
-        if rc != 0 { throw .hostNotFound(host, reason: String(cString: mp_resolve_error(rc))) }
-        return SocketAddress(storage: storage, length: length)
+        let rc = host.withCString { mp_resolve($0, port, 1, &raw) }
+        return rc == 0 ? SocketAddress(raw: raw) : nil
+    }
+
+    nonisolated(nonsending) private static func resolveName(_ host: String, _ port: UInt16) async throws
+        -> SocketAddress
+    {
+        try await toThread { () throws(IOError) -> SocketAddress in
+            var raw = mp_socket_address_t()
+            let rc = host.withCString { mp_resolve($0, port, 0, &raw) }
+            if rc != 0 { throw .hostNotFound(host, reason: String(cString: mp_resolve_error(rc))) }
+            return SocketAddress(raw: raw)
+        }
     }
 }
