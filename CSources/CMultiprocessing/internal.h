@@ -85,11 +85,13 @@ void mp_after_fork_in_child(void);
 /// where it costs one relaxed load.
 #ifdef MP_FAULT_INJECTION
 extern uint32_t mp_fault_armed;
-/// Dies, or counts one pass down when passes are left (mp_fault_arm_after).
+/// Dies (or stops once: MP_FAULT_STOP), or counts one pass down when passes are left
+/// (mp_fault_arm_after).
 void mp_fault_pass(void);
 #define MP_FAULT_POINT(point)                                                                      \
     do {                                                                                           \
-        if (MP_UNLIKELY(MP_LOAD(&mp_fault_armed, MP_RELAXED) == (point))) mp_fault_pass();         \
+        if (MP_UNLIKELY((MP_LOAD(&mp_fault_armed, MP_RELAXED) & ~MP_FAULT_STOP) == (point)))       \
+            mp_fault_pass();                                                                       \
     } while (0)
 #else
 #define MP_FAULT_POINT(point) ((void)0)

@@ -225,18 +225,19 @@ mp_status_t mp_event_wait(mp_event_t *_Nonnull e, int64_t deadline_ns);
 
 // MARK: - Barrier
 
-/// Python's Barrier (filling, draining, broken) under a guard mutex, with `seq` as the futex word
-/// every state change bumps and `cycle` counting resets, so that reset() also frees a barrier that
-/// a dead party left waiting for ever. Bit `c % 32` of `passed` says whether the reset that ended
-/// cycle `c` found its parties released (their waits succeed) or still waiting (broken).
+/// Python's Barrier (filling, releasing, draining, broken) under a guard mutex (see barrier.c).
+/// `state` holds the phase and the cycle (the resets so far) in one word, so that a break made
+/// without the guard applies to one cycle only; `seq` is the futex word every change bumps. Bit
+/// `c % 32` of `passed` says whether the reset that ended cycle `c` found its parties released
+/// (their waits succeed) or still waiting (broken).
 typedef struct mp_barrier {
     mp_mutex_t guard; // its flags say whether the barrier is process-shared
     uint32_t parties;
     uint32_t count;
-    int32_t state;
+    uint32_t state; // the phase in the low 2 bits, the cycle above
     uint32_t seq;
     uint32_t passed;
-    uint32_t cycle;
+    uint32_t reserved;           // 0
     uint64_t default_timeout_ns; // a wait without a timeout of its own uses this; 0: none (set once)
 } mp_barrier_t;
 
@@ -246,15 +247,21 @@ typedef int32_t (*mp_barrier_action_t)(void *_Nullable context);
 
 void mp_barrier_init(mp_barrier_t *_Nonnull b, uint32_t parties, int shared, uint64_t default_timeout_ns);
 /// Waits for all parties. On MP_OK `*index` is this caller's arrival index (0..parties-1).
-/// MP_BROKEN if the barrier is or becomes broken or reset; a timeout breaks it (MP_TIMED_OUT).
-/// The last to arrive runs `action(context)` (when not NULL) before anyone is released, under the
-/// barrier's guard, as Python does under its condition's lock; a nonzero result breaks the
-/// barrier, and that caller gets MP_BROKEN too.
+/// MP_BROKEN if the barrier is or becomes broken or reset; a timeout breaks it (MP_TIMED_OUT), but
+/// one that passes before the caller could join leaves it as it was. The last to arrive runs
+/// `action(context)` (when not NULL) before anyone is released, outside the guard; a nonzero
+/// result breaks the barrier, and that caller gets MP_BROKEN too.
 mp_status_t mp_barrier_wait(mp_barrier_t *_Nonnull b, int64_t deadline_ns, uint32_t *_Nonnull index,
                             mp_barrier_action_t _Nullable action, void *_Nullable context);
+/// Empties the barrier into a new cycle; its waiters get MP_BROKEN unless it had released them.
+/// Takes the guard without a deadline, as Python's reset() takes its lock: a dead holder is taken
+/// over, a stopped one delays it until it runs again.
 void mp_barrier_reset(mp_barrier_t *_Nonnull b);
+/// Breaks the current cycle, without the guard (one CAS): it never waits.
 void mp_barrier_abort(mp_barrier_t *_Nonnull b);
+/// A snapshot, read without the guard.
 int mp_barrier_is_broken(mp_barrier_t *_Nonnull b);
+/// The parties waiting in the current pass (Python's n_waiting): a snapshot, read without the guard.
 uint32_t mp_barrier_waiting(mp_barrier_t *_Nonnull b);
 
 // MARK: - Awaiting the shared primitives (each in its own file: sync/*.c, queue/queue_async.c)

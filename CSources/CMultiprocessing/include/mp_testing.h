@@ -21,9 +21,20 @@ extern "C" {
 /// FIRST, after each record it read (the LAST included, before it hands the message back), and
 /// after it handed back part of it to wait for the rest.
 #define MP_FAULT_QUEUE_STREAM 2u
+/// A barrier break (a party leaving without the guard, abort(), a guard taken from a dead holder):
+/// between its check that the cycle is current and unbroken and its CAS that breaks it.
+#define MP_FAULT_BARRIER_LEAVE 3u
+/// A joined barrier party, the guard held: after it found the barrier still filling, before it sleeps.
+#define MP_FAULT_BARRIER_SLEEP 4u
+/// A barrier party, the guard held: right after it counted itself in (before it trips the barrier
+/// when it is the last).
+#define MP_FAULT_BARRIER_JOINED 5u
+/// Or'd into a point: the process stops itself there (SIGSTOP, once) instead of dying, so that a
+/// test can act while it is stopped, then SIGCONT it.
+#define MP_FAULT_STOP 0x80000000u
 
-/// Arms a fault point: the calling process SIGKILLs itself the next time it passes `point` (0
-/// disarms). Returns 1, or 0 in builds without fault injection (release), where it does nothing.
+/// Arms a fault point: the calling process SIGKILLs itself (or stops: MP_FAULT_STOP) the next
+/// time it passes `point` (0 disarms). Returns 1, or 0 in builds without fault injection (release), where it does nothing.
 /// A forked child inherits the armed point; arm it in the process that must die.
 int32_t mp_fault_arm(uint32_t point);
 

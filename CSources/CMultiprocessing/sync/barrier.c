@@ -1,32 +1,39 @@
 // Barrier across threads and processes: Python's threading.Barrier semantics, in shared memory.
 //
-// Invariants (all fields but `seq` and `state` change only under `guard`):
-// - `state`: FILLING (parties arrive), RELEASING (all arrived; the last runs the action, outside
-//   the guard, and nobody passes yet), DRAINING (all arrived, waiters leaving; new arrivals wait
-//   for the last to leave), BROKEN (abort(), a waiter's timeout or a failed action; sticky until
-//   reset()).
-// - `count` is the number of callers inside wait() for the current `cycle`. The last one out of
-//   DRAINING turns the barrier back to FILLING, so one cycle's leavers never mix with the next's.
-// - `cycle` is bumped by reset(), which also empties the barrier: waiters of an older cycle leave
-//   without touching `count`. So reset() frees a barrier that a dead party (a process killed while
-//   waiting) left in DRAINING or with a count that can never be reached. As in Python, a reset after
-//   the barrier tripped leaves its released parties passed: the reset records in `passed` whether
-//   the cycle it ended was DRAINING, and a waiter of that cycle reads its bit (32 cycles back; a
-//   waiter that slept through more resets than that reads as broken). Waiters of a cycle reset
-//   while filling or releasing leave with "broken".
+// Invariants:
+// - `state` is one word: the phase in its low PHASE_BITS, the cycle (resets so far, mod 2^30)
+//   above. Phases: FILLING (parties arrive), RELEASING (all arrived; the last runs the action,
+//   outside the guard, and nobody passes yet), DRAINING (all arrived, waiters leaving; new
+//   arrivals wait for the last to leave), BROKEN (abort(), a timeout, a failed action, or a guard
+//   taken over from a dead holder; sticky until reset()).
+// - Who writes `state`: under the guard, a wait moves its cycle's phase by a CAS from the word it
+//   expects, and reset() swaps in the next cycle, FILLING. Without the guard there are only
+//   breaks: abort(), and a party that cannot retake the guard, CAS the word they read to BROKEN of
+//   the same cycle. So a break applies to the one cycle it read (a leaver that read its cycle just
+//   before a reset cannot break the next), and a guarded CAS that fails found its cycle broken.
+// - `count` is the number of callers inside wait() for the current cycle: written under the guard
+//   only, read without it by mp_barrier_waiting (relaxed atomics both). The last one out of
+//   DRAINING turns the barrier back to FILLING, so one pass's leavers never mix with the next's.
+// - reset() empties the barrier: waiters of an older cycle leave without touching `count`. So
+//   reset() frees a barrier that a dead party (killed while waiting) left in DRAINING or with a
+//   count that can never be reached. As in Python, a reset after the barrier tripped leaves its
+//   released parties passed: the reset records in `passed` (guarded) whether the cycle it ended
+//   was DRAINING, and a waiter of that cycle reads its bit (32 cycles back; one that slept through
+//   more resets reads as broken). Waiters of a cycle reset while filling or releasing are broken.
 // - A wait takes the guard by its deadline, or MP_OWNER_CHECK_NS from now if that is later (a live
-//   peer may hold it for good, or a garbled word name one): that is the one step where its timeout
-//   cannot break the barrier, since it has not joined. Once joined, it re-takes the guard after
-//   each sleep by the same bound; one that cannot (a live holder stopped, or a garbled word) leaves
-//   without it: it breaks the barrier with one CAS of `state` (any phase of its cycle -> BROKEN),
-//   bumps `seq` and leaves `count` alone, which a broken barrier never reads again (reset() zeroes
-//   it). So every guarded change of `state` is a CAS from the value read under the guard: one
-//   that fails found BROKEN, the only change made without the guard. (A leaver that read `cycle`
-//   just before a reset can break the new cycle: a reset() again frees it.)
-// - `seq` (the futex word) is bumped with every change, under the guard; a waiter reads it under
-//   the guard, releases the guard and sleeps while it is unchanged (no lost wake-up).
-// The guard is process-owned: if its holder died, the survivor carries on, since the guard protects
-// a few integer stores, each of which leaves a state that the next caller can read.
+//   peer may hold it for good: stopped, or named by a garbled word): that is the one step where
+//   its timeout cannot break the barrier, since it has not joined. Once joined, it retakes the
+//   guard after each sleep by the same bound; one that cannot leaves without it: it breaks its
+//   cycle (any phase -> BROKEN) and leaves `count` alone, which a broken cycle never reads again.
+// - The guard is process-owned. A wait that takes it over from a dead holder breaks the current
+//   cycle, since the holder's change (a count, a phase, a reset) may be half made; reset() rewrites
+//   every field, so it carries on. Reads and abort() never take the guard: a holder that is
+//   stopped cannot make them wait.
+// - `seq` (the futex word) is bumped after every change that a sleeper waits for, with or without
+//   the guard (an add with release: bumps never lose one another). A waiter reads `seq` (acquire)
+//   BEFORE the state that makes it wait and sleeps while `seq` is unchanged: a change after that
+//   read bumps `seq` after it, so the futex compare fails or the wake finds it asleep (no lost
+//   wake-up, even for a break made without the guard between the waiter's check and its sleep).
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -35,79 +42,96 @@
 _Static_assert(sizeof(mp_barrier_t) == 48, "mp_barrier_t layout is shared between processes");
 _Static_assert(offsetof(mp_barrier_t, default_timeout_ns) % 8 == 0, "the default timeout is one aligned word");
 _Static_assert(offsetof(mp_barrier_t, guard) == 0, "the guard's futex word leads the struct");
+_Static_assert(__atomic_always_lock_free(sizeof(uint32_t), 0), "state, count and seq are lock-free atomics");
 
-enum { FILLING = 0, DRAINING = 1, RELEASING = 2, BROKEN = -2 };
+enum { FILLING = 0, DRAINING = 1, RELEASING = 2, BROKEN = 3 };
+#define PHASE_BITS 2u
+#define PHASE_MASK 3u
+_Static_assert(BROKEN <= PHASE_MASK && PHASE_MASK == (1u << PHASE_BITS) - 1, "a phase fits its bits");
+
+static inline uint32_t phase_of(uint32_t state) { return state & PHASE_MASK; }
+static inline uint32_t cycle_of(uint32_t state) { return state >> PHASE_BITS; }
+/// The state word of `cycle` (mod 2^30: the shift drops its top bits) in `phase`.
+static inline uint32_t state_word(uint32_t cycle, uint32_t phase) { return cycle << PHASE_BITS | phase; }
 
 void mp_barrier_init(mp_barrier_t *b, uint32_t parties, int shared, uint64_t default_timeout_ns) {
     mp_mutex_init(&b->guard, (shared ? MP_MUTEX_SHARED : 0) | MP_MUTEX_PROCESS_OWNED);
     b->parties = parties;
-    b->count = 0;
-    b->state = FILLING;
     b->passed = 0;
-    b->cycle = 0;
+    b->reserved = 0;
     b->default_timeout_ns = default_timeout_ns;
+    MP_STORE(&b->count, 0, MP_RELAXED);
+    MP_STORE(&b->state, state_word(0, FILLING), MP_RELAXED);
     MP_STORE(&b->seq, 0, MP_RELEASE);
 }
 
 /// Whether the barrier's futex calls are process-shared (set once, in the guard's flags).
 static inline int shared_of(const mp_barrier_t *b) { return (b->guard.flags & MP_MUTEX_SHARED) != 0; }
 
+/// Relaxed: read and CASed without the guard too (see the invariants); a waiter orders it after
+/// its read of `seq`, which is acquire.
+static inline uint32_t load_state(const mp_barrier_t *b) { return MP_LOAD(&b->state, MP_RELAXED); }
+/// Acquire: pairs with the release bump of changed(), so the state read next is the changed one.
+static inline uint32_t load_seq(const mp_barrier_t *b) { return MP_LOAD(&b->seq, MP_ACQUIRE); }
+
+/// After a change (see the invariants): bumps `seq` and wakes every sleeper.
 static void changed(mp_barrier_t *b) {
-    MP_ADD(&b->seq, 1, MP_RELAXED); // under the guard; sleepers rely on the futex compare
+    MP_ADD(&b->seq, 1, MP_RELEASE); // orders the change before the bump a waiter reads
     mp_futex_wake(&b->seq, INT_MAX, shared_of(b));
 }
 
-/// Whether cycle `cycle`, ended by a reset, had released its parties (the guard held).
-/// `state` and `cycle`, read with a relaxed load: a party that could not take the guard reads
-/// both, and CASes `state`, without it (see the invariants); the guard orders everything else.
-static inline int32_t state_of(const mp_barrier_t *b) { return MP_LOAD(&b->state, MP_RELAXED); }
-static inline uint32_t cycle_of(const mp_barrier_t *b) { return MP_LOAD(&b->cycle, MP_RELAXED); }
+/// Moves `cycle` from `from` to `to` (the guard held): 0 if its cycle was broken meanwhile.
+static int move(mp_barrier_t *b, uint32_t cycle, uint32_t from, uint32_t to) {
+    uint32_t expected = state_word(cycle, from);
+    return MP_CAS(&b->state, &expected, state_word(cycle, to), MP_RELAXED, MP_RELAXED);
+}
 
+/// Breaks `cycle` (any phase -> BROKEN), with or without the guard: 1 if this call broke it, 0 if
+/// it was already broken or is over (reset).
+static int break_cycle(mp_barrier_t *b, uint32_t cycle) {
+    uint32_t state = load_state(b);
+    do {
+        if (cycle_of(state) != cycle || phase_of(state) == BROKEN) return 0;
+        MP_FAULT_POINT(MP_FAULT_BARRIER_LEAVE);
+    } while (!MP_CAS(&b->state, &state, state_word(cycle, BROKEN), MP_RELAXED, MP_RELAXED));
+    changed(b);
+    return 1;
+}
+
+/// Whether cycle `cycle`, ended by a reset, had released its parties (the guard held).
 static int reset_after_pass(const mp_barrier_t *b, uint32_t cycle) {
-    uint32_t since = cycle_of(b) - cycle; // resets since: the bit is the last 32 cycles'
+    uint32_t since = (cycle_of(load_state(b)) - cycle) & (UINT32_MAX >> PHASE_BITS); // resets since
     return since >= 1 && since <= 32 && (b->passed >> (cycle & 31) & 1u);
 }
 
 /// Takes the guard by `deadline`, or MP_OWNER_CHECK_NS from now if that is later: every party
 /// takes the guard after each change, so it is often held for a moment, and a party whose deadline
-/// has just passed must still get it to leave cleanly. Whether it did.
+/// has just passed must still get it to leave cleanly. Whether it did. Taken over from a dead
+/// holder, it breaks the current cycle (see the invariants).
 static int take_guard(mp_barrier_t *b, int64_t deadline) {
     int64_t floor = mp_monotonic_ns() + MP_OWNER_CHECK_NS;
     mp_status_t taken = mp_mutex_lock(&b->guard, deadline > floor ? deadline : floor);
-    return taken != MP_TIMED_OUT && taken != MP_BUSY; // MP_BUSY: a try (MP_NOW)
+    if (taken == MP_OWNER_DIED) break_cycle(b, cycle_of(load_state(b)));
+    return taken == MP_OK || taken == MP_OWNER_DIED;
 }
 
-/// Sets `state` from `from` to `to` (the guard held): 0 if a party that could not take the guard
-/// broke the barrier meanwhile.
-static int move_state(mp_barrier_t *b, int32_t from, int32_t to) {
-    return MP_CAS(&b->state, &from, to, MP_RELAXED, MP_RELAXED); // the guard orders the rest
-}
-
-/// A joined party that cannot take the guard by its deadline (a live holder that does not let go)
-/// leaves without it: it breaks its cycle (see the invariants), as its timeout would. MP_TIMED_OUT,
-/// or MP_BROKEN if the barrier was already broken or reset.
+/// A joined party that cannot retake the guard by its deadline (a live holder that does not let
+/// go) leaves without it: it breaks its cycle, as its timeout would. MP_TIMED_OUT, or MP_BROKEN if
+/// its cycle was already broken or reset.
 static mp_status_t leave_unguarded(mp_barrier_t *b, uint32_t cycle) {
-    int32_t state = state_of(b);
-    for (;;) {
-        if (cycle_of(b) != cycle || state == BROKEN) return MP_BROKEN;
-        if (MP_CAS(&b->state, &state, BROKEN, MP_RELAXED, MP_RELAXED)) break;
-    }
-    MP_ADD(&b->seq, 1, MP_RELAXED); // wakes the other parties: they leave by their own deadlines
-    mp_futex_wake(&b->seq, INT_MAX, shared_of(b));
-    return MP_TIMED_OUT;
+    return break_cycle(b, cycle) ? MP_TIMED_OUT : MP_BROKEN;
 }
 
 /// Await outcomes: a change (the guard retaken), the deadline passed (the guard retaken), or the
 /// guard not retaken by the deadline (see take_guard).
 enum { CHANGED = 0, TIMED_OUT = 1, GUARD_HELD = 2 };
 
-/// With the guard held: releases it, sleeps until the next change or the deadline, retakes it by
-/// the deadline (see take_guard).
-static int await_change(mp_barrier_t *b, int64_t deadline) {
-    uint32_t seq = MP_LOAD(&b->seq, MP_RELAXED);
+/// With the guard held and `seq` read before the state that made the caller wait: releases the
+/// guard, sleeps until `seq` moves on or the deadline, retakes the guard (see take_guard).
+static int await_change(mp_barrier_t *b, uint32_t seq, int64_t deadline) {
     mp_mutex_unlock(&b->guard);
     int timed_out = 0;
-    while (MP_LOAD(&b->seq, MP_RELAXED) == seq) {
+    while (load_seq(b) == seq) {
         if (mp_futex_wait(&b->seq, seq, deadline, shared_of(b)) == ETIMEDOUT) {
             timed_out = 1;
             break;
@@ -117,95 +141,104 @@ static int await_change(mp_barrier_t *b, int64_t deadline) {
     return timed_out ? TIMED_OUT : CHANGED;
 }
 
+/// The guard held: counts the caller out of `cycle`; the last out of a pass lets the next fill.
+static void leave(mp_barrier_t *b, uint32_t cycle) {
+    if (cycle_of(load_state(b)) != cycle) return; // reset: the count is the new cycle's
+    uint32_t left = MP_LOAD(&b->count, MP_RELAXED) - 1;
+    MP_STORE(&b->count, left, MP_RELAXED);
+    if (left == 0 && move(b, cycle, DRAINING, FILLING)) changed(b);
+}
+
 mp_status_t mp_barrier_wait(mp_barrier_t *b, int64_t deadline, uint32_t *index, mp_barrier_action_t action,
                             void *context) {
     // Bounded: its holder may be a live process that does not let go (stopped, or named by a
-    // garbled word); a dead holder's guard is taken over, and the survivor carries on (above).
+    // garbled word); a dead holder's guard is taken over (see the invariants).
     if (!take_guard(b, deadline)) return MP_TIMED_OUT; // not joined: the barrier is left as it was
-    while (state_of(b) == DRAINING || state_of(b) == RELEASING) { // the last cycle leaving, or its action
-        int waited = await_change(b, deadline);
-        if (waited == GUARD_HELD) return MP_TIMED_OUT;
-        if (waited == TIMED_OUT && (state_of(b) == DRAINING || state_of(b) == RELEASING)) {
+    for (int timed_out = 0;;) { // the last pass leaving, or its action running
+        uint32_t seq = load_seq(b);
+        uint32_t phase = phase_of(load_state(b));
+        if (phase != DRAINING && phase != RELEASING) break;
+        if (timed_out) {
             mp_mutex_unlock(&b->guard);
-            return MP_TIMED_OUT; // the previous cycle has not drained (a dead party?): reset() frees it
+            return MP_TIMED_OUT; // the last pass has not drained (a dead party?): reset() frees it
         }
+        int waited = await_change(b, seq, deadline);
+        if (waited == GUARD_HELD) return MP_TIMED_OUT;
+        timed_out = waited == TIMED_OUT;
     }
-    if (state_of(b) == BROKEN) {
+    uint32_t state = load_state(b);
+    if (phase_of(state) == BROKEN) {
         mp_mutex_unlock(&b->guard);
         return MP_BROKEN;
     }
-    uint32_t cycle = cycle_of(b);
+    uint32_t cycle = cycle_of(state);
+    *index = MP_LOAD(&b->count, MP_RELAXED);
+    MP_STORE(&b->count, *index + 1, MP_RELAXED);
+    MP_FAULT_POINT(MP_FAULT_BARRIER_JOINED);
     mp_status_t status = MP_OK;
-    *index = b->count++;
     if (*index + 1 == b->parties) {
         if (action != NULL) {
             // The action runs before anyone passes, outside the guard (it may ask the barrier how
             // many wait, or abort it). The others keep waiting meanwhile; one whose deadline
             // passes breaks the barrier as in FILLING, so a releasing process killed in the
             // action costs the others their timeouts, or a reset(), never a hang with deadlines.
-            if (!move_state(b, FILLING, RELEASING)) {
-                status = MP_BROKEN; // a party that could not take the guard broke the barrier
+            if (!move(b, cycle, FILLING, RELEASING)) {
+                status = MP_BROKEN; // broken without the guard
             } else {
                 mp_mutex_unlock(&b->guard);
                 int32_t failed = action(context);
                 if (!take_guard(b, deadline)) return leave_unguarded(b, cycle);
-                if (cycle_of(b) != cycle || !move_state(b, RELEASING, failed ? BROKEN : DRAINING)) {
-                    status = MP_BROKEN; // reset, aborted or timed out meanwhile: nobody passes
-                } else if (failed) {
-                    status = MP_BROKEN;
-                }
+                // A failed move: reset, aborted or timed out meanwhile, and nobody passes.
+                if (!move(b, cycle, RELEASING, failed ? BROKEN : DRAINING) || failed) status = MP_BROKEN;
             }
-        } else if (!move_state(b, FILLING, DRAINING)) {
+        } else if (!move(b, cycle, FILLING, DRAINING)) {
             status = MP_BROKEN;
         }
         changed(b);
     } else {
-        while ((state_of(b) == FILLING || state_of(b) == RELEASING) && cycle_of(b) == cycle) {
-            int waited = await_change(b, deadline);
-            if (waited == GUARD_HELD) return leave_unguarded(b, cycle);
-            int32_t state = state_of(b);
-            if (waited == TIMED_OUT && (state == FILLING || state == RELEASING) && cycle_of(b) == cycle) {
-                if (move_state(b, state, BROKEN)) changed(b); // else already broken: nobody passes
+        for (int timed_out = 0;;) {
+            uint32_t seq = load_seq(b);
+            state = load_state(b);
+            if (cycle_of(state) != cycle || (phase_of(state) != FILLING && phase_of(state) != RELEASING)) break;
+            if (timed_out) {
+                if (move(b, cycle, phase_of(state), BROKEN)) changed(b); // else broken already
                 status = MP_TIMED_OUT;
                 break;
             }
+            MP_FAULT_POINT(MP_FAULT_BARRIER_SLEEP);
+            int waited = await_change(b, seq, deadline);
+            if (waited == GUARD_HELD) return leave_unguarded(b, cycle);
+            timed_out = waited == TIMED_OUT;
         }
-        if (status == MP_OK && (cycle_of(b) != cycle ? !reset_after_pass(b, cycle) : state_of(b) == BROKEN))
+        if (status == MP_OK &&
+            (cycle_of(state) != cycle ? !reset_after_pass(b, cycle) : phase_of(state) == BROKEN))
             status = MP_BROKEN;
     }
-    if (cycle_of(b) == cycle && --b->count == 0 && move_state(b, DRAINING, FILLING)) changed(b);
+    leave(b, cycle);
     mp_mutex_unlock(&b->guard);
     return status;
 }
 
 void mp_barrier_reset(mp_barrier_t *b) {
+    // No deadline, as Python's reset(): a dead holder is taken over (all is rewritten below), a
+    // stopped one delays it until it runs again.
     mp_mutex_lock(&b->guard, MP_FOREVER);
-    uint32_t bit = 1u << (cycle_of(b) & 31);
-    b->passed = state_of(b) == DRAINING ? b->passed | bit : b->passed & ~bit;
-    MP_STORE(&b->cycle, cycle_of(b) + 1, MP_RELAXED); // read unguarded by a leaver
-    b->count = 0;
-    MP_STORE(&b->state, FILLING, MP_RELAXED); // a leaver may CAS it (see the invariants)
+    // The count first: a reset killed before its swap leaves the old cycle (which the next taker
+    // of the guard breaks), never a new cycle with a stale count.
+    MP_STORE(&b->count, 0, MP_RELAXED);
+    uint32_t cycle = cycle_of(load_state(b)); // only the phase changes without the guard
+    uint32_t ended = __atomic_exchange_n(&b->state, state_word(cycle + 1, FILLING), MP_RELAXED);
+    uint32_t bit = 1u << (cycle & 31);
+    b->passed = phase_of(ended) == DRAINING ? b->passed | bit : b->passed & ~bit;
     changed(b);
     mp_mutex_unlock(&b->guard);
 }
 
-void mp_barrier_abort(mp_barrier_t *b) {
-    mp_mutex_lock(&b->guard, MP_FOREVER);
-    MP_STORE(&b->state, BROKEN, MP_RELAXED); // a leaver may CAS it (see the invariants)
-    changed(b);
-    mp_mutex_unlock(&b->guard);
-}
+void mp_barrier_abort(mp_barrier_t *b) { break_cycle(b, cycle_of(load_state(b))); }
 
-int mp_barrier_is_broken(mp_barrier_t *b) {
-    mp_mutex_lock(&b->guard, MP_FOREVER);
-    int broken = state_of(b) == BROKEN;
-    mp_mutex_unlock(&b->guard);
-    return broken;
-}
+int mp_barrier_is_broken(mp_barrier_t *b) { return phase_of(load_state(b)) == BROKEN; }
 
 uint32_t mp_barrier_waiting(mp_barrier_t *b) {
-    mp_mutex_lock(&b->guard, MP_FOREVER);
-    uint32_t n = state_of(b) == FILLING || state_of(b) == RELEASING ? b->count : 0; // as Python's n_waiting
-    mp_mutex_unlock(&b->guard);
-    return n;
+    uint32_t phase = phase_of(load_state(b));
+    return phase == FILLING || phase == RELEASING ? MP_LOAD(&b->count, MP_RELAXED) : 0; // Python's n_waiting
 }

@@ -292,6 +292,11 @@ void mp_fault_pass(void) {
         fault_passes_left--;
         return;
     }
+    if (MP_LOAD(&mp_fault_armed, MP_RELAXED) & MP_FAULT_STOP) {
+        MP_STORE(&mp_fault_armed, 0, MP_RELAXED); // once: the test resumes it to go on
+        raise(SIGSTOP);
+        return;
+    }
     raise(SIGKILL);
     _exit(137); // not reached: SIGKILL cannot be caught
 }

@@ -17,8 +17,9 @@ public enum SyncError: Error, Equatable, Sendable {
     case overflow
     /// `Barrier(parties:)` with fewer than one party.
     case invalidParties(Int)
-    /// The barrier was aborted, reset while the caller waited, a waiter timed out, or the
-    /// barrier's action threw in another party.
+    /// The barrier was aborted, reset while the caller waited, a waiter timed out, the
+    /// barrier's action threw in another party, or a process died holding the barrier's
+    /// internal guard.
     case brokenBarrier
     /// The barrier's action, run by this caller as the last to arrive, threw (described here);
     /// the barrier is broken.

@@ -5,6 +5,9 @@ import CMultiprocessing
 /// Each party calls ``wait()``; all are released when the last arrives, each with a distinct
 /// index in `0..<parties`. ``abort()`` breaks it, ``reset()`` returns it to the empty state
 /// (current waiters get ``SyncError/brokenBarrier``), and a waiter's timeout breaks it, as in Python.
+/// A process killed while it holds the barrier's internal guard breaks it too (its change is
+/// unknown); one killed while it waits is not detected: the others' timeouts or a ``reset()`` free
+/// the barrier.
 ///
 /// ```swift
 /// let barrier = try Barrier(parties: 3, action: { print("all three arrived") }, timeout: .seconds(5))
@@ -61,10 +64,11 @@ public final class Barrier: @unchecked Sendable, Codable {
         return ns == 0 ? nil : .nanoseconds(Int64(clamping: ns))
     }
 
-    /// The number of parties waiting now.
+    /// The number of parties waiting now (a snapshot, read without the barrier's internal guard:
+    /// it never waits, even while a stopped process holds that guard).
     public var waiting: Int { Int(mp_barrier_waiting(barrier)) }
 
-    /// Whether the barrier is broken.
+    /// Whether the barrier is broken (a snapshot; it never waits, as ``waiting``).
     public var isBroken: Bool { mp_barrier_is_broken(barrier) != 0 }
 
     /// Waits for all parties; returns this caller's arrival index.
@@ -106,10 +110,14 @@ public final class Barrier: @unchecked Sendable, Codable {
     }
 
     /// Returns the barrier to the empty state; current waiters get ``SyncError/brokenBarrier``.
-    /// Parties the barrier has already released still pass, as in Python.
+    /// Parties the barrier has already released still pass, as in Python. It takes the barrier's
+    /// internal guard without a timeout, as Python's takes its lock: a process that died holding
+    /// the guard is detected and the guard taken over, but one stopped (SIGSTOP, a debugger)
+    /// while holding it delays the reset until it runs again.
     public func reset() { mp_barrier_reset(barrier) }
 
     /// Breaks the barrier: current and future waiters get ``SyncError/brokenBarrier`` until reset.
+    /// It never waits (no internal guard is taken).
     public func abort() { mp_barrier_abort(barrier) }
 
     public func encode(to encoder: any Encoder) throws { try object.encode(to: encoder) }
