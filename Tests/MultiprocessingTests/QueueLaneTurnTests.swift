@@ -36,6 +36,54 @@ struct QueueLaneTurnTests {
         #expect(throws: QueueError.empty) { try first.getNowait() }
     }
 
+    @Test("a put of another size through a lanes handle never lands in the lane another handle's choice points to")
+    func otherSizeNeverMatchesAnotherHandlesChoice() throws {
+        // The straight put's one test combines the handle's key with the message's size: a message
+        // of another size than the slots' (a handle decoded with another element type, whose puts
+        // reach mp_queue_put whenever the ring's straight put finds the producer lock busy) must
+        // fail it, whatever the thread's last choice. Handles of 8-byte slots and 4-byte messages:
+        // find one whose key, combined with 8 ^ 4, names another queue's handle, if keys allow it.
+        let target = try Queue<Int64>(ordering: .perProducer)
+        let encoded = try FoundationJSON.encode(target)
+        // Handles made one by one until one of 4-byte elements has the number (its `lane_nonce`)
+        // that a handle of 8-byte slots has, combined with 8 ^ 4: all kept alive to the end.
+        var others: [Queue<Int64>] = []
+        var narrow: [Queue<Int32>] = []
+        var pair: (Queue<Int64>, Queue<Int32>)? = nil
+        search: for _ in 0..<32 {
+            let other = try Queue<Int64>(maxSize: nil, capacity: 1 << 16, ordering: .perProducer)
+            others.append(other)
+            let want = other.q.pointee.lane_nonce ^ (8 ^ 4)
+            if want < other.q.pointee.lane_nonce { continue }
+            while true {
+                let handle = try FoundationJSON.decode(Queue<Int32>.self, encoded)
+                narrow.append(handle)
+                if handle.q.pointee.lane_nonce == want {
+                    pair = (other, handle)
+                    break search
+                }
+                if handle.q.pointee.lane_nonce > want { break }
+            }
+        }
+        let (other, handle) = try #require(pair)
+        let outcome = Locked<[String]>([])
+        let producer = Thread {
+            try other.put(7)  // claims a lane of `other`: the thread's last choice
+            var value: Int32 = 42
+            let status = mp_queue_put(handle.q, &value, 4, mp_monotonic_ns() + 5_000_000_000)
+            outcome.withLock { $0.append(status == MP_OK ? "ok" : "status \(status)") }
+        }
+        try producer.start()
+        #expect(try producer.join(timeout: .seconds(30)))
+        #expect(outcome.withLock { $0 } == ["ok"])
+        // The 4-byte message went to `target`'s ring, and `other` holds its one message alone.
+        #expect((try? handle.getNowait()) == 42)
+        var inOther: [Int64] = []
+        while let item = try? other.getNowait() { inOther.append(item) }
+        #expect(inOther == [7])
+        withExtendedLifetime((others, narrow)) {}
+    }
+
     @Test("a consumer that alternates between two queues still takes every lane of each in turn")
     func alternatingConsumerRotates() throws {
         let a = try Queue<Int>(ordering: .perProducer)

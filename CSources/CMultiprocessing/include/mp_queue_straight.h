@@ -89,8 +89,13 @@ typedef struct mp_lane_choice {
 
 /// A lane choice's key for the view whose `lane_nonce` is `id`: the top bit set, so that it is
 /// never 0 (a new thread's zeroed choice, or a ring choice) and never a message size (what the
-/// test yields on a view without lanes).
-#define MP_LANE_KEY(id) ((id) | ((uint64_t)1 << 63))
+/// test yields on a view without lanes); the nonce above the low 16 bits, which a view's
+/// `lane_key ^ size` holds as `slot_size ^ size`, so that a message of another size than the slots'
+/// matches no key at all. (With the nonce in the low bits, `lane_key ^ size` of nonce n named the
+/// view of nonce n ^ slot_size ^ size: nonces are small and consecutive, so a put of another size
+/// went to another queue's lane through that view's choice.) Sound for 2^47 views per process.
+#define MP_LANE_KEY(id) (((uint64_t)(id) << 16) | ((uint64_t)1 << 63))
+_Static_assert(MP_QUEUE_MAX_SLOT < (1u << 16) && 64 < (1u << 16), "slot and message sizes below the key's nonce");
 
 /// The calling thread's last lane choice. Initial-exec TLS: a plain %fs-relative load, so that a
 /// put's straight path makes no call. Written only by queue_lanes.c, which zeroes it in a forked

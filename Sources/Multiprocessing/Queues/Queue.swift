@@ -238,13 +238,16 @@ public class Queue<Element: Sendable>: @unchecked Sendable, Codable {
     @inlinable
     final func sendLane(_ item: Element, deadline: Int64) throws(QueueError) {
         let size = UInt64(MemoryLayout<Element>.size)
+        let status: mp_status_t
         if size <= 8 {  // in a register: no copy in memory
             var word: UInt64 = 0
             withUnsafeMutableBytes(of: &word) { $0.storeBytes(of: item, as: Element.self) }
             if mp_queue_put_lane_word(q, size, word) != 0 { return }
-        }
-        let status = withUnsafePointer(to: item) {
-            mp_queue_put_lane_straight(q, $0, size) != 0 ? MP_OK : mp_queue_put(q, $0, size, deadline)
+            status = withUnsafePointer(to: item) { mp_queue_put(q, $0, size, deadline) }
+        } else {
+            status = withUnsafePointer(to: item) {
+                mp_queue_put_lane_straight(q, $0, size) != 0 ? MP_OK : mp_queue_put(q, $0, size, deadline)
+            }
         }
         if status != MP_OK { try putFailed(status) }
     }
